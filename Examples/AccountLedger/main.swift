@@ -1,0 +1,1 @@
+print("AccountLedger: see issue #8")

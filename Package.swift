@@ -1,0 +1,32 @@
+// swift-tools-version:6.0
+// EventStore: an embedded, crash-safe event store for Swift, with a pluggable key-value backend.
+// No package dependencies: only what the Swift toolchain ships.
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "EventStore",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "EventStore", targets: ["EventStore"]),
+        .library(name: "EventStoreKV", targets: ["EventStoreKV"]),
+        .library(name: "Snapshots", targets: ["Snapshots"]),
+        .library(name: "Sagas", targets: ["Sagas"]),
+        .executable(name: "AccountLedger", targets: ["AccountLedger"]),
+    ],
+    targets: [
+        .target(name: "EventStore", swiftSettings: strict),
+        .target(name: "EventStoreKV", dependencies: ["EventStore"], swiftSettings: strict),
+        .target(name: "Snapshots", dependencies: ["EventStore"], swiftSettings: strict),
+        .target(name: "Sagas", dependencies: ["EventStore"], swiftSettings: strict),
+        .executableTarget(
+            name: "AccountLedger",
+            dependencies: ["EventStore", "EventStoreKV", "Snapshots", "Sagas"],
+            path: "Examples/AccountLedger",
+            swiftSettings: strict
+        ),
+        .testTarget(name: "EventStoreKVTests", dependencies: ["EventStoreKV"], swiftSettings: strict),
+        .testTarget(name: "ConformanceTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
+    ]
+)

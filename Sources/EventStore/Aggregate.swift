@@ -1,0 +1,108 @@
+import Foundation
+
+/// An event-sourced aggregate: a state built by applying its stream's events in order, starting from `init()`.
+public protocol Aggregate: Sendable {
+    /// The state before any event.
+    init()
+    /// Folds one event into the state. Events of types the aggregate does not know should be ignored.
+    mutating func apply(_ event: any DomainEvent)
+}
+
+/// An aggregate's state together with the stream version it reflects.
+public struct LoadedAggregate<State: Aggregate>: Sendable {
+    /// The state after applying every event up to ``version``.
+    public var state: State
+    /// The version of the last event applied; 0 for a stream with no events.
+    public var version: UInt64
+    /// How many events were replayed to build the state (for checking snapshot use).
+    public var replayedEvents: Int
+
+    /// Creates a loaded aggregate.
+    public init(state: State, version: UInt64, replayedEvents: Int) {
+        self.state = state
+        self.version = version
+        self.replayedEvents = replayedEvents
+    }
+}
+
+/// Loads aggregates by replaying their streams, and saves new events with the loaded version as the expected
+/// version, so that concurrent writers cannot both decide on the same state.
+public struct AggregateRepository<State: Aggregate>: Sendable {
+    /// The store holding the streams.
+    public let store: any EventStoring
+    /// The event types the aggregate uses.
+    public let registry: EventTypeRegistry
+    /// How many events are read per round trip while replaying.
+    public var readBatchSize: Int
+
+    /// Creates a repository.
+    public init(store: any EventStoring, registry: EventTypeRegistry, readBatchSize: Int = 1_000) {
+        self.store = store
+        self.registry = registry
+        self.readBatchSize = readBatchSize
+    }
+
+    /// Loads the aggregate by replaying every event of `stream`.
+    public func load(_ stream: StreamName) async throws -> LoadedAggregate<State> {
+        try await replay(stream, onto: LoadedAggregate(state: State(), version: 0, replayedEvents: 0))
+    }
+
+    /// Applies the events of `stream` after `loaded.version` (up to `version`, if given) to `loaded`.
+    /// Snapshot-aware loading starts here from a snapshot's state.
+    public func replay(
+        _ stream: StreamName, onto loaded: LoadedAggregate<State>, upTo version: UInt64? = nil
+    ) async throws -> LoadedAggregate<State> {
+        var result = loaded
+        while true {
+            try Task.checkCancellation()
+            if let version, result.version >= version { break }
+            var limit = readBatchSize
+            if let version { limit = Int(min(UInt64(limit), version - result.version)) }
+            let events = try await store.read(
+                stream, from: .version(result.version + 1), direction: .forward, limit: limit)
+            for event in events {
+                result.state.apply(try registry.decode(event))
+                result.version = event.version
+                result.replayedEvents += 1
+            }
+            if events.count < limit { break }
+        }
+        return result
+    }
+
+    /// Appends `events` to `stream`, expecting the stream to be at `loaded.version`.
+    /// - Throws: ``EventStoreError/wrongExpectedVersion(stream:expected:actual:)`` if another writer got there first.
+    @discardableResult
+    public func save(
+        _ events: [any DomainEvent], to stream: StreamName, loadedAt version: UInt64,
+        metadata: EventMetadata = EventMetadata()
+    ) async throws -> AppendResult {
+        let data = try events.map { try registry.encode(any: $0, metadata: metadata) }
+        return try await store.append(data, to: stream, expectedVersion: .exact(version))
+    }
+
+    /// Loads the aggregate, asks `decide` for new events and saves them; on a version conflict it reloads and asks
+    /// again, up to `maxAttempts` times in all.
+    /// - Returns: the append's result and the state after the new events.
+    @discardableResult
+    public func execute(
+        on stream: StreamName, maxAttempts: Int = 5,
+        _ decide: (State) throws -> [any DomainEvent]
+    ) async throws -> (result: AppendResult, state: State) {
+        guard maxAttempts > 0 else { throw EventStoreError.invalidArgument("maxAttempts must be at least 1") }
+        var attempt = 0
+        while true {
+            attempt += 1
+            let loaded = try await load(stream)
+            let events = try decide(loaded.state)
+            do {
+                let result = try await save(events, to: stream, loadedAt: loaded.version)
+                var state = loaded.state
+                for event in events { state.apply(event) }
+                return (result, state)
+            } catch EventStoreError.wrongExpectedVersion where attempt < maxAttempts {
+                continue
+            }
+        }
+    }
+}

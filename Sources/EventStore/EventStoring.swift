@@ -1,0 +1,96 @@
+import Foundation
+
+/// An event store: append-only streams of events with versioned appends, reads, a gapless global log and
+/// session-locked streams. `KeyValueEventStore` (module EventStoreKV) is the implementation; code written against
+/// this protocol runs on every backend.
+public protocol EventStoring: Sendable {
+    /// The limits this store enforces.
+    var limits: EventStoreLimits { get }
+
+    /// Appends `events` to `stream` atomically, if its version meets `expectedVersion`.
+    ///
+    /// Re-sending the same events (same ids, same order) after a success returns the original result and writes
+    /// nothing; so does re-sending a prefix of a committed batch.
+    /// - Throws: ``EventStoreError/wrongExpectedVersion(stream:expected:actual:)``,
+    ///   ``EventStoreError/duplicateEventID(_:stream:version:)``, ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)``
+    ///   when a session holds the stream, and input errors. Nothing is written when it throws.
+    func append(_ events: [EventData], to stream: StreamName, expectedVersion: ExpectedVersion) async throws
+        -> AppendResult
+
+    /// Appends to several streams atomically: every part is written, or none is.
+    /// - Returns: one result per part, in order.
+    func append(_ appends: [StreamAppend]) async throws -> [AppendResult]
+
+    /// Up to `limit` events of `stream`, starting at `start`, in `direction` order. A missing stream reads as empty.
+    func read(_ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int) async throws
+        -> [RecordedEvent]
+
+    /// The stream's current version: the version of its last event, 0 if it has none.
+    func version(of stream: StreamName) async throws -> UInt64
+
+    /// Up to `limit` events of the global log, from `position` (inclusive; positions start at 1), in order.
+    func readAll(from position: UInt64, limit: Int) async throws -> [RecordedEvent]
+
+    /// The position of the last committed event, 0 if there is none.
+    func lastPosition() async throws -> UInt64
+
+    /// Opens a session with exclusive write access to `stream`.
+    ///
+    /// Waits up to `openTimeout` for another session's lease to end. The lease lasts `sessionTimeout`; every append
+    /// through the session and every ``StreamSession/renew()`` extends it.
+    /// - Throws: ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)`` when the wait times out.
+    func openSession(on stream: StreamName, sessionTimeout: Duration, openTimeout: Duration) async throws
+        -> any StreamSession
+}
+
+extension EventStoring {
+    /// Every event of `stream` from `start`, oldest first.
+    public func read(_ stream: StreamName, from start: ReadStart = .start) async throws -> [RecordedEvent] {
+        try await read(stream, from: start, direction: .forward, limit: .max)
+    }
+
+    /// Up to `limit` events of `stream` from `start`, in `direction` order.
+    public func read(_ stream: StreamName, from start: ReadStart = .start, limit: Int) async throws
+        -> [RecordedEvent]
+    {
+        try await read(stream, from: start, direction: .forward, limit: limit)
+    }
+
+    /// Up to `limit` events of `stream`, newest first, from `start` (the end by default).
+    public func readBackward(_ stream: StreamName, from start: ReadStart = .end, limit: Int = .max) async throws
+        -> [RecordedEvent]
+    {
+        try await read(stream, from: start, direction: .backward, limit: limit)
+    }
+
+    /// Appends one event to `stream`.
+    public func append(_ event: EventData, to stream: StreamName, expectedVersion: ExpectedVersion) async throws
+        -> AppendResult
+    {
+        try await append([event], to: stream, expectedVersion: expectedVersion)
+    }
+}
+
+/// Exclusive write access to one stream, held through a lease in the store. Other writers, with or without a
+/// session, get ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)`` until it is closed or expires.
+public protocol StreamSession: Sendable {
+    /// The session's unique id.
+    var id: UUID { get }
+    /// The stream it holds.
+    var stream: StreamName { get }
+
+    /// Appends through the session. The transaction itself checks that this session still holds the lease, so an
+    /// expired session can never write; the append also renews the lease.
+    /// - Throws: ``EventStoreError/sessionExpired(stream:sessionID:)`` once the lease is lost.
+    func append(_ events: [EventData], expectedVersion: ExpectedVersion) async throws -> AppendResult
+
+    /// Extends the lease by the session timeout from now.
+    /// - Throws: ``EventStoreError/sessionExpired(stream:sessionID:)`` if it had already ended.
+    func renew() async throws
+
+    /// When the lease ends unless renewed, by this process's clock.
+    func leaseExpiresAt() async -> Date
+
+    /// Releases the lock at once. Closing twice is harmless.
+    func close() async throws
+}

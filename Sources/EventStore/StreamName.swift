@@ -1,0 +1,79 @@
+/// The name of an event stream: non-empty, at most 255 UTF-8 bytes, with no control characters. Names that start
+/// with `$` belong to system streams and are made only with ``system(_:)``.
+public struct StreamName: Sendable, Hashable, Comparable, CustomStringConvertible {
+    /// The most UTF-8 bytes a name may have.
+    public static let maximumLength = 255
+
+    /// The name as text.
+    public let rawValue: String
+
+    /// Creates a user stream name, checking every naming rule.
+    /// - Throws: ``EventStoreError/invalidStreamName(_:rule:)`` naming the rule the name broke.
+    public init(_ rawValue: String) throws {
+        try Self.validate(rawValue, allowSystem: false)
+        self.rawValue = rawValue
+    }
+
+    private init(unchecked rawValue: String) { self.rawValue = rawValue }
+
+    /// Creates a system stream name; it must start with `$`.
+    public static func system(_ rawValue: String) throws -> StreamName {
+        try validate(rawValue, allowSystem: true)
+        guard rawValue.hasPrefix("$") else { throw EventStoreError.invalidStreamName(rawValue, rule: .systemPrefix) }
+        return StreamName(unchecked: rawValue)
+    }
+
+    /// Validates a name that was stored by this store (user or system), for decoding.
+    public static func stored(_ rawValue: String) throws -> StreamName {
+        try validate(rawValue, allowSystem: true)
+        return StreamName(unchecked: rawValue)
+    }
+
+    /// Whether this is a system stream (its name starts with `$`).
+    public var isSystem: Bool { rawValue.hasPrefix("$") }
+
+    /// The category: the part of the name before the first `-`, or the whole name if it has none.
+    public var category: String {
+        guard let dash = rawValue.firstIndex(of: "-") else { return rawValue }
+        return String(rawValue[..<dash])
+    }
+
+    public var description: String { rawValue }
+
+    public static func < (lhs: StreamName, rhs: StreamName) -> Bool {
+        lhs.rawValue.utf8.lexicographicallyPrecedes(rhs.rawValue.utf8)
+    }
+
+    private static func validate(_ name: String, allowSystem: Bool) throws {
+        if name.isEmpty { throw EventStoreError.invalidStreamName(name, rule: .empty) }
+        if name.utf8.count > maximumLength { throw EventStoreError.invalidStreamName(name, rule: .tooLong) }
+        if name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            throw EventStoreError.invalidStreamName(name, rule: .controlCharacter)
+        }
+        if !allowSystem && name.hasPrefix("$") { throw EventStoreError.invalidStreamName(name, rule: .reservedPrefix) }
+    }
+}
+
+/// The naming rule a stream name broke.
+public enum StreamNameRule: Sendable, Hashable, CustomStringConvertible {
+    /// The name is empty.
+    case empty
+    /// The name is longer than ``StreamName/maximumLength`` UTF-8 bytes.
+    case tooLong
+    /// The name contains a control character.
+    case controlCharacter
+    /// The name starts with `$`, which is reserved for system streams.
+    case reservedPrefix
+    /// A system stream name must start with `$`.
+    case systemPrefix
+
+    public var description: String {
+        switch self {
+        case .empty: "a stream name must not be empty"
+        case .tooLong: "a stream name must be at most \(StreamName.maximumLength) UTF-8 bytes"
+        case .controlCharacter: "a stream name must not contain control characters"
+        case .reservedPrefix: "names starting with '$' are reserved for system streams"
+        case .systemPrefix: "a system stream name must start with '$'"
+        }
+    }
+}

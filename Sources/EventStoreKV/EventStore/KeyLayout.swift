@@ -1,0 +1,96 @@
+// The key layout of KeyValueEventStore: one tag byte, then the tag's fields. Documented in docs/ARCHITECTURE.md;
+// change both together. Integers are big-endian so that byte order equals numeric order. Stream names never contain
+// 0x00 (control characters are rejected), so 0x00 ends a name inside a key.
+
+import EventStore
+import Foundation
+
+/// Tags of the key spaces. Each later feature claims a tag here.
+enum KeyTag: UInt8 {
+    /// `G`: the global head: the last assigned global position.
+    case globalHead = 0x01
+    /// `H name`: the stream head: its version and state.
+    case streamHead = 0x02
+    /// `S name 0x00 version`: stream index: version → global position.
+    case streamIndex = 0x03
+    /// `L position`: the global log: position → the event record.
+    case log = 0x04
+    /// `I uuid`: event-id index: id → global position.
+    case eventID = 0x05
+    /// `K name`: the session lease on a stream (a TTL key).
+    case lease = 0x06
+    /// Reserved: stream metadata (retention), subscriptions issue.
+    case streamMetadata = 0x07
+    /// Reserved: snapshots.
+    case snapshot = 0x08
+    /// Reserved: consumer checkpoints.
+    case checkpoint = 0x09
+    /// Reserved: secondary indexes (category, event type).
+    case secondaryIndex = 0x0A
+    /// Reserved: sagas.
+    case saga = 0x0B
+}
+
+enum KeyLayout {
+    static let globalHead: Key = [KeyTag.globalHead.rawValue]
+
+    static func streamHead(_ stream: StreamName) -> Key {
+        var key: Key = [KeyTag.streamHead.rawValue]
+        key.append(contentsOf: stream.rawValue.utf8)
+        return key
+    }
+
+    static func streamIndexPrefix(_ stream: StreamName) -> Key {
+        var key: Key = [KeyTag.streamIndex.rawValue]
+        key.reserveCapacity(stream.rawValue.utf8.count + 10)
+        key.append(contentsOf: stream.rawValue.utf8)
+        key.append(0)
+        return key
+    }
+
+    static func streamIndex(_ stream: StreamName, version: UInt64) -> Key {
+        var key = streamIndexPrefix(stream)
+        key.appendBigEndian(version)
+        return key
+    }
+
+    static func log(_ position: UInt64) -> Key {
+        var key: Key = [KeyTag.log.rawValue]
+        key.reserveCapacity(9)
+        key.appendBigEndian(position)
+        return key
+    }
+
+    static let logPrefix: Key = [KeyTag.log.rawValue]
+
+    static func position(fromLogKey key: Key) -> UInt64? {
+        guard key.count == 9, key[0] == KeyTag.log.rawValue else { return nil }
+        return key.readBigEndian(at: 1)
+    }
+
+    static func eventID(_ id: UUID) -> Key {
+        var key: Key = [KeyTag.eventID.rawValue]
+        key.reserveCapacity(17)
+        withUnsafeBytes(of: id.uuid) { key.append(contentsOf: $0) }
+        return key
+    }
+
+    static func lease(_ stream: StreamName) -> Key {
+        var key: Key = [KeyTag.lease.rawValue]
+        key.append(contentsOf: stream.rawValue.utf8)
+        return key
+    }
+}
+
+extension Array where Element == UInt8 {
+    mutating func appendBigEndian(_ value: UInt64) {
+        var big = value.bigEndian
+        Swift.withUnsafeBytes(of: &big) { append(contentsOf: $0) }
+    }
+
+    func readBigEndian(at offset: Int) -> UInt64 {
+        var value: UInt64 = 0
+        for index in offset..<(offset + 8) { value = value << 8 | UInt64(self[index]) }
+        return value
+    }
+}

@@ -1,0 +1,381 @@
+// KeyValueEventStore: the event store built only on the key-value contract.
+//
+// Invariants (checked by the conformance suite on every backend):
+// - One append (single- or multi-stream) is exactly one key-value transaction, built by `KeyValueStore.update`
+//   from reads of the global head, the stream heads, the leases and the event-id index. Serializable isolation of
+//   `update` makes the read-check-write atomic: a failed append writes nothing.
+// - Global positions are assigned inside that transaction from the global head, so they are gapless (1, 2, 3, ...)
+//   and in commit order. Stream versions likewise come from the stream head: contiguous from 1.
+// - Every event is written once, under its global position (`L`); the stream index (`S`) and the event-id index
+//   (`I`) hold only positions. A stream read is an index range scan plus a sorted batch get: O(log n + k).
+// - A session's lease lives in the store as a TTL key. Every append checks the lease inside its transaction:
+//   a session append requires the lease to be its own and live; any other append requires it to be absent.
+
+import EventStore
+import Foundation
+
+/// An event store on any ``KeyValueStore`` backend.
+public final class KeyValueEventStore: EventStoring {
+    /// The key-value backend holding the events.
+    public let backend: any KeyValueStore
+    /// The limits this store enforces.
+    public let limits: EventStoreLimits
+    /// How this process names itself in session leases (shown to writers who find a stream locked).
+    public let holderName: String
+    /// How many events a read fetches per round trip to the backend.
+    public let readBatchSize: Int
+
+    /// The longest event type name accepted, in UTF-8 bytes.
+    public static let maximumEventTypeLength = 1024
+
+    /// Creates an event store on `backend`.
+    /// - Parameters:
+    ///   - holderName: how sessions of this store name their holder; defaults to the pid and host name.
+    ///   - readBatchSize: events fetched per backend round trip while reading.
+    public init(
+        backend: any KeyValueStore, limits: EventStoreLimits = EventStoreLimits(), holderName: String? = nil,
+        readBatchSize: Int = 4_096
+    ) {
+        self.backend = backend
+        self.limits = limits
+        self.holderName =
+            holderName ?? "pid \(ProcessInfo.processInfo.processIdentifier) on \(ProcessInfo.processInfo.hostName)"
+        self.readBatchSize = max(1, readBatchSize)
+    }
+
+    /// An event store held in memory, for tests and ephemeral use.
+    public static func inMemory(limits: EventStoreLimits = EventStoreLimits()) -> KeyValueEventStore {
+        KeyValueEventStore(backend: InMemoryKeyValueStore(), limits: limits)
+    }
+
+    /// Closes the backend.
+    public func close() async throws {
+        try await backend.close()
+    }
+
+    // MARK: Appending
+
+    public func append(_ events: [EventData], to stream: StreamName, expectedVersion: ExpectedVersion) async throws
+        -> AppendResult
+    {
+        let results = try await append([StreamAppend(stream: stream, expectedVersion: expectedVersion, events: events)])
+        return results[0]
+    }
+
+    public func append(_ appends: [StreamAppend]) async throws -> [AppendResult] {
+        try await commit(appends, session: nil)
+    }
+
+    /// What a session append proves: the lease it must still hold, and how to renew it.
+    struct SessionClaim: Sendable {
+        var id: UUID
+        var holder: String
+        var timeout: Duration
+    }
+
+    /// Validates and commits `appends` in one key-value transaction.
+    func commit(_ appends: [StreamAppend], session: SessionClaim?) async throws -> [AppendResult] {
+        guard !appends.isEmpty else { throw EventStoreError.invalidArgument("an append needs at least one stream") }
+        try validate(appends)
+        let now = Date()
+        let prepared = appends.map { part in
+            part.events.map { EventRecord.prepare($0, stream: part.stream, recordedAt: now) }
+        }
+        let leaseExpiry = session.map { now.addingTimeInterval($0.timeout.timeInterval) }
+        do {
+            let outcome = try await backend.update { context in
+                try await Self.buildTransaction(
+                    appends, prepared: prepared, session: session, leaseExpiry: leaseExpiry, context: context)
+            }
+            return outcome.value
+        } catch let error as KeyValueStoreError {
+            throw Self.translate(error)
+        }
+    }
+
+    private func validate(_ appends: [StreamAppend]) throws {
+        var streams = Set<StreamName>()
+        var ids = Set<UUID>()
+        for part in appends {
+            guard streams.insert(part.stream).inserted else {
+                throw EventStoreError.invalidArgument("stream \"\(part.stream)\" appears twice in one append")
+            }
+            for event in part.events {
+                if event.type.isEmpty {
+                    throw EventStoreError.invalidEventType(event.type, reason: "an event type must not be empty")
+                }
+                if event.type.utf8.count > Self.maximumEventTypeLength {
+                    throw EventStoreError.invalidEventType(
+                        String(event.type.prefix(64)),
+                        reason: "an event type must be at most \(Self.maximumEventTypeLength) UTF-8 bytes")
+                }
+                if event.size > limits.maximumEventSize {
+                    throw EventStoreError.eventTooLarge(
+                        eventID: event.id, size: event.size, limit: limits.maximumEventSize)
+                }
+                guard ids.insert(event.id).inserted else {
+                    throw EventStoreError.invalidArgument("event id \(event.id) appears twice in one append")
+                }
+            }
+        }
+    }
+
+    private static func buildTransaction(
+        _ appends: [StreamAppend], prepared: [[[UInt8]]], session: SessionClaim?, leaseExpiry: Date?,
+        context: any KeyValueReadContext
+    ) async throws -> (transaction: KeyValueTransaction, value: [AppendResult]) {
+        // One batch read for everything the checks need: heads, leases and every event id.
+        var keys: [Key] = [KeyLayout.globalHead]
+        for part in appends {
+            keys.append(KeyLayout.streamHead(part.stream))
+            keys.append(KeyLayout.lease(part.stream))
+        }
+        for part in appends { for event in part.events { keys.append(KeyLayout.eventID(event.id)) } }
+        let entries = try await context.get(keys)
+
+        let headPosition = try entries[0].map { try PositionValue.decode($0.value, location: "the global head") } ?? 0
+        var position = headPosition
+        var writes: [KeyWrite] = []
+        var results: [AppendResult] = []
+        var idOffset = 1 + 2 * appends.count
+        for (index, part) in appends.enumerated() {
+            let head = try entries[1 + 2 * index].map { try StreamHead.decode($0.value, stream: part.stream) }
+            let current = head?.version ?? 0
+            try checkLease(entries[2 + 2 * index], stream: part.stream, session: session)
+            let idEntries = Array(entries[idOffset..<(idOffset + part.events.count)])
+            idOffset += part.events.count
+
+            if idEntries.contains(where: { $0 != nil }) {
+                results.append(
+                    try await idempotentResult(part, idEntries: idEntries, current: current, context: context))
+                continue
+            }
+            guard part.expectedVersion.isSatisfied(byVersion: current) else {
+                throw EventStoreError.wrongExpectedVersion(
+                    stream: part.stream, expected: part.expectedVersion, actual: current)
+            }
+            var version = current
+            let first = position + 1
+            for (eventIndex, event) in part.events.enumerated() {
+                version += 1
+                position += 1
+                writes.append(
+                    .put(KeyLayout.log(position), EventRecord.encode(prepared: prepared[index][eventIndex], version: version)))
+                writes.append(.put(KeyLayout.streamIndex(part.stream, version: version), PositionValue.encode(position)))
+                writes.append(.put(KeyLayout.eventID(event.id), PositionValue.encode(position)))
+            }
+            if !part.events.isEmpty {
+                writes.append(
+                    .put(KeyLayout.streamHead(part.stream), StreamHead(version: version, lastPosition: position).encoded()))
+            }
+            if let session, let leaseExpiry {
+                // Activity renews the lease, in the same transaction that proves we hold it.
+                let lease = LeaseRecord(sessionID: session.id, expiresAt: leaseExpiry, holder: session.holder)
+                writes.append(.put(KeyLayout.lease(part.stream), lease.encoded(), ttl: session.timeout))
+            }
+            results.append(AppendResult(version: version, positions: first..<(position + 1)))
+        }
+        if position > headPosition {
+            writes.append(.put(KeyLayout.globalHead, PositionValue.encode(position)))
+        }
+        return (KeyValueTransaction(writes: writes), results)
+    }
+
+    private static func checkLease(_ entry: KeyValueEntry?, stream: StreamName, session: SessionClaim?) throws {
+        if let session {
+            guard let entry, try LeaseRecord.decode(entry.value, stream: stream).sessionID == session.id else {
+                throw EventStoreError.sessionExpired(stream: stream, sessionID: session.id)
+            }
+        } else if let entry {
+            let lease = try LeaseRecord.decode(entry.value, stream: stream)
+            throw EventStoreError.streamLocked(stream: stream, holder: lease.holder, leaseExpiresAt: lease.expiresAt)
+        }
+    }
+
+    /// Some event ids of `part` are already recorded. That is an idempotent retry (KurrentDB's semantics) when the
+    /// ids are exactly the events at consecutive versions of this stream, starting where the original append
+    /// started; the original result is returned and nothing is written. Anything else is a duplicate.
+    private static func idempotentResult(
+        _ part: StreamAppend, idEntries: [KeyValueEntry?], current: UInt64, context: any KeyValueReadContext
+    ) async throws -> AppendResult {
+        let positions = try idEntries.map { entry in
+            try entry.map { try PositionValue.decode($0.value, location: "event-id index") }
+        }
+        guard let firstPosition = positions[0] else {
+            // A new event followed by recorded ones: name the first recorded one.
+            let (offset, position) = positions.enumerated().first { $0.element != nil }.map { ($0.offset, $0.element ?? 0) } ?? (0, 0)
+            let identity = try await recordIdentity(at: position, context: context)
+            throw EventStoreError.duplicateEventID(
+                part.events[offset].id, stream: (try? StreamName.stored(identity.stream)) ?? part.stream,
+                version: identity.version)
+        }
+        let first = try await recordIdentity(at: firstPosition, context: context)
+        let recordedStream = (try? StreamName.stored(first.stream)) ?? part.stream
+        guard first.stream == part.stream.rawValue else {
+            throw EventStoreError.duplicateEventID(part.events[0].id, stream: recordedStream, version: first.version)
+        }
+        // The retry must state the same expectation the original append met.
+        let startedAt = first.version - 1
+        let compatible: Bool
+        switch part.expectedVersion {
+        case .any, .streamExists: compatible = true
+        case .noStream: compatible = startedAt == 0
+        case .exact(let expected): compatible = startedAt == expected
+        }
+        guard compatible else {
+            throw EventStoreError.wrongExpectedVersion(
+                stream: part.stream, expected: part.expectedVersion, actual: current)
+        }
+        // Every event must be the one recorded at the next version, at the next position.
+        for (offset, position) in positions.enumerated() {
+            guard let position, position == firstPosition + UInt64(offset) else {
+                throw EventStoreError.duplicateEventID(part.events[0].id, stream: recordedStream, version: first.version)
+            }
+        }
+        let indexKeys = (0..<positions.count).map {
+            KeyLayout.streamIndex(part.stream, version: first.version + UInt64($0))
+        }
+        let indexed = try await context.get(indexKeys)
+        for (offset, entry) in indexed.enumerated() {
+            let indexedPosition = try entry.map { try PositionValue.decode($0.value, location: "stream index") }
+            guard indexedPosition == firstPosition + UInt64(offset) else {
+                throw EventStoreError.duplicateEventID(part.events[0].id, stream: recordedStream, version: first.version)
+            }
+        }
+        let count = UInt64(positions.count)
+        return AppendResult(version: first.version + count - 1, positions: firstPosition..<(firstPosition + count))
+    }
+
+    private static func recordIdentity(at position: UInt64, context: any KeyValueReadContext) async throws
+        -> (id: UUID, stream: String, version: UInt64)
+    {
+        guard let entry = try await context.get(KeyLayout.log(position)) else {
+            throw EventStoreError.corrupted(
+                location: "global position \(position)", detail: "the event-id index points to a missing event")
+        }
+        return try EventRecord.identity(entry.value, position: position)
+    }
+
+    static func translate(_ error: KeyValueStoreError) -> EventStoreError {
+        switch error {
+        case .closed: .storeClosed
+        default: .backend(error.description)
+        }
+    }
+
+    // MARK: Reading
+
+    public func version(of stream: StreamName) async throws -> UInt64 {
+        guard let entry = try await backendCall({ try await self.backend.get(KeyLayout.streamHead(stream)) }) else {
+            return 0
+        }
+        return try StreamHead.decode(entry.value, stream: stream).version
+    }
+
+    public func lastPosition() async throws -> UInt64 {
+        guard let entry = try await backendCall({ try await self.backend.get(KeyLayout.globalHead) }) else { return 0 }
+        return try PositionValue.decode(entry.value, location: "the global head")
+    }
+
+    public func read(_ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int) async throws
+        -> [RecordedEvent]
+    {
+        guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
+        guard limit > 0 else { return [] }
+        let prefix = KeyLayout.streamIndexPrefix(stream)
+        let prefixEnd = Key.successor(ofPrefix: prefix)
+        var range: KeyRange
+        switch (direction, start) {
+        case (.forward, .start): range = KeyRange(from: prefix, to: prefixEnd)
+        case (.forward, .version(let version)):
+            range = KeyRange(from: KeyLayout.streamIndex(stream, version: version), to: prefixEnd)
+        case (.forward, .end): return []
+        case (.backward, .end): range = KeyRange(from: prefix, to: prefixEnd)
+        case (.backward, .start): range = KeyRange(from: prefix, to: KeyLayout.streamIndex(stream, version: 2))
+        case (.backward, .version(let version)):
+            range = KeyRange(
+                from: prefix,
+                to: version == .max ? prefixEnd : KeyLayout.streamIndex(stream, version: version + 1))
+        }
+        let scanDirection: ScanDirection = direction == .forward ? .forward : .backward
+        var events: [RecordedEvent] = []
+        while events.count < limit {
+            try Task.checkCancellation()
+            let chunk = min(limit - events.count, readBatchSize)
+            let indexEntries = try await backendCall {
+                try await self.backend.scan(range, direction: scanDirection, limit: chunk)
+            }
+            guard let last = indexEntries.last else { break }
+            let positions = try indexEntries.map { try PositionValue.decode($0.value, location: "stream index of \"\(stream)\"") }
+            events.append(contentsOf: try await fetch(positions))
+            if indexEntries.count < chunk { break }
+            switch direction {
+            case .forward: range.lowerBound = last.key + [0]
+            case .backward: range.upperBound = last.key
+            }
+        }
+        return events
+    }
+
+    /// The events at `positions`, in that order.
+    private func fetch(_ positions: [UInt64]) async throws -> [RecordedEvent] {
+        let records = try await backendCall { try await self.backend.get(positions.map(KeyLayout.log)) }
+        var events: [RecordedEvent] = []
+        events.reserveCapacity(positions.count)
+        for (position, record) in zip(positions, records) {
+            guard let record else {
+                throw EventStoreError.corrupted(
+                    location: "global position \(position)", detail: "a stream index entry points to a missing event")
+            }
+            events.append(try EventRecord.decode(record.value, position: position))
+        }
+        return events
+    }
+
+    public func readAll(from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
+        guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
+        var range = KeyRange(from: KeyLayout.log(max(position, 1)), to: Key.successor(ofPrefix: KeyLayout.logPrefix))
+        var events: [RecordedEvent] = []
+        while events.count < limit {
+            try Task.checkCancellation()
+            let chunk = min(limit - events.count, readBatchSize)
+            let entries = try await backendCall { try await self.backend.scan(range, direction: .forward, limit: chunk) }
+            guard let last = entries.last else { break }
+            for entry in entries {
+                guard let position = KeyLayout.position(fromLogKey: entry.key) else {
+                    throw EventStoreError.corrupted(location: "global log", detail: "malformed log key \(entry.key)")
+                }
+                events.append(try EventRecord.decode(entry.value, position: position))
+            }
+            if entries.count < chunk { break }
+            range.lowerBound = last.key + [0]
+        }
+        return events
+    }
+
+    /// Runs a backend call, translating contract errors into ``EventStoreError``.
+    func backendCall<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as KeyValueStoreError {
+            throw Self.translate(error)
+        }
+    }
+
+    // MARK: Sessions
+
+    public func openSession(on stream: StreamName, sessionTimeout: Duration, openTimeout: Duration) async throws
+        -> any StreamSession
+    {
+        try await KeyValueStreamSession.open(
+            store: self, stream: stream, sessionTimeout: sessionTimeout, openTimeout: openTimeout)
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, as a TimeInterval.
+    var timeInterval: TimeInterval {
+        let (seconds, attoseconds) = components
+        return TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,140 @@
+// A session lock on one stream, held as a TTL lease key (`K name`) in the key-value store, so that it protects the
+// stream across processes and nodes. Fencing: every append through the session checks, inside its own transaction,
+// that the lease is still this session's; a paused holder whose lease ran out can never write.
+
+import EventStore
+import Foundation
+import Synchronization
+
+/// A ``StreamSession`` of a ``KeyValueEventStore``.
+public final class KeyValueStreamSession: StreamSession {
+    public let id: UUID
+    public let stream: StreamName
+    /// How this session names its holder to others.
+    public let holder: String
+    /// How long the lease lasts without activity.
+    public let sessionTimeout: Duration
+
+    private let store: KeyValueEventStore
+    private struct State {
+        var leaseExpiresAt: Date
+        var closed = false
+    }
+    private let state: Mutex<State>
+
+    private init(store: KeyValueEventStore, stream: StreamName, id: UUID, timeout: Duration, expiresAt: Date) {
+        self.store = store
+        self.stream = stream
+        self.id = id
+        self.holder = "\(store.holderName), session \(id)"
+        self.sessionTimeout = timeout
+        self.state = Mutex(State(leaseExpiresAt: expiresAt))
+    }
+
+    private enum Attempt: Sendable {
+        case acquired
+        case held(LeaseRecord)
+    }
+
+    static func open(
+        store: KeyValueEventStore, stream: StreamName, sessionTimeout: Duration, openTimeout: Duration
+    ) async throws -> KeyValueStreamSession {
+        guard sessionTimeout > .zero else {
+            throw EventStoreError.invalidArgument("sessionTimeout must be positive, got \(sessionTimeout)")
+        }
+        guard openTimeout >= .zero else {
+            throw EventStoreError.invalidArgument("openTimeout must not be negative, got \(openTimeout)")
+        }
+        let id = UUID()
+        let holder = "\(store.holderName), session \(id)"
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: openTimeout)
+        var pause = Duration.milliseconds(5)
+        let key = KeyLayout.lease(stream)
+        while true {
+            try Task.checkCancellation()
+            let expiresAt = Date().addingTimeInterval(sessionTimeout.timeInterval)
+            let lease = LeaseRecord(sessionID: id, expiresAt: expiresAt, holder: holder)
+            let outcome = try await store.backendCall {
+                try await store.backend.update { context -> (transaction: KeyValueTransaction, value: Attempt) in
+                    if let entry = try await context.get(key) {
+                        return (KeyValueTransaction(), .held(try LeaseRecord.decode(entry.value, stream: stream)))
+                    }
+                    return (KeyValueTransaction(writes: [.put(key, lease.encoded(), ttl: sessionTimeout)]), .acquired)
+                }
+            }
+            switch outcome.value {
+            case .acquired:
+                return KeyValueStreamSession(
+                    store: store, stream: stream, id: id, timeout: sessionTimeout, expiresAt: expiresAt)
+            case .held(let other):
+                let now = clock.now
+                guard now < deadline else {
+                    throw EventStoreError.streamLocked(
+                        stream: stream, holder: other.holder, leaseExpiresAt: other.expiresAt)
+                }
+                // Poll with a growing pause, never sleeping past the deadline.
+                try await Task.sleep(for: min(pause, deadline - now))
+                pause = min(pause * 2, .milliseconds(50))
+            }
+        }
+    }
+
+    public func append(_ events: [EventData], expectedVersion: ExpectedVersion) async throws -> AppendResult {
+        try checkOpen()
+        let claim = KeyValueEventStore.SessionClaim(id: id, holder: holder, timeout: sessionTimeout)
+        let started = Date()
+        let results = try await store.commit(
+            [StreamAppend(stream: stream, expectedVersion: expectedVersion, events: events)], session: claim)
+        extendLocalExpiry(from: started)
+        return results[0]
+    }
+
+    public func renew() async throws {
+        try checkOpen()
+        let key = KeyLayout.lease(stream)
+        let started = Date()
+        let lease = LeaseRecord(
+            sessionID: id, expiresAt: started.addingTimeInterval(sessionTimeout.timeInterval), holder: holder)
+        let (stream, id, timeout) = (self.stream, self.id, sessionTimeout)
+        _ = try await store.backendCall {
+            try await store.backend.update { context -> (transaction: KeyValueTransaction, value: Bool) in
+                guard let entry = try await context.get(key),
+                    try LeaseRecord.decode(entry.value, stream: stream).sessionID == id
+                else { throw EventStoreError.sessionExpired(stream: stream, sessionID: id) }
+                return (KeyValueTransaction(writes: [.put(key, lease.encoded(), ttl: timeout)]), true)
+            }
+        }
+        extendLocalExpiry(from: started)
+    }
+
+    public func leaseExpiresAt() async -> Date {
+        state.withLock { $0.leaseExpiresAt }
+    }
+
+    public func close() async throws {
+        let alreadyClosed = state.withLock { state in
+            defer { state.closed = true }
+            return state.closed
+        }
+        guard !alreadyClosed else { return }
+        let key = KeyLayout.lease(stream)
+        let (stream, id) = (self.stream, self.id)
+        _ = try await store.backendCall {
+            try await store.backend.update { context -> (transaction: KeyValueTransaction, value: Bool) in
+                guard let entry = try await context.get(key),
+                    try LeaseRecord.decode(entry.value, stream: stream).sessionID == id
+                else { return (KeyValueTransaction(), false) }  // already expired or taken over: nothing to release
+                return (KeyValueTransaction(writes: [.delete(key)]), true)
+            }
+        }
+    }
+
+    private func checkOpen() throws {
+        if state.withLock({ $0.closed }) { throw EventStoreError.sessionClosed(stream: stream, sessionID: id) }
+    }
+
+    private func extendLocalExpiry(from start: Date) {
+        state.withLock { $0.leaseExpiresAt = start.addingTimeInterval(sessionTimeout.timeInterval) }
+    }
+}

@@ -1,0 +1,233 @@
+// Binary encodings of the values KeyValueEventStore stores: event records, stream heads, positions and leases.
+// Every value starts with a format byte so that it can evolve. Layouts are in docs/ARCHITECTURE.md.
+
+import EventStore
+import Foundation
+
+/// Appends little-endian fields to a byte buffer.
+struct ByteWriter {
+    var bytes: [UInt8] = []
+
+    init(capacity: Int = 64) { bytes.reserveCapacity(capacity) }
+
+    mutating func u8(_ value: UInt8) { bytes.append(value) }
+    mutating func u16(_ value: UInt16) { Swift.withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func u32(_ value: UInt32) { Swift.withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func u64(_ value: UInt64) { Swift.withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func i64(_ value: Int64) { u64(UInt64(bitPattern: value)) }
+    mutating func uuid(_ value: UUID) { withUnsafeBytes(of: value.uuid) { bytes.append(contentsOf: $0) } }
+    mutating func raw<C: Collection>(_ value: C) where C.Element == UInt8 { bytes.append(contentsOf: value) }
+    mutating func string16(_ value: String) {
+        let utf8 = Array(value.utf8)
+        u16(UInt16(utf8.count))
+        bytes.append(contentsOf: utf8)
+    }
+    mutating func string32(_ value: String) {
+        let utf8 = Array(value.utf8)
+        u32(UInt32(utf8.count))
+        bytes.append(contentsOf: utf8)
+    }
+}
+
+/// Reads little-endian fields, throwing a corruption error that names `location` when the bytes run out.
+struct ByteReader {
+    let bytes: [UInt8]
+    var offset = 0
+    let location: String
+
+    init(_ bytes: [UInt8], location: @autoclosure () -> String) {
+        self.bytes = bytes
+        self.location = location()
+    }
+
+    private mutating func take(_ count: Int) throws -> ArraySlice<UInt8> {
+        guard count >= 0, count <= bytes.count - offset else {
+            throw EventStoreError.corrupted(
+                location: location, detail: "record truncated: needed \(count) bytes at offset \(offset)")
+        }
+        defer { offset += count }
+        return bytes[offset..<(offset + count)]
+    }
+
+    mutating func u8() throws -> UInt8 { try take(1).first ?? 0 }
+    mutating func u16() throws -> UInt16 { try take(2).reversed().reduce(0) { $0 << 8 | UInt16($1) } }
+    mutating func u32() throws -> UInt32 { try take(4).reversed().reduce(0) { $0 << 8 | UInt32($1) } }
+    mutating func u64() throws -> UInt64 { try take(8).reversed().reduce(0) { $0 << 8 | UInt64($1) } }
+    mutating func i64() throws -> Int64 { Int64(bitPattern: try u64()) }
+    mutating func uuid() throws -> UUID {
+        let raw = Array(try take(16))
+        return UUID(uuid: (raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
+                           raw[8], raw[9], raw[10], raw[11], raw[12], raw[13], raw[14], raw[15]))
+    }
+    mutating func raw(_ count: Int) throws -> ArraySlice<UInt8> { try take(count) }
+    mutating func string16() throws -> String { try string(count: Int(try u16())) }
+    mutating func string32() throws -> String { try string(count: Int(try u32())) }
+    private mutating func string(count: Int) throws -> String {
+        let slice = try take(count)
+        guard let value = String(validating: slice, as: UTF8.self) else {
+            throw EventStoreError.corrupted(location: location, detail: "invalid UTF-8 at offset \(offset - count)")
+        }
+        return value
+    }
+    var remaining: Int { bytes.count - offset }
+}
+
+/// The log record of one event (value of `L position`).
+///
+/// Layout (format 1): u8 format=1, u64 version, i64 recordedAt (µs since 1970), 16 id, u16+name stream,
+/// u16+utf8 type, u8 flags (bit0 correlation, bit1 causation), [16 correlation], [16 causation],
+/// u32 property count, per property u16+key u32+value, u32 data length, data.
+enum EventRecord {
+    static let format: UInt8 = 1
+
+    /// Encodes everything but the version, which is patched in by ``encode(prepared:version:)`` at commit time.
+    static func prepare(_ event: EventData, stream: StreamName, recordedAt: Date) -> [UInt8] {
+        var writer = ByteWriter(capacity: event.data.count + 96 + stream.rawValue.utf8.count)
+        writer.u8(format)
+        writer.u64(0)  // version, patched later
+        writer.i64(Int64((recordedAt.timeIntervalSince1970 * 1_000_000).rounded()))
+        writer.uuid(event.id)
+        writer.string16(stream.rawValue)
+        writer.string16(event.type)
+        let flags: UInt8 = (event.metadata.correlationID != nil ? 1 : 0) | (event.metadata.causationID != nil ? 2 : 0)
+        writer.u8(flags)
+        if let id = event.metadata.correlationID { writer.uuid(id) }
+        if let id = event.metadata.causationID { writer.uuid(id) }
+        writer.u32(UInt32(event.metadata.properties.count))
+        for (key, value) in event.metadata.properties.sorted(by: { $0.key < $1.key }) {
+            writer.string16(key)
+            writer.string32(value)
+        }
+        writer.u32(UInt32(event.data.count))
+        writer.raw(event.data)
+        return writer.bytes
+    }
+
+    static func encode(prepared: [UInt8], version: UInt64) -> [UInt8] {
+        var record = prepared
+        withUnsafeBytes(of: version.littleEndian) { raw in
+            for index in 0..<8 { record[1 + index] = raw[index] }
+        }
+        return record
+    }
+
+    static func decode(_ bytes: [UInt8], position: UInt64) throws -> RecordedEvent {
+        var reader = ByteReader(bytes, location: "event record at global position \(position)")
+        let format = try reader.u8()
+        guard format == Self.format else {
+            throw EventStoreError.corrupted(
+                location: "event record at global position \(position)", detail: "unknown record format \(format)")
+        }
+        let version = try reader.u64()
+        let micros = try reader.i64()
+        let id = try reader.uuid()
+        let streamName = try reader.string16()
+        let stream: StreamName
+        do {
+            stream = try StreamName.stored(streamName)
+        } catch {
+            throw EventStoreError.corrupted(
+                location: "event record at global position \(position)", detail: "invalid stream name: \(error)")
+        }
+        let type = try reader.string16()
+        let flags = try reader.u8()
+        var metadata = EventMetadata()
+        if flags & 1 != 0 { metadata.correlationID = try reader.uuid() }
+        if flags & 2 != 0 { metadata.causationID = try reader.uuid() }
+        let propertyCount = try reader.u32()
+        guard Int(propertyCount) <= reader.remaining else {
+            throw EventStoreError.corrupted(
+                location: "event record at global position \(position)", detail: "property count out of range")
+        }
+        for _ in 0..<propertyCount {
+            let key = try reader.string16()
+            metadata.properties[key] = try reader.string32()
+        }
+        let length = Int(try reader.u32())
+        let data = Data(try reader.raw(length))
+        return RecordedEvent(
+            id: id, stream: stream, version: version, position: position,
+            recordedAt: Date(timeIntervalSince1970: Double(micros) / 1_000_000), type: type, data: data,
+            metadata: metadata)
+    }
+
+    /// Reads only the id and stream from a record, for idempotency checks.
+    static func identity(_ bytes: [UInt8], position: UInt64) throws -> (id: UUID, stream: String, version: UInt64) {
+        var reader = ByteReader(bytes, location: "event record at global position \(position)")
+        _ = try reader.u8()
+        let version = try reader.u64()
+        _ = try reader.i64()
+        let id = try reader.uuid()
+        return (id, try reader.string16(), version)
+    }
+}
+
+/// The stream head (value of `H name`). Format 1: u8 format=1, u64 version, u64 last position.
+struct StreamHead: Equatable {
+    var version: UInt64
+    var lastPosition: UInt64
+
+    func encoded() -> [UInt8] {
+        var writer = ByteWriter(capacity: 17)
+        writer.u8(1)
+        writer.u64(version)
+        writer.u64(lastPosition)
+        return writer.bytes
+    }
+
+    static func decode(_ bytes: [UInt8], stream: StreamName) throws -> StreamHead {
+        var reader = ByteReader(bytes, location: "stream head of \"\(stream)\"")
+        let format = try reader.u8()
+        guard format == 1 else {
+            throw EventStoreError.corrupted(location: "stream head of \"\(stream)\"", detail: "unknown format \(format)")
+        }
+        return StreamHead(version: try reader.u64(), lastPosition: try reader.u64())
+    }
+}
+
+/// A big-endian u64 value (global head, stream index and event-id index entries).
+enum PositionValue {
+    static func encode(_ value: UInt64) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(8)
+        bytes.appendBigEndian(value)
+        return bytes
+    }
+
+    static func decode(_ bytes: [UInt8], location: @autoclosure () -> String) throws -> UInt64 {
+        guard bytes.count == 8 else {
+            throw EventStoreError.corrupted(location: location(), detail: "expected 8 bytes, found \(bytes.count)")
+        }
+        return bytes.readBigEndian(at: 0)
+    }
+}
+
+/// A session lease (value of `K name`, written with a TTL). Format 1: u8 format=1, 16 session id,
+/// i64 expiresAt (µs since 1970), u16+utf8 holder.
+struct LeaseRecord {
+    var sessionID: UUID
+    var expiresAt: Date
+    var holder: String
+
+    func encoded() -> [UInt8] {
+        var writer = ByteWriter(capacity: 64)
+        writer.u8(1)
+        writer.uuid(sessionID)
+        writer.i64(Int64((expiresAt.timeIntervalSince1970 * 1_000_000).rounded()))
+        writer.string16(holder)
+        return writer.bytes
+    }
+
+    static func decode(_ bytes: [UInt8], stream: StreamName) throws -> LeaseRecord {
+        var reader = ByteReader(bytes, location: "session lease of \"\(stream)\"")
+        let format = try reader.u8()
+        guard format == 1 else {
+            throw EventStoreError.corrupted(location: "session lease of \"\(stream)\"", detail: "unknown format \(format)")
+        }
+        let id = try reader.uuid()
+        let micros = try reader.i64()
+        return LeaseRecord(
+            sessionID: id, expiresAt: Date(timeIntervalSince1970: Double(micros) / 1_000_000),
+            holder: try reader.string16())
+    }
+}

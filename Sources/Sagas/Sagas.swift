@@ -1,0 +1,1 @@
+// Sagas: see docs/ARCHITECTURE.md.

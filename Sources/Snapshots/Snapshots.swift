@@ -1,0 +1,1 @@
+// Snapshots: see docs/ARCHITECTURE.md.
