@@ -33,7 +33,8 @@ struct SessionConformanceTests {
     func expiryLetsNewSessionIn(backend: Backend) async throws {
         try await backend.withStore { store in
             let stream = try uniqueStream()
-            let first = try await store.openSession(on: stream, sessionTimeout: .milliseconds(300), openTimeout: .zero)
+            let first = try await store.openSession(
+                on: stream, sessionTimeout: backend.leaseTimeout(.milliseconds(300)), openTimeout: .zero)
             _ = try await first.append(makeEvents(1), expectedVersion: .noStream)
             // Not renewed: the second open succeeds once the lease has run out.
             let second = try await store.openSession(on: stream, sessionTimeout: .seconds(30), openTimeout: .seconds(20))
@@ -46,8 +47,9 @@ struct SessionConformanceTests {
     func expiredSessionAppendRejected(backend: Backend) async throws {
         try await backend.withStore { store in
             let stream = try uniqueStream()
-            let stale = try await store.openSession(on: stream, sessionTimeout: .milliseconds(200), openTimeout: .zero)
-            try await Task.sleep(for: .milliseconds(600))
+            let timeout = backend.leaseTimeout(.milliseconds(200))
+            let stale = try await store.openSession(on: stream, sessionTimeout: timeout, openTimeout: .zero)
+            try await Task.sleep(for: timeout * 3)
             do {
                 _ = try await stale.append(makeEvents(1), expectedVersion: .any)
                 Issue.record("an expired session must not append")
@@ -85,13 +87,14 @@ struct SessionConformanceTests {
     func renewExtends(backend: Backend) async throws {
         try await backend.withStore { store in
             let stream = try uniqueStream()
-            let session = try await store.openSession(on: stream, sessionTimeout: .seconds(1), openTimeout: .zero)
+            let timeout = backend.leaseTimeout(.seconds(1))
+            let session = try await store.openSession(on: stream, sessionTimeout: timeout, openTimeout: .zero)
             let firstExpiry = await session.leaseExpiresAt()
             for _ in 0..<6 {
-                try await Task.sleep(for: .milliseconds(300))
+                try await Task.sleep(for: timeout * 0.3)
                 try await session.renew()
             }
-            // 1.8 s after opening with a 1 s timeout, the lease still holds because of the renewals.
+            // 1.8 timeouts after opening, the lease still holds because of the renewals.
             #expect(await session.leaseExpiresAt() > firstExpiry)
             await #expect(throws: EventStoreError.self) {
                 _ = try await store.openSession(on: stream, sessionTimeout: .seconds(1), openTimeout: .zero)
@@ -132,9 +135,10 @@ struct SessionConformanceTests {
     func sessionAppends(backend: Backend) async throws {
         try await backend.withStore { store in
             let stream = try uniqueStream()
-            let session = try await store.openSession(on: stream, sessionTimeout: .seconds(1), openTimeout: .zero)
+            let timeout = backend.leaseTimeout(.seconds(1))
+            let session = try await store.openSession(on: stream, sessionTimeout: timeout, openTimeout: .zero)
             for version in 0..<4 {
-                try await Task.sleep(for: .milliseconds(400))
+                try await Task.sleep(for: timeout * 0.4)
                 _ = try await session.append(makeEvents(1), expectedVersion: .exact(UInt64(version)))
             }
             await #expect(throws: EventStoreError.self) { _ = try await session.append(makeEvents(1), expectedVersion: .exact(1)) }
