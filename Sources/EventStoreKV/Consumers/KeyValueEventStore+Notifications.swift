@@ -8,6 +8,7 @@
 // - At most one ring is buffered (rings are merged), so a slow subscriber never grows memory. If the backend drops
 //   the watch (overflow, history gone), it is re-opened and one ring is sent, so the reader re-reads and loses
 //   nothing.
+// - Closing the store finishes the doorbell normally, so live subscriptions end without an error.
 
 import EventStore
 import Foundation
@@ -34,6 +35,8 @@ extension KeyValueEventStore {
                         return
                     }
                     continuation.yield(())
+                } catch KeyValueStoreError.closed {
+                    break  // closing the store ends its subscriptions, like cancellation
                 } catch {
                     continuation.finish(throwing: Self.translateAny(error))
                     return

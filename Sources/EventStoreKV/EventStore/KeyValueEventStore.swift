@@ -28,6 +28,8 @@ public final class KeyValueEventStore: EventStoring {
     public let holderName: String
     /// How many events a read fetches per round trip to the backend.
     public let readBatchSize: Int
+    /// The wall clock this store stamps events with (`recordedAt`) and ages them by (stream metadata's maxAge).
+    public let clock: @Sendable () -> Date
 
     /// The longest event type name accepted, in UTF-8 bytes.
     public static let maximumEventTypeLength = 1024
@@ -36,10 +38,12 @@ public final class KeyValueEventStore: EventStoring {
     /// - Parameters:
     ///   - holderName: how sessions of this store name their holder; defaults to the pid and host name.
     ///   - readBatchSize: events fetched per backend round trip while reading.
+    ///   - clock: the wall clock for `recordedAt` and maxAge; the system clock unless replaced (e.g. in tests).
     public init(
         backend: any KeyValueStore, limits: EventStoreLimits = EventStoreLimits(), holderName: String? = nil,
-        readBatchSize: Int = 4_096
+        readBatchSize: Int = 4_096, clock: @escaping @Sendable () -> Date = { Date() }
     ) {
+        self.clock = clock
         self.backend = backend
         self.limits = limits
         self.holderName =
@@ -81,7 +85,7 @@ public final class KeyValueEventStore: EventStoring {
     func commit(_ appends: [StreamAppend], session: SessionClaim?) async throws -> [AppendResult] {
         guard !appends.isEmpty else { throw EventStoreError.invalidArgument("an append needs at least one stream") }
         try validate(appends)
-        let now = Date()
+        let now = clock()
         let prepared = appends.map { part in
             part.events.map { EventRecord.prepare($0, stream: part.stream, recordedAt: now) }
         }

@@ -19,7 +19,7 @@ extension KeyValueEventStore {
             throw EventStoreError.invalidArgument("system stream \"\(stream)\" cannot be deleted")
         }
         let system = StreamName.deletedStreams
-        let now = Date()
+        let now = clock()
         let eventID = UUID()
         let outcome = try await backendCall {
             try await self.backend.update { context -> (transaction: KeyValueTransaction, value: UInt64) in

@@ -52,7 +52,7 @@ extension KeyValueEventStore {
     func visibility(of stream: StreamName) async throws -> StreamVisibility? {
         let (head, metadata) = try await headAndMetadata(of: stream)
         guard let head else { return nil }
-        return StreamVisibility(head: head, metadata: metadata, now: Date())
+        return StreamVisibility(head: head, metadata: metadata, now: clock())
     }
 
     /// The visible events the stream index entries point to, in the entries' order, skipping scavenged ones.
