@@ -16,6 +16,9 @@ struct TestStore: Sendable {
 struct Backend: Sendable, CustomTestStringConvertible {
     let name: String
     let make: @Sendable (EventStoreLimits) async throws -> TestStore
+    /// Bytes of storage the backend occupies (a file's size, or its live keys and values), for checking that
+    /// scavenge reclaims space; nil for a backend that cannot tell.
+    var storageInUse: (@Sendable (KeyValueEventStore) async throws -> Int)? = nil
 
     var testDescription: String { name }
 
@@ -34,10 +37,16 @@ struct Backend: Sendable, CustomTestStringConvertible {
         }
     }
 
-    static let inMemory = Backend(name: "in-memory") { limits in
-        let store = KeyValueEventStore(backend: InMemoryKeyValueStore(), limits: limits)
-        return TestStore(store: store) { try? await store.close() }
-    }
+    static let inMemory = Backend(
+        name: "in-memory",
+        make: { limits in
+            let store = KeyValueEventStore(backend: InMemoryKeyValueStore(), limits: limits)
+            return TestStore(store: store) { try? await store.close() }
+        },
+        storageInUse: { store in
+            let entries = try await store.backend.scan(KeyRange(from: [], to: nil), direction: .forward, limit: .max)
+            return entries.reduce(0) { $0 + $1.key.count + $1.value.count }
+        })
 }
 
 enum Backends {

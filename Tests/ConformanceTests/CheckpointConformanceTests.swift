@@ -6,7 +6,7 @@ import EventStoreKV
 import Foundation
 import Testing
 
-@Suite("Checkpoints") struct CheckpointConformanceTests {
+@Suite("Checkpoints", .timeLimit(.minutes(1))) struct CheckpointConformanceTests {
     struct Crash: Error {}
 
     @Test(arguments: Backends.all)
@@ -73,7 +73,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(1)), arguments: Backends.all)
+    @Test(arguments: Backends.all)
     func aCancelledLiveProjectionCheckpointsWhatItHandled(backend: Backend) async throws {
         try await backend.withStore { store in
             let name = try stream("live-1")

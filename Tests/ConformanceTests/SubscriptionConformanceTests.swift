@@ -7,10 +7,10 @@ import EventStoreKV
 import Foundation
 import Testing
 
-@Suite("Subscriptions") struct SubscriptionConformanceTests {
+@Suite("Subscriptions", .timeLimit(.minutes(2))) struct SubscriptionConformanceTests {
     /// The core guarantee: while 8 writers append 10,000 events, subscriptions started before and during the writes
     /// each receive every event exactly once, in position order, with nothing skipped at the catch-up/live switch.
-    @Test(.timeLimit(.minutes(2)), arguments: Backends.all)
+    @Test(arguments: Backends.all)
     func everyEventOnceInOrderUnderEightConcurrentWriters(backend: Backend) async throws {
         try await backend.withStore { store in
             let writers = 8
@@ -115,7 +115,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(1)), arguments: Backends.all)
+    @Test(arguments: Backends.all)
     func cancellingTheTaskEndsTheSequenceCleanly(backend: Backend) async throws {
         try await backend.withStore { store in
             _ = try await store.append(makeEvents(3), to: try stream("c-1"), expectedVersion: .noStream)
@@ -137,7 +137,7 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(1)), arguments: Backends.all)
+    @Test(arguments: Backends.all)
     func closingTheStoreEndsALiveSubscription(backend: Backend) async throws {
         try await backend.withStore { store in
             var iterator = store.subscribeToAll().makeAsyncIterator()
