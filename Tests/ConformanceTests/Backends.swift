@@ -25,11 +25,13 @@ struct Backend: Sendable, CustomTestStringConvertible {
 
     init(
         name: String, leaseResolution: Duration = .zero,
-        make: @escaping @Sendable (EventStoreLimits) async throws -> TestStore
+        make: @escaping @Sendable (EventStoreLimits) async throws -> TestStore,
+        storageInUse: (@Sendable (KeyValueEventStore) async throws -> Int)? = nil
     ) {
         self.name = name
         self.leaseResolution = leaseResolution
         self.make = make
+        self.storageInUse = storageInUse
     }
 
     /// `requested`, raised to what the backend can honour.

@@ -27,7 +27,7 @@ import Testing
     func aRestartedProjectionResumesAfterItsCheckpointAndLosesNothing(backend: Backend) async throws {
         try await backend.withStore { store in
             for index in 0..<5 {
-                _ = try await store.append(makeEvents(20), to: try stream("order-\(index)"), expectedVersion: .noStream)
+                _ = try await store.append(samples(20), to: try stream("order-\(index)"), expectedVersion: .noStream)
             }
             let first = CheckpointedProjection(store: store, consumer: "totals", checkpointEvery: 10)
             var handledFirst: [UInt64] = []
@@ -42,7 +42,7 @@ import Testing
 
             // "Restart": a new store object on the same backend, and more events committed meanwhile.
             let restarted = KeyValueEventStore(backend: store.backend)
-            _ = try await restarted.append(makeEvents(5), to: try stream("order-9"), expectedVersion: .noStream)
+            _ = try await restarted.append(samples(5), to: try stream("order-9"), expectedVersion: .noStream)
             var handledSecond: [UInt64] = []
             let saved = try await CheckpointedProjection(store: restarted, consumer: "totals", checkpointEvery: 10)
                 .run(until: .whenCaughtUp) { handledSecond.append($0.position) }
@@ -58,8 +58,8 @@ import Testing
     @Test(arguments: Backends.all)
     func aFilteredProjectionCheckpointsItsProgressWhenCaughtUp(backend: Backend) async throws {
         try await backend.withStore { store in
-            _ = try await store.append(makeEvents(8, type: "Noise"), to: try stream("noise-1"), expectedVersion: .noStream)
-            _ = try await store.append(makeEvents(2, type: "Signal"), to: try stream("signal-1"), expectedVersion: .noStream)
+            _ = try await store.append(samples(8, type: "Noise"), to: try stream("noise-1"), expectedVersion: .noStream)
+            _ = try await store.append(samples(2, type: "Signal"), to: try stream("signal-1"), expectedVersion: .noStream)
             let projection = CheckpointedProjection(
                 store: store, consumer: "signals", checkpointEvery: 100, filter: .eventTypes("Signal"))
             var seen: [UInt64] = []
@@ -77,7 +77,7 @@ import Testing
     func aCancelledLiveProjectionCheckpointsWhatItHandled(backend: Backend) async throws {
         try await backend.withStore { store in
             let name = try stream("live-1")
-            _ = try await store.append(makeEvents(3), to: name, expectedVersion: .noStream)
+            _ = try await store.append(samples(3), to: name, expectedVersion: .noStream)
             let (handled, signal) = AsyncStream<UInt64>.makeStream()
             let projection = CheckpointedProjection(store: store, consumer: "live", checkpointEvery: 1_000)
             let runner = Task { try await projection.run { signal.yield($0.position) } }
@@ -85,7 +85,7 @@ import Testing
             for await position in handled {
                 positions.append(position)
                 if position == 3 {
-                    _ = try await store.append(makeEvents(2), to: name, expectedVersion: .exact(3))
+                    _ = try await store.append(samples(2), to: name, expectedVersion: .exact(3))
                 }
                 if position == 5 { break }
             }

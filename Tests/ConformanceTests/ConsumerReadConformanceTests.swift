@@ -17,7 +17,7 @@ import Testing
             for round in 0..<4 {
                 for (index, raw) in names.enumerated() {
                     let type = types[(round + index) % types.count]
-                    let result = try await store.append(makeEvent(type), to: try stream(raw), expectedVersion: .any)
+                    let result = try await store.append(sample(type), to: try stream(raw), expectedVersion: .any)
                     let position = result.positions.lowerBound
                     expectedByCategory[try stream(raw).category, default: []].append(position)
                     expectedByType[type, default: []].append(position)
@@ -46,8 +46,8 @@ import Testing
     func categoryReadsPageThroughManyEvents(backend: Backend) async throws {
         try await backend.withStore { store in
             for index in 0..<30 {
-                _ = try await store.append(makeEvents(20), to: try stream("bulk-\(index % 3)"), expectedVersion: .any)
-                _ = try await store.append(makeEvents(5), to: try stream("other-\(index)"), expectedVersion: .any)
+                _ = try await store.append(samples(20), to: try stream("bulk-\(index % 3)"), expectedVersion: .any)
+                _ = try await store.append(samples(5), to: try stream("other-\(index)"), expectedVersion: .any)
             }
             var positions: [UInt64] = []
             var next: UInt64 = 1
@@ -67,7 +67,7 @@ import Testing
     func listStreamsByPrefixWithVersions(backend: Backend) async throws {
         try await backend.withStore { store in
             for (name, count) in [("order-2", 3), ("order-1", 1), ("user-1", 2), ("order-10", 4)] {
-                _ = try await store.append(makeEvents(count), to: try stream(name), expectedVersion: .noStream)
+                _ = try await store.append(samples(count), to: try stream(name), expectedVersion: .noStream)
             }
             let orders = try await store.listStreams(prefix: "order-", after: nil, limit: 100)
             #expect(orders.map(\.stream.rawValue) == ["order-1", "order-10", "order-2"])
@@ -84,12 +84,12 @@ import Testing
         try await backend.withStore { store in
             let from = try stream("account-1")
             let to = try stream("account-2")
-            _ = try await store.append(makeEvents(2), to: from, expectedVersion: .noStream)
-            _ = try await store.append(makeEvents(1), to: to, expectedVersion: .noStream)
+            _ = try await store.append(samples(2), to: from, expectedVersion: .noStream)
+            _ = try await store.append(samples(1), to: to, expectedVersion: .noStream)
             do {
                 _ = try await store.append([
-                    StreamAppend(stream: from, expectedVersion: .exact(2), events: [makeEvent("Withdrawn")]),
-                    StreamAppend(stream: to, expectedVersion: .exact(5), events: [makeEvent("Deposited")]),
+                    StreamAppend(stream: from, expectedVersion: .exact(2), events: [sample("Withdrawn")]),
+                    StreamAppend(stream: to, expectedVersion: .exact(5), events: [sample("Deposited")]),
                 ])
                 Issue.record("the append succeeded with a wrong expected version")
             } catch EventStoreError.wrongExpectedVersion(let failed, _, let actual) {
@@ -103,8 +103,8 @@ import Testing
             #expect(try await store.readEvents(ofType: "Withdrawn", from: 1, limit: 10).isEmpty)
             // The same transfer with the right versions commits both parts at consecutive positions.
             let results = try await store.append([
-                StreamAppend(stream: from, expectedVersion: .exact(2), events: [makeEvent("Withdrawn")]),
-                StreamAppend(stream: to, expectedVersion: .exact(1), events: [makeEvent("Deposited")]),
+                StreamAppend(stream: from, expectedVersion: .exact(2), events: [sample("Withdrawn")]),
+                StreamAppend(stream: to, expectedVersion: .exact(1), events: [sample("Deposited")]),
             ])
             #expect(results.map(\.version) == [3, 2])
             #expect(results.map(\.positions) == [4..<5, 5..<6])

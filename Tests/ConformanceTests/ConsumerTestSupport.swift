@@ -5,14 +5,14 @@ import EventStoreKV
 import Foundation
 import Testing
 
-/// An event of `type` whose payload is `text`.
-func makeEvent(_ type: String = "Ticked", _ text: String = "") -> EventData {
+/// A sample event of `type` whose payload is `text`.
+func sample(_ type: String = "Ticked", _ text: String = "") -> EventData {
     EventData(type: type, data: Data(text.utf8))
 }
 
 /// `count` events of `type`, with payloads "prefix-0", "prefix-1", ...
-func makeEvents(_ count: Int, type: String = "Ticked", prefix: String = "e") -> [EventData] {
-    (0..<count).map { makeEvent(type, "\(prefix)-\($0)") }
+func samples(_ count: Int, type: String = "Ticked", prefix: String = "e") -> [EventData] {
+    (0..<count).map { sample(type, "\(prefix)-\($0)") }
 }
 
 /// A user stream name; the test fails if the name is invalid.

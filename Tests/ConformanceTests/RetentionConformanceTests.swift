@@ -12,13 +12,13 @@ import Testing
     func maxCountKeepsOnlyTheNewestEvents(backend: Backend) async throws {
         try await backend.withStore { store in
             let name = try stream("log-1")
-            _ = try await store.append(makeEvents(10), to: name, expectedVersion: .noStream)
+            _ = try await store.append(samples(10), to: name, expectedVersion: .noStream)
             try await store.setMetadata(StreamMetadata(maxCount: 3), for: name)
             #expect(try await store.metadata(of: name) == StreamMetadata(maxCount: 3))
             #expect(try await store.read(name).map(\.version) == [8, 9, 10])
             #expect(try await store.readBackward(name).map(\.version) == [10, 9, 8])
             #expect(try await store.read(name, from: .version(2), limit: 2).map(\.version) == [8, 9])
-            _ = try await store.append(makeEvents(2), to: name, expectedVersion: .exact(10))
+            _ = try await store.append(samples(2), to: name, expectedVersion: .exact(10))
             #expect(try await store.read(name).map(\.version) == [10, 11, 12])
             #expect(try await store.version(of: name) == 12)
             // Removing the limit shows everything again (nothing was scavenged yet).
@@ -31,7 +31,7 @@ import Testing
     func truncateBeforeHidesEarlierVersions(backend: Backend) async throws {
         try await backend.withStore { store in
             let name = try stream("log-1")
-            _ = try await store.append(makeEvents(6), to: name, expectedVersion: .noStream)
+            _ = try await store.append(samples(6), to: name, expectedVersion: .noStream)
             try await store.setMetadata(StreamMetadata(truncateBefore: 4), for: name)
             #expect(try await store.read(name).map(\.version) == [4, 5, 6])
             #expect(try await store.readBackward(name, from: .version(5)).map(\.version) == [5, 4])
@@ -45,8 +45,8 @@ import Testing
             let name = try stream("log-1")
             // A writer whose clock is two hours behind records "old" events on the same backend.
             let past = KeyValueEventStore(backend: store.backend, clock: { Date().addingTimeInterval(-7_200) })
-            _ = try await past.append(makeEvents(3, prefix: "old"), to: name, expectedVersion: .noStream)
-            _ = try await store.append(makeEvents(2, prefix: "new"), to: name, expectedVersion: .exact(3))
+            _ = try await past.append(samples(3, prefix: "old"), to: name, expectedVersion: .noStream)
+            _ = try await store.append(samples(2, prefix: "new"), to: name, expectedVersion: .exact(3))
             try await store.setMetadata(StreamMetadata(maxAge: .seconds(3_600)), for: name)
             #expect(try await store.read(name).map(\.version) == [4, 5])
             #expect(try await store.readBackward(name).map(\.version) == [5, 4])
@@ -60,7 +60,7 @@ import Testing
     func invalidMetadataIsRejectedAndChangesNothing(backend: Backend) async throws {
         try await backend.withStore { store in
             let name = try stream("log-1")
-            _ = try await store.append(makeEvents(2), to: name, expectedVersion: .noStream)
+            _ = try await store.append(samples(2), to: name, expectedVersion: .noStream)
             await #expect(throws: EventStoreError.self) {
                 try await store.setMetadata(StreamMetadata(maxCount: 0), for: name)
             }
@@ -76,7 +76,7 @@ import Testing
     func softDeleteThenRecreateContinuesVersions(backend: Backend) async throws {
         try await backend.withStore { store in
             let name = try stream("cart-1")
-            _ = try await store.append(makeEvents(5), to: name, expectedVersion: .noStream)
+            _ = try await store.append(samples(5), to: name, expectedVersion: .noStream)
             await #expect(throws: EventStoreError.self) {
                 _ = try await store.delete(name, expectedVersion: .exact(4), mode: .soft)
             }
@@ -92,10 +92,10 @@ import Testing
                 #expect(missing == name)
             }
             await #expect(throws: EventStoreError.self) {
-                _ = try await store.append(makeEvent(), to: name, expectedVersion: .streamExists)
+                _ = try await store.append(sample(), to: name, expectedVersion: .streamExists)
             }
             // Recreate: noStream is met, and versions continue from the old end.
-            let result = try await store.append(makeEvents(2, prefix: "again"), to: name, expectedVersion: .noStream)
+            let result = try await store.append(samples(2, prefix: "again"), to: name, expectedVersion: .noStream)
             #expect(result.version == 7)
             #expect(result.positions == 7..<9)
             #expect(try await store.read(name).map(\.version) == [6, 7])
@@ -110,9 +110,9 @@ import Testing
     func softDeletedStreamCanBeRecreatedWithAny(backend: Backend) async throws {
         try await backend.withStore { store in
             let name = try stream("cart-1")
-            _ = try await store.append(makeEvents(3), to: name, expectedVersion: .noStream)
+            _ = try await store.append(samples(3), to: name, expectedVersion: .noStream)
             _ = try await store.delete(name, expectedVersion: .any, mode: .soft)
-            let result = try await store.append(makeEvent(), to: name, expectedVersion: .any)
+            let result = try await store.append(sample(), to: name, expectedVersion: .any)
             #expect(result.version == 4)
             #expect(try await store.read(name).map(\.version) == [4])
         }
@@ -122,13 +122,13 @@ import Testing
     func hardDeleteIsATombstone(backend: Backend) async throws {
         try await backend.withStore { store in
             let name = try stream("cart-1")
-            _ = try await store.append(makeEvents(3), to: name, expectedVersion: .noStream)
+            _ = try await store.append(samples(3), to: name, expectedVersion: .noStream)
             _ = try await store.delete(name, expectedVersion: .any, mode: .hard)
             #expect(try await store.read(name).isEmpty)
             #expect(try await store.version(of: name) == 0)
             for expected in [ExpectedVersion.any, .noStream, .exact(3)] {
                 do {
-                    _ = try await store.append(makeEvent(), to: name, expectedVersion: expected)
+                    _ = try await store.append(sample(), to: name, expectedVersion: expected)
                     Issue.record("an append to a hard-deleted stream succeeded with \(expected)")
                 } catch EventStoreError.streamDeleted(let deleted) {
                     #expect(deleted == name)
@@ -138,8 +138,8 @@ import Testing
             let other = try stream("other-1")
             await #expect(throws: EventStoreError.self) {
                 _ = try await store.append([
-                    StreamAppend(stream: other, expectedVersion: .any, events: [makeEvent()]),
-                    StreamAppend(stream: name, expectedVersion: .any, events: [makeEvent()]),
+                    StreamAppend(stream: other, expectedVersion: .any, events: [sample()]),
+                    StreamAppend(stream: name, expectedVersion: .any, events: [sample()]),
                 ])
             }
             #expect(try await store.lastPosition() == 4)
@@ -157,8 +157,8 @@ import Testing
         try await backend.withStore { store in
             let soft = try stream("a-1")
             let hard = try stream("b-1")
-            _ = try await store.append(makeEvents(2), to: soft, expectedVersion: .noStream)
-            _ = try await store.append(makeEvents(1), to: hard, expectedVersion: .noStream)
+            _ = try await store.append(samples(2), to: soft, expectedVersion: .noStream)
+            _ = try await store.append(samples(1), to: hard, expectedVersion: .noStream)
             var live = store.subscribeToAll(from: .end).makeAsyncIterator()
             #expect(try await live.next() == .caughtUp(through: 3))
             _ = try await store.delete(soft, expectedVersion: .exact(2), mode: .soft)
@@ -182,7 +182,7 @@ import Testing
         try await backend.withStore { store in
             let name = try stream("cart-1")
             let session = try await store.openSession(on: name, sessionTimeout: .seconds(60), openTimeout: .zero)
-            _ = try await session.append([makeEvent()], expectedVersion: .noStream)
+            _ = try await session.append([sample()], expectedVersion: .noStream)
             await #expect(throws: EventStoreError.self) {
                 _ = try await store.delete(name, expectedVersion: .any, mode: .soft)
             }
@@ -201,7 +201,7 @@ import Testing
             let hard = try stream("hard-1")
             let kept = try stream("kept-1")
             for (index, name) in [capped, truncated, soft, hard, kept].enumerated() {
-                _ = try await store.append(makeEvents(10, type: "Type\(index)"), to: name, expectedVersion: .noStream)
+                _ = try await store.append(samples(10, type: "Type\(index)"), to: name, expectedVersion: .noStream)
             }
             try await store.setMetadata(StreamMetadata(maxCount: 4), for: capped)
             try await store.setMetadata(StreamMetadata(truncateBefore: 8), for: truncated)
@@ -228,7 +228,7 @@ import Testing
             #expect(try await store.readCategory("capped", from: 1, limit: 100).map(\.version) == [7, 8, 9, 10])
             // A second scavenge has nothing to do; the recreated soft-deleted stream continues its versions.
             #expect(try await store.scavenge().eventsRemoved == 0)
-            #expect(try await store.append(makeEvent(), to: soft, expectedVersion: .noStream).version == 11)
+            #expect(try await store.append(sample(), to: soft, expectedVersion: .noStream).version == 11)
             #expect(try await store.read(soft).map(\.version) == [11])
         }
     }
@@ -248,7 +248,7 @@ import Testing
             var storageAfterScavenge: [Int] = []
             for round in 0..<5 {
                 for batch in 0..<10 {
-                    _ = try await store.append(makeEvents(10, prefix: "\(round)-\(batch)"), to: name, expectedVersion: .any)
+                    _ = try await store.append(samples(10, prefix: "\(round)-\(batch)"), to: name, expectedVersion: .any)
                 }
                 try await store.scavenge()
                 logKeysAfterScavenge.append(try await keyCount(store, prefix: [0x04]))
@@ -274,7 +274,7 @@ import Testing
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for batch in 0..<50 {
-                        _ = try await store.append(makeEvents(4, prefix: "\(batch)"), to: name, expectedVersion: .any)
+                        _ = try await store.append(samples(4, prefix: "\(batch)"), to: name, expectedVersion: .any)
                     }
                 }
                 group.addTask {

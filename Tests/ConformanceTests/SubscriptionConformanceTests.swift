@@ -25,14 +25,16 @@ import Testing
                         let name = try stream("writer-\(writer)")
                         for batch in 0..<batchesPerWriter {
                             _ = try await store.append(
-                                makeEvents(batchSize, prefix: "\(writer)-\(batch)"), to: name, expectedVersion: .any)
+                                samples(batchSize, prefix: "\(writer)-\(batch)"), to: name, expectedVersion: .any)
+                            // The in-memory backend never suspends: give other tests' tasks the shared threads.
+                            await Task.yield()
                         }
                     }
                 }
                 // A second subscriber joins while the writers are running.
                 let late = Task { try await Self.collectUntilSentinel(store.subscribeToAll(bufferSize: 500)) }
                 try await group.waitForAll()
-                _ = try await store.append(makeEvent("Sentinel"), to: sentinel, expectedVersion: .noStream)
+                _ = try await store.append(sample("Sentinel"), to: sentinel, expectedVersion: .noStream)
                 for subscriber in [early, late] {
                     let events = try await subscriber.value
                     #expect(events.count == total + 1)
@@ -62,13 +64,13 @@ import Testing
     @Test(arguments: Backends.all)
     func fromTheMiddleDeliversOnlyLaterEventsThenCatchesUp(backend: Backend) async throws {
         try await backend.withStore { store in
-            _ = try await store.append(makeEvents(20), to: try stream("a-1"), expectedVersion: .noStream)
+            _ = try await store.append(samples(20), to: try stream("a-1"), expectedVersion: .noStream)
             var iterator = store.subscribeToAll(from: .after(12), bufferSize: 3).makeAsyncIterator()
             let events = try await iterator.nextEvents(8)
             #expect(events.map(\.position) == Array(13...20))
             #expect(try await iterator.next() == .caughtUp(through: 20))
             // Live: a new append arrives after the marker, with no duplicate of what was read.
-            _ = try await store.append(makeEvents(2), to: try stream("a-2"), expectedVersion: .noStream)
+            _ = try await store.append(samples(2), to: try stream("a-2"), expectedVersion: .noStream)
             let live = try await iterator.nextEvents(2)
             #expect(live.map(\.position) == [21, 22])
             #expect(try await iterator.next() == .caughtUp(through: 22))
@@ -78,10 +80,10 @@ import Testing
     @Test(arguments: Backends.all)
     func liveOnlySubscriptionSkipsHistory(backend: Backend) async throws {
         try await backend.withStore { store in
-            _ = try await store.append(makeEvents(5), to: try stream("old-1"), expectedVersion: .noStream)
+            _ = try await store.append(samples(5), to: try stream("old-1"), expectedVersion: .noStream)
             var iterator = store.subscribeToAll(from: .end).makeAsyncIterator()
             #expect(try await iterator.next() == .caughtUp(through: 5))
-            _ = try await store.append(makeEvents(3, prefix: "new"), to: try stream("new-1"), expectedVersion: .noStream)
+            _ = try await store.append(samples(3, prefix: "new"), to: try stream("new-1"), expectedVersion: .noStream)
             let events = try await iterator.nextEvents(3)
             #expect(events.map(\.position) == [6, 7, 8])
             #expect(events.allSatisfy { $0.stream.rawValue == "new-1" })
@@ -93,7 +95,7 @@ import Testing
         try await backend.withStore { store in
             var iterator = store.subscribeToAll().makeAsyncIterator()
             #expect(try await iterator.next() == .caughtUp(through: 0))
-            _ = try await store.append(makeEvent(), to: try stream("first"), expectedVersion: .noStream)
+            _ = try await store.append(sample(), to: try stream("first"), expectedVersion: .noStream)
             #expect(try await iterator.nextEvents(1).map(\.position) == [1])
         }
     }
@@ -101,7 +103,7 @@ import Testing
     @Test(arguments: Backends.all)
     func stoppingMidStreamAndResumingLosesNothing(backend: Backend) async throws {
         try await backend.withStore { store in
-            _ = try await store.append(makeEvents(30), to: try stream("s-1"), expectedVersion: .noStream)
+            _ = try await store.append(samples(30), to: try stream("s-1"), expectedVersion: .noStream)
             var seen: [UInt64] = []
             for try await message in store.subscribeToAll(bufferSize: 4) {
                 guard let event = message.event else { continue }
@@ -118,7 +120,7 @@ import Testing
     @Test(arguments: Backends.all)
     func cancellingTheTaskEndsTheSequenceCleanly(backend: Backend) async throws {
         try await backend.withStore { store in
-            _ = try await store.append(makeEvents(3), to: try stream("c-1"), expectedVersion: .noStream)
+            _ = try await store.append(samples(3), to: try stream("c-1"), expectedVersion: .noStream)
             let (caughtUp, signal) = AsyncStream<Void>.makeStream()
             let consumer = Task {
                 var count = 0
@@ -150,7 +152,7 @@ import Testing
     @Test(arguments: Backends.all)
     func aSlowConsumerHoldsAtMostOneBuffer(backend: Backend) async throws {
         try await backend.withStore { store in
-            _ = try await store.append(makeEvents(500), to: try stream("big-1"), expectedVersion: .noStream)
+            _ = try await store.append(samples(500), to: try stream("big-1"), expectedVersion: .noStream)
             var iterator = store.subscribeToAll(bufferSize: 16).makeAsyncIterator()
             var positions: [UInt64] = []
             var mostBuffered = 0
@@ -175,11 +177,11 @@ import Testing
     func filtersByStreamPrefixAndEventType(backend: Backend) async throws {
         try await backend.withStore { store in
             _ = try await store.append(
-                [makeEvent("Opened"), makeEvent("Deposited"), makeEvent("Closed")], to: try stream("account-1"),
+                [sample("Opened"), sample("Deposited"), sample("Closed")], to: try stream("account-1"),
                 expectedVersion: .noStream)
             _ = try await store.append(
-                [makeEvent("Deposited"), makeEvent("Shipped")], to: try stream("order-1"), expectedVersion: .noStream)
-            _ = try await store.append([makeEvent("Deposited")], to: try stream("accountant-9"), expectedVersion: .noStream)
+                [sample("Deposited"), sample("Shipped")], to: try stream("order-1"), expectedVersion: .noStream)
+            _ = try await store.append([sample("Deposited")], to: try stream("accountant-9"), expectedVersion: .noStream)
 
             var byPrefix = store.subscribeToAll(filter: .streamPrefix("account-"), bufferSize: 2).makeAsyncIterator()
             #expect(try await byPrefix.nextEvents(3).map(\.position) == [1, 2, 3])
@@ -200,12 +202,12 @@ import Testing
     func streamSubscriptionFromAVersionThenLive(backend: Backend) async throws {
         try await backend.withStore { store in
             let target = try stream("cart-1")
-            _ = try await store.append(makeEvents(5), to: target, expectedVersion: .noStream)
+            _ = try await store.append(samples(5), to: target, expectedVersion: .noStream)
             var iterator = store.subscribe(to: target, from: .version(3), bufferSize: 2).makeAsyncIterator()
             #expect(try await iterator.nextEvents(3).map(\.version) == [3, 4, 5])
             #expect(try await iterator.next() == .caughtUp(through: 5))
-            _ = try await store.append(makeEvents(2), to: try stream("cart-2"), expectedVersion: .noStream)
-            _ = try await store.append(makeEvents(1), to: target, expectedVersion: .exact(5))
+            _ = try await store.append(samples(2), to: try stream("cart-2"), expectedVersion: .noStream)
+            _ = try await store.append(samples(1), to: target, expectedVersion: .exact(5))
             let live = try await iterator.nextEvents(1)
             #expect(live.map(\.version) == [6])
             #expect(live.map(\.stream) == [target])
@@ -216,10 +218,10 @@ import Testing
     func streamSubscriptionFromTheEndIsLiveOnly(backend: Backend) async throws {
         try await backend.withStore { store in
             let target = try stream("cart-1")
-            _ = try await store.append(makeEvents(4), to: target, expectedVersion: .noStream)
+            _ = try await store.append(samples(4), to: target, expectedVersion: .noStream)
             var iterator = store.subscribe(to: target, from: .end).makeAsyncIterator()
             #expect(try await iterator.next() == .caughtUp(through: 4))
-            _ = try await store.append(makeEvents(2), to: target, expectedVersion: .exact(4))
+            _ = try await store.append(samples(2), to: target, expectedVersion: .exact(4))
             #expect(try await iterator.nextEvents(2).map(\.version) == [5, 6])
         }
     }

@@ -89,6 +89,8 @@ struct CatchUpState {
     }
 
     private mutating func readBatch() async throws {
+        // A backend that answers without suspending would otherwise let a long catch-up hold a shared thread.
+        await Task.yield()
         let events = try await reader.read(cursor, reader.bufferSize)
         if let last = events.last { cursor = reader.cursorOf(last) + 1 }
         buffer = reader.filter == .all ? events : events.filter(reader.filter.matches)
