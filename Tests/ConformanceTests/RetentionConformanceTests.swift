@@ -149,6 +149,13 @@ import Testing
             await #expect(throws: EventStoreError.self) {
                 try await store.setMetadata(StreamMetadata(maxCount: 1), for: name)
             }
+            // A name that never held events can be tombstoned too.
+            let ghost = try stream("ghost-1")
+            _ = try await store.delete(ghost, expectedVersion: .noStream, mode: .hard)
+            await #expect(throws: EventStoreError.self) {
+                _ = try await store.append(sample(), to: ghost, expectedVersion: .noStream)
+            }
+            #expect(try await store.listStreams(prefix: "", after: nil, limit: 10).map(\.stream) == [.deletedStreams])
         }
     }
 
@@ -263,6 +270,10 @@ import Testing
             }
             #expect(try await store.read(name).map(\.version) == Array(481...500))
             #expect(try await store.readAll(from: 1, limit: .max).map(\.position) == Array(481...500))
+            // A subscription from the start passes over the holes scavenge left.
+            var iterator = store.subscribeToAll(bufferSize: 7).makeAsyncIterator()
+            #expect(try await iterator.nextEvents(20).map(\.position) == Array(481...500))
+            #expect(try await iterator.next() == .caughtUp(through: 500))
         }
     }
 
