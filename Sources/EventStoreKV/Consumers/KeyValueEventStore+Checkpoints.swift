@@ -8,6 +8,7 @@ import EventStore
 import Foundation
 
 extension KeyValueEventStore {
+    /// The last position the named consumer stored, or nil if it never stored one.
     public func checkpoint(of consumer: String) async throws -> UInt64? {
         try Self.validateConsumer(consumer)
         guard let entry = try await backendCall({ try await self.backend.get(KeyLayout.checkpoint(consumer)) }) else {
@@ -16,6 +17,7 @@ extension KeyValueEventStore {
         return try CheckpointRecord.decode(entry.value, consumer: consumer)
     }
 
+    /// Stores `position` as the named consumer's checkpoint, durably, in its own transaction.
     public func saveCheckpoint(_ position: UInt64, for consumer: String) async throws {
         try Self.validateConsumer(consumer)
         let write = KeyWrite.put(KeyLayout.checkpoint(consumer), CheckpointRecord.encode(position))

@@ -14,6 +14,7 @@ import EventStore
 import Foundation
 
 extension KeyValueEventStore {
+    /// Up to `limit` events of streams in `category`, from `position`, through the category index.
     public func readCategory(_ category: String, from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
         guard !category.isEmpty, category.utf8.count <= StreamName.maximumLength else {
             throw EventStoreError.invalidArgument("a category must be 1 to \(StreamName.maximumLength) UTF-8 bytes")
@@ -21,6 +22,7 @@ extension KeyValueEventStore {
         return try await readIndex(.category, category, from: position, limit: limit)
     }
 
+    /// Up to `limit` events of type `type`, from `position`, through the event-type index.
     public func readEvents(ofType type: String, from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
         guard !type.isEmpty, type.utf8.count <= Self.maximumEventTypeLength else {
             throw EventStoreError.invalidEventType(
@@ -59,6 +61,7 @@ extension KeyValueEventStore {
         return events
     }
 
+    /// Up to `limit` live streams whose names start with `prefix`, in name order, after `after`.
     public func listStreams(prefix: String, after: StreamName?, limit: Int) async throws -> [StreamSummary] {
         guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
         let scanPrefix = KeyLayout.streamHeadPrefix + Array(prefix.utf8)

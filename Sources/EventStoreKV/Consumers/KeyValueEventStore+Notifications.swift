@@ -14,6 +14,7 @@ import EventStore
 import Foundation
 
 extension KeyValueEventStore {
+    /// Rings once per commit that adds events, from the backend's change feed on the global-head key.
     public func logNotifications() async throws -> AsyncThrowingStream<Void, any Error> {
         let start = try await backendCall { try await self.backend.currentRevision() }
         let (rings, continuation) = AsyncThrowingStream<Void, any Error>.makeStream(bufferingPolicy: .bufferingNewest(1))

@@ -12,6 +12,7 @@ import EventStore
 import Foundation
 
 extension KeyValueEventStore {
+    /// Soft- or hard-deletes `stream` and records the deletion in `$deleted`, in one transaction.
     public func delete(_ stream: StreamName, expectedVersion: ExpectedVersion, mode: DeletionMode) async throws
         -> UInt64
     {

@@ -9,6 +9,7 @@ import EventStore
 import Foundation
 
 extension KeyValueEventStore {
+    /// The retention rules of `stream` (empty if none were set).
     public func metadata(of stream: StreamName) async throws -> StreamMetadata {
         guard let entry = try await backendCall({ try await self.backend.get(KeyLayout.streamMetadata(stream)) }) else {
             return StreamMetadata()
@@ -16,6 +17,7 @@ extension KeyValueEventStore {
         return try StreamMetadataRecord.decode(entry.value, stream: stream)
     }
 
+    /// Sets the retention rules of `stream`; reads honour them at once.
     public func setMetadata(_ metadata: StreamMetadata, for stream: StreamName) async throws {
         try metadata.validate()
         let key = KeyLayout.streamMetadata(stream)
