@@ -69,6 +69,8 @@ public final class KeyValueEventStore: EventStoring {
     /// What a session append proves: the lease it must still hold, and how to renew it.
     struct SessionClaim: Sendable {
         var id: UUID
+        /// The stream the session holds; other parts of a session's multi-stream append must be unlocked.
+        var stream: StreamName
         var holder: String
         var timeout: Duration
     }
@@ -77,6 +79,10 @@ public final class KeyValueEventStore: EventStoring {
     func commit(_ appends: [StreamAppend], session: SessionClaim?) async throws -> [AppendResult] {
         guard !appends.isEmpty else { throw EventStoreError.invalidArgument("an append needs at least one stream") }
         try validate(appends)
+        if let session, !appends.contains(where: { $0.stream == session.stream }) {
+            throw EventStoreError.invalidArgument(
+                "a session's append must include its own stream \"\(session.stream)\"")
+        }
         let now = Date()
         let prepared = appends.map { part in
             part.events.map { EventRecord.prepare($0, stream: part.stream, recordedAt: now) }
@@ -141,7 +147,8 @@ public final class KeyValueEventStore: EventStoring {
         for (index, part) in appends.enumerated() {
             let head = try entries[1 + 2 * index].map { try StreamHead.decode($0.value, stream: part.stream) }
             let current = head?.version ?? 0
-            try checkLease(entries[2 + 2 * index], stream: part.stream, session: session)
+            let claim = session.flatMap { $0.stream == part.stream ? $0 : nil }
+            try checkLease(entries[2 + 2 * index], stream: part.stream, session: claim)
             let idEntries = Array(entries[idOffset..<(idOffset + part.events.count)])
             idOffset += part.events.count
 
@@ -168,7 +175,7 @@ public final class KeyValueEventStore: EventStoring {
                 writes.append(
                     .put(KeyLayout.streamHead(part.stream), StreamHead(version: version, lastPosition: position).encoded()))
             }
-            if let session, let leaseExpiry {
+            if let session = claim, let leaseExpiry {
                 // Activity renews the lease, in the same transaction that proves we hold it.
                 let lease = LeaseRecord(sessionID: session.id, expiresAt: leaseExpiry, holder: session.holder)
                 writes.append(.put(KeyLayout.lease(part.stream), lease.encoded(), ttl: session.timeout))
