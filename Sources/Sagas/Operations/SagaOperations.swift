@@ -22,6 +22,15 @@ public struct StuckSaga: Sendable, Hashable {
     public var error: String
     /// The steps whose compensation is still to run, the stuck one first.
     public var pendingCompensations: [String]
+
+    /// Creates a stuck-saga report entry.
+    public init(sagaID: SagaID, definition: String, step: String, error: String, pendingCompensations: [String]) {
+        self.sagaID = sagaID
+        self.definition = definition
+        self.step = step
+        self.error = error
+        self.pendingCompensations = pendingCompensations
+    }
 }
 
 extension SagaRunner {

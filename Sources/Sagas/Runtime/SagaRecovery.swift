@@ -33,6 +33,12 @@ public struct SagaRecovery: Sendable, Hashable {
     public var sagaID: SagaID
     /// What happened to it.
     public var result: Result
+
+    /// Creates a recovery report entry.
+    public init(sagaID: SagaID, result: Result) {
+        self.sagaID = sagaID
+        self.result = result
+    }
 }
 
 /// An unfinished saga as the index lists it.
