@@ -57,14 +57,15 @@ public final class ManualSagaClock: SagaClock {
         guard duration > .zero else { return }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let ready: [Waiter] = state.withLock { state in
-                    if state.cancelledBeforeRegistering.remove(id) != nil {
-                        continuation.resume(throwing: CancellationError())
-                        return []
-                    }
+                let ready: [Waiter]? = state.withLock { state in
+                    if state.cancelledBeforeRegistering.remove(id) != nil { return nil }
                     let deadline = state.now.addingTimeInterval(Self.seconds(duration))
                     state.sleepers.append(Sleeper(id: id, deadline: deadline, continuation: continuation))
                     return Self.takeReadyWaiters(&state)
+                }
+                guard let ready else {
+                    continuation.resume(throwing: CancellationError())
+                    return
                 }
                 for waiter in ready { waiter.continuation.resume() }
             }
