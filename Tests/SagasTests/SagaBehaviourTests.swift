@@ -114,6 +114,10 @@ import Testing
         let other = Transfer(from: "carol", to: "dave", amount: 99)
         #expect(try await runner.start(transferSaga(bank: bank), id: id, input: other) == .completed)
         #expect(bank.names == ["reserve", "debit", "credit"])
+
+        var refund = SagaDefinition<Transfer>("refund")
+        refund.step("refund") { _ in NoOutput() }
+        await #expect(throws: EventStoreError.self) { try await runner.start(refund, id: id, input: sampleTransfer) }
     }
 
     @Test func brokenDefinitionsAreRefusedBeforeAnythingIsWritten() async throws {

@@ -151,7 +151,9 @@ struct SagaExecution {
                 hooks.stepFailed?(
                     event(index, .action, attempt: attempt, key: call.idempotencyKey, error: failed.error, willRetry: willRetry))
                 guard willRetry else { return }
-                try await clock.sleep(for: step.options.retry.backoff(afterAttempt: attempt, random: configuration.random()))
+                try await StepAttempt.pause(
+                    for: step.options.retry.backoff(afterAttempt: attempt, random: configuration.random()), clock: clock,
+                    session: session, configuration: configuration)
                 attempt += 1
                 resumed = false
             }
@@ -239,8 +241,9 @@ struct SagaExecution {
                     try await record(stuck)
                     return
                 }
-                try await clock.sleep(
-                    for: step.options.compensationRetry.backoff(afterAttempt: attempt - base, random: configuration.random()))
+                try await StepAttempt.pause(
+                    for: step.options.compensationRetry.backoff(afterAttempt: attempt - base, random: configuration.random()),
+                    clock: clock, session: session, configuration: configuration)
                 attempt += 1
                 resumed = false
             }

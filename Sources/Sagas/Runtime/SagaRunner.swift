@@ -56,6 +56,7 @@ public final class SagaRunner: Sendable {
 
     /// Records the saga `id` as started, without running it; ``resume(_:)`` or ``recover()`` runs it.
     /// Does nothing if the saga already exists.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` if a saga with this id exists under another definition.
     public func create<Input>(_ definition: SagaDefinition<Input>, id: SagaID, input: Input) async throws {
         let erased = try definition.erased()
         let stream = try id.stream
@@ -70,7 +71,13 @@ public final class SagaRunner: Sendable {
                 StreamAppend(stream: try SagaStreams.index(), expectedVersion: .any, events: [opened]),
             ])
         } catch EventStoreError.wrongExpectedVersion(let conflicted, _, _) where conflicted == stream {
-            // It exists already.
+            // It exists already: it must be a saga of this definition.
+            guard let first = try await store.read(stream, limit: 1).first else { return }
+            let existing = try SagaRecord.decode(first).definition ?? ""
+            guard existing == erased.name else {
+                throw EventStoreError.invalidArgument(
+                    "saga \(id) already exists as a \"\(existing)\" saga, not \"\(erased.name)\"")
+            }
         } catch EventStoreError.streamLocked(let locked, _, _) where locked == stream {
             // Another runner holds it: it exists and is running.
         }

@@ -66,6 +66,15 @@ enum StepAttempt {
         }
     }
 
+    /// Waits out a backoff pause on `clock` while renewing `session`, so a long pause does not lose the saga.
+    static func pause(
+        for duration: Duration, clock: any SagaClock, session: any StreamSession, configuration: SagaRunnerConfiguration
+    ) async throws {
+        let keeper = keepAlive([session], every: configuration.sessionTimeout / 3)
+        defer { keeper.cancel() }
+        try await clock.sleep(for: duration)
+    }
+
     /// Renews `sessions` every `interval` (real time) until cancelled.
     private static func keepAlive(_ sessions: [any StreamSession], every interval: Duration) -> Task<Void, Never> {
         Task {
