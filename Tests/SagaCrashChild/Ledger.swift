@@ -17,10 +17,10 @@ struct Ledger: Sendable {
 
     func record(_ kind: String, saga: String, step: String, key: String) throws {
         let line = Array("\(kind) \(saga) \(step) \(key)\n".utf8)
-        let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
         guard fd >= 0 else { throw LedgerError(operation: "open", errno: errno) }
-        defer { _ = Glibc.close(fd) }
-        let written = line.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        defer { _ = close(fd) }
+        let written = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         guard written == line.count else { throw LedgerError(operation: "write", errno: errno) }
         // Never retry fsync after a failure: report it.
         guard fsync(fd) == 0 else { throw LedgerError(operation: "fsync", errno: errno) }

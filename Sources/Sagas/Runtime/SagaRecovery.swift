@@ -67,21 +67,12 @@ extension SagaRunner {
             } catch {
                 result = .failed(String(describing: error))
             }
-            if case .finished(let outcome) = result, outcome != .resolved,
-                outcome == .completed || isCompensated(outcome)
-            {
-            } else {
-                stillOpen.append(saga.indexVersion)
-            }
             results.append(SagaRecovery(sagaID: saga.id, result: result))
+            if case .finished(let outcome) = result, outcome.isFinished { continue }
+            stillOpen.append(saga.indexVersion)
         }
         try await advanceCheckpoint(from: mark, to: stillOpen.min() ?? (head + 1))
         return results
-    }
-
-    private func isCompensated(_ outcome: SagaOutcome) -> Bool {
-        if case .compensated = outcome { return true }
-        return false
     }
 
     /// The sagas the index lists as open, oldest first, with the index head and the mark the read started from.

@@ -45,4 +45,10 @@ public enum SagaOutcome: Sendable, Hashable {
     case stuck(step: String, error: String)
     /// An operator marked the saga resolved.
     case resolved
+
+    /// Whether the saga has finished for good (completed, compensated or resolved), rather than being stuck.
+    public var isFinished: Bool {
+        if case .stuck = self { return false }
+        return true
+    }
 }
