@@ -73,7 +73,7 @@ import Testing
         var kills = 0
         for iteration in 0..<iterations {
             let result = try await Self.runChild(
-                ["run", store, ledger, "\(iteration + 1)", "4"], killAfter: .milliseconds(Int.random(in: 5...400)))
+                ["run", store, ledger, "\(iteration + 1)", "4"], killAfter: .milliseconds(Int.random(in: 5...1_000)))
             if result.status == 3 {
                 Issue.record("the crash child has no durable engine: \(result.errors)")
                 return
