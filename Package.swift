@@ -18,7 +18,7 @@ let package = Package(
     targets: [
         .target(name: "EventStore", swiftSettings: strict),
         .target(name: "EventStoreKV", dependencies: ["EventStore"], swiftSettings: strict),
-        .target(name: "Snapshots", dependencies: ["EventStore"], swiftSettings: strict),
+        .target(name: "Snapshots", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
         .target(name: "Sagas", dependencies: ["EventStore"], swiftSettings: strict),
         .executableTarget(
             name: "AccountLedger",
@@ -28,5 +28,7 @@ let package = Package(
         ),
         .testTarget(name: "EventStoreKVTests", dependencies: ["EventStoreKV"], swiftSettings: strict),
         .testTarget(name: "ConformanceTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
+        .testTarget(
+            name: "SnapshotsTests", dependencies: ["EventStore", "EventStoreKV", "Snapshots"], swiftSettings: strict),
     ]
 )
