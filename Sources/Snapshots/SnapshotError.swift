@@ -13,6 +13,7 @@ public enum SnapshotError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A stored snapshot in a readable schema could not be decoded or migrated into the current state type.
     case unreadableSnapshot(stream: StreamName, version: UInt64, schemaVersion: UInt32, reason: String)
 
+    /// What happened and what to do about it.
     public var description: String {
         switch self {
         case .versionBeyondStream(let stream, let requested, let streamVersion):

@@ -204,6 +204,22 @@ struct PolicyTests {
         }
     }
 
+    @Test("an event no replay could decode is refused before anything is written", arguments: SnapshotBackends.all)
+    func undecodableEventRefused(backend: SnapshotBackend) async throws {
+        try await backend.withStore { store in
+            var registry = EventTypeRegistry()
+            registry.register(Deposited.self)
+            let repository = try SnapshottingRepository<Ledger>(events: store, registry: registry, policy: .every(1))
+            let stream = try Fixtures.stream()
+
+            await #expect(throws: EventStoreError.self) {
+                try await repository.save(
+                    [Deposited(amount: 1), Renamed(name: "x")], to: stream, from: try await repository.load(stream))
+            }
+            #expect(try await store.version(of: stream) == 0)
+        }
+    }
+
     @Test("taking and loading snapshots beyond the stream are typed errors", arguments: SnapshotBackends.all)
     func versionErrors(backend: SnapshotBackend) async throws {
         try await backend.withStore { store in

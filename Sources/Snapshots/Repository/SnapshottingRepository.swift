@@ -107,7 +107,8 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
 
     /// Appends `events` to `stream`, expecting it to be at `loaded.version`, and takes a snapshot of the new state
     /// if the policy calls for one.
-    /// - Throws: ``EventStoreError/wrongExpectedVersion(stream:expected:actual:)`` if another writer got there first.
+    /// - Throws: ``EventStoreError/wrongExpectedVersion(stream:expected:actual:)`` if another writer got there first;
+    ///   ``EventStoreError/unknownEventType(_:)`` (before writing anything) for an event the registry cannot decode.
     ///   A failed snapshot does not throw; it is reported in the result.
     @discardableResult
     public func save(
@@ -116,16 +117,18 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     ) async throws -> SavedAggregate<State> {
         let registry = aggregates.registry
         let data = try events.map { try registry.encode(any: $0, metadata: metadata) }
-        let result = try await aggregates.store.append(data, to: stream, expectedVersion: .exact(loaded.version))
-        // Build the new state from the bytes just appended, exactly as a replay would decode them.
-        var aggregate = loaded
-        for (offset, event) in data.enumerated() {
-            let recorded = RecordedEvent(
-                id: event.id, stream: stream, version: loaded.version + UInt64(offset) + 1,
-                position: result.positions.lowerBound + UInt64(offset), recordedAt: Date(), type: event.type,
-                data: event.data, metadata: event.metadata)
-            aggregate.state.apply(try registry.decode(recorded))
+        // Decode the exact bytes about to be appended, as a replay will, before appending: the new state is then
+        // what a load would build, and an event no replay could decode is refused before anything is written.
+        // (Decoding reads only the type and payload; the position is not known yet.)
+        let replayed = try data.enumerated().map { offset, event in
+            try registry.decode(
+                RecordedEvent(
+                    id: event.id, stream: stream, version: loaded.version + UInt64(offset) + 1, position: 0,
+                    recordedAt: Date(), type: event.type, data: event.data, metadata: event.metadata))
         }
+        let result = try await aggregates.store.append(data, to: stream, expectedVersion: .exact(loaded.version))
+        var aggregate = loaded
+        for event in replayed { aggregate.state.apply(event) }
         aggregate.version = result.version
         guard policy.isDue(from: loaded.version, to: result.version) else {
             return SavedAggregate(result: result, aggregate: aggregate, snapshot: .notDue)

@@ -35,7 +35,8 @@ public struct SnapshotStore: Sendable {
     /// Saves `data` as the snapshot of `stream` at `version`, replacing any snapshot already at that version; with
     /// `keepingLast`, removes all but the newest `keepingLast` snapshots in the same transaction.
     /// - Throws: ``SnapshotError/versionBeyondStream(stream:requested:streamVersion:)`` when the stream has not
-    ///   reached `version`; ``EventStoreError/invalidArgument(_:)`` for version 0 or a `keepingLast` below 1.
+    ///   reached `version`; ``EventStoreError/invalidArgument(_:)`` for version 0, a `keepingLast` below 1 or data
+    ///   of 4 GiB or more.
     ///   Nothing is written when it throws.
     public func save(
         _ data: Data, schemaVersion: UInt32, of stream: StreamName, at version: UInt64, keepingLast: Int? = nil
@@ -45,6 +46,9 @@ public struct SnapshotStore: Sendable {
         }
         if let keepingLast, keepingLast < 1 {
             throw EventStoreError.invalidArgument("keepingLast must be at least 1, got \(keepingLast)")
+        }
+        guard data.count <= Int(UInt32.max) else {
+            throw EventStoreError.invalidArgument("a snapshot must be smaller than 4 GiB, got \(data.count) bytes")
         }
         let streamVersion = try await events.version(of: stream)
         guard version <= streamVersion else {
@@ -156,7 +160,7 @@ public struct SnapshotStore: Sendable {
         let candidates = try await index(of: stream).entries.reversed()
         guard
             let chosen = candidates.first(where: { candidate in
-                version.map { candidate.version <= $0 } ?? true && isUsable(candidate)
+                (version.map { candidate.version <= $0 } ?? true) && isUsable(candidate)
             })
         else { return nil }
         return try await read(stream, chosen)
