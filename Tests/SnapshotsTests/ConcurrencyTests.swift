@@ -106,4 +106,41 @@ struct ConcurrencyTests {
             try await repository.expectIndexMatchesRecords(stream)
         }
     }
+
+    @Test("loads racing with pruning never report a missing snapshot as corruption", arguments: SnapshotBackends.all)
+    func loadsDuringPruning(backend: SnapshotBackend) async throws {
+        try await backend.withStore { store in
+            let stream = try Fixtures.stream()
+            let count: UInt64 = 300
+            try await Fixtures.fill(stream, in: store, events: count)
+            let states = (1...count).reduce(into: [Ledger()]) { states, version in
+                var next = states[states.count - 1]
+                next.apply(Fixtures.event(number: version))
+                states.append(next)
+            }
+            let repository = try Fixtures.repository(store)
+            let snapshots = repository.snapshots
+            let encoded = try states.map { try repository.schema.encode($0) }
+
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    // Each save removes the previous snapshot: a reader that chose it must start again, not fail.
+                    for version in 1...count {
+                        try await snapshots.save(
+                            encoded[Int(version)], schemaVersion: 1, of: stream, at: version, keepingLast: 1)
+                    }
+                }
+                for _ in 0..<2 {
+                    group.addTask {
+                        for _ in 0..<150 {
+                            let loaded = try await repository.load(stream)
+                            #expect(loaded.state == states[Int(loaded.version)])
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(try await repository.snapshotVersions(of: stream) == [count])
+        }
+    }
 }

@@ -7,6 +7,8 @@
 //   another's entry, and the index always lists exactly the records that exist.
 // - A snapshot is saved only at a version the stream has reached (1 ... stream version). Stream versions never go
 //   down, so checking the version before the transaction is as good as checking it inside.
+// - A record is written only together with its index, so a record's modRevision never exceeds that of the index
+//   describing it. Reads use this to tell a concurrent change (start again) from corruption.
 // - Reads never guess: an index entry without its record, or a malformed value, is EventStoreError.corrupted naming
 //   the key's stream and version.
 
@@ -147,8 +149,7 @@ public struct SnapshotStore: Sendable {
 
     /// The snapshot of `stream` at exactly `version`, or nil if there is none.
     public func snapshot(of stream: StreamName, at version: UInt64) async throws -> Snapshot? {
-        guard let descriptor = try await index(of: stream).entry(at: version) else { return nil }
-        return try await read(stream, descriptor)
+        try await readChosen(of: stream) { $0.entry(at: version) }
     }
 
     /// The newest snapshot of `stream` at or before `version` (the newest of all when `version` is nil) whose schema
@@ -157,24 +158,44 @@ public struct SnapshotStore: Sendable {
         of stream: StreamName, atOrBefore version: UInt64? = nil,
         where isUsable: (SnapshotDescriptor) -> Bool = { _ in true }
     ) async throws -> Snapshot? {
-        let candidates = try await index(of: stream).entries.reversed()
-        guard
-            let chosen = candidates.first(where: { candidate in
+        try await readChosen(of: stream) { index in
+            index.entries.last { candidate in
                 (version.map { candidate.version <= $0 } ?? true) && isUsable(candidate)
-            })
-        else { return nil }
-        return try await read(stream, chosen)
+            }
+        }
     }
 
-    /// Reads the record an index entry points to.
-    func read(_ stream: StreamName, _ descriptor: SnapshotDescriptor) async throws -> Snapshot {
-        let key = SnapshotKeys.record(of: stream, at: descriptor.version)
-        guard let entry = try await translatingErrors({ try await backend.get(key) }) else {
-            throw EventStoreError.corrupted(
-                location: "snapshot of stream \"\(stream)\" at version \(descriptor.version)",
-                detail: "the snapshot index lists this snapshot but its record is missing")
+    /// Reads the snapshot that `choose` picks from the index, as one consistent pair of index and record.
+    ///
+    /// The index and the record are two reads, and a writer may delete or replace the record in between. Every
+    /// write of a record also writes the index, in the same transaction, so a record whose modRevision is not
+    /// above the index's as read is the one that index describes; a newer record, or a missing one while the index
+    /// has moved on, means another writer got in between, and the read starts again from the new index. Only a
+    /// record missing (or malformed) under an index that has not changed is corruption.
+    private func readChosen(
+        of stream: StreamName, _ choose: (SnapshotIndex) -> SnapshotDescriptor?
+    ) async throws -> Snapshot? {
+        let indexKey = SnapshotKeys.index(of: stream)
+        var indexEntry = try await translatingErrors { try await backend.get(indexKey) }
+        while true {
+            try Task.checkCancellation()
+            guard let seen = indexEntry else { return nil }
+            guard let chosen = choose(try SnapshotIndex.decode(seen.value, stream: stream)) else { return nil }
+            let recordKey = SnapshotKeys.record(of: stream, at: chosen.version)
+            let record = try await translatingErrors { try await backend.get(recordKey) }
+            if let record, record.modRevision <= seen.modRevision {
+                return try SnapshotRecord.decode(record.value, stream: stream, expected: chosen)
+            }
+            indexEntry = try await translatingErrors { try await backend.get(indexKey) }
+            if indexEntry?.modRevision == seen.modRevision {
+                // Nothing changed the index, so nothing may have changed the record.
+                throw EventStoreError.corrupted(
+                    location: "snapshot of stream \"\(stream)\" at version \(chosen.version)",
+                    detail: record == nil
+                        ? "the snapshot index lists this snapshot but its record is missing"
+                        : "the record was written after its index, without it")
+            }
         }
-        return try SnapshotRecord.decode(entry.value, stream: stream, expected: descriptor)
     }
 
     private func index(of stream: StreamName) async throws -> SnapshotIndex {
