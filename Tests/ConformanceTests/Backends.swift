@@ -15,7 +15,22 @@ struct TestStore: Sendable {
 /// Makes fresh, empty stores of one backend kind.
 struct Backend: Sendable, CustomTestStringConvertible {
     let name: String
+    /// The shortest lease this backend honours (etcd grants whole seconds, with a floor); session tests scale their
+    /// timeouts up to it.
+    var leaseResolution: Duration = .zero
     let make: @Sendable (EventStoreLimits) async throws -> TestStore
+
+    init(
+        name: String, leaseResolution: Duration = .zero,
+        make: @escaping @Sendable (EventStoreLimits) async throws -> TestStore
+    ) {
+        self.name = name
+        self.leaseResolution = leaseResolution
+        self.make = make
+    }
+
+    /// `requested`, raised to what the backend can honour.
+    func leaseTimeout(_ requested: Duration) -> Duration { max(requested, leaseResolution) }
 
     var testDescription: String { name }
 

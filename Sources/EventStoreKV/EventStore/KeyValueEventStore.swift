@@ -322,12 +322,13 @@ public final class KeyValueEventStore: EventStoring {
         let records = try await backendCall { try await self.backend.get(positions.map(KeyLayout.log)) }
         var events: [RecordedEvent] = []
         events.reserveCapacity(positions.count)
+        var names = StreamNameCache()
         for (position, record) in zip(positions, records) {
             guard let record else {
                 throw EventStoreError.corrupted(
                     location: "global position \(position)", detail: "a stream index entry points to a missing event")
             }
-            events.append(try EventRecord.decode(record.value, position: position))
+            events.append(try EventRecord.decode(record.value, position: position, names: &names))
         }
         return events
     }
@@ -336,6 +337,7 @@ public final class KeyValueEventStore: EventStoring {
         guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
         var range = KeyRange(from: KeyLayout.log(max(position, 1)), to: Key.successor(ofPrefix: KeyLayout.logPrefix))
         var events: [RecordedEvent] = []
+        var names = StreamNameCache()
         while events.count < limit {
             try Task.checkCancellation()
             let chunk = min(limit - events.count, readBatchSize)
@@ -345,7 +347,7 @@ public final class KeyValueEventStore: EventStoring {
                 guard let position = KeyLayout.position(fromLogKey: entry.key) else {
                     throw EventStoreError.corrupted(location: "global log", detail: "malformed log key \(entry.key)")
                 }
-                events.append(try EventRecord.decode(entry.value, position: position))
+                events.append(try EventRecord.decode(entry.value, position: position, names: &names))
             }
             if entries.count < chunk { break }
             range.lowerBound = last.key + [0]
