@@ -18,7 +18,7 @@ let package = Package(
     targets: [
         .target(name: "EventStore", swiftSettings: strict),
         .target(name: "EventStoreKV", dependencies: ["EventStore"], swiftSettings: strict),
-        .target(name: "Snapshots", dependencies: ["EventStore"], swiftSettings: strict),
+        .target(name: "Snapshots", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
         .target(name: "Sagas", dependencies: ["EventStore"], swiftSettings: strict),
         .executableTarget(
             name: "AccountLedger",
@@ -43,5 +43,7 @@ let package = Package(
             path: "Tests/SagaCrashChild",
             swiftSettings: strict
         ),
+        .testTarget(
+            name: "SnapshotsTests", dependencies: ["EventStore", "EventStoreKV", "Snapshots"], swiftSettings: strict),
     ]
 )

@@ -1,0 +1,236 @@
+// SnapshottingRepository: the snapshot-aware aggregate repository.
+//
+// Invariants:
+// - A load gives exactly the state a full replay gives: it starts from the newest snapshot at or before the wanted
+//   version whose schema is readable (never a newer one), and replays every event after it up to that version.
+// - A snapshot is only ever made from a state built the way a load builds it: by replay, or by applying events
+//   decoded from the exact bytes that were appended (so lossy encodings, such as dates in JSON, cannot make a
+//   snapshot differ from a replay).
+// - Every snapshot write goes through SnapshotStore, one atomic transaction per snapshot; snapshot-all writes its
+//   snapshots one after another, never in parallel.
+// - A save whose append succeeded never throws because of its snapshot (see SavedAggregate.swift).
+
+import EventStore
+import EventStoreKV
+import Foundation
+
+/// Loads and saves aggregates like ``AggregateRepository``, but starts loads from the newest usable snapshot and
+/// takes snapshots by policy.
+///
+/// ```swift
+/// let accounts = try SnapshottingRepository<Account>(
+///     events: store, registry: registry, policy: .every(100, keepingLast: 3))
+/// let account = try await accounts.load(stream)            // snapshot + the events after it
+/// try await accounts.save([Deposited(amount: 5)], to: stream, from: account)
+/// ```
+public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
+    /// The plain repository used for replaying and appending.
+    public let aggregates: AggregateRepository<State>
+    /// Where the snapshots are stored.
+    public let snapshots: SnapshotStore
+    /// How states are encoded in snapshots, and migrated from older schemas.
+    public let schema: SnapshotSchema<State>
+    /// When snapshots are taken automatically, and how many are kept.
+    public let policy: SnapshotPolicy
+
+    /// Creates a repository over the streams of `events`, with snapshots on the same backend.
+    /// - Parameter readBatchSize: how many events are read per round trip while replaying.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` for a policy with an interval or retention below 1.
+    public init(
+        events: KeyValueEventStore, registry: EventTypeRegistry, schema: SnapshotSchema<State> = SnapshotSchema(),
+        policy: SnapshotPolicy = .manual, readBatchSize: Int = 1_000
+    ) throws {
+        guard readBatchSize >= 1 else {
+            throw EventStoreError.invalidArgument("readBatchSize must be at least 1, got \(readBatchSize)")
+        }
+        self.aggregates = AggregateRepository(store: events, registry: registry, readBatchSize: readBatchSize)
+        self.snapshots = SnapshotStore(events: events)
+        self.schema = schema
+        self.policy = try policy.validated()
+    }
+
+    // MARK: Loading
+
+    /// Loads the current state of `stream`: from its newest usable snapshot plus the events after it, or by
+    /// replaying every event when `usingSnapshots` is false or no snapshot is usable.
+    public func load(_ stream: StreamName, usingSnapshots: Bool = true) async throws -> LoadedAggregate<State> {
+        try await load(stream, upTo: nil, usingSnapshots: usingSnapshots)
+    }
+
+    /// Loads the state of `stream` as of `version`: from the newest usable snapshot at or before `version` plus the
+    /// events after it up to `version`, or by replaying events 1 through `version`.
+    /// - Throws: ``SnapshotError/versionBeyondStream(stream:requested:streamVersion:)`` when the stream has not
+    ///   reached `version`.
+    public func load(
+        _ stream: StreamName, asOf version: UInt64, usingSnapshots: Bool = true
+    ) async throws -> LoadedAggregate<State> {
+        try await load(stream, upTo: version, usingSnapshots: usingSnapshots)
+    }
+
+    private func load(
+        _ stream: StreamName, upTo version: UInt64?, usingSnapshots: Bool
+    ) async throws -> LoadedAggregate<State> {
+        var start = LoadedAggregate(state: State(), version: 0, replayedEvents: 0)
+        if usingSnapshots, let snapshot = try await latestUsableSnapshot(of: stream, atOrBefore: version) {
+            start = LoadedAggregate(state: try schema.decode(snapshot), version: snapshot.version, replayedEvents: 0)
+        }
+        let loaded = try await aggregates.replay(stream, onto: start, upTo: version)
+        if loaded.replayedEvents == 0, loaded.version > 0 {
+            try await checkStreamReached(loaded.version, of: stream)
+        }
+        if let version, loaded.version < version {
+            throw SnapshotError.versionBeyondStream(stream: stream, requested: version, streamVersion: loaded.version)
+        }
+        return loaded
+    }
+
+    /// The newest snapshot at or before `version` that this schema can read.
+    private func latestUsableSnapshot(of stream: StreamName, atOrBefore version: UInt64?) async throws -> Snapshot? {
+        let schema = self.schema
+        return try await snapshots.latestSnapshot(of: stream, atOrBefore: version) { descriptor in
+            schema.canRead(schemaVersion: descriptor.schemaVersion)
+        }
+    }
+
+    /// A snapshot with no events after it must not be newer than its stream: that would be a state for events
+    /// that do not exist.
+    private func checkStreamReached(_ version: UInt64, of stream: StreamName) async throws {
+        let streamVersion = try await snapshots.events.version(of: stream)
+        guard streamVersion >= version else {
+            throw EventStoreError.corrupted(
+                location: "snapshot of stream \"\(stream)\" at version \(version)",
+                detail: "the snapshot is newer than its stream, which is at version \(streamVersion)")
+        }
+    }
+
+    // MARK: Saving
+
+    /// Appends `events` to `stream`, expecting it to be at `loaded.version`, and takes a snapshot of the new state
+    /// if the policy calls for one.
+    /// - Throws: ``EventStoreError/wrongExpectedVersion(stream:expected:actual:)`` if another writer got there first;
+    ///   ``EventStoreError/unknownEventType(_:)`` (before writing anything) for an event the registry cannot decode.
+    ///   A failed snapshot does not throw; it is reported in the result.
+    @discardableResult
+    public func save(
+        _ events: [any DomainEvent], to stream: StreamName, from loaded: LoadedAggregate<State>,
+        metadata: EventMetadata = EventMetadata()
+    ) async throws -> SavedAggregate<State> {
+        let registry = aggregates.registry
+        let data = try events.map { try registry.encode(any: $0, metadata: metadata) }
+        // Decode the exact bytes about to be appended, as a replay will, before appending: the new state is then
+        // what a load would build, and an event no replay could decode is refused before anything is written.
+        // (Decoding reads only the type and payload; the position is not known yet.)
+        let replayed = try data.enumerated().map { offset, event in
+            try registry.decode(
+                RecordedEvent(
+                    id: event.id, stream: stream, version: loaded.version + UInt64(offset) + 1, position: 0,
+                    recordedAt: Date(), type: event.type, data: event.data, metadata: event.metadata))
+        }
+        let result = try await aggregates.store.append(data, to: stream, expectedVersion: .exact(loaded.version))
+        var aggregate = loaded
+        for event in replayed { aggregate.state.apply(event) }
+        aggregate.version = result.version
+        guard policy.isDue(from: loaded.version, to: result.version) else {
+            return SavedAggregate(result: result, aggregate: aggregate, snapshot: .notDue)
+        }
+        do {
+            try await saveSnapshot(of: aggregate.state, in: stream, at: result.version)
+            return SavedAggregate(result: result, aggregate: aggregate, snapshot: .taken(version: result.version))
+        } catch {
+            return SavedAggregate(result: result, aggregate: aggregate, snapshot: .failed(error))
+        }
+    }
+
+    /// Loads the aggregate (through snapshots), asks `decide` for new events and saves them; on a version conflict
+    /// it reloads and asks again, up to `maxAttempts` times in all.
+    @discardableResult
+    public func execute(
+        on stream: StreamName, maxAttempts: Int = 5, _ decide: (State) throws -> [any DomainEvent]
+    ) async throws -> SavedAggregate<State> {
+        guard maxAttempts > 0 else { throw EventStoreError.invalidArgument("maxAttempts must be at least 1") }
+        var attempt = 0
+        while true {
+            attempt += 1
+            let loaded = try await load(stream)
+            let events = try decide(loaded.state)
+            do {
+                return try await save(events, to: stream, from: loaded)
+            } catch EventStoreError.wrongExpectedVersion where attempt < maxAttempts {
+                continue
+            }
+        }
+    }
+
+    // MARK: Taking snapshots
+
+    /// Takes a snapshot of `stream` at `version` (its current version when nil), building the state through the
+    /// newest usable snapshot before it.
+    /// - Returns: the version snapshotted.
+    /// - Throws: ``SnapshotError/versionBeyondStream(stream:requested:streamVersion:)`` when the stream has not
+    ///   reached `version`; ``EventStoreError/streamNotFound(_:)`` when the stream has no events.
+    @discardableResult
+    public func takeSnapshot(of stream: StreamName, at version: UInt64? = nil) async throws -> UInt64 {
+        if version == 0 {
+            throw EventStoreError.invalidArgument("a snapshot needs a version of at least 1; version 0 is the empty state")
+        }
+        let loaded = try await load(stream, upTo: version, usingSnapshots: true)
+        guard loaded.version > 0 else { throw EventStoreError.streamNotFound(stream) }
+        try await saveSnapshot(of: loaded.state, in: stream, at: loaded.version)
+        return loaded.version
+    }
+
+    /// Replays `stream` once from its first event and takes a snapshot every `interval` events (at versions
+    /// `interval`, 2 × `interval`, ...), one after another. Existing snapshots at those versions are replaced; the
+    /// policy's retention applies to each.
+    /// - Returns: the versions snapshotted, in order.
+    @discardableResult
+    public func snapshotAll(of stream: StreamName, every interval: UInt64) async throws -> [UInt64] {
+        guard interval >= 1 else {
+            throw EventStoreError.invalidArgument("a snapshot interval must be at least 1 event, got \(interval)")
+        }
+        var loaded = LoadedAggregate(state: State(), version: 0, replayedEvents: 0)
+        var taken: [UInt64] = []
+        while true {
+            try Task.checkCancellation()
+            let (target, overflow) = loaded.version.addingReportingOverflow(interval)
+            guard !overflow else { break }
+            loaded = try await aggregates.replay(stream, onto: loaded, upTo: target)
+            guard loaded.version == target else { break }
+            try await saveSnapshot(of: loaded.state, in: stream, at: target)
+            taken.append(target)
+        }
+        return taken
+    }
+
+    private func saveSnapshot(of state: State, in stream: StreamName, at version: UInt64) async throws {
+        try await snapshots.save(
+            try schema.encode(state), schemaVersion: schema.version, of: stream, at: version,
+            keepingLast: policy.retention)
+    }
+
+    // MARK: Managing snapshots
+
+    /// Deletes the snapshot of `stream` at `version` and its index entry.
+    /// - Returns: whether there was one.
+    @discardableResult
+    public func clearSnapshot(of stream: StreamName, at version: UInt64) async throws -> Bool {
+        try await snapshots.delete(snapshotOf: stream, at: version)
+    }
+
+    /// Deletes every snapshot of `stream`.
+    /// - Returns: how many were deleted.
+    @discardableResult
+    public func clearSnapshots(of stream: StreamName) async throws -> Int {
+        try await snapshots.deleteAll(of: stream)
+    }
+
+    /// The version of the newest snapshot of `stream`, or nil if it has none.
+    public func lastSnapshotVersion(of stream: StreamName) async throws -> UInt64? {
+        try await snapshots.lastVersion(of: stream)
+    }
+
+    /// The versions of `stream` that have a snapshot, oldest first.
+    public func snapshotVersions(of stream: StreamName) async throws -> [UInt64] {
+        try await snapshots.versions(of: stream)
+    }
+}

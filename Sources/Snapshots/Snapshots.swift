@@ -1,1 +1,0 @@
-// Snapshots: see docs/ARCHITECTURE.md.

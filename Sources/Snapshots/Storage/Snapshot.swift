@@ -1,0 +1,55 @@
+// The public values of the snapshot store: a stored snapshot and its index entry.
+//
+// Invariants:
+// - A snapshot's `version` is a version its stream reached when the snapshot was saved (1 ... stream version); its
+//   `data` is the state after applying exactly the events 1 ... `version`, encoded in schema `schemaVersion`.
+
+import EventStore
+import Foundation
+
+/// What the snapshot index records about one snapshot: its stream version and the schema of its state.
+public struct SnapshotDescriptor: Sendable, Hashable, Comparable {
+    /// The stream version the snapshot was taken at: its state reflects events 1 through this version.
+    public var version: UInt64
+    /// The schema version of the encoded state.
+    public var schemaVersion: UInt32
+
+    /// Creates a descriptor.
+    public init(version: UInt64, schemaVersion: UInt32) {
+        self.version = version
+        self.schemaVersion = schemaVersion
+    }
+
+    /// Orders descriptors by version.
+    public static func < (lhs: SnapshotDescriptor, rhs: SnapshotDescriptor) -> Bool {
+        lhs.version < rhs.version
+    }
+}
+
+/// A stored snapshot: an aggregate's encoded state as of one version of its stream.
+public struct Snapshot: Sendable, Hashable {
+    /// The stream the snapshot belongs to.
+    public var stream: StreamName
+    /// The stream version the snapshot was taken at.
+    public var version: UInt64
+    /// The schema version of ``data``.
+    public var schemaVersion: UInt32
+    /// When the snapshot was saved, by the writer's clock (microsecond precision).
+    public var takenAt: Date
+    /// The encoded state.
+    public var data: Data
+
+    /// Creates a snapshot value.
+    public init(stream: StreamName, version: UInt64, schemaVersion: UInt32, takenAt: Date, data: Data) {
+        self.stream = stream
+        self.version = version
+        self.schemaVersion = schemaVersion
+        self.takenAt = takenAt
+        self.data = data
+    }
+
+    /// The index entry of this snapshot.
+    public var descriptor: SnapshotDescriptor {
+        SnapshotDescriptor(version: version, schemaVersion: schemaVersion)
+    }
+}

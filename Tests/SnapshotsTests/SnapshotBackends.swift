@@ -1,0 +1,41 @@
+// The backends the snapshot tests run against. Every scenario is a parameterised test over `SnapshotBackends.all`;
+// adding a backend (the page file) is one factory here and one entry in `all`.
+
+import EventStore
+import EventStoreKV
+import Foundation
+import Testing
+
+/// Makes fresh, empty event stores of one backend kind, for one test each.
+struct SnapshotBackend: Sendable, CustomTestStringConvertible {
+    let name: String
+    /// Makes a store and the clean-up to run after the test.
+    let make: @Sendable () async throws -> (store: KeyValueEventStore, cleanup: @Sendable () async -> Void)
+
+    var testDescription: String { name }
+
+    /// Runs `body` against a fresh store, always cleaning up.
+    func withStore<T>(_ body: (KeyValueEventStore) async throws -> T) async throws -> T {
+        let (store, cleanup) = try await make()
+        do {
+            let result = try await body(store)
+            await cleanup()
+            return result
+        } catch {
+            await cleanup()
+            throw error
+        }
+    }
+
+    static let inMemory = SnapshotBackend(name: "in-memory") {
+        let store = KeyValueEventStore(backend: InMemoryKeyValueStore())
+        return (store, { try? await store.close() })
+    }
+}
+
+enum SnapshotBackends {
+    /// Every backend the snapshot tests run on.
+    static var all: [SnapshotBackend] {
+        [.inMemory]
+    }
+}
