@@ -26,6 +26,12 @@ let package = Package(
             path: "Examples/AccountLedger",
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "EventStoreBench",
+            dependencies: ["EventStore", "EventStoreKV"],
+            path: "Benchmarks/EventStoreBench",
+            swiftSettings: strict
+        ),
         .testTarget(name: "EventStoreKVTests", dependencies: ["EventStoreKV"], swiftSettings: strict),
         .testTarget(name: "ConformanceTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
     ]

@@ -51,9 +51,10 @@ extension KeyValueEventStore {
                 return entry.key.readBigEndian(at: prefix.count)
             }
             let records = try await backendCall { try await self.backend.get(positions.map(KeyLayout.log)) }
+            var names = StreamNameCache()
             for (position, record) in zip(positions, records) {
                 guard let record else { continue }  // scavenged after the index scan
-                events.append(try EventRecord.decode(record.value, position: position))
+                events.append(try EventRecord.decode(record.value, position: position, names: &names))
             }
             if entries.count < chunk { break }
             range.lowerBound = last.key + [0]

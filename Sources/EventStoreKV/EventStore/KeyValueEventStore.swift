@@ -339,6 +339,7 @@ public final class KeyValueEventStore: EventStoring {
         guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
         var range = KeyRange(from: KeyLayout.log(max(position, 1)), to: Key.successor(ofPrefix: KeyLayout.logPrefix))
         var events: [RecordedEvent] = []
+        var names = StreamNameCache()
         while events.count < limit {
             try Task.checkCancellation()
             let chunk = min(limit - events.count, readBatchSize)
@@ -348,7 +349,7 @@ public final class KeyValueEventStore: EventStoring {
                 guard let position = KeyLayout.position(fromLogKey: entry.key) else {
                     throw EventStoreError.corrupted(location: "global log", detail: "malformed log key \(entry.key)")
                 }
-                events.append(try EventRecord.decode(entry.value, position: position))
+                events.append(try EventRecord.decode(entry.value, position: position, names: &names))
             }
             if entries.count < chunk { break }
             range.lowerBound = last.key + [0]

@@ -74,9 +74,10 @@ extension KeyValueEventStore {
         }
         var events: [RecordedEvent] = []
         events.reserveCapacity(positions.count)
+        var names = StreamNameCache()
         for (position, record) in zip(positions, records) {
             guard let record else { continue }  // scavenged while we read: checked above
-            let event = try EventRecord.decode(record.value, position: position)
+            let event = try EventRecord.decode(record.value, position: position, names: &names)
             if visibility.isVisible(event) { events.append(event) }
         }
         return events
