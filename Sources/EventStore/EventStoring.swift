@@ -127,6 +127,17 @@ public protocol StreamSession: Sendable {
     /// - Throws: ``EventStoreError/sessionExpired(stream:sessionID:)`` once the lease is lost.
     func append(_ events: [EventData], expectedVersion: ExpectedVersion) async throws -> AppendResult
 
+    /// Appends atomically to the session's stream and to other streams: every part is written, or none is.
+    ///
+    /// The session's stream must be one of the parts; the transaction checks that this session still holds its
+    /// lease and renews it. The other parts behave as in ``EventStoring/append(_:)``: a stream held by another
+    /// session is refused. This is how an effect on other streams commits together with a record of it.
+    /// - Returns: one result per part, in order.
+    /// - Throws: ``EventStoreError/sessionExpired(stream:sessionID:)`` once the lease is lost,
+    ///   ``EventStoreError/invalidArgument(_:)`` if the session's stream is not among the parts, and every error
+    ///   ``EventStoring/append(_:)`` throws. Nothing is written when it throws.
+    func append(_ appends: [StreamAppend]) async throws -> [AppendResult]
+
     /// Extends the lease by the session timeout from now.
     /// - Throws: ``EventStoreError/sessionExpired(stream:sessionID:)`` if it had already ended.
     func renew() async throws

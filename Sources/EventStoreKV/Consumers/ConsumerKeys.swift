@@ -79,7 +79,7 @@ enum CheckpointRecord {
     }
 
     static func decode(_ bytes: [UInt8], consumer: String) throws -> UInt64 {
-        var reader = ByteReader(bytes, location: .checkpoint(consumer: consumer))
+        var reader = ByteReader(bytes, location: "checkpoint of consumer \"\(consumer)\"")
         let format = try reader.u8()
         guard format == 1, reader.remaining == 8 else {
             throw EventStoreError.corrupted(
@@ -106,7 +106,7 @@ enum StreamMetadataRecord {
 
     static func decode(_ bytes: [UInt8], stream: StreamName) throws -> StreamMetadata {
         let location = "metadata of stream \"\(stream)\""
-        var reader = ByteReader(bytes, location: .streamMetadata(stream))
+        var reader = ByteReader(bytes, location: location)
         let format = try reader.u8()
         guard format == 1 else { throw EventStoreError.corrupted(location: location, detail: "unknown format \(format)") }
         let flags = try reader.u8()

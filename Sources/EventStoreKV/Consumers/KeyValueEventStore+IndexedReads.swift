@@ -39,6 +39,7 @@ extension KeyValueEventStore {
         var range = KeyRange(
             from: KeyLayout.secondaryIndex(kind, name, position: max(position, 1)), to: Key.successor(ofPrefix: prefix))
         var events: [RecordedEvent] = []
+        var names = StreamNameCache()
         while events.count < limit {
             try Task.checkCancellation()
             let chunk = min(limit - events.count, readBatchSize)
@@ -51,7 +52,6 @@ extension KeyValueEventStore {
                 return entry.key.readBigEndian(at: prefix.count)
             }
             let records = try await backendCall { try await self.backend.get(positions.map(KeyLayout.log)) }
-            var names = StreamNameCache()
             for (position, record) in zip(positions, records) {
                 guard let record else { continue }  // scavenged after the index scan
                 events.append(try EventRecord.decode(record.value, position: position, names: &names))

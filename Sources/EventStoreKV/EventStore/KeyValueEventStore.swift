@@ -77,6 +77,8 @@ public final class KeyValueEventStore: EventStoring {
     /// What a session append proves: the lease it must still hold, and how to renew it.
     struct SessionClaim: Sendable {
         var id: UUID
+        /// The stream the session holds; other parts of a session's multi-stream append must be unlocked.
+        var stream: StreamName
         var holder: String
         var timeout: Duration
     }
@@ -85,6 +87,10 @@ public final class KeyValueEventStore: EventStoring {
     func commit(_ appends: [StreamAppend], session: SessionClaim?) async throws -> [AppendResult] {
         guard !appends.isEmpty else { throw EventStoreError.invalidArgument("an append needs at least one stream") }
         try validate(appends)
+        if let session, !appends.contains(where: { $0.stream == session.stream }) {
+            throw EventStoreError.invalidArgument(
+                "a session's append must include its own stream \"\(session.stream)\"")
+        }
         let now = clock()
         let prepared = appends.map { part in
             part.events.map { EventRecord.prepare($0, stream: part.stream, recordedAt: now) }
@@ -152,7 +158,8 @@ public final class KeyValueEventStore: EventStoring {
             let current = head?.version ?? 0
             // A soft-deleted stream meets expectations as if it did not exist; its versions continue from the end.
             let visible = head?.visibleVersion ?? 0
-            try checkLease(entries[2 + 2 * index], stream: part.stream, session: session)
+            let claim = session.flatMap { $0.stream == part.stream ? $0 : nil }
+            try checkLease(entries[2 + 2 * index], stream: part.stream, session: claim)
             let idEntries = Array(entries[idOffset..<(idOffset + part.events.count)])
             idOffset += part.events.count
 
@@ -183,7 +190,7 @@ public final class KeyValueEventStore: EventStoring {
                         StreamHead(version: version, lastPosition: position, hiddenThrough: head?.hiddenThrough ?? 0)
                             .encoded()))
             }
-            if let session, let leaseExpiry {
+            if let session = claim, let leaseExpiry {
                 // Activity renews the lease, in the same transaction that proves we hold it.
                 let lease = LeaseRecord(sessionID: session.id, expiresAt: leaseExpiry, holder: session.holder)
                 writes.append(.put(KeyLayout.lease(part.stream), lease.encoded(), ttl: session.timeout))

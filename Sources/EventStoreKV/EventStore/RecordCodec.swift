@@ -34,16 +34,15 @@ enum RecordLocation {
     case eventRecord(position: UInt64)
     case streamHead(StreamName)
     case lease(StreamName)
-    case streamMetadata(StreamName)
-    case checkpoint(consumer: String)
+    /// Any other record, described up front (for records off the hot read path).
+    case described(String)
 
     var description: String {
         switch self {
+        case .described(let text): text
         case .eventRecord(let position): "event record at global position \(position)"
         case .streamHead(let stream): "stream head of \"\(stream)\""
         case .lease(let stream): "session lease of \"\(stream)\""
-        case .streamMetadata(let stream): "metadata of stream \"\(stream)\""
-        case .checkpoint(let consumer): "checkpoint of consumer \"\(consumer)\""
         }
     }
 }
@@ -57,6 +56,10 @@ struct ByteReader {
     init(_ bytes: [UInt8], location: RecordLocation) {
         self.bytes = bytes
         self.location = location
+    }
+
+    init(_ bytes: [UInt8], location: String) {
+        self.init(bytes, location: .described(location))
     }
 
     private func corrupted(_ detail: String) -> EventStoreError {
