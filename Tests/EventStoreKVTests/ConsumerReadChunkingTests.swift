@@ -44,4 +44,14 @@ struct ConsumerReadChunkingTests {
         #expect(try await store.scavenge().eventsRemoved == 12)
         #expect(try await store.read(name).map(\.version) == Array(13...20))
     }
+
+    @Test func scavengeRemovesMoreThanOneBatchPerStream() async throws {
+        let name = try StreamName("big-1")
+        try await append(300, type: "A", to: "big-1")
+        try await store.setMetadata(StreamMetadata(maxCount: 10), for: name)
+        #expect(KeyValueEventStore.scavengeBatchSize < 290)
+        #expect(try await store.scavenge().eventsRemoved == 290)
+        #expect(try await store.readAll(from: 1, limit: .max).map(\.position) == Array(291...300))
+        #expect(try await store.read(name).map(\.version) == Array(291...300))
+    }
 }
