@@ -1,0 +1,300 @@
+// PageFileKeyValueStore: the key-value contract on the page-file engine, the default embedded backend.
+//
+// How a commit flows (see also GroupCommit.swift, Checkpoint.swift, Recovery.swift):
+// 1. Under the writer lock, the transaction's conditions are checked against the writer's tree (the latest state,
+//    including commits not yet durable), its writes are applied copy-on-write, and its WAL record is queued.
+// 2. The writer lock is released, and the committer waits for the flusher thread to make its record durable
+//    together with every other record queued meanwhile (group commit). Only then is it published to readers and
+//    acknowledged.
+// 3. Once the WAL passes the checkpoint threshold (and on close), a checkpoint writes the dirty nodes to free pages,
+//    flips the meta page and starts a new WAL generation.
+//
+// Invariants:
+// - One writer at a time (WriterLock); `WriterBox.state` is touched only while holding it.
+// - Readers take the published snapshot (PublishedState) and never block on the writer or on fsync.
+// - After any write or fsync failure the store refuses writes (`storeFailed`) until reopened; reads go on serving
+//   the last durable state.
+
+import EventStore
+import Foundation
+
+/// The writer's view: the latest tree, including commits not yet durable.
+struct WriterState {
+    var root: ChildRef?
+    var revision: UInt64
+    var lsn: UInt64
+    var keyCount: UInt64
+    var transaction: UInt64 = 0
+    var freedSinceCheckpoint: [UInt64] = []
+    var freeList: FreeList
+    var meta: MetaPage
+}
+
+/// Holds the writer state.
+final class WriterBox: @unchecked Sendable {
+    // @unchecked: `state` is read and written only by the holder of PageFileKeyValueStore.writerLock (and by open(),
+    // before the store is shared).
+    var state: WriterState
+
+    init(_ state: WriterState) { self.state = state }
+}
+
+/// An ordered, durable key-value store in one directory: a B+tree page file with a write-ahead log.
+///
+/// Open one with ``open(directory:options:)``; one process at a time may hold a directory.
+public final class PageFileKeyValueStore: KeyValueStore {
+    /// The store's directory.
+    public let directory: String
+    /// The options it was opened with.
+    public let options: PageFileOptions
+
+    let lock: DirectoryLock
+    let data: SystemFile
+    let wal: SystemFile
+    let reader: PageReader
+    let writer: WriterBox
+    let writerLock = WriterLock()
+    let published: PublishedState
+    let pipeline: GroupCommit
+    /// Facts recovery established on open.
+    public let recovery: RecoveryReport
+
+    /// Longest key accepted, in bytes.
+    public var maximumKeyLength: Int { (reader.pageSize - Page.headerSize) / 4 - LeafEntry.overhead - 8 }
+    /// Largest value accepted, in bytes (room for a 16 MiB event plus its record).
+    public static let maximumValueLength = 32 * 1024 * 1024
+    /// Largest transaction accepted, in bytes of keys and values.
+    public static let maximumTransactionBytes = 256 * 1024 * 1024
+
+    init(
+        directory: String, options: PageFileOptions, lock: DirectoryLock, data: SystemFile, wal: SystemFile,
+        reader: PageReader, writer: WriterState, walOffset: UInt64, recovery: RecoveryReport
+    ) {
+        self.directory = directory
+        self.options = options
+        self.lock = lock
+        self.data = data
+        self.wal = wal
+        self.reader = reader
+        self.writer = WriterBox(writer)
+        self.recovery = recovery
+        let published = PublishedState(
+            root: writer.root, revision: writer.revision, keyCount: writer.keyCount, epoch: writer.meta.epoch,
+            historyLimit: options.historyLimit)
+        self.published = published
+        pipeline = GroupCommit(
+            wal: wal, walOffset: walOffset, durableLSN: writer.lsn, durability: options.durability,
+            publish: { published.publish($0) })
+    }
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000_000) }
+
+    // MARK: Reads
+
+    public func get(_ key: Key) async throws -> KeyValueEntry? {
+        let now = Self.now()
+        return try published.read { root in try liveEntry(key, root: root, now: now) }
+    }
+
+    public func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
+        let now = Self.now()
+        return try published.read { root in try keys.map { try liveEntry($0, root: root, now: now) } }
+    }
+
+    public func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
+        let now = Self.now()
+        return try published.read { root in
+            var result: [KeyValueEntry] = []
+            guard limit > 0 else { return result }
+            try BTree.scan(range, direction: direction, root: root, reader: reader) { key, entry in
+                if entry.isLive(at: now) { result.append(try materialize(key, entry)) }
+                return result.count < limit
+            }
+            return result
+        }
+    }
+
+    public func currentRevision() async throws -> UInt64 {
+        try published.read { _ in published.state.withLock { $0.revision } }
+    }
+
+    public func changes(after revision: UInt64, prefix: Key) -> AsyncThrowingStream<KeyValueChange, any Error> {
+        published.changes(after: revision, prefix: prefix, bufferLimit: options.watchBufferLimit)
+    }
+
+    func liveEntry(_ key: Key, root: ChildRef?, now: Int64) throws -> KeyValueEntry? {
+        guard let entry = try BTree.find(key, root: root, reader: reader), entry.isLive(at: now) else { return nil }
+        return try materialize(key, entry)
+    }
+
+    private func materialize(_ key: Key, _ entry: LeafEntry) throws -> KeyValueEntry {
+        KeyValueEntry(
+            key: key, value: try reader.value(entry.value), version: entry.version, modRevision: entry.modRevision)
+    }
+
+    // MARK: Writes
+
+    public func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 {
+        try Task.checkCancellation()
+        let lsn = try await writerLock.withLock { try apply(transaction) }
+        return try await finish(lsn)
+    }
+
+    /// Runs `body` under the writer lock against the latest state (including commits not yet durable), then
+    /// commits what it returns; concurrent updates never conflict and share group commits.
+    public func update<Value: Sendable>(
+        _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
+    ) async throws -> KeyValueUpdateResult<Value> {
+        try Task.checkCancellation()
+        let (lsn, value) = try await writerLock.withLock { () -> (UInt64?, Value) in
+            try checkWritable()
+            let (transaction, value) = try await body(WriterReadContext(store: self))
+            if transaction.writes.isEmpty { return (nil, value) }
+            return (try apply(transaction), value)
+        }
+        guard let lsn else { return KeyValueUpdateResult(value: value, revision: nil) }
+        return KeyValueUpdateResult(value: value, revision: try await finish(lsn))
+    }
+
+    /// Waits until the commit with `lsn` is durable, then checkpoints if the WAL is over its threshold.
+    private func finish(_ lsn: UInt64) async throws -> UInt64 {
+        try await pipeline.waitUntilDurable(lsn)
+        if pipeline.walBytes >= UInt64(options.checkpointThresholdMB) << 20 {
+            // The commit is already durable; a failing checkpoint puts the store into its failed state instead.
+            try? await checkpoint(ifOver: UInt64(options.checkpointThresholdMB) << 20)
+        }
+        return lsn
+    }
+
+    private func checkWritable() throws {
+        if published.state.withLock({ $0.closed }) { throw KeyValueStoreError.closed }
+        if let failure = pipeline.failed { throw EventStoreError.storeFailed(reason: failure.description) }
+    }
+
+    /// With the writer lock held: checks and applies `transaction` to the writer's tree and queues its WAL record.
+    /// Returns its LSN (equal to its revision).
+    private func apply(_ transaction: KeyValueTransaction) throws -> UInt64 {
+        try checkWritable()
+        try validate(transaction)
+        let now = Self.now()
+        var state = writer.state
+        for (index, condition) in transaction.conditions.enumerated()
+        where !condition.isSatisfied(by: try liveEntry(condition.key, root: state.root, now: now)) {
+            throw KeyValueStoreError.conditionFailed(index: index, condition: condition)
+        }
+        state.transaction += 1
+        let revision = state.revision + 1
+        var tree = TreeWriter(reader: reader, transaction: state.transaction)
+        var root = state.root
+        var logged: [LoggedWrite] = []
+        var changes: [KeyValueChange] = []
+        logged.reserveCapacity(transaction.writes.count)
+        changes.reserveCapacity(transaction.writes.count)
+        for write in transaction.writes {
+            switch write {
+            case .put(let key, let value, let ttl):
+                let old = try BTree.find(key, root: root, reader: reader)
+                let version = old.map { $0.isLive(at: now) ? $0.version + 1 : 1 } ?? 1
+                let expiresAt = ttl.map { max(1, now &+ $0.nanoseconds) } ?? 0
+                logged.append(.put(key: key, value: value, version: version, expiresAt: expiresAt))
+                if try tree.put(key, entry(value, key: key, version, revision, expiresAt), root: &root) == nil {
+                    state.keyCount += 1
+                }
+                changes.append(KeyValueChange(revision: revision, kind: .put, key: key))
+            case .delete(let key):
+                logged.append(.delete(key: key))
+                if try tree.delete(key, root: &root) != nil { state.keyCount -= 1 }
+                changes.append(KeyValueChange(revision: revision, kind: .delete, key: key))
+            }
+        }
+        state.root = root
+        state.revision = revision
+        state.lsn += 1
+        state.freedSinceCheckpoint.append(contentsOf: tree.freed)
+        let record = WriteAheadLog.encode(
+            LoggedTransaction(lsn: state.lsn, revision: revision, writes: logged), salt: state.meta.walSalt)
+        try pipeline.enqueue(
+            record,
+            PendingCommit(lsn: state.lsn, revision: revision, root: root, keyCount: state.keyCount, changes: changes))
+        writer.state = state
+        return state.lsn
+    }
+
+    /// The leaf entry for a value: inline if it fits a quarter page, else pending overflow.
+    func entry(_ value: [UInt8], key: Key, _ version: UInt64, _ revision: UInt64, _ expiresAt: Int64) -> LeafEntry {
+        let inline = Node.leafSize(key: key, value: .inline(value)) <= (reader.pageSize - Page.headerSize) / 4
+        return LeafEntry(
+            value: inline ? .inline(value) : .pending(value), version: version, modRevision: revision,
+            expiresAt: expiresAt)
+    }
+
+    private func validate(_ transaction: KeyValueTransaction) throws {
+        var bytes = 0
+        for write in transaction.writes {
+            let key = write.key
+            guard key.count <= maximumKeyLength else {
+                throw KeyValueStoreError.tooLarge(what: "key", size: key.count, limit: maximumKeyLength)
+            }
+            bytes += key.count
+            if case .put(_, let value, _) = write {
+                guard value.count <= Self.maximumValueLength else {
+                    throw KeyValueStoreError.tooLarge(what: "value", size: value.count, limit: Self.maximumValueLength)
+                }
+                bytes += value.count
+            }
+        }
+        for condition in transaction.conditions where condition.key.count > maximumKeyLength {
+            throw KeyValueStoreError.tooLarge(what: "key", size: condition.key.count, limit: maximumKeyLength)
+        }
+        guard bytes <= Self.maximumTransactionBytes, transaction.writes.count <= Int(UInt32.max) else {
+            throw KeyValueStoreError.transactionTooLarge(
+                operations: transaction.writes.count, bytes: bytes, limit: "\(Self.maximumTransactionBytes) bytes")
+        }
+    }
+
+    // MARK: Lifecycle
+
+    /// Writes every commit into the page file and starts a new WAL generation now.
+    public func checkpoint() async throws {
+        try await checkpoint(ifOver: 0)
+    }
+
+    func checkpoint(ifOver threshold: UInt64) async throws {
+        try await writerLock.withLock {
+            try checkWritable()
+            guard pipeline.walBytes >= threshold else { return }
+            try await Offload.run { try self.checkpointLocked() }
+        }
+    }
+
+    public func close() async throws {
+        if published.state.withLock({ $0.closed }) { return }
+        var failure: (any Error)?
+        await writerLock.lock()
+        if !published.state.withLock({ $0.closed }) {
+            if pipeline.failed == nil {
+                do { try await Offload.run { try self.checkpointLocked() } } catch { failure = error }
+            }
+            await pipeline.stop()
+            published.close()
+            lock.release()
+        }
+        writerLock.unlock()
+        if let failure { throw failure }
+    }
+}
+
+/// Reads for an ``PageFileKeyValueStore/update(_:)`` body: the writer's latest state, under the writer lock.
+struct WriterReadContext: KeyValueReadContext {
+    let store: PageFileKeyValueStore
+
+    func get(_ key: Key) async throws -> KeyValueEntry? {
+        try store.liveEntry(key, root: store.writer.state.root, now: PageFileKeyValueStore.now())
+    }
+
+    func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
+        let root = store.writer.state.root
+        let now = PageFileKeyValueStore.now()
+        return try keys.map { try store.liveEntry($0, root: root, now: now) }
+    }
+}
