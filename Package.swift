@@ -28,5 +28,12 @@ let package = Package(
         ),
         .testTarget(name: "EventStoreKVTests", dependencies: ["EventStoreKV"], swiftSettings: strict),
         .testTarget(name: "ConformanceTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
+        .testTarget(name: "PageFileTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
+        .executableTarget(
+            name: "CrashChild",
+            dependencies: ["EventStore", "EventStoreKV"],
+            path: "Tests/Support/CrashChild",
+            swiftSettings: strict
+        ),
     ]
 )
