@@ -284,6 +284,18 @@ public final class PageFileKeyValueStore: KeyValueStore {
     }
 }
 
+extension PageFileKeyValueStore {
+    /// Stops the store the way a crash would, for tests: no checkpoint; queued commits are still written, the WAL
+    /// keeps its records, and the directory lock is released.
+    func closeWithoutCheckpoint() async {
+        await writerLock.lock()
+        await pipeline.stop()
+        published.close()
+        lock.release()
+        writerLock.unlock()
+    }
+}
+
 /// Reads for an ``PageFileKeyValueStore/update(_:)`` body: the writer's latest state, under the writer lock.
 struct WriterReadContext: KeyValueReadContext {
     let store: PageFileKeyValueStore
