@@ -101,6 +101,8 @@ extension PageFileKeyValueStore {
         let epoch = state.meta.epoch + 1
         let syncs = options.durability != .none
         state.freeList.release(oldestReaderEpoch: published.oldestReaderEpoch)
+        let reader = state.reader
+        let data = reader.file
         var pages = CheckpointWriter(
             reader: reader, lsn: state.lsn, freeList: state.freeList, pageCount: state.meta.pageCount)
         let root = try state.root.map { try pages.write($0) } ?? 0
@@ -137,6 +139,6 @@ extension PageFileKeyValueStore {
         state.freeList.listPages = listPages
         state.freedSinceCheckpoint = []
         writer.state = state
-        published.installCheckpoint(root: state.root, epoch: epoch)
+        published.installCheckpoint(root: state.root, epoch: epoch, reader: reader)
     }
 }

@@ -21,6 +21,8 @@ import Foundation
 /// The writer's view: the latest tree, including commits not yet durable.
 struct WriterState {
     var root: ChildRef?
+    /// The page file the tree lives in.
+    var reader: PageReader
     var revision: UInt64
     var lsn: UInt64
     var keyCount: UInt64
@@ -49,9 +51,9 @@ public final class PageFileKeyValueStore: KeyValueStore {
     public let options: PageFileOptions
 
     let lock: DirectoryLock
-    let data: SystemFile
     let wal: SystemFile
-    let reader: PageReader
+    /// Bytes per page of the store.
+    public let pageSize: Int
     let writer: WriterBox
     let writerLock = WriterLock()
     let published: PublishedState
@@ -60,26 +62,25 @@ public final class PageFileKeyValueStore: KeyValueStore {
     public let recovery: RecoveryReport
 
     /// Longest key accepted, in bytes.
-    public var maximumKeyLength: Int { (reader.pageSize - Page.headerSize) / 4 - LeafEntry.overhead - 8 }
+    public var maximumKeyLength: Int { (pageSize - Page.headerSize) / 4 - LeafEntry.overhead - 8 }
     /// Largest value accepted, in bytes (room for a 16 MiB event plus its record).
     public static let maximumValueLength = 32 * 1024 * 1024
     /// Largest transaction accepted, in bytes of keys and values.
     public static let maximumTransactionBytes = 256 * 1024 * 1024
 
     init(
-        directory: String, options: PageFileOptions, lock: DirectoryLock, data: SystemFile, wal: SystemFile,
-        reader: PageReader, writer: WriterState, walOffset: UInt64, recovery: RecoveryReport
+        directory: String, options: PageFileOptions, lock: DirectoryLock, wal: SystemFile, writer: WriterState,
+        walOffset: UInt64, recovery: RecoveryReport
     ) {
         self.directory = directory
         self.options = options
         self.lock = lock
-        self.data = data
         self.wal = wal
-        self.reader = reader
+        pageSize = writer.reader.pageSize
         self.writer = WriterBox(writer)
         self.recovery = recovery
         let published = PublishedState(
-            root: writer.root, revision: writer.revision, keyCount: writer.keyCount, epoch: writer.meta.epoch,
+            root: writer.root, reader: writer.reader, revision: writer.revision, keyCount: writer.keyCount, epoch: writer.meta.epoch,
             historyLimit: options.historyLimit)
         self.published = published
         pipeline = GroupCommit(
@@ -93,21 +94,23 @@ public final class PageFileKeyValueStore: KeyValueStore {
 
     public func get(_ key: Key) async throws -> KeyValueEntry? {
         let now = Self.now()
-        return try published.read { root in try liveEntry(key, root: root, now: now) }
+        return try published.read { root, reader in try liveEntry(key, root: root, reader: reader, now: now) }
     }
 
     public func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
         let now = Self.now()
-        return try published.read { root in try keys.map { try liveEntry($0, root: root, now: now) } }
+        return try published.read { root, reader in
+            try keys.map { try liveEntry($0, root: root, reader: reader, now: now) }
+        }
     }
 
     public func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
         let now = Self.now()
-        return try published.read { root in
+        return try published.read { root, reader in
             var result: [KeyValueEntry] = []
             guard limit > 0 else { return result }
             try BTree.scan(range, direction: direction, root: root, reader: reader) { key, entry in
-                if entry.isLive(at: now) { result.append(try materialize(key, entry)) }
+                if entry.isLive(at: now) { result.append(try materialize(key, entry, reader: reader)) }
                 return result.count < limit
             }
             return result
@@ -115,19 +118,19 @@ public final class PageFileKeyValueStore: KeyValueStore {
     }
 
     public func currentRevision() async throws -> UInt64 {
-        try published.read { _ in published.state.withLock { $0.revision } }
+        try published.read { _, _ in published.state.withLock { $0.revision } }
     }
 
     public func changes(after revision: UInt64, prefix: Key) -> AsyncThrowingStream<KeyValueChange, any Error> {
         published.changes(after: revision, prefix: prefix, bufferLimit: options.watchBufferLimit)
     }
 
-    func liveEntry(_ key: Key, root: ChildRef?, now: Int64) throws -> KeyValueEntry? {
+    func liveEntry(_ key: Key, root: ChildRef?, reader: PageReader, now: Int64) throws -> KeyValueEntry? {
         guard let entry = try BTree.find(key, root: root, reader: reader), entry.isLive(at: now) else { return nil }
-        return try materialize(key, entry)
+        return try materialize(key, entry, reader: reader)
     }
 
-    private func materialize(_ key: Key, _ entry: LeafEntry) throws -> KeyValueEntry {
+    private func materialize(_ key: Key, _ entry: LeafEntry, reader: PageReader) throws -> KeyValueEntry {
         KeyValueEntry(
             key: key, value: try reader.value(entry.value), version: entry.version, modRevision: entry.modRevision)
     }
@@ -166,7 +169,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
         return lsn
     }
 
-    private func checkWritable() throws {
+    func checkWritable() throws {
         if published.state.withLock({ $0.closed }) { throw KeyValueStoreError.closed }
         if let failure = pipeline.failed { throw EventStoreError.storeFailed(reason: failure.description) }
     }
@@ -179,11 +182,12 @@ public final class PageFileKeyValueStore: KeyValueStore {
         let now = Self.now()
         var state = writer.state
         for (index, condition) in transaction.conditions.enumerated()
-        where !condition.isSatisfied(by: try liveEntry(condition.key, root: state.root, now: now)) {
+        where !condition.isSatisfied(by: try liveEntry(condition.key, root: state.root, reader: state.reader, now: now)) {
             throw KeyValueStoreError.conditionFailed(index: index, condition: condition)
         }
         state.transaction += 1
         let revision = state.revision + 1
+        let reader = state.reader
         var tree = TreeWriter(reader: reader, transaction: state.transaction)
         var root = state.root
         var logged: [LoggedWrite] = []
@@ -222,7 +226,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
 
     /// The leaf entry for a value: inline if it fits a quarter page, else pending overflow.
     func entry(_ value: [UInt8], key: Key, _ version: UInt64, _ revision: UInt64, _ expiresAt: Int64) -> LeafEntry {
-        let inline = Node.leafSize(key: key, value: .inline(value)) <= (reader.pageSize - Page.headerSize) / 4
+        let inline = Node.leafSize(key: key, value: .inline(value)) <= (pageSize - Page.headerSize) / 4
         return LeafEntry(
             value: inline ? .inline(value) : .pending(value), version: version, modRevision: revision,
             expiresAt: expiresAt)
@@ -301,12 +305,13 @@ struct WriterReadContext: KeyValueReadContext {
     let store: PageFileKeyValueStore
 
     func get(_ key: Key) async throws -> KeyValueEntry? {
-        try store.liveEntry(key, root: store.writer.state.root, now: PageFileKeyValueStore.now())
+        let state = store.writer.state
+        return try store.liveEntry(key, root: state.root, reader: state.reader, now: PageFileKeyValueStore.now())
     }
 
     func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
-        let root = store.writer.state.root
+        let state = store.writer.state
         let now = PageFileKeyValueStore.now()
-        return try keys.map { try store.liveEntry($0, root: root, now: now) }
+        return try keys.map { try store.liveEntry($0, root: state.root, reader: state.reader, now: now) }
     }
 }

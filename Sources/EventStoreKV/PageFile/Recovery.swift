@@ -13,6 +13,7 @@
 
 import EventStore
 import Foundation
+import Glibc
 
 /// What recovery found when the store was opened.
 public struct RecoveryReport: Sendable, Hashable {
@@ -52,6 +53,8 @@ extension PageFileKeyValueStore {
         let dataPath = directory + "/data"
         let walPath = directory + "/wal"
         var created = false
+        // A compaction that crashed before its rename left a partial file behind; the old file is still current.
+        unlink(directory + "/data.compact")
         if !SystemFile.exists(dataPath) {
             try createDataFile(dataPath, directory: directory, options: options)
             created = true
@@ -82,13 +85,13 @@ extension PageFileKeyValueStore {
         report.replayedTransactions = transactions.count
 
         var state = WriterState(
-            root: meta.root == 0 ? nil : .page(meta.root), revision: meta.revision, lsn: meta.checkpointLSN,
+            root: meta.root == 0 ? nil : .page(meta.root), reader: reader, revision: meta.revision, lsn: meta.checkpointLSN,
             keyCount: meta.keyCount, freeList: FreeList(free: free, listPages: list), meta: meta)
         try replay(transactions, into: &state, reader: reader)
 
         let store = PageFileKeyValueStore(
-            directory: directory, options: options, lock: lock, data: data, wal: wal, reader: reader,
-            writer: state, walOffset: walOffset, recovery: report)
+            directory: directory, options: options, lock: lock, wal: wal, writer: state, walOffset: walOffset,
+            recovery: report)
         let needsCheckpoint =
             created || !transactions.isEmpty || report.discardedWALBytes > 0 || report.ignoredStaleWAL
         if needsCheckpoint {

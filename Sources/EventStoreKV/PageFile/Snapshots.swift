@@ -21,6 +21,8 @@ final class PublishedState: Sendable {
 
     struct State {
         var root: ChildRef?
+        /// The page file the root lives in (compact() moves the store to a new file).
+        var reader: PageReader
         var revision: UInt64
         var keyCount: UInt64
         var epoch: UInt64
@@ -35,18 +37,20 @@ final class PublishedState: Sendable {
     let state: Mutex<State>
     let historyLimit: Int
 
-    init(root: ChildRef?, revision: UInt64, keyCount: UInt64, epoch: UInt64, historyLimit: Int) {
+    init(root: ChildRef?, reader: PageReader, revision: UInt64, keyCount: UInt64, epoch: UInt64, historyLimit: Int) {
         state = Mutex(
-            State(root: root, revision: revision, keyCount: keyCount, epoch: epoch, historyFloor: revision))
+            State(
+                root: root, reader: reader, revision: revision, keyCount: keyCount, epoch: epoch,
+                historyFloor: revision))
         self.historyLimit = historyLimit
     }
 
     /// Runs `body` on the current snapshot's root, registered as a reader of its epoch.
-    func read<T>(_ body: (ChildRef?) throws -> T) throws -> T {
-        let (root, epoch) = try state.withLock { state -> (ChildRef?, UInt64) in
+    func read<T>(_ body: (ChildRef?, PageReader) throws -> T) throws -> T {
+        let (root, reader, epoch) = try state.withLock { state -> (ChildRef?, PageReader, UInt64) in
             guard !state.closed else { throw KeyValueStoreError.closed }
             state.readers[state.epoch, default: 0] += 1
-            return (state.root, state.epoch)
+            return (state.root, state.reader, state.epoch)
         }
         defer {
             state.withLock { state in
@@ -54,7 +58,7 @@ final class PublishedState: Sendable {
                 state.readers[epoch] = left > 0 ? left : nil
             }
         }
-        return try body(root)
+        return try body(root, reader)
     }
 
     /// Registers a long reader (a backup) of the current epoch; call the returned closure when done.
@@ -86,9 +90,10 @@ final class PublishedState: Sendable {
     }
 
     /// Installs the checkpointed form of the current tree.
-    func installCheckpoint(root: ChildRef?, epoch: UInt64) {
+    func installCheckpoint(root: ChildRef?, epoch: UInt64, reader: PageReader) {
         state.withLock { state in
             state.root = root
+            state.reader = reader
             state.epoch = epoch
         }
     }

@@ -65,31 +65,32 @@ extension PageFileKeyValueStore {
             let failed = pipeline.failed != nil
             return try await Offload.run {
                 if !failed { try self.checkpointLocked() }
-                return self.check(self.writer.state.meta)
+                return self.check(self.writer.state.meta, reader: self.writer.state.reader)
             }
         }
     }
 
     /// Counters for monitoring; cheap, and never blocks on the writer.
     public func statistics() throws -> PageFileStatistics {
-        let (revision, keys) = try published.read { _ in published.state.withLock { ($0.revision, $0.keyCount) } }
+        let (revision, keys, reader) = try published.read { _, reader in
+            published.state.withLock { ($0.revision, $0.keyCount, reader) }
+        }
         let cache = reader.cache.statistics
-        // The meta and free list are the writer's; read a slightly stale but consistent copy through the cache-free
-        // counters the published state does not hold.
-        let meta = try published.read { _ in lastMeta() }
+        // The meta and free list belong to the writer; read the last durable ones from disk instead of waiting.
+        let meta = lastMeta(reader)
         return PageFileStatistics(
             pageSize: reader.pageSize, pageCount: meta.pageCount, freePages: meta.freeCount, walBytes: pipeline.walBytes,
             revision: revision, keys: keys, checkpoints: meta.epoch, cachedPages: cache.pages, cacheHits: cache.hits,
             cacheMisses: cache.misses)
     }
 
-    private func lastMeta() -> (pageCount: UInt64, freeCount: Int, epoch: UInt64) {
+    private func lastMeta(_ reader: PageReader) -> (pageCount: UInt64, freeCount: Int, epoch: UInt64) {
         let meta = (try? reader.file.read(count: reader.pageSize * 2, at: 0)) ?? []
         let slots = (0..<UInt64(2)).compactMap { slot -> MetaPage? in
             let start = Int(slot) * reader.pageSize
             guard meta.count >= start + reader.pageSize else { return nil }
             return MetaPage.decode(
-                Array(meta[start..<(start + reader.pageSize)]), slot: slot, pageSize: reader.pageSize, path: data.path)
+                Array(meta[start..<(start + reader.pageSize)]), slot: slot, pageSize: reader.pageSize, path: reader.path)
         }
         guard let newest = slots.max(by: { $0.epoch < $1.epoch }) else { return (0, 0, 0) }
         let free = (try? FreeList.read(head: newest.freeListHead, reader: reader, pageCount: newest.pageCount))?.free
@@ -97,7 +98,7 @@ extension PageFileKeyValueStore {
     }
 
     /// Walks the on-disk state named by `meta`.
-    func check(_ meta: MetaPage) -> PageFileVerifyReport {
+    func check(_ meta: MetaPage, reader: PageReader) -> PageFileVerifyReport {
         var walk = VerifyWalk(reader: reader, pageCount: meta.pageCount)
         walk.report.pageCount = meta.pageCount
         if meta.root != 0 { walk.tree(meta.root, lower: nil, upper: nil, depth: 1) }
