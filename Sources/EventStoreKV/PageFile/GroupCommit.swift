@@ -99,7 +99,8 @@ final class GroupCommit: @unchecked Sendable {
             if durableLSN >= lsn {
                 continuation.resume()
             } else if let failure {
-                continuation.resume(throwing: EventStoreError.storeFailed(reason: failure.description))
+                // The record was queued before the failure and will never be written: same error as its group.
+                continuation.resume(throwing: failure)
             } else {
                 waiters.append((lsn, continuation))
             }
