@@ -54,8 +54,9 @@ struct IOFaultTests {
     func shortWrite() async throws {
         let directory = TemporaryDirectory("enospc")
         defer { directory.remove() }
-        // WAL writes: the creation checkpoint's header is write 1, then one write per commit group.
-        let faults = IOFaultPlan([IOFault(operation: .write, onCall: 4, kind: .shortWrite, pathSuffix: "/wal")])
+        // WAL writes: the creation checkpoint's header is write 1, then one write per commit group, plus one that
+        // zero-fills the next MiB after commit 1 (write 3). Commit 3's record is write 5.
+        let faults = IOFaultPlan([IOFault(operation: .write, onCall: 5, kind: .shortWrite, pathSuffix: "/wal")])
         let store = KeyValueEventStore(
             backend: try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults)))
         let stream = try StreamName("disk-full")

@@ -7,9 +7,10 @@
 // 2. Write the new free list: everything free as of the new tree, including the pages this checkpoint replaced.
 // 3. fdatasync the data file; then write the meta page into the other slot and fdatasync again. The meta flip is
 //    the commit point: a crash before it leaves the previous meta and its intact tree, plus the whole WAL.
-// 4. Start a new WAL generation: write a header with the new meta's salt, then truncate and fdatasync. Records of
-//    the old generation fail the new salt's CRC, so a crash inside this step loses nothing (they are all in the
-//    tree already).
+// 4. Start a new WAL generation: write a header with the new meta's salt and fdatasync. The file is reused, not
+//    truncated (as SQLite reuses its WAL), unless it grew past twice the checkpoint threshold: records of the old
+//    generation fail the new salt's CRC, so leftovers are never replayed and a crash inside this step loses nothing
+//    (they are all in the tree already).
 // Pages replaced by this checkpoint become reusable only when no reader from an older epoch remains (FreeList).
 // Any I/O error puts the store into its failed state; nothing is retried.
 
@@ -84,19 +85,20 @@ private struct CheckpointWriter {
 extension PageFileKeyValueStore {
     /// Runs a checkpoint. Blocking; the caller holds the writer lock and runs off the cooperative pool.
     func checkpointLocked() throws {
-        _ = try pipeline.reserveWAL()
+        try pipeline.reserveWAL()
         do {
-            try writeCheckpoint()
-            pipeline.releaseWAL(offset: UInt64(WriteAheadLog.headerSize), synced: true)
+            let size = try writeCheckpoint()
+            pipeline.releaseWAL(offset: UInt64(WriteAheadLog.headerSize), size: size, synced: true)
         } catch {
             let failure = error as? EventStoreError ?? .storeFailed(reason: "\(error)")
-            pipeline.releaseWAL(offset: UInt64(WriteAheadLog.headerSize), synced: false)
+            pipeline.releaseWAL(offset: UInt64(WriteAheadLog.headerSize), size: 0, synced: false)
             pipeline.fail(failure)
             throw failure
         }
     }
 
-    private func writeCheckpoint() throws {
+    /// Returns the WAL's size afterwards.
+    private func writeCheckpoint() throws -> UInt64 {
         var state = writer.state
         let epoch = state.meta.epoch + 1
         let syncs = options.durability != .none
@@ -129,7 +131,11 @@ extension PageFileKeyValueStore {
 
         try wal.write(WriteAheadLog.header(salt: meta.walSalt, firstLSN: state.lsn + 1), at: 0)
         Failpoint.hit(Failpoint.duringWALTruncation)
-        try wal.truncate(to: UInt64(WriteAheadLog.headerSize))
+        var walSize = try wal.size()
+        if walSize > 2 * (UInt64(options.checkpointThresholdMB) << 20) {
+            try wal.truncate(to: UInt64(WriteAheadLog.headerSize))
+            walSize = UInt64(WriteAheadLog.headerSize)
+        }
         if syncs { try wal.sync() }
 
         state.meta = meta
@@ -140,5 +146,6 @@ extension PageFileKeyValueStore {
         state.freedSinceCheckpoint = []
         writer.state = state
         published.installCheckpoint(root: state.root, epoch: epoch, reader: reader)
+        return walSize
     }
 }

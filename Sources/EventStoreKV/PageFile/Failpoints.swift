@@ -16,7 +16,8 @@ enum Failpoint {
     static let afterWALSyncBeforeAck = "wal-after-sync-before-ack"
     /// In a checkpoint, after the dirty pages are written and before the new meta page.
     static let midCheckpoint = "checkpoint-mid"
-    /// In a checkpoint, after the new WAL header is written and before the WAL is truncated.
+    /// In a checkpoint, after the new WAL header is written and before the WAL is truncated (if it is too large)
+    /// and fdatasynced.
     static let duringWALTruncation = "wal-truncate"
     /// During recovery on open, after the WAL was replayed and before the recovery checkpoint finishes.
     static let duringRecovery = "recovery"

@@ -12,6 +12,9 @@
 //   get the I/O error, every later commit gets `storeFailed`, and fdatasync is never retried (the kernel may have
 //   dropped the dirty pages). Reopening the store recovers from the WAL's durable prefix.
 // - While a checkpoint holds the WAL (`reserveWAL`), the flusher does no I/O on it.
+// - The WAL file is extended with zeros in 1 MiB steps ahead of the records (and reused across generations), so
+//   most commits overwrite already-allocated blocks and their fdatasync does not also have to commit file-size
+//   metadata. Zeros never parse as a record (their CRC does not match), so recovery stops there.
 // - All mutable state is guarded by `condition` (an NSCondition).
 
 import EventStore
@@ -49,6 +52,7 @@ final class GroupCommit: @unchecked Sendable {
     private var waiters: [(lsn: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
     private var durableLSN: UInt64
     private var walOffset: UInt64
+    private var allocatedEnd: UInt64
     private var ioBusy = false
     private var unsyncedSince: Date?
     private var stopping = false
@@ -61,11 +65,12 @@ final class GroupCommit: @unchecked Sendable {
     private let publish: @Sendable ([PendingCommit]) -> Void
 
     init(
-        wal: SystemFile, walOffset: UInt64, durableLSN: UInt64, durability: Durability,
+        wal: SystemFile, walOffset: UInt64, allocatedEnd: UInt64, durableLSN: UInt64, durability: Durability,
         publish: @escaping @Sendable ([PendingCommit]) -> Void
     ) {
         self.wal = wal
         self.walOffset = walOffset
+        self.allocatedEnd = allocatedEnd
         self.durableLSN = durableLSN
         self.durability = durability
         self.publish = publish
@@ -109,20 +114,20 @@ final class GroupCommit: @unchecked Sendable {
 
     /// Waits until the flusher is idle with nothing queued, then hands the WAL to the caller (a checkpoint) until
     /// `releaseWAL` is called. Blocks: call it off the cooperative pool.
-    func reserveWAL() throws -> UInt64 {
+    func reserveWAL() throws {
         try locked {
             while ioBusy || !buffer.isEmpty, failure == nil { condition.wait() }
             if let failure { throw EventStoreError.storeFailed(reason: failure.description) }
             ioBusy = true
-            return walOffset
         }
     }
 
-    /// Gives the WAL back after a checkpoint; the next record goes at `offset`. `synced` says the WAL needs no
-    /// pending deferred fdatasync any more.
-    func releaseWAL(offset: UInt64, synced: Bool) {
+    /// Gives the WAL back after a checkpoint; the next record goes at `offset`, and the file is `size` bytes long.
+    /// `synced` says the WAL needs no pending deferred fdatasync any more.
+    func releaseWAL(offset: UInt64, size: UInt64, synced: Bool) {
         locked {
             walOffset = offset
+            allocatedEnd = size
             ioBusy = false
             if synced { unsyncedSince = nil }
             condition.broadcast()
@@ -211,12 +216,14 @@ final class GroupCommit: @unchecked Sendable {
         let bytes = buffer
         let group = pending
         let offset = walOffset
+        let allocated = allocatedEnd
         buffer.removeAll(keepingCapacity: true)
         pending.removeAll(keepingCapacity: true)
         ioBusy = true
         condition.unlock()
-        let error = flush(bytes, at: offset)
+        let (error, extended) = flush(bytes, at: offset, allocated: allocated)
         condition.lock()
+        allocatedEnd = extended
         if let error {
             ioBusy = false
             failAll(error, group: group)
@@ -247,17 +254,27 @@ final class GroupCommit: @unchecked Sendable {
         if let syncError { failAll(syncError, group: []) }
     }
 
-    private func flush(_ bytes: [UInt8], at offset: UInt64) -> EventStoreError? {
+    /// Bytes the WAL is extended by at a time.
+    static let preallocationStep: UInt64 = 1 << 20
+
+    private func flush(_ bytes: [UInt8], at offset: UInt64, allocated: UInt64) -> (EventStoreError?, UInt64) {
+        var allocated = allocated
         do {
             try wal.write(bytes, at: offset)
+            let end = offset + UInt64(bytes.count)
+            if end > allocated {
+                let target = (end / Self.preallocationStep + 1) * Self.preallocationStep
+                try wal.write([UInt8](repeating: 0, count: Int(target - end)), at: end)
+                allocated = target
+            }
             Failpoint.hit(Failpoint.beforeWALSync)
             if durability == .full { try wal.sync() }
             Failpoint.hit(Failpoint.afterWALSyncBeforeAck)
-            return nil
+            return (nil, allocated)
         } catch let error as EventStoreError {
-            return error
+            return (error, allocated)
         } catch {
-            return EventStoreError.storeFailed(reason: "\(error)")
+            return (EventStoreError.storeFailed(reason: "\(error)"), allocated)
         }
     }
 

@@ -70,7 +70,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
 
     init(
         directory: String, options: PageFileOptions, lock: DirectoryLock, wal: SystemFile, writer: WriterState,
-        walOffset: UInt64, recovery: RecoveryReport
+        walOffset: UInt64, walSize: UInt64, recovery: RecoveryReport
     ) {
         self.directory = directory
         self.options = options
@@ -84,7 +84,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
             historyLimit: options.historyLimit)
         self.published = published
         pipeline = GroupCommit(
-            wal: wal, walOffset: walOffset, durableLSN: writer.lsn, durability: options.durability,
+            wal: wal, walOffset: walOffset, allocatedEnd: walSize, durableLSN: writer.lsn, durability: options.durability,
             publish: { published.publish($0) })
     }
 
@@ -180,16 +180,19 @@ public final class PageFileKeyValueStore: KeyValueStore {
         try checkWritable()
         try validate(transaction)
         let now = Self.now()
-        var state = writer.state
+        // Copy only scalars and the root: copying the whole WriterState would duplicate its arrays on every commit.
+        let reader = writer.state.reader
+        let base = writer.state.root
         for (index, condition) in transaction.conditions.enumerated()
-        where !condition.isSatisfied(by: try liveEntry(condition.key, root: state.root, reader: state.reader, now: now)) {
+        where !condition.isSatisfied(by: try liveEntry(condition.key, root: base, reader: reader, now: now)) {
             throw KeyValueStoreError.conditionFailed(index: index, condition: condition)
         }
-        state.transaction += 1
-        let revision = state.revision + 1
-        let reader = state.reader
-        var tree = TreeWriter(reader: reader, transaction: state.transaction)
-        var root = state.root
+        let transactionID = writer.state.transaction + 1
+        let revision = writer.state.revision + 1
+        let lsn = writer.state.lsn + 1
+        var keyCount = writer.state.keyCount
+        var tree = TreeWriter(reader: reader, transaction: transactionID)
+        var root = base
         var logged: [LoggedWrite] = []
         var changes: [KeyValueChange] = []
         logged.reserveCapacity(transaction.writes.count)
@@ -202,26 +205,26 @@ public final class PageFileKeyValueStore: KeyValueStore {
                 let expiresAt = ttl.map { max(1, now &+ $0.nanoseconds) } ?? 0
                 logged.append(.put(key: key, value: value, version: version, expiresAt: expiresAt))
                 if try tree.put(key, entry(value, key: key, version, revision, expiresAt), root: &root) == nil {
-                    state.keyCount += 1
+                    keyCount += 1
                 }
                 changes.append(KeyValueChange(revision: revision, kind: .put, key: key))
             case .delete(let key):
                 logged.append(.delete(key: key))
-                if try tree.delete(key, root: &root) != nil { state.keyCount -= 1 }
+                if try tree.delete(key, root: &root) != nil { keyCount -= 1 }
                 changes.append(KeyValueChange(revision: revision, kind: .delete, key: key))
             }
         }
-        state.root = root
-        state.revision = revision
-        state.lsn += 1
-        state.freedSinceCheckpoint.append(contentsOf: tree.freed)
         let record = WriteAheadLog.encode(
-            LoggedTransaction(lsn: state.lsn, revision: revision, writes: logged), salt: state.meta.walSalt)
+            LoggedTransaction(lsn: lsn, revision: revision, writes: logged), salt: writer.state.meta.walSalt)
         try pipeline.enqueue(
-            record,
-            PendingCommit(lsn: state.lsn, revision: revision, root: root, keyCount: state.keyCount, changes: changes))
-        writer.state = state
-        return state.lsn
+            record, PendingCommit(lsn: lsn, revision: revision, root: root, keyCount: keyCount, changes: changes))
+        writer.state.transaction = transactionID
+        writer.state.root = root
+        writer.state.revision = revision
+        writer.state.lsn = lsn
+        writer.state.keyCount = keyCount
+        writer.state.freedSinceCheckpoint.append(contentsOf: tree.freed)
+        return lsn
     }
 
     /// The leaf entry for a value: inline if it fits a quarter page, else pending overflow.

@@ -91,7 +91,7 @@ extension PageFileKeyValueStore {
 
         let store = PageFileKeyValueStore(
             directory: directory, options: options, lock: lock, wal: wal, writer: state, walOffset: walOffset,
-            recovery: report)
+            walSize: UInt64(walBytes.count), recovery: report)
         let needsCheckpoint =
             created || !transactions.isEmpty || report.discardedWALBytes > 0 || report.ignoredStaleWAL
         if needsCheckpoint {

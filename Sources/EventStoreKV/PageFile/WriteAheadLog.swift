@@ -106,7 +106,8 @@ enum WriteAheadLog {
         var transactions: [LoggedTransaction]
         /// Byte offset just past the last valid record.
         var validEnd: Int
-        /// Bytes after `validEnd` that were cut (a torn or damaged tail).
+        /// Bytes after `validEnd` that were cut (a torn or damaged tail, or an older generation's records); 0 when
+        /// only zero-filled preallocated space follows.
         var discarded: Int
     }
 
@@ -131,7 +132,9 @@ enum WriteAheadLog {
             expected += 1
             offset = end
         }
-        return Scan(transactions: transactions, validEnd: offset, discarded: bytes.count - offset)
+        // The zero-filled preallocated space after the last record is not damage.
+        let discarded = bytes[offset...].contains { $0 != 0 } ? bytes.count - offset : 0
+        return Scan(transactions: transactions, validEnd: offset, discarded: discarded)
     }
 
     private static func decodePayload(_ bytes: [UInt8], from start: Int, to end: Int, lsn: UInt64) throws
