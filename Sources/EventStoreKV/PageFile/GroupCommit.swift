@@ -62,11 +62,11 @@ final class GroupCommit: @unchecked Sendable {
 
     private let wal: SystemFile
     private let durability: Durability
-    private let publish: @Sendable ([PendingCommit]) -> Void
+    private let publish: @Sendable ([PendingCommit]) -> ChildRef?
 
     init(
         wal: SystemFile, walOffset: UInt64, allocatedEnd: UInt64, durableLSN: UInt64, durability: Durability,
-        publish: @escaping @Sendable ([PendingCommit]) -> Void
+        publish: @escaping @Sendable ([PendingCommit]) -> ChildRef?
     ) {
         self.wal = wal
         self.walOffset = walOffset
@@ -232,7 +232,7 @@ final class GroupCommit: @unchecked Sendable {
         walOffset = offset + UInt64(bytes.count)
         if syncInterval != nil, unsyncedSince == nil { unsyncedSince = Date() }
         condition.unlock()
-        publish(group)
+        var replaced = publish(group)
         condition.lock()
         // Only now, after readers can see the group, may committers of it return.
         durableLSN = group.last?.lsn ?? durableLSN
@@ -240,6 +240,11 @@ final class GroupCommit: @unchecked Sendable {
         ioBusy = false
         resumeDurable()
         condition.broadcast()
+        // Free the previous snapshot's private nodes after the committers are on their way, outside the lock.
+        condition.unlock()
+        withExtendedLifetime(replaced) {}
+        replaced = nil
+        condition.lock()
     }
 
     /// With the lock held: fdatasyncs deferred commits.

@@ -78,14 +78,17 @@ final class PublishedState: Sendable {
     /// The oldest epoch a running reader uses (the current epoch if none).
     var oldestReaderEpoch: UInt64 { state.withLock { $0.readers.keys.min() ?? $0.epoch } }
 
-    /// Makes a durable group visible and tells the watchers.
-    func publish(_ group: [PendingCommit]) {
-        guard let last = group.last else { return }
-        state.withLock { state in
+    /// Makes a durable group visible and tells the watchers. Returns the replaced root, so the caller can release
+    /// it (freeing the nodes only it held can take a while) after acknowledging the group's committers.
+    func publish(_ group: [PendingCommit]) -> ChildRef? {
+        guard let last = group.last else { return nil }
+        return state.withLock { state in
+            let replaced = state.root
             state.root = last.root
             state.revision = last.revision
             state.keyCount = last.keyCount
             for commit in group { record(commit.changes, in: &state) }
+            return replaced
         }
     }
 
