@@ -92,11 +92,14 @@ public final class PageFileKeyValueStore: KeyValueStore {
 
     // MARK: Reads
 
+    /// The entry under `key` in the last durable state, or nil if absent or expired.
+    /// - Throws: `corrupted` naming the page if a page on the way fails its checks.
     public func get(_ key: Key) async throws -> KeyValueEntry? {
         let now = Self.now()
         return try published.read { root, reader in try liveEntry(key, root: root, reader: reader, now: now) }
     }
 
+    /// The entries under `keys`, in order (nil where absent), all from one durable snapshot.
     public func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
         let now = Self.now()
         return try published.read { root, reader in
@@ -104,6 +107,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
         }
     }
 
+    /// Up to `limit` live entries in `range`, in `direction` order, from one durable snapshot.
     public func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
         let now = Self.now()
         return try published.read { root, reader in
@@ -117,10 +121,13 @@ public final class PageFileKeyValueStore: KeyValueStore {
         }
     }
 
+    /// The revision of the last durable commit (0 for an empty store).
     public func currentRevision() async throws -> UInt64 {
         try published.read { _, _ in published.state.withLock { $0.revision } }
     }
 
+    /// Changes under `prefix` after `revision` (from the in-memory history kept since open), then live as commits
+    /// become durable; see ``KeyValueStore/changes(after:prefix:)``.
     public func changes(after revision: UInt64, prefix: Key) -> AsyncThrowingStream<KeyValueChange, any Error> {
         published.changes(after: revision, prefix: prefix, bufferLimit: options.watchBufferLimit)
     }
@@ -137,6 +144,10 @@ public final class PageFileKeyValueStore: KeyValueStore {
 
     // MARK: Writes
 
+    /// Checks and applies `transaction` atomically and returns its revision once it is durable (per
+    /// ``PageFileOptions/durability``).
+    /// - Throws: `conditionFailed` (nothing written); `tooLarge`/`transactionTooLarge` for oversized input;
+    ///   `ioFailure` if its WAL write or fdatasync failed (then the store refuses writes: `storeFailed`).
     public func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 {
         try Task.checkCancellation()
         let lsn = try await writerLock.withLock { try apply(transaction) }
@@ -274,6 +285,8 @@ public final class PageFileKeyValueStore: KeyValueStore {
         }
     }
 
+    /// Checkpoints (unless the store has failed), stops the WAL flusher and releases the directory lock. Later calls
+    /// fail with ``KeyValueStoreError/closed``.
     public func close() async throws {
         if published.state.withLock({ $0.closed }) { return }
         var failure: (any Error)?

@@ -51,9 +51,11 @@ public struct PageFileStatistics: Sendable, Hashable {
     public var keys: UInt64
     /// Checkpoints completed since the store was created.
     public var checkpoints: UInt64
-    /// Pages in the page cache, and its hits and misses since open.
+    /// Pages in the page cache.
     public var cachedPages: Int
+    /// Page lookups the cache answered since open.
     public var cacheHits: UInt64
+    /// Page lookups that had to read the disk since open.
     public var cacheMisses: UInt64
 }
 
