@@ -34,13 +34,14 @@ final class CrashChildProcess: Sendable {
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    init(directory: String, transactions: Int, failpoint: String? = nil) throws {
+    init(directory: String, transactions: Int, failpoint: String? = nil, durability: String? = nil) throws {
         let executable = try #require(Self.executable, "CrashChild is not built; run `swift build` first")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = [directory, "\(transactions)"]
         var environment = ProcessInfo.processInfo.environment
         environment["EVENTSTORE_FAILPOINT"] = failpoint
+        environment["CRASH_DURABILITY"] = durability
         process.environment = environment
         let output = Pipe()
         process.standardOutput = output

@@ -32,6 +32,23 @@ struct CrashTests {
     }
 
     @Test(
+        "deferred and none durability lose nothing acknowledged when only the process dies",
+        arguments: ["deferred", "none"])
+    func weakerDurabilitySurvivesProcessCrash(_ durability: String) async throws {
+        let directory = TemporaryDirectory("durability")
+        defer { directory.remove() }
+        var random = SeededRandom(seed: 99)
+        var acknowledged = -1
+        for iteration in 0..<8 {
+            let child = try CrashChildProcess(
+                directory: directory.path, transactions: 1_000_000, durability: durability)
+            #expect(await follow(child, acks: Int.random(in: 1...60, using: &random), highest: &acknowledged))
+            child.kill()
+            try await checkCrashedStore(directory.path, acknowledged: acknowledged, context: "\(durability) \(iteration)")
+        }
+    }
+
+    @Test(
         "a child killed at a failpoint recovers to a prefix holding every acknowledged append",
         arguments: [
             (Failpoint.beforeWALSync, 10), (Failpoint.afterWALSyncBeforeAck, 10), (Failpoint.midCheckpoint, 2),

@@ -8,7 +8,8 @@
 //   state must always be a prefix of the attempted sequence.
 // - "ack n" is printed (and flushed) only after append n returned.
 //
-// Usage: CrashChild <directory> <max transactions>   (EVENTSTORE_FAILPOINT selects a failpoint)
+// Usage: CrashChild <directory> <max transactions>   (EVENTSTORE_FAILPOINT selects a failpoint;
+//        CRASH_DURABILITY=deferred|none selects a weaker durability mode)
 
 import EventStore
 import EventStoreKV
@@ -37,6 +38,11 @@ guard arguments.count >= 3, let maximum = Int(arguments[2]) else {
 }
 var options = PageFileOptions(pageSize: 4096, cacheSizeMB: 1, checkpointThresholdMB: 1)
 options.historyLimit = 1_000
+switch ProcessInfo.processInfo.environment["CRASH_DURABILITY"] {
+case "deferred": options.durability = .deferred(maximumDelay: .milliseconds(20))
+case "none": options.durability = .none
+default: break
+}
 do {
     let store = try KeyValueEventStore.open(directory: arguments[1], options: options)
     var number = try await lastTransaction(store) + 1
