@@ -61,6 +61,10 @@ struct PageFileStoreTests {
         let probes = sorted.prefix(50) + [[9, 9], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]]
         let got = try await store.get(Array(probes))
         #expect(got.map { $0?.value } == probes.map { reference[$0] })
+        // A sorted batch with absent keys between present ones (the walk-once path of get(_ keys:)).
+        let batch = (sorted + sorted.map { $0 + [9] }).sorted { $0.lexicographicallyPrecedes($1) }
+        let batchGot = try await store.get(batch)
+        #expect(batchGot.map { $0?.value } == batch.map { reference[$0] })
     }
 
     @Test("monotonic appends fill leaf pages instead of leaving them half empty")

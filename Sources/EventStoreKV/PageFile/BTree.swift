@@ -25,6 +25,39 @@ enum BTree {
         return node.entries[index]
     }
 
+    /// The entries stored under `keys` (expired or not), in order. Consecutive keys that fall into the same leaf
+    /// (sorted keys usually do) are found without descending the tree again.
+    static func findAll(_ keys: [Key], root: ChildRef?, reader: PageReader) throws -> [LeafEntry?] {
+        guard let root else { return Array(repeating: nil, count: keys.count) }
+        let top = try reader.resolve(root)
+        var leaf: Node?
+        var lower: Key?
+        var upper: Key?
+        var result: [LeafEntry?] = []
+        result.reserveCapacity(keys.count)
+        for key in keys {
+            let inLeaf =
+                leaf != nil && !(lower.map { key.lexicographicallyPrecedes($0) } ?? false)
+                && (upper.map { key.lexicographicallyPrecedes($0) } ?? true)
+            if !inLeaf {
+                var node = top
+                lower = nil
+                upper = nil
+                while !node.isLeaf {
+                    let index = node.childIndex(for: key)
+                    if index > 0 { lower = node.keys[index] }
+                    if index + 1 < node.keys.count { upper = node.keys[index + 1] }
+                    node = try reader.resolve(node.children[index])
+                }
+                leaf = node
+            }
+            guard let leaf else { break }
+            let index = leaf.lowerBound(key)
+            result.append(index < leaf.keys.count && leaf.keys[index] == key ? leaf.entries[index] : nil)
+        }
+        return result
+    }
+
     /// Calls `visit` for entries in `range` in `direction` order until it returns false.
     static func scan(
         _ range: KeyRange, direction: ScanDirection, root: ChildRef?, reader: PageReader,

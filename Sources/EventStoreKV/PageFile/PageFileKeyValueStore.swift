@@ -103,7 +103,10 @@ public final class PageFileKeyValueStore: KeyValueStore {
     public func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
         let now = Self.now()
         return try published.read { root, reader in
-            try keys.map { try liveEntry($0, root: root, reader: reader, now: now) }
+            try zip(keys, try BTree.findAll(keys, root: root, reader: reader)).map { key, entry in
+                guard let entry, entry.isLive(at: now) else { return nil }
+                return try materialize(key, entry, reader: reader)
+            }
         }
     }
 
