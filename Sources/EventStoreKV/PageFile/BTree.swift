@@ -105,6 +105,8 @@ struct TreeWriter {
     let capacity: Int
     /// Pages no longer referenced by the tree being built (replaced nodes, overwritten overflow runs).
     var freed: [UInt64] = []
+    /// Nodes this transaction added to the set of nodes not yet checkpointed (copies of clean pages, splits).
+    var dirtied = 0
 
     init(reader: PageReader, transaction: UInt64) {
         self.reader = reader
@@ -150,7 +152,10 @@ struct TreeWriter {
     private mutating func own(_ reference: ChildRef) throws -> Node {
         if case .node(let node) = reference, node.owner == transaction { return node }
         let node = try reader.resolve(reference)
-        if node.origin != 0 { freed.append(node.origin) }
+        if node.origin != 0 {
+            freed.append(node.origin)
+            dirtied += 1
+        }
         return node.copy(owner: transaction)
     }
 
@@ -190,7 +195,8 @@ struct TreeWriter {
     }
 
     /// Splits an overfull node in two; returns the separator and the new right node.
-    private func split(_ node: Node, rightEdge: Bool) -> (Key, Node) {
+    private mutating func split(_ node: Node, rightEdge: Bool) -> (Key, Node) {
+        dirtied += 1
         let count = node.keys.count
         var at = count - 1
         if !rightEdge {

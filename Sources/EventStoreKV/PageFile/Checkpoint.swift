@@ -145,6 +145,7 @@ extension PageFileKeyValueStore {
         state.freeList.listPages = listPages
         state.freedSinceCheckpoint = []
         writer.state = state
+        dirtyNodes.store(0, ordering: .relaxed)
         published.installCheckpoint(root: state.root, epoch: epoch, reader: reader)
         return walSize
     }

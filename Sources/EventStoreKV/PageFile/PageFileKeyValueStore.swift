@@ -17,6 +17,7 @@
 
 import EventStore
 import Foundation
+import Synchronization
 
 /// The writer's view: the latest tree, including commits not yet durable.
 struct WriterState {
@@ -58,6 +59,8 @@ public final class PageFileKeyValueStore: KeyValueStore {
     let writerLock = WriterLock()
     let published: PublishedState
     let pipeline: GroupCommit
+    /// Nodes changed since the last checkpoint (an upper bound of the dirty nodes held in memory).
+    let dirtyNodes = Atomic<Int>(0)
     /// Facts recovery established on open.
     public let recovery: RecoveryReport
 
@@ -176,11 +179,24 @@ public final class PageFileKeyValueStore: KeyValueStore {
     /// Waits until the commit with `lsn` is durable, then checkpoints if the WAL is over its threshold.
     private func finish(_ lsn: UInt64) async throws -> UInt64 {
         try await pipeline.waitUntilDurable(lsn)
-        if pipeline.walBytes >= UInt64(options.checkpointThresholdMB) << 20 {
+        if checkpointDue {
             // The commit is already durable; a failing checkpoint puts the store into its failed state instead.
-            try? await checkpoint(ifOver: UInt64(options.checkpointThresholdMB) << 20)
+            try? await writerLock.withLock {
+                guard checkpointDue else { return }
+                try checkWritable()
+                try await Offload.run { try self.checkpointLocked() }
+            }
         }
         return lsn
+    }
+
+    /// Dirty nodes may take at most half the page cache's budget (at least 8 MiB) before a checkpoint writes them
+    /// out, so memory stays bounded however the keys are spread; the WAL threshold bounds recovery time.
+    private var dirtyNodeLimit: Int { max(8 << 20, options.cacheSizeMB << 19) / pageSize }
+
+    private var checkpointDue: Bool {
+        pipeline.walBytes >= UInt64(options.checkpointThresholdMB) << 20
+            || dirtyNodes.load(ordering: .relaxed) >= dirtyNodeLimit
     }
 
     func checkWritable() throws {
@@ -238,6 +254,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
         writer.state.lsn = lsn
         writer.state.keyCount = keyCount
         writer.state.freedSinceCheckpoint.append(contentsOf: tree.freed)
+        dirtyNodes.add(tree.dirtied + 1, ordering: .relaxed)
         return lsn
     }
 
