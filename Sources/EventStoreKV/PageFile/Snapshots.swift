@@ -6,8 +6,8 @@
 //   be lost, and never half of one (a transaction is published whole, by swapping one root reference).
 // - Every reader registers the checkpoint epoch of the snapshot it took until it is done; FreeList delays reuse of
 //   pages freed at epoch e until no reader from before e remains. A reader never waits for I/O or fsync here.
-// - `history` holds the changes of the most recent revisions (whole revisions, at most `historyLimit` changes)
-//   after `historyFloor`; watchers get them, then live changes as groups are published.
+// - `history` holds the changes of the most recent revisions (whole revisions, at least `historyLimit` changes once
+//   that many were made, at most 1.25 times as many) after `historyFloor`; watchers get them, then live changes as groups are published.
 // - All of it is guarded by one Mutex; no I/O happens while it is held.
 
 import Synchronization
@@ -103,7 +103,9 @@ final class PublishedState: Sendable {
 
     private func record(_ changes: [KeyValueChange], in state: inout State) {
         state.history.append(contentsOf: changes)
-        if state.history.count > historyLimit {
+        // Trim in steps of a quarter of the limit: removing from the front is O(n), so doing it on every commit
+        // would cost O(historyLimit) per commit once the history is full.
+        if state.history.count > historyLimit + max(1, historyLimit / 4) {
             var cut = state.history.count - historyLimit
             while cut < state.history.count, state.history[cut].revision == state.history[cut - 1].revision { cut += 1 }
             state.historyFloor = state.history[cut - 1].revision
