@@ -26,6 +26,12 @@ let package = Package(
             path: "Examples/AccountLedger",
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "EventStoreBench",
+            dependencies: ["EventStore", "EventStoreKV"],
+            path: "Benchmarks/EventStoreBench",
+            swiftSettings: strict
+        ),
         .testTarget(name: "EventStoreKVTests", dependencies: ["EventStoreKV"], swiftSettings: strict),
         .testTarget(name: "ConformanceTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
         .testTarget(name: "PageFileTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
@@ -34,6 +40,15 @@ let package = Package(
             dependencies: ["EventStore", "EventStoreKV"],
             path: "Tests/Support/CrashChild",
             swiftSettings: strict
+        ),
+        .testTarget(name: "SagasTests", dependencies: ["Sagas", "EventStore", "EventStoreKV"], swiftSettings: strict),
+        // The child process of the saga crash test (SagasTests/SagaCrashTests): runs sagas on the page-file engine
+        // and is SIGKILLed at random points by the parent.
+        .executableTarget(
+            name: "SagaCrashChild",
+            dependencies: ["Sagas", "EventStore", "EventStoreKV"],
+            path: "Tests/SagaCrashChild",
+            swiftSettings: strict + [.define("SAGAS_CRASH_ENGINE")]
         ),
     ]
 )

@@ -1,0 +1,55 @@
+// Keeps README.md's quick-start example compiling and true: the code between the README markers below must
+// appear verbatim in README.md's first swift code block, and it runs here.
+
+import EventStore
+import EventStoreKV
+import Foundation
+import Testing
+
+@Suite("README example")
+struct ReadmeExampleTests {
+    @Test("the quick-start example runs and matches README.md")
+    func quickStart() async throws {
+        // README-BEGIN
+        struct Deposited: DomainEvent {
+            static let eventType = "Deposited"
+            var amountInCents: Int64
+        }
+
+        var registry = EventTypeRegistry()
+        registry.register(Deposited.self)
+
+        let store = KeyValueEventStore.inMemory()
+        let stream = try StreamName("account-42")
+
+        // Append with an expected version: a concurrent writer gets wrongExpectedVersion instead of a lost update.
+        let result = try await store.append(
+            [try registry.encode(Deposited(amountInCents: 1_250))], to: stream, expectedVersion: .noStream)
+        print("stream at version \(result.version), global positions \(result.positions)")
+
+        for event in try await store.read(stream) {
+            let deposit = try registry.decode(event) as? Deposited
+            print(event.version, event.type, deposit?.amountInCents ?? 0)
+        }
+        // README-END
+        #expect(result.version == 1)
+        #expect(try await store.read(stream).count == 1)
+
+        let source = try String(contentsOfFile: #filePath, encoding: .utf8)
+        let readme = try String(
+            contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .deletingLastPathComponent().appendingPathComponent("README.md"),
+            encoding: .utf8)
+        let snippet = try #require(Self.between("// README-BEGIN\n", "        // README-END", in: source))
+        let dedented = snippet.split(separator: "\n", omittingEmptySubsequences: false)
+            .map { $0.hasPrefix("        ") ? String($0.dropFirst(8)) : String($0) }
+            .joined(separator: "\n")
+        #expect(readme.contains(dedented), "README.md's example must be the tested snippet, verbatim")
+    }
+
+    static func between(_ start: String, _ end: String, in text: String) -> String? {
+        guard let from = text.range(of: start), let to = text.range(of: end, range: from.upperBound..<text.endIndex)
+        else { return nil }
+        return String(text[from.upperBound..<to.lowerBound])
+    }
+}
