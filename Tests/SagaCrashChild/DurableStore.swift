@@ -23,7 +23,8 @@ enum CrashChildError: Error, CustomStringConvertible {
     var description: String {
         switch self {
         case .noDurableEngine:
-            "this build has no durable engine: define SAGAS_CRASH_ENGINE for SagaCrashChild once the page-file engine is merged"
+            "this build has no durable engine: define SAGAS_CRASH_ENGINE for SagaCrashChild once the page-file "
+                + "engine is merged"
         case .usage(let detail): detail
         }
     }

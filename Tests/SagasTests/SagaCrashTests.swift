@@ -47,7 +47,10 @@ import Testing
         process.standardOutput = out
         process.standardError = err
         let exited = AsyncStream.makeStream(of: Void.self)
-        process.terminationHandler = { _ in exited.continuation.yield(); exited.continuation.finish() }
+        process.terminationHandler = { _ in
+            exited.continuation.yield()
+            exited.continuation.finish()
+        }
         try process.run()
         var killed = false
         if let killAfter {

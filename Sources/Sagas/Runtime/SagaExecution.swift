@@ -49,7 +49,8 @@ struct SagaExecution {
 
     /// Appends `record` to the saga's log (with `others` in the same transaction) and applies it.
     mutating func record(_ record: SagaRecord, with others: [StreamAppend] = []) async throws {
-        let part = StreamAppend(stream: session.stream, expectedVersion: .exact(state.version), events: [try record.eventData()])
+        let part = StreamAppend(
+            stream: session.stream, expectedVersion: .exact(state.version), events: [try record.eventData()])
         let results = try await session.append([part] + others)
         try state.apply(record, version: results[0].version, stream: session.stream)
     }
@@ -57,7 +58,10 @@ struct SagaExecution {
     func indexClosed() throws -> StreamAppend {
         StreamAppend(
             stream: try SagaStreams.index(), expectedVersion: .any,
-            events: [try SagaIndexRecord(saga: state.id.rawValue, definition: saga.name).eventData(type: SagaIndexRecord.closed)])
+            events: [
+                try SagaIndexRecord(saga: state.id.rawValue, definition: saga.name).eventData(
+                    type: SagaIndexRecord.closed)
+            ])
     }
 
     func stepRecord(_ kind: SagaEventKind, step: Int, attempt: Int, key: String) -> SagaRecord {
@@ -69,7 +73,9 @@ struct SagaExecution {
         return record
     }
 
-    func event(_ step: Int, _ phase: StepPhase, attempt: Int, key: String, error: String? = nil, willRetry: Bool = false)
+    func event(
+        _ step: Int, _ phase: StepPhase, attempt: Int, key: String, error: String? = nil, willRetry: Bool = false
+    )
         -> SagaStepEvent
     {
         SagaStepEvent(
@@ -124,7 +130,8 @@ struct SagaExecution {
                     }
                     if case .success(let value) = outcome {
                         // The effect's appends and StepCompleted commit together, under the resource locks.
-                        var completed = stepRecord(.stepCompleted, step: index, attempt: attempt, key: call.idempotencyKey)
+                        var completed = stepRecord(
+                            .stepCompleted, step: index, attempt: attempt, key: call.idempotencyKey)
                         completed.output = value.output
                         do {
                             try await record(completed, with: value.appends)
@@ -149,10 +156,13 @@ struct SagaExecution {
                 failed.willRetry = willRetry
                 try await record(failed)
                 hooks.stepFailed?(
-                    event(index, .action, attempt: attempt, key: call.idempotencyKey, error: failed.error, willRetry: willRetry))
+                    event(
+                        index, .action, attempt: attempt, key: call.idempotencyKey, error: failed.error,
+                        willRetry: willRetry))
                 guard willRetry else { return }
                 try await StepAttempt.pause(
-                    for: step.options.retry.backoff(afterAttempt: attempt, random: configuration.random()), clock: clock,
+                    for: step.options.retry.backoff(afterAttempt: attempt, random: configuration.random()),
+                    clock: clock,
                     session: session, configuration: configuration)
                 attempt += 1
                 resumed = false
@@ -182,7 +192,10 @@ struct SagaExecution {
             return
         }
         let step = saga.steps[index]
-        guard let compensation = step.compensation else { return }
+        guard let compensation = step.compensation else {
+            // pendingCompensations lists only steps with a compensation; returning here would loop forever.
+            throw EventStoreError.invalidArgument("step \"\(step.name)\" has no compensation to run")
+        }
         var attempt = (state.compensationAttempts[index] ?? 0) + 1
         var resumed = false
         if let open = state.openCompensation, open.index == index {
@@ -199,7 +212,8 @@ struct SagaExecution {
                 result = try await StepAttempt.withResources(
                     resources, store: store, sagaSession: session, configuration: configuration
                 ) { () async throws -> Result<[StreamAppend], any Error> in
-                    var started = stepRecord(.compensationStarted, step: index, attempt: attempt, key: call.idempotencyKey)
+                    var started = stepRecord(
+                        .compensationStarted, step: index, attempt: attempt, key: call.idempotencyKey)
                     started.resumed = resumed ? true : nil
                     try await record(started)
                     hooks.stepStarted?(event(index, .compensation, attempt: attempt, key: call.idempotencyKey))
@@ -231,7 +245,8 @@ struct SagaExecution {
                 failed.willRetry = willRetry
                 try await record(failed)
                 hooks.stepFailed?(
-                    event(index, .compensation, attempt: attempt, key: call.idempotencyKey, error: failed.error,
+                    event(
+                        index, .compensation, attempt: attempt, key: call.idempotencyKey, error: failed.error,
                         willRetry: willRetry))
                 guard willRetry else {
                     var stuck = SagaRecord(.sagaStuck, at: clock.now())
@@ -242,7 +257,8 @@ struct SagaExecution {
                     return
                 }
                 try await StepAttempt.pause(
-                    for: step.options.compensationRetry.backoff(afterAttempt: attempt - base, random: configuration.random()),
+                    for: step.options.compensationRetry.backoff(
+                        afterAttempt: attempt - base, random: configuration.random()),
                     clock: clock, session: session, configuration: configuration)
                 attempt += 1
                 resumed = false

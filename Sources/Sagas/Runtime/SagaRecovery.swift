@@ -95,7 +95,9 @@ extension SagaRunner {
                     location: "\"\(index)\" version \(event.version)", detail: "unknown index event \(event.type)")
             }
         }
-        let sagas = try open.sorted { $0.value < $1.value }.map { OpenSaga(id: try SagaID($0.key), indexVersion: $0.value) }
+        let sagas = try open.sorted { $0.value < $1.value }.map {
+            OpenSaga(id: try SagaID($0.key), indexVersion: $0.value)
+        }
         return (sagas, events.last?.version ?? (mark - 1), mark)
     }
 
