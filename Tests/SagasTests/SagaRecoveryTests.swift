@@ -228,4 +228,35 @@ import Testing
         #expect(try await second.value == .completed)
         #expect(bank.maximumInFlight == 1)
     }
+
+    @Test(.timeLimit(.minutes(1)))
+    func recoveryResumesSeveralSagasAtOnce() async throws {
+        // Each saga's step waits until the other's has started: sequential recovery could never finish this.
+        let store = makeStore()
+        let arrivals = Mutex<[CheckedContinuation<Void, Never>]>([])
+        var saga = SagaDefinition<Transfer>("rendezvous")
+        saga.step("meet") { _ -> NoOutput in
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let partners: [CheckedContinuation<Void, Never>] = arrivals.withLock { waiting in
+                    waiting.append(continuation)
+                    guard waiting.count == 2 else { return [] }
+                    defer { waiting.removeAll() }
+                    return waiting
+                }
+                for partner in partners { partner.resume() }
+            }
+            return NoOutput()
+        }
+        let creator = SagaRunner(store: store)
+        let ids = try [sagaID("meet-1"), sagaID("meet-2")]
+        for id in ids { try await creator.create(saga, id: id, input: sampleTransfer) }
+        let runner = SagaRunner(store: store, configuration: SagaRunnerConfiguration(recoveryConcurrency: 2))
+        try runner.register(saga)
+        let recovered = try await runner.recover()
+        #expect(recovered.map(\.sagaID) == ids)
+        #expect(recovered.allSatisfy { $0.result == .finished(.completed) })
+
+        let invalid = SagaRunner(store: store, configuration: SagaRunnerConfiguration(recoveryConcurrency: 0))
+        await #expect(throws: EventStoreError.self) { try await invalid.recover() }
+    }
 }
