@@ -1,9 +1,15 @@
 // swift-tools-version:6.0
 // EventStore: an embedded, crash-safe event store for Swift, with a pluggable key-value backend.
 // No package dependencies: only what the Swift toolchain ships.
+import Foundation
 import PackageDescription
 
 let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+// The saga crash child runs on the page-file engine (`KeyValueEventStore.open(directory:)`); it is compiled with
+// the engine whenever the engine's sources are in the package, and refuses to run (exit 3) otherwise.
+let hasPageFileEngine = FileManager.default.fileExists(
+    atPath: Context.packageDirectory + "/Sources/EventStoreKV/PageFile/KeyValueEventStore+PageFile.swift")
 
 let package = Package(
     name: "EventStore",
@@ -41,7 +47,7 @@ let package = Package(
             name: "SagaCrashChild",
             dependencies: ["Sagas", "EventStore", "EventStoreKV"],
             path: "Tests/SagaCrashChild",
-            swiftSettings: strict
+            swiftSettings: strict + (hasPageFileEngine ? [.define("SAGAS_CRASH_ENGINE")] : [])
         ),
     ]
 )

@@ -1,7 +1,7 @@
 // Opens the durable store the crash test kills and reopens: the page-file engine, never an in-memory stand-in.
 //
-// Invariant: without the page-file engine compiled in (the SAGAS_CRASH_ENGINE condition, set in Package.swift once
-// the engine is merged), opening fails with exit code 3 and a message; there is no fallback store.
+// Invariant: without the page-file engine compiled in (the SAGAS_CRASH_ENGINE condition, which Package.swift sets
+// when the engine's sources are present), opening fails with exit code 3 and a message; there is no fallback store.
 
 import EventStore
 import EventStoreKV
@@ -23,8 +23,8 @@ enum CrashChildError: Error, CustomStringConvertible {
     var description: String {
         switch self {
         case .noDurableEngine:
-            "this build has no durable engine: define SAGAS_CRASH_ENGINE for SagaCrashChild once the page-file "
-                + "engine is merged"
+            "this build has no durable engine: Package.swift defines SAGAS_CRASH_ENGINE for SagaCrashChild only "
+                + "when the page-file engine's sources are present"
         case .usage(let detail): detail
         }
     }
