@@ -106,10 +106,10 @@ import Testing
         let tally = Dictionary(grouping: statuses.values, by: { $0 }).mapValues(\.count).sorted { $0.key < $1.key }
         print(
             "saga crash test: \(runs) runs, \(kills) killed, \(statuses.count) sagas \(tally), "
-                + "\(duplicates) duplicate effects detected by idempotency key")
+                + "\(duplicates) re-run effects or compensations detected by idempotency key")
     }
 
-    /// Checks one saga against the ledger; returns the number of duplicate (re-run) effects found.
+    /// Checks one saga against the ledger; returns the number of duplicate effects and undos (re-runs after a kill).
     static func check(saga: String, status: String, effects: [String: [(kind: String, key: String)]]) -> Int {
         let number = Int(saga.split(separator: "-").last ?? "") ?? -1
         let done = { (step: String) in effects[step, default: []].filter { $0.kind == "do" } }
@@ -142,6 +142,11 @@ import Testing
             let keys = done(step).map(\.key)
             #expect(Set(keys).count <= 1, "\(saga) \(step) ran under several keys \(keys): duplicates undetectable")
             duplicates += max(keys.count - 1, 0)
+        }
+        for step in steps {
+            // A compensation a kill interrupted runs again under the same key.
+            let keys = undone(step).map(\.key)
+            duplicates += keys.count - Set(keys).count
         }
         return duplicates
     }
