@@ -48,7 +48,7 @@ let package = Package(
             name: "SagaCrashChild",
             dependencies: ["Sagas", "EventStore", "EventStoreKV"],
             path: "Tests/SagaCrashChild",
-            swiftSettings: strict + [.define("SAGAS_CRASH_ENGINE")]
+            swiftSettings: strict
         ),
         .testTarget(
             name: "SnapshotsTests", dependencies: ["EventStore", "EventStoreKV", "Snapshots"], swiftSettings: strict),

@@ -6,7 +6,7 @@ import EventStoreKV
 import Foundation
 import Testing
 
-@Suite("Checkpoints", .timeLimit(.minutes(1))) struct CheckpointConformanceTests {
+@Suite("Checkpoints", .timeLimit(.minutes(5))) struct CheckpointConformanceTests {
     struct Crash: Error {}
 
     @Test(arguments: Backends.all)

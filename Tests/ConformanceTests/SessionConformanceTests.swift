@@ -32,14 +32,18 @@ struct SessionConformanceTests {
     @Test("an expired session lets a new session in", arguments: Backends.all)
     func expiryLetsNewSessionIn(backend: Backend) async throws {
         try await backend.withStore { store in
-            let stream = try uniqueStream()
-            let first = try await store.openSession(
-                on: stream, sessionTimeout: backend.leaseTimeout(.milliseconds(300)), openTimeout: .zero)
-            _ = try await first.append(makeEvents(1), expectedVersion: .noStream)
-            // Not renewed: the second open succeeds once the lease has run out.
-            let second = try await store.openSession(on: stream, sessionTimeout: .seconds(30), openTimeout: .seconds(20))
-            #expect(try await second.append(makeEvents(1), expectedVersion: .exact(1)).version == 2)
-            try await second.close()
+            let timeout = backend.leaseTimeout(.seconds(1))
+            try await LeaseScenario.run(timeout: timeout) { lease in
+                let stream = try uniqueStream()
+                let first = try await lease.call {
+                    try await store.openSession(on: stream, sessionTimeout: timeout, openTimeout: .zero)
+                }
+                _ = try await lease.call { try await first.append(makeEvents(1), expectedVersion: .noStream) }
+                // Not renewed: the second open succeeds once the lease has run out.
+                let second = try await store.openSession(on: stream, sessionTimeout: .seconds(30), openTimeout: .seconds(20))
+                #expect(try await second.append(makeEvents(1), expectedVersion: .exact(1)).version == 2)
+                try await second.close()
+            }
         }
     }
 

@@ -29,9 +29,12 @@ import Testing
     @Test(arguments: Backends.all)
     func refusesAnAppendWithoutTheSessionStream(backend: Backend) async throws {
         try await backend.withStore { store in
-            let session = try await store.openSession(on: try StreamName("held"), sessionTimeout: .seconds(30), openTimeout: .zero)
+            let session = try await store.openSession(
+                on: try StreamName("held"), sessionTimeout: .seconds(30), openTimeout: .zero)
             await #expect(throws: EventStoreError.self) {
-                try await session.append([StreamAppend(stream: try StreamName("other"), expectedVersion: .any, events: [event("X")])])
+                try await session.append([
+                    StreamAppend(stream: try StreamName("other"), expectedVersion: .any, events: [event("X")])
+                ])
             }
             #expect(try await store.lastPosition() == 0)
             try await session.close()

@@ -7,7 +7,7 @@ import EventStoreKV
 import Foundation
 import Testing
 
-@Suite("Subscriptions", .timeLimit(.minutes(2))) struct SubscriptionConformanceTests {
+@Suite("Subscriptions", .timeLimit(.minutes(5))) struct SubscriptionConformanceTests {
     /// The core guarantee: while 8 writers append 10,000 events, subscriptions started before and during the writes
     /// each receive every event exactly once, in position order, with nothing skipped at the catch-up/live switch.
     @Test(arguments: Backends.all)

@@ -5,7 +5,7 @@ import EventStoreKV
 import Foundation
 import Testing
 
-@Suite("Subscriptions doc examples", .timeLimit(.minutes(1)))
+@Suite("Subscriptions doc examples", .timeLimit(.minutes(5)))
 struct SubscriptionDocExampleTests {
     @Test("a subscription prints history, then reports caught up")
     func subscriptionExample() async throws {

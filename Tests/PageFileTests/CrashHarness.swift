@@ -67,15 +67,27 @@ final class CrashChildProcess: Sendable {
     }
 
     /// SIGKILLs the child (as a power cut would stop it) and waits for it to end.
-    func kill() {
+    func kill() async {
         _ = Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        await exited()
     }
 
     /// Waits for the child to end by itself; true if it was killed by SIGKILL (a failpoint).
-    func waitForSelfKill() -> Bool {
-        process.waitUntilExit()
+    func waitForSelfKill() async -> Bool {
+        await exited()
         return process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL
+    }
+
+    /// Waits for the child to end on a thread of its own: `waitUntilExit` blocks, and blocking one of the few
+    /// cooperative threads stalls every other test in the process.
+    func exited() async {
+        let process = self.process
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread {
+                process.waitUntilExit()
+                continuation.resume()
+            }.start()
+        }
     }
 }
 

@@ -22,7 +22,7 @@ struct CrashTests {
             // Mostly kill mid-stream after some acknowledgements; sometimes at once, inside open and recovery.
             let acks = Int.random(in: 0...9, using: &random) == 0 ? 0 : Int.random(in: 1...40, using: &random)
             let running = await follow(child, acks: acks, highest: &acknowledged)
-            child.kill()
+            await child.kill()
             #expect(running, "the child stopped by itself in iteration \(iteration)")
             kills += 1
             try await checkCrashedStore(directory.path, acknowledged: acknowledged, context: "kill \(iteration)")
@@ -43,7 +43,7 @@ struct CrashTests {
             let child = try CrashChildProcess(
                 directory: directory.path, transactions: 1_000_000, durability: durability)
             #expect(await follow(child, acks: Int.random(in: 1...60, using: &random), highest: &acknowledged))
-            child.kill()
+            await child.kill()
             try await checkCrashedStore(directory.path, acknowledged: acknowledged, context: "\(durability) \(iteration)")
         }
     }
@@ -60,7 +60,7 @@ struct CrashTests {
         var acknowledged = -1
         let child = try CrashChildProcess(directory: directory.path, transactions: 5_000, failpoint: "\(name):\(hit)")
         _ = await follow(child, acks: .max, highest: &acknowledged)
-        #expect(child.waitForSelfKill(), "failpoint \(name) was never reached")
+        #expect(await child.waitForSelfKill(), "failpoint \(name) was never reached")
         let stored = try await checkCrashedStore(directory.path, acknowledged: acknowledged, context: name)
         if name == Failpoint.afterWALSyncBeforeAck {
             // The killed commit was durable but never acknowledged: it must be there too.
@@ -69,7 +69,7 @@ struct CrashTests {
         // The store keeps working after recovery.
         let next = try CrashChildProcess(directory: directory.path, transactions: 5)
         _ = await follow(next, acks: .max, highest: &acknowledged)
-        next.process.waitUntilExit()
+        await next.exited()
         #expect(next.process.terminationStatus == 0)
         try await checkCrashedStore(directory.path, acknowledged: acknowledged, context: "\(name), then more appends")
     }
@@ -82,12 +82,12 @@ struct CrashTests {
         let first = try CrashChildProcess(
             directory: directory.path, transactions: 5_000, failpoint: "\(Failpoint.afterWALSyncBeforeAck):20")
         _ = await follow(first, acks: .max, highest: &acknowledged)
-        #expect(first.waitForSelfKill())
+        #expect(await first.waitForSelfKill())
         let second = try CrashChildProcess(
             directory: directory.path, transactions: 5_000, failpoint: Failpoint.duringRecovery)
         var none = -1
         _ = await follow(second, acks: .max, highest: &none)
-        #expect(second.waitForSelfKill(), "recovery did not reach its failpoint")
+        #expect(await second.waitForSelfKill(), "recovery did not reach its failpoint")
         #expect(none == -1, "the child acknowledged an append before recovery finished")
         let stored = try await checkCrashedStore(directory.path, acknowledged: acknowledged, context: "recovery")
         #expect(stored == acknowledged + 2)

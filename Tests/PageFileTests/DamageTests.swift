@@ -211,7 +211,7 @@ struct DamageTests {
             guard case EventStoreError.storeLocked(_, let pid) = error else { return false }
             return pid == child.process.processIdentifier
         }
-        child.kill()
+        await child.kill()
         let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         try await reopened.close()
     }

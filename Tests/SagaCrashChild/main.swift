@@ -128,9 +128,6 @@ do {
     default:
         throw CrashChildError.usage("usage: SagaCrashChild run <dir> <ledger> <seed> <sagas> | finish <dir> <ledger>")
     }
-} catch CrashChildError.noDurableEngine {
-    FileHandle.standardError.write(Data("\(CrashChildError.noDurableEngine)\n".utf8))
-    exit(3)
 } catch {
     FileHandle.standardError.write(Data("SagaCrashChild: \(error)\n".utf8))
     exit(1)

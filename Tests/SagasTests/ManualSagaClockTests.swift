@@ -36,4 +36,12 @@ import Testing
         try await clock.sleep(for: .zero)
         #expect(clock.requestedSleeps == [.zero])
     }
+
+    @Test func waitingForSleepersEndsWhenTheWaiterIsCancelled() async {
+        let clock = ManualSagaClock()
+        let waiter = Task { await clock.waitForSleepers(1) }
+        waiter.cancel()
+        await waiter.value
+        #expect(clock.pendingSleeps.isEmpty)
+    }
 }

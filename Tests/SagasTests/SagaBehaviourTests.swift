@@ -86,7 +86,8 @@ import Testing
         #expect(history.count == 8)
         #expect(history.allSatisfy { $0.at == Date(timeIntervalSince1970: 1_000) })
         #expect(history.map(\.version) == Array(1...8))
-        #expect(history[1].step == "reserve" && history[1].attempt == 1 && history[1].idempotencyKey == "\(id)/reserve/1")
+        #expect(
+            history[1].step == "reserve" && history[1].attempt == 1 && history[1].idempotencyKey == "\(id)/reserve/1")
     }
 
     @Test func hooksFireWhenStepsStartFinishAndFail() async throws {

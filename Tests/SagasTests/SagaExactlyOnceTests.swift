@@ -11,11 +11,19 @@ import Testing
 @Suite struct SagaExactlyOnceTests {
     func depositSaga(account: StreamName, expected: ExpectedVersion = .any) -> SagaDefinition<Transfer> {
         var saga = SagaDefinition<Transfer>("deposit")
-        saga.appendingStep("deposit", options: StepOptions(retry: RetryPolicy(maximumAttempts: 2, initialBackoff: .zero))) { step in
+        saga.appendingStep(
+            "deposit", options: StepOptions(retry: RetryPolicy(maximumAttempts: 2, initialBackoff: .zero))
+        ) { step in
             let event = EventData(type: "Deposited", data: Data("\(step.input.amount)".utf8))
-            return StepEffect(output: NoOutput(), appends: [StreamAppend(stream: account, expectedVersion: expected, events: [event])])
+            return StepEffect(
+                output: NoOutput(), appends: [StreamAppend(stream: account, expectedVersion: expected, events: [event])]
+            )
         } compensation: { step, _ in
-            [StreamAppend(stream: account, expectedVersion: .any, events: [EventData(type: "Withdrawn", data: Data("\(step.input.amount)".utf8))])]
+            [
+                StreamAppend(
+                    stream: account, expectedVersion: .any,
+                    events: [EventData(type: "Withdrawn", data: Data("\(step.input.amount)".utf8))])
+            ]
         }
         saga.step("notify", options: StepOptions(retry: .never)) { step -> NoOutput in
             if step.input.amount < 0 { throw TestFailure(message: "negative") }
@@ -53,7 +61,8 @@ import Testing
         _ = try await store.append(EventData(type: "Opened", data: Data()), to: account, expectedVersion: .noStream)
         let runner = SagaRunner(store: store, clock: ManualSagaClock())
         let id = try sagaID()
-        let outcome = try await runner.start(depositSaga(account: account, expected: .noStream), id: id, input: sampleTransfer)
+        let outcome = try await runner.start(
+            depositSaga(account: account, expected: .noStream), id: id, input: sampleTransfer)
         guard case .compensated(let step, let error) = outcome else {
             Issue.record("expected compensation, got \(outcome)")
             return

@@ -22,7 +22,9 @@ import Testing
         let bank = Bank()
         let runner = SagaRunner(store: makeStore(), clock: ManualSagaClock())
         let id = try sagaID("stuck")
-        #expect(try await stuckTransfer(bank: bank, runner: runner, id: id) == .stuck(step: "debit", error: "undo-debit refused"))
+        #expect(
+            try await stuckTransfer(bank: bank, runner: runner, id: id)
+                == .stuck(step: "debit", error: "undo-debit refused"))
         #expect(try await runner.status(of: id) == .stuck)
         #expect(bank.names == ["reserve", "debit", "credit", "undo-debit", "undo-debit"])
 
@@ -34,11 +36,14 @@ import Testing
         #expect(stuck.first?.pendingCompensations == ["debit", "reserve"])
 
         bank.fail("undo-debit", times: 0)
-        #expect(try await runner.retry(id, note: "bank is back") == .compensated(failedStep: "credit", error: "credit refused"))
+        #expect(
+            try await runner.retry(id, note: "bank is back")
+                == .compensated(failedStep: "credit", error: "credit refused"))
         #expect(Array(bank.names.suffix(2)) == ["undo-debit", "undo-reserve"])
-        #expect(bank.calls.filter { $0.name == "undo-debit" }.map(\.key) == [
-            "stuck/debit/compensation/1", "stuck/debit/compensation/2", "stuck/debit/compensation/3",
-        ])
+        #expect(
+            bank.calls.filter { $0.name == "undo-debit" }.map(\.key) == [
+                "stuck/debit/compensation/1", "stuck/debit/compensation/2", "stuck/debit/compensation/3",
+            ])
         #expect(try await runner.stuckSagas().isEmpty)
         let history = try await runner.history(of: id)
         #expect(history.contains { $0.kind == .sagaStuck && $0.error == "undo-debit refused" })

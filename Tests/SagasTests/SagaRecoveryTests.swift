@@ -54,7 +54,10 @@ import Testing
         let runner = SagaRunner(store: store, clock: ManualSagaClock())
         try runner.register(transferSaga(bank: bank, options: ["debit": once]))
         let outcome = try await runner.resume(id)
-        #expect(outcome == .compensated(failedStep: "debit", error: "interrupted by a crash; an atMostOnce step never runs twice"))
+        #expect(
+            outcome
+                == .compensated(
+                    failedStep: "debit", error: "interrupted by a crash; an atMostOnce step never runs twice"))
         #expect(bank.names == ["reserve", "debit", "undo-debit", "undo-reserve"])
     }
 
@@ -71,9 +74,15 @@ import Testing
         let runner = SagaRunner(store: store, clock: ManualSagaClock())
         try runner.register(transferSaga(bank: bank))
         let recovered = try await runner.recover()
-        #expect(recovered == [SagaRecovery(sagaID: id, result: .finished(.compensated(failedStep: "credit", error: "credit refused")))])
+        #expect(
+            recovered == [
+                SagaRecovery(sagaID: id, result: .finished(.compensated(failedStep: "credit", error: "credit refused")))
+            ])
         #expect(bank.names == ["reserve", "debit", "credit", "undo-debit", "undo-debit", "undo-reserve"])
-        #expect(bank.calls.filter { $0.name == "undo-debit" }.map(\.key) == ["undo/debit/compensation/1", "undo/debit/compensation/1"])
+        #expect(
+            bank.calls.filter { $0.name == "undo-debit" }.map(\.key) == [
+                "undo/debit/compensation/1", "undo/debit/compensation/1",
+            ])
     }
 
     @Test func recoveryFindsEveryUnfinishedSagaThroughTheIndexAndMovesItsCheckpoint() async throws {
@@ -130,7 +139,10 @@ import Testing
         let (signals, signal) = AsyncStream.makeStream(of: String.self)
         let id = try sagaID()
         let owner = SagaRunner(store: store, clock: ManualSagaClock())
-        let run = Task { try await owner.start(transferSaga(bank: bank, blockIn: "debit", signal: signal), id: id, input: sampleTransfer) }
+        let run = Task {
+            try await owner.start(
+                transferSaga(bank: bank, blockIn: "debit", signal: signal), id: id, input: sampleTransfer)
+        }
         _ = await next(signals)
 
         let other = SagaRunner(
@@ -153,7 +165,10 @@ import Testing
             saga.step(name) { step -> NoOutput in
                 let key = "\(step.sagaID)/\(name)"
                 executions.withLock { $0[key, default: 0] += 1 }
-                let running = inFlight.withLock { $0[key, default: 0] += 1; return $0[key] ?? 0 }
+                let running = inFlight.withLock {
+                    $0[key, default: 0] += 1
+                    return $0[key] ?? 0
+                }
                 if running > 1 { overlaps.withLock { $0 += 1 } }
                 for _ in 0..<20 { await Task.yield() }
                 inFlight.withLock { $0[key, default: 0] -= 1 }
@@ -212,5 +227,36 @@ import Testing
         #expect(try await first.value == .completed)
         #expect(try await second.value == .completed)
         #expect(bank.maximumInFlight == 1)
+    }
+
+    @Test(.timeLimit(.minutes(5)))
+    func recoveryResumesSeveralSagasAtOnce() async throws {
+        // Each saga's step waits until the other's has started: sequential recovery could never finish this.
+        let store = makeStore()
+        let arrivals = Mutex<[CheckedContinuation<Void, Never>]>([])
+        var saga = SagaDefinition<Transfer>("rendezvous")
+        saga.step("meet") { _ -> NoOutput in
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let partners: [CheckedContinuation<Void, Never>] = arrivals.withLock { waiting in
+                    waiting.append(continuation)
+                    guard waiting.count == 2 else { return [] }
+                    defer { waiting.removeAll() }
+                    return waiting
+                }
+                for partner in partners { partner.resume() }
+            }
+            return NoOutput()
+        }
+        let creator = SagaRunner(store: store)
+        let ids = try [sagaID("meet-1"), sagaID("meet-2")]
+        for id in ids { try await creator.create(saga, id: id, input: sampleTransfer) }
+        let runner = SagaRunner(store: store, configuration: SagaRunnerConfiguration(recoveryConcurrency: 2))
+        try runner.register(saga)
+        let recovered = try await runner.recover()
+        #expect(recovered.map(\.sagaID) == ids)
+        #expect(recovered.allSatisfy { $0.result == .finished(.completed) })
+
+        let invalid = SagaRunner(store: store, configuration: SagaRunnerConfiguration(recoveryConcurrency: 0))
+        await #expect(throws: EventStoreError.self) { try await invalid.recover() }
     }
 }

@@ -30,7 +30,8 @@ import Testing
         clock.advance(by: .seconds(1.5))
 
         #expect(try await run.value == .completed)
-        #expect(bank.calls.filter { $0.name == "debit" }.map(\.key) == ["retry/debit/1", "retry/debit/2", "retry/debit/3"])
+        #expect(
+            bank.calls.filter { $0.name == "debit" }.map(\.key) == ["retry/debit/1", "retry/debit/2", "retry/debit/3"])
         let failures = try await runner.history(of: id).filter { $0.kind == .stepFailed }
         #expect(failures.map(\.attempt) == [1, 2])
         #expect(failures.allSatisfy { $0.willRetry == true && $0.error == "debit refused" })
@@ -110,8 +111,13 @@ import Testing
         let options = StepOptions(
             retry: .never, compensationRetry: RetryPolicy(maximumAttempts: 2, initialBackoff: .seconds(1), jitter: 0),
             compensationTimeout: .seconds(10))
-        saga.step("reserve", options: options) { _ in NoOutput() } compensation: { _, _ in
-            let attempt = attempts.withLock { $0 += 1; return $0 }
+        saga.step("reserve", options: options) { _ in
+            NoOutput()
+        } compensation: { _, _ in
+            let attempt = attempts.withLock {
+                $0 += 1
+                return $0
+            }
             if attempt == 1 { try await Task.sleep(for: .seconds(3_600)) }
         }
         saga.step("fail", options: StepOptions(retry: .never)) { _ -> NoOutput in throw TestFailure(message: "no") }

@@ -61,14 +61,20 @@ final class Bank: Sendable {
         }
     }
 
-    func enter() { state.withLock { $0.inFlight += 1; $0.maximumInFlight = max($0.maximumInFlight, $0.inFlight) } }
+    func enter() {
+        state.withLock {
+            $0.inFlight += 1
+            $0.maximumInFlight = max($0.maximumInFlight, $0.inFlight)
+        }
+    }
     func leave() { state.withLock { $0.inFlight -= 1 } }
 }
 
 /// A three-step transfer: reserve, debit, credit, each compensated.
-func transferSaga(bank: Bank, options: [String: StepOptions] = [:], blockIn: String? = nil,
-    signal: AsyncStream<String>.Continuation? = nil) -> SagaDefinition<Transfer>
-{
+func transferSaga(
+    bank: Bank, options: [String: StepOptions] = [:], blockIn: String? = nil,
+    signal: AsyncStream<String>.Continuation? = nil
+) -> SagaDefinition<Transfer> {
     var saga = SagaDefinition<Transfer>("transfer")
     for name in ["reserve", "debit", "credit"] {
         saga.step(name, options: options[name] ?? StepOptions(retry: .never)) { step in

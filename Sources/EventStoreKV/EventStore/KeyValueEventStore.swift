@@ -323,6 +323,11 @@ public final class KeyValueEventStore: EventStoring {
         // Versions hidden by deletion or metadata are never scanned.
         let visibleFloor = KeyLayout.streamIndex(stream, version: visibility.firstVersion)
         if range.lowerBound.lexicographicallyPrecedes(visibleFloor) { range.lowerBound = visibleFloor }
+        // Nor are versions appended after the head the limits were computed from.
+        let visibleCeiling = KeyLayout.streamIndex(stream, version: visibility.lastVersion + 1)
+        if range.upperBound.map({ visibleCeiling.lexicographicallyPrecedes($0) }) ?? true {
+            range.upperBound = visibleCeiling
+        }
         let scanDirection: ScanDirection = direction == .forward ? .forward : .backward
         var events: [RecordedEvent] = []
         while events.count < limit {

@@ -9,6 +9,8 @@
 // - `State.history` holds the changes of the most recent revisions (at most `historyLimit` changes), so a watcher
 //   can start from a recent revision; older starts get `historyUnavailable`.
 // - Expired TTL keys stay in `entries` until written again but are invisible to every read and condition.
+// - Every operation yields its thread first. Nothing here blocks, so without a suspension point a caller's loop of
+//   operations would never let other tasks run on the few cooperative threads (two on a 2-core machine).
 
 import Foundation
 import Synchronization
@@ -65,6 +67,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000_000) }
 
     public func get(_ key: Key) async throws -> KeyValueEntry? {
+        await Task.yield()
         let now = Self.now()
         return try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
@@ -73,6 +76,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     }
 
     public func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
+        await Task.yield()
         let now = Self.now()
         return try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
@@ -81,6 +85,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     }
 
     public func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
+        await Task.yield()
         let now = Self.now()
         return try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
@@ -96,6 +101,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     }
 
     public func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 {
+        await Task.yield()
         let now = Self.now()
         let (revision, dropped) = try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }

@@ -156,8 +156,14 @@ public final class PageFileKeyValueStore: KeyValueStore {
     ///   `ioFailure` if its WAL write or fdatasync failed (then the store refuses writes: `storeFailed`).
     public func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 {
         try Task.checkCancellation()
-        let lsn = try await writerLock.withLock { try apply(transaction) }
-        return try await finish(lsn)
+        let outcome = try await writerLock.withLock { () -> WriterOutcome<Void> in
+            do {
+                return .committed(try apply(transaction), ())
+            } catch {
+                return .failed(error, observed: writer.state.lsn)
+            }
+        }
+        return try await settle(outcome).revision ?? 0
     }
 
     /// Runs `body` under the writer lock against the latest state (including commits not yet durable), then
@@ -166,14 +172,42 @@ public final class PageFileKeyValueStore: KeyValueStore {
         _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
     ) async throws -> KeyValueUpdateResult<Value> {
         try Task.checkCancellation()
-        let (lsn, value) = try await writerLock.withLock { () -> (UInt64?, Value) in
-            try checkWritable()
-            let (transaction, value) = try await body(WriterReadContext(store: self))
-            if transaction.writes.isEmpty { return (nil, value) }
-            return (try apply(transaction), value)
+        let outcome = try await writerLock.withLock { () -> WriterOutcome<Value> in
+            do {
+                try checkWritable()
+                let (transaction, value) = try await body(WriterReadContext(store: self))
+                if transaction.writes.isEmpty { return .readOnly(value, observed: writer.state.lsn) }
+                return .committed(try apply(transaction), value)
+            } catch {
+                return .failed(error, observed: writer.state.lsn)
+            }
         }
-        guard let lsn else { return KeyValueUpdateResult(value: value, revision: nil) }
-        return KeyValueUpdateResult(value: value, revision: try await finish(lsn))
+        return try await settle(outcome)
+    }
+
+    /// What a writer-lock section ended with, and the latest commit it could have observed.
+    private enum WriterOutcome<Value: Sendable>: Sendable {
+        case committed(UInt64, Value)
+        case readOnly(Value, observed: UInt64)
+        case failed(any Error, observed: UInt64)
+    }
+
+    /// Finishes a writer section outside the lock. A commit waits until it is durable. A section that wrote nothing
+    /// or failed (a failed condition, a wrong expected version) returns only once every commit it could have
+    /// observed is visible to reads: otherwise a caller told "the stream is at version 3" could reload and still
+    /// read version 2 until the group fsync completes, and spin through its retries.
+    private func settle<Value: Sendable>(_ outcome: WriterOutcome<Value>) async throws -> KeyValueUpdateResult<Value> {
+        switch outcome {
+        case .committed(let lsn, let value):
+            return KeyValueUpdateResult(value: value, revision: try await finish(lsn))
+        case .readOnly(let value, let observed):
+            try? await pipeline.waitUntilDurable(observed)
+            return KeyValueUpdateResult(value: value, revision: nil)
+        case .failed(let error, let observed):
+            // If the pipeline failed meanwhile, the caller still gets the section's own error.
+            try? await pipeline.waitUntilDurable(observed)
+            throw error
+        }
     }
 
     /// Waits until the commit with `lsn` is durable, then checkpoints if the WAL is over its threshold.

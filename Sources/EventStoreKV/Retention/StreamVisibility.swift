@@ -15,6 +15,9 @@ import Foundation
 struct StreamVisibility: Sendable {
     /// The lowest version readers see.
     var firstVersion: UInt64
+    /// The stream's version at that moment: a read returns nothing appended after it, so that it is consistent with
+    /// the head its limits were computed from (maxCount would otherwise be exceeded by concurrent appends).
+    var lastVersion: UInt64
     /// Events recorded before this instant are hidden (maxAge), if set.
     var notBefore: Date?
 
@@ -27,11 +30,12 @@ struct StreamVisibility: Sendable {
             first = max(first, head.version - maxCount + 1)
         }
         firstVersion = first
+        lastVersion = head.version
         notBefore = metadata?.maxAge.map { now.addingTimeInterval(-$0.timeInterval) }
     }
 
     func isVisible(_ event: RecordedEvent) -> Bool {
-        guard event.version >= firstVersion else { return false }
+        guard event.version >= firstVersion, event.version <= lastVersion else { return false }
         if let notBefore, event.recordedAt < notBefore { return false }
         return true
     }

@@ -18,7 +18,8 @@ public struct SagaID: Sendable, Hashable, Comparable, Codable, CustomStringConve
     ///   a control character.
     public init(_ rawValue: String) throws {
         guard !rawValue.isEmpty, rawValue.utf8.count <= 200 else {
-            throw EventStoreError.invalidArgument("a saga id must be 1 to 200 UTF-8 bytes, got \"\(rawValue.prefix(64))\"")
+            throw EventStoreError.invalidArgument(
+                "a saga id must be 1 to 200 UTF-8 bytes, got \"\(rawValue.prefix(64))\"")
         }
         guard !rawValue.contains("/"),
             !rawValue.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })

@@ -71,7 +71,9 @@ struct SagaState: Sendable {
         func bad(_ detail: String) -> EventStoreError { .corrupted(location: location, detail: detail) }
         func stepIndex() throws -> Int {
             guard let step = record.step, step >= 0, step < stepNames.count else {
-                throw bad("\(record.kind.rawValue) names step \(record.step.map(String.init) ?? "none") of \(stepNames.count)")
+                throw bad(
+                    "\(record.kind.rawValue) names step \(record.step.map(String.init) ?? "none") of \(stepNames.count)"
+                )
             }
             return step
         }

@@ -49,7 +49,8 @@ struct SagaExecution {
 
     /// Appends `record` to the saga's log (with `others` in the same transaction) and applies it.
     mutating func record(_ record: SagaRecord, with others: [StreamAppend] = []) async throws {
-        let part = StreamAppend(stream: session.stream, expectedVersion: .exact(state.version), events: [try record.eventData()])
+        let part = StreamAppend(
+            stream: session.stream, expectedVersion: .exact(state.version), events: [try record.eventData()])
         let results = try await session.append([part] + others)
         try state.apply(record, version: results[0].version, stream: session.stream)
     }
@@ -57,7 +58,10 @@ struct SagaExecution {
     func indexClosed() throws -> StreamAppend {
         StreamAppend(
             stream: try SagaStreams.index(), expectedVersion: .any,
-            events: [try SagaIndexRecord(saga: state.id.rawValue, definition: saga.name).eventData(type: SagaIndexRecord.closed)])
+            events: [
+                try SagaIndexRecord(saga: state.id.rawValue, definition: saga.name).eventData(
+                    type: SagaIndexRecord.closed)
+            ])
     }
 
     func stepRecord(_ kind: SagaEventKind, step: Int, attempt: Int, key: String) -> SagaRecord {
@@ -69,7 +73,9 @@ struct SagaExecution {
         return record
     }
 
-    func event(_ step: Int, _ phase: StepPhase, attempt: Int, key: String, error: String? = nil, willRetry: Bool = false)
+    func event(
+        _ step: Int, _ phase: StepPhase, attempt: Int, key: String, error: String? = nil, willRetry: Bool = false
+    )
         -> SagaStepEvent
     {
         SagaStepEvent(
@@ -108,55 +114,19 @@ struct SagaExecution {
             resumed = true
         }
         while true {
-            let call = invocation(index, .action, attempt: attempt)
-            let result: Result<(output: Data, appends: [StreamAppend]), any Error>
-            do {
-                let resources = try step.resources(call)
-                result = try await StepAttempt.withResources(
-                    resources, store: store, sagaSession: session, configuration: configuration
-                ) { () async throws -> Result<(output: Data, appends: [StreamAppend]), any Error> in
-                    var started = stepRecord(.stepStarted, step: index, attempt: attempt, key: call.idempotencyKey)
-                    started.resumed = resumed ? true : nil
-                    try await record(started)
-                    hooks.stepStarted?(event(index, .action, attempt: attempt, key: call.idempotencyKey))
-                    let outcome = await Self.attempt(step.options.timeout, clock: clock) {
-                        try await step.action(call)
-                    }
-                    if case .success(let value) = outcome {
-                        // The effect's appends and StepCompleted commit together, under the resource locks.
-                        var completed = stepRecord(.stepCompleted, step: index, attempt: attempt, key: call.idempotencyKey)
-                        completed.output = value.output
-                        do {
-                            try await record(completed, with: value.appends)
-                        } catch let error where !Self.isSagaFatal(error, sagaStream: session.stream) {
-                            return .failure(error)
-                        }
-                    }
-                    return outcome
-                }
-            } catch let error where !Self.isSagaFatal(error, sagaStream: session.stream) {
-                result = .failure(error)  // the resources could not be taken
+            let failure = try await runAttempt(
+                index, .action, number: attempt, resumed: resumed, timeout: step.options.timeout
+            ) { call in
+                let result = try await step.action(call)
+                return (result.output, result.appends)
             }
-            switch result {
-            case .success:
-                hooks.stepFinished?(event(index, .action, attempt: attempt, key: call.idempotencyKey))
-                return
-            case .failure(let error):
-                if Task.isCancelled { throw CancellationError() }
-                let willRetry = attempt < step.options.retry.maximumAttempts
-                var failed = stepRecord(.stepFailed, step: index, attempt: attempt, key: call.idempotencyKey)
-                failed.error = Self.describe(error)
-                failed.willRetry = willRetry
-                try await record(failed)
-                hooks.stepFailed?(
-                    event(index, .action, attempt: attempt, key: call.idempotencyKey, error: failed.error, willRetry: willRetry))
-                guard willRetry else { return }
-                try await StepAttempt.pause(
-                    for: step.options.retry.backoff(afterAttempt: attempt, random: configuration.random()), clock: clock,
-                    session: session, configuration: configuration)
-                attempt += 1
-                resumed = false
-            }
+            guard let failure else { return }
+            let willRetry = attempt < step.options.retry.maximumAttempts
+            try await recordFailure(index, .action, number: attempt, error: failure, willRetry: willRetry)
+            guard willRetry else { return }
+            try await pause(step.options.retry, after: attempt)
+            attempt += 1
+            resumed = false
         }
     }
 
@@ -182,7 +152,10 @@ struct SagaExecution {
             return
         }
         let step = saga.steps[index]
-        guard let compensation = step.compensation else { return }
+        guard let compensation = step.compensation else {
+            // pendingCompensations lists only steps with a compensation; returning here would loop forever.
+            throw EventStoreError.invalidArgument("step \"\(step.name)\" has no compensation to run")
+        }
         var attempt = (state.compensationAttempts[index] ?? 0) + 1
         var resumed = false
         if let open = state.openCompensation, open.index == index {
@@ -192,76 +165,101 @@ struct SagaExecution {
         let base = state.compensationRetryBase[index] ?? 0
         let output = state.outputs[index]
         while true {
-            let call = invocation(index, .compensation, attempt: attempt)
-            let result: Result<[StreamAppend], any Error>
-            do {
-                let resources = try step.resources(call)
-                result = try await StepAttempt.withResources(
-                    resources, store: store, sagaSession: session, configuration: configuration
-                ) { () async throws -> Result<[StreamAppend], any Error> in
-                    var started = stepRecord(.compensationStarted, step: index, attempt: attempt, key: call.idempotencyKey)
-                    started.resumed = resumed ? true : nil
-                    try await record(started)
-                    hooks.stepStarted?(event(index, .compensation, attempt: attempt, key: call.idempotencyKey))
-                    let outcome = await Self.attempt(step.options.compensationTimeout, clock: clock) {
-                        try await compensation(call, output)
-                    }
-                    if case .success(let appends) = outcome {
-                        let done = stepRecord(.stepCompensated, step: index, attempt: attempt, key: call.idempotencyKey)
-                        do {
-                            try await record(done, with: appends)
-                        } catch let error where !Self.isSagaFatal(error, sagaStream: session.stream) {
-                            return .failure(error)
-                        }
-                    }
-                    return outcome
-                }
-            } catch let error where !Self.isSagaFatal(error, sagaStream: session.stream) {
-                result = .failure(error)
+            let failure = try await runAttempt(
+                index, .compensation, number: attempt, resumed: resumed, timeout: step.options.compensationTimeout
+            ) { call in
+                (nil, try await compensation(call, output))
             }
-            switch result {
-            case .success:
-                hooks.stepFinished?(event(index, .compensation, attempt: attempt, key: call.idempotencyKey))
+            guard let failure else { return }
+            let willRetry = attempt - base < step.options.compensationRetry.maximumAttempts
+            let error = try await recordFailure(
+                index, .compensation, number: attempt, error: failure, willRetry: willRetry)
+            guard willRetry else {
+                var stuck = SagaRecord(.sagaStuck, at: clock.now())
+                stuck.step = index
+                stuck.stepName = step.name
+                stuck.error = error
+                try await record(stuck)
                 return
-            case .failure(let error):
-                if Task.isCancelled { throw CancellationError() }
-                let willRetry = attempt - base < step.options.compensationRetry.maximumAttempts
-                var failed = stepRecord(.compensationFailed, step: index, attempt: attempt, key: call.idempotencyKey)
-                failed.error = Self.describe(error)
-                failed.willRetry = willRetry
-                try await record(failed)
-                hooks.stepFailed?(
-                    event(index, .compensation, attempt: attempt, key: call.idempotencyKey, error: failed.error,
-                        willRetry: willRetry))
-                guard willRetry else {
-                    var stuck = SagaRecord(.sagaStuck, at: clock.now())
-                    stuck.step = index
-                    stuck.stepName = step.name
-                    stuck.error = failed.error
-                    try await record(stuck)
-                    return
-                }
-                try await StepAttempt.pause(
-                    for: step.options.compensationRetry.backoff(afterAttempt: attempt - base, random: configuration.random()),
-                    clock: clock, session: session, configuration: configuration)
-                attempt += 1
-                resumed = false
             }
+            try await pause(step.options.compensationRetry, after: attempt - base)
+            attempt += 1
+            resumed = false
         }
+    }
+
+    // MARK: Attempts
+
+    /// One attempt of an action or compensation: takes the step's resources, records its start, runs `body` under
+    /// `timeout` and, on success, records its completion together with the appends `body` returned.
+    /// - Returns: nil on success, or the error that failed the attempt.
+    /// - Throws: only what stops the run: cancellation, or a failure to write the saga's own log.
+    private mutating func runAttempt(
+        _ index: Int, _ phase: StepPhase, number: Int, resumed: Bool, timeout: Duration?,
+        _ body: @escaping @Sendable (StepInvocation) async throws -> (output: Data?, appends: [StreamAppend])
+    ) async throws -> (any Error)? {
+        let call = invocation(index, phase, attempt: number)
+        let (startKind, doneKind): (SagaEventKind, SagaEventKind) =
+            phase == .action ? (.stepStarted, .stepCompleted) : (.compensationStarted, .stepCompensated)
+        do {
+            let resources = try saga.steps[index].resources(call)
+            let failure = try await StepAttempt.withResources(
+                resources, store: store, sagaSession: session, configuration: configuration
+            ) { () async throws -> (any Error)? in
+                var started = stepRecord(startKind, step: index, attempt: number, key: call.idempotencyKey)
+                started.resumed = resumed ? true : nil
+                try await record(started)
+                hooks.stepStarted?(event(index, phase, attempt: number, key: call.idempotencyKey))
+                let value: (output: Data?, appends: [StreamAppend])
+                do {
+                    value = try await StepAttempt.withTimeout(timeout, clock: clock) { try await body(call) }
+                } catch {
+                    return error
+                }
+                // The effect's appends and the completion commit together, under the resource locks.
+                var done = stepRecord(doneKind, step: index, attempt: number, key: call.idempotencyKey)
+                done.output = value.output
+                do {
+                    try await record(done, with: value.appends)
+                } catch let error where !Self.isSagaFatal(error, sagaStream: session.stream) {
+                    return error
+                }
+                return nil
+            }
+            if failure == nil { hooks.stepFinished?(event(index, phase, attempt: number, key: call.idempotencyKey)) }
+            return failure
+        } catch let error where !Self.isSagaFatal(error, sagaStream: session.stream) {
+            return error  // the resources could not be taken
+        }
+    }
+
+    /// Records a failed attempt (StepFailed or CompensationFailed) and reports it to the hook.
+    /// - Returns: the error as recorded.
+    /// - Throws: CancellationError instead, if the run was cancelled: a stopped runner records nothing.
+    @discardableResult
+    private mutating func recordFailure(
+        _ index: Int, _ phase: StepPhase, number: Int, error: any Error, willRetry: Bool
+    ) async throws -> String {
+        if Task.isCancelled { throw CancellationError() }
+        let key = invocation(index, phase, attempt: number).idempotencyKey
+        var failed = stepRecord(
+            phase == .action ? .stepFailed : .compensationFailed, step: index, attempt: number, key: key)
+        failed.error = Self.describe(error)
+        failed.willRetry = willRetry
+        try await record(failed)
+        hooks.stepFailed?(
+            event(index, phase, attempt: number, key: key, error: failed.error, willRetry: willRetry))
+        return failed.error ?? ""
+    }
+
+    /// Waits out the backoff after failed attempt `attempt`, keeping the saga's lease alive.
+    private func pause(_ policy: RetryPolicy, after attempt: Int) async throws {
+        try await StepAttempt.pause(
+            for: policy.backoff(afterAttempt: attempt, random: configuration.random()), clock: clock,
+            session: session, configuration: configuration)
     }
 
     // MARK: Helpers
-
-    /// Runs one attempt, turning its error (or its timeout) into a value.
-    private static func attempt<Value: Sendable>(
-        _ timeout: Duration?, clock: any SagaClock, _ body: @escaping @Sendable () async throws -> Value
-    ) async -> Result<Value, any Error> {
-        do {
-            return .success(try await StepAttempt.withTimeout(timeout, clock: clock, body))
-        } catch {
-            return .failure(error)
-        }
-    }
 
     /// Whether `error` means this runner can no longer advance the saga (rather than that the attempt failed).
     static func isSagaFatal(_ error: any Error, sagaStream: StreamName) -> Bool {

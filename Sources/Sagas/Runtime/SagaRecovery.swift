@@ -49,30 +49,52 @@ struct OpenSaga: Sendable {
 
 extension SagaRunner {
     /// Finds every unfinished saga and resumes each one: forward if no step failed, otherwise by continuing its
-    /// compensation. Stuck sagas are reported as they are, not retried. Call it when the process starts.
+    /// compensation. Up to ``SagaRunnerConfiguration/recoveryConcurrency`` sagas run at once. Stuck sagas are
+    /// reported as they are, not retried. Call it when the process starts.
     /// - Returns: one entry per unfinished saga found, oldest first.
     public func recover() async throws -> [SagaRecovery] {
+        let width = configuration.recoveryConcurrency
+        guard width >= 1 else {
+            throw EventStoreError.invalidArgument("recoveryConcurrency must be at least 1, got \(width)")
+        }
         let (open, head, mark) = try await openSagas()
-        var results: [SagaRecovery] = []
-        var stillOpen: [UInt64] = []
-        for saga in open {
-            try Task.checkCancellation()
-            let result: SagaRecovery.Result
-            do {
-                result = .finished(try await resume(saga.id, lockWait: configuration.recoveryLockWait))
-            } catch EventStoreError.streamLocked {
-                result = .heldByAnotherRunner
-            } catch let error where error is CancellationError {
-                throw error
-            } catch {
-                result = .failed(String(describing: error))
+        let recoverAt = { @Sendable (index: Int) async throws -> (Int, SagaRecovery.Result) in
+            (index, try await self.recoverOne(open[index].id))
+        }
+        let outcomes = try await withThrowingTaskGroup(of: (Int, SagaRecovery.Result).self) { group in
+            var outcomes = [SagaRecovery.Result](repeating: .heldByAnotherRunner, count: open.count)
+            var next = min(width, open.count)
+            for index in 0..<next { group.addTask { try await recoverAt(index) } }
+            while let (index, result) = try await group.next() {
+                outcomes[index] = result
+                if next < open.count {
+                    let index = next
+                    group.addTask { try await recoverAt(index) }
+                    next += 1
+                }
             }
-            results.append(SagaRecovery(sagaID: saga.id, result: result))
+            return outcomes
+        }
+        var stillOpen: [UInt64] = []
+        for (saga, result) in zip(open, outcomes) {
             if case .finished(let outcome) = result, outcome.isFinished { continue }
             stillOpen.append(saga.indexVersion)
         }
         try await advanceCheckpoint(from: mark, to: stillOpen.min() ?? (head + 1))
-        return results
+        return zip(open, outcomes).map { SagaRecovery(sagaID: $0.id, result: $1) }
+    }
+
+    /// Resumes one saga for recovery; only cancellation is thrown, every other problem is reported.
+    private func recoverOne(_ id: SagaID) async throws -> SagaRecovery.Result {
+        do {
+            return .finished(try await resume(id, lockWait: configuration.recoveryLockWait))
+        } catch EventStoreError.streamLocked {
+            return .heldByAnotherRunner
+        } catch let error where error is CancellationError {
+            throw error
+        } catch {
+            return .failed(String(describing: error))
+        }
     }
 
     /// The sagas the index lists as open, oldest first, with the index head and the mark the read started from.
@@ -95,7 +117,9 @@ extension SagaRunner {
                     location: "\"\(index)\" version \(event.version)", detail: "unknown index event \(event.type)")
             }
         }
-        let sagas = try open.sorted { $0.value < $1.value }.map { OpenSaga(id: try SagaID($0.key), indexVersion: $0.value) }
+        let sagas = try open.sorted { $0.value < $1.value }.map {
+            OpenSaga(id: try SagaID($0.key), indexVersion: $0.value)
+        }
         return (sagas, events.last?.version ?? (mark - 1), mark)
     }
 

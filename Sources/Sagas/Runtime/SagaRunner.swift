@@ -64,7 +64,8 @@ public final class SagaRunner: Sendable {
         started.definition = erased.name
         started.input = try definition.encodeInput(input)
         started.steps = erased.steps.map(\.name)
-        let opened = try SagaIndexRecord(saga: id.rawValue, definition: erased.name).eventData(type: SagaIndexRecord.opened)
+        let opened = try SagaIndexRecord(saga: id.rawValue, definition: erased.name).eventData(
+            type: SagaIndexRecord.opened)
         do {
             _ = try await store.append([
                 StreamAppend(stream: stream, expectedVersion: .noStream, events: [try started.eventData()]),

@@ -18,19 +18,22 @@ public struct SagaRunnerConfiguration: Sendable {
     public var recoveryLockWait: Duration
     /// How long a step waits for its resources before the attempt fails.
     public var resourceWait: Duration
+    /// How many sagas ``SagaRunner/recover()`` resumes at once; at least 1.
+    public var recoveryConcurrency: Int
     /// A random number in 0..<1 for backoff jitter; replace it to make jitter deterministic in tests.
     public var random: @Sendable () -> Double
 
     /// Creates a configuration.
     public init(
         sessionTimeout: Duration = .seconds(30), lockWait: Duration = .seconds(10),
-        recoveryLockWait: Duration = .zero, resourceWait: Duration = .seconds(60),
+        recoveryLockWait: Duration = .zero, resourceWait: Duration = .seconds(60), recoveryConcurrency: Int = 4,
         random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }
     ) {
         self.sessionTimeout = sessionTimeout
         self.lockWait = lockWait
         self.recoveryLockWait = recoveryLockWait
         self.resourceWait = resourceWait
+        self.recoveryConcurrency = recoveryConcurrency
         self.random = random
     }
 }

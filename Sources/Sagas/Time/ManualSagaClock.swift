@@ -4,7 +4,8 @@
 // - A sleeper is resumed exactly once: by `advance(by:)` once its deadline is reached, or by its task's
 //   cancellation (then with CancellationError). Continuations are resumed outside the lock.
 // - `requestedSleeps` records every sleep ever requested, in order, so tests can check backoff durations.
-// - A `waitForSleepers` waiter is resumed as soon as at least its count of sleepers are waiting.
+// - A `waitForSleepers` waiter is resumed exactly once: as soon as at least its count of sleepers are waiting, or
+//   when its task is cancelled.
 
 import Foundation
 import Synchronization
@@ -17,6 +18,7 @@ public final class ManualSagaClock: SagaClock {
         var continuation: CheckedContinuation<Void, any Error>
     }
     private struct Waiter {
+        var id: UInt64
         var count: Int
         var continuation: CheckedContinuation<Void, Never>
     }
@@ -93,15 +95,32 @@ public final class ManualSagaClock: SagaClock {
         for sleeper in due { sleeper.continuation.resume() }
     }
 
-    /// Suspends until at least `count` sleepers are waiting on this clock.
+    /// Suspends until at least `count` sleepers are waiting on this clock, or until the task is cancelled.
     public func waitForSleepers(_ count: Int = 1) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let ready: Bool = state.withLock { state in
-                if state.sleepers.count >= count { return true }
-                state.waiters.append(Waiter(count: count, continuation: continuation))
-                return false
+        let id: UInt64 = state.withLock { state in
+            state.nextID += 1
+            return state.nextID
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let ready: Bool = state.withLock { state in
+                    if state.cancelledBeforeRegistering.remove(id) != nil || state.sleepers.count >= count {
+                        return true
+                    }
+                    state.waiters.append(Waiter(id: id, count: count, continuation: continuation))
+                    return false
+                }
+                if ready { continuation.resume() }
             }
-            if ready { continuation.resume() }
+        } onCancel: {
+            let waiter: Waiter? = state.withLock { state in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else {
+                    state.cancelledBeforeRegistering.insert(id)
+                    return nil
+                }
+                return state.waiters.remove(at: index)
+            }
+            waiter?.continuation.resume()
         }
     }
 
