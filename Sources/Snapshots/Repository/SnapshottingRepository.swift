@@ -1,6 +1,7 @@
 // SnapshottingRepository: the snapshot-aware aggregate repository.
 //
 // Invariants:
+// - Snapshots live in the collection named by the schema, so only snapshots of this state are ever decoded as it.
 // - A load gives exactly the state a full replay gives: it starts from the newest snapshot at or before the wanted
 //   version whose schema is readable (never a newer one), and replays every event after it up to that version.
 // - A snapshot is only ever made from a state built the way a load builds it: by replay, or by applying events
@@ -35,7 +36,9 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
 
     /// Creates a repository over the streams of `events`, with snapshots on the same backend.
     /// - Parameter readBatchSize: how many events are read per round trip while replaying.
-    /// - Throws: ``EventStoreError/invalidArgument(_:)`` for a policy with an interval or retention below 1.
+    /// Snapshots are kept in the collection named by `schema`'s ``SnapshotSchema/name``.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` for a policy with an interval or retention below 1, or a
+    ///   schema name that cannot name a collection.
     public init(
         events: KeyValueEventStore, registry: EventTypeRegistry, schema: SnapshotSchema<State> = SnapshotSchema(),
         policy: SnapshotPolicy = .manual, readBatchSize: Int = 1_000
@@ -44,7 +47,7 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
             throw EventStoreError.invalidArgument("readBatchSize must be at least 1, got \(readBatchSize)")
         }
         self.aggregates = AggregateRepository(store: events, registry: registry, readBatchSize: readBatchSize)
-        self.snapshots = SnapshotStore(events: events)
+        self.snapshots = try SnapshotStore(events: events, collection: schema.name)
         self.schema = schema
         self.policy = try policy.validated()
     }

@@ -1,4 +1,5 @@
 // SnapshotStore: per stream, a collection of snapshots keyed by version, on the key-value backend of the events.
+// One SnapshotStore value is one named collection (one kind of state); see SnapshotKeys.swift.
 //
 // Invariants:
 // - Every change to a stream's collection (save, delete, prune) is ONE key-value transaction that writes the records
@@ -17,17 +18,28 @@ import EventStoreKV
 import Foundation
 
 /// Stores snapshots of streams on the same key-value backend as the events of a ``KeyValueEventStore``.
+///
+/// Each store value is one named collection: snapshots of one kind of state. Stores with different collection
+/// names never see each other's snapshots, so several aggregates or projections of one stream can be snapshotted
+/// side by side.
 public struct SnapshotStore: Sendable {
     /// The event store whose streams are snapshotted; snapshots share its backend.
     public let events: KeyValueEventStore
+    /// The name of this collection of snapshots.
+    public let collection: String
+    private let keys: SnapshotKeys
 
     /// How many snapshots ``deleteAll(of:)`` removes per transaction, so that a large collection never needs one
     /// oversized transaction.
     public static let deletionBatchSize = 256
 
-    /// Creates a snapshot store on the backend of `events`.
-    public init(events: KeyValueEventStore) {
+    /// Creates the snapshot collection named `collection` on the backend of `events`.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` for a name containing U+0000 or longer than 255 UTF-8
+    ///   bytes.
+    public init(events: KeyValueEventStore, collection: String = "") throws {
         self.events = events
+        self.collection = collection
+        self.keys = try SnapshotKeys(collection: collection)
     }
 
     private var backend: any KeyValueStore { events.backend }
@@ -56,6 +68,7 @@ public struct SnapshotStore: Sendable {
         guard version <= streamVersion else {
             throw SnapshotError.versionBeyondStream(stream: stream, requested: version, streamVersion: streamVersion)
         }
+        let keys = self.keys
         let snapshot = Snapshot(
             stream: stream, version: version, schemaVersion: schemaVersion, takenAt: Date(), data: data)
         let record = SnapshotRecord.encode(snapshot)
@@ -63,8 +76,8 @@ public struct SnapshotStore: Sendable {
             index.insert(snapshot.descriptor)
             let pruned = keepingLast.map { index.keepLast($0) } ?? []
             var writes: [KeyWrite] = []
-            if !pruned.contains(version) { writes.append(.put(SnapshotKeys.record(of: stream, at: version), record)) }
-            writes += pruned.map { .delete(SnapshotKeys.record(of: stream, at: $0)) }
+            if !pruned.contains(version) { writes.append(.put(keys.record(of: stream, at: version), record)) }
+            writes += pruned.map { .delete(keys.record(of: stream, at: $0)) }
             return (writes, ())
         }
     }
@@ -75,7 +88,7 @@ public struct SnapshotStore: Sendable {
     public func delete(snapshotOf stream: StreamName, at version: UInt64) async throws -> Bool {
         try await changeIndex(of: stream) { index in
             guard index.remove(version) else { return ([], false) }
-            return ([.delete(SnapshotKeys.record(of: stream, at: version))], true)
+            return ([.delete(keys.record(of: stream, at: version))], true)
         }
     }
 
@@ -89,7 +102,7 @@ public struct SnapshotStore: Sendable {
             try Task.checkCancellation()
             let batch = try await changeIndex(of: stream) { index in
                 let removed = index.removeOldest(Self.deletionBatchSize)
-                return (removed.map { .delete(SnapshotKeys.record(of: stream, at: $0)) }, removed.count)
+                return (removed.map { .delete(keys.record(of: stream, at: $0)) }, removed.count)
             }
             deleted += batch
             if batch < Self.deletionBatchSize { return deleted }
@@ -103,7 +116,7 @@ public struct SnapshotStore: Sendable {
         guard count >= 1 else { throw EventStoreError.invalidArgument("keepingLast must be at least 1, got \(count)") }
         return try await changeIndex(of: stream) { index in
             let removed = index.keepLast(count)
-            return (removed.map { .delete(SnapshotKeys.record(of: stream, at: $0)) }, removed)
+            return (removed.map { .delete(keys.record(of: stream, at: $0)) }, removed)
         }
     }
 
@@ -114,7 +127,7 @@ public struct SnapshotStore: Sendable {
         of stream: StreamName,
         _ change: @escaping @Sendable (inout SnapshotIndex) throws -> (writes: [KeyWrite], value: Value)
     ) async throws -> Value {
-        let indexKey = SnapshotKeys.index(of: stream)
+        let indexKey = keys.index(of: stream)
         let outcome = try await translatingErrors {
             try await backend.update { context -> (transaction: KeyValueTransaction, value: Value) in
                 let entry = try await context.get(indexKey)
@@ -175,13 +188,13 @@ public struct SnapshotStore: Sendable {
     private func readChosen(
         of stream: StreamName, _ choose: (SnapshotIndex) -> SnapshotDescriptor?
     ) async throws -> Snapshot? {
-        let indexKey = SnapshotKeys.index(of: stream)
+        let indexKey = keys.index(of: stream)
         var indexEntry = try await translatingErrors { try await backend.get(indexKey) }
         while true {
             try Task.checkCancellation()
             guard let seen = indexEntry else { return nil }
             guard let chosen = choose(try SnapshotIndex.decode(seen.value, stream: stream)) else { return nil }
-            let recordKey = SnapshotKeys.record(of: stream, at: chosen.version)
+            let recordKey = keys.record(of: stream, at: chosen.version)
             let record = try await translatingErrors { try await backend.get(recordKey) }
             if let record, record.modRevision <= seen.modRevision {
                 return try SnapshotRecord.decode(record.value, stream: stream, expected: chosen)
@@ -199,7 +212,7 @@ public struct SnapshotStore: Sendable {
     }
 
     private func index(of stream: StreamName) async throws -> SnapshotIndex {
-        let key = SnapshotKeys.index(of: stream)
+        let key = keys.index(of: stream)
         guard let entry = try await translatingErrors({ try await backend.get(key) }) else { return SnapshotIndex() }
         return try SnapshotIndex.decode(entry.value, stream: stream)
     }
