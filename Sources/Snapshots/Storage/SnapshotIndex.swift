@@ -1,5 +1,5 @@
-// The snapshot index of one stream (value of `0x08 name 0x00 0x01`): which versions have a snapshot, and in which
-// schema.
+// The index of one snapshot collection of a stream (value of `0x08 stream 0x00 collection 0x00 0x01`): which
+// versions have a snapshot, and in which schema.
 //
 // Layout (format 1): u8 format=1, u32 count, then `count` entries of (u64 version, u32 schema version), all
 // little-endian, in strictly ascending version order.

@@ -1,4 +1,4 @@
-// One stored snapshot (value of `0x08 name 0x00 0x02 version`).
+// One stored snapshot (value of `0x08 stream 0x00 collection 0x00 0x02 version`).
 //
 // Layout (format 1): u8 format=1, u64 version, u32 schema version, i64 takenAt (µs since 1970), u32 data length,
 // data; integers little-endian.
