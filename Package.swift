@@ -34,6 +34,15 @@ let package = Package(
         ),
         .testTarget(name: "EventStoreKVTests", dependencies: ["EventStoreKV"], swiftSettings: strict),
         .testTarget(name: "ConformanceTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
+        .testTarget(name: "SagasTests", dependencies: ["Sagas", "EventStore", "EventStoreKV"], swiftSettings: strict),
+        // The child process of the saga crash test (SagasTests/SagaCrashTests): runs sagas on the page-file engine
+        // and is SIGKILLed at random points by the parent.
+        .executableTarget(
+            name: "SagaCrashChild",
+            dependencies: ["Sagas", "EventStore", "EventStoreKV"],
+            path: "Tests/SagaCrashChild",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "SnapshotsTests", dependencies: ["EventStore", "EventStoreKV", "Snapshots"], swiftSettings: strict),
     ]

@@ -19,14 +19,19 @@ struct Backend: Sendable, CustomTestStringConvertible {
     /// timeouts up to it.
     var leaseResolution: Duration = .zero
     let make: @Sendable (EventStoreLimits) async throws -> TestStore
+    /// Bytes of storage the backend occupies (a file's size, or its live keys and values), for checking that
+    /// scavenge reclaims space; nil for a backend that cannot tell.
+    var storageInUse: (@Sendable (KeyValueEventStore) async throws -> Int)? = nil
 
     init(
         name: String, leaseResolution: Duration = .zero,
-        make: @escaping @Sendable (EventStoreLimits) async throws -> TestStore
+        make: @escaping @Sendable (EventStoreLimits) async throws -> TestStore,
+        storageInUse: (@Sendable (KeyValueEventStore) async throws -> Int)? = nil
     ) {
         self.name = name
         self.leaseResolution = leaseResolution
         self.make = make
+        self.storageInUse = storageInUse
     }
 
     /// `requested`, raised to what the backend can honour.
@@ -49,10 +54,16 @@ struct Backend: Sendable, CustomTestStringConvertible {
         }
     }
 
-    static let inMemory = Backend(name: "in-memory") { limits in
-        let store = KeyValueEventStore(backend: InMemoryKeyValueStore(), limits: limits)
-        return TestStore(store: store) { try? await store.close() }
-    }
+    static let inMemory = Backend(
+        name: "in-memory",
+        make: { limits in
+            let store = KeyValueEventStore(backend: InMemoryKeyValueStore(), limits: limits)
+            return TestStore(store: store) { try? await store.close() }
+        },
+        storageInUse: { store in
+            let entries = try await store.backend.scan(KeyRange(from: [], to: nil), direction: .forward, limit: .max)
+            return entries.reduce(0) { $0 + $1.key.count + $1.value.count }
+        })
 }
 
 enum Backends {

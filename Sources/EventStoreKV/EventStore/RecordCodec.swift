@@ -34,9 +34,12 @@ enum RecordLocation {
     case eventRecord(position: UInt64)
     case streamHead(StreamName)
     case lease(StreamName)
+    /// Any other record, described up front (for records off the hot read path).
+    case described(String)
 
     var description: String {
         switch self {
+        case .described(let text): text
         case .eventRecord(let position): "event record at global position \(position)"
         case .streamHead(let stream): "stream head of \"\(stream)\""
         case .lease(let stream): "session lease of \"\(stream)\""
@@ -53,6 +56,10 @@ struct ByteReader {
     init(_ bytes: [UInt8], location: RecordLocation) {
         self.bytes = bytes
         self.location = location
+    }
+
+    init(_ bytes: [UInt8], location: String) {
+        self.init(bytes, location: .described(location))
     }
 
     private func corrupted(_ detail: String) -> EventStoreError {
@@ -205,26 +212,54 @@ enum EventRecord {
     }
 }
 
-/// The stream head (value of `H name`). Format 1: u8 format=1, u64 version, u64 last position.
+/// The stream head (value of `H name`). Format 1: u8 format=1, u64 version, u64 last position. Format 2 (written
+/// only once a stream has been deleted): format 1's fields, then u8 state (0 live, 1 soft-deleted, 2 hard-deleted),
+/// u64 hiddenThrough (versions up to it were deleted and stay hidden after a recreation).
 struct StreamHead: Equatable {
+    /// Whether the stream is live or deleted.
+    enum State: UInt8 {
+        case live = 0
+        case softDeleted = 1
+        case hardDeleted = 2
+    }
+
     var version: UInt64
     var lastPosition: UInt64
+    var state: State = .live
+    var hiddenThrough: UInt64 = 0
+
+    /// The version appends are checked against and readers see: 0 while the stream is deleted.
+    var visibleVersion: UInt64 { state == .live ? version : 0 }
 
     func encoded() -> [UInt8] {
-        var writer = ByteWriter(capacity: 17)
-        writer.u8(1)
+        let extended = state != .live || hiddenThrough != 0
+        var writer = ByteWriter(capacity: 26)
+        writer.u8(extended ? 2 : 1)
         writer.u64(version)
         writer.u64(lastPosition)
+        if extended {
+            writer.u8(state.rawValue)
+            writer.u64(hiddenThrough)
+        }
         return writer.bytes
     }
 
     static func decode(_ bytes: [UInt8], stream: StreamName) throws -> StreamHead {
         var reader = ByteReader(bytes, location: .streamHead(stream))
         let format = try reader.u8()
-        guard format == 1 else {
+        guard format == 1 || format == 2 else {
             throw EventStoreError.corrupted(location: "stream head of \"\(stream)\"", detail: "unknown format \(format)")
         }
-        return StreamHead(version: try reader.u64(), lastPosition: try reader.u64())
+        var head = StreamHead(version: try reader.u64(), lastPosition: try reader.u64())
+        if format == 2 {
+            let raw = try reader.u8()
+            guard let state = State(rawValue: raw) else {
+                throw EventStoreError.corrupted(location: "stream head of \"\(stream)\"", detail: "unknown state \(raw)")
+            }
+            head.state = state
+            head.hiddenThrough = try reader.u64()
+        }
+        return head
     }
 }
 
