@@ -106,11 +106,12 @@ enum Fixtures {
     }
 
     /// Appends `count` events of the deterministic history after `start` in batches, and returns the ledger they
-    /// fold into from `start`'s state.
+    /// fold into from `start`'s state. `expectingAny` appends without a version expectation (to recreate a deleted
+    /// stream).
     @discardableResult
     static func fill(
         _ stream: StreamName, in store: KeyValueEventStore, events count: UInt64, after start: Ledger = Ledger(),
-        startingAt version: UInt64 = 0, batch: UInt64 = 1_000
+        startingAt version: UInt64 = 0, batch: UInt64 = 1_000, expectingAny: Bool = false
     ) async throws -> Ledger {
         var ledger = start
         var next = version + 1
@@ -120,7 +121,7 @@ enum Fixtures {
             let events = (next...last).map { event(number: $0) }
             for event in events { ledger.apply(event) }
             let data = try events.map { try registry.encode(any: $0) }
-            _ = try await store.append(data, to: stream, expectedVersion: .exact(next - 1))
+            _ = try await store.append(data, to: stream, expectedVersion: expectingAny ? .any : .exact(next - 1))
             next = last + 1
         }
         return ledger

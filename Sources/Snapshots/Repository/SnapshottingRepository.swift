@@ -3,7 +3,8 @@
 // Invariants:
 // - Snapshots live in the collection named by the schema, so only snapshots of this state are ever decoded as it.
 // - A load gives exactly the state a full replay gives: it starts from the newest snapshot at or before the wanted
-//   version whose schema is readable (never a newer one), and replays every event after it up to that version.
+//   version whose schema is readable (never a newer one) and whose version readers still see (not deleted, not
+//   hidden by retention, not past the stream's end), and replays every event after it up to that version.
 // - A snapshot is only ever made from a state built the way a load builds it: by replay, or by applying events
 //   decoded from the exact bytes that were appended (so lossy encodings, such as dates in JSON, cannot make a
 //   snapshot differ from a replay).
@@ -63,7 +64,8 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     /// Loads the state of `stream` as of `version`: from the newest usable snapshot at or before `version` plus the
     /// events after it up to `version`, or by replaying events 1 through `version`.
     /// - Throws: ``SnapshotError/versionBeyondStream(stream:requested:streamVersion:)`` when the stream has not
-    ///   reached `version`.
+    ///   reached `version`; ``SnapshotError/versionNotVisible(stream:version:)`` when `version` was deleted or is
+    ///   hidden by retention.
     public func load(
         _ stream: StreamName, asOf version: UInt64, usingSnapshots: Bool = true
     ) async throws -> LoadedAggregate<State> {
@@ -74,15 +76,16 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         _ stream: StreamName, upTo version: UInt64?, usingSnapshots: Bool
     ) async throws -> LoadedAggregate<State> {
         var start = LoadedAggregate(state: State(), version: 0, replayedEvents: 0)
-        if usingSnapshots, let snapshot = try await latestUsableSnapshot(of: stream, atOrBefore: version) {
+        if usingSnapshots, let snapshot = try await latestUsableSnapshot(of: stream, atOrBefore: version),
+            try await isVisible(snapshot.version, of: stream)
+        {
             start = LoadedAggregate(state: try schema.decode(snapshot), version: snapshot.version, replayedEvents: 0)
         }
         let loaded = try await aggregates.replay(stream, onto: start, upTo: version)
-        if loaded.replayedEvents == 0, loaded.version > 0 {
-            try await checkStreamReached(loaded.version, of: stream)
-        }
         if let version, loaded.version < version {
-            throw SnapshotError.versionBeyondStream(stream: stream, requested: version, streamVersion: loaded.version)
+            let streamVersion = try await snapshots.events.version(of: stream)
+            if streamVersion >= version { throw SnapshotError.versionNotVisible(stream: stream, version: version) }
+            throw SnapshotError.versionBeyondStream(stream: stream, requested: version, streamVersion: streamVersion)
         }
         return loaded
     }
@@ -95,15 +98,13 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         }
     }
 
-    /// A snapshot with no events after it must not be newer than its stream: that would be a state for events
-    /// that do not exist.
-    private func checkStreamReached(_ version: UInt64, of stream: StreamName) async throws {
-        let streamVersion = try await snapshots.events.version(of: stream)
-        guard streamVersion >= version else {
-            throw EventStoreError.corrupted(
-                location: "snapshot of stream \"\(stream)\" at version \(version)",
-                detail: "the snapshot is newer than its stream, which is at version \(streamVersion)")
-        }
+    /// Whether readers see the event at `version`. A snapshot at a version they do not see folds events a replay no
+    /// longer sees (the stream was deleted and recreated after it, or retention hides them), or events that do not
+    /// exist; and since hiding always covers a prefix of the stream, so does every older snapshot. Such snapshots are
+    /// never used.
+    private func isVisible(_ version: UInt64, of stream: StreamName) async throws -> Bool {
+        let events = try await snapshots.events.read(stream, from: .version(version), direction: .forward, limit: 1)
+        return events.first?.version == version
     }
 
     // MARK: Saving

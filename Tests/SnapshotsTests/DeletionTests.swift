@@ -1,0 +1,63 @@
+// Snapshots and stream deletion: a stream soft-deleted and recreated starts over for readers, so snapshots of its
+// earlier life must not seed the new one.
+
+import EventStore
+import EventStoreKV
+import Foundation
+import Snapshots
+import Testing
+
+@Suite("Snapshots: deleted and recreated streams")
+struct DeletionTests {
+    @Test("snapshots from before a soft delete are not used after the stream is recreated",
+          arguments: SnapshotBackends.all)
+    func softDeleteAndRecreate(backend: SnapshotBackend) async throws {
+        try await backend.withStore { store in
+            let stream = try Fixtures.stream()
+            let repository = try Fixtures.repository(store)
+            try await Fixtures.fill(stream, in: store, events: 10)
+            try await repository.takeSnapshot(of: stream, at: 10)
+            try await repository.takeSnapshot(of: stream, at: 6)
+            _ = try await store.delete(stream, expectedVersion: .any, mode: .soft)
+            let recreated = try await Fixtures.fill(stream, in: store, events: 5, startingAt: 10, expectingAny: true)
+
+            let loaded = try await repository.load(stream)
+            let replay = try await repository.load(stream, usingSnapshots: false)
+
+            #expect(replay.state == recreated, "a full replay sees only the new life")
+            #expect(loaded.state == replay.state)
+            #expect(loaded.version == 15)
+            #expect(loaded.replayedEvents == 5)
+
+            try await repository.takeSnapshot(of: stream, at: 13)
+            let again = try await repository.load(stream)
+            #expect(again.replayedEvents == 2, "a snapshot of the new life is used")
+            #expect(again.state == replay.state)
+            let asOf12 = try await repository.load(stream, asOf: 12)
+            #expect(asOf12.version == 12)
+            #expect(asOf12.state == (try await repository.load(stream, asOf: 12, usingSnapshots: false)).state)
+        }
+    }
+
+    @Test("loading as of a deleted version is a typed error, not a later state", arguments: SnapshotBackends.all)
+    func asOfDeletedVersion(backend: SnapshotBackend) async throws {
+        try await backend.withStore { store in
+            let stream = try Fixtures.stream()
+            let repository = try Fixtures.repository(store)
+            try await Fixtures.fill(stream, in: store, events: 10)
+            try await repository.takeSnapshot(of: stream, at: 4)
+            _ = try await store.delete(stream, expectedVersion: .any, mode: .soft)
+            try await Fixtures.fill(stream, in: store, events: 5, startingAt: 10, expectingAny: true)
+
+            for usingSnapshots in [true, false] {
+                await #expect(throws: SnapshotError.versionNotVisible(stream: stream, version: 5)) {
+                    try await repository.load(stream, asOf: 5, usingSnapshots: usingSnapshots)
+                }
+            }
+            await #expect(throws: SnapshotError.versionNotVisible(stream: stream, version: 5)) {
+                try await repository.takeSnapshot(of: stream, at: 5)
+            }
+            #expect(try await repository.snapshotVersions(of: stream) == [4])
+        }
+    }
+}
