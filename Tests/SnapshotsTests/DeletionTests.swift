@@ -60,4 +60,24 @@ struct DeletionTests {
             #expect(try await repository.snapshotVersions(of: stream) == [4])
         }
     }
+
+    @Test("snapshot-all over a recreated stream starts at its first visible version", arguments: SnapshotBackends.all)
+    func snapshotAllAfterRecreation(backend: SnapshotBackend) async throws {
+        try await backend.withStore { store in
+            let stream = try Fixtures.stream()
+            let repository = try Fixtures.repository(store)
+            try await Fixtures.fill(stream, in: store, events: 10)
+            _ = try await store.delete(stream, expectedVersion: .any, mode: .soft)
+            try await Fixtures.fill(stream, in: store, events: 12, startingAt: 10, expectingAny: true)
+
+            #expect(try await repository.snapshotAll(of: stream, every: 5) == [15, 20])
+
+            for version: UInt64 in [15, 20] {
+                let snapshot = try #require(try await repository.snapshots.snapshot(of: stream, at: version))
+                let replay = try await repository.load(stream, asOf: version, usingSnapshots: false)
+                #expect(try repository.schema.decode(snapshot) == replay.state)
+            }
+            #expect(try await repository.load(stream).replayedEvents == 2)
+        }
+    }
 }

@@ -183,21 +183,29 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         return loaded.version
     }
 
-    /// Replays `stream` once from its first event and takes a snapshot every `interval` events (at versions
-    /// `interval`, 2 × `interval`, ...), one after another. Existing snapshots at those versions are replaced; the
-    /// policy's retention applies to each.
+    /// Replays `stream` once from its first visible event and takes a snapshot at every multiple of `interval`
+    /// (`interval`, 2 × `interval`, ...; from the first multiple readers see, if deletion or retention hides the
+    /// start), one after another. Existing snapshots at those versions are replaced; the policy's retention applies
+    /// to each.
     /// - Returns: the versions snapshotted, in order.
     @discardableResult
     public func snapshotAll(of stream: StreamName, every interval: UInt64) async throws -> [UInt64] {
         guard interval >= 1 else {
             throw EventStoreError.invalidArgument("a snapshot interval must be at least 1 event, got \(interval)")
         }
+        let events = snapshots.events
+        guard let first = try await events.read(stream, from: .start, direction: .forward, limit: 1).first else {
+            return []
+        }
         var loaded = LoadedAggregate(state: State(), version: 0, replayedEvents: 0)
+        // The last multiple of `interval` before the first visible version; the first target is the next one.
+        var target = (first.version - 1) / interval * interval
         var taken: [UInt64] = []
         while true {
             try Task.checkCancellation()
-            let (target, overflow) = loaded.version.addingReportingOverflow(interval)
+            let (next, overflow) = target.addingReportingOverflow(interval)
             guard !overflow else { break }
+            target = next
             loaded = try await aggregates.replay(stream, onto: loaded, upTo: target)
             guard loaded.version == target else { break }
             try await saveSnapshot(of: loaded.state, in: stream, at: target)
