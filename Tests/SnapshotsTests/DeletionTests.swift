@@ -80,4 +80,36 @@ struct DeletionTests {
             #expect(try await repository.load(stream).replayedEvents == 2)
         }
     }
+
+    @Test("after retention hides more of the stream, older snapshots are not used; loads equal a replay",
+          arguments: SnapshotBackends.all)
+    func truncatedStream(backend: SnapshotBackend) async throws {
+        try await backend.withStore { store in
+            let stream = try Fixtures.stream()
+            let repository = try Fixtures.repository(store)
+            try await Fixtures.fill(stream, in: store, events: 20)
+            try await repository.takeSnapshot(of: stream, at: 8)
+            try await repository.takeSnapshot(of: stream, at: 15)
+            try await store.setMetadata(StreamMetadata(truncateBefore: 12), for: stream)
+
+            let replay = try await repository.load(stream, usingSnapshots: false)
+            let latest = try await repository.load(stream)
+            #expect(replay.replayedEvents == 9, "a replay sees versions 12 to 20")
+            #expect(latest.state == replay.state)
+            #expect(latest.replayedEvents == 9, "the snapshot at 15 folds 1 to 15, which a replay no longer sees")
+
+            try await repository.takeSnapshot(of: stream, at: 15)
+            let again = try await repository.load(stream)
+            #expect(again.replayedEvents == 5, "a snapshot folding 12 to 15 is used")
+            #expect(again.state == replay.state)
+            let asOf14 = try await repository.load(stream, asOf: 14)
+            #expect(asOf14.state == (try await repository.load(stream, asOf: 14, usingSnapshots: false)).state)
+            await #expect(throws: SnapshotError.versionNotVisible(stream: stream, version: 11)) {
+                try await repository.load(stream, asOf: 11)
+            }
+            await #expect(throws: SnapshotError.versionNotVisible(stream: stream, version: 8)) {
+                try await repository.snapshots.save(Data([1]), schemaVersion: 1, of: stream, at: 8)
+            }
+        }
+    }
 }

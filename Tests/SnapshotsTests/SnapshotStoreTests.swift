@@ -220,7 +220,7 @@ struct SnapshotStoreTests {
         }
     }
 
-    @Test("a snapshot newer than its stream is never used: loading replays the events that exist",
+    @Test("a snapshot newer than its stream is corruption, never a state for missing events",
           arguments: SnapshotBackends.all)
     func snapshotNewerThanStream(backend: SnapshotBackend) async throws {
         try await backend.withStore { store in
@@ -240,10 +240,10 @@ struct SnapshotStoreTests {
                 .put(RawSnapshotKeys.record(short, 9, collection: collection), record.value),
             ]))
 
-            let loaded = try await repository.load(short)
-            #expect(loaded.version == 3)
-            #expect(loaded.replayedEvents == 3)
-            #expect(loaded.state == (try await repository.load(short, usingSnapshots: false)).state)
+            await #expect { try await repository.load(short) } throws: { error in
+                guard case EventStoreError.corrupted(let location, let detail) = error else { return false }
+                return location.contains(short.rawValue) && detail.contains("newer than its stream")
+            }
         }
     }
 }

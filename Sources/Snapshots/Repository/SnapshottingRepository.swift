@@ -3,8 +3,8 @@
 // Invariants:
 // - Snapshots live in the collection named by the schema, so only snapshots of this state are ever decoded as it.
 // - A load gives exactly the state a full replay gives: it starts from the newest snapshot at or before the wanted
-//   version whose schema is readable (never a newer one) and whose version readers still see (not deleted, not
-//   hidden by retention, not past the stream's end), and replays every event after it up to that version.
+//   version whose schema is readable (never a newer one) and which folded the same events a replay folds now (its
+//   recorded first version is the first version readers see), and replays every event after it up to that version.
 // - A snapshot is only ever made from a state built the way a load builds it: by replay, or by applying events
 //   decoded from the exact bytes that were appended (so lossy encodings, such as dates in JSON, cannot make a
 //   snapshot differ from a replay).
@@ -76,12 +76,13 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         _ stream: StreamName, upTo version: UInt64?, usingSnapshots: Bool
     ) async throws -> LoadedAggregate<State> {
         var start = LoadedAggregate(state: State(), version: 0, replayedEvents: 0)
-        if usingSnapshots, let snapshot = try await latestUsableSnapshot(of: stream, atOrBefore: version),
-            try await isVisible(snapshot.version, of: stream)
-        {
+        if usingSnapshots, let snapshot = try await latestUsableSnapshot(of: stream, atOrBefore: version) {
             start = LoadedAggregate(state: try schema.decode(snapshot), version: snapshot.version, replayedEvents: 0)
         }
         let loaded = try await aggregates.replay(stream, onto: start, upTo: version)
+        if start.version > 0, loaded.replayedEvents == 0 {
+            try await checkStreamReached(start.version, of: stream)
+        }
         if let version, loaded.version < version {
             let streamVersion = try await snapshots.events.version(of: stream)
             if streamVersion >= version { throw SnapshotError.versionNotVisible(stream: stream, version: version) }
@@ -90,21 +91,28 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         return loaded
     }
 
-    /// The newest snapshot at or before `version` that this schema can read.
+    /// The newest snapshot at or before `version` that this schema can read and that folds exactly the events a
+    /// replay would: readers must still see the stream from the snapshot's first version. After a deletion and
+    /// recreation, or once retention hides more of the stream's start, older snapshots fold events a replay no
+    /// longer sees, and are not used.
     private func latestUsableSnapshot(of stream: StreamName, atOrBefore version: UInt64?) async throws -> Snapshot? {
+        guard let firstVisible = try await snapshots.events.firstVisibleVersion(of: stream) else { return nil }
         let schema = self.schema
         return try await snapshots.latestSnapshot(of: stream, atOrBefore: version) { descriptor in
-            schema.canRead(schemaVersion: descriptor.schemaVersion)
+            descriptor.firstVersion == firstVisible && descriptor.version >= firstVisible
+                && schema.canRead(schemaVersion: descriptor.schemaVersion)
         }
     }
 
-    /// Whether readers see the event at `version`. A snapshot at a version they do not see folds events a replay no
-    /// longer sees (the stream was deleted and recreated after it, or retention hides them), or events that do not
-    /// exist; and since hiding always covers a prefix of the stream, so does every older snapshot. Such snapshots are
-    /// never used.
-    private func isVisible(_ version: UInt64, of stream: StreamName) async throws -> Bool {
-        let events = try await snapshots.events.read(stream, from: .version(version), direction: .forward, limit: 1)
-        return events.first?.version == version
+    /// A snapshot with no events after it must not be newer than its stream: that would be a state for events
+    /// that do not exist.
+    private func checkStreamReached(_ version: UInt64, of stream: StreamName) async throws {
+        let streamVersion = try await snapshots.events.version(of: stream)
+        guard streamVersion >= version else {
+            throw EventStoreError.corrupted(
+                location: "snapshot of stream \"\(stream)\" at version \(version)",
+                detail: "the snapshot is newer than its stream, which is at version \(streamVersion)")
+        }
     }
 
     // MARK: Saving

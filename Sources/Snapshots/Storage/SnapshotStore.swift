@@ -6,8 +6,8 @@
 //   and the index together, built by `KeyValueStore.update` from a read of the index and conditioned on the index as
 //   read (its modRevision, or its absence). Concurrent writers therefore serialize on the index: none can lose
 //   another's entry, and the index always lists exactly the records that exist.
-// - A snapshot is saved only at a version the stream has reached (1 ... stream version). Stream versions never go
-//   down, so checking the version before the transaction is as good as checking it inside.
+// - A snapshot is saved only at a version readers see (first visible version ... stream version), and records that
+//   first visible version. Stream versions never go down, so checking before the transaction is as good as inside.
 // - A record is written only together with its index, so a record's modRevision never exceeds that of the index
 //   describing it. Reads use this to tell a concurrent change (start again) from corruption.
 // - Reads never guess: an index entry without its record, or a malformed value, is EventStoreError.corrupted naming
@@ -47,9 +47,11 @@ public struct SnapshotStore: Sendable {
     // MARK: Writing
 
     /// Saves `data` as the snapshot of `stream` at `version`, replacing any snapshot already at that version; with
-    /// `keepingLast`, removes all but the newest `keepingLast` snapshots in the same transaction.
+    /// `keepingLast`, removes all but the newest `keepingLast` snapshots in the same transaction. `data` must be the
+    /// state folded from the events readers see now, up to `version`; the first version they see is recorded with
+    /// it (``Snapshot/firstVersion``).
     /// - Throws: ``SnapshotError/versionBeyondStream(stream:requested:streamVersion:)`` when the stream has not
-    ///   reached `version`; ``EventStoreError/invalidArgument(_:)`` for version 0, a `keepingLast` below 1 or data
+    ///   reached `version`; ``SnapshotError/versionNotVisible(stream:version:)`` when readers no longer see it; ``EventStoreError/invalidArgument(_:)`` for version 0, a `keepingLast` below 1 or data
     ///   of 4 GiB or more.
     ///   Nothing is written when it throws.
     public func save(
@@ -68,9 +70,13 @@ public struct SnapshotStore: Sendable {
         guard version <= streamVersion else {
             throw SnapshotError.versionBeyondStream(stream: stream, requested: version, streamVersion: streamVersion)
         }
+        guard let firstVersion = try await events.firstVisibleVersion(of: stream), firstVersion <= version else {
+            throw SnapshotError.versionNotVisible(stream: stream, version: version)
+        }
         let keys = self.keys
         let snapshot = Snapshot(
-            stream: stream, version: version, schemaVersion: schemaVersion, takenAt: Date(), data: data)
+            stream: stream, version: version, schemaVersion: schemaVersion, firstVersion: firstVersion,
+            takenAt: Date(), data: data)
         let record = SnapshotRecord.encode(snapshot)
         try await changeIndex(of: stream) { index in
             index.insert(snapshot.descriptor)
@@ -227,5 +233,13 @@ func translatingErrors<T>(_ body: () async throws -> T) async throws -> T {
         case .closed: throw EventStoreError.storeClosed
         default: throw EventStoreError.backend(error.description)
         }
+    }
+}
+
+extension KeyValueEventStore {
+    /// The first version of `stream` readers see (1 unless a deletion or retention hides the start), or nil when
+    /// they see no event.
+    func firstVisibleVersion(of stream: StreamName) async throws -> UInt64? {
+        try await read(stream, from: .start, direction: .forward, limit: 1).first?.version
     }
 }
