@@ -34,6 +34,13 @@ let package = Package(
         ),
         .testTarget(name: "EventStoreKVTests", dependencies: ["EventStoreKV"], swiftSettings: strict),
         .testTarget(name: "ConformanceTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
+        .testTarget(name: "PageFileTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
+        .executableTarget(
+            name: "CrashChild",
+            dependencies: ["EventStore", "EventStoreKV"],
+            path: "Tests/Support/CrashChild",
+            swiftSettings: strict
+        ),
         .testTarget(name: "SagasTests", dependencies: ["Sagas", "EventStore", "EventStoreKV"], swiftSettings: strict),
         // The child process of the saga crash test (SagasTests/SagaCrashTests): runs sagas on the page-file engine
         // and is SIGKILLed at random points by the parent.
@@ -41,7 +48,7 @@ let package = Package(
             name: "SagaCrashChild",
             dependencies: ["Sagas", "EventStore", "EventStoreKV"],
             path: "Tests/SagaCrashChild",
-            swiftSettings: strict
+            swiftSettings: strict + [.define("SAGAS_CRASH_ENGINE")]
         ),
         .testTarget(
             name: "SnapshotsTests", dependencies: ["EventStore", "EventStoreKV", "Snapshots"], swiftSettings: strict),

@@ -116,8 +116,7 @@ func scaled(_ count: Int, _ options: Options) -> Int { max(1, Int((Double(count)
 
 /// Opens the store a workload runs on: the default engine on `directory`.
 func openStore(_ directory: String) throws -> KeyValueEventStore {
-    // BENCH-STORE: replaced by the page-file engine's one-line open when it lands.
-    KeyValueEventStore.inMemory()
+    try KeyValueEventStore.open(directory: directory)
 }
 
 func appendSingle(_ store: KeyValueEventStore, _ options: Options) async throws -> Measurement {

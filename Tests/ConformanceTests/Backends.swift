@@ -66,9 +66,23 @@ struct Backend: Sendable, CustomTestStringConvertible {
         })
 }
 
+extension Backend {
+    /// The page-file engine, each test in a fresh temporary directory that is removed afterwards.
+    static let pageFile = Backend(name: "page-file") { limits in
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("eventstore-conformance-\(UUID().uuidString)").path
+        let store = KeyValueEventStore(
+            backend: try PageFileKeyValueStore.open(directory: directory), limits: limits)
+        return TestStore(store: store) {
+            try? await store.close()
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+}
+
 enum Backends {
     /// Every backend available in this run. Backends that need a server join when it is configured.
     static var all: [Backend] {
-        [.inMemory]
+        [.inMemory, .pageFile]
     }
 }

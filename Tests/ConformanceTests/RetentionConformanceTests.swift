@@ -291,7 +291,16 @@ import Testing
                 group.addTask {
                     for _ in 0..<10 {
                         try await store.scavenge()
-                        _ = try await store.read(name)  // never reports corruption for scavenged versions
+                        await Task.yield()
+                    }
+                }
+                group.addTask {
+                    // Reads racing scavenge never report corruption and always return consecutive versions.
+                    for _ in 0..<40 {
+                        let versions = try await store.read(name).map(\.version)
+                        #expect(versions.count <= 5)
+                        #expect(zip(versions, versions.dropFirst()).allSatisfy { $0 + 1 == $1 })
+                        await Task.yield()
                     }
                 }
                 try await group.waitForAll()

@@ -215,6 +215,24 @@ import Testing
     }
 
     @Test(arguments: Backends.all)
+    func streamSubscriptionSkipsHiddenVersionsAndFollowsARecreatedStream(backend: Backend) async throws {
+        try await backend.withStore { store in
+            let target = try stream("cart-1")
+            _ = try await store.append(samples(6), to: target, expectedVersion: .noStream)
+            try await store.setMetadata(StreamMetadata(maxCount: 2), for: target)
+            var iterator = store.subscribe(to: target).makeAsyncIterator()
+            #expect(try await iterator.nextEvents(2).map(\.version) == [5, 6])
+            #expect(try await iterator.next() == .caughtUp(through: 6))
+            // Soft delete, then recreate: the subscription sees the new events, with versions continuing.
+            _ = try await store.delete(target, expectedVersion: .exact(6), mode: .soft)
+            _ = try await store.append(samples(2, prefix: "again"), to: target, expectedVersion: .noStream)
+            let recreated = try await iterator.nextEvents(2)
+            #expect(recreated.map(\.version) == [7, 8])
+            #expect(recreated.map { String(decoding: $0.data, as: UTF8.self) } == ["again-0", "again-1"])
+        }
+    }
+
+    @Test(arguments: Backends.all)
     func streamSubscriptionFromTheEndIsLiveOnly(backend: Backend) async throws {
         try await backend.withStore { store in
             let target = try stream("cart-1")

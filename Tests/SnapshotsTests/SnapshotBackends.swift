@@ -1,7 +1,5 @@
-// The backends the snapshot tests run against. Every scenario is a parameterised test over `SnapshotBackends.all`.
-// Adding the page file is one entry in `all`:
-//     .onDisk("page-file") { try PageFileKeyValueStore.open(directory: $0) }
-// (checked on a local merge with the engine branch: every snapshot test passes on it).
+// The backends the snapshot tests run against. Every scenario is a parameterised test over `SnapshotBackends.all`;
+// a backend kept on disk joins with one `.onDisk(name) { directory in ... }` entry.
 
 import EventStore
 import EventStoreKV
@@ -53,6 +51,6 @@ struct SnapshotBackend: Sendable, CustomTestStringConvertible {
 enum SnapshotBackends {
     /// Every backend the snapshot tests run on.
     static var all: [SnapshotBackend] {
-        [.inMemory]
+        [.inMemory, .onDisk("page-file") { try PageFileKeyValueStore.open(directory: $0) }]
     }
 }

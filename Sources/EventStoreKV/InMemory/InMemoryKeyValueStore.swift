@@ -4,7 +4,8 @@
 // - `State.entries` is ordered by key (unsigned lexicographic) with no duplicates (see SortedEntries): a lookup is
 //   O(log n), a scan of k keys O(log n + k), an insert anywhere moves at most one chunk.
 // - Everything is guarded by one Mutex; a transaction checks its conditions and applies its writes inside one
-//   critical section, so it is atomic and isolated.
+//   critical section, so it is atomic and isolated. Watch streams are never finished inside that critical section
+//   (finishing runs their onTermination, which takes the lock again).
 // - `State.history` holds the changes of the most recent revisions (at most `historyLimit` changes), so a watcher
 //   can start from a recent revision; older starts get `historyUnavailable`.
 // - Expired TTL keys stay in `entries` until written again but are invisible to every read and condition.
@@ -96,7 +97,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
 
     public func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 {
         let now = Self.now()
-        return try state.withLock { state in
+        let (revision, dropped) = try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
             for (index, condition) in transaction.conditions.enumerated()
             where !condition.isSatisfied(by: state.live(condition.key, now: now)) {
@@ -109,9 +110,11 @@ public final class InMemoryKeyValueStore: KeyValueStore {
             for write in transaction.writes {
                 changes.append(apply(write, revision: revision, now: now, to: &state))
             }
-            record(changes, in: &state)
-            return revision
+            return (revision, record(changes, in: &state))
         }
+        // Finishing runs the watcher's onTermination, which takes the lock: never do it while holding the lock.
+        for continuation in dropped { continuation.finish(throwing: KeyValueStoreError.watcherOverflow) }
+        return revision
     }
 
     private func apply(_ write: KeyWrite, revision: UInt64, now: Int64, to state: inout State) -> KeyValueChange {
@@ -129,7 +132,11 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         }
     }
 
-    private func record(_ changes: [KeyValueChange], in state: inout State) {
+    /// Records `changes` and delivers them to watchers; returns the watchers that overflowed, already removed, for
+    /// the caller to finish once it has released the lock.
+    private func record(_ changes: [KeyValueChange], in state: inout State)
+        -> [AsyncThrowingStream<KeyValueChange, any Error>.Continuation]
+    {
         state.history.append(contentsOf: changes)
         if state.history.count > historyLimit {
             let drop = state.history.count - historyLimit
@@ -150,9 +157,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
                 }
             }
         }
-        for id in overflowed {
-            state.watchers.removeValue(forKey: id)?.continuation.finish(throwing: KeyValueStoreError.watcherOverflow)
-        }
+        return overflowed.compactMap { state.watchers.removeValue(forKey: $0)?.continuation }
     }
 
     public func currentRevision() async throws -> UInt64 {

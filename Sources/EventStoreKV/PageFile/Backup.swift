@@ -1,0 +1,60 @@
+// Backup: a hot, consistent copy of the store while writes continue (as LMDB's and ESENT's online backups do).
+//
+// Invariants:
+// - The copy is the state of one checkpoint: the backup checkpoints under the writer lock, then pins that
+//   checkpoint's epoch as a reader, so no page of its tree or free list can be reused until the copy is done.
+//   Writers continue meanwhile (they write only to other pages and to the WAL).
+// - Pages that are free in that checkpoint may change while they are copied; they are free in the copy too, so
+//   nothing reads them.
+// - The copy is written as `data.creating`, fsynced and renamed, with a fresh WAL of the checkpoint's generation,
+//   so it opens as a store; a destination that already holds a store is refused and left untouched.
+
+import EventStore
+
+extension PageFileKeyValueStore {
+    /// Writes a consistent copy of the store into `destination` (created with mode 0700 if needed) while writes
+    /// continue. The copy opens as a store holding every commit acknowledged before `backup` was called.
+    /// - Throws: `invalidArgument` if `destination` already holds a store; `storeLocked` if it is in use.
+    public func backup(to destination: String) async throws {
+        let (meta, source, pin) = try await writerLock.withLock { () -> (MetaPage, PageReader, @Sendable () -> Void) in
+            try checkWritable()
+            try await Offload.run { try self.checkpointLocked() }
+            let pin = published.pinEpoch()
+            return (writer.state.meta, writer.state.reader, pin.unpin)
+        }
+        defer { pin() }
+        try await Offload.run { try Self.copy(meta, from: source, to: destination) }
+    }
+
+    private static func copy(_ meta: MetaPage, from source: PageReader, to destination: String) throws {
+        try Directory.create(destination)
+        let lock = try DirectoryLock.acquire(directory: destination)
+        defer { lock.release() }
+        let dataPath = destination + "/data"
+        guard !SystemFile.exists(dataPath) else {
+            throw EventStoreError.invalidArgument("the backup destination \(destination) already holds a store")
+        }
+        let temporary = dataPath + ".creating"
+        let copy = try SystemFile.open(temporary, create: true, faults: nil)
+        try copy.truncate(to: 0)
+        let pageSize = UInt64(meta.pageSize)
+        var page: UInt64 = 2
+        while page < meta.pageCount {
+            let count = min(256, meta.pageCount - page)
+            var chunk = try source.file.read(count: Int(count * pageSize), at: page * pageSize)
+            if chunk.count < Int(count * pageSize) { chunk.append(contentsOf: [UInt8](repeating: 0, count: Int(count * pageSize) - chunk.count)) }
+            try copy.write(chunk, at: page * pageSize)
+            page += count
+        }
+        var metas = [UInt8](repeating: 0, count: Int(2 * pageSize))
+        metas.replaceSubrange(Int(meta.epoch % 2 * pageSize)..<Int((meta.epoch % 2 + 1) * pageSize), with: meta.encoded())
+        try copy.write(metas, at: 0)
+        try copy.sync()
+        let wal = try SystemFile.open(destination + "/wal", create: true, faults: nil)
+        try wal.truncate(to: 0)
+        try wal.write(WriteAheadLog.header(salt: meta.walSalt, firstLSN: meta.checkpointLSN + 1), at: 0)
+        try wal.sync()
+        try Directory.rename(temporary, to: dataPath)
+        try Directory.sync(destination)
+    }
+}

@@ -1,0 +1,152 @@
+// Checkpoint: where the WAL's commits move into the page file, and the WAL starts a new generation.
+//
+// Order of a checkpoint (the writer lock is held and the flusher is idle, so the writer's tree is exactly the
+// durable state):
+// 1. Write every dirty node (post-order, so parents know their children's pages) and every pending overflow value
+//    to free pages: never to a page the current meta's tree, free list or a running reader may use.
+// 2. Write the new free list: everything free as of the new tree, including the pages this checkpoint replaced.
+// 3. fdatasync the data file; then write the meta page into the other slot and fdatasync again. The meta flip is
+//    the commit point: a crash before it leaves the previous meta and its intact tree, plus the whole WAL.
+// 4. Start a new WAL generation: write a header with the new meta's salt and fdatasync. The file is reused, not
+//    truncated (as SQLite reuses its WAL), unless it grew past twice the checkpoint threshold: records of the old
+//    generation fail the new salt's CRC, so leftovers are never replayed and a crash inside this step loses nothing
+//    (they are all in the tree already).
+// Pages replaced by this checkpoint become reusable only when no reader from an older epoch remains (FreeList).
+// Any I/O error puts the store into its failed state; nothing is retried.
+
+import EventStore
+import Foundation
+
+/// Allocates pages and writes nodes for one checkpoint.
+private struct CheckpointWriter {
+    let reader: PageReader
+    let lsn: UInt64
+    var freeList: FreeList
+    var pageCount: UInt64
+
+    mutating func allocate(_ count: Int) -> UInt64 {
+        let first: UInt64
+        if let reused = freeList.allocateRun(count) {
+            first = reused
+        } else {
+            first = pageCount
+            pageCount += UInt64(count)
+        }
+        for offset in 0..<UInt64(count) { reader.cache.remove(first + offset) }
+        return first
+    }
+
+    /// Writes the subtree `reference` and returns its page.
+    mutating func write(_ reference: ChildRef) throws -> UInt64 {
+        guard case .node(let node) = reference else {
+            if case .page(let page) = reference { return page }
+            return 0
+        }
+        if node.origin != 0 { return node.origin }
+        let clean: Node
+        if node.isLeaf {
+            let entries = try node.entries.map { entry -> LeafEntry in
+                guard case .pending(let value) = entry.value else { return entry }
+                var written = entry
+                written.value = .overflow(page: try writeOverflow(value), length: value.count)
+                return written
+            }
+            clean = Node(leaf: node.keys, entries: entries, owner: 0, origin: 0)
+        } else {
+            clean = Node(
+                branch: node.keys, children: try node.children.map { .page(try write($0)) }, owner: 0, origin: 0)
+        }
+        let page = allocate(1)
+        let bytes = NodeCodec.encode(clean, number: page, lsn: lsn, pageSize: reader.pageSize)
+        try reader.file.write(bytes, at: page * UInt64(reader.pageSize))
+        let cached = try NodeCodec.decode(bytes, number: page, path: reader.path)
+        reader.cache.insert(cached, page: page)
+        return page
+    }
+
+    private mutating func writeOverflow(_ value: [UInt8]) throws -> UInt64 {
+        let count = reader.overflowPages(value.count)
+        let first = allocate(count)
+        var run: [UInt8] = []
+        run.reserveCapacity(count * reader.pageSize)
+        for index in 0..<count {
+            var page = Page.blank(size: reader.pageSize, type: .overflow, number: first + UInt64(index), lsn: lsn)
+            let start = index * reader.overflowChunk
+            let end = min(value.count, start + reader.overflowChunk)
+            if start < end { page.replaceSubrange(Page.headerSize..<(Page.headerSize + end - start), with: value[start..<end]) }
+            Page.seal(&page)
+            run.append(contentsOf: page)
+        }
+        try reader.file.write(run, at: first * UInt64(reader.pageSize))
+        return first
+    }
+}
+
+extension PageFileKeyValueStore {
+    /// Runs a checkpoint. Blocking; the caller holds the writer lock and runs off the cooperative pool.
+    func checkpointLocked() throws {
+        try pipeline.reserveWAL()
+        do {
+            let size = try writeCheckpoint()
+            pipeline.releaseWAL(offset: UInt64(WriteAheadLog.headerSize), size: size, synced: true)
+        } catch {
+            let failure = error as? EventStoreError ?? .storeFailed(reason: "\(error)")
+            pipeline.releaseWAL(offset: UInt64(WriteAheadLog.headerSize), size: 0, synced: false)
+            pipeline.fail(failure)
+            throw failure
+        }
+    }
+
+    /// Returns the WAL's size afterwards.
+    private func writeCheckpoint() throws -> UInt64 {
+        var state = writer.state
+        let epoch = state.meta.epoch + 1
+        let syncs = options.durability != .none
+        state.freeList.release(oldestReaderEpoch: published.oldestReaderEpoch)
+        let reader = state.reader
+        let data = reader.file
+        var pages = CheckpointWriter(
+            reader: reader, lsn: state.lsn, freeList: state.freeList, pageCount: state.meta.pageCount)
+        let root = try state.root.map { try pages.write($0) } ?? 0
+
+        let retired = state.freedSinceCheckpoint + state.freeList.listPages
+        let perPage = FreeList.capacity(pageSize: reader.pageSize)
+        let needed = (pages.freeList.all.count + retired.count + perPage - 1) / perPage
+        let listPages = (0..<needed).map { _ in pages.allocate(1) }
+        let listed = pages.freeList.all + retired
+        for (index, page) in FreeList.encode(listed, into: listPages, lsn: state.lsn, pageSize: reader.pageSize)
+            .enumerated()
+        {
+            try data.write(page, at: listPages[index] * UInt64(reader.pageSize))
+        }
+        if syncs { try data.sync() }
+        Failpoint.hit(Failpoint.midCheckpoint)
+
+        let meta = MetaPage(
+            epoch: epoch, pageSize: reader.pageSize, root: root, freeListHead: listPages.first ?? 0,
+            pageCount: pages.pageCount, checkpointLSN: state.lsn, revision: state.revision,
+            walSalt: UInt64.random(in: 1...UInt64.max), keyCount: state.keyCount)
+        try data.write(meta.encoded(), at: (epoch % 2) * UInt64(reader.pageSize))
+        if syncs { try data.sync() }
+
+        try wal.write(WriteAheadLog.header(salt: meta.walSalt, firstLSN: state.lsn + 1), at: 0)
+        Failpoint.hit(Failpoint.duringWALTruncation)
+        var walSize = try wal.size()
+        if walSize > 2 * (UInt64(options.checkpointThresholdMB) << 20) {
+            try wal.truncate(to: UInt64(WriteAheadLog.headerSize))
+            walSize = UInt64(WriteAheadLog.headerSize)
+        }
+        if syncs { try wal.sync() }
+
+        state.meta = meta
+        state.root = root == 0 ? nil : .page(root)
+        state.freeList = pages.freeList
+        state.freeList.retire(retired, at: epoch)
+        state.freeList.listPages = listPages
+        state.freedSinceCheckpoint = []
+        writer.state = state
+        dirtyNodes.store(0, ordering: .relaxed)
+        published.installCheckpoint(root: state.root, epoch: epoch, reader: reader)
+        return walSize
+    }
+}

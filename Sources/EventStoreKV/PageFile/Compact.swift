@@ -1,0 +1,186 @@
+// Compact: reclaims the free space of the page file while the store stays open, by bulk-loading the live tree into
+// a new, densely packed file and switching to it.
+//
+// Invariants:
+// - Runs under the writer lock right after a checkpoint, so the tree on disk is the whole state and the WAL is
+//   empty; writers wait, readers do not (they keep the snapshot and page file they started with: an unlinked file
+//   stays readable through its open descriptor).
+// - The new file is written as `data.compact` (leaves filled completely, left to right, then each branch level),
+//   fsynced, and renamed over `data`; its meta continues the same WAL generation (same salt and checkpoint LSN). A
+//   crash before the rename leaves the old file in place (open removes the leftover); after it, the new file.
+// - Expired TTL entries are copied like any other (they stay invisible); nothing observable changes.
+
+import EventStore
+
+/// What ``PageFileKeyValueStore/compact()`` did.
+public struct PageFileCompactionReport: Sendable, Hashable {
+    /// Pages in the file before compaction.
+    public var pagesBefore: UInt64
+    /// Pages in the file after compaction.
+    public var pagesAfter: UInt64
+}
+
+/// Writes a tree bottom-up into consecutive pages of a new file.
+private struct BulkLoader {
+    let file: SystemFile
+    let pageSize: Int
+    let lsn: UInt64
+    var nextPage: UInt64 = 2
+    private var buffer: [UInt8] = []
+    private var bufferStart: UInt64 = 2
+    private var leafKeys: [Key] = []
+    private var leafEntries: [LeafEntry] = []
+    private var leafSize = 0
+    private var leaves: [(Key, UInt64)] = []
+
+    init(file: SystemFile, pageSize: Int, lsn: UInt64) {
+        self.file = file
+        self.pageSize = pageSize
+        self.lsn = lsn
+    }
+
+    private var capacity: Int { pageSize - Page.headerSize }
+
+    private mutating func append(_ page: [UInt8]) throws {
+        buffer.append(contentsOf: page)
+        nextPage += 1
+        if buffer.count >= 1 << 20 { try drain() }
+    }
+
+    private mutating func drain() throws {
+        guard !buffer.isEmpty else { return }
+        try file.write(buffer, at: bufferStart * UInt64(pageSize))
+        bufferStart = nextPage
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    mutating func add(_ key: Key, _ entry: LeafEntry, value: [UInt8]?) throws {
+        var entry = entry
+        if let value { entry.value = .overflow(page: try overflow(value), length: value.count) }
+        let size = Node.leafSize(key: key, value: entry.value)
+        if leafSize + size > capacity { try flushLeaf() }
+        leafKeys.append(key)
+        leafEntries.append(entry)
+        leafSize += size
+    }
+
+    private mutating func overflow(_ value: [UInt8]) throws -> UInt64 {
+        let first = nextPage
+        let chunk = capacity
+        let count = max(1, (value.count + chunk - 1) / chunk)
+        for index in 0..<count {
+            var page = Page.blank(size: pageSize, type: .overflow, number: nextPage, lsn: lsn)
+            let start = index * chunk
+            let end = min(value.count, start + chunk)
+            if start < end { page.replaceSubrange(Page.headerSize..<(Page.headerSize + end - start), with: value[start..<end]) }
+            Page.seal(&page)
+            try append(page)
+        }
+        return first
+    }
+
+    private mutating func flushLeaf() throws {
+        guard let first = leafKeys.first else { return }
+        let node = Node(leaf: leafKeys, entries: leafEntries, owner: 0)
+        leaves.append((first, nextPage))
+        try append(NodeCodec.encode(node, number: nextPage, lsn: lsn, pageSize: pageSize))
+        leafKeys.removeAll(keepingCapacity: true)
+        leafEntries.removeAll(keepingCapacity: true)
+        leafSize = 0
+    }
+
+    /// Writes the remaining leaf and every branch level; returns the root page (0 for an empty tree).
+    mutating func finish() throws -> UInt64 {
+        try flushLeaf()
+        var level = leaves
+        while level.count > 1 {
+            var parents: [(Key, UInt64)] = []
+            var keys: [Key] = []
+            var children: [ChildRef] = []
+            var size = 0
+            for (key, page) in level {
+                let entrySize = Node.branchSize(key: keys.isEmpty ? [] : key)
+                if size + entrySize > capacity {
+                    parents.append((keys[0], nextPage))
+                    try append(NodeCodec.encode(
+                        Node(branch: keys, children: children, owner: 0), number: nextPage, lsn: lsn, pageSize: pageSize))
+                    keys.removeAll()
+                    children.removeAll()
+                    size = 0
+                }
+                size += Node.branchSize(key: keys.isEmpty ? [] : key)
+                keys.append(key)
+                children.append(.page(page))
+            }
+            parents.append((keys[0], nextPage))
+            try append(NodeCodec.encode(
+                Node(branch: keys, children: children, owner: 0), number: nextPage, lsn: lsn, pageSize: pageSize))
+            level = parents
+        }
+        try drain()
+        return level.first?.1 ?? 0
+    }
+}
+
+extension PageFileKeyValueStore {
+    /// Rewrites the store into a densely packed file, returning free pages to the file system, while the store stays
+    /// open. Writers wait while it runs; readers go on.
+    @discardableResult
+    public func compact() async throws -> PageFileCompactionReport {
+        try await writerLock.withLock {
+            try checkWritable()
+            return try await Offload.run {
+                try self.checkpointLocked()
+                do {
+                    return try self.rebuild()
+                } catch {
+                    let failure = error as? EventStoreError ?? .storeFailed(reason: "\(error)")
+                    self.pipeline.fail(failure)
+                    throw failure
+                }
+            }
+        }
+    }
+
+    private func rebuild() throws -> PageFileCompactionReport {
+        var state = writer.state
+        let old = state.reader
+        let dataPath = directory + "/data"
+        let temporary = directory + "/data.compact"
+        let file = try SystemFile.open(temporary, create: true, faults: options.faults)
+        try file.truncate(to: 0)
+        var loader = BulkLoader(file: file, pageSize: pageSize, lsn: state.lsn)
+        try BTree.scan(KeyRange(from: [], to: nil), direction: .forward, root: state.root, reader: old) { key, entry in
+            if case .overflow = entry.value {
+                try loader.add(key, entry, value: try old.value(entry.value))
+            } else {
+                try loader.add(key, entry, value: nil)
+            }
+            return true
+        }
+        let root = try loader.finish()
+        let meta = MetaPage(
+            epoch: state.meta.epoch + 1, pageSize: pageSize, root: root, freeListHead: 0, pageCount: loader.nextPage,
+            checkpointLSN: state.lsn, revision: state.revision, walSalt: state.meta.walSalt, keyCount: state.keyCount)
+        var metas = [UInt8](repeating: 0, count: 2 * pageSize)
+        let slot = Int(meta.epoch % 2) * pageSize
+        metas.replaceSubrange(slot..<(slot + pageSize), with: meta.encoded())
+        try file.write(metas, at: 0)
+        if options.durability != .none { try file.sync() }
+        try Directory.rename(temporary, to: dataPath)
+        if options.durability != .none { try Directory.sync(directory) }
+
+        let reader = PageReader(
+            file: try SystemFile.open(dataPath, create: false, faults: options.faults), pageSize: pageSize,
+            cache: PageCache(capacity: old.cache.capacity))
+        let report = PageFileCompactionReport(pagesBefore: state.meta.pageCount, pagesAfter: meta.pageCount)
+        state.meta = meta
+        state.reader = reader
+        state.root = root == 0 ? nil : .page(root)
+        state.freeList = FreeList(free: [], listPages: [])
+        state.freedSinceCheckpoint = []
+        writer.state = state
+        published.installCheckpoint(root: state.root, epoch: meta.epoch, reader: reader)
+        return report
+    }
+}

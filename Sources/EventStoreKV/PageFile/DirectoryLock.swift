@@ -1,0 +1,68 @@
+// DirectoryLock: one process per store directory, enforced with flock on the directory's `lock` file.
+//
+// Invariants:
+// - While a store is open its process holds an exclusive flock on `<dir>/lock`, and the file holds its pid. A
+//   second opener (another process, or the same process again) gets `storeLocked(path:holderPID:)` naming the pid.
+// - The lock is advisory and released by the kernel when the descriptor closes, so a crashed holder never leaves
+//   a stale lock behind; the pid in the file is only informational.
+
+import EventStore
+import Glibc
+import Synchronization
+
+/// The exclusive lock on a store directory.
+final class DirectoryLock: Sendable {
+    private let descriptor: Mutex<Int32?>
+    let path: String
+
+    private init(descriptor: Int32, path: String) {
+        self.descriptor = Mutex(descriptor)
+        self.path = path
+    }
+
+    /// Takes the lock on `directory`, or throws `storeLocked` naming the holder.
+    static func acquire(directory: String) throws -> DirectoryLock {
+        let path = directory + "/lock"
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: errno) }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            let code = errno
+            let holder = readPID(descriptor)
+            close(descriptor)
+            if code == EWOULDBLOCK { throw EventStoreError.storeLocked(path: directory, holderPID: holder) }
+            throw EventStoreError.ioFailure(operation: "flock", path: path, errno: code)
+        }
+        let pid = Array("\(getpid())\n".utf8)
+        _ = ftruncate(descriptor, 0)
+        _ = pid.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
+        return DirectoryLock(descriptor: descriptor, path: directory)
+    }
+
+    private static func readPID(_ descriptor: Int32) -> Int32? {
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let count = buffer.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, $0.count, 0) }
+        guard count > 0 else { return nil }
+        let text = String(decoding: buffer[0..<count], as: UTF8.self).trimmingCharacters(in: " \n")
+        return Int32(text)
+    }
+
+    /// Releases the lock (idempotent).
+    func release() {
+        descriptor.withLock { descriptor in
+            if let open = descriptor { close(open) }
+            descriptor = nil
+        }
+    }
+
+    deinit { release() }
+}
+
+extension String {
+    /// The string without leading and trailing characters from `set`.
+    fileprivate func trimmingCharacters(in set: String) -> String {
+        var characters = Substring(self)
+        while let first = characters.first, set.contains(first) { characters.removeFirst() }
+        while let last = characters.last, set.contains(last) { characters.removeLast() }
+        return String(characters)
+    }
+}

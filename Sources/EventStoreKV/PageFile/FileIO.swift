@@ -1,0 +1,188 @@
+// FileIO: thin typed wrappers over the Glibc file syscalls the engine uses, and the I/O-fault seam for tests.
+//
+// Invariants:
+// - Every failed syscall becomes `EventStoreError.ioFailure(operation:path:errno:)` naming the call and the file.
+// - `readFully`/`writeFully` loop over short transfers and EINTR; a read that hits end-of-file returns fewer bytes
+//   (callers decide whether that is corruption), a write never silently writes less.
+// - `sync()` is never retried after it fails: the caller puts the store into its failed state (see
+//   GroupCommit.swift), because after a failed fsync the kernel may already have dropped the dirty pages.
+// - The fault seam (`IOFaultPlan`) is per store (set through `PageFileOptions.faults`), so tests running in
+//   parallel never see each other's faults. Production stores have no plan and pay one nil check per call.
+
+import EventStore
+import Glibc
+import Synchronization
+
+/// A fault a test asks the file layer to produce on the Nth matching call.
+struct IOFault: Sendable {
+    /// Which calls count towards `onCall`.
+    enum Operation: Sendable { case write, sync, any }
+    /// What the faulty call does.
+    enum Kind: Sendable {
+        /// The call fails with this errno (EIO, ENOSPC, ...).
+        case fail(Int32)
+        /// A write transfers only half of its bytes, then fails with ENOSPC (a full disk).
+        case shortWrite
+    }
+
+    var operation: Operation
+    var onCall: Int
+    var kind: Kind
+    /// Only files whose path ends with this suffix count (nil: every file of the store).
+    var pathSuffix: String?
+}
+
+/// The faults planned for one store; counts matching calls and fires each fault once.
+final class IOFaultPlan: Sendable {
+    private struct State {
+        var faults: [IOFault]
+        var counts: [Int]
+    }
+
+    private let state: Mutex<State>
+
+    init(_ faults: [IOFault]) { state = Mutex(State(faults: faults, counts: Array(repeating: 0, count: faults.count))) }
+
+    /// The fault to produce for this call, if any.
+    func fault(for operation: IOFault.Operation, path: String) -> IOFault.Kind? {
+        state.withLock { state in
+            for index in state.faults.indices {
+                let fault = state.faults[index]
+                guard fault.operation == .any || fault.operation == operation else { continue }
+                if let suffix = fault.pathSuffix, !path.hasSuffix(suffix) { continue }
+                state.counts[index] += 1
+                if state.counts[index] == fault.onCall { return fault.kind }
+            }
+            return nil
+        }
+    }
+}
+
+/// An open file descriptor with its path, for positioned reads and writes.
+final class SystemFile: Sendable {
+    let descriptor: Int32
+    let path: String
+    let faults: IOFaultPlan?
+
+    private init(descriptor: Int32, path: String, faults: IOFaultPlan?) {
+        self.descriptor = descriptor
+        self.path = path
+        self.faults = faults
+    }
+
+    /// Opens (and with `create`, creates with mode 0600) the file at `path` for reading and writing.
+    static func open(_ path: String, create: Bool, faults: IOFaultPlan?) throws -> SystemFile {
+        let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0)
+        let descriptor = Glibc.open(path, flags, 0o600)
+        guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: errno) }
+        return SystemFile(descriptor: descriptor, path: path, faults: faults)
+    }
+
+    /// Whether a file exists at `path`.
+    static func exists(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0
+    }
+
+    /// Reads up to `count` bytes at `offset`; fewer only at end of file.
+    func read(count: Int, at offset: UInt64) throws -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let result = buffer.withUnsafeMutableBytes { raw in
+                pread(descriptor, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+            }
+            if result < 0 {
+                if errno == EINTR { continue }
+                throw EventStoreError.ioFailure(operation: "pread", path: path, errno: errno)
+            }
+            if result == 0 { break }
+            done += result
+        }
+        if done < count { buffer.removeLast(count - done) }
+        return buffer
+    }
+
+    /// Writes all of `bytes` at `offset`.
+    func write(_ bytes: [UInt8], at offset: UInt64) throws {
+        var limit = bytes.count
+        var injected: Int32?
+        switch faults?.fault(for: .write, path: path) {
+        case .fail(let code): throw EventStoreError.ioFailure(operation: "pwrite", path: path, errno: code)
+        case .shortWrite:
+            limit = bytes.count / 2
+            injected = ENOSPC
+        case nil: break
+        }
+        var done = 0
+        while done < limit {
+            let result = bytes.withUnsafeBytes { raw in
+                pwrite(descriptor, raw.baseAddress! + done, limit - done, off_t(offset) + off_t(done))
+            }
+            if result < 0 {
+                if errno == EINTR { continue }
+                throw EventStoreError.ioFailure(operation: "pwrite", path: path, errno: errno)
+            }
+            done += result
+        }
+        if let injected { throw EventStoreError.ioFailure(operation: "pwrite", path: path, errno: injected) }
+    }
+
+    /// Flushes the file's data to stable storage (fdatasync). Never retry after a failure.
+    func sync() throws {
+        if case .fail(let code) = faults?.fault(for: .sync, path: path) {
+            throw EventStoreError.ioFailure(operation: "fdatasync", path: path, errno: code)
+        }
+        guard fdatasync(descriptor) == 0 else {
+            throw EventStoreError.ioFailure(operation: "fdatasync", path: path, errno: errno)
+        }
+    }
+
+    /// Cuts or extends the file to `size` bytes.
+    func truncate(to size: UInt64) throws {
+        guard ftruncate(descriptor, off_t(size)) == 0 else {
+            throw EventStoreError.ioFailure(operation: "ftruncate", path: path, errno: errno)
+        }
+    }
+
+    /// The file's current size in bytes.
+    func size() throws -> UInt64 {
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else {
+            throw EventStoreError.ioFailure(operation: "fstat", path: path, errno: errno)
+        }
+        return UInt64(info.st_size)
+    }
+
+    deinit { Glibc.close(descriptor) }
+}
+
+/// Directory operations: create with mode 0700, fsync a directory after creating or renaming files in it.
+enum Directory {
+    /// Creates `path` (mode 0700) if it does not exist; an existing directory is fine.
+    static func create(_ path: String) throws {
+        if mkdir(path, 0o700) != 0, errno != EEXIST {
+            throw EventStoreError.ioFailure(operation: "mkdir", path: path, errno: errno)
+        }
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw EventStoreError.ioFailure(operation: "stat", path: path, errno: errno) }
+        guard info.st_mode & S_IFMT == S_IFDIR else {
+            throw EventStoreError.incompatibleStore(path: path, reason: "the path exists and is not a directory")
+        }
+    }
+
+    /// Makes the directory's entries (created or renamed files) durable.
+    static func sync(_ path: String) throws {
+        let descriptor = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: errno) }
+        defer { Glibc.close(descriptor) }
+        guard fsync(descriptor) == 0 else { throw EventStoreError.ioFailure(operation: "fsync", path: path, errno: errno) }
+    }
+
+    /// Atomically renames `source` to `destination`.
+    static func rename(_ source: String, to destination: String) throws {
+        guard Glibc.rename(source, destination) == 0 else {
+            throw EventStoreError.ioFailure(operation: "rename", path: source, errno: errno)
+        }
+    }
+}

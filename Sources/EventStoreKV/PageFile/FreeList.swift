@@ -1,0 +1,108 @@
+// FreeList: which pages of the data file are free, in memory and as a chain of free-list pages on disk.
+//
+// Invariants:
+// - A page is in exactly one of: the live tree (branch, leaf, overflow), the on-disk free-list chain, `free`,
+//   `pending`, or the writer's pages freed since the last checkpoint. verify() checks this partition.
+// - `free` pages may be overwritten by the next checkpoint. A page freed by checkpoint e is `pending` with
+//   freedAt = e until no reader that started before checkpoint e is still running (readers register their epoch),
+//   because such a reader's snapshot may still reference it. Nothing else ever delays reuse.
+// - The list has no size limit: it is stored in as many chained free-list pages as it needs (the seed's single
+//   allocation-map page capped the file size).
+// - On disk the list records every page that is free as of that meta, pending or not: after a restart there are
+//   no readers, so all of them are reusable.
+
+import EventStore
+
+/// Free pages of the data file. See the invariants at the top of this file.
+struct FreeList {
+    /// Reusable now, sorted descending so the lowest page is allocated first (keeps the file compact).
+    private(set) var free: [UInt64] = []
+    /// Freed by checkpoint `freedAt`, reusable once no reader from an earlier epoch remains.
+    private(set) var pending: [(freedAt: UInt64, pages: [UInt64])] = []
+    /// The pages holding the on-disk list of the current meta.
+    var listPages: [UInt64] = []
+
+    init(free: [UInt64], listPages: [UInt64]) {
+        self.free = free.sorted(by: >)
+        self.listPages = listPages
+    }
+
+    /// Every free page, reusable or pending.
+    var all: [UInt64] { free + pending.flatMap(\.pages) }
+
+    /// Records `pages` as freed by checkpoint `epoch`.
+    mutating func retire(_ pages: [UInt64], at epoch: UInt64) {
+        guard !pages.isEmpty else { return }
+        pending.append((epoch, pages))
+    }
+
+    /// Makes pending pages reusable when every reader still running started at or after their checkpoint.
+    mutating func release(oldestReaderEpoch: UInt64) {
+        let ready = pending.filter { $0.freedAt <= oldestReaderEpoch }
+        guard !ready.isEmpty else { return }
+        pending.removeAll { $0.freedAt <= oldestReaderEpoch }
+        free = (free + ready.flatMap(\.pages)).sorted(by: >)
+    }
+
+    /// A reusable page, lowest first, or nil.
+    mutating func allocate() -> UInt64? { free.popLast() }
+
+    /// The first page of `count` consecutive reusable pages, or nil if there is no such run.
+    mutating func allocateRun(_ count: Int) -> UInt64? {
+        if count == 1 { return allocate() }
+        guard free.count >= count else { return nil }
+        var end = free.count - 1  // free is descending: walk from the lowest page up
+        while end - count + 1 >= 0 {
+            let first = free[end]
+            let last = free[end - count + 1]
+            if last - first == UInt64(count - 1) {
+                free.removeSubrange((end - count + 1)...end)
+                return first
+            }
+            end -= 1
+        }
+        return nil
+    }
+
+    // MARK: On disk
+
+    /// Page numbers one free-list page holds.
+    static func capacity(pageSize: Int) -> Int { (pageSize - Page.headerSize - 8) / 8 }
+
+    /// The free-list pages holding `pages`, chained through their first 8 body bytes, stored in `listPages`.
+    static func encode(_ pages: [UInt64], into listPages: [UInt64], lsn: UInt64, pageSize: Int) -> [[UInt8]] {
+        let perPage = capacity(pageSize: pageSize)
+        return listPages.enumerated().map { index, number in
+            var page = Page.blank(size: pageSize, type: .freeList, number: number, lsn: lsn)
+            let slice = pages.dropFirst(index * perPage).prefix(perPage)
+            page.storeLE(UInt32(slice.count), at: Page.countOffset)
+            page.storeLE(index + 1 < listPages.count ? listPages[index + 1] : 0, at: Page.headerSize)
+            for (offset, free) in slice.enumerated() { page.storeLE(free, at: Page.headerSize + 8 + offset * 8) }
+            Page.seal(&page)
+            return page
+        }
+    }
+
+    /// Reads the chain starting at `head`: the free pages and the pages of the chain itself.
+    static func read(head: UInt64, reader: PageReader, pageCount: UInt64) throws -> (free: [UInt64], list: [UInt64]) {
+        var free: [UInt64] = []
+        var list: [UInt64] = []
+        var next = head
+        let perPage = capacity(pageSize: reader.pageSize)
+        while next != 0 {
+            let location = "\(reader.path) page \(next)"
+            guard next >= 2, next < pageCount, list.count < Int(pageCount) else {
+                throw EventStoreError.corrupted(location: location, detail: "free-list chain points outside the file")
+            }
+            let page = try reader.rawPage(next, type: .freeList)
+            list.append(next)
+            let count = Int(page.loadLE(UInt32.self, at: Page.countOffset))
+            guard count <= perPage else {
+                throw EventStoreError.corrupted(location: location, detail: "free-list page count \(count) too large")
+            }
+            for index in 0..<count { free.append(page.loadLE(UInt64.self, at: Page.headerSize + 8 + index * 8)) }
+            next = page.loadLE(UInt64.self, at: Page.headerSize)
+        }
+        return (free, list)
+    }
+}

@@ -1,0 +1,307 @@
+// GroupCommit: where an append becomes durable. One dedicated flusher thread writes the WAL bytes of every
+// transaction queued since its last round with one pwrite and makes them durable with one fdatasync, then publishes
+// the group to readers and resumes its committers.
+//
+// Invariants:
+// - Records reach the WAL in LSN order, contiguously from `walOffset`; a committer is resumed only after its
+//   record (and every earlier one) was written and, in `.full` durability, fdatasynced. Readers see a group only
+//   after that too (`publish` runs before any committer of the group is resumed), so reads observe only durable
+//   commits and read-your-writes holds.
+// - Blocking syscalls happen on the flusher thread, never on the Swift cooperative pool.
+// - The first write or sync error puts the pipeline into its failed state for good: the failing group's committers
+//   get the I/O error, every later commit gets `storeFailed`, and fdatasync is never retried (the kernel may have
+//   dropped the dirty pages). Reopening the store recovers from the WAL's durable prefix.
+// - While a checkpoint holds the WAL (`reserveWAL`), the flusher does no I/O on it.
+// - The WAL file is extended with zeros in 1 MiB steps ahead of the records (and reused across generations), so
+//   most commits overwrite already-allocated blocks and their fdatasync does not also have to commit file-size
+//   metadata. Zeros never parse as a record (their CRC does not match), so recovery stops there.
+// - All mutable state is guarded by `condition` (an NSCondition).
+
+import EventStore
+import Foundation
+
+/// How much an acknowledged commit can lose, and when.
+public enum Durability: Sendable, Hashable {
+    /// Every commit (or group of concurrent commits) is fdatasynced before it is acknowledged. Nothing
+    /// acknowledged is lost on a process crash, an OS crash or a power failure. The default.
+    case full
+    /// Commits are acknowledged once written to the operating system, and fdatasynced at most `maximumDelay` later
+    /// (ESE's lazy commit). A process crash loses nothing acknowledged; an OS crash or power failure can lose the
+    /// commits acknowledged in the last `maximumDelay` (never a part of one, and never an earlier one).
+    case deferred(maximumDelay: Duration)
+    /// Nothing is ever fdatasynced, not even checkpoints. For tests only: a process crash loses nothing
+    /// acknowledged, but an OS crash or power failure can lose anything and can leave the store unopenable.
+    case none
+}
+
+/// A transaction applied by the writer and waiting for its WAL record to become durable.
+struct PendingCommit: Sendable {
+    var lsn: UInt64
+    var revision: UInt64
+    var root: ChildRef?
+    var keyCount: UInt64
+    var changes: [KeyValueChange]
+}
+
+/// The WAL flusher thread and its queue. See the invariants at the top of this file.
+final class GroupCommit: @unchecked Sendable {
+    // @unchecked: every var below is guarded by `condition`.
+    private let condition = NSCondition()
+    private var buffer: [UInt8] = []
+    private var pending: [PendingCommit] = []
+    private var waiters: [(lsn: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+    private var durableLSN: UInt64
+    private var walOffset: UInt64
+    private var allocatedEnd: UInt64
+    private var ioBusy = false
+    private var unsyncedSince: Date?
+    private var stopping = false
+    private var finished = false
+    private var finishWaiters: [CheckedContinuation<Void, Never>] = []
+    private(set) var failure: EventStoreError?
+
+    private let wal: SystemFile
+    private let durability: Durability
+    private let publish: @Sendable ([PendingCommit]) -> ChildRef?
+
+    init(
+        wal: SystemFile, walOffset: UInt64, allocatedEnd: UInt64, durableLSN: UInt64, durability: Durability,
+        publish: @escaping @Sendable ([PendingCommit]) -> ChildRef?
+    ) {
+        self.wal = wal
+        self.walOffset = walOffset
+        self.allocatedEnd = allocatedEnd
+        self.durableLSN = durableLSN
+        self.durability = durability
+        self.publish = publish
+        let thread = Thread { [self] in run() }
+        thread.name = "EventStore WAL flusher"
+        thread.start()
+    }
+
+    /// The failure that stopped the pipeline, if any.
+    var failed: EventStoreError? { locked { failure } }
+
+    /// Bytes in the WAL file plus bytes queued for it.
+    var walBytes: UInt64 { locked { walOffset + UInt64(buffer.count) } }
+
+    /// Queues a transaction's framed record. The caller holds the writer lock, so LSNs arrive in order.
+    func enqueue(_ record: [UInt8], _ commit: PendingCommit) throws {
+        try locked {
+            if let failure { throw EventStoreError.storeFailed(reason: failure.description) }
+            buffer.append(contentsOf: record)
+            pending.append(commit)
+            condition.broadcast()
+        }
+    }
+
+    /// Returns once the record with `lsn` is durable (or, in `.deferred`/`.none`, written); throws if its group
+    /// failed. A commit cannot be withdrawn once queued, so this wait does not end early on cancellation.
+    func waitUntilDurable(_ lsn: UInt64) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            condition.lock()
+            defer { condition.unlock() }
+            if durableLSN >= lsn {
+                continuation.resume()
+            } else if let failure {
+                // The record was queued before the failure and will never be written: same error as its group.
+                continuation.resume(throwing: failure)
+            } else {
+                waiters.append((lsn, continuation))
+            }
+        }
+    }
+
+    /// Waits until the flusher is idle with nothing queued, then hands the WAL to the caller (a checkpoint) until
+    /// `releaseWAL` is called. Blocks: call it off the cooperative pool.
+    func reserveWAL() throws {
+        try locked {
+            while ioBusy || !buffer.isEmpty, failure == nil { condition.wait() }
+            if let failure { throw EventStoreError.storeFailed(reason: failure.description) }
+            ioBusy = true
+        }
+    }
+
+    /// Gives the WAL back after a checkpoint; the next record goes at `offset`, and the file is `size` bytes long.
+    /// `synced` says the WAL needs no pending deferred fdatasync any more.
+    func releaseWAL(offset: UInt64, size: UInt64, synced: Bool) {
+        locked {
+            walOffset = offset
+            allocatedEnd = size
+            ioBusy = false
+            if synced { unsyncedSince = nil }
+            condition.broadcast()
+        }
+    }
+
+    /// Marks the pipeline failed (a checkpoint's I/O error): no more writes are accepted.
+    func fail(_ error: EventStoreError) {
+        let failedWaiters = locked { () -> [CheckedContinuation<Void, any Error>] in
+            if failure == nil { failure = error }
+            defer { waiters.removeAll() }
+            condition.broadcast()
+            return waiters.map(\.continuation)
+        }
+        for waiter in failedWaiters { waiter.resume(throwing: error) }
+    }
+
+    /// Stops the flusher after it has written what is queued, and waits for the thread to end.
+    func stop() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            condition.lock()
+            defer { condition.unlock() }
+            if finished {
+                continuation.resume()
+                return
+            }
+            stopping = true
+            finishWaiters.append(continuation)
+            condition.broadcast()
+        }
+    }
+
+    private func locked<T>(_ body: () throws -> T) rethrows -> T {
+        condition.lock()
+        defer { condition.unlock() }
+        return try body()
+    }
+
+    // MARK: The flusher thread
+
+    private var syncInterval: TimeInterval? {
+        if case .deferred(let delay) = durability { return delay.timeInterval }
+        return nil
+    }
+
+    private enum Work { case flush, sync, exit }
+
+    private func run() {
+        condition.lock()
+        loop: while true {
+            switch nextWork() {
+            case .exit: break loop
+            case .sync: syncDeferred()
+            case .flush: flushQueued()
+            }
+        }
+        finished = true
+        let finishWaiters = self.finishWaiters
+        self.finishWaiters.removeAll()
+        condition.unlock()
+        for waiter in finishWaiters { waiter.resume() }
+    }
+
+    /// With the lock held: waits for the next thing to do.
+    private func nextWork() -> Work {
+        while true {
+            if !ioBusy {
+                if failure == nil, !buffer.isEmpty { return .flush }
+                if failure == nil, let since = unsyncedSince, let interval = syncInterval,
+                    stopping || since.addingTimeInterval(interval) <= Date()
+                {
+                    return .sync
+                }
+                if stopping { return .exit }
+            }
+            if !ioBusy, failure == nil, let since = unsyncedSince, let interval = syncInterval {
+                _ = condition.wait(until: since.addingTimeInterval(interval))
+            } else {
+                condition.wait()
+            }
+        }
+    }
+
+    /// With the lock held: writes (and syncs) everything queued, publishes it and resumes its committers.
+    private func flushQueued() {
+        let bytes = buffer
+        let group = pending
+        let offset = walOffset
+        let allocated = allocatedEnd
+        buffer.removeAll(keepingCapacity: true)
+        pending.removeAll(keepingCapacity: true)
+        ioBusy = true
+        condition.unlock()
+        let (error, extended) = flush(bytes, at: offset, allocated: allocated)
+        condition.lock()
+        allocatedEnd = extended
+        if let error {
+            ioBusy = false
+            failAll(error, group: group)
+            return
+        }
+        walOffset = offset + UInt64(bytes.count)
+        if syncInterval != nil, unsyncedSince == nil { unsyncedSince = Date() }
+        condition.unlock()
+        var replaced = publish(group)
+        condition.lock()
+        // Only now, after readers can see the group, may committers of it return.
+        durableLSN = group.last?.lsn ?? durableLSN
+        // Idle only after publishing, so a checkpoint (reserveWAL) never races an older group's publish.
+        ioBusy = false
+        resumeDurable()
+        condition.broadcast()
+        // Free the previous snapshot's private nodes after the committers are on their way, outside the lock.
+        condition.unlock()
+        withExtendedLifetime(replaced) {}
+        replaced = nil
+        condition.lock()
+    }
+
+    /// With the lock held: fdatasyncs deferred commits.
+    private func syncDeferred() {
+        ioBusy = true
+        condition.unlock()
+        var syncError: EventStoreError?
+        do { try wal.sync() } catch { syncError = error as? EventStoreError }
+        condition.lock()
+        ioBusy = false
+        unsyncedSince = nil
+        if let syncError { failAll(syncError, group: []) }
+    }
+
+    /// Bytes the WAL is extended by at a time.
+    static let preallocationStep: UInt64 = 1 << 20
+
+    private func flush(_ bytes: [UInt8], at offset: UInt64, allocated: UInt64) -> (EventStoreError?, UInt64) {
+        var allocated = allocated
+        do {
+            try wal.write(bytes, at: offset)
+            let end = offset + UInt64(bytes.count)
+            if end > allocated {
+                let target = (end / Self.preallocationStep + 1) * Self.preallocationStep
+                try wal.write([UInt8](repeating: 0, count: Int(target - end)), at: end)
+                allocated = target
+            }
+            Failpoint.hit(Failpoint.beforeWALSync)
+            if durability == .full { try wal.sync() }
+            Failpoint.hit(Failpoint.afterWALSyncBeforeAck)
+            return (nil, allocated)
+        } catch let error as EventStoreError {
+            return (error, allocated)
+        } catch {
+            return (EventStoreError.storeFailed(reason: "\(error)"), allocated)
+        }
+    }
+
+    /// With the lock held: enters the failed state and fails every waiter.
+    private func failAll(_ error: EventStoreError, group: [PendingCommit]) {
+        if failure == nil { failure = error }
+        buffer.removeAll()
+        pending.removeAll()
+        let failed = waiters
+        waiters.removeAll()
+        condition.broadcast()
+        condition.unlock()
+        for waiter in failed { waiter.continuation.resume(throwing: error) }
+        condition.lock()
+    }
+
+    /// With the lock held: resumes every committer whose record is durable.
+    private func resumeDurable() {
+        let ready = waiters.filter { $0.lsn <= durableLSN }
+        waiters.removeAll { $0.lsn <= durableLSN }
+        condition.unlock()
+        for waiter in ready { waiter.continuation.resume() }
+        condition.lock()
+    }
+}

@@ -1,0 +1,87 @@
+// PageCache: decoded B+tree pages, bounded by the configured cache size, evicted by CLOCK (second chance).
+//
+// Invariants:
+// - Holds at most `capacity` pages (cacheSizeMB / pageSize), so memory for clean pages stays bounded however large
+//   the file grows. Dirty nodes are not here: they live in the writer's tree until the next checkpoint.
+// - A cached node is immutable. An entry for page n is replaced when a checkpoint writes page n again, and dropped
+//   when page n is allocated for something else, so a lookup never returns another page's old contents.
+// - All state is guarded by one Mutex; no I/O happens while it is held.
+
+import Synchronization
+
+/// A bounded cache of decoded pages, keyed by page number.
+final class PageCache: Sendable {
+    private struct Slot {
+        var node: Node
+        var referenced: Bool
+        var ring: Int
+    }
+
+    private struct State {
+        var slots: [UInt64: Slot] = [:]
+        var ring: [UInt64] = []
+        var hand = 0
+        var hits: UInt64 = 0
+        var misses: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = max(16, capacity) }
+
+    /// The cached node for `page`, marking it recently used.
+    func node(_ page: UInt64) -> Node? {
+        state.withLock { state in
+            guard let slot = state.slots[page] else {
+                state.misses += 1
+                return nil
+            }
+            state.hits += 1
+            if !slot.referenced { state.slots[page]?.referenced = true }
+            return slot.node
+        }
+    }
+
+    /// Caches `node` as the contents of `page`, evicting a page not recently used if full.
+    func insert(_ node: Node, page: UInt64) {
+        state.withLock { state in
+            if let slot = state.slots[page] {
+                state.slots[page] = Slot(node: node, referenced: true, ring: slot.ring)
+                return
+            }
+            if state.ring.count < capacity {
+                state.ring.append(page)
+                state.slots[page] = Slot(node: node, referenced: false, ring: state.ring.count - 1)
+                return
+            }
+            while true {
+                let hand = state.hand
+                state.hand = (hand + 1) % state.ring.count
+                let victim = state.ring[hand]
+                if let slot = state.slots[victim], slot.referenced {
+                    state.slots[victim]?.referenced = false
+                    continue
+                }
+                state.slots.removeValue(forKey: victim)
+                state.ring[hand] = page
+                state.slots[page] = Slot(node: node, referenced: false, ring: hand)
+                return
+            }
+        }
+    }
+
+    /// Forgets `page` (it is being reused for other contents).
+    func remove(_ page: UInt64) {
+        state.withLock { state in
+            guard let slot = state.slots.removeValue(forKey: page) else { return }
+            // Leave a tombstone in the ring: the number of a page no longer cached is skipped by eviction.
+            state.ring[slot.ring] = UInt64.max
+        }
+    }
+
+    /// Pages cached, hits and misses so far.
+    var statistics: (pages: Int, hits: UInt64, misses: UInt64) {
+        state.withLock { ($0.slots.count, $0.hits, $0.misses) }
+    }
+}

@@ -1,0 +1,353 @@
+// PageFileKeyValueStore: the key-value contract on the page-file engine, the default embedded backend.
+//
+// How a commit flows (see also GroupCommit.swift, Checkpoint.swift, Recovery.swift):
+// 1. Under the writer lock, the transaction's conditions are checked against the writer's tree (the latest state,
+//    including commits not yet durable), its writes are applied copy-on-write, and its WAL record is queued.
+// 2. The writer lock is released, and the committer waits for the flusher thread to make its record durable
+//    together with every other record queued meanwhile (group commit). Only then is it published to readers and
+//    acknowledged.
+// 3. Once the WAL passes the checkpoint threshold (and on close), a checkpoint writes the dirty nodes to free pages,
+//    flips the meta page and starts a new WAL generation.
+//
+// Invariants:
+// - One writer at a time (WriterLock); `WriterBox.state` is touched only while holding it.
+// - Readers take the published snapshot (PublishedState) and never block on the writer or on fsync.
+// - After any write or fsync failure the store refuses writes (`storeFailed`) until reopened; reads go on serving
+//   the last durable state.
+
+import EventStore
+import Foundation
+import Synchronization
+
+/// The writer's view: the latest tree, including commits not yet durable.
+struct WriterState {
+    var root: ChildRef?
+    /// The page file the tree lives in.
+    var reader: PageReader
+    var revision: UInt64
+    var lsn: UInt64
+    var keyCount: UInt64
+    var transaction: UInt64 = 0
+    var freedSinceCheckpoint: [UInt64] = []
+    var freeList: FreeList
+    var meta: MetaPage
+}
+
+/// Holds the writer state.
+final class WriterBox: @unchecked Sendable {
+    // @unchecked: `state` is read and written only by the holder of PageFileKeyValueStore.writerLock (and by open(),
+    // before the store is shared).
+    var state: WriterState
+
+    init(_ state: WriterState) { self.state = state }
+}
+
+/// An ordered, durable key-value store in one directory: a B+tree page file with a write-ahead log.
+///
+/// Open one with ``open(directory:options:)``; one process at a time may hold a directory.
+public final class PageFileKeyValueStore: KeyValueStore {
+    /// The store's directory.
+    public let directory: String
+    /// The options it was opened with.
+    public let options: PageFileOptions
+
+    let lock: DirectoryLock
+    let wal: SystemFile
+    /// Bytes per page of the store.
+    public let pageSize: Int
+    let writer: WriterBox
+    let writerLock = WriterLock()
+    let published: PublishedState
+    let pipeline: GroupCommit
+    /// Nodes changed since the last checkpoint (an upper bound of the dirty nodes held in memory).
+    let dirtyNodes = Atomic<Int>(0)
+    /// Facts recovery established on open.
+    public let recovery: RecoveryReport
+
+    /// Longest key accepted, in bytes.
+    public var maximumKeyLength: Int { (pageSize - Page.headerSize) / 4 - LeafEntry.overhead - 8 }
+    /// Largest value accepted, in bytes (room for a 16 MiB event plus its record).
+    public static let maximumValueLength = 32 * 1024 * 1024
+    /// Largest transaction accepted, in bytes of keys and values.
+    public static let maximumTransactionBytes = 256 * 1024 * 1024
+
+    init(
+        directory: String, options: PageFileOptions, lock: DirectoryLock, wal: SystemFile, writer: WriterState,
+        walOffset: UInt64, walSize: UInt64, recovery: RecoveryReport
+    ) {
+        self.directory = directory
+        self.options = options
+        self.lock = lock
+        self.wal = wal
+        pageSize = writer.reader.pageSize
+        self.writer = WriterBox(writer)
+        self.recovery = recovery
+        let published = PublishedState(
+            root: writer.root, reader: writer.reader, revision: writer.revision, keyCount: writer.keyCount, epoch: writer.meta.epoch,
+            historyLimit: options.historyLimit)
+        self.published = published
+        pipeline = GroupCommit(
+            wal: wal, walOffset: walOffset, allocatedEnd: walSize, durableLSN: writer.lsn, durability: options.durability,
+            publish: { published.publish($0) })
+    }
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000_000) }
+
+    // MARK: Reads
+
+    /// The entry under `key` in the last durable state, or nil if absent or expired.
+    /// - Throws: `corrupted` naming the page if a page on the way fails its checks.
+    public func get(_ key: Key) async throws -> KeyValueEntry? {
+        let now = Self.now()
+        return try published.read { root, reader in try liveEntry(key, root: root, reader: reader, now: now) }
+    }
+
+    /// The entries under `keys`, in order (nil where absent), all from one durable snapshot.
+    public func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
+        let now = Self.now()
+        return try published.read { root, reader in
+            try zip(keys, try BTree.findAll(keys, root: root, reader: reader)).map { key, entry in
+                guard let entry, entry.isLive(at: now) else { return nil }
+                return try materialize(key, entry, reader: reader)
+            }
+        }
+    }
+
+    /// Up to `limit` live entries in `range`, in `direction` order, from one durable snapshot.
+    public func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
+        let now = Self.now()
+        return try published.read { root, reader in
+            var result: [KeyValueEntry] = []
+            guard limit > 0 else { return result }
+            try BTree.scan(range, direction: direction, root: root, reader: reader) { key, entry in
+                if entry.isLive(at: now) { result.append(try materialize(key, entry, reader: reader)) }
+                return result.count < limit
+            }
+            return result
+        }
+    }
+
+    /// The revision of the last durable commit (0 for an empty store).
+    public func currentRevision() async throws -> UInt64 {
+        try published.read { _, _ in published.state.withLock { $0.revision } }
+    }
+
+    /// Changes under `prefix` after `revision` (from the in-memory history kept since open), then live as commits
+    /// become durable; see ``KeyValueStore/changes(after:prefix:)``.
+    public func changes(after revision: UInt64, prefix: Key) -> AsyncThrowingStream<KeyValueChange, any Error> {
+        published.changes(after: revision, prefix: prefix, bufferLimit: options.watchBufferLimit)
+    }
+
+    func liveEntry(_ key: Key, root: ChildRef?, reader: PageReader, now: Int64) throws -> KeyValueEntry? {
+        guard let entry = try BTree.find(key, root: root, reader: reader), entry.isLive(at: now) else { return nil }
+        return try materialize(key, entry, reader: reader)
+    }
+
+    private func materialize(_ key: Key, _ entry: LeafEntry, reader: PageReader) throws -> KeyValueEntry {
+        KeyValueEntry(
+            key: key, value: try reader.value(entry.value), version: entry.version, modRevision: entry.modRevision)
+    }
+
+    // MARK: Writes
+
+    /// Checks and applies `transaction` atomically and returns its revision once it is durable (per
+    /// ``PageFileOptions/durability``).
+    /// - Throws: `conditionFailed` (nothing written); `tooLarge`/`transactionTooLarge` for oversized input;
+    ///   `ioFailure` if its WAL write or fdatasync failed (then the store refuses writes: `storeFailed`).
+    public func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 {
+        try Task.checkCancellation()
+        let lsn = try await writerLock.withLock { try apply(transaction) }
+        return try await finish(lsn)
+    }
+
+    /// Runs `body` under the writer lock against the latest state (including commits not yet durable), then
+    /// commits what it returns; concurrent updates never conflict and share group commits.
+    public func update<Value: Sendable>(
+        _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
+    ) async throws -> KeyValueUpdateResult<Value> {
+        try Task.checkCancellation()
+        let (lsn, value) = try await writerLock.withLock { () -> (UInt64?, Value) in
+            try checkWritable()
+            let (transaction, value) = try await body(WriterReadContext(store: self))
+            if transaction.writes.isEmpty { return (nil, value) }
+            return (try apply(transaction), value)
+        }
+        guard let lsn else { return KeyValueUpdateResult(value: value, revision: nil) }
+        return KeyValueUpdateResult(value: value, revision: try await finish(lsn))
+    }
+
+    /// Waits until the commit with `lsn` is durable, then checkpoints if the WAL is over its threshold.
+    private func finish(_ lsn: UInt64) async throws -> UInt64 {
+        try await pipeline.waitUntilDurable(lsn)
+        if checkpointDue {
+            // The commit is already durable; a failing checkpoint puts the store into its failed state instead.
+            try? await writerLock.withLock {
+                guard checkpointDue else { return }
+                try checkWritable()
+                try await Offload.run { try self.checkpointLocked() }
+            }
+        }
+        return lsn
+    }
+
+    /// Dirty nodes may take at most half the page cache's budget (at least 8 MiB) before a checkpoint writes them
+    /// out, so memory stays bounded however the keys are spread; the WAL threshold bounds recovery time.
+    private var dirtyNodeLimit: Int { max(8 << 20, options.cacheSizeMB << 19) / pageSize }
+
+    private var checkpointDue: Bool {
+        pipeline.walBytes >= UInt64(options.checkpointThresholdMB) << 20
+            || dirtyNodes.load(ordering: .relaxed) >= dirtyNodeLimit
+    }
+
+    func checkWritable() throws {
+        if published.state.withLock({ $0.closed }) { throw KeyValueStoreError.closed }
+        if let failure = pipeline.failed { throw EventStoreError.storeFailed(reason: failure.description) }
+    }
+
+    /// With the writer lock held: checks and applies `transaction` to the writer's tree and queues its WAL record.
+    /// Returns its LSN (equal to its revision).
+    private func apply(_ transaction: KeyValueTransaction) throws -> UInt64 {
+        try checkWritable()
+        try validate(transaction)
+        let now = Self.now()
+        // Copy only scalars and the root: copying the whole WriterState would duplicate its arrays on every commit.
+        let reader = writer.state.reader
+        let base = writer.state.root
+        for (index, condition) in transaction.conditions.enumerated()
+        where !condition.isSatisfied(by: try liveEntry(condition.key, root: base, reader: reader, now: now)) {
+            throw KeyValueStoreError.conditionFailed(index: index, condition: condition)
+        }
+        let transactionID = writer.state.transaction + 1
+        let revision = writer.state.revision + 1
+        let lsn = writer.state.lsn + 1
+        var keyCount = writer.state.keyCount
+        var tree = TreeWriter(reader: reader, transaction: transactionID)
+        var root = base
+        var logged: [LoggedWrite] = []
+        var changes: [KeyValueChange] = []
+        logged.reserveCapacity(transaction.writes.count)
+        changes.reserveCapacity(transaction.writes.count)
+        for write in transaction.writes {
+            switch write {
+            case .put(let key, let value, let ttl):
+                let old = try BTree.find(key, root: root, reader: reader)
+                let version = old.map { $0.isLive(at: now) ? $0.version + 1 : 1 } ?? 1
+                let expiresAt = ttl.map { max(1, now &+ $0.nanoseconds) } ?? 0
+                logged.append(.put(key: key, value: value, version: version, expiresAt: expiresAt))
+                if try tree.put(key, entry(value, key: key, version, revision, expiresAt), root: &root) == nil {
+                    keyCount += 1
+                }
+                changes.append(KeyValueChange(revision: revision, kind: .put, key: key))
+            case .delete(let key):
+                logged.append(.delete(key: key))
+                if try tree.delete(key, root: &root) != nil { keyCount -= 1 }
+                changes.append(KeyValueChange(revision: revision, kind: .delete, key: key))
+            }
+        }
+        let record = WriteAheadLog.encode(
+            LoggedTransaction(lsn: lsn, revision: revision, writes: logged), salt: writer.state.meta.walSalt)
+        try pipeline.enqueue(
+            record, PendingCommit(lsn: lsn, revision: revision, root: root, keyCount: keyCount, changes: changes))
+        writer.state.transaction = transactionID
+        writer.state.root = root
+        writer.state.revision = revision
+        writer.state.lsn = lsn
+        writer.state.keyCount = keyCount
+        writer.state.freedSinceCheckpoint.append(contentsOf: tree.freed)
+        dirtyNodes.add(tree.dirtied + 1, ordering: .relaxed)
+        return lsn
+    }
+
+    /// The leaf entry for a value: inline if it fits a quarter page, else pending overflow.
+    func entry(_ value: [UInt8], key: Key, _ version: UInt64, _ revision: UInt64, _ expiresAt: Int64) -> LeafEntry {
+        let inline = Node.leafSize(key: key, value: .inline(value)) <= (pageSize - Page.headerSize) / 4
+        return LeafEntry(
+            value: inline ? .inline(value) : .pending(value), version: version, modRevision: revision,
+            expiresAt: expiresAt)
+    }
+
+    private func validate(_ transaction: KeyValueTransaction) throws {
+        var bytes = 0
+        for write in transaction.writes {
+            let key = write.key
+            guard key.count <= maximumKeyLength else {
+                throw KeyValueStoreError.tooLarge(what: "key", size: key.count, limit: maximumKeyLength)
+            }
+            bytes += key.count
+            if case .put(_, let value, _) = write {
+                guard value.count <= Self.maximumValueLength else {
+                    throw KeyValueStoreError.tooLarge(what: "value", size: value.count, limit: Self.maximumValueLength)
+                }
+                bytes += value.count
+            }
+        }
+        for condition in transaction.conditions where condition.key.count > maximumKeyLength {
+            throw KeyValueStoreError.tooLarge(what: "key", size: condition.key.count, limit: maximumKeyLength)
+        }
+        guard bytes <= Self.maximumTransactionBytes, transaction.writes.count <= Int(UInt32.max) else {
+            throw KeyValueStoreError.transactionTooLarge(
+                operations: transaction.writes.count, bytes: bytes, limit: "\(Self.maximumTransactionBytes) bytes")
+        }
+    }
+
+    // MARK: Lifecycle
+
+    /// Writes every commit into the page file and starts a new WAL generation now.
+    public func checkpoint() async throws {
+        try await checkpoint(ifOver: 0)
+    }
+
+    func checkpoint(ifOver threshold: UInt64) async throws {
+        try await writerLock.withLock {
+            try checkWritable()
+            guard pipeline.walBytes >= threshold else { return }
+            try await Offload.run { try self.checkpointLocked() }
+        }
+    }
+
+    /// Checkpoints (unless the store has failed), stops the WAL flusher and releases the directory lock. Later calls
+    /// fail with ``KeyValueStoreError/closed``.
+    public func close() async throws {
+        if published.state.withLock({ $0.closed }) { return }
+        var failure: (any Error)?
+        await writerLock.lock()
+        if !published.state.withLock({ $0.closed }) {
+            if pipeline.failed == nil {
+                do { try await Offload.run { try self.checkpointLocked() } } catch { failure = error }
+            }
+            await pipeline.stop()
+            published.close()
+            lock.release()
+        }
+        writerLock.unlock()
+        if let failure { throw failure }
+    }
+}
+
+extension PageFileKeyValueStore {
+    /// Stops the store the way a crash would, for tests: no checkpoint; queued commits are still written, the WAL
+    /// keeps its records, and the directory lock is released.
+    func closeWithoutCheckpoint() async {
+        await writerLock.lock()
+        await pipeline.stop()
+        published.close()
+        lock.release()
+        writerLock.unlock()
+    }
+}
+
+/// Reads for an ``PageFileKeyValueStore/update(_:)`` body: the writer's latest state, under the writer lock.
+struct WriterReadContext: KeyValueReadContext {
+    let store: PageFileKeyValueStore
+
+    func get(_ key: Key) async throws -> KeyValueEntry? {
+        let state = store.writer.state
+        return try store.liveEntry(key, root: state.root, reader: state.reader, now: PageFileKeyValueStore.now())
+    }
+
+    func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
+        let state = store.writer.state
+        let now = PageFileKeyValueStore.now()
+        return try keys.map { try store.liveEntry($0, root: state.root, reader: state.reader, now: now) }
+    }
+}

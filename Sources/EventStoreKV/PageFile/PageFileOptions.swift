@@ -1,0 +1,54 @@
+// PageFileOptions: how a page-file store is created and run.
+//
+// Invariants:
+// - `pageSize` is a power of two in 4...64 KiB and is fixed when the store is created; reopening with another page
+//   size is refused with `incompatibleStore` (nothing is changed).
+// - Defaults are the safe choice: full durability, a 64 MiB page cache, a checkpoint every 32 MiB of WAL.
+
+import EventStore
+
+/// Options for ``PageFileKeyValueStore``.
+public struct PageFileOptions: Sendable {
+    /// Bytes per page: a power of two from 4 KiB to 64 KiB. Fixed when the store is created.
+    public var pageSize: Int
+    /// Upper bound of the page cache, in MiB.
+    public var cacheSizeMB: Int
+    /// When an acknowledged commit is safe from a crash; see ``Durability``.
+    public var durability: Durability
+    /// A checkpoint runs once the WAL holds this many MiB (ESENT's CheckpointSizeMB), and on close.
+    public var checkpointThresholdMB: Int
+    /// How many recent changes are kept for ``PageFileKeyValueStore/changes(after:prefix:)`` watchers that start in
+    /// the past.
+    public var historyLimit: Int
+    /// How many undelivered changes a watcher may hold before it is dropped.
+    public var watchBufferLimit: Int
+    /// Planned I/O faults, for tests of the failure paths.
+    var faults: IOFaultPlan?
+
+    /// Creates options; every argument has a production default.
+    public init(
+        pageSize: Int = 8192, cacheSizeMB: Int = 64, durability: Durability = .full, checkpointThresholdMB: Int = 32,
+        historyLimit: Int = 100_000, watchBufferLimit: Int = 100_000
+    ) {
+        self.pageSize = pageSize
+        self.cacheSizeMB = cacheSizeMB
+        self.durability = durability
+        self.checkpointThresholdMB = checkpointThresholdMB
+        self.historyLimit = historyLimit
+        self.watchBufferLimit = watchBufferLimit
+    }
+
+    /// Throws `invalidArgument` for out-of-range options.
+    func validate() throws {
+        guard Page.sizeRange.contains(pageSize), pageSize.nonzeroBitCount == 1 else {
+            throw EventStoreError.invalidArgument("pageSize must be a power of two from 4096 to 65536, got \(pageSize)")
+        }
+        guard cacheSizeMB >= 1 else { throw EventStoreError.invalidArgument("cacheSizeMB must be at least 1") }
+        guard checkpointThresholdMB >= 1 else {
+            throw EventStoreError.invalidArgument("checkpointThresholdMB must be at least 1")
+        }
+        if case .deferred(let delay) = durability, delay <= .zero {
+            throw EventStoreError.invalidArgument("a deferred durability delay must be positive")
+        }
+    }
+}

@@ -1,0 +1,182 @@
+// Recovery: opening a store directory. Creates a new store, or finds the newest valid meta page, replays the WAL
+// records after its checkpoint LSN and checkpoints the result.
+//
+// Invariants:
+// - A new store's data file is written under a temporary name, fsynced and renamed into place, so `data` is either
+//   absent or a whole, valid initial file. An existing file is never overwritten unless it is a valid store of
+//   this format and page size: garbage, a newer version or another page size get `incompatibleStore`.
+// - Replay applies exactly the WAL's valid prefix: records with the meta's salt and consecutive LSNs from
+//   checkpointLSN + 1. A torn or damaged tail is cut at the last whole record; a WAL of another generation (salt)
+//   is ignored as a whole (its records are all in the tree already).
+// - If anything was replayed or cut, recovery checkpoints at once: the recovered state goes into the page file and
+//   the WAL starts a new generation, so stale bytes past the cut can never be mistaken for records later.
+
+import EventStore
+import Foundation
+import Glibc
+
+/// What recovery found when the store was opened.
+public struct RecoveryReport: Sendable, Hashable {
+    /// Whether the directory held no store and a new one was created.
+    public var created: Bool
+    /// WAL records replayed on top of the last checkpoint.
+    public var replayedTransactions: Int
+    /// Bytes of a torn or damaged WAL tail that were cut.
+    public var discardedWALBytes: Int
+    /// Whether the WAL belonged to another generation and was ignored.
+    public var ignoredStaleWAL: Bool
+}
+
+extension PageFileKeyValueStore {
+    /// Opens the store in `directory`, creating the directory (mode 0700) and an empty store if needed, and
+    /// recovering from the WAL after a crash.
+    /// - Throws: `storeLocked` if another process (or another open store in this process) holds the directory;
+    ///   `incompatibleStore` if the directory holds something this version cannot open (nothing is changed then);
+    ///   `corrupted` if both meta pages are damaged; `ioFailure` for system call failures.
+    public static func open(directory: String, options: PageFileOptions = PageFileOptions()) throws
+        -> PageFileKeyValueStore
+    {
+        try options.validate()
+        try Directory.create(directory)
+        let lock = try DirectoryLock.acquire(directory: directory)
+        do {
+            return try open(directory: directory, options: options, lock: lock)
+        } catch {
+            lock.release()
+            throw error
+        }
+    }
+
+    private static func open(directory: String, options: PageFileOptions, lock: DirectoryLock) throws
+        -> PageFileKeyValueStore
+    {
+        let dataPath = directory + "/data"
+        let walPath = directory + "/wal"
+        var created = false
+        // A compaction that crashed before its rename left a partial file behind; the old file is still current.
+        unlink(directory + "/data.compact")
+        if !SystemFile.exists(dataPath) {
+            try createDataFile(dataPath, directory: directory, options: options)
+            created = true
+        }
+        let data = try SystemFile.open(dataPath, create: false, faults: options.faults)
+        let meta = try readMeta(data, options: options)
+        let reader = PageReader(
+            file: data, pageSize: meta.pageSize,
+            cache: PageCache(capacity: options.cacheSizeMB * 1024 * 1024 / meta.pageSize))
+        let (free, list) = try FreeList.read(head: meta.freeListHead, reader: reader, pageCount: meta.pageCount)
+
+        let wal = try SystemFile.open(walPath, create: true, faults: options.faults)
+        let walBytes = try wal.read(count: Int(try wal.size()), at: 0)
+        var report = RecoveryReport(created: created, replayedTransactions: 0, discardedWALBytes: 0, ignoredStaleWAL: false)
+        var transactions: [LoggedTransaction] = []
+        var walOffset = UInt64(walBytes.count)
+        if let header = WriteAheadLog.decodeHeader(walBytes), header.salt == meta.walSalt,
+            header.firstLSN == meta.checkpointLSN + 1
+        {
+            let scan = WriteAheadLog.scan(walBytes, salt: header.salt, firstLSN: header.firstLSN)
+            transactions = scan.transactions
+            report.discardedWALBytes = scan.discarded
+            walOffset = UInt64(scan.validEnd)
+        } else {
+            report.ignoredStaleWAL = !created
+            walOffset = UInt64(WriteAheadLog.headerSize)
+        }
+        report.replayedTransactions = transactions.count
+
+        var state = WriterState(
+            root: meta.root == 0 ? nil : .page(meta.root), reader: reader, revision: meta.revision, lsn: meta.checkpointLSN,
+            keyCount: meta.keyCount, freeList: FreeList(free: free, listPages: list), meta: meta)
+        try replay(transactions, into: &state, reader: reader)
+
+        let store = PageFileKeyValueStore(
+            directory: directory, options: options, lock: lock, wal: wal, writer: state, walOffset: walOffset,
+            walSize: UInt64(walBytes.count), recovery: report)
+        let needsCheckpoint =
+            created || !transactions.isEmpty || report.discardedWALBytes > 0 || report.ignoredStaleWAL
+        if needsCheckpoint {
+            Failpoint.hit(Failpoint.duringRecovery)
+            try store.checkpointLocked()
+        }
+        return store
+    }
+
+    /// Writes an empty store's data file (meta slot 0 valid, slot 1 empty) and makes it durable.
+    private static func createDataFile(_ path: String, directory: String, options: PageFileOptions) throws {
+        let temporary = path + ".creating"
+        let file = try SystemFile.open(temporary, create: true, faults: options.faults)
+        try file.truncate(to: 0)
+        let meta = MetaPage(
+            epoch: 0, pageSize: options.pageSize, root: 0, freeListHead: 0, pageCount: 2, checkpointLSN: 0,
+            revision: 0, walSalt: UInt64.random(in: 1...UInt64.max), keyCount: 0)
+        var initial = meta.encoded()
+        initial.append(contentsOf: [UInt8](repeating: 0, count: options.pageSize))
+        try file.write(initial, at: 0)
+        try file.sync()
+        try Directory.rename(temporary, to: path)
+        try Directory.sync(directory)
+    }
+
+    /// The newest valid meta page of `data`, after checking format, version and page size.
+    private static func readMeta(_ data: SystemFile, options: PageFileOptions) throws -> MetaPage {
+        let path = data.path
+        let head = try data.read(count: MetaPage.probeSize, at: 0)
+        var pageSize: Int?
+        switch MetaPage.probe(head) {
+        case .newerVersion(let version):
+            throw EventStoreError.incompatibleStore(
+                path: path, reason: "format version \(version) is newer than this build's \(MetaPage.formatVersion)")
+        case .pageSize(let size): pageSize = size
+        case .foreign:
+            // Slot 0 may be a torn meta write; slot 1 sits one page further, wherever the page size puts it.
+            for size in [4096, 8192, 16384, 32768, 65536] {
+                let probe = try data.read(count: MetaPage.probeSize, at: UInt64(size))
+                if case .pageSize(let declared) = MetaPage.probe(probe), declared == size { pageSize = size }
+            }
+        }
+        guard let pageSize else {
+            throw EventStoreError.incompatibleStore(path: path, reason: "not an EventStore page file")
+        }
+        guard pageSize == options.pageSize else {
+            throw EventStoreError.incompatibleStore(
+                path: path, reason: "the store uses \(pageSize)-byte pages but \(options.pageSize) were requested")
+        }
+        let slots = try (0..<UInt64(2)).compactMap { slot in
+            MetaPage.decode(
+                try data.read(count: pageSize, at: slot * UInt64(pageSize)), slot: slot, pageSize: pageSize,
+                path: path)
+        }
+        guard let newest = slots.max(by: { $0.epoch < $1.epoch }) else {
+            throw EventStoreError.corrupted(location: "\(path) pages 0 and 1", detail: "both meta pages are damaged")
+        }
+        return newest
+    }
+
+    /// Re-applies logged transactions to the writer's tree.
+    private static func replay(_ transactions: [LoggedTransaction], into state: inout WriterState, reader: PageReader)
+        throws
+    {
+        let quarter = (reader.pageSize - Page.headerSize) / 4
+        for transaction in transactions {
+            state.transaction += 1
+            var tree = TreeWriter(reader: reader, transaction: state.transaction)
+            var root = state.root
+            for write in transaction.writes {
+                switch write {
+                case .put(let key, let value, let version, let expiresAt):
+                    let inline = Node.leafSize(key: key, value: .inline(value)) <= quarter
+                    let entry = LeafEntry(
+                        value: inline ? .inline(value) : .pending(value), version: version,
+                        modRevision: transaction.revision, expiresAt: expiresAt)
+                    if try tree.put(key, entry, root: &root) == nil { state.keyCount += 1 }
+                case .delete(let key):
+                    if try tree.delete(key, root: &root) != nil { state.keyCount -= 1 }
+                }
+            }
+            state.root = root
+            state.revision = transaction.revision
+            state.lsn = transaction.lsn
+            state.freedSinceCheckpoint.append(contentsOf: tree.freed)
+        }
+    }
+}

@@ -1,0 +1,229 @@
+// Verify: a full consistency check of the page file (bbolt's tx.Check is the model), and the store's statistics.
+//
+// Invariants checked (each violation is one line of the report, naming the page):
+// - every reachable page reads back with a valid checksum, its own page number and the expected type;
+// - keys are strictly ascending within each node and lie inside the bounds their parents give them, and every leaf
+//   is at the same depth;
+// - overflow runs are whole and checksummed;
+// - every page below pageCount is in exactly one place: the tree, an overflow run, the free-list chain, or the free
+//   list (none leaked, none used twice, none out of range).
+// verify() first checkpoints (unless the store has failed) so the whole state is in the page file; it holds the
+// writer lock, so writers wait while it runs, and readers do not.
+
+import EventStore
+
+/// The findings of ``PageFileKeyValueStore/verify()``.
+public struct PageFileVerifyReport: Sendable, Hashable {
+    /// Pages in the file (including the two meta pages).
+    public var pageCount: UInt64 = 0
+    /// Branch and leaf pages reachable from the root.
+    public var treePages = 0
+    /// Overflow pages holding large values.
+    public var overflowPages = 0
+    /// Pages on the free list.
+    public var freePages = 0
+    /// Pages holding the free list itself.
+    public var freeListPages = 0
+    /// Keys in the tree (expired TTL keys included).
+    public var keys = 0
+    /// Levels of the tree (0 for an empty tree).
+    public var depth = 0
+    /// Every problem found, each naming its location. Empty when the store is consistent.
+    public var problems: [String] = []
+
+    /// Whether no problem was found.
+    public var isClean: Bool { problems.isEmpty }
+}
+
+/// Counters for monitoring and the admin tool.
+public struct PageFileStatistics: Sendable, Hashable {
+    /// Page size in bytes.
+    public var pageSize: Int
+    /// Pages in the data file as of the last checkpoint.
+    public var pageCount: UInt64
+    /// Pages free for reuse (as of the last checkpoint, including pages waiting for old readers).
+    public var freePages: Int
+    /// Bytes in the write-ahead log, including records queued for it.
+    public var walBytes: UInt64
+    /// The store-wide revision visible to reads.
+    public var revision: UInt64
+    /// Keys stored (expired TTL keys included until overwritten).
+    public var keys: UInt64
+    /// Checkpoints completed since the store was created.
+    public var checkpoints: UInt64
+    /// Pages in the page cache.
+    public var cachedPages: Int
+    /// Page lookups the cache answered since open.
+    public var cacheHits: UInt64
+    /// Page lookups that had to read the disk since open.
+    public var cacheMisses: UInt64
+}
+
+extension PageFileKeyValueStore {
+    /// Checks every page and structure of the store and reports what is wrong; see ``PageFileVerifyReport``.
+    public func verify() async throws -> PageFileVerifyReport {
+        try await writerLock.withLock {
+            if published.state.withLock({ $0.closed }) { throw KeyValueStoreError.closed }
+            let failed = pipeline.failed != nil
+            return try await Offload.run {
+                if !failed { try self.checkpointLocked() }
+                return self.check(self.writer.state.meta, reader: self.writer.state.reader)
+            }
+        }
+    }
+
+    /// Counters for monitoring; cheap, and never blocks on the writer.
+    public func statistics() throws -> PageFileStatistics {
+        let (revision, keys, reader) = try published.read { _, reader in
+            published.state.withLock { ($0.revision, $0.keyCount, reader) }
+        }
+        let cache = reader.cache.statistics
+        // The meta and free list belong to the writer; read the last durable ones from disk instead of waiting.
+        let meta = lastMeta(reader)
+        return PageFileStatistics(
+            pageSize: reader.pageSize, pageCount: meta.pageCount, freePages: meta.freeCount, walBytes: pipeline.walBytes,
+            revision: revision, keys: keys, checkpoints: meta.epoch, cachedPages: cache.pages, cacheHits: cache.hits,
+            cacheMisses: cache.misses)
+    }
+
+    private func lastMeta(_ reader: PageReader) -> (pageCount: UInt64, freeCount: Int, epoch: UInt64) {
+        let meta = (try? reader.file.read(count: reader.pageSize * 2, at: 0)) ?? []
+        let slots = (0..<UInt64(2)).compactMap { slot -> MetaPage? in
+            let start = Int(slot) * reader.pageSize
+            guard meta.count >= start + reader.pageSize else { return nil }
+            return MetaPage.decode(
+                Array(meta[start..<(start + reader.pageSize)]), slot: slot, pageSize: reader.pageSize, path: reader.path)
+        }
+        guard let newest = slots.max(by: { $0.epoch < $1.epoch }) else { return (0, 0, 0) }
+        let free = (try? FreeList.read(head: newest.freeListHead, reader: reader, pageCount: newest.pageCount))?.free
+        return (newest.pageCount, free?.count ?? 0, newest.epoch)
+    }
+
+    /// Walks the on-disk state named by `meta`.
+    func check(_ meta: MetaPage, reader: PageReader) -> PageFileVerifyReport {
+        var walk = VerifyWalk(reader: reader, pageCount: meta.pageCount)
+        walk.report.pageCount = meta.pageCount
+        if meta.root != 0 { walk.tree(meta.root, lower: nil, upper: nil, depth: 1) }
+        walk.freeList(head: meta.freeListHead)
+        walk.findLeaks()
+        if UInt64(walk.report.keys) != meta.keyCount {
+            walk.report.problems.append("meta: key count \(meta.keyCount) but the tree holds \(walk.report.keys) keys")
+        }
+        return walk.report
+    }
+}
+
+/// One verification pass.
+private struct VerifyWalk {
+    let reader: PageReader
+    let pageCount: UInt64
+    var report = PageFileVerifyReport()
+    var owner: [UInt64: String] = [:]
+    var leafDepth: Int?
+
+    init(reader: PageReader, pageCount: UInt64) {
+        self.reader = reader
+        self.pageCount = pageCount
+    }
+
+    private var path: String { reader.path }
+
+    /// Claims `page` for `use`; false (and a problem) if it is out of range or already used.
+    mutating func claim(_ page: UInt64, as use: String) -> Bool {
+        guard page >= 2, page < pageCount else {
+            report.problems.append("\(path) page \(page): \(use) page out of range (file has \(pageCount) pages)")
+            return false
+        }
+        if let previous = owner[page] {
+            report.problems.append("\(path) page \(page): used as \(use) but already used as \(previous)")
+            return false
+        }
+        owner[page] = use
+        return true
+    }
+
+    mutating func tree(_ page: UInt64, lower: Key?, upper: Key?, depth: Int) {
+        guard claim(page, as: "tree") else { return }
+        let node: Node
+        do {
+            node = try NodeCodec.decode(try reader.rawPage(page, type: nil), number: page, path: path)
+        } catch {
+            report.problems.append("\(error)")
+            return
+        }
+        report.treePages += 1
+        report.depth = max(report.depth, depth)
+        checkOrder(node, page: page, lower: lower, upper: upper)
+        if node.isLeaf {
+            if let leafDepth, leafDepth != depth {
+                report.problems.append("\(path) page \(page): leaf at depth \(depth), others at \(leafDepth)")
+            }
+            leafDepth = leafDepth ?? depth
+            report.keys += node.keys.count
+            for entry in node.entries { overflow(entry.value) }
+            return
+        }
+        for (index, child) in node.children.enumerated() {
+            guard case .page(let childPage) = child else { continue }
+            let childLower = index == 0 ? lower : node.keys[index]
+            let childUpper = index + 1 < node.keys.count ? node.keys[index + 1] : upper
+            tree(childPage, lower: childLower, upper: childUpper, depth: depth + 1)
+        }
+    }
+
+    private mutating func checkOrder(_ node: Node, page: UInt64, lower: Key?, upper: Key?) {
+        let keys = node.isLeaf ? node.keys : Array(node.keys.dropFirst())
+        for index in keys.indices.dropFirst() where !keys[index - 1].lexicographicallyPrecedes(keys[index]) {
+            report.problems.append("\(path) page \(page): keys out of order at entry \(index)")
+        }
+        if let lower, let first = keys.first, first.lexicographicallyPrecedes(lower) {
+            report.problems.append("\(path) page \(page): key below the parent's separator")
+        }
+        if let upper, let last = keys.last, !last.lexicographicallyPrecedes(upper) {
+            report.problems.append("\(path) page \(page): key at or above the next separator")
+        }
+    }
+
+    private mutating func overflow(_ value: StoredValue) {
+        guard case .overflow(let first, let length) = value else { return }
+        let count = reader.overflowPages(length)
+        for offset in 0..<UInt64(count) where !claim(first + offset, as: "overflow") { return }
+        report.overflowPages += count
+        do { _ = try reader.value(value) } catch { report.problems.append("\(error)") }
+    }
+
+    mutating func freeList(head: UInt64) {
+        var next = head
+        var seen = 0
+        while next != 0 {
+            guard claim(next, as: "free-list"), seen <= Int(pageCount) else { return }
+            seen += 1
+            report.freeListPages += 1
+            let page: [UInt8]
+            do { page = try reader.rawPage(next, type: .freeList) } catch {
+                report.problems.append("\(error)")
+                return
+            }
+            let count = Int(page.loadLE(UInt32.self, at: Page.countOffset))
+            guard count <= FreeList.capacity(pageSize: reader.pageSize) else {
+                report.problems.append("\(path) page \(next): free-list count \(count) too large")
+                return
+            }
+            for index in 0..<count {
+                let free = page.loadLE(UInt64.self, at: Page.headerSize + 8 + index * 8)
+                if claim(free, as: "free") { report.freePages += 1 }
+            }
+            next = page.loadLE(UInt64.self, at: Page.headerSize)
+        }
+    }
+
+    mutating func findLeaks() {
+        guard pageCount > 2 else { return }
+        var leaked: [UInt64] = []
+        for page in 2..<pageCount where owner[page] == nil { leaked.append(page) }
+        if !leaked.isEmpty {
+            report.problems.append(
+                "\(path): \(leaked.count) pages are neither in the tree nor free (first: \(leaked.prefix(8)))")
+        }
+    }
+}

@@ -1,0 +1,164 @@
+// WriteAheadLog: the `wal` file's header and record framing, and the scan recovery uses (layout in docs/FORMAT.md).
+//
+// Invariants:
+// - The WAL holds one record per committed transaction, in LSN order, LSNs consecutive from the header's firstLSN.
+//   A commit is durable exactly when its record's bytes are fdatasynced (GroupCommit.swift does that).
+// - Each record is framed as length, CRC32C and LSN; the CRC covers the length, LSN and payload and is seeded with
+//   the WAL generation's salt. A record from a stale generation (other salt) or a torn/garbled record fails the
+//   CRC or the LSN sequence, and the scan stops there: everything before it is the committed prefix.
+// - Records carry the transaction's resulting writes (key, value, per-key version, expiry), never the conditions:
+//   replay re-applies them deterministically, whatever the clock says now.
+
+import EventStore
+
+/// One write as logged: the final state of a key after the transaction.
+enum LoggedWrite: Sendable {
+    case put(key: Key, value: [UInt8], version: UInt64, expiresAt: Int64)
+    case delete(key: Key)
+
+    var key: Key {
+        switch self {
+        case .put(let key, _, _, _), .delete(let key): key
+        }
+    }
+}
+
+/// A decoded WAL record.
+struct LoggedTransaction: Sendable {
+    var lsn: UInt64
+    var revision: UInt64
+    var writes: [LoggedWrite]
+}
+
+/// The WAL file format.
+enum WriteAheadLog {
+    /// "EVSTWAL1": identifies an EventStore WAL.
+    static let magic: [UInt8] = Array("EVSTWAL1".utf8)
+    static let formatVersion: UInt32 = 1
+    static let headerSize = 40
+    /// Length, CRC and LSN before each record's payload.
+    static let frameSize = 16
+    /// Largest payload a reader accepts (larger lengths are damage).
+    static let maximumPayload = 1 << 30
+
+    /// The header of a WAL generation.
+    static func header(salt: UInt64, firstLSN: UInt64) -> [UInt8] {
+        var writer = PageBytesWriter(capacity: headerSize)
+        writer.raw(magic)
+        writer.u32(formatVersion)
+        writer.u32(0)
+        writer.u64(salt)
+        writer.u64(firstLSN)
+        let checksum = CRC32C.checksum(writer.bytes, 0..<32)
+        writer.u32(checksum)
+        writer.u32(0)
+        return writer.bytes
+    }
+
+    /// The salt and first LSN of a WAL header, or nil if the bytes are not a whole, valid header.
+    static func decodeHeader(_ bytes: [UInt8]) -> (salt: UInt64, firstLSN: UInt64)? {
+        guard bytes.count >= headerSize, Array(bytes[0..<8]) == magic,
+            bytes.loadLE(UInt32.self, at: 8) == formatVersion,
+            bytes.loadLE(UInt32.self, at: 32) == CRC32C.checksum(bytes, 0..<32)
+        else { return nil }
+        return (bytes.loadLE(UInt64.self, at: 16), bytes.loadLE(UInt64.self, at: 24))
+    }
+
+    private static func seed(_ salt: UInt64) -> UInt32 {
+        withUnsafeBytes(of: salt.littleEndian) { CRC32C.checksum($0) }
+    }
+
+    /// The framed bytes of one record.
+    static func encode(_ transaction: LoggedTransaction, salt: UInt64) -> [UInt8] {
+        var writer = PageBytesWriter(capacity: 64 + transaction.writes.reduce(0) { $0 + $1.key.count + 32 })
+        writer.u32(0)  // length, patched below
+        writer.u32(0)  // checksum, patched below
+        writer.u64(transaction.lsn)
+        writer.u64(transaction.revision)
+        writer.u32(UInt32(transaction.writes.count))
+        for write in transaction.writes {
+            switch write {
+            case .put(let key, let value, let version, let expiresAt):
+                writer.u8(1)
+                writer.u16(UInt16(key.count))
+                writer.raw(key)
+                writer.u64(version)
+                writer.i64(expiresAt)
+                writer.u32(UInt32(value.count))
+                writer.raw(value)
+            case .delete(let key):
+                writer.u8(2)
+                writer.u16(UInt16(key.count))
+                writer.raw(key)
+            }
+        }
+        var bytes = writer.bytes
+        bytes.storeLE(UInt32(bytes.count - frameSize), at: 0)
+        var checksum = CRC32C.checksum(bytes, 0..<4, seed: seed(salt))
+        checksum = CRC32C.checksum(bytes, 8..<bytes.count, seed: checksum)
+        bytes.storeLE(checksum, at: 4)
+        return bytes
+    }
+
+    /// The result of scanning a WAL.
+    struct Scan {
+        /// Whole, valid records in LSN order.
+        var transactions: [LoggedTransaction]
+        /// Byte offset just past the last valid record.
+        var validEnd: Int
+        /// Bytes after `validEnd` that were cut (a torn or damaged tail, or an older generation's records); 0 when
+        /// only zero-filled preallocated space follows.
+        var discarded: Int
+    }
+
+    /// Every valid record of `bytes` (a whole WAL file whose header has `salt`), from `firstLSN` on, stopping at the
+    /// first torn, damaged or out-of-sequence record.
+    static func scan(_ bytes: [UInt8], salt: UInt64, firstLSN: UInt64) -> Scan {
+        var transactions: [LoggedTransaction] = []
+        var offset = headerSize
+        var expected = firstLSN
+        let saltSeed = seed(salt)
+        while bytes.count - offset >= frameSize {
+            let length = Int(bytes.loadLE(UInt32.self, at: offset))
+            guard length <= maximumPayload, length <= bytes.count - offset - frameSize else { break }
+            let end = offset + frameSize + length
+            var checksum = CRC32C.checksum(bytes, offset..<(offset + 4), seed: saltSeed)
+            checksum = CRC32C.checksum(bytes, (offset + 8)..<end, seed: checksum)
+            guard checksum == bytes.loadLE(UInt32.self, at: offset + 4),
+                bytes.loadLE(UInt64.self, at: offset + 8) == expected,
+                let transaction = try? decodePayload(bytes, from: offset + frameSize, to: end, lsn: expected)
+            else { break }
+            transactions.append(transaction)
+            expected += 1
+            offset = end
+        }
+        // The zero-filled preallocated space after the last record is not damage.
+        let discarded = bytes[offset...].contains { $0 != 0 } ? bytes.count - offset : 0
+        return Scan(transactions: transactions, validEnd: offset, discarded: discarded)
+    }
+
+    private static func decodePayload(_ bytes: [UInt8], from start: Int, to end: Int, lsn: UInt64) throws
+        -> LoggedTransaction
+    {
+        var reader = PageBytesReader(Array(bytes[start..<end]))
+        let revision = try reader.u64()
+        let count = Int(try reader.u32())
+        var writes: [LoggedWrite] = []
+        writes.reserveCapacity(min(count, reader.remaining))
+        for _ in 0..<count {
+            let kind = try reader.u8()
+            let key = try reader.raw(Int(try reader.u16()))
+            switch kind {
+            case 1:
+                let version = try reader.u64()
+                let expiresAt = try reader.i64()
+                let value = try reader.raw(Int(try reader.u32()))
+                writes.append(.put(key: key, value: value, version: version, expiresAt: expiresAt))
+            case 2: writes.append(.delete(key: key))
+            default: throw PageBytesReader.Overrun()
+            }
+        }
+        guard reader.remaining == 0 else { throw PageBytesReader.Overrun() }
+        return LoggedTransaction(lsn: lsn, revision: revision, writes: writes)
+    }
+}

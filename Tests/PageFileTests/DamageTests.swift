@@ -1,0 +1,230 @@
+// Damage tests on copies of stores: a torn, garbled or extended WAL tail, a stale WAL from an earlier generation,
+// a damaged checkpointed page, and files that are not (this version's) stores. Each must give the last good commit
+// or a typed error, never wrong data, and never overwrite anything.
+
+import EventStore
+@testable import EventStoreKV
+import Foundation
+import Testing
+
+@Suite("Damage")
+struct DamageTests {
+    /// A closed-by-crash store whose WAL holds `count` small commits after a checkpoint; returns the WAL offsets
+    /// where each commit ends (index 0: the header end).
+    private func crashedStore(commits count: Int) async throws -> (TemporaryDirectory, [UInt64]) {
+        let directory = TemporaryDirectory("tail")
+        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([0], [0])]))
+        try await store.checkpoint()
+        var ends = [try store.statistics().walBytes]
+        for index in 1...count {
+            _ = try await store.commit(
+                KeyValueTransaction(writes: [.put([UInt8(index)], [UInt8(index), 1, 2]), .put([0], [UInt8(index)])]))
+            ends.append(try store.statistics().walBytes)
+        }
+        await store.closeWithoutCheckpoint()
+        return (directory, ends)
+    }
+
+    /// Opens `directory` and checks it holds exactly the first `commits` commits of `crashedStore`.
+    private func expectState(_ directory: String, commits: Int, _ context: String) async throws {
+        let store = try PageFileKeyValueStore.open(directory: directory, options: smallOptions())
+        let entries = try await allEntries(store)
+        var expected: [[UInt8]: [UInt8]] = [[0]: [UInt8(commits)]]
+        for index in stride(from: 1, through: commits, by: 1) { expected[[UInt8(index)]] = [UInt8(index), 1, 2] }
+        #expect(Dictionary(uniqueKeysWithValues: entries.map { ($0.key, $0.value) }) == expected, "\(context)")
+        #expect(try await store.currentRevision() == UInt64(commits + 1), "\(context)")
+        let report = try await store.verify()
+        #expect(report.isClean, "\(context): \(report.problems)")
+        try await store.close()
+    }
+
+    private func damagedCopy(_ source: String, _ damage: (inout [UInt8]) -> Void) throws -> TemporaryDirectory {
+        let copy = try copyDirectory(source)
+        var wal = [UInt8](try Data(contentsOf: URL(fileURLWithPath: copy.file("wal"))))
+        damage(&wal)
+        try Data(wal).write(to: URL(fileURLWithPath: copy.file("wal")))
+        return copy
+    }
+
+    @Test("a WAL cut at every byte offset of its last records recovers to the last whole commit")
+    func truncatedTail() async throws {
+        let (directory, ends) = try await crashedStore(commits: 5)
+        defer { directory.remove() }
+        try await expectState(try copyDirectory(directory.path).path, commits: 5, "intact")
+        for offset in ends[3]..<ends[5] {
+            let copy = try damagedCopy(directory.path) { $0.removeLast($0.count - Int(offset)) }
+            defer { copy.remove() }
+            let whole = ends.lastIndex { $0 <= offset } ?? 0
+            try await expectState(copy.path, commits: whole, "WAL cut at byte \(offset)")
+        }
+    }
+
+    @Test("flipped bits in a WAL record cut the log before that record")
+    func flippedBits() async throws {
+        let (directory, ends) = try await crashedStore(commits: 4)
+        defer { directory.remove() }
+        for record in 3...4 {
+            for offset in stride(from: Int(ends[record - 1]), to: Int(ends[record]), by: 5) {
+                let copy = try damagedCopy(directory.path) { $0[offset] ^= 0x10 }
+                defer { copy.remove() }
+                try await expectState(copy.path, commits: record - 1, "bit flipped at byte \(offset)")
+            }
+        }
+    }
+
+    @Test("garbage appended after the last record is ignored")
+    func appendedGarbage() async throws {
+        let (directory, _) = try await crashedStore(commits: 3)
+        defer { directory.remove() }
+        var random = SeededRandom(seed: 42)
+        for length in [1, 15, 16, 17, 100, 5000] {
+            let copy = try damagedCopy(directory.path) { wal in
+                wal.append(contentsOf: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) })
+            }
+            defer { copy.remove() }
+            try await expectState(copy.path, commits: 3, "\(length) garbage bytes")
+        }
+    }
+
+    @Test("a stale WAL from an earlier generation is ignored, not replayed")
+    func staleWAL() async throws {
+        let directory = TemporaryDirectory("stale")
+        defer { directory.remove() }
+        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], Array("old".utf8))]))
+        let stale = try Data(contentsOf: URL(fileURLWithPath: directory.file("wal")))
+        try await store.checkpoint()
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], Array("new".utf8))]))
+        try await store.checkpoint()
+        await store.closeWithoutCheckpoint()
+        try stale.write(to: URL(fileURLWithPath: directory.file("wal")))
+
+        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        #expect(reopened.recovery.ignoredStaleWAL)
+        #expect(reopened.recovery.replayedTransactions == 0)
+        let entry = try #require(try await reopened.get([1]))
+        #expect(entry.value == Array("new".utf8) && entry.version == 2)
+        #expect(try await reopened.currentRevision() == 2)
+        try await reopened.close()
+    }
+
+    @Test("a damaged checkpointed page is reported as corruption naming the page, by reads and by verify")
+    func damagedPage() async throws {
+        let directory = TemporaryDirectory("page")
+        defer { directory.remove() }
+        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        for batch in 0..<10 {
+            let writes = (0..<50).map { KeyWrite.put(Array("key-\(batch)-\($0)".utf8), [UInt8](repeating: 1, count: 100)) }
+            _ = try await store.commit(KeyValueTransaction(writes: writes))
+        }
+        try await store.close()
+
+        let dataPath = directory.file("data")
+        var data = [UInt8](try Data(contentsOf: URL(fileURLWithPath: dataPath)))
+        let pageCount = data.count / 4096
+        let leaf = try #require((2..<pageCount).first { data[$0 * 4096 + Page.typeOffset] == PageType.leaf.rawValue })
+        let keys = try NodeCodec.decode(Array(data[(leaf * 4096)..<((leaf + 1) * 4096)]), number: UInt64(leaf), path: dataPath).keys
+        data[leaf * 4096 + 200] ^= 0xFF
+        try Data(data).write(to: URL(fileURLWithPath: dataPath))
+
+        let damaged = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let location = "\(dataPath) page \(leaf)"
+        do {
+            _ = try await damaged.get(try #require(keys.first))
+            Issue.record("reading a key on the damaged page succeeded")
+        } catch EventStoreError.corrupted(let found, _) {
+            #expect(found == location)
+        }
+        do {
+            _ = try await allEntries(damaged)
+            Issue.record("scanning over the damaged page succeeded")
+        } catch EventStoreError.corrupted(let found, _) {
+            #expect(found == location)
+        }
+        let report = try await damaged.verify()
+        #expect(!report.isClean)
+        #expect(report.problems.contains { $0.contains(location) }, "\(report.problems)")
+        try await damaged.close()
+    }
+
+    @Test("garbage, a newer format version and another page size are refused and left untouched")
+    func incompatibleFiles() async throws {
+        let garbage = TemporaryDirectory("garbage")
+        defer { garbage.remove() }
+        try FileManager.default.createDirectory(atPath: garbage.path, withIntermediateDirectories: true)
+        var random = SeededRandom(seed: 7)
+        let noise = Data((0..<20_000).map { _ in UInt8.random(in: 0...255, using: &random) })
+        try noise.write(to: URL(fileURLWithPath: garbage.file("data")))
+        #expect { try PageFileKeyValueStore.open(directory: garbage.path, options: smallOptions()) } throws: { error in
+            guard case EventStoreError.incompatibleStore = error else { return false }
+            return true
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: garbage.file("data"))) == noise)
+
+        let store = TemporaryDirectory("version")
+        defer { store.remove() }
+        let opened = try PageFileKeyValueStore.open(directory: store.path, options: smallOptions())
+        _ = try await opened.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        try await opened.close()
+
+        // Another page size.
+        let before = try Data(contentsOf: URL(fileURLWithPath: store.file("data")))
+        #expect { try PageFileKeyValueStore.open(directory: store.path, options: PageFileOptions(pageSize: 8192)) }
+            throws: { error in
+                guard case EventStoreError.incompatibleStore(_, let reason) = error else { return false }
+                return reason.contains("4096")
+            }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: store.file("data"))) == before)
+
+        // A newer format version, in otherwise valid meta pages.
+        var data = [UInt8](before)
+        for slot in 0..<2 {
+            var page = Array(data[(slot * 4096)..<((slot + 1) * 4096)])
+            page.storeLE(UInt32(99), at: Page.headerSize + 8)
+            Page.seal(&page)
+            data.replaceSubrange((slot * 4096)..<((slot + 1) * 4096), with: page)
+        }
+        try Data(data).write(to: URL(fileURLWithPath: store.file("data")))
+        #expect { try PageFileKeyValueStore.open(directory: store.path, options: smallOptions()) } throws: { error in
+            guard case EventStoreError.incompatibleStore(_, let reason) = error else { return false }
+            return reason.contains("99")
+        }
+        #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: store.file("data")))) == data)
+    }
+
+    @Test("a second opener gets the lock error naming the holder, in this process and from another process")
+    func directoryLock() async throws {
+        let directory = TemporaryDirectory("lock")
+        defer { directory.remove() }
+        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        #expect { try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions()) } throws: { error in
+            guard case EventStoreError.storeLocked(_, let pid) = error else { return false }
+            return pid == ProcessInfo.processInfo.processIdentifier
+        }
+        try await store.close()
+
+        var highest = -1
+        let child = try CrashChildProcess(directory: directory.path, transactions: 1_000_000)
+        _ = await follow(child, acks: 1, highest: &highest)
+        #expect { try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions()) } throws: { error in
+            guard case EventStoreError.storeLocked(_, let pid) = error else { return false }
+            return pid == child.process.processIdentifier
+        }
+        child.kill()
+        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        try await reopened.close()
+    }
+
+    @Test("a new store directory gets mode 0700 and its files 0600")
+    func permissions() async throws {
+        try await withStore { _, directory in
+            let attributes = try FileManager.default.attributesOfItem(atPath: directory.path)
+            #expect((attributes[.posixPermissions] as? Int) == 0o700)
+            for name in ["data", "wal", "lock"] {
+                let file = try FileManager.default.attributesOfItem(atPath: directory.file(name))
+                #expect((file[.posixPermissions] as? Int) == 0o600, "\(name)")
+            }
+        }
+    }
+}

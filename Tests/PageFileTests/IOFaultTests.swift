@@ -1,0 +1,108 @@
+// I/O faults through the file seam (IOFaultPlan): EIO on fdatasync, a short write on a full disk, a failed page
+// write in a checkpoint. The failing commit is not acknowledged, the store refuses further writes without retrying
+// fsync, reads keep serving the durable state, and reopening recovers.
+
+import EventStore
+@testable import EventStoreKV
+import Foundation
+import Glibc
+import Testing
+
+@Suite("I/O faults")
+struct IOFaultTests {
+    private func isIOFailure(_ error: any Error, _ code: Int32) -> Bool {
+        guard case EventStoreError.ioFailure(_, _, let errno) = error else { return false }
+        return errno == code
+    }
+
+    private func isStoreFailed(_ error: any Error) -> Bool {
+        guard case EventStoreError.storeFailed = error else { return false }
+        return true
+    }
+
+    @Test("EIO from the WAL fdatasync fails the commit and the store, and reopening recovers", arguments: [EIO, ENOSPC])
+    func syncFailure(code: Int32) async throws {
+        let directory = TemporaryDirectory("eio")
+        defer { directory.remove() }
+        // The WAL's first fdatasync is the creation checkpoint's; the second is commit 1's; the third fails.
+        let faults = IOFaultPlan([IOFault(operation: .sync, onCall: 3, kind: .fail(code), pathSuffix: "/wal")])
+        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults))
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        await #expect { _ = try await store.commit(KeyValueTransaction(writes: [.put([2], [2])])) } throws: {
+            isIOFailure($0, code)
+        }
+        await #expect { _ = try await store.commit(KeyValueTransaction(writes: [.put([3], [3])])) } throws: {
+            isStoreFailed($0)
+        }
+        await #expect { try await store.checkpoint() } throws: { isStoreFailed($0) }
+        #expect(try await store.get([1])?.value == [1], "reads keep serving the durable state")
+        #expect(try await store.get([2]) == nil, "a commit whose fsync failed is never visible")
+        try await store.close()
+
+        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        #expect(try await reopened.get([1])?.value == [1])
+        #expect(try await reopened.get([3]) == nil)
+        // The failed commit's bytes may or may not have reached the disk; either way it is whole or absent.
+        let two = try await reopened.get([2])
+        #expect(two == nil || two?.value == [2])
+        _ = try await reopened.commit(KeyValueTransaction(writes: [.put([4], [4])]))
+        #expect(try await reopened.verify().isClean)
+        try await reopened.close()
+    }
+
+    @Test("a short WAL write on a full disk fails the append; earlier data stays intact")
+    func shortWrite() async throws {
+        let directory = TemporaryDirectory("enospc")
+        defer { directory.remove() }
+        // WAL writes: the creation checkpoint's header is write 1, then one write per commit group, plus one that
+        // zero-fills the next MiB after commit 1 (write 3). Commit 3's record is write 5.
+        let faults = IOFaultPlan([IOFault(operation: .write, onCall: 5, kind: .shortWrite, pathSuffix: "/wal")])
+        let store = KeyValueEventStore(
+            backend: try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults)))
+        let stream = try StreamName("disk-full")
+        for version in 0..<2 {
+            _ = try await store.append(
+                [EventData(type: "Filled", data: Data(repeating: UInt8(version), count: 500))], to: stream,
+                expectedVersion: .exact(UInt64(version)))
+        }
+        await #expect {
+            _ = try await store.append(
+                [EventData(type: "Filled", data: Data(repeating: 9, count: 500))], to: stream, expectedVersion: .exact(2))
+        } throws: { isIOFailure($0, ENOSPC) }
+        await #expect {
+            _ = try await store.append(
+                [EventData(type: "Filled", data: Data(repeating: 9, count: 500))], to: stream, expectedVersion: .exact(2))
+        } throws: { isStoreFailed($0) }
+        try await store.close()
+
+        let reopened = try KeyValueEventStore.open(directory: directory.path, options: smallOptions())
+        let events = try await reopened.read(stream, from: .start, direction: .forward, limit: 10)
+        #expect(events.map(\.version) == [1, 2])
+        #expect(events.map { $0.data.first } == [0, 1])
+        try await reopened.close()
+    }
+
+    @Test("a failed page write in a checkpoint fails the store; the WAL still holds every acknowledged commit")
+    func checkpointWriteFailure() async throws {
+        let directory = TemporaryDirectory("checkpoint-eio")
+        defer { directory.remove() }
+        // Data-file writes: the creation checkpoint writes its meta (write 1); the next checkpoint's first page
+        // write (write 2) fails.
+        let faults = IOFaultPlan([IOFault(operation: .write, onCall: 2, kind: .fail(EIO), pathSuffix: "/data")])
+        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults))
+        for index in 0..<20 {
+            _ = try await store.commit(KeyValueTransaction(writes: [.put([UInt8(index)], [UInt8(index)])]))
+        }
+        await #expect { try await store.checkpoint() } throws: { isIOFailure($0, EIO) }
+        await #expect { _ = try await store.commit(KeyValueTransaction(writes: [.put([99], [1])])) } throws: {
+            isStoreFailed($0)
+        }
+        try await store.close()
+
+        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        #expect(reopened.recovery.replayedTransactions == 20)
+        #expect(try await allEntries(reopened).map(\.key) == (0..<20).map { [UInt8($0)] })
+        #expect(try await reopened.verify().isClean)
+        try await reopened.close()
+    }
+}

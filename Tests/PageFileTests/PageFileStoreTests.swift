@@ -1,0 +1,234 @@
+// Engine unit tests: the B+tree against a reference dictionary, overflow values, free-page reuse, reopening, and
+// the contract's version, TTL, condition and watch semantics on the page file.
+
+import EventStore
+@testable import EventStoreKV
+import Foundation
+import Testing
+
+@Suite("Page-file store")
+struct PageFileStoreTests {
+    @Test("random puts and deletes match a reference dictionary, before and after reopening")
+    func randomOperationsMatchReference() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        var random = SeededRandom(seed: 0x5EED)
+        var reference: [Key: [UInt8]] = [:]
+        var store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        for round in 0..<400 {
+            var writes: [KeyWrite] = []
+            for _ in 0..<Int.random(in: 1...12, using: &random) {
+                let key = (0..<Int.random(in: 1...24, using: &random)).map { _ in UInt8.random(in: 0...5, using: &random) }
+                if Bool.random(using: &random), reference[key] != nil || Int.random(in: 0...9, using: &random) == 0 {
+                    writes.append(.delete(key))
+                    reference[key] = nil
+                } else {
+                    let large = Int.random(in: 0...30, using: &random) == 0
+                    let size = large ? Int.random(in: 4_000...30_000, using: &random) : Int.random(in: 0...600, using: &random)
+                    let value = (0..<size).map { _ in UInt8.random(in: 0...255, using: &random) }
+                    writes.append(.put(key, value))
+                    reference[key] = value
+                }
+            }
+            _ = try await store.commit(KeyValueTransaction(writes: writes))
+            if round % 97 == 0 { try await store.checkpoint() }
+            if round == 250 {
+                try await store.close()
+                store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+            }
+        }
+        try await expectMatches(store, reference)
+        let report = try await store.verify()
+        #expect(report.isClean, "\(report.problems)")
+        #expect(report.depth >= 2, "the test should grow a multi-level tree")
+        #expect(report.overflowPages > 0, "the test should store overflow values")
+        try await store.close()
+
+        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        try await expectMatches(reopened, reference)
+        try await reopened.close()
+    }
+
+    private func expectMatches(_ store: PageFileKeyValueStore, _ reference: [Key: [UInt8]]) async throws {
+        let sorted = reference.keys.sorted { $0.lexicographicallyPrecedes($1) }
+        let entries = try await allEntries(store)
+        #expect(entries.map(\.key) == sorted)
+        #expect(entries.map(\.value) == sorted.map { reference[$0] ?? [] })
+        let backward = try await store.scan(KeyRange(from: [], to: nil), direction: .backward, limit: 17)
+        #expect(backward.map(\.key) == Array(sorted.reversed().prefix(17)))
+        let middle = try await store.scan(KeyRange(from: [2], to: [4]), direction: .forward, limit: .max)
+        #expect(middle.map(\.key) == sorted.filter { KeyRange(from: [2], to: [4]).contains($0) })
+        let probes = sorted.prefix(50) + [[9, 9], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]]
+        let got = try await store.get(Array(probes))
+        #expect(got.map { $0?.value } == probes.map { reference[$0] })
+        // A sorted batch with absent keys between present ones (the walk-once path of get(_ keys:)).
+        let batch = (sorted + sorted.map { $0 + [9] }).sorted { $0.lexicographicallyPrecedes($1) }
+        let batchGot = try await store.get(batch)
+        #expect(batchGot.map { $0?.value } == batch.map { reference[$0] })
+    }
+
+    @Test("monotonic appends fill leaf pages instead of leaving them half empty")
+    func rightEdgeAppendsFillPages() async throws {
+        try await withStore { store, _ async throws in
+            for batch in 0..<20 {
+                let writes = (0..<100).map { index -> KeyWrite in
+                    var key: Key = [4]
+                    key.appendBigEndian(UInt64(batch * 100 + index + 1))
+                    return .put(key, [UInt8](repeating: 7, count: 100))
+                }
+                _ = try await store.commit(KeyValueTransaction(writes: writes))
+            }
+            let report = try await store.verify()
+            #expect(report.isClean, "\(report.problems)")
+            // 2,000 entries of 140 bytes: 29 fit a 4 KiB leaf, so full packing needs 69 leaves.
+            let leaves = report.treePages - 1 - (report.depth > 2 ? 1 : 0)
+            #expect(leaves <= 75, "\(leaves) leaves for 2,000 monotonic keys: pages were left half empty")
+        }
+    }
+
+    @Test("freed pages are reused: rewriting the same data does not grow the file")
+    func freedPagesAreReused() async throws {
+        try await withStore { store, _ async throws in
+            func fill() async throws {
+                for batch in 0..<10 {
+                    let writes = (0..<50).map { index -> KeyWrite in
+                        .put(Array("key-\(batch)-\(index)".utf8), [UInt8](repeating: UInt8(batch), count: 300 + index * 40))
+                    }
+                    _ = try await store.commit(KeyValueTransaction(writes: writes))
+                }
+                try await store.checkpoint()
+            }
+            try await fill()
+            try await fill()
+            let grown = try store.statistics().pageCount
+            for _ in 0..<5 { try await fill() }
+            let after = try store.statistics().pageCount
+            #expect(after <= grown + 8, "file grew from \(grown) to \(after) pages rewriting the same data")
+            let report = try await store.verify()
+            #expect(report.isClean, "\(report.problems)")
+            #expect(report.freePages > 0)
+        }
+    }
+
+    @Test("versions, modRevisions and conditions follow the contract")
+    func versionsAndConditions() async throws {
+        try await withStore { store, _ async throws in
+            let first = try await store.commit(KeyValueTransaction(writes: [.put([1], [1]), .put([2], [2])]))
+            let second = try await store.commit(KeyValueTransaction(writes: [.put([1], [3])]))
+            #expect(second == first + 1)
+            let one = try #require(try await store.get([1]))
+            #expect(one.version == 2 && one.modRevision == second && one.value == [3])
+            await #expect(throws: KeyValueStoreError.conditionFailed(index: 1, condition: .absent([2]))) {
+                _ = try await store.commit(
+                    KeyValueTransaction(conditions: [.present([1]), .absent([2])], writes: [.put([3], [3])]))
+            }
+            #expect(try await store.get([3]) == nil)
+            _ = try await store.commit(KeyValueTransaction(writes: [.delete([1])]))
+            _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [9])]))
+            #expect(try await store.get([1])?.version == 1)
+            #expect(try await store.currentRevision() == second + 2)
+        }
+    }
+
+    @Test("a TTL key reads as absent once expired, also after reopening")
+    func ttlExpires() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await store.commit(
+            KeyValueTransaction(writes: [.put([1], [1], ttl: .milliseconds(1)), .put([2], [2], ttl: .seconds(3600))]))
+        let expiry = ContinuousClock.now.advanced(by: .milliseconds(5))
+        try await Task.sleep(until: expiry)
+        #expect(try await store.get([1]) == nil)
+        #expect(try await store.get([2]) != nil)
+        #expect(try await allEntries(store).map(\.key) == [[2]])
+        try await store.close()
+        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        #expect(try await reopened.get([1]) == nil)
+        #expect(try await reopened.get([2])?.value == [2])
+        try await reopened.close()
+    }
+
+    @Test("concurrent updates of one counter never conflict and all commit")
+    func concurrentUpdatesShareTheWriter() async throws {
+        try await withStore { store, _ async throws in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        for _ in 0..<25 {
+                            _ = try await store.update { context in
+                                let current = try await context.get([7]).map { Int($0.value[0]) + Int($0.value[1]) * 256 } ?? 0
+                                let next = current + 1
+                                return (KeyValueTransaction(writes: [.put([7], [UInt8(next % 256), UInt8(next / 256)])]), ())
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let value = try #require(try await store.get([7])).value
+            #expect(Int(value[0]) + Int(value[1]) * 256 == 200)
+        }
+    }
+
+    @Test("watchers get past and live changes in revision order")
+    func watchersSeeChanges() async throws {
+        try await withStore { store, _ async throws in
+            let start = try await store.commit(KeyValueTransaction(writes: [.put([1, 1], [1])]))
+            let stream = store.changes(after: 0, prefix: [1])
+            _ = try await store.commit(KeyValueTransaction(writes: [.put([2], [2]), .delete([1, 1])]))
+            var iterator = stream.makeAsyncIterator()
+            let first = try await iterator.next()
+            let second = try await iterator.next()
+            #expect(first == KeyValueChange(revision: start, kind: .put, key: [1, 1]))
+            #expect(second == KeyValueChange(revision: start + 1, kind: .delete, key: [1, 1]))
+        }
+    }
+
+    @Test("keys and values over the limits are refused with a typed error and nothing is written")
+    func limitsAreEnforced() async throws {
+        try await withStore { store, _ async throws in
+            let longKey = [UInt8](repeating: 1, count: store.maximumKeyLength + 1)
+            await #expect(throws: KeyValueStoreError.self) {
+                _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1]), .put(longKey, [1])]))
+            }
+            #expect(try await store.get([1]) == nil)
+            #expect(try await store.currentRevision() == 0)
+        }
+    }
+
+    @Test("a 16 MiB value round-trips through overflow pages and a reopen")
+    func largeValueRoundTrips() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let value = (0..<(16 * 1024 * 1024 + 100)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], value), .put([2], [2])]))
+        #expect(try await store.get([1])?.value == value)
+        try await store.close()
+        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        #expect(try await reopened.get([1])?.value == value)
+        let report = try await reopened.verify()
+        #expect(report.isClean, "\(report.problems)")
+        try await reopened.close()
+    }
+
+    @Test("the event store opens on a directory in one line and keeps its events across reopening")
+    func eventStoreOnDirectory() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let stream = try StreamName("account-1")
+        var store = try KeyValueEventStore.open(directory: directory.path)
+        for index in 0..<30 {
+            _ = try await store.append(
+                [EventData(type: "Deposited", data: Data("\(index)".utf8))], to: stream, expectedVersion: .exact(UInt64(index)))
+        }
+        try await store.close()
+        store = try KeyValueEventStore.open(directory: directory.path)
+        let events = try await store.read(stream, from: .start, direction: .forward, limit: 100)
+        #expect(events.map(\.version) == Array(1...30))
+        #expect(events.map { String(decoding: $0.data, as: UTF8.self) } == (0..<30).map { "\($0)" })
+        #expect(try await store.lastPosition() == 30)
+        try await store.close()
+    }
+}
