@@ -61,6 +61,9 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
             let events = try await store.read(
                 stream, from: .version(result.version + 1), direction: .forward, limit: limit)
             for event in events {
+                // Versions hidden by a deletion or retention are skipped by reads, so a read can return events past
+                // `version`; never apply them.
+                if let version, event.version > version { return result }
                 result.state.apply(try registry.decode(event))
                 result.version = event.version
                 result.replayedEvents += 1

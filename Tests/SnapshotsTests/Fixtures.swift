@@ -106,11 +106,12 @@ enum Fixtures {
     }
 
     /// Appends `count` events of the deterministic history after `start` in batches, and returns the ledger they
-    /// fold into from `start`'s state.
+    /// fold into from `start`'s state. `expectingAny` appends without a version expectation (to recreate a deleted
+    /// stream).
     @discardableResult
     static func fill(
         _ stream: StreamName, in store: KeyValueEventStore, events count: UInt64, after start: Ledger = Ledger(),
-        startingAt version: UInt64 = 0, batch: UInt64 = 1_000
+        startingAt version: UInt64 = 0, batch: UInt64 = 1_000, expectingAny: Bool = false
     ) async throws -> Ledger {
         var ledger = start
         var next = version + 1
@@ -120,7 +121,7 @@ enum Fixtures {
             let events = (next...last).map { event(number: $0) }
             for event in events { ledger.apply(event) }
             let data = try events.map { try registry.encode(any: $0) }
-            _ = try await store.append(data, to: stream, expectedVersion: .exact(next - 1))
+            _ = try await store.append(data, to: stream, expectedVersion: expectingAny ? .any : .exact(next - 1))
             next = last + 1
         }
         return ledger
@@ -128,25 +129,33 @@ enum Fixtures {
 }
 
 /// The documented key layout (SnapshotKeys.swift), rebuilt independently so that tests check it and can reach the
-/// raw keys: `0x08 name 0x00 0x01` is the index, `0x08 name 0x00 0x02 version(big-endian)` a record.
+/// raw keys: `0x08 stream 0x00 collection 0x00 0x01` is a collection's index, `... 0x02 version(big-endian)` a
+/// record.
 enum RawSnapshotKeys {
-    static func prefix(_ stream: StreamName) -> Key { [0x08] + Array(stream.rawValue.utf8) + [0x00] }
-    static func index(_ stream: StreamName) -> Key { prefix(stream) + [0x01] }
-    static func recordPrefix(_ stream: StreamName) -> Key { prefix(stream) + [0x02] }
-    static func record(_ stream: StreamName, _ version: UInt64) -> Key {
-        recordPrefix(stream) + withUnsafeBytes(of: version.bigEndian) { Array($0) }
+    static func streamPrefix(_ stream: StreamName) -> Key { [0x08] + Array(stream.rawValue.utf8) + [0x00] }
+    static func prefix(_ stream: StreamName, _ collection: String) -> Key {
+        streamPrefix(stream) + Array(collection.utf8) + [0x00]
+    }
+    static func index(_ stream: StreamName, collection: String = "") -> Key { prefix(stream, collection) + [0x01] }
+    static func recordPrefix(_ stream: StreamName, collection: String = "") -> Key {
+        prefix(stream, collection) + [0x02]
+    }
+    static func record(_ stream: StreamName, _ version: UInt64, collection: String = "") -> Key {
+        recordPrefix(stream, collection: collection) + withUnsafeBytes(of: version.bigEndian) { Array($0) }
     }
 
     /// The versions that have a record key in the backend, read straight from the keys.
-    static func storedVersions(_ stream: StreamName, in store: KeyValueEventStore) async throws -> [UInt64] {
+    static func storedVersions(
+        _ stream: StreamName, collection: String = "", in store: KeyValueEventStore
+    ) async throws -> [UInt64] {
         let entries = try await store.backend.scan(
-            .prefix(recordPrefix(stream)), direction: .forward, limit: .max)
+            .prefix(recordPrefix(stream, collection: collection)), direction: .forward, limit: .max)
         return entries.map { entry in entry.key.suffix(8).reduce(0) { $0 << 8 | UInt64($1) } }
     }
 
-    /// Every snapshot key of `stream` in the backend.
+    /// Every snapshot key of `stream`, in every collection.
     static func allKeys(_ stream: StreamName, in store: KeyValueEventStore) async throws -> [Key] {
-        try await store.backend.scan(.prefix(prefix(stream)), direction: .forward, limit: .max).map(\.key)
+        try await store.backend.scan(.prefix(streamPrefix(stream)), direction: .forward, limit: .max).map(\.key)
     }
 }
 
@@ -156,7 +165,8 @@ extension SnapshottingRepository where State == Ledger {
         async throws
     {
         let indexed = try await snapshotVersions(of: stream)
-        let stored = try await RawSnapshotKeys.storedVersions(stream, in: snapshots.events)
+        let stored = try await RawSnapshotKeys.storedVersions(
+            stream, collection: snapshots.collection, in: snapshots.events)
         #expect(indexed == stored, "index and records disagree", sourceLocation: sourceLocation)
     }
 }

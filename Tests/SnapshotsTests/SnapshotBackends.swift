@@ -1,5 +1,5 @@
 // The backends the snapshot tests run against. Every scenario is a parameterised test over `SnapshotBackends.all`;
-// adding a backend (the page file) is one factory here and one entry in `all`.
+// a backend kept on disk joins with one `.onDisk(name) { directory in ... }` entry.
 
 import EventStore
 import EventStoreKV
@@ -27,6 +27,21 @@ struct SnapshotBackend: Sendable, CustomTestStringConvertible {
         }
     }
 
+    /// A backend kept in a fresh temporary directory, which is removed after the test.
+    static func onDisk(
+        _ name: String, open: @escaping @Sendable (_ directory: String) async throws -> any KeyValueStore
+    ) -> SnapshotBackend {
+        SnapshotBackend(name: name) {
+            let directory = FileManager.default.temporaryDirectory
+                .appendingPathComponent("eventstore-snapshots-\(UUID().uuidString)").path
+            let store = KeyValueEventStore(backend: try await open(directory))
+            return (store, {
+                try? await store.close()
+                try? FileManager.default.removeItem(atPath: directory)
+            })
+        }
+    }
+
     static let inMemory = SnapshotBackend(name: "in-memory") {
         let store = KeyValueEventStore(backend: InMemoryKeyValueStore())
         return (store, { try? await store.close() })
@@ -36,6 +51,6 @@ struct SnapshotBackend: Sendable, CustomTestStringConvertible {
 enum SnapshotBackends {
     /// Every backend the snapshot tests run on.
     static var all: [SnapshotBackend] {
-        [.inMemory]
+        [.inMemory, .onDisk("page-file") { try PageFileKeyValueStore.open(directory: $0) }]
     }
 }

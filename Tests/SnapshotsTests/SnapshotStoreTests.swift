@@ -13,7 +13,7 @@ struct SnapshotStoreTests {
         try await backend.withStore { store in
             let stream = try Fixtures.stream()
             try await Fixtures.fill(stream, in: store, events: 5)
-            let snapshots = SnapshotStore(events: store)
+            let snapshots = try SnapshotStore(events: store)
             let data = Data((0..<300).map { UInt8($0 % 256) })
 
             try await snapshots.save(data, schemaVersion: 7, of: stream, at: 4)
@@ -36,7 +36,7 @@ struct SnapshotStoreTests {
     func emptyStream(backend: SnapshotBackend) async throws {
         try await backend.withStore { store in
             let stream = try Fixtures.stream()
-            let snapshots = SnapshotStore(events: store)
+            let snapshots = try SnapshotStore(events: store)
             #expect(try await snapshots.versions(of: stream) == [])
             #expect(try await snapshots.lastVersion(of: stream) == nil)
             #expect(try await snapshots.latestSnapshot(of: stream) == nil)
@@ -51,7 +51,7 @@ struct SnapshotStoreTests {
         try await backend.withStore { store in
             let stream = try Fixtures.stream()
             try await Fixtures.fill(stream, in: store, events: 5)
-            let snapshots = SnapshotStore(events: store)
+            let snapshots = try SnapshotStore(events: store)
 
             await #expect(throws: SnapshotError.versionBeyondStream(stream: stream, requested: 6, streamVersion: 5)) {
                 try await snapshots.save(Data([1]), schemaVersion: 1, of: stream, at: 6)
@@ -71,7 +71,7 @@ struct SnapshotStoreTests {
         try await backend.withStore { store in
             let stream = try Fixtures.stream()
             try await Fixtures.fill(stream, in: store, events: 5)
-            let snapshots = SnapshotStore(events: store)
+            let snapshots = try SnapshotStore(events: store)
 
             await #expect { try await snapshots.save(Data([1]), schemaVersion: 1, of: stream, at: 0) } throws: {
                 if case EventStoreError.invalidArgument = $0 { true } else { false }
@@ -93,7 +93,7 @@ struct SnapshotStoreTests {
         try await backend.withStore { store in
             let stream = try Fixtures.stream()
             try await Fixtures.fill(stream, in: store, events: 5)
-            let snapshots = SnapshotStore(events: store)
+            let snapshots = try SnapshotStore(events: store)
 
             try await snapshots.save(Data([1]), schemaVersion: 1, of: stream, at: 3)
             try await snapshots.save(Data([2, 2]), schemaVersion: 2, of: stream, at: 3)
@@ -108,7 +108,7 @@ struct SnapshotStoreTests {
         try await backend.withStore { store in
             let stream = try Fixtures.stream()
             try await Fixtures.fill(stream, in: store, events: 30)
-            let snapshots = SnapshotStore(events: store)
+            let snapshots = try SnapshotStore(events: store)
             for version: UInt64 in [5, 10, 20] {
                 try await snapshots.save(Data([UInt8(version)]), schemaVersion: version == 10 ? 2 : 1, of: stream, at: version)
             }
@@ -128,7 +128,7 @@ struct SnapshotStoreTests {
         try await backend.withStore { store in
             let stream = try Fixtures.stream()
             try await Fixtures.fill(stream, in: store, events: 10)
-            let snapshots = SnapshotStore(events: store)
+            let snapshots = try SnapshotStore(events: store)
 
             for version: UInt64 in 1...6 {
                 try await snapshots.save(Data([1]), schemaVersion: 1, of: stream, at: version, keepingLast: 3)
@@ -152,7 +152,7 @@ struct SnapshotStoreTests {
             let count = UInt64(SnapshotStore.deletionBatchSize * 2 + 7)
             try await Fixtures.fill(stream, in: store, events: count)
             try await Fixtures.fill(other, in: store, events: 1)
-            let snapshots = SnapshotStore(events: store)
+            let snapshots = try SnapshotStore(events: store)
             for version in 1...count { try await snapshots.save(Data([0]), schemaVersion: 1, of: stream, at: version) }
             try await snapshots.save(Data([0]), schemaVersion: 1, of: other, at: 1)
 
@@ -168,7 +168,7 @@ struct SnapshotStoreTests {
         try await backend.withStore { store in
             let stream = try Fixtures.stream()
             try await Fixtures.fill(stream, in: store, events: 5)
-            let snapshots = SnapshotStore(events: store)
+            let snapshots = try SnapshotStore(events: store)
             _ = try await store.backend.commit(
                 KeyValueTransaction(writes: [.put(RawSnapshotKeys.index(stream), [1, 2, 0, 0, 0, 9])]))
 
@@ -189,7 +189,9 @@ struct SnapshotStoreTests {
             try await Fixtures.fill(stream, in: store, events: 5)
             let repository = try Fixtures.repository(store)
             try await repository.takeSnapshot(of: stream, at: 4)
-            _ = try await store.backend.commit(KeyValueTransaction(writes: [.delete(RawSnapshotKeys.record(stream, 4))]))
+            _ = try await store.backend.commit(KeyValueTransaction(writes: [
+                .delete(RawSnapshotKeys.record(stream, 4, collection: repository.snapshots.collection))
+            ]))
 
             await #expect { try await repository.load(stream) } throws: { error in
                 guard case EventStoreError.corrupted(let location, _) = error else { return false }
@@ -203,7 +205,7 @@ struct SnapshotStoreTests {
         try await backend.withStore { store in
             let stream = try Fixtures.stream()
             try await Fixtures.fill(stream, in: store, events: 5)
-            let snapshots = SnapshotStore(events: store)
+            let snapshots = try SnapshotStore(events: store)
             try await snapshots.save(Data([1]), schemaVersion: 1, of: stream, at: 2)
             try await snapshots.save(Data([2]), schemaVersion: 1, of: stream, at: 3)
             let record2 = try #require(try await store.backend.get(RawSnapshotKeys.record(stream, 2)))
@@ -229,10 +231,13 @@ struct SnapshotStoreTests {
             let repository = try Fixtures.repository(store)
             try await repository.takeSnapshot(of: long, at: 9)
             // Copy the long stream's snapshot records under the short stream's keys, byte for byte.
-            let index = try #require(try await store.backend.get(RawSnapshotKeys.index(long)))
-            let record = try #require(try await store.backend.get(RawSnapshotKeys.record(long, 9)))
+            let collection = repository.snapshots.collection
+            let index = try #require(try await store.backend.get(RawSnapshotKeys.index(long, collection: collection)))
+            let record = try #require(
+                try await store.backend.get(RawSnapshotKeys.record(long, 9, collection: collection)))
             _ = try await store.backend.commit(KeyValueTransaction(writes: [
-                .put(RawSnapshotKeys.index(short), index.value), .put(RawSnapshotKeys.record(short, 9), record.value),
+                .put(RawSnapshotKeys.index(short, collection: collection), index.value),
+                .put(RawSnapshotKeys.record(short, 9, collection: collection), record.value),
             ]))
 
             await #expect { try await repository.load(short) } throws: { error in

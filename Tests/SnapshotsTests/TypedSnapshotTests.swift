@@ -30,7 +30,7 @@ struct TypedSnapshotTests {
         let at10 = try await Fixtures.fill(stream, in: store, events: 10)
         let at20 = try await Fixtures.fill(stream, in: store, events: 10, after: at10, startingAt: 10)
         let at30 = try await Fixtures.fill(stream, in: store, events: 10, after: at20, startingAt: 20)
-        let snapshots = SnapshotStore(events: store)
+        let snapshots = try SnapshotStore(events: store, collection: String(reflecting: Ledger.self))
         try await snapshots.save(try JSONEventCoder().encode(at10), schemaVersion: 2, of: stream, at: 10)
         try await snapshots.save(try JSONEventCoder().encode(LedgerV1(at20)), schemaVersion: 1, of: stream, at: 20)
         return (stream, at30)
@@ -151,7 +151,7 @@ struct TypedSnapshotTests {
         try await backend.withStore { store in
             let stream = try Fixtures.stream()
             try await Fixtures.fill(stream, in: store, events: 5)
-            try await SnapshotStore(events: store).save(Data("{\"nope\":1}".utf8), schemaVersion: 1, of: stream, at: 5)
+            try await SnapshotStore(events: store, collection: String(reflecting: Ledger.self)).save(Data("{\"nope\":1}".utf8), schemaVersion: 1, of: stream, at: 5)
             let repository = try Fixtures.repository(store)
 
             await #expect { try await repository.load(stream) } throws: { error in

@@ -1,8 +1,10 @@
 // SnapshottingRepository: the snapshot-aware aggregate repository.
 //
 // Invariants:
+// - Snapshots live in the collection named by the schema, so only snapshots of this state are ever decoded as it.
 // - A load gives exactly the state a full replay gives: it starts from the newest snapshot at or before the wanted
-//   version whose schema is readable (never a newer one), and replays every event after it up to that version.
+//   version whose schema is readable (never a newer one) and which folded the same events a replay folds now (its
+//   recorded first version is the first version readers see), and replays every event after it up to that version.
 // - A snapshot is only ever made from a state built the way a load builds it: by replay, or by applying events
 //   decoded from the exact bytes that were appended (so lossy encodings, such as dates in JSON, cannot make a
 //   snapshot differ from a replay).
@@ -35,7 +37,9 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
 
     /// Creates a repository over the streams of `events`, with snapshots on the same backend.
     /// - Parameter readBatchSize: how many events are read per round trip while replaying.
-    /// - Throws: ``EventStoreError/invalidArgument(_:)`` for a policy with an interval or retention below 1.
+    /// Snapshots are kept in the collection named by `schema`'s ``SnapshotSchema/name``.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` for a policy with an interval or retention below 1, or a
+    ///   schema name that cannot name a collection.
     public init(
         events: KeyValueEventStore, registry: EventTypeRegistry, schema: SnapshotSchema<State> = SnapshotSchema(),
         policy: SnapshotPolicy = .manual, readBatchSize: Int = 1_000
@@ -44,7 +48,7 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
             throw EventStoreError.invalidArgument("readBatchSize must be at least 1, got \(readBatchSize)")
         }
         self.aggregates = AggregateRepository(store: events, registry: registry, readBatchSize: readBatchSize)
-        self.snapshots = SnapshotStore(events: events)
+        self.snapshots = try SnapshotStore(events: events, collection: schema.name)
         self.schema = schema
         self.policy = try policy.validated()
     }
@@ -60,7 +64,8 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     /// Loads the state of `stream` as of `version`: from the newest usable snapshot at or before `version` plus the
     /// events after it up to `version`, or by replaying events 1 through `version`.
     /// - Throws: ``SnapshotError/versionBeyondStream(stream:requested:streamVersion:)`` when the stream has not
-    ///   reached `version`.
+    ///   reached `version`; ``SnapshotError/versionNotVisible(stream:version:)`` when `version` was deleted or is
+    ///   hidden by retention.
     public func load(
         _ stream: StreamName, asOf version: UInt64, usingSnapshots: Bool = true
     ) async throws -> LoadedAggregate<State> {
@@ -75,20 +80,27 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
             start = LoadedAggregate(state: try schema.decode(snapshot), version: snapshot.version, replayedEvents: 0)
         }
         let loaded = try await aggregates.replay(stream, onto: start, upTo: version)
-        if loaded.replayedEvents == 0, loaded.version > 0 {
-            try await checkStreamReached(loaded.version, of: stream)
+        if start.version > 0, loaded.replayedEvents == 0 {
+            try await checkStreamReached(start.version, of: stream)
         }
         if let version, loaded.version < version {
-            throw SnapshotError.versionBeyondStream(stream: stream, requested: version, streamVersion: loaded.version)
+            let streamVersion = try await snapshots.events.version(of: stream)
+            if streamVersion >= version { throw SnapshotError.versionNotVisible(stream: stream, version: version) }
+            throw SnapshotError.versionBeyondStream(stream: stream, requested: version, streamVersion: streamVersion)
         }
         return loaded
     }
 
-    /// The newest snapshot at or before `version` that this schema can read.
+    /// The newest snapshot at or before `version` that this schema can read and that folds exactly the events a
+    /// replay would: readers must still see the stream from the snapshot's first version. After a deletion and
+    /// recreation, or once retention hides more of the stream's start, older snapshots fold events a replay no
+    /// longer sees, and are not used.
     private func latestUsableSnapshot(of stream: StreamName, atOrBefore version: UInt64?) async throws -> Snapshot? {
+        guard let firstVisible = try await snapshots.events.firstVisibleVersion(of: stream) else { return nil }
         let schema = self.schema
         return try await snapshots.latestSnapshot(of: stream, atOrBefore: version) { descriptor in
-            schema.canRead(schemaVersion: descriptor.schemaVersion)
+            descriptor.firstVersion == firstVisible && descriptor.version >= firstVisible
+                && schema.canRead(schemaVersion: descriptor.schemaVersion)
         }
     }
 
@@ -179,21 +191,29 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         return loaded.version
     }
 
-    /// Replays `stream` once from its first event and takes a snapshot every `interval` events (at versions
-    /// `interval`, 2 × `interval`, ...), one after another. Existing snapshots at those versions are replaced; the
-    /// policy's retention applies to each.
+    /// Replays `stream` once from its first visible event and takes a snapshot at every multiple of `interval`
+    /// (`interval`, 2 × `interval`, ...; from the first multiple readers see, if deletion or retention hides the
+    /// start), one after another. Existing snapshots at those versions are replaced; the policy's retention applies
+    /// to each.
     /// - Returns: the versions snapshotted, in order.
     @discardableResult
     public func snapshotAll(of stream: StreamName, every interval: UInt64) async throws -> [UInt64] {
         guard interval >= 1 else {
             throw EventStoreError.invalidArgument("a snapshot interval must be at least 1 event, got \(interval)")
         }
+        let events = snapshots.events
+        guard let first = try await events.read(stream, from: .start, direction: .forward, limit: 1).first else {
+            return []
+        }
         var loaded = LoadedAggregate(state: State(), version: 0, replayedEvents: 0)
+        // The last multiple of `interval` before the first visible version; the first target is the next one.
+        var target = (first.version - 1) / interval * interval
         var taken: [UInt64] = []
         while true {
             try Task.checkCancellation()
-            let (target, overflow) = loaded.version.addingReportingOverflow(interval)
+            let (next, overflow) = target.addingReportingOverflow(interval)
             guard !overflow else { break }
+            target = next
             loaded = try await aggregates.replay(stream, onto: loaded, upTo: target)
             guard loaded.version == target else { break }
             try await saveSnapshot(of: loaded.state, in: stream, at: target)

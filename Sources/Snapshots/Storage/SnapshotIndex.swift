@@ -1,8 +1,8 @@
-// The snapshot index of one stream (value of `0x08 name 0x00 0x01`): which versions have a snapshot, and in which
-// schema.
+// The index of one snapshot collection of a stream (value of `0x08 stream 0x00 collection 0x00 0x01`): which
+// versions have a snapshot, and in which schema.
 //
-// Layout (format 1): u8 format=1, u32 count, then `count` entries of (u64 version, u32 schema version), all
-// little-endian, in strictly ascending version order.
+// Layout (format 1): u8 format=1, u32 count, then `count` entries of (u64 version, u64 first version, u32 schema
+// version), all little-endian, in strictly ascending version order.
 //
 // Invariants:
 // - Entries are sorted by version with no duplicates; decoding rejects anything else as corruption.
@@ -15,8 +15,8 @@ import EventStore
 /// The decoded index of one stream's snapshots.
 struct SnapshotIndex: Equatable {
     static let format: UInt8 = 1
-    /// Bytes per entry: u64 version + u32 schema version.
-    static let entrySize = 12
+    /// Bytes per entry: u64 version + u64 first version + u32 schema version.
+    static let entrySize = 20
 
     /// The entries, ascending by version.
     private(set) var entries: [SnapshotDescriptor] = []
@@ -78,6 +78,7 @@ struct SnapshotIndex: Equatable {
         writer.u32(UInt32(entries.count))
         for entry in entries {
             writer.u64(entry.version)
+            writer.u64(entry.firstVersion)
             writer.u32(entry.schemaVersion)
         }
         return writer.bytes
@@ -94,11 +95,15 @@ struct SnapshotIndex: Equatable {
         var index = SnapshotIndex()
         index.entries.reserveCapacity(count)
         for _ in 0..<count {
-            let entry = SnapshotDescriptor(version: try reader.u64(), schemaVersion: try reader.u32())
+            let version = try reader.u64()
+            let firstVersion = try reader.u64()
+            let entry = SnapshotDescriptor(version: version, schemaVersion: try reader.u32(), firstVersion: firstVersion)
             if let previous = index.entries.last, previous.version >= entry.version {
                 throw reader.corruption("versions out of order: \(entry.version) after \(previous.version)")
             }
-            guard entry.version > 0 else { throw reader.corruption("an entry names version 0") }
+            guard entry.firstVersion >= 1, entry.firstVersion <= entry.version else {
+                throw reader.corruption("entry \(entry.version) has first version \(entry.firstVersion)")
+            }
             index.entries.append(entry)
         }
         try reader.finish()

@@ -1,12 +1,13 @@
 // SnapshotStore: per stream, a collection of snapshots keyed by version, on the key-value backend of the events.
+// One SnapshotStore value is one named collection (one kind of state); see SnapshotKeys.swift.
 //
 // Invariants:
 // - Every change to a stream's collection (save, delete, prune) is ONE key-value transaction that writes the records
 //   and the index together, built by `KeyValueStore.update` from a read of the index and conditioned on the index as
 //   read (its modRevision, or its absence). Concurrent writers therefore serialize on the index: none can lose
 //   another's entry, and the index always lists exactly the records that exist.
-// - A snapshot is saved only at a version the stream has reached (1 ... stream version). Stream versions never go
-//   down, so checking the version before the transaction is as good as checking it inside.
+// - A snapshot is saved only at a version readers see (first visible version ... stream version), and records that
+//   first visible version. Stream versions never go down, so checking before the transaction is as good as inside.
 // - A record is written only together with its index, so a record's modRevision never exceeds that of the index
 //   describing it. Reads use this to tell a concurrent change (start again) from corruption.
 // - Reads never guess: an index entry without its record, or a malformed value, is EventStoreError.corrupted naming
@@ -17,17 +18,28 @@ import EventStoreKV
 import Foundation
 
 /// Stores snapshots of streams on the same key-value backend as the events of a ``KeyValueEventStore``.
+///
+/// Each store value is one named collection: snapshots of one kind of state. Stores with different collection
+/// names never see each other's snapshots, so several aggregates or projections of one stream can be snapshotted
+/// side by side.
 public struct SnapshotStore: Sendable {
     /// The event store whose streams are snapshotted; snapshots share its backend.
     public let events: KeyValueEventStore
+    /// The name of this collection of snapshots.
+    public let collection: String
+    private let keys: SnapshotKeys
 
     /// How many snapshots ``deleteAll(of:)`` removes per transaction, so that a large collection never needs one
     /// oversized transaction.
     public static let deletionBatchSize = 256
 
-    /// Creates a snapshot store on the backend of `events`.
-    public init(events: KeyValueEventStore) {
+    /// Creates the snapshot collection named `collection` on the backend of `events`.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` for a name containing U+0000 or longer than 255 UTF-8
+    ///   bytes.
+    public init(events: KeyValueEventStore, collection: String = "") throws {
         self.events = events
+        self.collection = collection
+        self.keys = try SnapshotKeys(collection: collection)
     }
 
     private var backend: any KeyValueStore { events.backend }
@@ -35,9 +47,11 @@ public struct SnapshotStore: Sendable {
     // MARK: Writing
 
     /// Saves `data` as the snapshot of `stream` at `version`, replacing any snapshot already at that version; with
-    /// `keepingLast`, removes all but the newest `keepingLast` snapshots in the same transaction.
+    /// `keepingLast`, removes all but the newest `keepingLast` snapshots in the same transaction. `data` must be the
+    /// state folded from the events readers see now, up to `version`; the first version they see is recorded with
+    /// it (``Snapshot/firstVersion``).
     /// - Throws: ``SnapshotError/versionBeyondStream(stream:requested:streamVersion:)`` when the stream has not
-    ///   reached `version`; ``EventStoreError/invalidArgument(_:)`` for version 0, a `keepingLast` below 1 or data
+    ///   reached `version`; ``SnapshotError/versionNotVisible(stream:version:)`` when readers no longer see it; ``EventStoreError/invalidArgument(_:)`` for version 0, a `keepingLast` below 1 or data
     ///   of 4 GiB or more.
     ///   Nothing is written when it throws.
     public func save(
@@ -56,15 +70,20 @@ public struct SnapshotStore: Sendable {
         guard version <= streamVersion else {
             throw SnapshotError.versionBeyondStream(stream: stream, requested: version, streamVersion: streamVersion)
         }
+        guard let firstVersion = try await events.firstVisibleVersion(of: stream), firstVersion <= version else {
+            throw SnapshotError.versionNotVisible(stream: stream, version: version)
+        }
+        let keys = self.keys
         let snapshot = Snapshot(
-            stream: stream, version: version, schemaVersion: schemaVersion, takenAt: Date(), data: data)
+            stream: stream, version: version, schemaVersion: schemaVersion, firstVersion: firstVersion,
+            takenAt: Date(), data: data)
         let record = SnapshotRecord.encode(snapshot)
         try await changeIndex(of: stream) { index in
             index.insert(snapshot.descriptor)
             let pruned = keepingLast.map { index.keepLast($0) } ?? []
             var writes: [KeyWrite] = []
-            if !pruned.contains(version) { writes.append(.put(SnapshotKeys.record(of: stream, at: version), record)) }
-            writes += pruned.map { .delete(SnapshotKeys.record(of: stream, at: $0)) }
+            if !pruned.contains(version) { writes.append(.put(keys.record(of: stream, at: version), record)) }
+            writes += pruned.map { .delete(keys.record(of: stream, at: $0)) }
             return (writes, ())
         }
     }
@@ -75,7 +94,7 @@ public struct SnapshotStore: Sendable {
     public func delete(snapshotOf stream: StreamName, at version: UInt64) async throws -> Bool {
         try await changeIndex(of: stream) { index in
             guard index.remove(version) else { return ([], false) }
-            return ([.delete(SnapshotKeys.record(of: stream, at: version))], true)
+            return ([.delete(keys.record(of: stream, at: version))], true)
         }
     }
 
@@ -89,7 +108,7 @@ public struct SnapshotStore: Sendable {
             try Task.checkCancellation()
             let batch = try await changeIndex(of: stream) { index in
                 let removed = index.removeOldest(Self.deletionBatchSize)
-                return (removed.map { .delete(SnapshotKeys.record(of: stream, at: $0)) }, removed.count)
+                return (removed.map { .delete(keys.record(of: stream, at: $0)) }, removed.count)
             }
             deleted += batch
             if batch < Self.deletionBatchSize { return deleted }
@@ -103,7 +122,7 @@ public struct SnapshotStore: Sendable {
         guard count >= 1 else { throw EventStoreError.invalidArgument("keepingLast must be at least 1, got \(count)") }
         return try await changeIndex(of: stream) { index in
             let removed = index.keepLast(count)
-            return (removed.map { .delete(SnapshotKeys.record(of: stream, at: $0)) }, removed)
+            return (removed.map { .delete(keys.record(of: stream, at: $0)) }, removed)
         }
     }
 
@@ -114,7 +133,7 @@ public struct SnapshotStore: Sendable {
         of stream: StreamName,
         _ change: @escaping @Sendable (inout SnapshotIndex) throws -> (writes: [KeyWrite], value: Value)
     ) async throws -> Value {
-        let indexKey = SnapshotKeys.index(of: stream)
+        let indexKey = keys.index(of: stream)
         let outcome = try await translatingErrors {
             try await backend.update { context -> (transaction: KeyValueTransaction, value: Value) in
                 let entry = try await context.get(indexKey)
@@ -175,13 +194,13 @@ public struct SnapshotStore: Sendable {
     private func readChosen(
         of stream: StreamName, _ choose: (SnapshotIndex) -> SnapshotDescriptor?
     ) async throws -> Snapshot? {
-        let indexKey = SnapshotKeys.index(of: stream)
+        let indexKey = keys.index(of: stream)
         var indexEntry = try await translatingErrors { try await backend.get(indexKey) }
         while true {
             try Task.checkCancellation()
             guard let seen = indexEntry else { return nil }
             guard let chosen = choose(try SnapshotIndex.decode(seen.value, stream: stream)) else { return nil }
-            let recordKey = SnapshotKeys.record(of: stream, at: chosen.version)
+            let recordKey = keys.record(of: stream, at: chosen.version)
             let record = try await translatingErrors { try await backend.get(recordKey) }
             if let record, record.modRevision <= seen.modRevision {
                 return try SnapshotRecord.decode(record.value, stream: stream, expected: chosen)
@@ -199,7 +218,7 @@ public struct SnapshotStore: Sendable {
     }
 
     private func index(of stream: StreamName) async throws -> SnapshotIndex {
-        let key = SnapshotKeys.index(of: stream)
+        let key = keys.index(of: stream)
         guard let entry = try await translatingErrors({ try await backend.get(key) }) else { return SnapshotIndex() }
         return try SnapshotIndex.decode(entry.value, stream: stream)
     }
@@ -214,5 +233,13 @@ func translatingErrors<T>(_ body: () async throws -> T) async throws -> T {
         case .closed: throw EventStoreError.storeClosed
         default: throw EventStoreError.backend(error.description)
         }
+    }
+}
+
+extension KeyValueEventStore {
+    /// The first version of `stream` readers see (1 unless a deletion or retention hides the start), or nil when
+    /// they see no event.
+    func firstVisibleVersion(of stream: StreamName) async throws -> UInt64? {
+        try await read(stream, from: .start, direction: .forward, limit: 1).first?.version
     }
 }

@@ -6,6 +6,8 @@
 //   from it to the current one. Anything else (an older schema with no migration, a newer schema from newer code) is
 //   not readable, and loading skips it in favour of an older readable snapshot or a full replay.
 // - Every migration goes from a lower schema version to a higher one, so chains always end (no cycles).
+// - Snapshots are kept in a collection named after the state (`name`), so another state type's snapshots of the
+//   same stream are never decoded as this one.
 // - Decoding never returns a state for the wrong schema: a failed decode or migration is
 //   SnapshotError.unreadableSnapshot.
 
@@ -26,6 +28,9 @@ public struct SnapshotSchema<State: Codable & Sendable>: Sendable {
         var migrate: Migration
     }
 
+    /// The name of the snapshot collection these states are kept in. Snapshots saved under another name are never
+    /// read as this state.
+    public let name: String
     /// The schema version of states encoded by this code.
     public let version: UInt32
     /// Turns states into bytes and back (JSON by default).
@@ -33,7 +38,10 @@ public struct SnapshotSchema<State: Codable & Sendable>: Sendable {
     private var steps: [UInt32: Step] = [:]
 
     /// Creates a schema at `version`, encoding with `coder`.
-    public init(version: UInt32 = 1, coder: any EventCoder = JSONEventCoder()) {
+    /// - Parameter name: the snapshot collection's name; by default the state's fully qualified type name (such
+    ///   as "Banking.Account"). Give a fixed name to keep snapshots readable across a rename of the type or module.
+    public init(name: String? = nil, version: UInt32 = 1, coder: any EventCoder = JSONEventCoder()) {
+        self.name = name ?? String(reflecting: State.self)
         self.version = version
         self.coder = coder
     }
