@@ -1,0 +1,130 @@
+// The ledger's domain: accounts are event-sourced aggregates. Overdrafts are forbidden: every decision that takes
+// money out checks the balance of the state it was loaded from, and the append uses that state's version as the
+// expected version, so two concurrent debits cannot both spend the same money.
+
+import EventStore
+import Foundation
+
+struct AccountOpened: DomainEvent {
+    static let eventType = "AccountOpened"
+    var name: String
+}
+
+struct Deposited: DomainEvent {
+    static let eventType = "Deposited"
+    var amount: Cents
+}
+
+struct Withdrawn: DomainEvent {
+    static let eventType = "Withdrawn"
+    var amount: Cents
+}
+
+struct TransferDebited: DomainEvent {
+    static let eventType = "TransferDebited"
+    var transfer: UUID
+    var to: String
+    var amount: Cents
+}
+
+struct TransferCredited: DomainEvent {
+    static let eventType = "TransferCredited"
+    var transfer: UUID
+    var from: String
+    var amount: Cents
+}
+
+struct TransferRefunded: DomainEvent {
+    static let eventType = "TransferRefunded"
+    var transfer: UUID
+    var to: String
+    var amount: Cents
+}
+
+/// Every ledger event type, for decoding.
+func ledgerRegistry() -> EventTypeRegistry {
+    var registry = EventTypeRegistry()
+    registry.register(AccountOpened.self)
+    registry.register(Deposited.self)
+    registry.register(Withdrawn.self)
+    registry.register(TransferDebited.self)
+    registry.register(TransferCredited.self)
+    registry.register(TransferRefunded.self)
+    return registry
+}
+
+/// An account's state, folded from its stream.
+struct Account: Aggregate, Codable {
+    var name: String?
+    var balance = Cents.zero
+    var deposited = Cents.zero
+    var withdrawn = Cents.zero
+    var events = 0
+
+    init() {}
+
+    var isOpen: Bool { name != nil }
+
+    mutating func apply(_ event: any DomainEvent) {
+        events += 1
+        switch event {
+        case let opened as AccountOpened: name = opened.name
+        case let deposit as Deposited:
+            balance = balance + deposit.amount
+            deposited = deposited + deposit.amount
+        case let withdrawal as Withdrawn:
+            balance = balance - withdrawal.amount
+            withdrawn = withdrawn + withdrawal.amount
+        case let debit as TransferDebited: balance = balance - debit.amount
+        case let credit as TransferCredited: balance = balance + credit.amount
+        case let refund as TransferRefunded: balance = balance + refund.amount
+        default: break
+        }
+    }
+
+    /// Money may leave only if it is there.
+    func requireFunds(_ amount: Cents, account: String) throws {
+        guard isOpen else { throw LedgerError.unknownAccount(account) }
+        guard balance >= amount else {
+            throw LedgerError.insufficientFunds(account: account, balance: balance, requested: amount)
+        }
+    }
+}
+
+/// What the ledger reports to its user.
+enum LedgerError: Error, CustomStringConvertible, Equatable {
+    case invalidInput(String)
+    case unknownAccount(String)
+    case accountExists(String)
+    case insufficientFunds(account: String, balance: Cents, requested: Cents)
+    case sameAccount(String)
+    case transferFailed(String)
+    case verificationFailed([String])
+
+    var description: String {
+        switch self {
+        case .invalidInput(let detail): detail
+        case .unknownAccount(let name): "unknown account \"\(name)\"; open it first with: open \(name)"
+        case .accountExists(let name): "account \"\(name)\" already exists"
+        case .insufficientFunds(let account, let balance, let requested):
+            "insufficient funds in \"\(account)\": balance \(balance), requested \(requested); overdrafts are not allowed"
+        case .sameAccount(let name): "cannot transfer from \"\(name)\" to itself"
+        case .transferFailed(let detail): "transfer failed: \(detail)"
+        case .verificationFailed(let problems): "verify found \(problems.count) problem(s):\n" + problems.joined(separator: "\n")
+        }
+    }
+}
+
+/// Account names: 1...64 characters of letters, digits, '_', '.' and '-'.
+func validateAccountName(_ name: String) throws -> String {
+    let allowed = name.unicodeScalars.allSatisfy {
+        ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) || $0 == "_" || $0 == "." || $0 == "-"
+    }
+    guard !name.isEmpty, name.count <= 64, allowed else {
+        throw LedgerError.invalidInput(
+            "invalid account name \"\(name)\": use 1-64 letters, digits, '_', '.' or '-'")
+    }
+    return name
+}
+
+func accountStream(_ name: String) throws -> StreamName { try StreamName("account-\(name)") }
