@@ -24,8 +24,8 @@ struct IOFaultTests {
     func syncFailure(code: Int32) async throws {
         let directory = TemporaryDirectory("eio")
         defer { directory.remove() }
-        // The WAL's first fdatasync is the creation checkpoint's; the second is commit 1's; the third fails.
-        let faults = IOFaultPlan([IOFault(operation: .sync, onCall: 3, kind: .fail(code), pathSuffix: "/wal")])
+        // Creating the store does not go through the seam; commit 1's fdatasync is call 1, commit 2's fails.
+        let faults = IOFaultPlan([IOFault(operation: .sync, onCall: 2, kind: .fail(code), pathSuffix: "/wal")])
         let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults))
         _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
         await #expect { _ = try await store.commit(KeyValueTransaction(writes: [.put([2], [2])])) } throws: {
@@ -54,9 +54,9 @@ struct IOFaultTests {
     func shortWrite() async throws {
         let directory = TemporaryDirectory("enospc")
         defer { directory.remove() }
-        // WAL writes: the creation checkpoint's header is write 1, then one write per commit group, plus one that
-        // zero-fills the next MiB after commit 1 (write 3). Commit 3's record is write 5.
-        let faults = IOFaultPlan([IOFault(operation: .write, onCall: 5, kind: .shortWrite, pathSuffix: "/wal")])
+        // WAL writes: one per commit group, plus one that zero-fills the next MiB after commit 1 (write 2).
+        // Commit 3's record is write 4.
+        let faults = IOFaultPlan([IOFault(operation: .write, onCall: 4, kind: .shortWrite, pathSuffix: "/wal")])
         let store = KeyValueEventStore(
             backend: try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults)))
         let stream = try StreamName("disk-full")
@@ -86,9 +86,8 @@ struct IOFaultTests {
     func checkpointWriteFailure() async throws {
         let directory = TemporaryDirectory("checkpoint-eio")
         defer { directory.remove() }
-        // Data-file writes: the creation checkpoint writes its meta (write 1); the next checkpoint's first page
-        // write (write 2) fails.
-        let faults = IOFaultPlan([IOFault(operation: .write, onCall: 2, kind: .fail(EIO), pathSuffix: "/data")])
+        // Data-file writes (creating the store does not go through the seam): the checkpoint's first page write fails.
+        let faults = IOFaultPlan([IOFault(operation: .write, onCall: 1, kind: .fail(EIO), pathSuffix: "/data")])
         let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults))
         for index in 0..<20 {
             _ = try await store.commit(KeyValueTransaction(writes: [.put([UInt8(index)], [UInt8(index)])]))
