@@ -95,7 +95,12 @@ extension PageFileKeyValueStore {
         let needsCheckpoint = !transactions.isEmpty || report.discardedWALBytes > 0 || report.ignoredStaleWAL
         if needsCheckpoint {
             Failpoint.hit(Failpoint.duringRecovery)
-            try store.checkpointLocked()
+            do {
+                try store.checkpointLocked()
+            } catch {
+                store.pipeline.requestStop()
+                throw error
+            }
         }
         return store
     }
