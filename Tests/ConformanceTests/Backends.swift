@@ -76,7 +76,7 @@ extension Backend {
             let directory = FileManager.default.temporaryDirectory
                 .appendingPathComponent("eventstore-conformance-\(UUID().uuidString)").path
             let store = KeyValueEventStore(
-                backend: try PageFileKeyValueStore.open(directory: directory), limits: limits)
+                backend: try await PageFileKeyValueStore.open(directory: directory), limits: limits)
             return TestStore(store: store) {
                 try? await store.close()
                 try? FileManager.default.removeItem(atPath: directory)

@@ -26,7 +26,7 @@ struct IOFaultTests {
         defer { directory.remove() }
         // Creating the store does not go through the seam; commit 1's fdatasync is call 1, commit 2's fails.
         let faults = IOFaultPlan([IOFault(operation: .sync, onCall: 2, kind: .fail(code), pathSuffix: "/wal")])
-        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults))
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults))
         _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
         await #expect { _ = try await store.commit(KeyValueTransaction(writes: [.put([2], [2])])) } throws: {
             isIOFailure($0, code)
@@ -39,7 +39,7 @@ struct IOFaultTests {
         #expect(try await store.get([2]) == nil, "a commit whose fsync failed is never visible")
         try await store.close()
 
-        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         #expect(try await reopened.get([1])?.value == [1])
         #expect(try await reopened.get([3]) == nil)
         // The failed commit's bytes may or may not have reached the disk; either way it is whole or absent.
@@ -58,7 +58,7 @@ struct IOFaultTests {
         // Commit 3's record is write 4.
         let faults = IOFaultPlan([IOFault(operation: .write, onCall: 4, kind: .shortWrite, pathSuffix: "/wal")])
         let store = KeyValueEventStore(
-            backend: try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults)))
+            backend: try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults)))
         let stream = try StreamName("disk-full")
         for version in 0..<2 {
             _ = try await store.append(
@@ -88,7 +88,7 @@ struct IOFaultTests {
         defer { directory.remove() }
         // Data-file writes (creating the store does not go through the seam): the checkpoint's first page write fails.
         let faults = IOFaultPlan([IOFault(operation: .write, onCall: 1, kind: .fail(EIO), pathSuffix: "/data")])
-        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults))
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults))
         for index in 0..<20 {
             _ = try await store.commit(KeyValueTransaction(writes: [.put([UInt8(index)], [UInt8(index)])]))
         }
@@ -98,7 +98,7 @@ struct IOFaultTests {
         }
         try await store.close()
 
-        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         #expect(reopened.recovery.replayedTransactions == 20)
         #expect(try await allEntries(reopened).map(\.key) == (0..<20).map { [UInt8($0)] })
         #expect(try await reopened.verify().isClean)

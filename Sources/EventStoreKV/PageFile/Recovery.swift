@@ -47,6 +47,15 @@ extension PageFileKeyValueStore {
         }
     }
 
+    /// Opens the store in `directory` like the synchronous ``open(directory:options:)``, but does the file I/O of
+    /// creation and recovery (several fdatasyncs) on its own thread, so the Swift cooperative pool is never blocked.
+    /// Prefer this from async code.
+    public static func open(directory: String, options: PageFileOptions = PageFileOptions()) async throws
+        -> PageFileKeyValueStore
+    {
+        try await Offload.run { try open(directory: directory, options: options) as PageFileKeyValueStore }
+    }
+
     private static func open(directory: String, options: PageFileOptions, lock: DirectoryLock) throws
         -> PageFileKeyValueStore
     {
