@@ -72,7 +72,7 @@ extension PageFileKeyValueStore {
         let meta = try readMeta(data, options: options)
         let reader = PageReader(
             file: data, pageSize: meta.pageSize,
-            cache: PageCache(capacity: options.cacheSizeMB * 1024 * 1024 / meta.pageSize))
+            cache: PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize)))
         let (free, list) = try FreeList.read(head: meta.freeListHead, reader: reader, pageCount: meta.pageCount)
 
         let wal = try SystemFile.open(walPath, create: true, faults: options.faults)
