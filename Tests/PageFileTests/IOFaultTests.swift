@@ -50,6 +50,31 @@ struct IOFaultTests {
         try await reopened.close()
     }
 
+    @Test("deferred durability acknowledges first and fdatasyncs by itself soon after; a failed sync fails the store")
+    func deferredSyncHappensAndItsFailureCounts() async throws {
+        let directory = TemporaryDirectory("deferred")
+        defer { directory.remove() }
+        // The first WAL fdatasync (the deferred one after commit 1) fails.
+        let faults = IOFaultPlan([IOFault(operation: .sync, onCall: 1, kind: .fail(EIO), pathSuffix: "/wal")])
+        var options = smallOptions(faults: faults)
+        options.durability = .deferred(maximumDelay: .milliseconds(20))
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        #expect(try await store.get([1])?.value == [1], "acknowledged before the fdatasync")
+        // Nothing else calls fdatasync on the WAL: only the flusher's own deferred sync can fail the store.
+        var failed = false
+        for _ in 0..<500 where !failed {
+            try await Task.sleep(for: .milliseconds(10))
+            do {
+                _ = try await store.commit(KeyValueTransaction(writes: [.put([2], [2])]))
+            } catch {
+                failed = isStoreFailed(error) || isIOFailure(error, EIO)
+            }
+        }
+        #expect(failed, "the deferred fdatasync never ran")
+        try await store.close()
+    }
+
     @Test("a short WAL write on a full disk fails the append; earlier data stays intact")
     func shortWrite() async throws {
         let directory = TemporaryDirectory("enospc")
