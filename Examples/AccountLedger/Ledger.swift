@@ -46,7 +46,7 @@ final class Ledger: Sendable {
     /// Opens (creating if needed) the ledger in `directory`, on the embedded page-file engine, and finishes any
     /// transfer a crash interrupted.
     static func open(directory: String) async throws -> Ledger {
-        let engine = try PageFileKeyValueStore.open(directory: directory)
+        let engine = try await PageFileKeyValueStore.open(directory: directory)
         let ledger = try Ledger(store: KeyValueEventStore(backend: engine), engine: engine)
         _ = try await ledger.sagas.recover()
         return ledger

@@ -67,17 +67,27 @@ struct Backend: Sendable, CustomTestStringConvertible {
 }
 
 extension Backend {
-    /// The page-file engine, each test in a fresh temporary directory that is removed afterwards.
-    static let pageFile = Backend(name: "page-file") { limits in
-        let directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("eventstore-conformance-\(UUID().uuidString)").path
-        let store = KeyValueEventStore(
-            backend: try PageFileKeyValueStore.open(directory: directory), limits: limits)
-        return TestStore(store: store) {
-            try? await store.close()
-            try? FileManager.default.removeItem(atPath: directory)
-        }
-    }
+    /// The page-file engine, each test in a fresh temporary directory that is removed afterwards. Every commit waits
+    /// for an fdatasync, which on a busy CI disk can take a good part of a second, so session leases get at least three
+    /// seconds. Storage in use is the page file after a checkpoint (so freed pages are accounted for).
+    static let pageFile = Backend(
+        name: "page-file", leaseResolution: .seconds(3),
+        make: { limits in
+            let directory = FileManager.default.temporaryDirectory
+                .appendingPathComponent("eventstore-conformance-\(UUID().uuidString)").path
+            let store = KeyValueEventStore(
+                backend: try await PageFileKeyValueStore.open(directory: directory), limits: limits)
+            return TestStore(store: store) {
+                try? await store.close()
+                try? FileManager.default.removeItem(atPath: directory)
+            }
+        },
+        storageInUse: { store in
+            guard let pageFile = store.backend as? PageFileKeyValueStore else { return 0 }
+            try await pageFile.checkpoint()
+            let statistics = try pageFile.statistics()
+            return Int(statistics.pageCount) * statistics.pageSize
+        })
 }
 
 enum Backends {

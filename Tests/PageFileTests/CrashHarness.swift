@@ -111,7 +111,7 @@ func follow(_ child: CrashChildProcess, acks limit: Int, highest: inout Int) asy
 /// Returns the number of transactions stored.
 @discardableResult
 func checkCrashedStore(_ directory: String, acknowledged: Int, context: String) async throws -> Int {
-    let backend = try PageFileKeyValueStore.open(
+    let backend = try await PageFileKeyValueStore.open(
         directory: directory, options: PageFileOptions(pageSize: 4096, cacheSizeMB: 1, checkpointThresholdMB: 1))
     let store = KeyValueEventStore(backend: backend)
     let events = try await store.readAll(from: 1, limit: .max)

@@ -13,7 +13,7 @@ struct DamageTests {
     /// where each commit ends (index 0: the header end).
     private func crashedStore(commits count: Int) async throws -> (TemporaryDirectory, [UInt64]) {
         let directory = TemporaryDirectory("tail")
-        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         _ = try await store.commit(KeyValueTransaction(writes: [.put([0], [0])]))
         try await store.checkpoint()
         var ends = [try store.statistics().walBytes]
@@ -28,7 +28,7 @@ struct DamageTests {
 
     /// Opens `directory` and checks it holds exactly the first `commits` commits of `crashedStore`.
     private func expectState(_ directory: String, commits: Int, _ context: String) async throws {
-        let store = try PageFileKeyValueStore.open(directory: directory, options: smallOptions())
+        let store = try await PageFileKeyValueStore.open(directory: directory, options: smallOptions())
         let entries = try await allEntries(store)
         var expected: [[UInt8]: [UInt8]] = [[0]: [UInt8(commits)]]
         for index in stride(from: 1, through: commits, by: 1) { expected[[UInt8(index)]] = [UInt8(index), 1, 2] }
@@ -91,7 +91,7 @@ struct DamageTests {
     func staleWAL() async throws {
         let directory = TemporaryDirectory("stale")
         defer { directory.remove() }
-        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         _ = try await store.commit(KeyValueTransaction(writes: [.put([1], Array("old".utf8))]))
         let stale = try Data(contentsOf: URL(fileURLWithPath: directory.file("wal")))
         try await store.checkpoint()
@@ -100,7 +100,7 @@ struct DamageTests {
         await store.closeWithoutCheckpoint()
         try stale.write(to: URL(fileURLWithPath: directory.file("wal")))
 
-        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         #expect(reopened.recovery.ignoredStaleWAL)
         #expect(reopened.recovery.replayedTransactions == 0)
         let entry = try #require(try await reopened.get([1]))
@@ -113,7 +113,7 @@ struct DamageTests {
     func damagedPage() async throws {
         let directory = TemporaryDirectory("page")
         defer { directory.remove() }
-        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         for batch in 0..<10 {
             let writes = (0..<50).map { KeyWrite.put(Array("key-\(batch)-\($0)".utf8), [UInt8](repeating: 1, count: 100)) }
             _ = try await store.commit(KeyValueTransaction(writes: writes))
@@ -128,7 +128,7 @@ struct DamageTests {
         data[leaf * 4096 + 200] ^= 0xFF
         try Data(data).write(to: URL(fileURLWithPath: dataPath))
 
-        let damaged = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let damaged = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         let location = "\(dataPath) page \(leaf)"
         do {
             _ = try await damaged.get(try #require(keys.first))
@@ -156,7 +156,7 @@ struct DamageTests {
         var random = SeededRandom(seed: 7)
         let noise = Data((0..<20_000).map { _ in UInt8.random(in: 0...255, using: &random) })
         try noise.write(to: URL(fileURLWithPath: garbage.file("data")))
-        #expect { try PageFileKeyValueStore.open(directory: garbage.path, options: smallOptions()) } throws: { error in
+        await #expect { try await PageFileKeyValueStore.open(directory: garbage.path, options: smallOptions()) } throws: { error in
             guard case EventStoreError.incompatibleStore = error else { return false }
             return true
         }
@@ -164,13 +164,13 @@ struct DamageTests {
 
         let store = TemporaryDirectory("version")
         defer { store.remove() }
-        let opened = try PageFileKeyValueStore.open(directory: store.path, options: smallOptions())
+        let opened = try await PageFileKeyValueStore.open(directory: store.path, options: smallOptions())
         _ = try await opened.commit(KeyValueTransaction(writes: [.put([1], [1])]))
         try await opened.close()
 
         // Another page size.
         let before = try Data(contentsOf: URL(fileURLWithPath: store.file("data")))
-        #expect { try PageFileKeyValueStore.open(directory: store.path, options: PageFileOptions(pageSize: 8192)) }
+        await #expect { try await PageFileKeyValueStore.open(directory: store.path, options: PageFileOptions(pageSize: 8192)) }
             throws: { error in
                 guard case EventStoreError.incompatibleStore(_, let reason) = error else { return false }
                 return reason.contains("4096")
@@ -186,7 +186,7 @@ struct DamageTests {
             data.replaceSubrange((slot * 4096)..<((slot + 1) * 4096), with: page)
         }
         try Data(data).write(to: URL(fileURLWithPath: store.file("data")))
-        #expect { try PageFileKeyValueStore.open(directory: store.path, options: smallOptions()) } throws: { error in
+        await #expect { try await PageFileKeyValueStore.open(directory: store.path, options: smallOptions()) } throws: { error in
             guard case EventStoreError.incompatibleStore(_, let reason) = error else { return false }
             return reason.contains("99")
         }
@@ -197,8 +197,8 @@ struct DamageTests {
     func directoryLock() async throws {
         let directory = TemporaryDirectory("lock")
         defer { directory.remove() }
-        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
-        #expect { try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions()) } throws: { error in
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        await #expect { try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions()) } throws: { error in
             guard case EventStoreError.storeLocked(_, let pid) = error else { return false }
             return pid == ProcessInfo.processInfo.processIdentifier
         }
@@ -207,12 +207,12 @@ struct DamageTests {
         var highest = -1
         let child = try CrashChildProcess(directory: directory.path, transactions: 1_000_000)
         _ = await follow(child, acks: 1, highest: &highest)
-        #expect { try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions()) } throws: { error in
+        await #expect { try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions()) } throws: { error in
             guard case EventStoreError.storeLocked(_, let pid) = error else { return false }
             return pid == child.process.processIdentifier
         }
         await child.kill()
-        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         try await reopened.close()
     }
 

@@ -24,9 +24,9 @@ struct IOFaultTests {
     func syncFailure(code: Int32) async throws {
         let directory = TemporaryDirectory("eio")
         defer { directory.remove() }
-        // The WAL's first fdatasync is the creation checkpoint's; the second is commit 1's; the third fails.
-        let faults = IOFaultPlan([IOFault(operation: .sync, onCall: 3, kind: .fail(code), pathSuffix: "/wal")])
-        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults))
+        // Creating the store does not go through the seam; commit 1's fdatasync is call 1, commit 2's fails.
+        let faults = IOFaultPlan([IOFault(operation: .sync, onCall: 2, kind: .fail(code), pathSuffix: "/wal")])
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults))
         _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
         await #expect { _ = try await store.commit(KeyValueTransaction(writes: [.put([2], [2])])) } throws: {
             isIOFailure($0, code)
@@ -39,7 +39,7 @@ struct IOFaultTests {
         #expect(try await store.get([2]) == nil, "a commit whose fsync failed is never visible")
         try await store.close()
 
-        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         #expect(try await reopened.get([1])?.value == [1])
         #expect(try await reopened.get([3]) == nil)
         // The failed commit's bytes may or may not have reached the disk; either way it is whole or absent.
@@ -50,15 +50,40 @@ struct IOFaultTests {
         try await reopened.close()
     }
 
+    @Test("deferred durability acknowledges first and fdatasyncs by itself soon after; a failed sync fails the store")
+    func deferredSyncHappensAndItsFailureCounts() async throws {
+        let directory = TemporaryDirectory("deferred")
+        defer { directory.remove() }
+        // The first WAL fdatasync (the deferred one after commit 1) fails.
+        let faults = IOFaultPlan([IOFault(operation: .sync, onCall: 1, kind: .fail(EIO), pathSuffix: "/wal")])
+        var options = smallOptions(faults: faults)
+        options.durability = .deferred(maximumDelay: .milliseconds(20))
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        #expect(try await store.get([1])?.value == [1], "acknowledged before the fdatasync")
+        // Nothing else calls fdatasync on the WAL: only the flusher's own deferred sync can fail the store.
+        var failed = false
+        for _ in 0..<500 where !failed {
+            try await Task.sleep(for: .milliseconds(10))
+            do {
+                _ = try await store.commit(KeyValueTransaction(writes: [.put([2], [2])]))
+            } catch {
+                failed = isStoreFailed(error) || isIOFailure(error, EIO)
+            }
+        }
+        #expect(failed, "the deferred fdatasync never ran")
+        try await store.close()
+    }
+
     @Test("a short WAL write on a full disk fails the append; earlier data stays intact")
     func shortWrite() async throws {
         let directory = TemporaryDirectory("enospc")
         defer { directory.remove() }
-        // WAL writes: the creation checkpoint's header is write 1, then one write per commit group, plus one that
-        // zero-fills the next MiB after commit 1 (write 3). Commit 3's record is write 5.
-        let faults = IOFaultPlan([IOFault(operation: .write, onCall: 5, kind: .shortWrite, pathSuffix: "/wal")])
+        // WAL writes: one per commit group, plus one that zero-fills the next MiB after commit 1 (write 2).
+        // Commit 3's record is write 4.
+        let faults = IOFaultPlan([IOFault(operation: .write, onCall: 4, kind: .shortWrite, pathSuffix: "/wal")])
         let store = KeyValueEventStore(
-            backend: try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults)))
+            backend: try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults)))
         let stream = try StreamName("disk-full")
         for version in 0..<2 {
             _ = try await store.append(
@@ -86,10 +111,9 @@ struct IOFaultTests {
     func checkpointWriteFailure() async throws {
         let directory = TemporaryDirectory("checkpoint-eio")
         defer { directory.remove() }
-        // Data-file writes: the creation checkpoint writes its meta (write 1); the next checkpoint's first page
-        // write (write 2) fails.
-        let faults = IOFaultPlan([IOFault(operation: .write, onCall: 2, kind: .fail(EIO), pathSuffix: "/data")])
-        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults))
+        // Data-file writes (creating the store does not go through the seam): the checkpoint's first page write fails.
+        let faults = IOFaultPlan([IOFault(operation: .write, onCall: 1, kind: .fail(EIO), pathSuffix: "/data")])
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults))
         for index in 0..<20 {
             _ = try await store.commit(KeyValueTransaction(writes: [.put([UInt8(index)], [UInt8(index)])]))
         }
@@ -99,7 +123,7 @@ struct IOFaultTests {
         }
         try await store.close()
 
-        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         #expect(reopened.recovery.replayedTransactions == 20)
         #expect(try await allEntries(reopened).map(\.key) == (0..<20).map { [UInt8($0)] })
         #expect(try await reopened.verify().isClean)

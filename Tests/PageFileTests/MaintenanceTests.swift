@@ -33,7 +33,7 @@ struct MaintenanceTests {
             writer.cancel()
             let written = try await writer.value
 
-            let copy = try PageFileKeyValueStore.open(directory: destination.path, options: smallOptions())
+            let copy = try await PageFileKeyValueStore.open(directory: destination.path, options: smallOptions())
             let entries = try await allEntries(copy)
             let logKeys = entries.map(\.key).filter { $0.first == 4 }
             #expect(logKeys.count >= 300 && logKeys.count <= written)
@@ -78,7 +78,7 @@ struct MaintenanceTests {
 
             _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
             try await store.close()
-            let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+            let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
             #expect(try await allEntries(reopened).count == before.count + 1)
             try await reopened.close()
         }

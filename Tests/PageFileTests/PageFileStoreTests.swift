@@ -14,7 +14,7 @@ struct PageFileStoreTests {
         defer { directory.remove() }
         var random = SeededRandom(seed: 0x5EED)
         var reference: [Key: [UInt8]] = [:]
-        var store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        var store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         for round in 0..<400 {
             var writes: [KeyWrite] = []
             for _ in 0..<Int.random(in: 1...12, using: &random) {
@@ -34,7 +34,7 @@ struct PageFileStoreTests {
             if round % 97 == 0 { try await store.checkpoint() }
             if round == 250 {
                 try await store.close()
-                store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+                store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
             }
         }
         try await expectMatches(store, reference)
@@ -44,7 +44,7 @@ struct PageFileStoreTests {
         #expect(report.overflowPages > 0, "the test should store overflow values")
         try await store.close()
 
-        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         try await expectMatches(reopened, reference)
         try await reopened.close()
     }
@@ -134,7 +134,7 @@ struct PageFileStoreTests {
     func ttlExpires() async throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
-        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         _ = try await store.commit(
             KeyValueTransaction(writes: [.put([1], [1], ttl: .milliseconds(1)), .put([2], [2], ttl: .seconds(3600))]))
         let expiry = ContinuousClock.now.advanced(by: .milliseconds(5))
@@ -143,7 +143,7 @@ struct PageFileStoreTests {
         #expect(try await store.get([2]) != nil)
         #expect(try await allEntries(store).map(\.key) == [[2]])
         try await store.close()
-        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         #expect(try await reopened.get([1]) == nil)
         #expect(try await reopened.get([2])?.value == [2])
         try await reopened.close()
@@ -202,11 +202,11 @@ struct PageFileStoreTests {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         let value = (0..<(16 * 1024 * 1024 + 100)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
-        let store = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         _ = try await store.commit(KeyValueTransaction(writes: [.put([1], value), .put([2], [2])]))
         #expect(try await store.get([1])?.value == value)
         try await store.close()
-        let reopened = try PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         #expect(try await reopened.get([1])?.value == value)
         let report = try await reopened.verify()
         #expect(report.isClean, "\(report.problems)")

@@ -33,7 +33,7 @@ func withStore<T>(
 ) async throws -> T {
     let directory = TemporaryDirectory()
     defer { directory.remove() }
-    let store = try PageFileKeyValueStore.open(directory: directory.path, options: options)
+    let store = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
     do {
         let result = try await body(store, directory)
         try? await store.close()

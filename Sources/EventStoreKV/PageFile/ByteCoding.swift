@@ -56,10 +56,15 @@ struct PageBytesReader {
 
     private mutating func integer(_ width: Int) throws -> UInt64 {
         guard remaining >= width else { throw Overrun() }
-        var value: UInt64 = 0
-        for index in stride(from: width - 1, through: 0, by: -1) { value = value << 8 | UInt64(bytes[offset + index]) }
+        let start = offset
         offset += width
-        return value
+        return bytes.withUnsafeBytes { raw in
+            switch width {
+            case 2: UInt64(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: start, as: UInt16.self)))
+            case 4: UInt64(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: start, as: UInt32.self)))
+            default: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: start, as: UInt64.self))
+            }
+        }
     }
 }
 

@@ -160,6 +160,14 @@ final class GroupCommit: @unchecked Sendable {
         }
     }
 
+    /// Asks the flusher to end once idle, without waiting (for a store that failed to open).
+    func requestStop() {
+        locked {
+            stopping = true
+            condition.broadcast()
+        }
+    }
+
     private func locked<T>(_ body: () throws -> T) rethrows -> T {
         condition.lock()
         defer { condition.unlock() }

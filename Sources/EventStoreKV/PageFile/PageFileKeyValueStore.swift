@@ -224,9 +224,9 @@ public final class PageFileKeyValueStore: KeyValueStore {
         return lsn
     }
 
-    /// Dirty nodes may take at most half the page cache's budget (at least 8 MiB) before a checkpoint writes them
-    /// out, so memory stays bounded however the keys are spread; the WAL threshold bounds recovery time.
-    private var dirtyNodeLimit: Int { max(8 << 20, options.cacheSizeMB << 19) / pageSize }
+    /// Dirty nodes may take at most a quarter of the page cache's budget (at least 8 MiB) before a checkpoint writes
+    /// them out, so memory stays bounded however the keys are spread; the WAL threshold bounds recovery time.
+    private var dirtyNodeLimit: Int { max(8 << 20, options.cacheSizeMB << 18) / pageSize }
 
     private var checkpointDue: Bool {
         pipeline.walBytes >= UInt64(options.checkpointThresholdMB) << 20

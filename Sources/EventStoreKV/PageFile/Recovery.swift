@@ -47,6 +47,15 @@ extension PageFileKeyValueStore {
         }
     }
 
+    /// Opens the store in `directory` like the synchronous ``open(directory:options:)``, but does the file I/O of
+    /// creation and recovery (several fdatasyncs) on its own thread, so the Swift cooperative pool is never blocked.
+    /// Prefer this from async code.
+    public static func open(directory: String, options: PageFileOptions = PageFileOptions()) async throws
+        -> PageFileKeyValueStore
+    {
+        try await Offload.run { try open(directory: directory, options: options) as PageFileKeyValueStore }
+    }
+
     private static func open(directory: String, options: PageFileOptions, lock: DirectoryLock) throws
         -> PageFileKeyValueStore
     {
@@ -63,7 +72,7 @@ extension PageFileKeyValueStore {
         let meta = try readMeta(data, options: options)
         let reader = PageReader(
             file: data, pageSize: meta.pageSize,
-            cache: PageCache(capacity: options.cacheSizeMB * 1024 * 1024 / meta.pageSize))
+            cache: PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize)))
         let (free, list) = try FreeList.read(head: meta.freeListHead, reader: reader, pageCount: meta.pageCount)
 
         let wal = try SystemFile.open(walPath, create: true, faults: options.faults)
@@ -79,7 +88,7 @@ extension PageFileKeyValueStore {
             report.discardedWALBytes = scan.discarded
             walOffset = UInt64(scan.validEnd)
         } else {
-            report.ignoredStaleWAL = !created
+            report.ignoredStaleWAL = true
             walOffset = UInt64(WriteAheadLog.headerSize)
         }
         report.replayedTransactions = transactions.count
@@ -92,19 +101,24 @@ extension PageFileKeyValueStore {
         let store = PageFileKeyValueStore(
             directory: directory, options: options, lock: lock, wal: wal, writer: state, walOffset: walOffset,
             walSize: UInt64(walBytes.count), recovery: report)
-        let needsCheckpoint =
-            created || !transactions.isEmpty || report.discardedWALBytes > 0 || report.ignoredStaleWAL
+        let needsCheckpoint = !transactions.isEmpty || report.discardedWALBytes > 0 || report.ignoredStaleWAL
         if needsCheckpoint {
             Failpoint.hit(Failpoint.duringRecovery)
-            try store.checkpointLocked()
+            do {
+                try store.checkpointLocked()
+            } catch {
+                store.pipeline.requestStop()
+                throw error
+            }
         }
         return store
     }
 
-    /// Writes an empty store's data file (meta slot 0 valid, slot 1 empty) and makes it durable.
+    /// Writes an empty store's WAL and data file (meta slot 0 valid, slot 1 empty) and makes them durable; the data
+    /// file appears (by rename) only once both are complete, so an existing `data` is never a half-created store.
     private static func createDataFile(_ path: String, directory: String, options: PageFileOptions) throws {
         let temporary = path + ".creating"
-        let file = try SystemFile.open(temporary, create: true, faults: options.faults)
+        let file = try SystemFile.open(temporary, create: true, faults: nil)
         try file.truncate(to: 0)
         let meta = MetaPage(
             epoch: 0, pageSize: options.pageSize, root: 0, freeListHead: 0, pageCount: 2, checkpointLSN: 0,
@@ -113,6 +127,10 @@ extension PageFileKeyValueStore {
         initial.append(contentsOf: [UInt8](repeating: 0, count: options.pageSize))
         try file.write(initial, at: 0)
         try file.sync()
+        let wal = try SystemFile.open(directory + "/wal", create: true, faults: nil)
+        try wal.truncate(to: 0)
+        try wal.write(WriteAheadLog.header(salt: meta.walSalt, firstLSN: 1), at: 0)
+        try wal.sync()
         try Directory.rename(temporary, to: path)
         try Directory.sync(directory)
     }
