@@ -50,6 +50,8 @@ let package = Package(
             path: "Tests/SagaCrashChild",
             swiftSettings: strict
         ),
+        // Drives the example ledger and the benchmark harness as the user would: through their command lines.
+        .testTarget(name: "ToolTests", dependencies: ["AccountLedger", "EventStoreBench"], swiftSettings: strict),
         .testTarget(
             name: "SnapshotsTests", dependencies: ["EventStore", "EventStoreKV", "Snapshots"], swiftSettings: strict),
     ]

@@ -59,7 +59,11 @@ final class Ledger: Sendable {
             events: store, registry: registry, policy: .every(Self.snapshotInterval, keepingLast: 3))
         self.accounts = accounts
         let registry = self.registry
-        self.sagas = SagaRunner(store: store)
+        // The page file admits one process per directory, so any saga lease found at open belongs to a process that
+        // died: recovery waits for such leases to run out (10 s) and finishes those sagas too.
+        self.sagas = SagaRunner(
+            store: store,
+            configuration: SagaRunnerConfiguration(sessionTimeout: .seconds(10), recoveryLockWait: .seconds(12)))
         self.transferSaga = Self.defineTransfer(accounts: accounts, registry: registry)
         try sagas.register(transferSaga)
     }

@@ -1,0 +1,62 @@
+// Runs the package's executables (built next to the test bundle by `swift test`) as child processes and captures
+// their output and exit status. Waiting happens on a thread of its own, off the cooperative pool.
+
+import Foundation
+import Testing
+
+struct ToolResult {
+    var status: Int32
+    var output: String
+    var errors: String
+}
+
+enum ToolRunner {
+    /// The built executable named `name`.
+    static func executable(_ name: String) throws -> URL {
+        let directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        let candidates = [
+            directory.appendingPathComponent(name),
+            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(name),
+        ]
+        return try #require(
+            candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) },
+            "\(name) is not built next to the tests; run swift build first")
+    }
+
+    static func run(_ name: String, _ arguments: [String]) async throws -> ToolResult {
+        let process = Process()
+        process.executableURL = try executable(name)
+        process.arguments = arguments
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        // Drain both pipes while the child runs so that it never blocks on a full pipe.
+        async let out = drain(output.fileHandleForReading)
+        async let err = drain(errors.fileHandleForReading)
+        let (stdout, stderr) = await (out, err)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread {
+                process.waitUntilExit()
+                continuation.resume()
+            }.start()
+        }
+        return ToolResult(status: process.terminationStatus, output: stdout, errors: stderr)
+    }
+
+    private static func drain(_ handle: FileHandle) async -> String {
+        await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
+            Thread {
+                let data = handle.readDataToEndOfFile()
+                continuation.resume(returning: String(decoding: data, as: UTF8.self))
+            }.start()
+        }
+    }
+
+    static func temporaryDirectory() throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tooltest-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+}
