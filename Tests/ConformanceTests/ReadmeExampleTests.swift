@@ -47,6 +47,24 @@ struct ReadmeExampleTests {
         #expect(readme.contains(dedented), "README.md's example must be the tested snippet, verbatim")
     }
 
+    @Test("every other swift block in README.md is quoted verbatim from a document whose examples are tested")
+    func quotedExamples() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        // Each of these documents has a test that compiles and runs its examples.
+        let tested = try ["docs/SUBSCRIPTIONS.md", "docs/SNAPSHOTS.md", "docs/SAGAS.md"].map {
+            try String(contentsOf: root.appendingPathComponent($0), encoding: .utf8)
+        }
+        let blocks = readme.components(separatedBy: "```swift\n").dropFirst().compactMap {
+            $0.components(separatedBy: "```").first
+        }
+        #expect(blocks.count >= 4)
+        for block in blocks.dropFirst() {  // the first is the quick start, run by the test above
+            #expect(tested.contains { $0.contains(block) }, "README block is not quoted from a tested document:\n\(block)")
+        }
+    }
+
     static func between(_ start: String, _ end: String, in text: String) -> String? {
         guard let from = text.range(of: start), let to = text.range(of: end, range: from.upperBound..<text.endIndex)
         else { return nil }
