@@ -53,11 +53,31 @@ struct Backend: Sendable, CustomTestStringConvertible {
         let store = KeyValueEventStore(backend: InMemoryKeyValueStore(), limits: limits)
         return TestStore(store: store) { try? await store.close() }
     }
+
+    /// An etcd cluster named by `ETCD_ENDPOINTS` (comma-separated client URLs), or nil when it is not set. Each store
+    /// gets its own random namespace, so tests running in parallel on one cluster never see each other's keys.
+    static let etcd: Backend? = {
+        guard let list = ProcessInfo.processInfo.environment["ETCD_ENDPOINTS"], !list.isEmpty else { return nil }
+        // etcd grants whole-second leases with a 2 s floor (default election timeout).
+        return Backend(name: "etcd", leaseResolution: .seconds(2)) { limits in
+            let configuration = EtcdConfiguration(
+                endpoints: try EtcdConfiguration.endpoints(parsing: list),
+                namespace: Array("conformance/\(UUID().uuidString)/".utf8),
+                // scripts/etcd-cluster.sh raises the server's limits to these.
+                maximumTransactionOperations: 10_000, maximumRequestBytes: 10 << 20)
+            let backend = try EtcdKeyValueStore(configuration: configuration)
+            let store = KeyValueEventStore(backend: backend, limits: limits)
+            return TestStore(store: store) {
+                try? await backend.removeAllKeys()
+                try? await store.close()
+            }
+        }
+    }()
 }
 
 enum Backends {
     /// Every backend available in this run. Backends that need a server join when it is configured.
     static var all: [Backend] {
-        [.inMemory]
+        [.inMemory] + [Backend.etcd].compactMap { $0 }
     }
 }
