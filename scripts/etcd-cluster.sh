@@ -5,13 +5,15 @@
 #   scripts/etcd-cluster.sh stop    # stops the members and removes the data directories
 #   scripts/etcd-cluster.sh stop-member N / start-member N   # fault injection (N = 1, 2 or 3)
 #
-# Invariants: members use distinct client/peer ports and data directories under one temp dir recorded in
-# $ETCD_CLUSTER_STATE (default /tmp/eventstore-etcd-cluster); every wait is bounded; it runs as root or not.
+# Invariants: members use distinct client/peer ports and data directories under one temp dir, $ETCD_CLUSTER_STATE
+# (default: under /dev/shm when it exists, so that etcd's per-commit fsyncs hit memory, not the CI disk, where one
+# commit takes ~200 ms; otherwise under /tmp); every wait is bounded; it runs as root or not.
 # Limits are raised so that one 100-event append (about 300 puts) fits in one atomic transaction:
 # --max-txn-ops 10000, --max-request-bytes 10 MiB. The EtcdKeyValueStore in tests is configured to match.
 set -euo pipefail
 
-STATE=${ETCD_CLUSTER_STATE:-/tmp/eventstore-etcd-cluster}
+if [[ -d /dev/shm && -w /dev/shm ]]; then DEFAULT_ROOT=/dev/shm; else DEFAULT_ROOT=${TMPDIR:-/tmp}; fi
+STATE=${ETCD_CLUSTER_STATE:-$DEFAULT_ROOT/eventstore-etcd-cluster}
 BASE_PORT=${ETCD_BASE_PORT:-23790}
 ETCD=${ETCD_BIN:-etcd}
 NAMES=(m1 m2 m3)

@@ -32,6 +32,7 @@ public final class EtcdKeyValueStore: KeyValueStore {
     }
 
     let state = Mutex(State())
+    let writerLock = EtcdWriterLock()
 
     /// Connects lazily to the cluster described by `configuration`; the first call reaches it.
     /// - Throws: ``KeyValueStoreError/unavailable(_:)`` when the configuration is unusable.
@@ -94,6 +95,7 @@ public final class EtcdKeyValueStore: KeyValueStore {
 
     static func contractError(_ error: EtcdCallError) -> KeyValueStoreError {
         switch error {
+        case .closed: .closed
         case .unreachable(let detail): .unavailable(detail)
         case .outcomeUnknown(let detail): .unavailable("etcd did not answer: \(detail)")
         case .server(let code, let message): .unavailable("etcd refused the request (gRPC code \(code)): \(message)")
@@ -170,6 +172,17 @@ public final class EtcdKeyValueStore: KeyValueStore {
         let response = try await read("v3/kv/range", body: request, as: EtcdWire.RangeResponse.self)
         observe(response.header)
         return EtcdWire.number(response.kvs?.first?.modRevision)
+    }
+
+    // MARK: Updates
+
+    /// Runs the contract's optimistic update while holding this process's writer lock, so updates from one process
+    /// take turns instead of conflicting; updates from other processes are still caught by the read conditions.
+    public func update<Value: Sendable>(
+        _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
+    ) async throws -> KeyValueUpdateResult<Value> {
+        try checkOpen()
+        return try await writerLock.withLock { try await optimisticUpdate(body) }
     }
 
     // MARK: Lifecycle

@@ -24,6 +24,8 @@ enum EtcdCallError: Error {
     case outcomeUnknown(String)
     /// The server answered with a gRPC error status.
     case server(code: Int, message: String)
+    /// The store was closed; nothing was sent.
+    case closed
 }
 
 /// gRPC status codes the backend acts on.
@@ -41,6 +43,9 @@ final class EtcdTransport: Sendable {
     let endpoints: [URL]
     let session: URLSession
     private let preferred = Mutex(0)
+    /// Requests in flight, and whether the owner has closed: the session is invalidated only once both say so,
+    /// because starting a request on an invalidated URLSession traps.
+    private let lifecycle = Mutex((inFlight: 0, closed: false))
     private let retryBudget: Duration
     private let encoder = JSONEncoder()
 
@@ -90,6 +95,8 @@ final class EtcdTransport: Sendable {
                 return try await send(path, data: data, to: endpoint, as: type)
             } catch let error as EtcdCallError {
                 switch error {
+                case .closed:
+                    throw error
                 case .unreachable(let detail):
                     lastFailure = detail
                 case .outcomeUnknown(let detail):
@@ -124,6 +131,8 @@ final class EtcdTransport: Sendable {
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         let body: Data
         let response: URLResponse
+        try enter()
+        defer { leave() }
         do {
             (body, response) = try await session.data(for: request)
         } catch let error as URLError {
@@ -164,6 +173,29 @@ final class EtcdTransport: Sendable {
         }
     }
 
-    func invalidate() { session.invalidateAndCancel() }
+    private func enter() throws {
+        try lifecycle.withLock { state in
+            guard !state.closed else { throw EtcdCallError.closed }
+            state.inFlight += 1
+        }
+    }
+
+    private func leave() {
+        let idle = lifecycle.withLock { state in
+            state.inFlight -= 1
+            return state.closed && state.inFlight == 0
+        }
+        if idle { session.finishTasksAndInvalidate() }
+    }
+
+    /// Refuses new requests and releases the session once the requests in flight have finished.
+    func invalidate() {
+        let idle = lifecycle.withLock { state in
+            let wasClosed = state.closed
+            state.closed = true
+            return !wasClosed && state.inFlight == 0
+        }
+        if idle { session.finishTasksAndInvalidate() }
+    }
 }
 
