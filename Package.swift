@@ -26,6 +26,10 @@ let package = Package(
             path: "Examples/AccountLedger",
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "EtcdNode", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
+        .testTarget(
+            name: "EtcdTests", dependencies: ["EventStore", "EventStoreKV", "EtcdNode"], swiftSettings: strict),
         .testTarget(name: "EventStoreKVTests", dependencies: ["EventStoreKV"], swiftSettings: strict),
         .testTarget(name: "ConformanceTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
     ]

@@ -18,14 +18,18 @@ struct Backend: Sendable, CustomTestStringConvertible {
     /// The shortest lease this backend honours (etcd grants whole seconds, with a floor); session tests scale their
     /// timeouts up to it.
     var leaseResolution: Duration = .zero
+    /// How many tasks the retry-until-success contention scenario runs: its round trips grow with the square of
+    /// the writers, which a networked backend pays in real time.
+    var retryingWriters = 100
     let make: @Sendable (EventStoreLimits) async throws -> TestStore
 
     init(
-        name: String, leaseResolution: Duration = .zero,
+        name: String, leaseResolution: Duration = .zero, retryingWriters: Int = 100,
         make: @escaping @Sendable (EventStoreLimits) async throws -> TestStore
     ) {
         self.name = name
         self.leaseResolution = leaseResolution
+        self.retryingWriters = retryingWriters
         self.make = make
     }
 
@@ -59,7 +63,7 @@ struct Backend: Sendable, CustomTestStringConvertible {
     static let etcd: Backend? = {
         guard let list = ProcessInfo.processInfo.environment["ETCD_ENDPOINTS"], !list.isEmpty else { return nil }
         // etcd grants whole-second leases with a 2 s floor (default election timeout).
-        return Backend(name: "etcd", leaseResolution: .seconds(2)) { limits in
+        return Backend(name: "etcd", leaseResolution: .seconds(2), retryingWriters: 20) { limits in
             let configuration = EtcdConfiguration(
                 endpoints: try EtcdConfiguration.endpoints(parsing: list),
                 namespace: Array("conformance/\(UUID().uuidString)/".utf8),
