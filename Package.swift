@@ -27,10 +27,26 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(
+            name: "EventStoreBench",
+            dependencies: ["EventStore", "EventStoreKV"],
+            path: "Benchmarks/EventStoreBench",
+            swiftSettings: strict
+        ),
+        // One application node of the etcd multi-node tests (EtcdTests), run as a separate process.
+        .executableTarget(
             name: "EtcdNode", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
         .testTarget(
             name: "EtcdTests", dependencies: ["EventStore", "EventStoreKV", "EtcdNode"], swiftSettings: strict),
         .testTarget(name: "EventStoreKVTests", dependencies: ["EventStoreKV"], swiftSettings: strict),
         .testTarget(name: "ConformanceTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
+        .testTarget(name: "SagasTests", dependencies: ["Sagas", "EventStore", "EventStoreKV"], swiftSettings: strict),
+        // The child process of the saga crash test (SagasTests/SagaCrashTests): runs sagas on the page-file engine
+        // and is SIGKILLed at random points by the parent.
+        .executableTarget(
+            name: "SagaCrashChild",
+            dependencies: ["Sagas", "EventStore", "EventStoreKV"],
+            path: "Tests/SagaCrashChild",
+            swiftSettings: strict
+        ),
     ]
 )

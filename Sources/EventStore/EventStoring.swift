@@ -41,6 +41,49 @@ public protocol EventStoring: Sendable {
     /// - Throws: ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)`` when the wait times out.
     func openSession(on stream: StreamName, sessionTimeout: Duration, openTimeout: Duration) async throws
         -> any StreamSession
+
+    // MARK: Consumers of the global log (subscriptions, checkpoints, indexed reads)
+
+    /// A doorbell for live readers: yields after commits that may have added events to the global log, starting
+    /// with the first commit after the call returns. Rings carry no data and may be merged, so a reader re-reads the
+    /// log from where it stopped on each ring. Finishes when the store closes; cancelling the consumer ends it.
+    /// Subscriptions (``subscribeToAll(from:filter:bufferSize:)``) are built on it.
+    func logNotifications() async throws -> AsyncThrowingStream<Void, any Error>
+
+    /// Up to `limit` events of streams in `category` (the part of a stream name before its first `-`), from global
+    /// `position` (inclusive), in position order. Served by an index written with each append: the cost is
+    /// O(log n + k) for k events returned, independent of the rest of the log.
+    func readCategory(_ category: String, from position: UInt64, limit: Int) async throws -> [RecordedEvent]
+
+    /// Up to `limit` events of type `type`, from global `position` (inclusive), in position order. Served by an index
+    /// written with each append: O(log n + k) for k events returned.
+    func readEvents(ofType type: String, from position: UInt64, limit: Int) async throws -> [RecordedEvent]
+
+    /// Up to `limit` existing streams whose names start with `prefix`, in name order, starting after `after`.
+    /// Deleted streams are not listed.
+    func listStreams(prefix: String, after: StreamName?, limit: Int) async throws -> [StreamSummary]
+
+    /// The last position the named consumer stored, or nil if it never stored one.
+    func checkpoint(of consumer: String) async throws -> UInt64?
+
+    /// Stores `position` as the named consumer's checkpoint: on restart it resumes after that position.
+    func saveCheckpoint(_ position: UInt64, for consumer: String) async throws
+
+    // MARK: Retention (metadata and deletion)
+
+    /// The retention rules of `stream` (empty if none were set).
+    func metadata(of stream: StreamName) async throws -> StreamMetadata
+
+    /// Sets the retention rules of `stream`; stream reads honour them at once. Empty metadata removes every limit.
+    func setMetadata(_ metadata: StreamMetadata, for stream: StreamName) async throws
+
+    /// Deletes `stream` if its version meets `expectedVersion`, and records the deletion as a ``StreamDeletion``
+    /// event in ``StreamName/deletedStreams``.
+    /// - Returns: the global position of that deletion event.
+    /// - Throws: ``EventStoreError/streamNotFound(_:)`` for a soft delete of a stream with no visible events,
+    ///   ``EventStoreError/streamDeleted(_:)`` if it was hard-deleted already, and the append errors for expected
+    ///   versions and session locks.
+    func delete(_ stream: StreamName, expectedVersion: ExpectedVersion, mode: DeletionMode) async throws -> UInt64
 }
 
 extension EventStoring {
@@ -83,6 +126,17 @@ public protocol StreamSession: Sendable {
     /// expired session can never write; the append also renews the lease.
     /// - Throws: ``EventStoreError/sessionExpired(stream:sessionID:)`` once the lease is lost.
     func append(_ events: [EventData], expectedVersion: ExpectedVersion) async throws -> AppendResult
+
+    /// Appends atomically to the session's stream and to other streams: every part is written, or none is.
+    ///
+    /// The session's stream must be one of the parts; the transaction checks that this session still holds its
+    /// lease and renews it. The other parts behave as in ``EventStoring/append(_:)``: a stream held by another
+    /// session is refused. This is how an effect on other streams commits together with a record of it.
+    /// - Returns: one result per part, in order.
+    /// - Throws: ``EventStoreError/sessionExpired(stream:sessionID:)`` once the lease is lost,
+    ///   ``EventStoreError/invalidArgument(_:)`` if the session's stream is not among the parts, and every error
+    ///   ``EventStoring/append(_:)`` throws. Nothing is written when it throws.
+    func append(_ appends: [StreamAppend]) async throws -> [AppendResult]
 
     /// Extends the lease by the session timeout from now.
     /// - Throws: ``EventStoreError/sessionExpired(stream:sessionID:)`` if it had already ended.

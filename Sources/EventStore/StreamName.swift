@@ -29,6 +29,10 @@ public struct StreamName: Sendable, Hashable, Comparable, CustomStringConvertibl
         return StreamName(unchecked: rawValue)
     }
 
+    /// The system stream where every deletion is recorded as a ``StreamDeletion`` event, so that readers of the
+    /// global log see deletions.
+    public static let deletedStreams = StreamName(unchecked: "$deleted")
+
     /// Whether this is a system stream (its name starts with `$`).
     public var isSystem: Bool { rawValue.hasPrefix("$") }
 

@@ -22,15 +22,20 @@ struct Backend: Sendable, CustomTestStringConvertible {
     /// the writers, which a networked backend pays in real time.
     var retryingWriters = 100
     let make: @Sendable (EventStoreLimits) async throws -> TestStore
+    /// Bytes of storage the backend occupies (a file's size, or its live keys and values), for checking that
+    /// scavenge reclaims space; nil for a backend that cannot tell.
+    var storageInUse: (@Sendable (KeyValueEventStore) async throws -> Int)? = nil
 
     init(
         name: String, leaseResolution: Duration = .zero, retryingWriters: Int = 100,
-        make: @escaping @Sendable (EventStoreLimits) async throws -> TestStore
+        make: @escaping @Sendable (EventStoreLimits) async throws -> TestStore,
+        storageInUse: (@Sendable (KeyValueEventStore) async throws -> Int)? = nil
     ) {
         self.name = name
         self.leaseResolution = leaseResolution
         self.retryingWriters = retryingWriters
         self.make = make
+        self.storageInUse = storageInUse
     }
 
     /// `requested`, raised to what the backend can honour.
@@ -53,9 +58,18 @@ struct Backend: Sendable, CustomTestStringConvertible {
         }
     }
 
-    static let inMemory = Backend(name: "in-memory") { limits in
-        let store = KeyValueEventStore(backend: InMemoryKeyValueStore(), limits: limits)
-        return TestStore(store: store) { try? await store.close() }
+    static let inMemory = Backend(
+        name: "in-memory",
+        make: { limits in
+            let store = KeyValueEventStore(backend: InMemoryKeyValueStore(), limits: limits)
+            return TestStore(store: store) { try? await store.close() }
+        },
+        storageInUse: liveBytes)
+
+    /// The bytes of every live key and value.
+    @Sendable static func liveBytes(_ store: KeyValueEventStore) async throws -> Int {
+        let entries = try await store.backend.scan(KeyRange(from: [], to: nil), direction: .forward, limit: .max)
+        return entries.reduce(0) { $0 + $1.key.count + $1.value.count }
     }
 
     /// An etcd cluster named by `ETCD_ENDPOINTS` (comma-separated client URLs), or nil when it is not set. Each store
@@ -63,19 +77,22 @@ struct Backend: Sendable, CustomTestStringConvertible {
     static let etcd: Backend? = {
         guard let list = ProcessInfo.processInfo.environment["ETCD_ENDPOINTS"], !list.isEmpty else { return nil }
         // etcd grants whole-second leases with a 2 s floor (default election timeout).
-        return Backend(name: "etcd", leaseResolution: .seconds(2), retryingWriters: 20) { limits in
-            let configuration = EtcdConfiguration(
-                endpoints: try EtcdConfiguration.endpoints(parsing: list),
-                namespace: Array("conformance/\(UUID().uuidString)/".utf8),
-                // scripts/etcd-cluster.sh raises the server's limits to these.
-                maximumTransactionOperations: 10_000, maximumRequestBytes: 10 << 20)
-            let backend = try EtcdKeyValueStore(configuration: configuration)
-            let store = KeyValueEventStore(backend: backend, limits: limits)
-            return TestStore(store: store) {
-                try? await backend.removeAllKeys()
-                try? await store.close()
-            }
-        }
+        return Backend(
+            name: "etcd", leaseResolution: .seconds(2), retryingWriters: 20,
+            make: { limits in
+                let configuration = EtcdConfiguration(
+                    endpoints: try EtcdConfiguration.endpoints(parsing: list),
+                    namespace: Array("conformance/\(UUID().uuidString)/".utf8),
+                    // scripts/etcd-cluster.sh raises the server's limits to these.
+                    maximumTransactionOperations: 10_000, maximumRequestBytes: 10 << 20)
+                let backend = try EtcdKeyValueStore(configuration: configuration)
+                let store = KeyValueEventStore(backend: backend, limits: limits)
+                return TestStore(store: store) {
+                    try? await backend.removeAllKeys()
+                    try? await store.close()
+                }
+            },
+            storageInUse: liveBytes)
     }()
 }
 

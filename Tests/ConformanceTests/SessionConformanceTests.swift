@@ -86,21 +86,33 @@ struct SessionConformanceTests {
     @Test("renew extends the lease past the session timeout", arguments: Backends.all)
     func renewExtends(backend: Backend) async throws {
         try await backend.withStore { store in
-            let stream = try uniqueStream()
-            let timeout = backend.leaseTimeout(.seconds(1))
-            let session = try await store.openSession(on: stream, sessionTimeout: timeout, openTimeout: .zero)
-            let firstExpiry = await session.leaseExpiresAt()
-            for _ in 0..<6 {
-                try await Task.sleep(for: timeout * 0.3)
-                try await session.renew()
+            let timeout = backend.leaseTimeout(.seconds(2))
+            try await LeaseScenario.run(timeout: timeout) { lease in
+                let stream = try uniqueStream()
+                let session = try await lease.call {
+                    try await store.openSession(on: stream, sessionTimeout: timeout, openTimeout: .zero)
+                }
+                let firstExpiry = await session.leaseExpiresAt()
+                for _ in 0..<8 {
+                    try await Task.sleep(for: timeout / 6)
+                    try await lease.call { try await session.renew() }
+                }
+                // Over 1.3 timeouts after opening, the lease still holds because of the renewals.
+                #expect(lease.elapsedSinceOpen > timeout)
+                #expect(await session.leaseExpiresAt() > firstExpiry)
+                try await lease.expectHeld("another session must not open while the lease is renewed") {
+                    do {
+                        let intruder = try await store.openSession(on: stream, sessionTimeout: timeout, openTimeout: .zero)
+                        try await intruder.close()
+                        return false
+                    } catch EventStoreError.streamLocked {
+                        return true
+                    }
+                }
+                let version = try await lease.call { try await session.append(makeEvents(1), expectedVersion: .noStream).version }
+                #expect(version == 1)
+                try await session.close()
             }
-            // 1.8 timeouts after opening, the lease still holds because of the renewals.
-            #expect(await session.leaseExpiresAt() > firstExpiry)
-            await #expect(throws: EventStoreError.self) {
-                _ = try await store.openSession(on: stream, sessionTimeout: .seconds(1), openTimeout: .zero)
-            }
-            #expect(try await session.append(makeEvents(1), expectedVersion: .noStream).version == 1)
-            try await session.close()
         }
     }
 
@@ -134,17 +146,26 @@ struct SessionConformanceTests {
     @Test("session appends check expected versions and renew the lease", arguments: Backends.all)
     func sessionAppends(backend: Backend) async throws {
         try await backend.withStore { store in
-            let stream = try uniqueStream()
-            let timeout = backend.leaseTimeout(.seconds(1))
-            let session = try await store.openSession(on: stream, sessionTimeout: timeout, openTimeout: .zero)
-            for version in 0..<4 {
-                try await Task.sleep(for: timeout * 0.4)
-                _ = try await session.append(makeEvents(1), expectedVersion: .exact(UInt64(version)))
+            let timeout = backend.leaseTimeout(.seconds(2))
+            try await LeaseScenario.run(timeout: timeout) { lease in
+                let stream = try uniqueStream()
+                let session = try await lease.call {
+                    try await store.openSession(on: stream, sessionTimeout: timeout, openTimeout: .zero)
+                }
+                // Only appends renew the lease here; together they outlast the timeout.
+                for version in 0..<5 {
+                    try await Task.sleep(for: timeout / 4)
+                    _ = try await lease.call {
+                        try await session.append(makeEvents(1), expectedVersion: .exact(UInt64(version)))
+                    }
+                }
+                await #expect(throws: EventStoreError.self) {
+                    _ = try await session.append(makeEvents(1), expectedVersion: .exact(1))
+                }
+                #expect(try await store.version(of: stream) == 5)
+                try await session.close()
+                await #expect(throws: EventStoreError.self) { _ = try await session.append(makeEvents(1), expectedVersion: .any) }
             }
-            await #expect(throws: EventStoreError.self) { _ = try await session.append(makeEvents(1), expectedVersion: .exact(1)) }
-            #expect(try await store.version(of: stream) == 4)
-            try await session.close()
-            await #expect(throws: EventStoreError.self) { _ = try await session.append(makeEvents(1), expectedVersion: .any) }
         }
     }
 
@@ -159,5 +180,72 @@ struct SessionConformanceTests {
                 _ = try await store.openSession(on: stream, sessionTimeout: .seconds(1), openTimeout: .seconds(-1))
             }
         }
+    }
+}
+
+/// Runs a lease scenario whose steps must each happen within one lease timeout of the previous lease write.
+///
+/// Leases expire by the wall clock, and a loaded machine can stall a test process for seconds. Each call through
+/// `call` records when it started, a lower bound on when the lease it writes was stamped. A call that fails although
+/// less than one timeout has passed since the previous stamp is a bug and fails the test. If the process stalled
+/// past a whole timeout, the scenario did not happen as written, and it runs again (at most five times).
+final class LeaseScenario: @unchecked Sendable {
+    // @unchecked: used from one task at a time (the scenario body runs sequentially); no lock needed.
+    private let clock = ContinuousClock()
+    private let timeout: Duration
+    private var lastStamp: ContinuousClock.Instant
+    private let opened: ContinuousClock.Instant
+    /// Set when the machine stalled past a timeout; the scenario is then re-run.
+    private(set) var stalled = false
+
+    private init(timeout: Duration) {
+        self.timeout = timeout
+        opened = clock.now
+        lastStamp = opened
+    }
+
+    struct Stalled: Error {}
+
+    var elapsedSinceOpen: Duration { clock.now - opened }
+
+    /// Runs a step that writes (or requires) the lease.
+    func call<T>(_ step: () async throws -> T) async throws -> T {
+        let start = clock.now
+        do {
+            let value = try await step()
+            lastStamp = start
+            return value
+        } catch let error as EventStoreError {
+            if clock.now - lastStamp >= timeout {
+                stalled = true
+                throw Stalled()
+            }
+            throw error
+        }
+    }
+
+    /// Runs a probe that reports whether the lease looked held. If it did not, that is a failure unless the lease
+    /// may have lapsed meanwhile (then the scenario re-runs).
+    func expectHeld(_ message: Comment, _ probe: () async throws -> Bool) async throws {
+        let held = try await probe()
+        if held { return }
+        if clock.now - lastStamp >= timeout {
+            stalled = true
+            throw Stalled()
+        }
+        Issue.record(message)
+    }
+
+    static func run(timeout: Duration, _ body: (LeaseScenario) async throws -> Void) async throws {
+        for _ in 0..<5 {
+            let scenario = LeaseScenario(timeout: timeout)
+            do {
+                try await body(scenario)
+                return
+            } catch is Stalled {
+                continue
+            }
+        }
+        Issue.record("the machine stalled past a \(timeout) lease timeout in five attempts in a row")
     }
 }

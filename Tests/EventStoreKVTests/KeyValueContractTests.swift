@@ -192,6 +192,54 @@ struct KeyValueContractTests {
         }
     }
 
+    @Test("random puts and deletes match a reference model in gets and range scans", arguments: KVBackends.all)
+    func randomOperationsMatchModel(backend: KVBackend) async throws {
+        try await backend.withStore { store in
+            var generator = SplitMix(seed: 42)
+            var model: [Key: [UInt8]] = [:]
+            func randomKey() -> Key {
+                let length = Int(generator.next() % 4) + 1
+                return (0..<length).map { _ in UInt8(truncatingIfNeeded: generator.next() % 6) * 51 }
+            }
+            for round in 0..<3_000 {
+                var writes: [KeyWrite] = []
+                for _ in 0..<Int(generator.next() % 4 + 1) {
+                    let key = randomKey()
+                    if generator.next() % 4 == 0 {
+                        writes.append(.delete(key))
+                    } else {
+                        writes.append(.put(key, Array("v\(round)".utf8)))
+                    }
+                }
+                _ = try await store.commit(KeyValueTransaction(writes: writes))
+                for write in writes {
+                    switch write {
+                    case .put(let key, let value, _): model[key] = value
+                    case .delete(let key): model[key] = nil
+                    }
+                }
+            }
+            let sorted = model.keys.sorted { $0.lexicographicallyPrecedes($1) }
+            let all = try await store.scan(KeyRange(from: [], to: nil), direction: .forward, limit: .max)
+            #expect(all.map(\.key) == sorted)
+            #expect(all.map(\.value) == sorted.map { model[$0] ?? [] })
+            let backward = try await store.scan(KeyRange(from: [], to: nil), direction: .backward, limit: .max)
+            #expect(backward.map(\.key) == sorted.reversed())
+            for _ in 0..<200 {
+                var bounds = [randomKey(), randomKey()]
+                bounds.sort { $0.lexicographicallyPrecedes($1) }
+                let limit = Int(generator.next() % 20) + 1
+                let expected = sorted.filter { !$0.lexicographicallyPrecedes(bounds[0]) && $0.lexicographicallyPrecedes(bounds[1]) }
+                let forward = try await store.scan(KeyRange(from: bounds[0], to: bounds[1]), direction: .forward, limit: limit)
+                #expect(forward.map(\.key) == Array(expected.prefix(limit)))
+                let reverse = try await store.scan(KeyRange(from: bounds[0], to: bounds[1]), direction: .backward, limit: limit)
+                #expect(reverse.map(\.key) == Array(expected.reversed().prefix(limit)))
+            }
+            let probes = (0..<100).map { _ in randomKey() }
+            #expect(try await store.get(probes).map { $0?.value } == probes.map { model[$0] })
+        }
+    }
+
     @Test("a closed store refuses calls with closed", arguments: KVBackends.all)
     func closed(backend: KVBackend) async throws {
         let (store, cleanup) = try await backend.make()
@@ -201,5 +249,18 @@ struct KeyValueContractTests {
             _ = try await store.commit(KeyValueTransaction(writes: [.put(key("a"), value("1"))]))
         }
         await cleanup()
+    }
+}
+
+/// A small deterministic generator, so that failures reproduce.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -10,6 +10,10 @@
 //   (`I`) hold only positions. A stream read is an index range scan plus a sorted batch get: O(log n + k).
 // - A session's lease lives in the store as a TTL key. Every append checks the lease inside its transaction:
 //   a session append requires the lease to be its own and live; any other append requires it to be absent.
+// - The same transaction refuses a hard-deleted stream, checks a soft-deleted one as version 0 while continuing its
+//   versions, and writes the category and event-type index entries of each event (Consumers/ConsumerKeys.swift).
+// - Stream reads hide what deletion and metadata hide (Retention/StreamVisibility.swift) and tolerate events that
+//   scavenge removed; readAll simply skips scavenged positions.
 
 import EventStore
 import Foundation
@@ -24,6 +28,8 @@ public final class KeyValueEventStore: EventStoring {
     public let holderName: String
     /// How many events a read fetches per round trip to the backend.
     public let readBatchSize: Int
+    /// The wall clock this store stamps events with (`recordedAt`) and ages them by (stream metadata's maxAge).
+    public let clock: @Sendable () -> Date
 
     /// The longest event type name accepted, in UTF-8 bytes.
     public static let maximumEventTypeLength = 1024
@@ -32,10 +38,12 @@ public final class KeyValueEventStore: EventStoring {
     /// - Parameters:
     ///   - holderName: how sessions of this store name their holder; defaults to the pid and host name.
     ///   - readBatchSize: events fetched per backend round trip while reading.
+    ///   - clock: the wall clock for `recordedAt` and maxAge; the system clock unless replaced (e.g. in tests).
     public init(
         backend: any KeyValueStore, limits: EventStoreLimits = EventStoreLimits(), holderName: String? = nil,
-        readBatchSize: Int = 4_096
+        readBatchSize: Int = 4_096, clock: @escaping @Sendable () -> Date = { Date() }
     ) {
+        self.clock = clock
         self.backend = backend
         self.limits = limits
         self.holderName =
@@ -69,6 +77,8 @@ public final class KeyValueEventStore: EventStoring {
     /// What a session append proves: the lease it must still hold, and how to renew it.
     struct SessionClaim: Sendable {
         var id: UUID
+        /// The stream the session holds; other parts of a session's multi-stream append must be unlocked.
+        var stream: StreamName
         var holder: String
         var timeout: Duration
     }
@@ -77,7 +87,11 @@ public final class KeyValueEventStore: EventStoring {
     func commit(_ appends: [StreamAppend], session: SessionClaim?) async throws -> [AppendResult] {
         guard !appends.isEmpty else { throw EventStoreError.invalidArgument("an append needs at least one stream") }
         try validate(appends)
-        let now = Date()
+        if let session, !appends.contains(where: { $0.stream == session.stream }) {
+            throw EventStoreError.invalidArgument(
+                "a session's append must include its own stream \"\(session.stream)\"")
+        }
+        let now = clock()
         let prepared = appends.map { part in
             part.events.map { EventRecord.prepare($0, stream: part.stream, recordedAt: now) }
         }
@@ -140,8 +154,12 @@ public final class KeyValueEventStore: EventStoring {
         var idOffset = 1 + 2 * appends.count
         for (index, part) in appends.enumerated() {
             let head = try entries[1 + 2 * index].map { try StreamHead.decode($0.value, stream: part.stream) }
+            if head?.state == .hardDeleted { throw EventStoreError.streamDeleted(part.stream) }
             let current = head?.version ?? 0
-            try checkLease(entries[2 + 2 * index], stream: part.stream, session: session)
+            // A soft-deleted stream meets expectations as if it did not exist; its versions continue from the end.
+            let visible = head?.visibleVersion ?? 0
+            let claim = session.flatMap { $0.stream == part.stream ? $0 : nil }
+            try checkLease(entries[2 + 2 * index], stream: part.stream, session: claim)
             let idEntries = Array(entries[idOffset..<(idOffset + part.events.count)])
             idOffset += part.events.count
 
@@ -150,9 +168,9 @@ public final class KeyValueEventStore: EventStoring {
                     try await idempotentResult(part, idEntries: idEntries, current: current, context: context))
                 continue
             }
-            guard part.expectedVersion.isSatisfied(byVersion: current) else {
+            guard part.expectedVersion.isSatisfied(byVersion: visible) else {
                 throw EventStoreError.wrongExpectedVersion(
-                    stream: part.stream, expected: part.expectedVersion, actual: current)
+                    stream: part.stream, expected: part.expectedVersion, actual: visible)
             }
             var version = current
             let first = position + 1
@@ -163,12 +181,16 @@ public final class KeyValueEventStore: EventStoring {
                     .put(KeyLayout.log(position), EventRecord.encode(prepared: prepared[index][eventIndex], version: version)))
                 writes.append(.put(KeyLayout.streamIndex(part.stream, version: version), PositionValue.encode(position)))
                 writes.append(.put(KeyLayout.eventID(event.id), PositionValue.encode(position)))
+                writes.append(contentsOf: KeyLayout.secondaryIndexWrites(stream: part.stream, type: event.type, position: position))
             }
             if !part.events.isEmpty {
                 writes.append(
-                    .put(KeyLayout.streamHead(part.stream), StreamHead(version: version, lastPosition: position).encoded()))
+                    .put(
+                        KeyLayout.streamHead(part.stream),
+                        StreamHead(version: version, lastPosition: position, hiddenThrough: head?.hiddenThrough ?? 0)
+                            .encoded()))
             }
-            if let session, let leaseExpiry {
+            if let session = claim, let leaseExpiry {
                 // Activity renews the lease, in the same transaction that proves we hold it.
                 let lease = LeaseRecord(sessionID: session.id, expiresAt: leaseExpiry, holder: session.holder)
                 writes.append(.put(KeyLayout.lease(part.stream), lease.encoded(), ttl: session.timeout))
@@ -269,7 +291,7 @@ public final class KeyValueEventStore: EventStoring {
         guard let entry = try await backendCall({ try await self.backend.get(KeyLayout.streamHead(stream)) }) else {
             return 0
         }
-        return try StreamHead.decode(entry.value, stream: stream).version
+        return try StreamHead.decode(entry.value, stream: stream).visibleVersion
     }
 
     public func lastPosition() async throws -> UInt64 {
@@ -282,6 +304,7 @@ public final class KeyValueEventStore: EventStoring {
     {
         guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
         guard limit > 0 else { return [] }
+        guard let visibility = try await visibility(of: stream) else { return [] }
         let prefix = KeyLayout.streamIndexPrefix(stream)
         let prefixEnd = Key.successor(ofPrefix: prefix)
         var range: KeyRange
@@ -297,6 +320,9 @@ public final class KeyValueEventStore: EventStoring {
                 from: prefix,
                 to: version == .max ? prefixEnd : KeyLayout.streamIndex(stream, version: version + 1))
         }
+        // Versions hidden by deletion or metadata are never scanned.
+        let visibleFloor = KeyLayout.streamIndex(stream, version: visibility.firstVersion)
+        if range.lowerBound.lexicographicallyPrecedes(visibleFloor) { range.lowerBound = visibleFloor }
         let scanDirection: ScanDirection = direction == .forward ? .forward : .backward
         var events: [RecordedEvent] = []
         while events.count < limit {
@@ -306,8 +332,7 @@ public final class KeyValueEventStore: EventStoring {
                 try await self.backend.scan(range, direction: scanDirection, limit: chunk)
             }
             guard let last = indexEntries.last else { break }
-            let positions = try indexEntries.map { try PositionValue.decode($0.value, location: "stream index of \"\(stream)\"") }
-            events.append(contentsOf: try await fetch(positions))
+            events.append(contentsOf: try await fetchVisible(indexEntries, of: stream, visibility: visibility))
             if indexEntries.count < chunk { break }
             switch direction {
             case .forward: range.lowerBound = last.key + [0]
@@ -317,25 +342,11 @@ public final class KeyValueEventStore: EventStoring {
         return events
     }
 
-    /// The events at `positions`, in that order.
-    private func fetch(_ positions: [UInt64]) async throws -> [RecordedEvent] {
-        let records = try await backendCall { try await self.backend.get(positions.map(KeyLayout.log)) }
-        var events: [RecordedEvent] = []
-        events.reserveCapacity(positions.count)
-        for (position, record) in zip(positions, records) {
-            guard let record else {
-                throw EventStoreError.corrupted(
-                    location: "global position \(position)", detail: "a stream index entry points to a missing event")
-            }
-            events.append(try EventRecord.decode(record.value, position: position))
-        }
-        return events
-    }
-
     public func readAll(from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
         guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
         var range = KeyRange(from: KeyLayout.log(max(position, 1)), to: Key.successor(ofPrefix: KeyLayout.logPrefix))
         var events: [RecordedEvent] = []
+        var names = StreamNameCache()
         while events.count < limit {
             try Task.checkCancellation()
             let chunk = min(limit - events.count, readBatchSize)
@@ -345,7 +356,7 @@ public final class KeyValueEventStore: EventStoring {
                 guard let position = KeyLayout.position(fromLogKey: entry.key) else {
                     throw EventStoreError.corrupted(location: "global log", detail: "malformed log key \(entry.key)")
                 }
-                events.append(try EventRecord.decode(entry.value, position: position))
+                events.append(try EventRecord.decode(entry.value, position: position, names: &names))
             }
             if entries.count < chunk { break }
             range.lowerBound = last.key + [0]

@@ -82,12 +82,17 @@ public final class KeyValueStreamSession: StreamSession {
 
     public func append(_ events: [EventData], expectedVersion: ExpectedVersion) async throws -> AppendResult {
         try checkOpen()
-        let claim = KeyValueEventStore.SessionClaim(id: id, holder: holder, timeout: sessionTimeout)
-        let started = Date()
-        let results = try await store.commit(
-            [StreamAppend(stream: stream, expectedVersion: expectedVersion, events: events)], session: claim)
-        extendLocalExpiry(from: started)
+        let results = try await append([StreamAppend(stream: stream, expectedVersion: expectedVersion, events: events)])
         return results[0]
+    }
+
+    public func append(_ appends: [StreamAppend]) async throws -> [AppendResult] {
+        try checkOpen()
+        let claim = KeyValueEventStore.SessionClaim(id: id, stream: stream, holder: holder, timeout: sessionTimeout)
+        let started = Date()
+        let results = try await store.commit(appends, session: claim)
+        extendLocalExpiry(from: started)
+        return results
     }
 
     public func renew() async throws {

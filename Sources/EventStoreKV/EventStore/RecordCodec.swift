@@ -29,47 +29,101 @@ struct ByteWriter {
     }
 }
 
-/// Reads little-endian fields, throwing a corruption error that names `location` when the bytes run out.
+/// Where a record being decoded lives, for corruption errors; formatted only when an error is thrown.
+enum RecordLocation {
+    case eventRecord(position: UInt64)
+    case streamHead(StreamName)
+    case lease(StreamName)
+    /// Any other record, described up front (for records off the hot read path).
+    case described(String)
+
+    var description: String {
+        switch self {
+        case .described(let text): text
+        case .eventRecord(let position): "event record at global position \(position)"
+        case .streamHead(let stream): "stream head of \"\(stream)\""
+        case .lease(let stream): "session lease of \"\(stream)\""
+        }
+    }
+}
+
+/// Reads little-endian fields, throwing a corruption error that names the location when the bytes run out.
 struct ByteReader {
     let bytes: [UInt8]
-    var offset = 0
-    let location: String
+    private(set) var offset = 0
+    let location: RecordLocation
 
-    init(_ bytes: [UInt8], location: @autoclosure () -> String) {
+    init(_ bytes: [UInt8], location: RecordLocation) {
         self.bytes = bytes
-        self.location = location()
+        self.location = location
     }
 
-    private mutating func take(_ count: Int) throws -> ArraySlice<UInt8> {
+    init(_ bytes: [UInt8], location: String) {
+        self.init(bytes, location: .described(location))
+    }
+
+    private func corrupted(_ detail: String) -> EventStoreError {
+        EventStoreError.corrupted(location: location.description, detail: detail)
+    }
+
+    private mutating func advance(_ count: Int) throws -> Int {
         guard count >= 0, count <= bytes.count - offset else {
-            throw EventStoreError.corrupted(
-                location: location, detail: "record truncated: needed \(count) bytes at offset \(offset)")
+            throw corrupted("record truncated: needed \(count) bytes at offset \(offset) of \(bytes.count)")
         }
         defer { offset += count }
-        return bytes[offset..<(offset + count)]
+        return offset
     }
 
-    mutating func u8() throws -> UInt8 { try take(1).first ?? 0 }
-    mutating func u16() throws -> UInt16 { try take(2).reversed().reduce(0) { $0 << 8 | UInt16($1) } }
-    mutating func u32() throws -> UInt32 { try take(4).reversed().reduce(0) { $0 << 8 | UInt32($1) } }
-    mutating func u64() throws -> UInt64 { try take(8).reversed().reduce(0) { $0 << 8 | UInt64($1) } }
-    mutating func i64() throws -> Int64 { Int64(bitPattern: try u64()) }
-    mutating func uuid() throws -> UUID {
-        let raw = Array(try take(16))
-        return UUID(uuid: (raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
-                           raw[8], raw[9], raw[10], raw[11], raw[12], raw[13], raw[14], raw[15]))
+    private mutating func load<T: FixedWidthInteger>(_: T.Type) throws -> T {
+        let at = try advance(MemoryLayout<T>.size)
+        return T(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: T.self) })
     }
-    mutating func raw(_ count: Int) throws -> ArraySlice<UInt8> { try take(count) }
+
+    mutating func u8() throws -> UInt8 { try load(UInt8.self) }
+    mutating func u16() throws -> UInt16 { try load(UInt16.self) }
+    mutating func u32() throws -> UInt32 { try load(UInt32.self) }
+    mutating func u64() throws -> UInt64 { try load(UInt64.self) }
+    mutating func i64() throws -> Int64 { try load(Int64.self) }
+    mutating func uuid() throws -> UUID {
+        let at = try advance(16)
+        return UUID(uuid: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: uuid_t.self) })
+    }
+    mutating func data(_ count: Int) throws -> Data {
+        let at = try advance(count)
+        return bytes.withUnsafeBytes { Data($0[at..<(at + count)]) }
+    }
     mutating func string16() throws -> String { try string(count: Int(try u16())) }
     mutating func string32() throws -> String { try string(count: Int(try u32())) }
     private mutating func string(count: Int) throws -> String {
-        let slice = try take(count)
-        guard let value = String(validating: slice, as: UTF8.self) else {
-            throw EventStoreError.corrupted(location: location, detail: "invalid UTF-8 at offset \(offset - count)")
-        }
+        let at = try advance(count)
+        let value = bytes.withUnsafeBytes { String(validating: $0[at..<(at + count)], as: UTF8.self) }
+        guard let value else { throw corrupted("invalid UTF-8 at offset \(at)") }
         return value
     }
     var remaining: Int { bytes.count - offset }
+}
+
+/// Remembers validated stream names while decoding many records, so a read validates each name once.
+struct StreamNameCache {
+    private var last: (String, StreamName)?
+    private var seen: [String: StreamName] = [:]
+
+    mutating func name(_ raw: String, location: RecordLocation) throws -> StreamName {
+        if let last, last.0 == raw { return last.1 }
+        if let known = seen[raw] {
+            last = (raw, known)
+            return known
+        }
+        let name: StreamName
+        do {
+            name = try StreamName.stored(raw)
+        } catch {
+            throw EventStoreError.corrupted(location: location.description, detail: "invalid stream name: \(error)")
+        }
+        if seen.count < 4_096 { seen[raw] = name }
+        last = (raw, name)
+        return name
+    }
 }
 
 /// The log record of one event (value of `L position`).
@@ -112,23 +166,21 @@ enum EventRecord {
     }
 
     static func decode(_ bytes: [UInt8], position: UInt64) throws -> RecordedEvent {
-        var reader = ByteReader(bytes, location: "event record at global position \(position)")
+        var names = StreamNameCache()
+        return try decode(bytes, position: position, names: &names)
+    }
+
+    static func decode(_ bytes: [UInt8], position: UInt64, names: inout StreamNameCache) throws -> RecordedEvent {
+        let location = RecordLocation.eventRecord(position: position)
+        var reader = ByteReader(bytes, location: location)
         let format = try reader.u8()
         guard format == Self.format else {
-            throw EventStoreError.corrupted(
-                location: "event record at global position \(position)", detail: "unknown record format \(format)")
+            throw EventStoreError.corrupted(location: location.description, detail: "unknown record format \(format)")
         }
         let version = try reader.u64()
         let micros = try reader.i64()
         let id = try reader.uuid()
-        let streamName = try reader.string16()
-        let stream: StreamName
-        do {
-            stream = try StreamName.stored(streamName)
-        } catch {
-            throw EventStoreError.corrupted(
-                location: "event record at global position \(position)", detail: "invalid stream name: \(error)")
-        }
+        let stream = try names.name(try reader.string16(), location: location)
         let type = try reader.string16()
         let flags = try reader.u8()
         var metadata = EventMetadata()
@@ -136,15 +188,13 @@ enum EventRecord {
         if flags & 2 != 0 { metadata.causationID = try reader.uuid() }
         let propertyCount = try reader.u32()
         guard Int(propertyCount) <= reader.remaining else {
-            throw EventStoreError.corrupted(
-                location: "event record at global position \(position)", detail: "property count out of range")
+            throw EventStoreError.corrupted(location: location.description, detail: "property count out of range")
         }
         for _ in 0..<propertyCount {
             let key = try reader.string16()
             metadata.properties[key] = try reader.string32()
         }
-        let length = Int(try reader.u32())
-        let data = Data(try reader.raw(length))
+        let data = try reader.data(Int(try reader.u32()))
         return RecordedEvent(
             id: id, stream: stream, version: version, position: position,
             recordedAt: Date(timeIntervalSince1970: Double(micros) / 1_000_000), type: type, data: data,
@@ -153,7 +203,7 @@ enum EventRecord {
 
     /// Reads only the id and stream from a record, for idempotency checks.
     static func identity(_ bytes: [UInt8], position: UInt64) throws -> (id: UUID, stream: String, version: UInt64) {
-        var reader = ByteReader(bytes, location: "event record at global position \(position)")
+        var reader = ByteReader(bytes, location: .eventRecord(position: position))
         _ = try reader.u8()
         let version = try reader.u64()
         _ = try reader.i64()
@@ -162,26 +212,54 @@ enum EventRecord {
     }
 }
 
-/// The stream head (value of `H name`). Format 1: u8 format=1, u64 version, u64 last position.
+/// The stream head (value of `H name`). Format 1: u8 format=1, u64 version, u64 last position. Format 2 (written
+/// only once a stream has been deleted): format 1's fields, then u8 state (0 live, 1 soft-deleted, 2 hard-deleted),
+/// u64 hiddenThrough (versions up to it were deleted and stay hidden after a recreation).
 struct StreamHead: Equatable {
+    /// Whether the stream is live or deleted.
+    enum State: UInt8 {
+        case live = 0
+        case softDeleted = 1
+        case hardDeleted = 2
+    }
+
     var version: UInt64
     var lastPosition: UInt64
+    var state: State = .live
+    var hiddenThrough: UInt64 = 0
+
+    /// The version appends are checked against and readers see: 0 while the stream is deleted.
+    var visibleVersion: UInt64 { state == .live ? version : 0 }
 
     func encoded() -> [UInt8] {
-        var writer = ByteWriter(capacity: 17)
-        writer.u8(1)
+        let extended = state != .live || hiddenThrough != 0
+        var writer = ByteWriter(capacity: 26)
+        writer.u8(extended ? 2 : 1)
         writer.u64(version)
         writer.u64(lastPosition)
+        if extended {
+            writer.u8(state.rawValue)
+            writer.u64(hiddenThrough)
+        }
         return writer.bytes
     }
 
     static func decode(_ bytes: [UInt8], stream: StreamName) throws -> StreamHead {
-        var reader = ByteReader(bytes, location: "stream head of \"\(stream)\"")
+        var reader = ByteReader(bytes, location: .streamHead(stream))
         let format = try reader.u8()
-        guard format == 1 else {
+        guard format == 1 || format == 2 else {
             throw EventStoreError.corrupted(location: "stream head of \"\(stream)\"", detail: "unknown format \(format)")
         }
-        return StreamHead(version: try reader.u64(), lastPosition: try reader.u64())
+        var head = StreamHead(version: try reader.u64(), lastPosition: try reader.u64())
+        if format == 2 {
+            let raw = try reader.u8()
+            guard let state = State(rawValue: raw) else {
+                throw EventStoreError.corrupted(location: "stream head of \"\(stream)\"", detail: "unknown state \(raw)")
+            }
+            head.state = state
+            head.hiddenThrough = try reader.u64()
+        }
+        return head
     }
 }
 
@@ -219,7 +297,7 @@ struct LeaseRecord {
     }
 
     static func decode(_ bytes: [UInt8], stream: StreamName) throws -> LeaseRecord {
-        var reader = ByteReader(bytes, location: "session lease of \"\(stream)\"")
+        var reader = ByteReader(bytes, location: .lease(stream))
         let format = try reader.u8()
         guard format == 1 else {
             throw EventStoreError.corrupted(location: "session lease of \"\(stream)\"", detail: "unknown format \(format)")

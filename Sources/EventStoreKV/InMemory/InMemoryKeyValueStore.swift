@@ -1,8 +1,8 @@
 // InMemoryKeyValueStore: the key-value contract held in memory, for tests and ephemeral use.
 //
 // Invariants:
-// - `State.entries` is sorted by key (unsigned lexicographic) and holds no duplicate keys; lookups are binary
-//   searches, so a scan of k keys costs O(log n + k).
+// - `State.entries` is ordered by key (unsigned lexicographic) with no duplicates (see SortedEntries): a lookup is
+//   O(log n), a scan of k keys O(log n + k), an insert anywhere moves at most one chunk.
 // - Everything is guarded by one Mutex; a transaction checks its conditions and applies its writes inside one
 //   critical section, so it is atomic and isolated.
 // - `State.history` holds the changes of the most recent revisions (at most `historyLimit` changes), so a watcher
@@ -15,7 +15,6 @@ import Synchronization
 /// An ordered, thread-safe key-value store held in memory. Nothing survives the process.
 public final class InMemoryKeyValueStore: KeyValueStore {
     private struct Stored {
-        var key: Key
         var value: [UInt8]
         var version: UInt64
         var modRevision: UInt64
@@ -23,7 +22,9 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         var expiresAt: Int64?
 
         func isLive(at now: Int64) -> Bool { expiresAt.map { now < $0 } ?? true }
-        var entry: KeyValueEntry { KeyValueEntry(key: key, value: value, version: version, modRevision: modRevision) }
+        func entry(_ key: Key) -> KeyValueEntry {
+            KeyValueEntry(key: key, value: value, version: version, modRevision: modRevision)
+        }
     }
 
     private struct Watcher {
@@ -32,7 +33,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     }
 
     private struct State {
-        var entries: [Stored] = []
+        var entries = SortedEntries<Stored>()
         var revision: UInt64 = 0
         var history: [KeyValueChange] = []
         /// Changes after this revision are all in `history`.
@@ -41,21 +42,9 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         var nextWatcherID: UInt64 = 0
         var closed = false
 
-        /// Index of the first entry whose key is not less than `key`.
-        func lowerBound(_ key: Key) -> Int {
-            var low = 0
-            var high = entries.count
-            while low < high {
-                let mid = (low + high) / 2
-                if entries[mid].key.lexicographicallyPrecedes(key) { low = mid + 1 } else { high = mid }
-            }
-            return low
-        }
-
-        func live(_ key: Key, now: Int64) -> Stored? {
-            let index = lowerBound(key)
-            guard index < entries.count, entries[index].key == key, entries[index].isLive(at: now) else { return nil }
-            return entries[index]
+        func live(_ key: Key, now: Int64) -> KeyValueEntry? {
+            guard let stored = entries.value(for: key), stored.isLive(at: now) else { return nil }
+            return stored.entry(key)
         }
     }
 
@@ -78,7 +67,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         let now = Self.now()
         return try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
-            return state.live(key, now: now)?.entry
+            return state.live(key, now: now)
         }
     }
 
@@ -86,7 +75,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         let now = Self.now()
         return try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
-            return keys.map { state.live($0, now: now)?.entry }
+            return keys.map { state.live($0, now: now) }
         }
     }
 
@@ -95,15 +84,11 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         return try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
             guard limit > 0 else { return [] }
-            let start = state.lowerBound(range.lowerBound)
-            let end = range.upperBound.map { state.lowerBound($0) } ?? state.entries.count
-            guard start < end else { return [] }
             var result: [KeyValueEntry] = []
-            result.reserveCapacity(min(limit, end - start))
-            let indices: [Int] = direction == .forward ? Array(start..<end) : Array((start..<end).reversed())
-            for index in indices where state.entries[index].isLive(at: now) {
-                result.append(state.entries[index].entry)
-                if result.count == limit { break }
+            state.entries.forEach(from: range.lowerBound, to: range.upperBound, backward: direction == .backward) {
+                key, stored in
+                if stored.isLive(at: now) { result.append(stored.entry(key)) }
+                return result.count < limit
             }
             return result
         }
@@ -114,7 +99,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         return try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
             for (index, condition) in transaction.conditions.enumerated()
-            where !condition.isSatisfied(by: state.live(condition.key, now: now)?.entry) {
+            where !condition.isSatisfied(by: state.live(condition.key, now: now)) {
                 throw KeyValueStoreError.conditionFailed(index: index, condition: condition)
             }
             state.revision += 1
@@ -130,24 +115,16 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     }
 
     private func apply(_ write: KeyWrite, revision: UInt64, now: Int64, to state: inout State) -> KeyValueChange {
-        let index = state.lowerBound(write.key)
-        let exists = index < state.entries.count && state.entries[index].key == write.key
         switch write {
         case .put(let key, let value, let ttl):
+            let old = state.entries.value(for: key)
+            let version = old.map { $0.isLive(at: now) ? $0.version + 1 : 1 } ?? 1
             let expiresAt = ttl.map { now + $0.nanoseconds }
-            if exists {
-                let old = state.entries[index]
-                let version = old.isLive(at: now) ? old.version + 1 : 1
-                state.entries[index] = Stored(
-                    key: key, value: value, version: version, modRevision: revision, expiresAt: expiresAt)
-            } else {
-                state.entries.insert(
-                    Stored(key: key, value: value, version: 1, modRevision: revision, expiresAt: expiresAt),
-                    at: index)
-            }
+            state.entries.set(
+                Stored(value: value, version: version, modRevision: revision, expiresAt: expiresAt), for: key)
             return KeyValueChange(revision: revision, kind: .put, key: key)
         case .delete(let key):
-            if exists { state.entries.remove(at: index) }
+            state.entries.remove(key)
             return KeyValueChange(revision: revision, kind: .delete, key: key)
         }
     }

@@ -1,0 +1,286 @@
+// EventStoreBench: the event-store workloads of ../shared/bench/sqlite_events.c, on the default page-file engine
+// with full durability, through the public API only. Run in a release build:
+//
+//     swift run -c release EventStoreBench all --dir "$(mktemp -d)" --json
+//
+// Each workload mirrors the SQLite program exactly (256-byte payloads, event type "Deposited", exact expected
+// versions). Figures are compared as ratios against SQLite run on the same machine in the same session.
+
+import EventStore
+import EventStoreKV
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+struct Options {
+    var workload = ""
+    var directory = ""
+    var json = false
+    /// Multiplies every workload's size; the test suite's smoke test runs at a tiny scale.
+    var scale = 1.0
+}
+
+struct Measurement {
+    var workload: String
+    var events: Int
+    var seconds: Double
+    var peakRSSMegabytes: Int
+    var eventsPerSecond: Double { seconds > 0 ? Double(events) / seconds : 0 }
+}
+
+let workloads = ["append-single", "append-batch", "append-concurrent", "read-stream", "read-all"]
+let payload = Data(repeating: UInt8(ascii: "e"), count: 256)
+
+func usageText() -> String {
+    """
+    usage: EventStoreBench <workload> --dir <empty dir> [--json] [--scale F]
+    workloads: \(workloads.joined(separator: ", ")), all
+    """
+}
+
+func parse(_ arguments: [String]) throws -> Options {
+    var options = Options()
+    var rest = arguments.makeIterator()
+    while let argument = rest.next() {
+        switch argument {
+        case "--dir":
+            guard let value = rest.next() else { throw BenchError.usage("--dir needs a directory") }
+            options.directory = value
+        case "--json": options.json = true
+        case "--scale":
+            guard let value = rest.next(), let scale = Double(value), scale > 0, scale <= 1 else {
+                throw BenchError.usage("--scale needs a number in (0, 1]")
+            }
+            options.scale = scale
+        case "-h", "--help": throw BenchError.help
+        default:
+            guard options.workload.isEmpty, !argument.hasPrefix("-") else {
+                throw BenchError.usage("unexpected argument \(argument)")
+            }
+            options.workload = argument
+        }
+    }
+    guard workloads.contains(options.workload) || options.workload == "all" else {
+        throw BenchError.usage(options.workload.isEmpty ? "missing workload" : "unknown workload \(options.workload)")
+    }
+    guard !options.directory.isEmpty else { throw BenchError.usage("--dir is required") }
+    return options
+}
+
+enum BenchError: Error, CustomStringConvertible {
+    case usage(String)
+    case help
+    case failed(String)
+
+    var description: String {
+        switch self {
+        case .usage(let detail): "\(detail)\n\(usageText())"
+        case .help: usageText()
+        case .failed(let detail): detail
+        }
+    }
+}
+
+/// The peak resident set size of this process so far, from /proc/self/status (VmHWM), in MiB.
+func peakRSSMegabytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kilobytes = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+        return kilobytes / 1024
+    }
+    return 0
+}
+
+/// Resets the peak RSS counter so each workload reports its own peak (Linux: write 5 to clear_refs).
+func resetPeakRSS() {
+    try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
+}
+
+func progress(_ text: String) {
+    FileHandle.standardError.write(Data("\(text)\n".utf8))
+}
+
+func event() -> EventData { EventData(type: "Deposited", data: payload) }
+
+func timed(_ body: () async throws -> Void) async rethrows -> Double {
+    let clock = ContinuousClock()
+    let start = clock.now
+    try await body()
+    let elapsed = clock.now - start
+    return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+}
+
+func scaled(_ count: Int, _ options: Options) -> Int { max(1, Int((Double(count) * options.scale).rounded())) }
+
+/// Opens the store a workload runs on: the default engine on `directory`.
+func openStore(_ directory: String) throws -> KeyValueEventStore {
+    // BENCH-STORE: replaced by the page-file engine's one-line open when it lands.
+    KeyValueEventStore.inMemory()
+}
+
+func appendSingle(_ store: KeyValueEventStore, _ options: Options) async throws -> Measurement {
+    let count = scaled(10_000, options)
+    let streams = try (0..<100).map { try StreamName("account-\($0)") }
+    var versions = [UInt64](repeating: 0, count: 100)
+    let seconds = try await timed {
+        for index in 0..<count {
+            let slot = index % 100
+            versions[slot] = try await store.append(
+                [event()], to: streams[slot], expectedVersion: .exact(versions[slot])).version
+            if index % 2_000 == 1_999 { progress("append-single: \(index + 1)/\(count)") }
+        }
+    }
+    return Measurement(workload: "append-single", events: count, seconds: seconds, peakRSSMegabytes: peakRSSMegabytes())
+}
+
+func appendBatch(_ store: KeyValueEventStore, _ options: Options) async throws -> Measurement {
+    let appends = scaled(1_000, options)
+    let streams = try (0..<100).map { try StreamName("batch-\($0)") }
+    var versions = [UInt64](repeating: 0, count: 100)
+    let seconds = try await timed {
+        for index in 0..<appends {
+            let slot = index % 100
+            let batch = (0..<100).map { _ in event() }
+            versions[slot] = try await store.append(
+                batch, to: streams[slot], expectedVersion: .exact(versions[slot])).version
+            if index % 200 == 199 { progress("append-batch: \(index + 1)/\(appends)") }
+        }
+    }
+    return Measurement(
+        workload: "append-batch", events: appends * 100, seconds: seconds, peakRSSMegabytes: peakRSSMegabytes())
+}
+
+func appendConcurrent(_ store: KeyValueEventStore, _ options: Options) async throws -> Measurement {
+    let perWriter = scaled(2_000, options)
+    let seconds = try await timed {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for writer in 0..<8 {
+                group.addTask {
+                    let stream = try StreamName("writer-\(writer)")
+                    for version in 0..<perWriter {
+                        _ = try await store.append([event()], to: stream, expectedVersion: .exact(UInt64(version)))
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+    return Measurement(
+        workload: "append-concurrent", events: 8 * perWriter, seconds: seconds, peakRSSMegabytes: peakRSSMegabytes())
+}
+
+/// Writes the 100,000-event stream that read-stream and read-all time.
+func writeBigStream(_ store: KeyValueEventStore, _ options: Options) async throws -> (StreamName, Int) {
+    let stream = try StreamName("big")
+    let batches = scaled(100, options)
+    for index in 0..<batches {
+        _ = try await store.append(
+            (0..<1_000).map { _ in event() }, to: stream, expectedVersion: .exact(UInt64(index * 1_000)))
+        if index % 20 == 19 { progress("read-stream setup: \(index + 1)/\(batches) batches") }
+    }
+    return (stream, batches * 1_000)
+}
+
+func readStream(_ store: KeyValueEventStore, stream: StreamName, expected: Int) async throws -> Measurement {
+    var touched = 0
+    var count = 0
+    let seconds = try await timed {
+        let events = try await store.read(stream, from: .start, direction: .forward, limit: .max)
+        for event in events { touched &+= event.data.count; count += 1 }
+    }
+    guard count == expected, touched == expected * payload.count else {
+        throw BenchError.failed("read-stream read \(count) events (\(touched) bytes), expected \(expected)")
+    }
+    return Measurement(workload: "read-stream", events: count, seconds: seconds, peakRSSMegabytes: peakRSSMegabytes())
+}
+
+func readAll(_ store: KeyValueEventStore, expected: Int) async throws -> Measurement {
+    var touched = 0
+    var count = 0
+    let seconds = try await timed {
+        let events = try await store.readAll(from: 1, limit: .max)
+        for event in events { touched &+= event.data.count; count += 1 }
+    }
+    guard count == expected, touched == expected * payload.count else {
+        throw BenchError.failed("read-all read \(count) events, expected \(expected)")
+    }
+    return Measurement(workload: "read-all", events: count, seconds: seconds, peakRSSMegabytes: peakRSSMegabytes())
+}
+
+/// Runs one workload (read-stream and read-all share their setup) in a fresh directory under `root`.
+func run(_ workload: String, root: String, _ options: Options) async throws -> [Measurement] {
+    let directory = (root as NSString).appendingPathComponent(workload)
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    resetPeakRSS()
+    let store = try openStore(directory)
+    defer { Task { try? await store.close() } }
+    switch workload {
+    case "append-single": return [try await appendSingle(store, options)]
+    case "append-batch": return [try await appendBatch(store, options)]
+    case "append-concurrent": return [try await appendConcurrent(store, options)]
+    case "read-stream":
+        let (stream, count) = try await writeBigStream(store, options)
+        return [try await readStream(store, stream: stream, expected: count)]
+    case "read-all":
+        let (_, count) = try await writeBigStream(store, options)
+        return [try await readAll(store, expected: count)]
+    default: throw BenchError.usage("unknown workload \(workload)")
+    }
+}
+
+func report(_ measurement: Measurement, json: Bool) {
+    if json {
+        let line =
+            "{\"workload\":\"\(measurement.workload)\",\"events\":\(measurement.events),"
+            + "\"seconds\":\(String(format: "%.6f", measurement.seconds)),"
+            + "\"events_per_sec\":\(Int(measurement.eventsPerSecond.rounded())),"
+            + "\"peak_rss_mb\":\(measurement.peakRSSMegabytes)}"
+        print(line)
+    } else {
+        let name = measurement.workload.padding(toLength: 18, withPad: " ", startingAt: 0)
+        let events = String(measurement.events).leftPadded(to: 9)
+        let seconds = String(format: "%.3f", measurement.seconds).leftPadded(to: 9)
+        let rate = String(Int(measurement.eventsPerSecond.rounded())).leftPadded(to: 12)
+        let rss = String(measurement.peakRSSMegabytes).leftPadded(to: 8)
+        print("\(name) \(events) \(seconds) \(rate) \(rss)")
+    }
+}
+
+extension String {
+    func leftPadded(to width: Int) -> String { String(repeating: " ", count: max(0, width - count)) + self }
+}
+
+let options: Options
+do {
+    options = try parse(Array(CommandLine.arguments.dropFirst()))
+} catch BenchError.help {
+    print(usageText())
+    exit(0)
+} catch {
+    FileHandle.standardError.write(Data("EventStoreBench: \(error)\n".utf8))
+    exit(2)
+}
+
+var root = options.directory
+var isDirectory: ObjCBool = false
+if FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory) {
+    let contents = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+    guard isDirectory.boolValue, contents.isEmpty else {
+        FileHandle.standardError.write(Data("EventStoreBench: --dir must be an empty directory: \(root)\n".utf8))
+        exit(2)
+    }
+}
+let selected = options.workload == "all" ? workloads : [options.workload]
+if !options.json {
+    print("workload              events   seconds   events/sec  peakMB")
+}
+do {
+    for workload in selected {
+        for measurement in try await run(workload, root: root, options) { report(measurement, json: options.json) }
+    }
+} catch {
+    FileHandle.standardError.write(Data("EventStoreBench: \(error)\n".utf8))
+    exit(1)
+}

@@ -1,0 +1,110 @@
+// The engine of every subscription: read history in batches, then wait for the store's doorbell and read again.
+//
+// Invariants:
+// - The doorbell (``EventStoring/logNotifications()``) is opened BEFORE the first read, so a commit that lands
+//   between the end of the history and the start of waiting still rings: no wakeup is lost.
+// - `cursor` is the next position (or version) to read. It only moves past events that were read, and the store
+//   makes every committed event visible in cursor order (gapless positions assigned at commit), so nothing is
+//   skipped and nothing is delivered twice.
+// - Memory is bounded: at most `bufferSize` events are held, and the next batch is read only when the consumer has
+//   taken the last one (pull-based back-pressure). The doorbell buffers at most one ring.
+// - Cancelling the consuming task ends the sequence (returns nil) without an error.
+
+import Foundation
+
+/// Reads one ordered source (the global log or one stream) for a subscription.
+struct CatchUpReader: Sendable {
+    /// Reads up to `limit` events from `cursor` (inclusive).
+    typealias Read = @Sendable (_ cursor: UInt64, _ limit: Int) async throws -> [RecordedEvent]
+
+    let store: any EventStoring
+    let bufferSize: Int
+    let filter: SubscriptionFilter
+    /// The first cursor to read, resolved once the doorbell is open.
+    let resolveStart: @Sendable () async throws -> UInt64
+    let read: Read
+    /// The cursor value of an event (its position, or its version).
+    let cursorOf: @Sendable (RecordedEvent) -> UInt64
+}
+
+/// The iteration state shared by both subscription iterators.
+struct CatchUpState {
+    private let reader: CatchUpReader
+    private var doorbell: AsyncThrowingStream<Void, any Error>.AsyncIterator?
+    private var cursor: UInt64 = 0
+    private var buffer: [RecordedEvent] = []
+    private var bufferIndex = 0
+    private var atEnd = false
+    private var announcedThrough: UInt64?
+    private var pendingCaughtUp = false
+    private var finished = false
+
+    init(reader: CatchUpReader) { self.reader = reader }
+
+    /// Events read ahead and not yet delivered.
+    var bufferedEventCount: Int { buffer.count - bufferIndex }
+
+    mutating func next() async throws -> SubscriptionMessage? {
+        do {
+            return try await advance()
+        } catch is CancellationError {
+            finish()
+            return nil
+        } catch {
+            finish()
+            throw error
+        }
+    }
+
+    private mutating func advance() async throws -> SubscriptionMessage? {
+        while !finished {
+            if Task.isCancelled { break }
+            if bufferIndex < buffer.count {
+                defer { bufferIndex += 1 }
+                return .event(buffer[bufferIndex])
+            }
+            if doorbell == nil { try await open() }
+            if pendingCaughtUp {
+                pendingCaughtUp = false
+                announcedThrough = cursor
+                return .caughtUp(through: cursor - 1)
+            }
+            if atEnd {
+                // Nil means the task was cancelled or the store closed: either way the subscription is over.
+                guard try await doorbell?.next() != nil else { break }
+                atEnd = false
+            }
+            try await readBatch()
+        }
+        finish()
+        return nil
+    }
+
+    private mutating func open() async throws {
+        guard reader.bufferSize > 0 else {
+            throw EventStoreError.invalidArgument("a subscription's bufferSize must be positive, got \(reader.bufferSize)")
+        }
+        doorbell = try await reader.store.logNotifications().makeAsyncIterator()
+        cursor = try await reader.resolveStart()
+    }
+
+    private mutating func readBatch() async throws {
+        // A backend that answers without suspending would otherwise let a long catch-up hold a shared thread.
+        await Task.yield()
+        let events = try await reader.read(cursor, reader.bufferSize)
+        if let last = events.last { cursor = reader.cursorOf(last) + 1 }
+        buffer = reader.filter == .all ? events : events.filter(reader.filter.matches)
+        bufferIndex = 0
+        if events.count < reader.bufferSize {
+            atEnd = true
+            if announcedThrough != cursor { pendingCaughtUp = true }
+        }
+    }
+
+    private mutating func finish() {
+        finished = true
+        buffer = []
+        bufferIndex = 0
+        doorbell = nil
+    }
+}

@@ -1,0 +1,99 @@
+// Catch-up subscriptions as AsyncSequences: to the global log, or to one stream. Both read history first, then
+// switch to live delivery on the store's doorbell, with no gap and no duplicate at the switch (see
+// CatchUpReader.swift for the invariants). Delivery to a consumer that checkpoints is at-least-once.
+
+import Foundation
+
+/// A subscription to the global log: every matching event once, in position order, then live events as they
+/// commit. Ends when the consuming task is cancelled, the consumer stops iterating, or the store closes.
+public struct AllSubscription: AsyncSequence, Sendable {
+    /// The element delivered: an event, or a "caught up" marker.
+    public typealias Element = SubscriptionMessage
+
+    private let reader: CatchUpReader
+
+    init(store: any EventStoring, start: SubscriptionStart, filter: SubscriptionFilter, bufferSize: Int) {
+        reader = CatchUpReader(
+            store: store, bufferSize: bufferSize, filter: filter,
+            resolveStart: {
+                switch start {
+                case .start: 1
+                case .after(let position): position == .max ? .max : position + 1
+                case .end: try await store.lastPosition() + 1
+                }
+            },
+            read: { cursor, limit in try await store.readAll(from: cursor, limit: limit) },
+            cursorOf: { $0.position })
+    }
+
+    /// Creates an iterator; each iterator is an independent subscription.
+    public func makeAsyncIterator() -> Iterator { Iterator(state: CatchUpState(reader: reader)) }
+
+    /// Iterates an ``AllSubscription``.
+    public struct Iterator: AsyncIteratorProtocol {
+        fileprivate var state: CatchUpState
+
+        /// The next event or marker; nil once the subscription has ended.
+        public mutating func next() async throws -> SubscriptionMessage? { try await state.next() }
+
+        /// Events read ahead and not yet delivered; never more than the subscription's buffer size.
+        public var bufferedEventCount: Int { state.bufferedEventCount }
+    }
+}
+
+/// A subscription to one stream: its events once, in version order, then live ones as they commit. Events hidden by
+/// the stream's metadata or deletion are not delivered.
+public struct StreamSubscription: AsyncSequence, Sendable {
+    /// The element delivered: an event, or a "caught up" marker carrying a stream version.
+    public typealias Element = SubscriptionMessage
+
+    private let reader: CatchUpReader
+
+    init(store: any EventStoring, stream: StreamName, start: ReadStart, bufferSize: Int) {
+        reader = CatchUpReader(
+            store: store, bufferSize: bufferSize, filter: .all,
+            resolveStart: {
+                switch start {
+                case .start: 1
+                case .version(let version): Swift.max(version, 1)
+                case .end: try await store.version(of: stream) + 1
+                }
+            },
+            read: { cursor, limit in
+                try await store.read(stream, from: .version(cursor), direction: .forward, limit: limit)
+            },
+            cursorOf: { $0.version })
+    }
+
+    /// Creates an iterator; each iterator is an independent subscription.
+    public func makeAsyncIterator() -> Iterator { Iterator(state: CatchUpState(reader: reader)) }
+
+    /// Iterates a ``StreamSubscription``.
+    public struct Iterator: AsyncIteratorProtocol {
+        fileprivate var state: CatchUpState
+
+        /// The next event or marker; nil once the subscription has ended.
+        public mutating func next() async throws -> SubscriptionMessage? { try await state.next() }
+
+        /// Events read ahead and not yet delivered; never more than the subscription's buffer size.
+        public var bufferedEventCount: Int { state.bufferedEventCount }
+    }
+}
+
+extension EventStoring {
+    /// Subscribes to the global log from `start`, delivering the events that pass `filter`.
+    /// - Parameter bufferSize: how many events are read ahead at most; a slow consumer holds no more than this.
+    public func subscribeToAll(
+        from start: SubscriptionStart = .start, filter: SubscriptionFilter = .all, bufferSize: Int = 256
+    ) -> AllSubscription {
+        AllSubscription(store: self, start: start, filter: filter, bufferSize: bufferSize)
+    }
+
+    /// Subscribes to `stream` from `start` (``ReadStart/end`` for live events only).
+    /// - Parameter bufferSize: how many events are read ahead at most.
+    public func subscribe(to stream: StreamName, from start: ReadStart = .start, bufferSize: Int = 256)
+        -> StreamSubscription
+    {
+        StreamSubscription(store: self, stream: stream, start: start, bufferSize: bufferSize)
+    }
+}

@@ -1,0 +1,123 @@
+// Keys and values of the consumer and retention features (tags reserved in KeyLayout.swift). Documented in
+// docs/SUBSCRIPTIONS.md; change both together.
+//
+//   0x07 name                                   stream metadata (StreamMetadataRecord)
+//   0x09 consumer                               consumer checkpoint (CheckpointRecord)
+//   0x0A 0x01 u16be len category u64be position category index entry (empty value)
+//   0x0A 0x02 u16be len type     u64be position event-type index entry (empty value)
+//
+// Invariants:
+// - Secondary index entries are written in the same transaction as the event they point to, and removed in the
+//   same transaction as the event by scavenge, so an index entry without its event exists only transiently to a
+//   reader racing a scavenge (readers skip it).
+// - The length prefix makes one name's entries a contiguous key range ordered by position, whatever bytes the name
+//   holds (event types may contain any character).
+
+import EventStore
+import Foundation
+
+enum SecondaryIndexKind: UInt8 {
+    case category = 0x01
+    case eventType = 0x02
+}
+
+extension KeyLayout {
+    static func streamMetadata(_ stream: StreamName) -> Key {
+        var key: Key = [KeyTag.streamMetadata.rawValue]
+        key.append(contentsOf: stream.rawValue.utf8)
+        return key
+    }
+
+    static func checkpoint(_ consumer: String) -> Key {
+        var key: Key = [KeyTag.checkpoint.rawValue]
+        key.append(contentsOf: consumer.utf8)
+        return key
+    }
+
+    static let streamHeadPrefix: Key = [KeyTag.streamHead.rawValue]
+
+    /// The stream name of a stream-head key.
+    static func stream(fromHeadKey key: Key) throws -> StreamName {
+        guard key.first == KeyTag.streamHead.rawValue, let name = String(validating: key.dropFirst(), as: UTF8.self)
+        else { throw EventStoreError.corrupted(location: "stream head key \(key)", detail: "malformed stream head key") }
+        do {
+            return try StreamName.stored(name)
+        } catch {
+            throw EventStoreError.corrupted(location: "stream head key \(key)", detail: "invalid stream name: \(error)")
+        }
+    }
+
+    static func secondaryIndexPrefix(_ kind: SecondaryIndexKind, _ name: String) -> Key {
+        let utf8 = Array(name.utf8)
+        var key: Key = [KeyTag.secondaryIndex.rawValue, kind.rawValue, UInt8(utf8.count >> 8), UInt8(utf8.count & 0xFF)]
+        key.append(contentsOf: utf8)
+        return key
+    }
+
+    static func secondaryIndex(_ kind: SecondaryIndexKind, _ name: String, position: UInt64) -> Key {
+        var key = secondaryIndexPrefix(kind, name)
+        key.appendBigEndian(position)
+        return key
+    }
+
+    /// The index writes for one event at `position`.
+    static func secondaryIndexWrites(stream: StreamName, type: String, position: UInt64) -> [KeyWrite] {
+        [
+            .put(secondaryIndex(.category, stream.category, position: position), []),
+            .put(secondaryIndex(.eventType, type, position: position), []),
+        ]
+    }
+}
+
+/// A consumer checkpoint (value of `0x09 consumer`). Format 1: u8 format=1, u64 position.
+enum CheckpointRecord {
+    static func encode(_ position: UInt64) -> [UInt8] {
+        var writer = ByteWriter(capacity: 9)
+        writer.u8(1)
+        writer.u64(position)
+        return writer.bytes
+    }
+
+    static func decode(_ bytes: [UInt8], consumer: String) throws -> UInt64 {
+        var reader = ByteReader(bytes, location: "checkpoint of consumer \"\(consumer)\"")
+        let format = try reader.u8()
+        guard format == 1, reader.remaining == 8 else {
+            throw EventStoreError.corrupted(
+                location: "checkpoint of consumer \"\(consumer)\"", detail: "unknown format \(format) or wrong size")
+        }
+        return try reader.u64()
+    }
+}
+
+/// Stream metadata (value of `0x07 name`). Format 1: u8 format=1, u8 flags (bit0 maxCount, bit1 maxAge,
+/// bit2 truncateBefore), [u64 maxCount], [i64 maxAge in nanoseconds], [u64 truncateBefore].
+enum StreamMetadataRecord {
+    static func encode(_ metadata: StreamMetadata) -> [UInt8] {
+        var writer = ByteWriter(capacity: 26)
+        writer.u8(1)
+        let flags: UInt8 =
+            (metadata.maxCount != nil ? 1 : 0) | (metadata.maxAge != nil ? 2 : 0) | (metadata.truncateBefore != nil ? 4 : 0)
+        writer.u8(flags)
+        if let maxCount = metadata.maxCount { writer.u64(maxCount) }
+        if let maxAge = metadata.maxAge { writer.i64(maxAge.nanoseconds) }
+        if let truncateBefore = metadata.truncateBefore { writer.u64(truncateBefore) }
+        return writer.bytes
+    }
+
+    static func decode(_ bytes: [UInt8], stream: StreamName) throws -> StreamMetadata {
+        let location = "metadata of stream \"\(stream)\""
+        var reader = ByteReader(bytes, location: location)
+        let format = try reader.u8()
+        guard format == 1 else { throw EventStoreError.corrupted(location: location, detail: "unknown format \(format)") }
+        let flags = try reader.u8()
+        guard flags & ~7 == 0 else { throw EventStoreError.corrupted(location: location, detail: "unknown flags \(flags)") }
+        var metadata = StreamMetadata()
+        if flags & 1 != 0 { metadata.maxCount = try reader.u64() }
+        if flags & 2 != 0 { metadata.maxAge = .nanoseconds(try reader.i64()) }
+        if flags & 4 != 0 { metadata.truncateBefore = try reader.u64() }
+        guard reader.remaining == 0 else {
+            throw EventStoreError.corrupted(location: location, detail: "\(reader.remaining) trailing bytes")
+        }
+        return metadata
+    }
+}

@@ -1,0 +1,90 @@
+// Category and event-type reads through the secondary index (tag 0x0A), and stream listing through the stream
+// heads (tag 0x02).
+//
+// Cost: a category or type read of k events is one index range scan (O(log n + k)) plus one sorted batch get of
+// the k log records per batch: it touches only matching events, never the rest of the log. Each append pays two
+// small extra index puts per event. Listing s streams scans s stream heads.
+//
+// Invariants:
+// - Index entries whose event is gone (a reader racing scavenge) are skipped, never reported as events.
+// - Like readAll, these reads show events until scavenge removes them: they are views of the global log, not of
+//   streams, so stream metadata and deletion are applied to them only by scavenge.
+
+import EventStore
+import Foundation
+
+extension KeyValueEventStore {
+    /// Up to `limit` events of streams in `category`, from `position`, through the category index.
+    public func readCategory(_ category: String, from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
+        guard !category.isEmpty, category.utf8.count <= StreamName.maximumLength else {
+            throw EventStoreError.invalidArgument("a category must be 1 to \(StreamName.maximumLength) UTF-8 bytes")
+        }
+        return try await readIndex(.category, category, from: position, limit: limit)
+    }
+
+    /// Up to `limit` events of type `type`, from `position`, through the event-type index.
+    public func readEvents(ofType type: String, from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
+        guard !type.isEmpty, type.utf8.count <= Self.maximumEventTypeLength else {
+            throw EventStoreError.invalidEventType(
+                String(type.prefix(64)), reason: "an event type must be 1 to \(Self.maximumEventTypeLength) UTF-8 bytes")
+        }
+        return try await readIndex(.eventType, type, from: position, limit: limit)
+    }
+
+    private func readIndex(_ kind: SecondaryIndexKind, _ name: String, from position: UInt64, limit: Int)
+        async throws -> [RecordedEvent]
+    {
+        guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
+        let prefix = KeyLayout.secondaryIndexPrefix(kind, name)
+        var range = KeyRange(
+            from: KeyLayout.secondaryIndex(kind, name, position: max(position, 1)), to: Key.successor(ofPrefix: prefix))
+        var events: [RecordedEvent] = []
+        var names = StreamNameCache()
+        while events.count < limit {
+            try Task.checkCancellation()
+            let chunk = min(limit - events.count, readBatchSize)
+            let entries = try await backendCall { try await self.backend.scan(range, direction: .forward, limit: chunk) }
+            guard let last = entries.last else { break }
+            let positions = try entries.map { entry in
+                guard entry.key.count == prefix.count + 8 else {
+                    throw EventStoreError.corrupted(location: "secondary index key \(entry.key)", detail: "malformed key")
+                }
+                return entry.key.readBigEndian(at: prefix.count)
+            }
+            let records = try await backendCall { try await self.backend.get(positions.map(KeyLayout.log)) }
+            for (position, record) in zip(positions, records) {
+                guard let record else { continue }  // scavenged after the index scan
+                events.append(try EventRecord.decode(record.value, position: position, names: &names))
+            }
+            if entries.count < chunk { break }
+            range.lowerBound = last.key + [0]
+        }
+        return events
+    }
+
+    /// Up to `limit` live streams whose names start with `prefix`, in name order, after `after`.
+    public func listStreams(prefix: String, after: StreamName?, limit: Int) async throws -> [StreamSummary] {
+        guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
+        let scanPrefix = KeyLayout.streamHeadPrefix + Array(prefix.utf8)
+        var range = KeyRange.prefix(scanPrefix)
+        if let after {
+            let next = KeyLayout.streamHead(after) + [0]
+            if range.lowerBound.lexicographicallyPrecedes(next) { range.lowerBound = next }
+        }
+        var summaries: [StreamSummary] = []
+        while summaries.count < limit {
+            try Task.checkCancellation()
+            let chunk = min(limit - summaries.count, readBatchSize)
+            let entries = try await backendCall { try await self.backend.scan(range, direction: .forward, limit: chunk) }
+            guard let last = entries.last else { break }
+            for entry in entries {
+                let stream = try KeyLayout.stream(fromHeadKey: entry.key)
+                let head = try StreamHead.decode(entry.value, stream: stream)
+                if head.state == .live { summaries.append(StreamSummary(stream: stream, version: head.version)) }
+            }
+            if entries.count < chunk { break }
+            range.lowerBound = last.key + [0]
+        }
+        return summaries
+    }
+}

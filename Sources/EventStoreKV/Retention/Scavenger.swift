@@ -1,0 +1,139 @@
+// Scavenge: removes from storage the events that deletion and stream metadata hide, online, while appends and reads
+// continue.
+//
+// Invariants:
+// - Only hidden events are removed: versions below the stream's visible floor (deletion, truncateBefore, maxCount)
+//   and the leading run of events older than maxAge. Each of these only grows as time passes and events are
+//   appended, except through a metadata change, so every batch is committed on the condition that the stream's
+//   metadata is still the one it was computed from; a change makes it recompute.
+// - An event is removed in one transaction with everything that points to it: its log record (`L`), its stream
+//   index entry (`S`), its event-id entry (`I`) and its category and type index entries. Readers never see a
+//   half-removed event; they only see holes in positions, which they skip.
+// - Global positions and versions of surviving events never change; stream heads (versions, tombstones) stay.
+// - On a backend that reuses freed space (the page file), the deleted keys' pages become free for reuse.
+
+import EventStore
+import Foundation
+
+/// What a scavenge did.
+public struct ScavengeReport: Sendable, Hashable {
+    /// How many streams were examined.
+    public var streamsScanned: Int
+    /// How many events were removed from storage.
+    public var eventsRemoved: Int
+
+    /// Creates a report.
+    public init(streamsScanned: Int = 0, eventsRemoved: Int = 0) {
+        self.streamsScanned = streamsScanned
+        self.eventsRemoved = eventsRemoved
+    }
+}
+
+extension KeyValueEventStore {
+    /// How many events one scavenge transaction removes at most.
+    static let scavengeBatchSize = 128
+
+    /// Removes every event hidden by deletion or metadata from storage. Runs online; safe to run at any time and to
+    /// cancel (each batch is atomic, and a later run continues).
+    @discardableResult
+    public func scavenge() async throws -> ScavengeReport {
+        var report = ScavengeReport()
+        var range = KeyRange.prefix(KeyLayout.streamHeadPrefix)
+        while true {
+            try Task.checkCancellation()
+            let heads = try await backendCall { try await self.backend.scan(range, direction: .forward, limit: 256) }
+            guard let last = heads.last else { break }
+            for entry in heads {
+                let stream = try KeyLayout.stream(fromHeadKey: entry.key)
+                report.streamsScanned += 1
+                report.eventsRemoved += try await scavenge(stream)
+            }
+            if heads.count < 256 { break }
+            range.lowerBound = last.key + [0]
+        }
+        return report
+    }
+
+    /// Removes the hidden events of one stream, batch by batch; returns how many.
+    func scavenge(_ stream: StreamName) async throws -> Int {
+        var removed = 0
+        while true {
+            try Task.checkCancellation()
+            let metadataKey = KeyLayout.streamMetadata(stream)
+            let entries = try await backendCall {
+                try await self.backend.get([KeyLayout.streamHead(stream), metadataKey])
+            }
+            guard let headEntry = entries[0] else { return removed }
+            let head = try StreamHead.decode(headEntry.value, stream: stream)
+            let metadata = try entries[1].map { try StreamMetadataRecord.decode($0.value, stream: stream) }
+            let plan = try await planBatch(stream, head: head, metadata: metadata)
+            guard !plan.writes.isEmpty else { return removed }
+            let guardCondition: KeyCondition =
+                entries[1].map { .modRevision(metadataKey, equals: $0.modRevision) } ?? .absent(metadataKey)
+            do {
+                _ = try await backend.commit(KeyValueTransaction(conditions: [guardCondition], writes: plan.writes))
+                removed += plan.events
+            } catch KeyValueStoreError.conditionFailed {
+                continue  // the metadata changed under us: recompute what is hidden
+            } catch let error as KeyValueStoreError {
+                throw Self.translate(error)
+            }
+            if plan.reachedVisible { return removed }
+        }
+    }
+
+    private struct ScavengePlan {
+        var writes: [KeyWrite] = []
+        var events = 0
+        /// Whether the batch stopped at the first visible event (nothing more to remove).
+        var reachedVisible = false
+    }
+
+    /// The deletes for the next batch of hidden events at the start of `stream`.
+    private func planBatch(_ stream: StreamName, head: StreamHead, metadata: StreamMetadata?) async throws
+        -> ScavengePlan
+    {
+        let floor: UInt64
+        var notBefore: Date?
+        if let visibility = StreamVisibility(head: head, metadata: metadata, now: clock()) {
+            floor = visibility.firstVersion
+            notBefore = visibility.notBefore
+        } else {
+            floor = head.version == .max ? .max : head.version + 1  // deleted: every event is hidden
+        }
+        let prefix = KeyLayout.streamIndexPrefix(stream)
+        let indexEntries = try await backendCall {
+            try await self.backend.scan(.prefix(prefix), direction: .forward, limit: Self.scavengeBatchSize)
+        }
+        var plan = ScavengePlan()
+        guard !indexEntries.isEmpty else {
+            plan.reachedVisible = true
+            return plan
+        }
+        let positions = try indexEntries.map {
+            try PositionValue.decode($0.value, location: "stream index of \"\(stream)\"")
+        }
+        let records = try await backendCall { try await self.backend.get(positions.map(KeyLayout.log)) }
+        for (index, indexEntry) in indexEntries.enumerated() {
+            guard let record = records[index] else {
+                throw EventStoreError.corrupted(
+                    location: "global position \(positions[index])",
+                    detail: "a stream index entry of \"\(stream)\" points to a missing event")
+            }
+            let event = try EventRecord.decode(record.value, position: positions[index])
+            let expired = notBefore.map { event.recordedAt < $0 } ?? false
+            guard event.version < floor || expired else {
+                plan.reachedVisible = true
+                break
+            }
+            plan.writes += [
+                .delete(KeyLayout.log(event.position)), .delete(indexEntry.key), .delete(KeyLayout.eventID(event.id)),
+                .delete(KeyLayout.secondaryIndex(.category, stream.category, position: event.position)),
+                .delete(KeyLayout.secondaryIndex(.eventType, event.type, position: event.position)),
+            ]
+            plan.events += 1
+        }
+        if indexEntries.count < Self.scavengeBatchSize { plan.reachedVisible = true }
+        return plan
+    }
+}

@@ -1,0 +1,181 @@
+// A saga definition: a named, ordered list of steps, each an action with an optional compensation, typed by the
+// saga's input and each step's output.
+//
+// Invariants:
+// - Steps run in the order they were defined; a step's index is its position, fixed when it is defined.
+// - A step's compensation is part of the definition, registered before any action runs: a resumed or recovered
+//   saga always knows how to undo every step its log says took (or may have taken) effect.
+// - Step names are unique, non-empty and contain no "/"; a broken definition is refused with a typed error when
+//   it is registered or started, never half-run.
+// - Outputs are encoded with `coder` when a step completes and decoded from the log afterwards.
+
+import EventStore
+import Foundation
+
+/// A saga: a named, ordered list of steps over an input of type `Input`.
+///
+/// ```swift
+/// var transfer = SagaDefinition<Transfer>("transfer")
+/// let debit = transfer.step("debit", resources: { [$0.from] }) { step in
+///     try await bank.debit(step.input.from, step.input.amount, key: step.idempotencyKey)
+/// } compensation: { step, receipt in
+///     try await bank.refund(step.input.from, step.input.amount, key: step.idempotencyKey)
+/// }
+/// ```
+public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
+    /// The definition's name, recorded in SagaStarted; recovery finds the definition by it.
+    public let name: String
+    /// Encodes the input and the step outputs into the log.
+    public let coder: any EventCoder
+    var steps: [ErasedStep] = []
+    var problems: [String] = []
+
+    /// Creates an empty definition.
+    public init(_ name: String, coder: any EventCoder = JSONEventCoder()) {
+        self.name = name
+        self.coder = coder
+        if name.isEmpty { problems.append("a saga definition needs a name") }
+    }
+
+    /// The step names, in order.
+    public var stepNames: [String] { steps.map(\.name) }
+
+    /// Adds a step with an action and its compensation.
+    /// - Parameters:
+    ///   - resources: names of the resources (accounts, stock items) the step locks while its action or
+    ///     compensation runs; sagas touching the same resource take turns.
+    ///   - action: the forward action; its output is recorded and available to later steps.
+    ///   - compensation: undoes the action; it gets the action's output, or nil when the action did not complete
+    ///     (only with ``StepOptions/compensatesFailedAction``). It must be idempotent: it runs at least once.
+    @discardableResult
+    public mutating func step<Output: Codable & Sendable>(
+        _ name: String, options: StepOptions = StepOptions(),
+        resources: @escaping @Sendable (Input) -> [String] = { _ in [] },
+        action: @escaping @Sendable (StepContext<Input>) async throws -> Output,
+        compensation: @escaping @Sendable (StepContext<Input>, Output?) async throws -> Void
+    ) -> StepHandle<Output> {
+        let coder = self.coder
+        return add(
+            name, options: options, resources: resources,
+            action: { invocation in
+                let output = try await action(try invocation.context(Input.self))
+                return (try Self.encode(output, step: name, coder: coder), [])
+            },
+            compensation: { invocation, output in
+                let decoded = try output.map { try Self.decode(Output.self, from: $0, step: name, coder: coder) }
+                try await compensation(try invocation.context(Input.self), decoded)
+                return []
+            })
+    }
+
+    /// Adds a step that needs no compensation (a check, or the last step of the saga).
+    @discardableResult
+    public mutating func step<Output: Codable & Sendable>(
+        _ name: String, options: StepOptions = StepOptions(),
+        resources: @escaping @Sendable (Input) -> [String] = { _ in [] },
+        action: @escaping @Sendable (StepContext<Input>) async throws -> Output
+    ) -> StepHandle<Output> {
+        let coder = self.coder
+        return add(
+            name, options: options, resources: resources,
+            action: { invocation in
+                let output = try await action(try invocation.context(Input.self))
+                return (try Self.encode(output, step: name, coder: coder), [])
+            },
+            compensation: nil)
+    }
+
+    /// Adds a step whose effect is an append to the event store: the appends it returns are committed in one atomic
+    /// transaction with its StepCompleted record, so the effect happens exactly once. Its compensation's appends
+    /// likewise commit atomically with StepCompensated.
+    @discardableResult
+    public mutating func appendingStep<Output: Codable & Sendable>(
+        _ name: String, options: StepOptions = StepOptions(),
+        resources: @escaping @Sendable (Input) -> [String] = { _ in [] },
+        action: @escaping @Sendable (StepContext<Input>) async throws -> StepEffect<Output>,
+        compensation: @escaping @Sendable (StepContext<Input>, Output?) async throws -> [StreamAppend]
+    ) -> StepHandle<Output> {
+        let coder = self.coder
+        return add(
+            name, options: options, resources: resources,
+            action: { invocation in
+                let effect = try await action(try invocation.context(Input.self))
+                return (try Self.encode(effect.output, step: name, coder: coder), effect.appends)
+            },
+            compensation: { invocation, output in
+                let decoded = try output.map { try Self.decode(Output.self, from: $0, step: name, coder: coder) }
+                return try await compensation(try invocation.context(Input.self), decoded)
+            })
+    }
+
+    private mutating func add<Output>(
+        _ name: String, options: StepOptions, resources: @escaping @Sendable (Input) -> [String],
+        action: @escaping @Sendable (StepInvocation) async throws -> (output: Data, appends: [StreamAppend]),
+        compensation: (@Sendable (StepInvocation, Data?) async throws -> [StreamAppend])?
+    ) -> StepHandle<Output> {
+        if name.isEmpty || name.contains("/") || name.utf8.count > 200 {
+            problems.append("step name \"\(name)\" must be 1 to 200 UTF-8 bytes without \"/\"")
+        }
+        if steps.contains(where: { $0.name == name }) { problems.append("step name \"\(name)\" is used twice") }
+        do {
+            try options.retry.validate("step \"\(name)\" retry")
+            try options.compensationRetry.validate("step \"\(name)\" compensation retry")
+        } catch {
+            problems.append("\(error)")
+        }
+        let index = steps.count
+        steps.append(
+            ErasedStep(
+                name: name, options: options,
+                resources: { invocation in resources(try invocation.context(Input.self).input) },
+                action: action, compensation: compensation))
+        return StepHandle(name: name, index: index)
+    }
+
+    /// The definition without its Swift types, ready for the runner.
+    func erased() throws -> ErasedSaga {
+        if steps.isEmpty { throw EventStoreError.invalidArgument("saga definition \"\(name)\" has no steps") }
+        if let problem = problems.first {
+            throw EventStoreError.invalidArgument("saga definition \"\(name)\": \(problem)")
+        }
+        return ErasedSaga(name: name, steps: steps, coder: coder)
+    }
+
+    func encodeInput(_ input: Input) throws -> Data {
+        try Self.encode(input, step: "input", coder: coder)
+    }
+
+    private static func encode<Value: Encodable>(_ value: Value, step: String, coder: any EventCoder) throws -> Data {
+        do {
+            return try coder.encode(value)
+        } catch {
+            throw EventStoreError.codingFailed(type: "saga \(step) value", reason: "\(error)")
+        }
+    }
+
+    private static func decode<Value: Decodable>(
+        _ type: Value.Type, from data: Data, step: String, coder: any EventCoder
+    ) throws -> Value {
+        do {
+            return try coder.decode(type, from: data)
+        } catch {
+            throw EventStoreError.codingFailed(type: "output of step \(step)", reason: "\(error)")
+        }
+    }
+}
+
+/// A step without its Swift types.
+struct ErasedStep: Sendable {
+    let name: String
+    let options: StepOptions
+    let resources: @Sendable (StepInvocation) throws -> [String]
+    let action: @Sendable (StepInvocation) async throws -> (output: Data, appends: [StreamAppend])
+    let compensation: (@Sendable (StepInvocation, Data?) async throws -> [StreamAppend])?
+}
+
+/// A saga definition without its Swift types.
+struct ErasedSaga: Sendable {
+    let name: String
+    let steps: [ErasedStep]
+    let coder: any EventCoder
+}

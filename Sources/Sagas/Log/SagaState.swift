@@ -1,0 +1,141 @@
+// A saga's state, folded from its log. The runner applies each record it appends with the same `apply` that
+// replay uses, so the state in memory is always the state a resumed runner would rebuild.
+//
+// Invariants:
+// - `version` is the saga stream's version after the last applied record; appends expect exactly it.
+// - A step is "open" from its StepStarted until its StepCompleted or StepFailed; at most one step is open.
+// - Once the phase is compensating it never goes back to running; terminal phases (completed, compensated,
+//   resolved) accept no further step records.
+// - Events that contradict the phase (a StepCompleted for a step that was never started) are corruption.
+
+import EventStore
+import Foundation
+
+/// Where a saga is in its life.
+public enum SagaStatus: String, Sendable, Hashable, Codable {
+    /// Running its steps forward.
+    case running
+    /// A step failed; completed steps are being compensated.
+    case compensating
+    /// A compensation failed after its retries; an operator must act.
+    case stuck
+    /// Every step completed.
+    case completed
+    /// Every completed step was compensated (or skipped by an operator).
+    case compensated
+    /// An operator marked the stuck saga resolved.
+    case resolved
+
+    /// Whether the saga has finished for good.
+    public var isFinished: Bool { self == .completed || self == .compensated || self == .resolved }
+}
+
+struct SagaState: Sendable {
+    var id: SagaID
+    var definition = ""
+    var input = Data()
+    var stepNames: [String] = []
+    var version: UInt64 = 0
+    var status = SagaStatus.running
+    var outputs: [Int: Data] = [:]
+    var attempts: [Int: Int] = [:]
+    var openStep: (index: Int, attempt: Int)?
+    var failedStep: Int?
+    var failure: String?
+    var compensated: Set<Int> = []
+    var skipped: Set<Int> = []
+    var compensationAttempts: [Int: Int] = [:]
+    var openCompensation: (index: Int, attempt: Int)?
+    var stuckStep: Int?
+    var stuckError: String?
+    /// Compensation attempts made before the last operator retry: each retry grants a fresh retry budget.
+    var compensationRetryBase: [Int: Int] = [:]
+
+    init(id: SagaID) { self.id = id }
+
+    /// The first step that has not completed, or nil if all have.
+    var nextStep: Int? {
+        (0..<stepNames.count).first { outputs[$0] == nil }
+    }
+
+    static func replay(_ events: [RecordedEvent], id: SagaID) throws -> SagaState {
+        var state = SagaState(id: id)
+        for event in events {
+            try state.apply(try SagaRecord.decode(event), version: event.version, stream: event.stream)
+        }
+        return state
+    }
+
+    mutating func apply(_ record: SagaRecord, version: UInt64, stream: StreamName) throws {
+        let location = "saga log \"\(stream)\" version \(version)"
+        func bad(_ detail: String) -> EventStoreError { .corrupted(location: location, detail: detail) }
+        func stepIndex() throws -> Int {
+            guard let step = record.step, step >= 0, step < stepNames.count else {
+                throw bad("\(record.kind.rawValue) names step \(record.step.map(String.init) ?? "none") of \(stepNames.count)")
+            }
+            return step
+        }
+        if record.kind != .sagaStarted && self.version == 0 { throw bad("the log does not begin with SagaStarted") }
+        switch record.kind {
+        case .sagaStarted:
+            guard self.version == 0, let definition = record.definition, let steps = record.steps else {
+                throw bad("misplaced or incomplete SagaStarted")
+            }
+            self.definition = definition
+            self.input = record.input ?? Data()
+            self.stepNames = steps
+        case .stepStarted:
+            let step = try stepIndex()
+            let attempt = record.attempt ?? 1
+            openStep = (step, attempt)
+            attempts[step] = max(attempts[step] ?? 0, attempt)
+        case .stepCompleted:
+            let step = try stepIndex()
+            guard openStep?.index == step else { throw bad("StepCompleted for step \(step), which is not running") }
+            outputs[step] = record.output ?? Data()
+            openStep = nil
+        case .stepFailed:
+            let step = try stepIndex()
+            openStep = nil
+            attempts[step] = max(attempts[step] ?? 0, record.attempt ?? 1)
+            if record.willRetry != true {
+                status = .compensating
+                failedStep = step
+                failure = record.error
+            }
+        case .compensationStarted:
+            let step = try stepIndex()
+            let attempt = record.attempt ?? 1
+            openCompensation = (step, attempt)
+            compensationAttempts[step] = max(compensationAttempts[step] ?? 0, attempt)
+        case .stepCompensated:
+            compensated.insert(try stepIndex())
+            openCompensation = nil
+        case .compensationFailed:
+            let step = try stepIndex()
+            openCompensation = nil
+            compensationAttempts[step] = max(compensationAttempts[step] ?? 0, record.attempt ?? 1)
+        case .compensationSkipped:
+            skipped.insert(try stepIndex())
+            if status == .stuck {
+                status = .compensating
+                stuckStep = nil
+                stuckError = nil
+            }
+        case .sagaStuck:
+            status = .stuck
+            stuckStep = record.step
+            stuckError = record.error
+        case .sagaRetried:
+            guard status == .stuck else { throw bad("SagaRetried for a saga that is \(status.rawValue)") }
+            status = .compensating
+            compensationRetryBase = compensationAttempts
+            stuckStep = nil
+            stuckError = nil
+        case .sagaCompleted: status = .completed
+        case .sagaCompensated: status = .compensated
+        case .sagaResolved: status = .resolved
+        }
+        self.version = version
+    }
+}

@@ -1,0 +1,107 @@
+// The operator's API for sagas that need a person: list the stuck ones, retry one, skip a step's compensation,
+// or mark one resolved.
+//
+// Invariants:
+// - Every operator action takes the saga's session lock and appends with the expected version, like a runner, and
+//   is recorded in the saga's log (SagaRetried, CompensationSkipped, SagaResolved) with the operator's note.
+// - An action is refused with a typed error, and nothing is written, unless the saga is Stuck.
+// - Marking a saga resolved closes it in the index, in the same transaction.
+
+import EventStore
+import Foundation
+
+/// A saga waiting for an operator.
+public struct StuckSaga: Sendable, Hashable {
+    /// The saga.
+    public var sagaID: SagaID
+    /// Its definition's name.
+    public var definition: String
+    /// The step whose compensation failed.
+    public var step: String
+    /// The last error of that compensation.
+    public var error: String
+    /// The steps whose compensation is still to run, the stuck one first.
+    public var pendingCompensations: [String]
+
+    /// Creates a stuck-saga report entry.
+    public init(sagaID: SagaID, definition: String, step: String, error: String, pendingCompensations: [String]) {
+        self.sagaID = sagaID
+        self.definition = definition
+        self.step = step
+        self.error = error
+        self.pendingCompensations = pendingCompensations
+    }
+}
+
+extension SagaRunner {
+    /// Every saga that is Stuck, oldest first.
+    public func stuckSagas() async throws -> [StuckSaga] {
+        var stuck: [StuckSaga] = []
+        for saga in try await openSagas().open {
+            let state = try await load(saga.id)
+            guard state.status == .stuck else { continue }
+            let pending = pendingCompensations(of: state)
+            stuck.append(
+                StuckSaga(
+                    sagaID: saga.id, definition: state.definition,
+                    step: state.stuckStep.map { state.stepNames[$0] } ?? "", error: state.stuckError ?? "",
+                    pendingCompensations: pending))
+        }
+        return stuck
+    }
+
+    /// Retries the compensation of a stuck saga, with a fresh retry budget, and runs it to its outcome.
+    public func retry(_ id: SagaID, note: String? = nil) async throws -> SagaOutcome {
+        try await withExecution(id, lockWait: configuration.lockWait) { execution in
+            try Self.requireStuck(execution.state)
+            var retried = SagaRecord(.sagaRetried, at: clock.now())
+            retried.note = note
+            try await execution.record(retried)
+            return try await execution.run()
+        }
+    }
+
+    /// Skips the compensation of `step` in a stuck saga (the operator undid it by hand, or it needs no undoing),
+    /// then continues compensating the earlier steps.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` if the saga is not stuck or `step` has no compensation
+    ///   pending.
+    public func skipCompensation(ofStep step: String, in id: SagaID, note: String? = nil) async throws
+        -> SagaOutcome
+    {
+        try await withExecution(id, lockWait: configuration.lockWait) { execution in
+            try Self.requireStuck(execution.state)
+            guard let index = execution.state.stepNames.firstIndex(of: step),
+                execution.pendingCompensations.contains(index)
+            else {
+                throw EventStoreError.invalidArgument("saga \(id) has no pending compensation for step \"\(step)\"")
+            }
+            var skipped = execution.stepRecord(
+                .compensationSkipped, step: index, attempt: execution.state.compensationAttempts[index] ?? 0,
+                key: "\(id.rawValue)/\(step)/compensation")
+            skipped.note = note
+            try await execution.record(skipped)
+            return try await execution.run()
+        }
+    }
+
+    /// Marks a stuck saga resolved by hand: it is finished, and recovery no longer lists it.
+    public func markResolved(_ id: SagaID, note: String) async throws {
+        try await withExecution(id, lockWait: configuration.lockWait) { execution in
+            try Self.requireStuck(execution.state)
+            var resolved = SagaRecord(.sagaResolved, at: clock.now())
+            resolved.note = note
+            try await execution.record(resolved, with: [try execution.indexClosed()])
+        }
+    }
+
+    private static func requireStuck(_ state: SagaState) throws {
+        guard state.status == .stuck else {
+            throw EventStoreError.invalidArgument("saga \(state.id) is \(state.status.rawValue), not stuck")
+        }
+    }
+
+    private func pendingCompensations(of state: SagaState) -> [String] {
+        guard let saga = try? definition(for: state) else { return [] }
+        return SagaExecution.pendingCompensations(saga: saga, state: state).map { state.stepNames[$0] }
+    }
+}

@@ -1,0 +1,99 @@
+// Running one attempt of an action or compensation: under its resource locks, with its leases kept alive, and
+// with its timeout measured on the SagaClock.
+//
+// Invariants:
+// - Resource locks are taken in sorted name order (so two sagas never deadlock on each other's resources) and are
+//   all released after the attempt, whether it succeeded, failed or was cancelled.
+// - A timed-out attempt is cancelled and awaited before the timeout error is reported: the next attempt never
+//   overlaps the previous one (the action must honour cancellation for the timeout to take effect promptly).
+// - Lease renewal is best effort: a lost saga lease is detected by the fenced append that follows the attempt.
+
+import EventStore
+import Foundation
+
+/// A step attempt ran out of time.
+struct StepTimedOut: Error, CustomStringConvertible {
+    var timeout: Duration
+    var description: String { "timed out after \(timeout)" }
+}
+
+enum StepAttempt {
+    /// Runs `body`, failing with ``StepTimedOut`` if it takes longer than `timeout` on `clock`.
+    static func withTimeout<Value: Sendable>(
+        _ timeout: Duration?, clock: any SagaClock, _ body: @escaping @Sendable () async throws -> Value
+    ) async throws -> Value {
+        guard let timeout else { return try await body() }
+        return try await withThrowingTaskGroup(of: Value?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await clock.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else { throw StepTimedOut(timeout: timeout) }
+            return value
+        }
+    }
+
+    /// Takes the locks of `resources`, runs `body` while renewing them and `sagaSession`, and releases them.
+    static func withResources<Value: Sendable>(
+        _ resources: [String], store: any EventStoring, sagaSession: any StreamSession,
+        configuration: SagaRunnerConfiguration, _ body: () async throws -> Value
+    ) async throws -> Value {
+        var held: [any StreamSession] = []
+        do {
+            for name in Set(resources).sorted() {
+                held.append(
+                    try await store.openSession(
+                        on: try SagaStreams.resource(name), sessionTimeout: configuration.sessionTimeout,
+                        openTimeout: configuration.resourceWait))
+            }
+        } catch {
+            await release(held)
+            throw error
+        }
+        let keeper = keepAlive([sagaSession] + held, every: configuration.sessionTimeout / 3)
+        defer { keeper.cancel() }
+        do {
+            let value = try await body()
+            keeper.cancel()
+            await release(held)
+            return value
+        } catch {
+            keeper.cancel()
+            await release(held)
+            throw error
+        }
+    }
+
+    /// Waits out a backoff pause on `clock` while renewing `session`, so a long pause does not lose the saga.
+    static func pause(
+        for duration: Duration, clock: any SagaClock, session: any StreamSession, configuration: SagaRunnerConfiguration
+    ) async throws {
+        let keeper = keepAlive([session], every: configuration.sessionTimeout / 3)
+        defer { keeper.cancel() }
+        try await clock.sleep(for: duration)
+    }
+
+    /// Renews `sessions` every `interval` (real time) until cancelled.
+    private static func keepAlive(_ sessions: [any StreamSession], every interval: Duration) -> Task<Void, Never> {
+        Task {
+            while !Task.isCancelled {
+                do {
+                    try await Task.sleep(for: interval)
+                    for session in sessions { try await session.renew() }
+                } catch {
+                    return
+                }
+            }
+        }
+    }
+
+    /// Closes `sessions` even when the calling task is cancelled. A close that fails leaves the lease to expire.
+    static func release(_ sessions: [any StreamSession]) async {
+        guard !sessions.isEmpty else { return }
+        await Task.detached {
+            for session in sessions { try? await session.close() }
+        }.value
+    }
+}

@@ -1,1 +1,0 @@
-// Sagas: see docs/ARCHITECTURE.md.

@@ -1,0 +1,112 @@
+// Shared test fixtures: a transfer saga over a fake bank that records every effect, and small async helpers.
+//
+// Invariants:
+// - `Bank` records every call (with its idempotency key) in order, under its mutex, so tests assert on exactly
+//   what ran; failures are scripted per step name, never random.
+// - No helper sleeps on a timer: tests wait for events (an AsyncStream signal, a clock sleeper).
+
+import EventStore
+import EventStoreKV
+import Foundation
+import Sagas
+import Synchronization
+import Testing
+
+struct Transfer: Codable, Sendable, Hashable {
+    var from: String
+    var to: String
+    var amount: Int
+}
+
+struct Receipt: Codable, Sendable, Hashable {
+    var reference: String
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
+
+/// A fake downstream system: records calls and fails on demand.
+final class Bank: Sendable {
+    struct Call: Sendable, Hashable {
+        var name: String
+        var key: String
+    }
+    private struct State {
+        var calls: [Call] = []
+        var failuresLeft: [String: Int] = [:]
+        var inFlight = 0
+        var maximumInFlight = 0
+    }
+    private let state = Mutex(State())
+
+    var calls: [Call] { state.withLock { $0.calls } }
+    var names: [String] { calls.map(\.name) }
+    var maximumInFlight: Int { state.withLock { $0.maximumInFlight } }
+
+    /// Makes the next `count` calls named `name` throw.
+    func fail(_ name: String, times count: Int = .max) {
+        state.withLock { $0.failuresLeft[name] = count }
+    }
+
+    /// Records a call, throwing if a failure is scripted for it.
+    func call(_ name: String, key: String) throws {
+        try state.withLock { state in
+            state.calls.append(Call(name: name, key: key))
+            if let left = state.failuresLeft[name], left > 0 {
+                state.failuresLeft[name] = left - 1
+                throw TestFailure(message: "\(name) refused")
+            }
+        }
+    }
+
+    func enter() { state.withLock { $0.inFlight += 1; $0.maximumInFlight = max($0.maximumInFlight, $0.inFlight) } }
+    func leave() { state.withLock { $0.inFlight -= 1 } }
+}
+
+/// A three-step transfer: reserve, debit, credit, each compensated.
+func transferSaga(bank: Bank, options: [String: StepOptions] = [:], blockIn: String? = nil,
+    signal: AsyncStream<String>.Continuation? = nil) -> SagaDefinition<Transfer>
+{
+    var saga = SagaDefinition<Transfer>("transfer")
+    for name in ["reserve", "debit", "credit"] {
+        saga.step(name, options: options[name] ?? StepOptions(retry: .never)) { step in
+            try bank.call(name, key: step.idempotencyKey)
+            if name == blockIn {
+                signal?.yield(step.idempotencyKey)
+                try await Task.sleep(for: .seconds(3_600))  // until cancelled: a runner that stops mid-step
+            }
+            return Receipt(reference: "\(name)-\(step.input.amount)")
+        } compensation: { step, receipt in
+            try bank.call("undo-\(name)", key: step.idempotencyKey)
+            if "undo-\(name)" == blockIn {
+                signal?.yield(step.idempotencyKey)
+                try await Task.sleep(for: .seconds(3_600))
+            }
+            _ = receipt
+        }
+    }
+    return saga
+}
+
+func makeStore() -> KeyValueEventStore {
+    KeyValueEventStore(backend: InMemoryKeyValueStore())
+}
+
+func sagaID(_ text: String = "t-\(UUID().uuidString.prefix(8))") throws -> SagaID {
+    try SagaID(text)
+}
+
+let sampleTransfer = Transfer(from: "alice", to: "bob", amount: 10)
+
+/// The kinds of a saga's history, in order.
+func kinds(_ runner: SagaRunner, _ id: SagaID) async throws -> [SagaEventKind] {
+    try await runner.history(of: id).map(\.kind)
+}
+
+/// Waits for the next value of `stream`.
+func next(_ stream: AsyncStream<String>) async -> String? {
+    var iterator = stream.makeAsyncIterator()
+    return await iterator.next()
+}
