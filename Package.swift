@@ -32,6 +32,13 @@ let package = Package(
             path: "Benchmarks/EventStoreBench",
             swiftSettings: strict
         ),
+        // Append throughput on an etcd cluster (docs/ETCD.md); run in release against scripts/etcd-cluster.sh.
+        .executableTarget(
+            name: "EtcdBench",
+            dependencies: ["EventStore", "EventStoreKV"],
+            path: "Benchmarks/EtcdBench",
+            swiftSettings: strict
+        ),
         // One application node of the etcd multi-node tests (EtcdTests), run as a separate process.
         .executableTarget(
             name: "EtcdNode", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),

@@ -85,6 +85,12 @@ case "${1:-}" in
   start)
     command -v "$ETCD" >/dev/null || { echo "etcd not found (apt-get install -y etcd-server)" >&2; exit 1; }
     if [[ -d $STATE ]]; then "$0" stop; fi
+    for i in 1 2 3; do
+      if curl -fsS -m 1 "http://127.0.0.1:$(client_port "$i")/health" >/dev/null 2>&1; then
+        echo "port $(client_port "$i") already serves etcd (a cluster left running?); set ETCD_BASE_PORT" >&2
+        exit 1
+      fi
+    done
     mkdir -p "$STATE"
     for i in 1 2 3; do start_member "$i" new; done
     wait_healthy

@@ -36,7 +36,7 @@ struct KVBackend: Sendable, CustomTestStringConvertible {
     /// An etcd cluster named by `ETCD_ENDPOINTS`, or nil when it is not set; each store gets a fresh namespace.
     static let etcd: KVBackend? = {
         guard let list = ProcessInfo.processInfo.environment["ETCD_ENDPOINTS"], !list.isEmpty else { return nil }
-        return KVBackend(name: "etcd", leaseResolution: .seconds(2)) {
+        return KVBackend(name: "etcd", leaseResolution: .seconds(3)) {
             let store = try EtcdKeyValueStore(configuration: EtcdConfiguration(
                 endpoints: try EtcdConfiguration.endpoints(parsing: list),
                 namespace: Array("kv-contract/\(UUID().uuidString)/".utf8)))

@@ -12,9 +12,6 @@
 
 import Foundation
 import Synchronization
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
 
 /// How one call to the gateway failed.
 enum EtcdCallError: Error {
@@ -41,10 +38,9 @@ enum GRPCCode {
 
 final class EtcdTransport: Sendable {
     let endpoints: [URL]
-    let session: URLSession
+    let requestTimeout: Duration
     private let preferred = Mutex(0)
-    /// Requests in flight, and whether the owner has closed: the session is invalidated only once both say so,
-    /// because starting a request on an invalidated URLSession traps.
+    /// Requests in flight, and whether the owner has closed (closed refuses new requests).
     private let lifecycle = Mutex((inFlight: 0, closed: false))
     private let retryBudget: Duration
     private let encoder = JSONEncoder()
@@ -52,13 +48,7 @@ final class EtcdTransport: Sendable {
     init(configuration: EtcdConfiguration) {
         endpoints = configuration.endpoints
         retryBudget = configuration.retryBudget
-        let sessionConfiguration = URLSessionConfiguration.ephemeral
-        sessionConfiguration.timeoutIntervalForRequest = configuration.requestTimeout.timeInterval
-        sessionConfiguration.timeoutIntervalForResource = configuration.requestTimeout.timeInterval
-        sessionConfiguration.httpMaximumConnectionsPerHost = 32
-        sessionConfiguration.requestCachePolicy = .reloadIgnoringLocalCacheData
-        sessionConfiguration.urlCache = nil
-        session = URLSession(configuration: sessionConfiguration)
+        requestTimeout = configuration.requestTimeout
     }
 
     /// The member to use now.
@@ -125,26 +115,21 @@ final class EtcdTransport: Sendable {
         async throws -> Response
     {
         let url = endpoints[endpoint].appendingPathComponent(path)
-        var request = URLRequest(url: url)
-        request.httpMethod = "POST"
-        request.httpBody = data
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         let body: Data
-        let response: URLResponse
+        let status: Int
         try enter()
         defer { leave() }
         do {
-            (body, response) = try await session.data(for: request)
-        } catch let error as URLError {
+            (status, body) = try await EtcdHTTP.post(url, body: data, timeout: requestTimeout)
+        } catch let error as EtcdCallError {
             if Task.isCancelled { throw CancellationError() }
-            throw Self.classify(error, url: url)
-        } catch is CancellationError {
-            throw CancellationError()
-        } catch {
-            throw EtcdCallError.outcomeUnknown("\(url): \(error)")
+            switch error {
+            case .unreachable(let detail): throw EtcdCallError.unreachable("\(url): \(detail)")
+            case .outcomeUnknown(let detail): throw EtcdCallError.outcomeUnknown("\(url): \(detail)")
+            default: throw error
+            }
         }
         try Task.checkCancellation()
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
         guard status == 200 else {
             let parsed = try? JSONDecoder().decode(EtcdWire.ErrorBody.self, from: body)
             let message = parsed?.message ?? parsed?.error ?? String(decoding: body.prefix(200), as: UTF8.self)
@@ -161,18 +146,6 @@ final class EtcdTransport: Sendable {
         }
     }
 
-    static func classify(_ error: URLError, url: URL) -> EtcdCallError {
-        switch error.code {
-        case .cannotConnectToHost, .cannotFindHost, .dnsLookupFailed, .notConnectedToInternet, .badURL,
-            .unsupportedURL:
-            return .unreachable("\(url): \(error.localizedDescription)")
-        case .cancelled:
-            return .outcomeUnknown("\(url): the request was cancelled")
-        default:
-            return .outcomeUnknown("\(url): \(error.localizedDescription)")
-        }
-    }
-
     private func enter() throws {
         try lifecycle.withLock { state in
             guard !state.closed else { throw EtcdCallError.closed }
@@ -181,21 +154,12 @@ final class EtcdTransport: Sendable {
     }
 
     private func leave() {
-        let idle = lifecycle.withLock { state in
-            state.inFlight -= 1
-            return state.closed && state.inFlight == 0
-        }
-        if idle { session.finishTasksAndInvalidate() }
+        lifecycle.withLock { $0.inFlight -= 1 }
     }
 
-    /// Refuses new requests and releases the session once the requests in flight have finished.
+    /// Refuses new requests; requests in flight finish on their own (each has a deadline).
     func invalidate() {
-        let idle = lifecycle.withLock { state in
-            let wasClosed = state.closed
-            state.closed = true
-            return !wasClosed && state.inFlight == 0
-        }
-        if idle { session.finishTasksAndInvalidate() }
+        lifecycle.withLock { $0.closed = true }
     }
 }
 

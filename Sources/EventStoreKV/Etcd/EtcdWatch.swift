@@ -9,20 +9,18 @@
 // - The namespace's revision marker is never delivered.
 // - Compacted history ends the stream with historyUnavailable; a full buffer ends it with watcherOverflow; members
 //   unreachable for longer than the retry budget end it with unavailable. Once finished, nothing more is yielded.
-// - All mutable state is in `state`, a Mutex; URLSession calls the delegate methods on its own queue.
+// - All mutable state is in `state`, a Mutex. Each connection is read by its own thread; `generation` tells a thread
+//   whose connection was replaced or aborted to deliver nothing more.
 
 import Foundation
 import Synchronization
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
 
-final class EtcdWatch: NSObject, URLSessionDataDelegate, Sendable {
+final class EtcdWatch: Sendable {
     private struct State {
         var buffer = Data()
         var lastRevision: UInt64
-        var session: URLSession?
-        var task: URLSessionDataTask?
+        var connection: EtcdHTTPConnection?
+        var generation: UInt64 = 0
         var finished = false
         /// When the current run of failed connections started (nil while connected).
         var failingSince: ContinuousClock.Instant?
@@ -53,60 +51,70 @@ final class EtcdWatch: NSObject, URLSessionDataDelegate, Sendable {
     }
 
     /// Opens the first connection.
-    func start() {
-        let sessionConfiguration = URLSessionConfiguration.ephemeral
-        sessionConfiguration.timeoutIntervalForRequest = configuration.watchIdleTimeout.timeInterval
-        sessionConfiguration.timeoutIntervalForResource = 365 * 86_400
-        sessionConfiguration.urlCache = nil
-        let session = URLSession(configuration: sessionConfiguration, delegate: self, delegateQueue: nil)
-        let proceed = state.withLock { state -> Bool in
-            guard !state.finished else { return false }
-            state.session = session
-            return true
-        }
-        if proceed { connect() } else { session.invalidateAndCancel() }
-    }
+    func start() { connect() }
 
     private func connect() {
         let endpoint = transport.currentEndpoint
-        let task: URLSessionDataTask? = state.withLock { state in
-            guard !state.finished, let session = state.session else { return nil }
+        let url = transport.endpoints[endpoint].appendingPathComponent("v3/watch")
+        let claim: (generation: UInt64, body: Data)? = state.withLock { state in
+            guard !state.finished else { return nil }
+            state.generation += 1
+            state.buffer.removeAll()
             let body = EtcdWire.WatchRequest(createRequest: EtcdWire.WatchCreateRequest(
                 key: EtcdWire.encode(key), rangeEnd: EtcdWire.encode(rangeEnd),
                 startRevision: String(state.lastRevision + 1)))
-            var request = URLRequest(url: transport.endpoints[endpoint].appendingPathComponent("v3/watch"))
-            request.httpMethod = "POST"
-            request.httpBody = try? JSONEncoder().encode(body)
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-            request.timeoutInterval = configuration.watchIdleTimeout.timeInterval
-            state.buffer.removeAll()
-            let task = session.dataTask(with: request)
-            state.task = task
-            return task
+            return (state.generation, (try? JSONEncoder().encode(body)) ?? Data())
         }
-        task?.resume()
+        guard let claim else { return }
+        let idle = configuration.watchIdleTimeout
+        Thread.detachNewThread { [self] in
+            var reason = "the member closed the watch"
+            do {
+                let deadline = ContinuousClock.now.advanced(by: idle)
+                let connection = try EtcdHTTP.start(url, body: claim.body, deadline: deadline)
+                defer { connection.close() }
+                let current = state.withLock { state -> Bool in
+                    guard state.generation == claim.generation, !state.finished else { return false }
+                    state.connection = connection
+                    return true
+                }
+                guard current else { return }
+                var reader = EtcdHTTPResponseReader(connection: connection, deadline: deadline)
+                reader.idleTimeout = idle
+                try reader.readHead()
+                guard reader.status == 200 else { throw EtcdCallError.outcomeUnknown("HTTP \(reader.status)") }
+                try reader.readBody { bytes in receive(bytes, generation: claim.generation) }
+            } catch {
+                reason = "\(error)"
+            }
+            let retry = state.withLock { state -> Bool in
+                guard state.generation == claim.generation, !state.finished else { return false }
+                state.connection = nil
+                return true
+            }
+            if retry { reconnect(after: reason) }
+        }
     }
 
     /// Ends the stream (with `error`, or normally when nil) and releases the connection.
     func finish(throwing error: (any Error)?) {
-        let session: URLSession? = state.withLock { state in
-            guard !state.finished else { return nil }
+        let (wasOpen, connection): (Bool, EtcdHTTPConnection?) = state.withLock { state in
+            guard !state.finished else { return (false, nil) }
             state.finished = true
-            defer { state.session = nil; state.task = nil }
-            return state.session
+            state.generation += 1
+            defer { state.connection = nil }
+            return (true, state.connection)
         }
-        guard let session else { return }
-        session.invalidateAndCancel()
+        guard wasOpen else { return }
+        connection?.abort()
         continuation.finish(throwing: error)
         onFinish()
     }
 
-    // MARK: URLSessionDataDelegate
-
-    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
+    private func receive(_ bytes: [UInt8], generation: UInt64) {
         let lines: [Data] = state.withLock { state in
-            guard !state.finished, state.task === dataTask else { return [] }
-            state.buffer.append(data)
+            guard !state.finished, state.generation == generation else { return [] }
+            state.buffer.append(contentsOf: bytes)
             var lines: [Data] = []
             while let newline = state.buffer.firstIndex(of: UInt8(ascii: "\n")) {
                 lines.append(state.buffer[state.buffer.startIndex..<newline])
@@ -119,25 +127,15 @@ final class EtcdWatch: NSObject, URLSessionDataDelegate, Sendable {
         }
     }
 
-    func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
-        let retry: Bool = state.withLock { state in
-            guard !state.finished, state.task === task else { return false }
-            state.task = nil
-            return true
-        }
-        guard retry else { return }
-        reconnect(after: error.map { "\($0)" } ?? "the member closed the watch")
-    }
-
     private func reconnect(after reason: String) {
         let clock = ContinuousClock()
         let now = clock.now
-        let (since, failedOver): (ContinuousClock.Instant, Bool) = state.withLock { state in
+        let since: ContinuousClock.Instant = state.withLock { state in
             let since = state.failingSince ?? now
             state.failingSince = since
-            return (since, true)
+            return since
         }
-        if failedOver { transport.failOver(from: transport.currentEndpoint) }
+        transport.failOver(from: transport.currentEndpoint)
         guard now - since < configuration.retryBudget else {
             finish(throwing: KeyValueStoreError.unavailable("the etcd watch could not reconnect: \(reason)"))
             return
