@@ -32,6 +32,18 @@ let package = Package(
             path: "Benchmarks/EventStoreBench",
             swiftSettings: strict
         ),
+        // Append throughput on an etcd cluster (docs/ETCD.md); run in release against scripts/etcd-cluster.sh.
+        .executableTarget(
+            name: "EtcdBench",
+            dependencies: ["EventStore", "EventStoreKV"],
+            path: "Benchmarks/EtcdBench",
+            swiftSettings: strict
+        ),
+        // One application node of the etcd multi-node tests (EtcdTests), run as a separate process.
+        .executableTarget(
+            name: "EtcdNode", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
+        .testTarget(
+            name: "EtcdTests", dependencies: ["EventStore", "EventStoreKV", "EtcdNode"], swiftSettings: strict),
         .testTarget(name: "EventStoreKVTests", dependencies: ["EventStoreKV"], swiftSettings: strict),
         .testTarget(name: "ConformanceTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
         .testTarget(name: "PageFileTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),

@@ -67,7 +67,7 @@ public struct CheckpointedProjection: Sendable {
                 handled = event.position
                 sinceCheckpoint += 1
                 if sinceCheckpoint >= checkpointInterval {
-                    try await store.saveCheckpoint(handled, for: consumer)
+                    try await Self.save(handled, for: consumer, in: store)
                     saved = handled
                     sinceCheckpoint = 0
                 }
@@ -75,7 +75,7 @@ public struct CheckpointedProjection: Sendable {
                 // Everything through `through` was either handled or filtered out.
                 handled = max(handled, through)
                 if handled != saved {
-                    try await store.saveCheckpoint(handled, for: consumer)
+                    try await Self.save(handled, for: consumer, in: store)
                     saved = handled
                     sinceCheckpoint = 0
                 }
@@ -89,5 +89,11 @@ public struct CheckpointedProjection: Sendable {
             saved = handled
         }
         return saved
+    }
+
+    /// Saves a checkpoint outside the calling task, so that a cancellation arriving mid-save (on a backend whose
+    /// requests honour cancellation, such as etcd) neither refuses nor loses it; the loop then ends normally.
+    private static func save(_ position: UInt64, for consumer: String, in store: any EventStoring) async throws {
+        try await Task { try await store.saveCheckpoint(position, for: consumer) }.value
     }
 }

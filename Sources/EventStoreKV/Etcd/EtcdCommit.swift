@@ -1,0 +1,168 @@
+// Committing a transaction to etcd, and resolving a commit whose outcome is unknown.
+//
+// Invariants:
+// - A transaction is sent as one etcd Txn and acknowledged only from etcd's answer, which comes after a quorum of
+//   members has it in their log.
+// - A Txn that was never sent goes to the next member. A Txn whose answer was lost is never repeated blindly: the
+//   store first reads back what it wrote; it repeats the Txn only when a failed compare guarantees that at most one
+//   of the two attempts can commit (`EtcdTransaction.failsIfRepeated`), and reads back again if that repeat fails.
+//   If the outcome still cannot be known, the caller gets `unavailable` saying so, never a success or a failure
+//   that might be false.
+// - A commit that is known to have committed is confirmed by every put key holding the written value at one common
+//   mod revision newer than anything seen before the Txn was sent.
+// - Leases of keys the Txn replaced or deleted, and of a Txn that did not commit, are revoked in the background.
+
+import Foundation
+
+extension EtcdKeyValueStore {
+    public func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 {
+        try checkOpen()
+        let built = try await EtcdTransaction.make(transaction, store: self)
+        let sentAfter = state.withLock { $0.observedRevision }
+        let body = try transport.encode(built.request)
+        do {
+            let response = try await sendOnce(body)
+            return try settle(response, transaction: transaction, built: built)
+        } catch let error as EtcdCallError {
+            if case .outcomeUnknown(let detail) = error {
+                return try await resolve(transaction, built: built, body: body, sentAfter: sentAfter, detail: detail)
+            }
+            leases.revokeLater(built.grantedLeases)
+            throw Self.commitError(error, transaction: transaction, built: built)
+        } catch {
+            // Cancelled while waiting: the leases may back a commit, so they are left to expire on their own.
+            throw error
+        }
+    }
+
+    /// Sends the Txn once, moving to the next member only while nothing has been sent.
+    private func sendOnce(_ body: Data) async throws -> EtcdWire.TxnResponse {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: configuration.retryBudget)
+        var attempt = 0
+        while true {
+            try Task.checkCancellation()
+            let endpoint = transport.currentEndpoint
+            do {
+                return try await transport.send("v3/kv/txn", data: body, to: endpoint, as: EtcdWire.TxnResponse.self)
+            } catch EtcdCallError.unreachable(let detail) {
+                transport.failOver(from: endpoint)
+                attempt += 1
+                guard clock.now < deadline else { throw EtcdCallError.unreachable(detail) }
+                if attempt % transport.endpoints.count == 0 {
+                    try await Task.sleep(for: .milliseconds(min(50 * attempt, 500)))
+                }
+            } catch EtcdCallError.server(let code, let message)
+                where code == GRPCCode.unavailable || code == GRPCCode.deadlineExceeded
+            {
+                // The member took the request but could not finish it (timeout, leader change): it may still commit.
+                transport.failOver(from: endpoint)
+                throw EtcdCallError.outcomeUnknown(message)
+            } catch EtcdCallError.outcomeUnknown(let detail) {
+                transport.failOver(from: endpoint)
+                throw EtcdCallError.outcomeUnknown(detail)
+            }
+        }
+    }
+
+    /// The revision of a Txn etcd answered, or the failed condition it names.
+    private func settle(_ response: EtcdWire.TxnResponse, transaction: KeyValueTransaction, built: EtcdTransaction)
+        throws -> UInt64
+    {
+        observe(response.header)
+        guard response.succeeded == true else {
+            leases.revokeLater(built.grantedLeases)
+            throw failedCondition(transaction, failureReads: response.responses ?? [])
+        }
+        var replaced: [Int64] = []
+        for operation in response.responses ?? [] {
+            if let previous = operation.responsePut?.prevKV { replaced.append(EtcdWire.signed(previous.lease)) }
+            for previous in operation.responseDeleteRange?.prevKVs ?? [] { replaced.append(EtcdWire.signed(previous.lease)) }
+        }
+        leases.revokeLater(replaced.filter { $0 != 0 })
+        return EtcdWire.number(response.header?.revision)
+    }
+
+    /// Names the first condition that did not hold, from the failure branch's reads (taken atomically with the
+    /// compares).
+    private func failedCondition(_ transaction: KeyValueTransaction, failureReads: [EtcdWire.ResponseOp])
+        -> KeyValueStoreError
+    {
+        for (index, condition) in transaction.conditions.enumerated() {
+            let kv = index < failureReads.count ? failureReads[index].responseRange?.kvs?.first : nil
+            let entry = kv.map {
+                KeyValueEntry(key: condition.key, value: [], version: EtcdWire.number($0.version),
+                              modRevision: EtcdWire.number($0.modRevision))
+            }
+            if !condition.isSatisfied(by: entry) { return .conditionFailed(index: index, condition: condition) }
+        }
+        return .unavailable("etcd rejected the transaction's compares, but every condition reads as satisfied")
+    }
+
+    static func commitError(_ error: EtcdCallError, transaction: KeyValueTransaction, built: EtcdTransaction)
+        -> KeyValueStoreError
+    {
+        guard case .server(let code, let message) = error else { return contractError(error) }
+        let operations = built.request.success.count
+        let bytes = EtcdTransaction.estimatedBytes(
+            transaction, writes: EtcdTransaction.lastWritePerKey(transaction.writes), namespace: 0)
+        if message.contains("too many operations") {
+            return .transactionTooLarge(operations: operations, bytes: bytes, limit: "the cluster's --max-txn-ops")
+        }
+        if message.contains("request is too large") || code == GRPCCode.resourceExhausted {
+            return .transactionTooLarge(operations: operations, bytes: bytes, limit: "the cluster's --max-request-bytes")
+        }
+        return contractError(error)
+    }
+
+    // MARK: Unknown outcomes
+
+    private func resolve(
+        _ transaction: KeyValueTransaction, built: EtcdTransaction, body: Data, sentAfter: UInt64, detail: String
+    ) async throws -> UInt64 {
+        if let revision = try await committedRevision(of: built, after: sentAfter) { return revision }
+        guard built.failsIfRepeated else {
+            throw KeyValueStoreError.unavailable(
+                "the outcome of a transaction is unknown (\(detail)); it may have committed: re-read before retrying")
+        }
+        let response: EtcdWire.TxnResponse
+        do {
+            response = try await sendOnce(body)
+        } catch let error as EtcdCallError {
+            throw KeyValueStoreError.unavailable(
+                "the outcome of a transaction is unknown (\(detail); then \(Self.contractError(error))); re-read before retrying")
+        }
+        if response.succeeded == true { return try settle(response, transaction: transaction, built: built) }
+        observe(response.header)
+        if let revision = try await committedRevision(of: built, after: sentAfter) { return revision }
+        // The repeat's compares failed and nothing of ours is visible: either the first attempt committed and was
+        // overwritten since, or a condition really failed. Neither can be told apart, so say so.
+        throw KeyValueStoreError.unavailable(
+            "the outcome of a transaction is unknown (\(detail)) and its keys have changed since; re-read before retrying")
+    }
+
+    /// The revision at which `built` committed, if every one of its puts can be seen holding its value at one common
+    /// revision after `sentAfter`; nil when that cannot be shown.
+    private func committedRevision(of built: EtcdTransaction, after sentAfter: UInt64) async throws -> UInt64? {
+        guard !built.puts.isEmpty else { return nil }
+        let keys = built.puts.map(\.key)
+        let current = try await get(keys, at: nil).entries
+        let candidates = Set(zip(built.puts, current).compactMap { put, entry -> UInt64? in
+            guard let entry, entry.value == put.value, entry.modRevision > sentAfter else { return nil }
+            return entry.modRevision
+        })
+        for revision in candidates.sorted() {
+            let then: [KeyValueEntry?]
+            do {
+                then = try await get(keys, at: revision).entries
+            } catch {
+                continue  // compacted since: that revision cannot be checked
+            }
+            let matches = zip(built.puts, then).allSatisfy { put, entry in
+                entry?.value == put.value && entry?.modRevision == revision
+            }
+            if matches { return revision }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,165 @@
+// HTTP transport to etcd's JSON gateway, with endpoint failover, per-request timeouts and a retry policy that
+// depends on whether the operation is safe to repeat.
+//
+// Invariants:
+// - `preferred` is the member that answered last; a failure moves it to the next member only if no other request
+//   has moved it already, so that concurrent failures do not skip a healthy member.
+// - A request that was never sent (connection refused, host not found) is retried on the next member, whatever it is.
+// - A request whose outcome is unknown (timeout or connection lost after sending; etcd's "request timed out",
+//   "leader changed", "no leader") is retried only when `idempotent` says so; otherwise the caller gets
+//   `EtcdCallError.outcomeUnknown` and must resolve the outcome by reading, never by repeating blindly.
+// - Every retry loop is bounded by the configuration's retry budget and honours Task cancellation.
+
+import Foundation
+import Synchronization
+
+/// How one call to the gateway failed.
+enum EtcdCallError: Error {
+    /// No member could be reached; nothing was sent.
+    case unreachable(String)
+    /// The request may or may not have taken effect.
+    case outcomeUnknown(String)
+    /// The server answered with a gRPC error status.
+    case server(code: Int, message: String)
+    /// The store was closed; nothing was sent.
+    case closed
+}
+
+/// gRPC status codes the backend acts on.
+enum GRPCCode {
+    static let deadlineExceeded = 4
+    static let notFound = 5
+    static let alreadyExists = 6
+    static let resourceExhausted = 8
+    static let failedPrecondition = 9
+    static let outOfRange = 11
+    static let unavailable = 14
+}
+
+final class EtcdTransport: Sendable {
+    let endpoints: [URL]
+    let requestTimeout: Duration
+    private let preferred = Mutex(0)
+    /// Requests in flight, and whether the owner has closed (closed refuses new requests).
+    private let lifecycle = Mutex((inFlight: 0, closed: false))
+    private let retryBudget: Duration
+    private let encoder = JSONEncoder()
+
+    init(configuration: EtcdConfiguration) {
+        endpoints = configuration.endpoints
+        retryBudget = configuration.retryBudget
+        requestTimeout = configuration.requestTimeout
+    }
+
+    /// The member to use now.
+    var currentEndpoint: Int { preferred.withLock { $0 } }
+
+    /// Moves past `failed`, unless another request already did.
+    func failOver(from failed: Int) {
+        preferred.withLock { current in
+            if current == failed { current = (failed + 1) % endpoints.count }
+        }
+    }
+
+    func encode(_ body: some Encodable) throws -> Data {
+        do {
+            return try encoder.encode(body)
+        } catch {
+            throw KeyValueStoreError.unavailable("could not encode an etcd request: \(error)")
+        }
+    }
+
+    /// Posts `body` to `path` and decodes the answer, retrying on other members as `idempotent` allows.
+    func call<Response: Decodable>(
+        _ path: String, body: some Encodable, idempotent: Bool, as type: Response.Type = Response.self
+    ) async throws -> Response {
+        let data = try encode(body)
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: retryBudget)
+        var attempt = 0
+        var lastFailure = ""
+        while true {
+            try Task.checkCancellation()
+            let endpoint = currentEndpoint
+            do {
+                return try await send(path, data: data, to: endpoint, as: type)
+            } catch let error as EtcdCallError {
+                switch error {
+                case .closed:
+                    throw error
+                case .unreachable(let detail):
+                    lastFailure = detail
+                case .outcomeUnknown(let detail):
+                    guard idempotent else { throw error }
+                    lastFailure = detail
+                case .server(let code, let message):
+                    guard code == GRPCCode.unavailable || code == GRPCCode.deadlineExceeded else { throw error }
+                    guard idempotent else { throw EtcdCallError.outcomeUnknown(message) }
+                    lastFailure = message
+                }
+            }
+            failOver(from: endpoint)
+            attempt += 1
+            guard clock.now < deadline else {
+                throw EtcdCallError.unreachable("no etcd member answered within \(retryBudget): \(lastFailure)")
+            }
+            // A full round over the members without success: back off a little before the next round.
+            if attempt % endpoints.count == 0 {
+                try await Task.sleep(for: .milliseconds(min(50 * attempt, 500)))
+            }
+        }
+    }
+
+    /// One request to one member.
+    func send<Response: Decodable>(_ path: String, data: Data, to endpoint: Int, as type: Response.Type)
+        async throws -> Response
+    {
+        let url = endpoints[endpoint].appendingPathComponent(path)
+        let body: Data
+        let status: Int
+        try enter()
+        defer { leave() }
+        do {
+            (status, body) = try await EtcdHTTP.post(url, body: data, timeout: requestTimeout)
+        } catch let error as EtcdCallError {
+            if Task.isCancelled { throw CancellationError() }
+            switch error {
+            case .unreachable(let detail): throw EtcdCallError.unreachable("\(url): \(detail)")
+            case .outcomeUnknown(let detail): throw EtcdCallError.outcomeUnknown("\(url): \(detail)")
+            default: throw error
+            }
+        }
+        try Task.checkCancellation()
+        guard status == 200 else {
+            let parsed = try? JSONDecoder().decode(EtcdWire.ErrorBody.self, from: body)
+            let message = parsed?.message ?? parsed?.error ?? String(decoding: body.prefix(200), as: UTF8.self)
+            guard let code = parsed?.code else {
+                // Not a gateway answer (a proxy, a crashing member): the request may or may not have been applied.
+                throw EtcdCallError.outcomeUnknown("\(url) answered HTTP \(status): \(message)")
+            }
+            throw EtcdCallError.server(code: code, message: message)
+        }
+        do {
+            return try JSONDecoder().decode(type, from: body)
+        } catch {
+            throw EtcdCallError.outcomeUnknown("\(url) sent an answer that is not etcd's JSON: \(error)")
+        }
+    }
+
+    private func enter() throws {
+        try lifecycle.withLock { state in
+            guard !state.closed else { throw EtcdCallError.closed }
+            state.inFlight += 1
+        }
+    }
+
+    private func leave() {
+        lifecycle.withLock { $0.inFlight -= 1 }
+    }
+
+    /// Refuses new requests; requests in flight finish on their own (each has a deadline).
+    func invalidate() {
+        lifecycle.withLock { $0.closed = true }
+    }
+}
+

@@ -1,0 +1,229 @@
+// A contract change stream on an etcd watch: one streaming POST to /v3/watch, answered with one JSON object per
+// line, reconnected to the next member from where it left off when the connection ends.
+//
+// Invariants:
+// - `lastRevision` is the revision of the last change handed to the consumer (initially the requested `after`);
+//   a reconnect asks for `lastRevision + 1`, so nothing is skipped. etcd sends all events of one revision in one
+//   message, so a revision is never half-delivered across a reconnect.
+// - Only event revisions advance `lastRevision`, never header revisions (a catching-up watch's header is ahead).
+// - The namespace's revision marker is never delivered.
+// - Compacted history ends the stream with historyUnavailable; a full buffer ends it with watcherOverflow; members
+//   unreachable for longer than the retry budget end it with unavailable. Once finished, nothing more is yielded.
+// - All mutable state is in `state`, a Mutex. Each connection is read by its own thread; `generation` tells a thread
+//   whose connection was replaced or aborted to deliver nothing more.
+
+import Foundation
+import Synchronization
+
+final class EtcdWatch: Sendable {
+    private struct State {
+        var buffer = Data()
+        var lastRevision: UInt64
+        var connection: EtcdHTTPConnection?
+        var generation: UInt64 = 0
+        var finished = false
+        /// When the current run of failed connections started (nil while connected).
+        var failingSince: ContinuousClock.Instant?
+    }
+
+    private let state: Mutex<State>
+    private let continuation: AsyncThrowingStream<KeyValueChange, any Error>.Continuation
+    private let transport: EtcdTransport
+    private let key: [UInt8]
+    private let rangeEnd: [UInt8]
+    private let namespaceLength: Int
+    private let configuration: EtcdConfiguration
+    private let onFinish: @Sendable () -> Void
+
+    init(
+        after revision: UInt64, key: [UInt8], rangeEnd: [UInt8], namespaceLength: Int, transport: EtcdTransport,
+        configuration: EtcdConfiguration, continuation: AsyncThrowingStream<KeyValueChange, any Error>.Continuation,
+        onFinish: @escaping @Sendable () -> Void
+    ) {
+        self.state = Mutex(State(lastRevision: revision))
+        self.key = key
+        self.rangeEnd = rangeEnd
+        self.namespaceLength = namespaceLength
+        self.transport = transport
+        self.configuration = configuration
+        self.continuation = continuation
+        self.onFinish = onFinish
+    }
+
+    /// Opens the first connection.
+    func start() { connect() }
+
+    private func connect() {
+        let endpoint = transport.currentEndpoint
+        let url = transport.endpoints[endpoint].appendingPathComponent("v3/watch")
+        let claim: (generation: UInt64, body: Data)? = state.withLock { state in
+            guard !state.finished else { return nil }
+            state.generation += 1
+            state.buffer.removeAll()
+            let body = EtcdWire.WatchRequest(createRequest: EtcdWire.WatchCreateRequest(
+                key: EtcdWire.encode(key), rangeEnd: EtcdWire.encode(rangeEnd),
+                startRevision: String(state.lastRevision + 1)))
+            return (state.generation, (try? JSONEncoder().encode(body)) ?? Data())
+        }
+        guard let claim else { return }
+        let idle = configuration.watchIdleTimeout
+        Thread.detachNewThread { [self] in
+            var reason = "the member closed the watch"
+            do {
+                let deadline = ContinuousClock.now.advanced(by: idle)
+                let connection = try EtcdHTTP.start(url, body: claim.body, deadline: deadline)
+                defer { connection.close() }
+                let current = state.withLock { state -> Bool in
+                    guard state.generation == claim.generation, !state.finished else { return false }
+                    state.connection = connection
+                    return true
+                }
+                guard current else { return }
+                var reader = EtcdHTTPResponseReader(connection: connection, deadline: deadline)
+                reader.idleTimeout = idle
+                try reader.readHead()
+                guard reader.status == 200 else { throw EtcdCallError.outcomeUnknown("HTTP \(reader.status)") }
+                try reader.readBody { bytes in receive(bytes, generation: claim.generation) }
+            } catch {
+                reason = "\(error)"
+            }
+            let retry = state.withLock { state -> Bool in
+                guard state.generation == claim.generation, !state.finished else { return false }
+                state.connection = nil
+                return true
+            }
+            if retry { reconnect(after: reason) }
+        }
+    }
+
+    /// Ends the stream (with `error`, or normally when nil) and releases the connection.
+    func finish(throwing error: (any Error)?) {
+        let (wasOpen, connection): (Bool, EtcdHTTPConnection?) = state.withLock { state in
+            guard !state.finished else { return (false, nil) }
+            state.finished = true
+            state.generation += 1
+            defer { state.connection = nil }
+            return (true, state.connection)
+        }
+        guard wasOpen else { return }
+        connection?.abort()
+        continuation.finish(throwing: error)
+        onFinish()
+    }
+
+    private func receive(_ bytes: [UInt8], generation: UInt64) {
+        let lines: [Data] = state.withLock { state in
+            guard !state.finished, state.generation == generation else { return [] }
+            state.buffer.append(contentsOf: bytes)
+            var lines: [Data] = []
+            while let newline = state.buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                lines.append(state.buffer[state.buffer.startIndex..<newline])
+                state.buffer.removeSubrange(state.buffer.startIndex...newline)
+            }
+            return lines
+        }
+        for line in lines where !line.allSatisfy({ $0 == 0x20 || $0 == 0x0D }) {
+            handle(line)
+        }
+    }
+
+    private func reconnect(after reason: String) {
+        let clock = ContinuousClock()
+        let now = clock.now
+        let since: ContinuousClock.Instant = state.withLock { state in
+            let since = state.failingSince ?? now
+            state.failingSince = since
+            return since
+        }
+        transport.failOver(from: transport.currentEndpoint)
+        guard now - since < configuration.retryBudget else {
+            finish(throwing: KeyValueStoreError.unavailable("the etcd watch could not reconnect: \(reason)"))
+            return
+        }
+        let pause: Duration = now == since ? .zero : .milliseconds(200)
+        Task { [self] in
+            if pause > .zero { try? await Task.sleep(for: pause) }
+            connect()
+        }
+    }
+
+    // MARK: Messages
+
+    private func handle(_ line: Data) {
+        guard let message = try? JSONDecoder().decode(EtcdWire.WatchMessage.self, from: line) else {
+            finish(throwing: KeyValueStoreError.unavailable(
+                "the etcd watch sent something that is not JSON: \(String(decoding: line.prefix(200), as: UTF8.self))"))
+            return
+        }
+        if let error = message.error {
+            // The gateway reports a broken stream inside it; the connection ends next and is reopened then.
+            state.withLock { $0.buffer.removeAll() }
+            if error.grpcCode != GRPCCode.unavailable {
+                finish(throwing: KeyValueStoreError.unavailable("the etcd watch failed: \(error.message ?? "unknown")"))
+            }
+            return
+        }
+        guard let result = message.result else { return }
+        if result.canceled == true {
+            let compacted = EtcdWire.number(result.compactRevision)
+            let requested = state.withLock { $0.lastRevision }
+            if compacted > 0 {
+                finish(throwing: KeyValueStoreError.historyUnavailable(requested: requested, oldest: compacted - 1))
+            } else {
+                finish(throwing: KeyValueStoreError.unavailable(
+                    "etcd cancelled the watch: \(result.cancelReason ?? "no reason given")"))
+            }
+            return
+        }
+        if result.created == true { state.withLock { $0.failingSince = nil } }
+        deliver(result.events ?? [])
+    }
+
+    private func deliver(_ events: [EtcdWire.WatchEvent]) {
+        for event in events {
+            guard let kv = event.kv, let fullKey = try? EtcdWire.decode(kv.key, field: "key") else { continue }
+            let revision = EtcdWire.number(kv.modRevision)
+            let stillOpen = state.withLock { state -> Bool in
+                guard !state.finished else { return false }
+                state.lastRevision = max(state.lastRevision, revision)
+                return true
+            }
+            guard stillOpen else { return }
+            guard fullKey.count > namespaceLength else { continue }  // the revision marker
+            let change = KeyValueChange(
+                revision: revision, kind: event.type == "DELETE" ? .delete : .put,
+                key: Array(fullKey.dropFirst(namespaceLength)))
+            if case .dropped = continuation.yield(change) {
+                finish(throwing: KeyValueStoreError.watcherOverflow)
+                return
+            }
+        }
+    }
+}
+
+extension EtcdKeyValueStore {
+    public func changes(after revision: UInt64, prefix: Key) -> AsyncThrowingStream<KeyValueChange, any Error> {
+        let (stream, continuation) = AsyncThrowingStream<KeyValueChange, any Error>.makeStream(
+            bufferingPolicy: .bufferingOldest(configuration.watchBufferLimit))
+        let key = namespace + prefix
+        let start = key.isEmpty ? [0] : key
+        let end = Key.successor(ofPrefix: key) ?? [0]
+        let id: UInt64? = state.withLock { state in
+            guard !state.closed else { return nil }
+            state.nextWatcherID += 1
+            return state.nextWatcherID
+        }
+        guard let id else {
+            continuation.finish(throwing: KeyValueStoreError.closed)
+            return stream
+        }
+        let watch = EtcdWatch(
+            after: revision, key: start, rangeEnd: end, namespaceLength: namespace.count, transport: transport,
+            configuration: configuration, continuation: continuation,
+            onFinish: { [weak self] in _ = self?.state.withLock { $0.watchers.removeValue(forKey: id) } })
+        state.withLock { $0.watchers[id] = watch }
+        continuation.onTermination = { _ in watch.finish(throwing: nil) }
+        watch.start()
+        return stream
+    }
+}
