@@ -3,7 +3,8 @@
 //
 // Invariants:
 // - These open the store writable with full durability, so what they report done is durable when they exit.
-// - A stream command on a stream that does not exist fails with status 5 and changes nothing.
+// - A stream command on a stream that does not exist fails with status 5 and changes nothing: the stream is looked
+//   up with a read-only open first, so not even a checkpoint is written.
 // - `metadata` without options only reads, and opens the store read-only.
 
 import EventStore
@@ -53,6 +54,7 @@ enum Maintenance {
             maxCount: arguments.number("max-count"), maxAge: arguments.number("max-age"),
             truncateBefore: arguments.number("truncate-before"))
         let setting = changes.maxCount != nil || changes.maxAge != nil || changes.truncateBefore != nil
+        if setting { try await requireExisting(stream, in: arguments.positionals[0]) }
         return try await OpenStore.with(arguments.positionals[0], writable: setting) { store in
             try await store.requireExisting(stream)
             var metadata = try await store.events.metadata(of: stream)
@@ -77,6 +79,7 @@ enum Maintenance {
         let arguments = try Arguments(words, flags: ["hard"], options: [], positionals: ["dir", "stream"])
         let stream = try OpenStore.stream(arguments.positionals[1])
         let mode: DeletionMode = arguments.has("hard") ? .hard : .soft
+        try await requireExisting(stream, in: arguments.positionals[0])
         return try await OpenStore.with(arguments.positionals[0], writable: true) { store in
             try await store.requireExisting(stream)
             let position = try await store.events.delete(stream, expectedVersion: .any, mode: mode)
@@ -104,5 +107,11 @@ enum Maintenance {
             ])
             return .success
         }
+    }
+
+    /// Throws "unknown stream" unless `stream` exists, looking with a read-only open so a mistyped name changes
+    /// nothing at all.
+    private static func requireExisting(_ stream: StreamName, in directory: String) async throws {
+        try await OpenStore.with(directory, writable: false) { try await $0.requireExisting(stream) }
     }
 }
