@@ -94,8 +94,8 @@ extension PageFileKeyValueStore {
         } catch {
             let failure = error as? EventStoreError ?? .storeFailed(reason: "\(error)")
             pipeline.releaseWAL(offset: UInt64(WriteAheadLog.headerSize), size: 0, synced: false)
-            pipeline.fail(failure)
             counters.notify(.failed(reason: failure.description))
+            pipeline.fail(failure)
             throw failure
         }
         let duration = ContinuousClock.now - started

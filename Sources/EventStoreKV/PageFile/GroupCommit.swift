@@ -235,11 +235,13 @@ final class GroupCommit: @unchecked Sendable {
         condition.lock()
         allocatedEnd = extended
         if let error {
-            ioBusy = false
-            failAll(error, group: group)
+            // The observer hears of the failure before any committer is told, outside the lock (ioBusy keeps
+            // other I/O out meanwhile).
             condition.unlock()
             metrics.notify(.failed(reason: error.description))
             condition.lock()
+            ioBusy = false
+            failAll(error, group: group)
             return
         }
         metrics.recordGroup(transactions: group.count, bytes: bytes.count)
@@ -272,15 +274,11 @@ final class GroupCommit: @unchecked Sendable {
         } catch {
             syncError = error as? EventStoreError ?? .storeFailed(reason: "\(error)")
         }
+        if let syncError { metrics.notify(.failed(reason: syncError.description)) }
         condition.lock()
         ioBusy = false
         unsyncedSince = nil
-        if let syncError {
-            failAll(syncError, group: [])
-            condition.unlock()
-            metrics.notify(.failed(reason: syncError.description))
-            condition.lock()
-        }
+        if let syncError { failAll(syncError, group: []) }
     }
 
     /// Bytes the WAL is extended by at a time.
