@@ -20,6 +20,8 @@ struct Options {
     var json = false
     /// Multiplies every workload's size; the test suite's smoke test runs at a tiny scale.
     var scale = 1.0
+    /// The page size of the engine, to compare page sizes; the engine's default unless given.
+    var pageSize: Int?
 }
 
 struct Measurement {
@@ -35,7 +37,7 @@ let payload = Data(repeating: UInt8(ascii: "e"), count: 256)
 
 func usageText() -> String {
     """
-    usage: EventStoreBench <workload> --dir <empty dir> [--json] [--scale F]
+    usage: EventStoreBench <workload> --dir <empty dir> [--json] [--scale F] [--page-size BYTES]
     workloads: \(workloads.joined(separator: ", ")), all
     """
 }
@@ -54,6 +56,11 @@ func parse(_ arguments: [String]) throws -> Options {
                 throw BenchError.usage("--scale needs a number in (0, 1]")
             }
             options.scale = scale
+        case "--page-size":
+            guard let value = rest.next(), let size = Int(value) else {
+                throw BenchError.usage("--page-size needs a number of bytes (4096 to 65536, a power of two)")
+            }
+            options.pageSize = size
         case "-h", "--help": throw BenchError.help
         default:
             guard options.workload.isEmpty, !argument.hasPrefix("-") else {
@@ -114,9 +121,11 @@ func timed(_ body: () async throws -> Void) async rethrows -> Double {
 
 func scaled(_ count: Int, _ options: Options) -> Int { max(1, Int((Double(count) * options.scale).rounded())) }
 
-/// Opens the store a workload runs on: the default engine on `directory`.
-func openStore(_ directory: String) throws -> KeyValueEventStore {
-    try KeyValueEventStore.open(directory: directory)
+/// Opens the store a workload runs on: the default engine on `directory`, with full durability.
+func openStore(_ directory: String, _ options: Options) async throws -> KeyValueEventStore {
+    var engine = PageFileOptions()
+    if let pageSize = options.pageSize { engine.pageSize = pageSize }
+    return KeyValueEventStore(backend: try await PageFileKeyValueStore.open(directory: directory, options: engine))
 }
 
 func appendSingle(_ store: KeyValueEventStore, _ options: Options) async throws -> Measurement {
@@ -213,7 +222,7 @@ func run(_ workload: String, root: String, _ options: Options) async throws -> [
     let directory = (root as NSString).appendingPathComponent(workload)
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     resetPeakRSS()
-    let store = try openStore(directory)
+    let store = try await openStore(directory, options)
     defer { Task { try? await store.close() } }
     switch workload {
     case "append-single": return [try await appendSingle(store, options)]

@@ -67,6 +67,29 @@ struct PageFileStoreTests {
         #expect(batchGot.map { $0?.value } == batch.map { reference[$0] })
     }
 
+    @Test("a watcher that falls behind is finished with watcherOverflow, and the store goes on")
+    func watcherOverflow() async throws {
+        var options = smallOptions()
+        options.watchBufferLimit = 2
+        try await withStore(options: options) { store, _ in
+            // Nobody consumes this watch while five changes commit: it must be dropped with an error, never crash
+            // the process (finishing a watcher runs its termination handler, which takes the store's lock).
+            let watch = store.changes(after: try await store.currentRevision(), prefix: [])
+            for index in 0..<5 {
+                _ = try await store.commit(KeyValueTransaction(writes: [.put([UInt8(index)], [1])]))
+            }
+            var delivered = 0
+            do {
+                for try await _ in watch { delivered += 1 }
+                Issue.record("an overflowed watch must end with watcherOverflow")
+            } catch KeyValueStoreError.watcherOverflow {
+                #expect(delivered <= 2)
+            }
+            _ = try await store.commit(KeyValueTransaction(writes: [.put([9], [9])]))
+            #expect(try await store.get([9])?.value == [9])
+        }
+    }
+
     @Test("monotonic appends fill leaf pages instead of leaving them half empty")
     func rightEdgeAppendsFillPages() async throws {
         try await withStore { store, _ async throws in

@@ -82,14 +82,18 @@ final class PublishedState: Sendable {
     /// it (freeing the nodes only it held can take a while) after acknowledging the group's committers.
     func publish(_ group: [PendingCommit]) -> ChildRef? {
         guard let last = group.last else { return nil }
-        return state.withLock { state in
+        let (replaced, dropped) = state.withLock { state in
             let replaced = state.root
             state.root = last.root
             state.revision = last.revision
             state.keyCount = last.keyCount
-            for commit in group { record(commit.changes, in: &state) }
-            return replaced
+            var dropped: [AsyncThrowingStream<KeyValueChange, any Error>.Continuation] = []
+            for commit in group { dropped += record(commit.changes, in: &state) }
+            return (replaced, dropped)
         }
+        // Outside the lock: finishing runs the watcher's onTermination, which takes the same lock.
+        for continuation in dropped { continuation.finish(throwing: KeyValueStoreError.watcherOverflow) }
+        return replaced
     }
 
     /// Installs the checkpointed form of the current tree.
@@ -101,7 +105,11 @@ final class PublishedState: Sendable {
         }
     }
 
-    private func record(_ changes: [KeyValueChange], in state: inout State) {
+    /// Records `changes` and delivers them to watchers; returns the watchers that overflowed, already removed, for
+    /// the caller to finish once it has released the lock.
+    private func record(_ changes: [KeyValueChange], in state: inout State)
+        -> [AsyncThrowingStream<KeyValueChange, any Error>.Continuation]
+    {
         state.history.append(contentsOf: changes)
         // Trim in steps of a quarter of the limit: removing from the front is O(n), so doing it on every commit
         // would cost O(historyLimit) per commit once the history is full.
@@ -120,9 +128,7 @@ final class PublishedState: Sendable {
                 }
             }
         }
-        for id in overflowed {
-            state.watchers.removeValue(forKey: id)?.continuation.finish(throwing: KeyValueStoreError.watcherOverflow)
-        }
+        return overflowed.compactMap { state.watchers.removeValue(forKey: $0)?.continuation }
     }
 
     /// A stream of changes after `revision` under `prefix`; see ``KeyValueStore/changes(after:prefix:)``.
