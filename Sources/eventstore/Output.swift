@@ -37,7 +37,14 @@ struct Output {
         }
         let width = fields.map(\.key.count).max() ?? 0
         for (key, value) in fields {
-            line(key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value.text)
+            let label = key.padding(toLength: width, withPad: " ", startingAt: 0) + "  "
+            if case .list(let items) = value, items.count > 1 {
+                // One item per line, aligned under the first, so each problem of a report reads on its own.
+                let indent = String(repeating: " ", count: label.count)
+                line(label + items.joined(separator: "\n" + indent))
+            } else {
+                line(label + value.text)
+            }
         }
     }
 

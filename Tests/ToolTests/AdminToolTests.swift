@@ -75,8 +75,11 @@ struct AdminToolTests {
         try data.close()
         let bad = try await tool(["verify", directory])
         #expect(bad.status == 1, "\(bad.output)\(bad.errors)")
-        #expect(bad.output.contains("problems found") || bad.output.contains("corrupted"), "\(bad.output)")
-        #expect(bad.output.contains("page"), "the report names where the damage is: \(bad.output)")
+        #expect(bad.output.contains("problems found"), "\(bad.output)")
+        let badJSON = try await tool(["verify", directory, "--json"])
+        #expect(badJSON.status == 1)
+        let problems = try #require(try jsonLines(badJSON.output).first?["problems"] as? [String])
+        #expect(problems.contains { $0.contains("page 2") }, "the report names where the damage is: \(problems)")
     }
 
     @Test("streams lists streams with versions, filtered by prefix")
