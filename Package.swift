@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "Snapshots", targets: ["Snapshots"]),
         .library(name: "Sagas", targets: ["Sagas"]),
         .executable(name: "AccountLedger", targets: ["AccountLedger"]),
+        .executable(name: "eventstore", targets: ["eventstore"]),
     ],
     targets: [
         .target(name: "EventStore", swiftSettings: strict),
@@ -26,6 +27,8 @@ let package = Package(
             path: "Examples/AccountLedger",
             swiftSettings: strict
         ),
+        // The admin tool: inspect and maintain a store directory from the command line.
+        .executableTarget(name: "eventstore", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
         .executableTarget(
             name: "EventStoreBench",
             dependencies: ["EventStore", "EventStoreKV"],
@@ -63,7 +66,9 @@ let package = Package(
             swiftSettings: strict
         ),
         // Drives the example ledger and the benchmark harness as the user would: through their command lines.
-        .testTarget(name: "ToolTests", dependencies: ["AccountLedger", "EventStoreBench"], swiftSettings: strict),
+        .testTarget(
+            name: "ToolTests", dependencies: ["AccountLedger", "EventStoreBench", "eventstore", "EventStore", "EventStoreKV"],
+            swiftSettings: strict),
         .testTarget(
             name: "SnapshotsTests", dependencies: ["EventStore", "EventStoreKV", "Snapshots"], swiftSettings: strict),
     ]

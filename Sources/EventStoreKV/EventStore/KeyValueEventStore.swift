@@ -30,6 +30,8 @@ public final class KeyValueEventStore: EventStoring {
     public let readBatchSize: Int
     /// The wall clock this store stamps events with (`recordedAt`) and ages them by (stream metadata's maxAge).
     public let clock: @Sendable () -> Date
+    /// Appends and events written through this instance, for ``metrics()``.
+    let counters = EventStoreCounters()
 
     /// The longest event type name accepted, in UTF-8 bytes.
     public static let maximumEventTypeLength = 1024
@@ -101,6 +103,7 @@ public final class KeyValueEventStore: EventStoring {
                 try await Self.buildTransaction(
                     appends, prepared: prepared, session: session, leaseExpiry: leaseExpiry, context: context)
             }
+            if outcome.revision != nil { counters.record(appends) }
             return outcome.value
         } catch let error as KeyValueStoreError {
             throw Self.translate(error)

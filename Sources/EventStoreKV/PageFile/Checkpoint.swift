@@ -86,15 +86,21 @@ extension PageFileKeyValueStore {
     /// Runs a checkpoint. Blocking; the caller holds the writer lock and runs off the cooperative pool.
     func checkpointLocked() throws {
         try pipeline.reserveWAL()
+        let started = ContinuousClock.now
+        let walBytes = pipeline.walBytes
         do {
             let size = try writeCheckpoint()
             pipeline.releaseWAL(offset: UInt64(WriteAheadLog.headerSize), size: size, synced: true)
         } catch {
             let failure = error as? EventStoreError ?? .storeFailed(reason: "\(error)")
             pipeline.releaseWAL(offset: UInt64(WriteAheadLog.headerSize), size: 0, synced: false)
+            counters.notify(.failed(reason: failure.description))
             pipeline.fail(failure)
             throw failure
         }
+        let duration = ContinuousClock.now - started
+        counters.recordCheckpoint(duration)
+        counters.notify(.checkpointed(epoch: writer.state.meta.epoch, duration: duration, walBytes: walBytes))
     }
 
     /// Returns the WAL's size afterwards.
@@ -119,7 +125,10 @@ extension PageFileKeyValueStore {
         {
             try data.write(page, at: listPages[index] * UInt64(reader.pageSize))
         }
-        if syncs { try data.sync() }
+        if syncs {
+            try data.sync()
+            counters.recordSync()
+        }
         Failpoint.hit(Failpoint.midCheckpoint)
 
         let meta = MetaPage(
@@ -127,7 +136,10 @@ extension PageFileKeyValueStore {
             pageCount: pages.pageCount, checkpointLSN: state.lsn, revision: state.revision,
             walSalt: UInt64.random(in: 1...UInt64.max), keyCount: state.keyCount)
         try data.write(meta.encoded(), at: (epoch % 2) * UInt64(reader.pageSize))
-        if syncs { try data.sync() }
+        if syncs {
+            try data.sync()
+            counters.recordSync()
+        }
 
         try wal.write(WriteAheadLog.header(salt: meta.walSalt, firstLSN: state.lsn + 1), at: 0)
         Failpoint.hit(Failpoint.duringWALTruncation)
@@ -136,7 +148,10 @@ extension PageFileKeyValueStore {
             try wal.truncate(to: UInt64(WriteAheadLog.headerSize))
             walSize = UInt64(WriteAheadLog.headerSize)
         }
-        if syncs { try wal.sync() }
+        if syncs {
+            try wal.sync()
+            counters.recordSync()
+        }
 
         state.meta = meta
         state.root = root == 0 ? nil : .page(root)

@@ -135,6 +135,7 @@ extension PageFileKeyValueStore {
                     return try self.rebuild()
                 } catch {
                     let failure = error as? EventStoreError ?? .storeFailed(reason: "\(error)")
+                    self.counters.notify(.failed(reason: failure.description))
                     self.pipeline.fail(failure)
                     throw failure
                 }

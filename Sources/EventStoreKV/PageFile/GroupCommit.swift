@@ -61,14 +61,16 @@ final class GroupCommit: @unchecked Sendable {
     private(set) var failure: EventStoreError?
 
     private let wal: SystemFile
+    private let metrics: StoreMetrics
     private let durability: Durability
     private let publish: @Sendable ([PendingCommit]) -> ChildRef?
 
     init(
-        wal: SystemFile, walOffset: UInt64, allocatedEnd: UInt64, durableLSN: UInt64, durability: Durability,
+        metrics: StoreMetrics, wal: SystemFile, walOffset: UInt64, allocatedEnd: UInt64, durableLSN: UInt64, durability: Durability,
         publish: @escaping @Sendable ([PendingCommit]) -> ChildRef?
     ) {
         self.wal = wal
+        self.metrics = metrics
         self.walOffset = walOffset
         self.allocatedEnd = allocatedEnd
         self.durableLSN = durableLSN
@@ -233,10 +235,16 @@ final class GroupCommit: @unchecked Sendable {
         condition.lock()
         allocatedEnd = extended
         if let error {
+            // The observer hears of the failure before any committer is told, outside the lock (ioBusy keeps
+            // other I/O out meanwhile).
+            condition.unlock()
+            metrics.notify(.failed(reason: error.description))
+            condition.lock()
             ioBusy = false
             failAll(error, group: group)
             return
         }
+        metrics.recordGroup(transactions: group.count, bytes: bytes.count)
         walOffset = offset + UInt64(bytes.count)
         if syncInterval != nil, unsyncedSince == nil { unsyncedSince = Date() }
         condition.unlock()
@@ -260,7 +268,13 @@ final class GroupCommit: @unchecked Sendable {
         ioBusy = true
         condition.unlock()
         var syncError: EventStoreError?
-        do { try wal.sync() } catch { syncError = error as? EventStoreError }
+        do {
+            try wal.sync()
+            metrics.recordSync()
+        } catch {
+            syncError = error as? EventStoreError ?? .storeFailed(reason: "\(error)")
+        }
+        if let syncError { metrics.notify(.failed(reason: syncError.description)) }
         condition.lock()
         ioBusy = false
         unsyncedSince = nil
@@ -281,7 +295,10 @@ final class GroupCommit: @unchecked Sendable {
                 allocated = target
             }
             Failpoint.hit(Failpoint.beforeWALSync)
-            if durability == .full { try wal.sync() }
+            if durability == .full {
+                try wal.sync()
+                metrics.recordSync()
+            }
             Failpoint.hit(Failpoint.afterWALSyncBeforeAck)
             return (nil, allocated)
         } catch let error as EventStoreError {

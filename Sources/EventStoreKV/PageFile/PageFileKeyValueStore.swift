@@ -61,6 +61,8 @@ public final class PageFileKeyValueStore: KeyValueStore {
     let pipeline: GroupCommit
     /// Nodes changed since the last checkpoint (an upper bound of the dirty nodes held in memory).
     let dirtyNodes = Atomic<Int>(0)
+    /// The counters behind ``metrics()`` and the observer hook.
+    let counters: StoreMetrics
     /// Facts recovery established on open.
     public let recovery: RecoveryReport
 
@@ -86,7 +88,9 @@ public final class PageFileKeyValueStore: KeyValueStore {
             root: writer.root, reader: writer.reader, revision: writer.revision, keyCount: writer.keyCount, epoch: writer.meta.epoch,
             historyLimit: options.historyLimit)
         self.published = published
-        pipeline = GroupCommit(
+        let counters = StoreMetrics(observer: options.observer)
+        self.counters = counters
+        pipeline = GroupCommit(metrics: counters,
             wal: wal, walOffset: walOffset, allocatedEnd: walSize, durableLSN: writer.lsn, durability: options.durability,
             publish: { published.publish($0) })
     }
@@ -235,6 +239,9 @@ public final class PageFileKeyValueStore: KeyValueStore {
 
     func checkWritable() throws {
         if published.state.withLock({ $0.closed }) { throw KeyValueStoreError.closed }
+        if options.readOnly {
+            throw EventStoreError.invalidArgument("the store in \(directory) is open read-only")
+        }
         if let failure = pipeline.failed { throw EventStoreError.storeFailed(reason: failure.description) }
     }
 
@@ -346,7 +353,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
         var failure: (any Error)?
         await writerLock.lock()
         if !published.state.withLock({ $0.closed }) {
-            if pipeline.failed == nil {
+            if pipeline.failed == nil && !options.readOnly {
                 do { try await Offload.run { try self.checkpointLocked() } } catch { failure = error }
             }
             await pipeline.stop()

@@ -4,6 +4,8 @@
 // - `pageSize` is a power of two in 4...64 KiB and is fixed when the store is created; reopening with another page
 //   size is refused with `incompatibleStore` (nothing is changed).
 // - Defaults are the safe choice: full durability, a 64 MiB page cache, a checkpoint every 32 MiB of WAL.
+// - `readOnly` stores never write the data file or the WAL: they are never created, never checkpointed (not on open,
+//   not on close), and every write is refused. WAL records past the last checkpoint are replayed in memory only.
 
 import EventStore
 
@@ -22,14 +24,23 @@ public struct PageFileOptions: Sendable {
     public var historyLimit: Int
     /// How many undelivered changes a watcher may hold before it is dropped.
     public var watchBufferLimit: Int
+    /// Opens an existing store without ever writing its data file or WAL (for inspection tools). A missing store is
+    /// an error instead of being created; commits, checkpoints and compaction are refused with `invalidArgument`.
+    /// The directory's `lock` file is still taken (and gets this process's pid), so a writer is kept out meanwhile.
+    public var readOnly: Bool
+    /// Called with notable events (checkpoints, recovery, entering the failed state); see ``PageFileEvent``.
+    public var observer: (@Sendable (PageFileEvent) -> Void)?
     /// Planned I/O faults, for tests of the failure paths.
     var faults: IOFaultPlan?
 
     /// Creates options; every argument has a production default.
     public init(
         pageSize: Int = 8192, cacheSizeMB: Int = 64, durability: Durability = .full, checkpointThresholdMB: Int = 32,
-        historyLimit: Int = 100_000, watchBufferLimit: Int = 100_000
+        historyLimit: Int = 100_000, watchBufferLimit: Int = 100_000, readOnly: Bool = false,
+        observer: (@Sendable (PageFileEvent) -> Void)? = nil
     ) {
+        self.readOnly = readOnly
+        self.observer = observer
         self.pageSize = pageSize
         self.cacheSizeMB = cacheSizeMB
         self.durability = durability

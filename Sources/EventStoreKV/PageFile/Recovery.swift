@@ -37,7 +37,13 @@ extension PageFileKeyValueStore {
         -> PageFileKeyValueStore
     {
         try options.validate()
-        try Directory.create(directory)
+        if options.readOnly {
+            guard SystemFile.exists(directory + "/data") else {
+                throw EventStoreError.incompatibleStore(path: directory, reason: "no store here (no data file)")
+            }
+        } else {
+            try Directory.create(directory)
+        }
         let lock = try DirectoryLock.acquire(directory: directory)
         do {
             return try open(directory: directory, options: options, lock: lock)
@@ -63,8 +69,11 @@ extension PageFileKeyValueStore {
         let walPath = directory + "/wal"
         var created = false
         // A compaction that crashed before its rename left a partial file behind; the old file is still current.
-        unlink(directory + "/data.compact")
+        if !options.readOnly { unlink(directory + "/data.compact") }
         if !SystemFile.exists(dataPath) {
+            if options.readOnly {
+                throw EventStoreError.incompatibleStore(path: directory, reason: "no store here (no data file)")
+            }
             try createDataFile(dataPath, directory: directory, options: options)
             created = true
         }
@@ -75,7 +84,7 @@ extension PageFileKeyValueStore {
             cache: PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize)))
         let (free, list) = try FreeList.read(head: meta.freeListHead, reader: reader, pageCount: meta.pageCount)
 
-        let wal = try SystemFile.open(walPath, create: true, faults: options.faults)
+        let wal = try SystemFile.open(walPath, create: !options.readOnly, faults: options.faults)
         let walBytes = try wal.read(count: Int(try wal.size()), at: 0)
         var report = RecoveryReport(created: created, replayedTransactions: 0, discardedWALBytes: 0, ignoredStaleWAL: false)
         var transactions: [LoggedTransaction] = []
@@ -102,7 +111,8 @@ extension PageFileKeyValueStore {
             directory: directory, options: options, lock: lock, wal: wal, writer: state, walOffset: walOffset,
             walSize: UInt64(walBytes.count), recovery: report)
         let needsCheckpoint = !transactions.isEmpty || report.discardedWALBytes > 0 || report.ignoredStaleWAL
-        if needsCheckpoint {
+        options.observer?(.recovered(report))
+        if needsCheckpoint && !options.readOnly {
             Failpoint.hit(Failpoint.duringRecovery)
             do {
                 try store.checkpointLocked()

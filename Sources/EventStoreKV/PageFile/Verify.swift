@@ -64,9 +64,10 @@ extension PageFileKeyValueStore {
     public func verify() async throws -> PageFileVerifyReport {
         try await writerLock.withLock {
             if published.state.withLock({ $0.closed }) { throw KeyValueStoreError.closed }
-            let failed = pipeline.failed != nil
+            // A read-only store verifies the last checkpoint as it is on disk (WAL records are not written into it).
+            let skipCheckpoint = pipeline.failed != nil || options.readOnly
             return try await Offload.run {
-                if !failed { try self.checkpointLocked() }
+                if !skipCheckpoint { try self.checkpointLocked() }
                 return self.check(self.writer.state.meta, reader: self.writer.state.reader)
             }
         }

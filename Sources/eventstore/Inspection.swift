@@ -1,0 +1,161 @@
+// Inspection: the read-only commands (info, verify, streams, read, tail).
+//
+// Invariant: every command here opens the store read-only (StoreAccess), so it cannot change the data file or the
+// WAL, whatever it finds; `verify` checks the last checkpoint as it is on disk.
+
+import EventStore
+import EventStoreKV
+import Foundation
+
+/// The read-only commands.
+enum Inspection {
+    /// Rows fetched per round trip when listing.
+    static let pageSize = 1_000
+
+    static func info(_ words: [String], _ json: Bool) async throws -> ToolExit {
+        let arguments = try Arguments(words, flags: [], options: [], positionals: ["dir"])
+        let directory = arguments.positionals[0]
+        return try await OpenStore.with(directory, writable: false) { store in
+            let statistics = try store.engine.statistics()
+            let streams = try await countStreams(store.events)
+            let last = try await store.events.lastPosition()
+            try Output(json: json).report([
+                "directory": .text(directory),
+                "formatVersion": .number(UInt64(PageFileKeyValueStore.formatVersion)),
+                "pageSize": .number(UInt64(statistics.pageSize)),
+                "pages": .number(statistics.pageCount),
+                "pagesUsed": .number(statistics.pageCount - UInt64(statistics.freePages)),
+                "pagesFree": .number(UInt64(statistics.freePages)),
+                "walBytes": .number(statistics.walBytes),
+                "pendingWALTransactions": .number(UInt64(store.engine.recovery.replayedTransactions)),
+                "keys": .number(statistics.keys),
+                "streams": .number(streams),
+                "events": .number(last),
+                "lastPosition": .number(last),
+                "durability": .text("full (the default; durability is chosen when opening, not stored)"),
+            ])
+            return .success
+        }
+    }
+
+    static func verify(_ words: [String], _ json: Bool) async throws -> ToolExit {
+        let arguments = try Arguments(words, flags: [], options: [], positionals: ["dir"])
+        let directory = arguments.positionals[0]
+        Output.progress("verifying \(directory): opening")
+        let report: PageFileVerifyReport
+        do {
+            report = try await OpenStore.with(directory, writable: false) { store in
+                Output.progress("verifying \(directory): walking every page")
+                return try await store.engine.verify()
+            }
+        } catch EventStoreError.corrupted(let location, let detail) {
+            // Opening itself found damage (both meta pages): that is a verify result, not a crash.
+            try Output(json: json).report(["status": .text("corrupted"), "problems": .list(["\(location): \(detail)"])])
+            return .failure
+        }
+        Output.progress("verifying \(directory): done")
+        try Output(json: json).report([
+            "status": .text(report.isClean ? "ok" : "problems found"),
+            "pages": .number(report.pageCount),
+            "treePages": .number(UInt64(report.treePages)),
+            "overflowPages": .number(UInt64(report.overflowPages)),
+            "freePages": .number(UInt64(report.freePages)),
+            "freeListPages": .number(UInt64(report.freeListPages)),
+            "keys": .number(UInt64(report.keys)),
+            "depth": .number(UInt64(report.depth)),
+            "problems": .list(report.problems),
+        ])
+        return report.isClean ? .success : .failure
+    }
+
+    static func streams(_ words: [String], _ json: Bool) async throws -> ToolExit {
+        let arguments = try Arguments(words, flags: [], options: ["prefix"], positionals: ["dir"])
+        let prefix = arguments.values["prefix"] ?? ""
+        return try await OpenStore.with(arguments.positionals[0], writable: false) { store in
+            var rows: [[Value]] = []
+            try await forEachStream(store.events, prefix: prefix) { rows.append([.text($0.stream.rawValue), .number($0.version)]) }
+            try Output(json: json).table(["stream", "version"], rows)
+            return .success
+        }
+    }
+
+    static func read(_ words: [String], _ json: Bool) async throws -> ToolExit {
+        let arguments = try Arguments(
+            words, flags: ["backward"], options: ["from", "limit"], positionals: ["dir", "stream"])
+        let stream = try OpenStore.stream(arguments.positionals[1], allowingSystem: true)
+        let direction: ReadDirection = arguments.has("backward") ? .backward : .forward
+        let start: ReadStart = try arguments.number("from").map { .version($0) } ?? (direction == .forward ? .start : .end)
+        let limit = try arguments.number("limit").map { Int(clamping: $0) } ?? Int.max
+        return try await OpenStore.with(arguments.positionals[0], writable: false) { store in
+            try await store.requireExisting(stream)
+            let events = try await store.events.read(stream, from: start, direction: direction, limit: limit)
+            try printEvents(events, Output(json: json))
+            return .success
+        }
+    }
+
+    static func tail(_ words: [String], _ json: Bool) async throws -> ToolExit {
+        let arguments = try Arguments(words, flags: ["follow"], options: ["from"], positionals: ["dir"])
+        let from = max(1, try arguments.number("from") ?? 1)
+        let output = Output(json: json)
+        return try await OpenStore.with(arguments.positionals[0], writable: false) { store in
+            guard arguments.has("follow") else {
+                var position = from
+                while true {
+                    let events = try await store.events.readAll(from: position, limit: pageSize)
+                    try printEvents(events, output, header: position == from)
+                    guard let last = events.last, events.count == pageSize else { return .success }
+                    position = last.position + 1
+                }
+            }
+            Output.progress("following the global log from position \(from); stop with Ctrl-C")
+            var header = true
+            for try await message in store.events.subscribeToAll(from: from <= 1 ? .start : .after(from - 1)) {
+                guard let event = message.event else { continue }
+                try printEvents([event], output, header: header)
+                header = false
+            }
+            return .success
+        }
+    }
+
+    // MARK: Helpers
+
+    static func countStreams(_ store: KeyValueEventStore) async throws -> UInt64 {
+        var count: UInt64 = 0
+        try await forEachStream(store, prefix: "") { _ in count += 1 }
+        return count
+    }
+
+    static func forEachStream(
+        _ store: KeyValueEventStore, prefix: String, _ body: (StreamSummary) throws -> Void
+    ) async throws {
+        var after: StreamName?
+        while true {
+            try Task.checkCancellation()
+            let page = try await store.listStreams(prefix: prefix, after: after, limit: pageSize)
+            try page.forEach(body)
+            guard page.count == pageSize, let last = page.last else { return }
+            after = last.stream
+        }
+    }
+
+    static let eventColumns = ["position", "stream", "version", "type", "recordedAt", "id", "data"]
+
+    static func printEvents(_ events: [RecordedEvent], _ output: Output, header: Bool = true) throws {
+        let rows = events.map { event -> [Value] in
+            let data = String(data: event.data, encoding: .utf8) ?? "base64:" + event.data.base64EncodedString()
+            let shown = output.json || data.count <= 60 ? data : String(data.prefix(57)) + "..."
+            return [
+                .number(event.position), .text(event.stream.rawValue), .number(event.version), .text(event.type),
+                .text(ISO8601DateFormatter().string(from: event.recordedAt)), .text(event.id.uuidString), .text(shown),
+            ]
+        }
+        if output.json || header {
+            try output.table(eventColumns, rows)
+        } else {
+            // A following tail prints its header once; later events continue the same table.
+            for row in rows { output.line(row.map(\.text).joined(separator: "  ")) }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+// Maintenance: the commands that change a store (backup writes only its destination; compact, metadata with
+// options, delete and scavenge change the store itself).
+//
+// Invariants:
+// - These open the store writable with full durability, so what they report done is durable when they exit.
+// - A stream command on a stream that does not exist fails with status 5 and changes nothing: the stream is looked
+//   up with a read-only open first, so not even a checkpoint is written.
+// - `metadata` without options only reads, and opens the store read-only.
+
+import EventStore
+import EventStoreKV
+import Foundation
+
+/// The commands that change a store.
+enum Maintenance {
+    static func backup(_ words: [String], _ json: Bool) async throws -> ToolExit {
+        let arguments = try Arguments(words, flags: [], options: [], positionals: ["dir", "dest"])
+        let (directory, destination) = (arguments.positionals[0], arguments.positionals[1])
+        if FileManager.default.fileExists(atPath: destination + "/data") {
+            throw ToolError(.failure, "\(destination) already holds a store; choose an empty destination")
+        }
+        return try await OpenStore.with(directory, writable: true) { store in
+            Output.progress("backing up \(directory) to \(destination)")
+            try await store.engine.backup(to: destination)
+            Output.progress("backup written and synced")
+            let size = (try? FileManager.default.attributesOfItem(atPath: destination + "/data")[.size] as? UInt64) ?? 0
+            try Output(json: json).report([
+                "status": .text("ok"), "source": .text(directory), "destination": .text(destination),
+                "bytes": .number(size),
+            ])
+            return .success
+        }
+    }
+
+    static func compact(_ words: [String], _ json: Bool) async throws -> ToolExit {
+        let arguments = try Arguments(words, flags: [], options: [], positionals: ["dir"])
+        let directory = arguments.positionals[0]
+        return try await OpenStore.with(directory, writable: true) { store in
+            Output.progress("compacting \(directory)")
+            let report = try await store.engine.compact()
+            Output.progress("compaction done")
+            try Output(json: json).report([
+                "status": .text("ok"), "pagesBefore": .number(report.pagesBefore), "pagesAfter": .number(report.pagesAfter),
+            ])
+            return .success
+        }
+    }
+
+    static func metadata(_ words: [String], _ json: Bool) async throws -> ToolExit {
+        let arguments = try Arguments(
+            words, flags: [], options: ["max-count", "max-age", "truncate-before"], positionals: ["dir", "stream"])
+        let stream = try OpenStore.stream(arguments.positionals[1])
+        let changes = try (
+            maxCount: arguments.number("max-count"), maxAge: arguments.number("max-age"),
+            truncateBefore: arguments.number("truncate-before"))
+        let setting = changes.maxCount != nil || changes.maxAge != nil || changes.truncateBefore != nil
+        if setting { try await requireExisting(stream, in: arguments.positionals[0]) }
+        return try await OpenStore.with(arguments.positionals[0], writable: setting) { store in
+            try await store.requireExisting(stream)
+            var metadata = try await store.events.metadata(of: stream)
+            if setting {
+                if let maxCount = changes.maxCount { metadata.maxCount = maxCount }
+                if let maxAge = changes.maxAge { metadata.maxAge = .seconds(Int64(clamping: maxAge)) }
+                if let truncateBefore = changes.truncateBefore { metadata.truncateBefore = truncateBefore }
+                try metadata.validate()
+                try await store.events.setMetadata(metadata, for: stream)
+            }
+            try Output(json: json).report([
+                "stream": .text(stream.rawValue),
+                "maxCount": metadata.maxCount.map { .number($0) } ?? .none,
+                "maxAgeSeconds": metadata.maxAge.map { .number(UInt64(max(0, $0.components.seconds))) } ?? .none,
+                "truncateBefore": metadata.truncateBefore.map { .number($0) } ?? .none,
+            ])
+            return .success
+        }
+    }
+
+    static func delete(_ words: [String], _ json: Bool) async throws -> ToolExit {
+        let arguments = try Arguments(words, flags: ["hard"], options: [], positionals: ["dir", "stream"])
+        let stream = try OpenStore.stream(arguments.positionals[1])
+        let mode: DeletionMode = arguments.has("hard") ? .hard : .soft
+        try await requireExisting(stream, in: arguments.positionals[0])
+        return try await OpenStore.with(arguments.positionals[0], writable: true) { store in
+            try await store.requireExisting(stream)
+            let position = try await store.events.delete(stream, expectedVersion: .any, mode: mode)
+            try Output(json: json).report([
+                "status": .text("deleted"), "stream": .text(stream.rawValue), "mode": .text(mode.rawValue),
+                "position": .number(position),
+            ])
+            return .success
+        }
+    }
+
+    static func scavenge(_ words: [String], _ json: Bool) async throws -> ToolExit {
+        let arguments = try Arguments(words, flags: [], options: [], positionals: ["dir"])
+        let directory = arguments.positionals[0]
+        return try await OpenStore.with(directory, writable: true) { store in
+            Output.progress("scavenging \(directory): removing hidden events")
+            let report = try await store.events.scavenge()
+            Output.progress("scavenging \(directory): removed \(report.eventsRemoved) events; compacting")
+            let compaction = try await store.engine.compact()
+            Output.progress("scavenging \(directory): done")
+            try Output(json: json).report([
+                "status": .text("ok"), "streamsScanned": .number(UInt64(report.streamsScanned)),
+                "eventsRemoved": .number(UInt64(report.eventsRemoved)), "pagesBefore": .number(compaction.pagesBefore),
+                "pagesAfter": .number(compaction.pagesAfter),
+            ])
+            return .success
+        }
+    }
+
+    /// Throws "unknown stream" unless `stream` exists, looking with a read-only open so a mistyped name changes
+    /// nothing at all.
+    private static func requireExisting(_ stream: StreamName, in directory: String) async throws {
+        try await OpenStore.with(directory, writable: false) { try await $0.requireExisting(stream) }
+    }
+}
