@@ -37,8 +37,8 @@ enum BTree {
         result.reserveCapacity(keys.count)
         for key in keys {
             let inLeaf =
-                leaf != nil && !(lower.map { key.lexicographicallyPrecedes($0) } ?? false)
-                && (upper.map { key.lexicographicallyPrecedes($0) } ?? true)
+                leaf != nil && !(lower.map { key.precedes($0) } ?? false)
+                && (upper.map { key.precedes($0) } ?? true)
             if !inLeaf {
                 var node = top
                 lower = nil

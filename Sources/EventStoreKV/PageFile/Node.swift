@@ -106,7 +106,7 @@ final class Node: @unchecked Sendable {
         var high = keys.count
         while low < high {
             let mid = (low + high) / 2
-            if keys[mid].lexicographicallyPrecedes(key) { low = mid + 1 } else { high = mid }
+            if keys[mid].precedes(key) { low = mid + 1 } else { high = mid }
         }
         return low
     }
@@ -117,7 +117,7 @@ final class Node: @unchecked Sendable {
         var high = keys.count
         while low < high {
             let mid = (low + high) / 2
-            if key.lexicographicallyPrecedes(keys[mid]) { high = mid } else { low = mid + 1 }
+            if key.precedes(keys[mid]) { high = mid } else { low = mid + 1 }
         }
         return low - 1
     }

@@ -119,6 +119,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
         return try published.read { root, reader in
             var result: [KeyValueEntry] = []
             guard limit > 0 else { return result }
+            result.reserveCapacity(min(limit, 4_096))
             try BTree.scan(range, direction: direction, root: root, reader: reader) { key, entry in
                 if entry.isLive(at: now) { result.append(try materialize(key, entry, reader: reader)) }
                 return result.count < limit
