@@ -89,8 +89,6 @@ extension Array where Element == UInt8 {
     }
 
     func readBigEndian(at offset: Int) -> UInt64 {
-        var value: UInt64 = 0
-        for index in offset..<(offset + 8) { value = value << 8 | UInt64(self[index]) }
-        return value
+        withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) }
     }
 }

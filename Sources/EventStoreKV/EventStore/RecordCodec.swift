@@ -90,23 +90,80 @@ struct ByteReader {
     }
     mutating func data(_ count: Int) throws -> Data {
         let at = try advance(count)
-        return bytes.withUnsafeBytes { Data($0[at..<(at + count)]) }
+        guard count > 0 else { return Data() }
+        // A concrete pointer copy: the generic Slice-of-raw-buffer initialiser instantiates metadata per call.
+        return bytes.withUnsafeBytes { raw in raw.baseAddress.map { Data(bytes: $0 + at, count: count) } ?? Data() }
     }
-    mutating func string16() throws -> String { try string(count: Int(try u16())) }
+    mutating func string16() throws -> String { try string(in: try span16()) }
     mutating func string32() throws -> String { try string(count: Int(try u32())) }
     private mutating func string(count: Int) throws -> String {
         let at = try advance(count)
-        let value = bytes.withUnsafeBytes { String(validating: $0[at..<(at + count)], as: UTF8.self) }
-        guard let value else { throw corrupted("invalid UTF-8 at offset \(at)") }
+        return try string(in: at..<(at + count))
+    }
+
+    /// Skips a u16-length-prefixed field and returns where its bytes are, so a caller can compare before decoding.
+    mutating func span16() throws -> Range<Int> {
+        let count = Int(try u16())
+        let at = try advance(count)
+        return at..<(at + count)
+    }
+
+    /// Whether the bytes at `range` equal `other`.
+    func bytes(in range: Range<Int>, equal other: [UInt8]) -> Bool {
+        guard range.count == other.count else { return false }
+        return bytes.withUnsafeBufferPointer { mine in
+            other.withUnsafeBufferPointer { theirs in
+                range.isEmpty || memcmp(mine.baseAddress! + range.lowerBound, theirs.baseAddress!, range.count) == 0
+            }
+        }
+    }
+
+    /// The validated UTF-8 string at `range` (already advanced past).
+    func string(in range: Range<Int>) throws -> String {
+        let value = bytes.withUnsafeBufferPointer { buffer -> String? in
+            let field = UnsafeBufferPointer(rebasing: buffer[range])
+            // Decoding repairs invalid input with U+FFFD, so a decoded string whose UTF-8 differs from the input
+            // means the input was not valid UTF-8. This avoids the unspecialised generic validating initialiser.
+            var decoded = String(decoding: field, as: UTF8.self)
+            let valid = decoded.withUTF8 { $0.count == field.count && (field.isEmpty || memcmp($0.baseAddress!, field.baseAddress!, field.count) == 0) }
+            return valid ? decoded : nil
+        }
+        guard let value else { throw corrupted("invalid UTF-8 at offset \(range.lowerBound)") }
         return value
     }
     var remaining: Int { bytes.count - offset }
 }
 
-/// Remembers validated stream names while decoding many records, so a read validates each name once.
+/// Remembers validated stream names while decoding many records, so a read validates each name once, and the
+/// last stream name and event type by their raw bytes, so a run of records from one stream (or of one type) decodes
+/// neither string again.
 struct StreamNameCache {
     private var last: (String, StreamName)?
     private var seen: [String: StreamName] = [:]
+    private var lastRawName: [UInt8] = []
+    private var lastRawNameValue: StreamName?
+    private var lastRawType: [UInt8] = []
+    private var lastRawTypeValue: String?
+
+    /// The stream name whose u16-prefixed bytes are next in `reader`.
+    mutating func name(from reader: inout ByteReader, location: RecordLocation) throws -> StreamName {
+        let range = try reader.span16()
+        if let known = lastRawNameValue, reader.bytes(in: range, equal: lastRawName) { return known }
+        let name = try name(try reader.string(in: range), location: location)
+        lastRawName = Array(reader.bytes[range])
+        lastRawNameValue = name
+        return name
+    }
+
+    /// The event type whose u16-prefixed bytes are next in `reader`.
+    mutating func type(from reader: inout ByteReader) throws -> String {
+        let range = try reader.span16()
+        if let known = lastRawTypeValue, reader.bytes(in: range, equal: lastRawType) { return known }
+        let type = try reader.string(in: range)
+        lastRawType = Array(reader.bytes[range])
+        lastRawTypeValue = type
+        return type
+    }
 
     mutating func name(_ raw: String, location: RecordLocation) throws -> StreamName {
         if let last, last.0 == raw { return last.1 }
@@ -180,8 +237,8 @@ enum EventRecord {
         let version = try reader.u64()
         let micros = try reader.i64()
         let id = try reader.uuid()
-        let stream = try names.name(try reader.string16(), location: location)
-        let type = try reader.string16()
+        let stream = try names.name(from: &reader, location: location)
+        let type = try names.type(from: &reader)
         let flags = try reader.u8()
         var metadata = EventMetadata()
         if flags & 1 != 0 { metadata.correlationID = try reader.uuid() }

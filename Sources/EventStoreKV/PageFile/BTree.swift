@@ -37,8 +37,8 @@ enum BTree {
         result.reserveCapacity(keys.count)
         for key in keys {
             let inLeaf =
-                leaf != nil && !(lower.map { key.lexicographicallyPrecedes($0) } ?? false)
-                && (upper.map { key.lexicographicallyPrecedes($0) } ?? true)
+                leaf != nil && !(lower.map { key.precedes($0) } ?? false)
+                && (upper.map { key.precedes($0) } ?? true)
             if !inLeaf {
                 var node = top
                 lower = nil
@@ -117,13 +117,20 @@ struct TreeWriter {
     /// Stores `entry` under `key`; returns the entry it replaced.
     @discardableResult
     mutating func put(_ key: Key, _ entry: LeafEntry, root: inout ChildRef?) throws -> LeafEntry? {
+        try put(key, root: &root) { _ in entry }
+    }
+
+    /// Stores `make(old)` under `key`, where `old` is the entry it replaces (nil if none), in one descent; returns
+    /// the entry it replaced.
+    @discardableResult
+    mutating func put(_ key: Key, root: inout ChildRef?, make: (LeafEntry?) -> LeafEntry) throws -> LeafEntry? {
         guard let current = root else {
-            let leaf = Node(leaf: [key], entries: [entry], owner: transaction)
+            let leaf = Node(leaf: [key], entries: [make(nil)], owner: transaction)
             root = .node(leaf)
             return nil
         }
         let node = try own(current)
-        let (old, split) = try insert(key, entry, into: node)
+        let (old, split) = try insert(key, make, into: node)
         if let (separator, right) = split {
             root = .node(Node(branch: [[], separator], children: [.node(node), .node(right)], owner: transaction))
         } else {
@@ -164,18 +171,20 @@ struct TreeWriter {
         for offset in 0..<reader.overflowPages(length) { freed.append(first + UInt64(offset)) }
     }
 
-    private mutating func insert(_ key: Key, _ entry: LeafEntry, into node: Node) throws
+    private mutating func insert(_ key: Key, _ make: (LeafEntry?) -> LeafEntry, into node: Node) throws
         -> (old: LeafEntry?, split: (Key, Node)?)
     {
         if node.isLeaf {
             let index = node.lowerBound(key)
             if index < node.keys.count, node.keys[index] == key {
                 let old = node.entries[index]
+                let entry = make(old)
                 release(old.value)
                 node.byteSize += Node.leafSize(key: key, value: entry.value) - Node.leafSize(key: key, value: old.value)
                 node.entries[index] = entry
                 return (old, node.byteSize > capacity ? split(node, rightEdge: false) : nil)
             }
+            let entry = make(nil)
             node.keys.insert(key, at: index)
             node.entries.insert(entry, at: index)
             node.byteSize += Node.leafSize(key: key, value: entry.value)
@@ -185,7 +194,7 @@ struct TreeWriter {
         let index = node.childIndex(for: key)
         let child = try own(node.children[index])
         node.children[index] = .node(child)
-        let (old, childSplit) = try insert(key, entry, into: child)
+        let (old, childSplit) = try insert(key, make, into: child)
         guard let (separator, right) = childSplit else { return (old, nil) }
         node.keys.insert(separator, at: index + 1)
         node.children.insert(.node(right), at: index + 1)

@@ -90,11 +90,23 @@ final class Node: @unchecked Sendable {
         byteSize = keys.enumerated().reduce(0) { $0 + Node.branchSize(key: $1.offset == 0 ? [] : $1.element) }
     }
 
-    /// A mutable copy owned by transaction `owner`.
+    /// A node with every field given, for copies that already know their encoded size.
+    private init(
+        isLeaf: Bool, keys: [Key], entries: [LeafEntry], children: [ChildRef], owner: UInt64, byteSize: Int
+    ) {
+        self.isLeaf = isLeaf
+        self.keys = keys
+        self.entries = entries
+        self.children = children
+        self.owner = owner
+        origin = 0
+        self.byteSize = byteSize
+    }
+
+    /// A mutable copy owned by transaction `owner`. The arrays are shared until the first change (copy-on-write)
+    /// and the size is carried over, so copying costs no walk over the entries.
     func copy(owner: UInt64) -> Node {
-        isLeaf
-            ? Node(leaf: keys, entries: entries, owner: owner)
-            : Node(branch: keys, children: children, owner: owner)
+        Node(isLeaf: isLeaf, keys: keys, entries: entries, children: children, owner: owner, byteSize: byteSize)
     }
 
     static func leafSize(key: Key, value: StoredValue) -> Int { LeafEntry.overhead + key.count + value.encodedSize }
@@ -106,7 +118,7 @@ final class Node: @unchecked Sendable {
         var high = keys.count
         while low < high {
             let mid = (low + high) / 2
-            if keys[mid].lexicographicallyPrecedes(key) { low = mid + 1 } else { high = mid }
+            if keys[mid].precedes(key) { low = mid + 1 } else { high = mid }
         }
         return low
     }
@@ -117,7 +129,7 @@ final class Node: @unchecked Sendable {
         var high = keys.count
         while low < high {
             let mid = (low + high) / 2
-            if key.lexicographicallyPrecedes(keys[mid]) { high = mid } else { low = mid + 1 }
+            if key.precedes(keys[mid]) { high = mid } else { low = mid + 1 }
         }
         return low - 1
     }

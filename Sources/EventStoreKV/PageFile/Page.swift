@@ -50,7 +50,7 @@ enum Page {
 
     /// Checks that `page`, read from `number` of `path`, is whole, of `type`, and really page `number`.
     static func check(_ page: [UInt8], number: UInt64, type: PageType?, size: Int, path: String) throws {
-        let location = "\(path) page \(number)"
+        var location: String { "\(path) page \(number)" }  // formatted only when a check fails
         guard page.count == size else {
             throw EventStoreError.corrupted(
                 location: location, detail: "the file ends inside the page (\(page.count) of \(size) bytes)")

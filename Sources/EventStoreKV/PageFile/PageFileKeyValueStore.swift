@@ -123,6 +123,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
         return try published.read { root, reader in
             var result: [KeyValueEntry] = []
             guard limit > 0 else { return result }
+            result.reserveCapacity(min(limit, 4_096))
             try BTree.scan(range, direction: direction, root: root, reader: reader) { key, entry in
                 if entry.isLive(at: now) { result.append(try materialize(key, entry, reader: reader)) }
                 return result.count < limit
@@ -271,13 +272,15 @@ public final class PageFileKeyValueStore: KeyValueStore {
         for write in transaction.writes {
             switch write {
             case .put(let key, let value, let ttl):
-                let old = try BTree.find(key, root: root, reader: reader)
-                let version = old.map { $0.isLive(at: now) ? $0.version + 1 : 1 } ?? 1
                 let expiresAt = ttl.map { max(1, now &+ $0.nanoseconds) } ?? 0
-                logged.append(.put(key: key, value: value, version: version, expiresAt: expiresAt))
-                if try tree.put(key, entry(value, key: key, version, revision, expiresAt), root: &root) == nil {
-                    keyCount += 1
+                var version: UInt64 = 1
+                // One descent: the new entry's version follows from the entry it replaces.
+                let old = try tree.put(key, root: &root) { replaced in
+                    version = replaced.map { $0.isLive(at: now) ? $0.version + 1 : 1 } ?? 1
+                    return entry(value, key: key, version, revision, expiresAt)
                 }
+                if old == nil { keyCount += 1 }
+                logged.append(.put(key: key, value: value, version: version, expiresAt: expiresAt))
                 changes.append(KeyValueChange(revision: revision, kind: .put, key: key))
             case .delete(let key):
                 logged.append(.delete(key: key))
@@ -389,6 +392,12 @@ struct WriterReadContext: KeyValueReadContext {
     func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
         let state = store.writer.state
         let now = PageFileKeyValueStore.now()
-        return try keys.map { try store.liveEntry($0, root: state.root, reader: state.reader, now: now) }
+        // findAll reuses the current leaf for consecutive keys that fall into it instead of descending again.
+        return try zip(keys, try BTree.findAll(keys, root: state.root, reader: state.reader)).map { key, entry in
+            guard let entry, entry.isLive(at: now) else { return nil }
+            return KeyValueEntry(
+                key: key, value: try state.reader.value(entry.value), version: entry.version,
+                modRevision: entry.modRevision)
+        }
     }
 }
