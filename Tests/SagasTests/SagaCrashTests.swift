@@ -20,6 +20,10 @@ import Testing
 #endif
 
 @Suite struct SagaCrashTests {
+    /// Sagas per child run: enough that a run lasts longer than the 5-700 ms kill window, so kills land mid-run
+    /// (with 4, most runs finished before their kill on a fast disk).
+    static let sagasPerRun = 40
+
     struct ChildResult {
         var status: Int32
         var killed: Bool
@@ -75,7 +79,7 @@ import Testing
         while kills < iterations && runs < iterations * 4 {
             runs += 1
             let result = try await Self.runChild(
-                ["run", store, ledger, "\(runs)", "4"], killAfter: .milliseconds(Int.random(in: 5...700)))
+                ["run", store, ledger, "\(runs)", "\(Self.sagasPerRun)"], killAfter: .milliseconds(Int.random(in: 5...700)))
             if result.killed {
                 kills += 1
             } else {
@@ -89,7 +93,7 @@ import Testing
         let statuses = Self.parseStatuses(final.output)
         let effects = Self.parseLedger(try String(contentsOfFile: ledger, encoding: .utf8))
         // A run killed early never created some of its sagas; every saga that left an effect must be known.
-        #expect(!statuses.isEmpty && statuses.count <= runs * 4)
+        #expect(!statuses.isEmpty && statuses.count <= runs * Self.sagasPerRun)
         #expect(Set(effects.keys).isSubset(of: Set(statuses.keys)), "effects of sagas the index does not know")
         var duplicates = 0
         for (saga, status) in statuses.sorted(by: { $0.key < $1.key }) {

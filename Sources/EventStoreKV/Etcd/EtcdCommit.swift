@@ -14,8 +14,29 @@
 
 import Foundation
 
+/// A TTL put's lease ran out between its grant and the Txn that uses it; etcd rejected the whole Txn.
+private struct LeaseExpiredBeforeCommit: Error {}
+
 extension EtcdKeyValueStore {
     public func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 {
+        // etcd checks a put's lease before applying anything, so a Txn refused with "lease not found" wrote nothing:
+        // it is safe to grant fresh leases and send it again (a stalled client can take longer than a short TTL
+        // between the grant and the Txn).
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await commitOnce(transaction)
+            } catch is LeaseExpiredBeforeCommit where attempt < 3 {
+                continue
+            } catch is LeaseExpiredBeforeCommit {
+                throw KeyValueStoreError.unavailable(
+                    "etcd: the transaction's leases expired before it could be sent, three times; nothing was written")
+            }
+        }
+    }
+
+    private func commitOnce(_ transaction: KeyValueTransaction) async throws -> UInt64 {
         try checkOpen()
         let built = try await EtcdTransaction.make(transaction, store: self)
         let sentAfter = state.withLock { $0.observedRevision }
@@ -28,6 +49,11 @@ extension EtcdKeyValueStore {
                 return try await resolve(transaction, built: built, body: body, sentAfter: sentAfter, detail: detail)
             }
             leases.revokeLater(built.grantedLeases)
+            if case .server(let code, let message) = error, code == GRPCCode.notFound,
+                message.contains("lease not found"), !built.grantedLeases.isEmpty
+            {
+                throw LeaseExpiredBeforeCommit()
+            }
             throw Self.commitError(error, transaction: transaction, built: built)
         } catch {
             // Cancelled while waiting: the leases may back a commit, so they are left to expire on their own.
