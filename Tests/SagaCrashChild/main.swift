@@ -71,7 +71,7 @@ func makeRunner(store: KeyValueEventStore, ledger: Ledger, recoveryLockWait: Dur
     let runner = SagaRunner(
         store: store,
         configuration: SagaRunnerConfiguration(
-            sessionTimeout: .seconds(1), lockWait: .seconds(5), recoveryLockWait: recoveryLockWait,
+            sessionTimeout: .seconds(5), lockWait: .seconds(5), recoveryLockWait: recoveryLockWait,
             resourceWait: .seconds(10)))
     try runner.register(crashSaga(ledger: ledger))
     return runner
@@ -95,7 +95,7 @@ func run(directory: String, ledger: Ledger, seed: Int, count: Int) async throws 
 
 func finish(directory: String, ledger: Ledger) async throws {
     let store = try DurableStore.open(directory: directory)
-    let runner = try makeRunner(store: store, ledger: ledger, recoveryLockWait: .seconds(3))
+    let runner = try makeRunner(store: store, ledger: ledger, recoveryLockWait: .seconds(7))
     for _ in 0..<5 {
         let report = try await runner.recover()
         if !report.contains(where: { $0.result == .heldByAnotherRunner }) { break }
