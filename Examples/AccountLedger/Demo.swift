@@ -33,7 +33,7 @@ struct Demo {
     init(_ arguments: Arguments) throws {
         data = arguments.dataDirectory
         accounts = try arguments.count("--accounts", default: 1_000, range: 2...1_000_000)
-        transfers = try arguments.count("--transfers", default: 20_000, range: 0...100_000_000)
+        transfers = try arguments.count("--transfers", default: 10_000, range: 0...100_000_000)
         workers = try arguments.count("--workers", default: 8, range: 1...256)
         crashTests = try arguments.flags["--crash-test"].map { _ in
             try arguments.count("--crash-test", default: 5, range: 1...10_000)
