@@ -6,8 +6,8 @@
 // - Everything is guarded by one Mutex; a transaction checks its conditions and applies its writes inside one
 //   critical section, so it is atomic and isolated. Watch streams are never finished inside that critical section
 //   (finishing runs their onTermination, which takes the lock again).
-// - `State.history` holds the changes of the most recent revisions (at most `historyLimit` changes), so a watcher
-//   can start from a recent revision; older starts get `historyUnavailable`.
+// - `State.changes` (a ChangeFeed) holds the changes of the most recent revisions, so a watcher can start from a
+//   recent revision; older starts get `historyUnavailable`.
 // - Expired TTL keys stay in `entries` until written again but are invisible to every read and condition.
 // - Every operation yields its thread first. Nothing here blocks, so without a suspension point a caller's loop of
 //   operations would never let other tasks run on the few cooperative threads (two on a 2-core machine).
@@ -30,19 +30,10 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         }
     }
 
-    private struct Watcher {
-        var prefix: Key
-        var continuation: AsyncThrowingStream<KeyValueChange, any Error>.Continuation
-    }
-
     private struct State {
         var entries = SortedEntries<Stored>()
         var revision: UInt64 = 0
-        var history: [KeyValueChange] = []
-        /// Changes after this revision are all in `history`.
-        var historyFloor: UInt64 = 0
-        var watchers: [UInt64: Watcher] = [:]
-        var nextWatcherID: UInt64 = 0
+        var changes: ChangeFeed
         var closed = false
 
         func live(_ key: Key, now: Int64) -> KeyValueEntry? {
@@ -51,8 +42,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         }
     }
 
-    private let state = Mutex(State())
-    private let historyLimit: Int
+    private let state: Mutex<State>
     private let watchBufferLimit: Int
 
     /// Creates an empty store.
@@ -60,7 +50,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     ///   - historyLimit: how many recent changes are kept for watchers that start in the past.
     ///   - watchBufferLimit: how many undelivered changes a watcher may hold before it is dropped.
     public init(historyLimit: Int = 100_000, watchBufferLimit: Int = 100_000) {
-        self.historyLimit = historyLimit
+        self.state = Mutex(State(changes: ChangeFeed(historyLimit: historyLimit)))
         self.watchBufferLimit = watchBufferLimit
     }
 
@@ -116,7 +106,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
             for write in transaction.writes {
                 changes.append(apply(write, revision: revision, now: now, to: &state))
             }
-            return (revision, record(changes, in: &state))
+            return (revision, state.changes.record(changes))
         }
         // Finishing runs the watcher's onTermination, which takes the lock: never do it while holding the lock.
         for continuation in dropped { continuation.finish(throwing: KeyValueStoreError.watcherOverflow) }
@@ -138,34 +128,6 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         }
     }
 
-    /// Records `changes` and delivers them to watchers; returns the watchers that overflowed, already removed, for
-    /// the caller to finish once it has released the lock.
-    private func record(_ changes: [KeyValueChange], in state: inout State)
-        -> [AsyncThrowingStream<KeyValueChange, any Error>.Continuation]
-    {
-        state.history.append(contentsOf: changes)
-        if state.history.count > historyLimit {
-            let drop = state.history.count - historyLimit
-            // Drop whole revisions only, so that the floor stays exact.
-            var cut = drop
-            while cut < state.history.count, state.history[cut].revision == state.history[cut - 1].revision {
-                cut += 1
-            }
-            state.historyFloor = state.history[cut - 1].revision
-            state.history.removeFirst(cut)
-        }
-        var overflowed: [UInt64] = []
-        for (id, watcher) in state.watchers {
-            for change in changes where change.key.starts(with: watcher.prefix) {
-                if case .dropped = watcher.continuation.yield(change) {
-                    overflowed.append(id)
-                    break
-                }
-            }
-        }
-        return overflowed.compactMap { state.watchers.removeValue(forKey: $0)?.continuation }
-    }
-
     public func currentRevision() async throws -> UInt64 {
         try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
@@ -174,43 +136,22 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     }
 
     public func changes(after revision: UInt64, prefix: Key) -> AsyncThrowingStream<KeyValueChange, any Error> {
-        let (stream, continuation) = AsyncThrowingStream<KeyValueChange, any Error>.makeStream(
-            bufferingPolicy: .bufferingOldest(watchBufferLimit))
-        let id: UInt64? = state.withLock { state in
-            if state.closed {
-                continuation.finish(throwing: KeyValueStoreError.closed)
-                return nil
-            }
-            if revision < state.historyFloor {
-                continuation.finish(
-                    throwing: KeyValueStoreError.historyUnavailable(requested: revision, oldest: state.historyFloor))
-                return nil
-            }
-            for change in state.history where change.revision > revision && change.key.starts(with: prefix) {
-                if case .dropped = continuation.yield(change) {
-                    continuation.finish(throwing: KeyValueStoreError.watcherOverflow)
-                    return nil
+        ChangeFeed.stream(
+            bufferLimit: watchBufferLimit,
+            register: { continuation in
+                state.withLock { state in
+                    state.closed ? .failure(.closed) : state.changes.register(after: revision, prefix: prefix, continuation)
                 }
-            }
-            state.nextWatcherID += 1
-            state.watchers[state.nextWatcherID] = Watcher(prefix: prefix, continuation: continuation)
-            return state.nextWatcherID
-        }
-        if let id {
-            continuation.onTermination = { [weak self] _ in
-                _ = self?.state.withLock { $0.watchers.removeValue(forKey: id) }
-            }
-        }
-        return stream
+            },
+            unregister: { [weak self] id in self?.state.withLock { $0.changes.unregister(id) } })
     }
 
     public func close() async throws {
         let watchers = state.withLock { state in
             state.closed = true
-            defer { state.watchers.removeAll() }
-            return Array(state.watchers.values)
+            return state.changes.removeAll()
         }
-        for watcher in watchers { watcher.continuation.finish() }
+        for watcher in watchers { watcher.finish() }
     }
 }
 

@@ -6,19 +6,14 @@
 //   be lost, and never half of one (a transaction is published whole, by swapping one root reference).
 // - Every reader registers the checkpoint epoch of the snapshot it took until it is done; FreeList delays reuse of
 //   pages freed at epoch e until no reader from before e remains. A reader never waits for I/O or fsync here.
-// - `history` holds the changes of the most recent revisions (whole revisions, at least `historyLimit` changes once
-//   that many were made, at most 1.25 times as many) after `historyFloor`; watchers get them, then live changes as groups are published.
+// - `changes` (a ChangeFeed) holds the most recent changes; watchers get them, then live changes as groups are
+//   published.
 // - All of it is guarded by one Mutex; no I/O happens while it is held.
 
 import Synchronization
 
 /// The published, durable state and everything that hangs off it.
 final class PublishedState: Sendable {
-    struct Watcher {
-        var prefix: Key
-        var continuation: AsyncThrowingStream<KeyValueChange, any Error>.Continuation
-    }
-
     struct State {
         var root: ChildRef?
         /// The page file the root lives in (compact() moves the store to a new file).
@@ -27,22 +22,17 @@ final class PublishedState: Sendable {
         var keyCount: UInt64
         var epoch: UInt64
         var readers: [UInt64: Int] = [:]
-        var history: [KeyValueChange] = []
-        var historyFloor: UInt64
-        var watchers: [UInt64: Watcher] = [:]
-        var nextWatcherID: UInt64 = 0
+        var changes: ChangeFeed
         var closed = false
     }
 
     let state: Mutex<State>
-    let historyLimit: Int
 
     init(root: ChildRef?, reader: PageReader, revision: UInt64, keyCount: UInt64, epoch: UInt64, historyLimit: Int) {
         state = Mutex(
             State(
                 root: root, reader: reader, revision: revision, keyCount: keyCount, epoch: epoch,
-                historyFloor: revision))
-        self.historyLimit = historyLimit
+                changes: ChangeFeed(floor: revision, historyLimit: historyLimit)))
     }
 
     /// Runs `body` on the current snapshot's root, registered as a reader of its epoch.
@@ -87,8 +77,8 @@ final class PublishedState: Sendable {
             state.root = last.root
             state.revision = last.revision
             state.keyCount = last.keyCount
-            var dropped: [AsyncThrowingStream<KeyValueChange, any Error>.Continuation] = []
-            for commit in group { dropped += record(commit.changes, in: &state) }
+            var dropped: [ChangeFeed.Continuation] = []
+            for commit in group { dropped += state.changes.record(commit.changes) }
             return (replaced, dropped)
         }
         // Outside the lock: finishing runs the watcher's onTermination, which takes the same lock.
@@ -105,71 +95,24 @@ final class PublishedState: Sendable {
         }
     }
 
-    /// Records `changes` and delivers them to watchers; returns the watchers that overflowed, already removed, for
-    /// the caller to finish once it has released the lock.
-    private func record(_ changes: [KeyValueChange], in state: inout State)
-        -> [AsyncThrowingStream<KeyValueChange, any Error>.Continuation]
-    {
-        state.history.append(contentsOf: changes)
-        // Trim in steps of a quarter of the limit: removing from the front is O(n), so doing it on every commit
-        // would cost O(historyLimit) per commit once the history is full.
-        if state.history.count > historyLimit + max(1, historyLimit / 4) {
-            var cut = state.history.count - historyLimit
-            while cut < state.history.count, state.history[cut].revision == state.history[cut - 1].revision { cut += 1 }
-            state.historyFloor = state.history[cut - 1].revision
-            state.history.removeFirst(cut)
-        }
-        var overflowed: [UInt64] = []
-        for (id, watcher) in state.watchers {
-            for change in changes where change.key.starts(with: watcher.prefix) {
-                if case .dropped = watcher.continuation.yield(change) {
-                    overflowed.append(id)
-                    break
-                }
-            }
-        }
-        return overflowed.compactMap { state.watchers.removeValue(forKey: $0)?.continuation }
-    }
-
     /// A stream of changes after `revision` under `prefix`; see ``KeyValueStore/changes(after:prefix:)``.
     func changes(after revision: UInt64, prefix: Key, bufferLimit: Int) -> AsyncThrowingStream<KeyValueChange, any Error> {
-        let (stream, continuation) = AsyncThrowingStream<KeyValueChange, any Error>.makeStream(
-            bufferingPolicy: .bufferingOldest(bufferLimit))
-        let id: UInt64? = state.withLock { state in
-            if state.closed {
-                continuation.finish(throwing: KeyValueStoreError.closed)
-                return nil
-            }
-            if revision < state.historyFloor {
-                continuation.finish(
-                    throwing: KeyValueStoreError.historyUnavailable(requested: revision, oldest: state.historyFloor))
-                return nil
-            }
-            for change in state.history where change.revision > revision && change.key.starts(with: prefix) {
-                if case .dropped = continuation.yield(change) {
-                    continuation.finish(throwing: KeyValueStoreError.watcherOverflow)
-                    return nil
+        ChangeFeed.stream(
+            bufferLimit: bufferLimit,
+            register: { continuation in
+                state.withLock { state in
+                    state.closed ? .failure(.closed) : state.changes.register(after: revision, prefix: prefix, continuation)
                 }
-            }
-            state.nextWatcherID += 1
-            state.watchers[state.nextWatcherID] = Watcher(prefix: prefix, continuation: continuation)
-            return state.nextWatcherID
-        }
-        if let id {
-            continuation.onTermination = { [weak self] _ in
-                _ = self?.state.withLock { $0.watchers.removeValue(forKey: id) }
-            }
-        }
-        return stream
+            },
+            unregister: { [weak self] id in self?.state.withLock { $0.changes.unregister(id) } })
     }
 
     /// Marks the state closed and ends every watcher.
     func close() {
         let watchers = state.withLock { state in
             state.closed = true
-            defer { state.watchers.removeAll() }
-            return Array(state.watchers.values)
+            return state.changes.removeAll()
         }
-        for watcher in watchers { watcher.continuation.finish() }
+        for watcher in watchers { watcher.finish() }
     }
 }

@@ -1,0 +1,89 @@
+// ChangeFeed: recent changes and live watchers, the machinery behind `KeyValueStore.changes(after:prefix:)` for
+// backends that keep their history in memory (the in-memory store and the page file).
+//
+// Invariants:
+// - A ChangeFeed lives inside its backend's locked state; every mutating method runs with that lock held, so
+//   recording a commit and registering a watcher are ordered: a watcher gets every change after its revision once.
+// - `history` holds whole revisions after `floor`: at least `historyLimit` changes once that many were made, at
+//   most 1.25 times as many (trimming in steps keeps it O(1) per commit). Older starts get `historyUnavailable`.
+// - Continuations handed back (overflowed or closed watchers) are finished by the caller after releasing the lock:
+//   finishing runs the watcher's termination handler, which takes that same lock.
+
+struct ChangeFeed {
+    typealias Continuation = AsyncThrowingStream<KeyValueChange, any Error>.Continuation
+
+    private struct Watcher {
+        var prefix: Key
+        var continuation: Continuation
+    }
+
+    private var history: [KeyValueChange] = []
+    /// Every change after this revision is in `history`.
+    private(set) var floor: UInt64
+    private var watchers: [UInt64: Watcher] = [:]
+    private var nextID: UInt64 = 0
+    let historyLimit: Int
+
+    init(floor: UInt64 = 0, historyLimit: Int) {
+        self.floor = floor
+        self.historyLimit = historyLimit
+    }
+
+    /// Records one commit's changes and delivers them; returns the watchers that overflowed, already removed.
+    mutating func record(_ changes: [KeyValueChange]) -> [Continuation] {
+        history.append(contentsOf: changes)
+        if history.count > historyLimit + max(1, historyLimit / 4) {
+            var cut = history.count - historyLimit
+            while cut < history.count, history[cut].revision == history[cut - 1].revision { cut += 1 }
+            floor = history[cut - 1].revision
+            history.removeFirst(cut)
+        }
+        var overflowed: [UInt64] = []
+        for (id, watcher) in watchers {
+            for change in changes where change.key.starts(with: watcher.prefix) {
+                if case .dropped = watcher.continuation.yield(change) {
+                    overflowed.append(id)
+                    break
+                }
+            }
+        }
+        return overflowed.compactMap { watchers.removeValue(forKey: $0)?.continuation }
+    }
+
+    /// Replays the history after `revision` into `continuation` and registers it for live changes.
+    /// - Returns: its id, or the error to finish it with (after releasing the lock).
+    mutating func register(after revision: UInt64, prefix: Key, _ continuation: Continuation)
+        -> Result<UInt64, KeyValueStoreError>
+    {
+        if revision < floor { return .failure(.historyUnavailable(requested: revision, oldest: floor)) }
+        for change in history where change.revision > revision && change.key.starts(with: prefix) {
+            if case .dropped = continuation.yield(change) { return .failure(.watcherOverflow) }
+        }
+        nextID += 1
+        watchers[nextID] = Watcher(prefix: prefix, continuation: continuation)
+        return .success(nextID)
+    }
+
+    mutating func unregister(_ id: UInt64) { watchers.removeValue(forKey: id) }
+
+    /// Removes every watcher, for closing; the caller finishes them.
+    mutating func removeAll() -> [Continuation] {
+        defer { watchers.removeAll() }
+        return watchers.values.map(\.continuation)
+    }
+
+    /// A change stream for a backend: `register` runs under the backend's lock (returning `.closed` when the store
+    /// is closed), `unregister` when the consumer goes away.
+    static func stream(
+        bufferLimit: Int, register: (Continuation) -> Result<UInt64, KeyValueStoreError>,
+        unregister: @escaping @Sendable (UInt64) -> Void
+    ) -> AsyncThrowingStream<KeyValueChange, any Error> {
+        let (stream, continuation) = AsyncThrowingStream<KeyValueChange, any Error>.makeStream(
+            bufferingPolicy: .bufferingOldest(bufferLimit))
+        switch register(continuation) {
+        case .success(let id): continuation.onTermination = { _ in unregister(id) }
+        case .failure(let error): continuation.finish(throwing: error)
+        }
+        return stream
+    }
+}
