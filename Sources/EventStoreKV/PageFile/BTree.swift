@@ -171,7 +171,10 @@ struct TreeWriter {
             freed.append(node.origin)
             dirtied += 1
         }
-        return node.copy(owner: transaction)
+        let copy = node.copy(owner: transaction)
+        // A leaf is copied to be changed: copy its bytes once, with room to grow to a full page.
+        if copy.isLeaf { copy.body.reserveCapacity(capacity + LeafEntry.overhead) }
+        return copy
     }
 
     /// Frees the overflow run an entry being replaced or removed pointed to.
