@@ -68,6 +68,12 @@ enum KeyLayout {
         return key.readBigEndian(at: 1)
     }
 
+    /// The position in a lent log key, or nil if the key is malformed.
+    static func position(fromLogKey key: UnsafeRawBufferPointer) -> UInt64? {
+        guard key.count == 9, key[0] == KeyTag.log.rawValue else { return nil }
+        return UInt64(bigEndian: key.loadUnaligned(fromByteOffset: 1, as: UInt64.self))
+    }
+
     static func eventID(_ id: UUID) -> Key {
         var key: Key = [KeyTag.eventID.rawValue]
         key.reserveCapacity(17)

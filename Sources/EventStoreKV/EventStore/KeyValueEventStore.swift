@@ -333,41 +333,77 @@ public final class KeyValueEventStore: EventStoring {
         }
         let scanDirection: ScanDirection = direction == .forward ? .forward : .backward
         var events: [RecordedEvent] = []
+        var names = StreamNameCache()
         while events.count < limit {
             try Task.checkCancellation()
             let chunk = min(limit - events.count, readBatchSize)
-            let indexEntries = try await backendCall {
-                try await self.backend.scan(range, direction: scanDirection, limit: chunk)
-            }
-            guard let last = indexEntries.last else { break }
-            events.append(contentsOf: try await fetchVisible(indexEntries, of: stream, visibility: visibility))
-            if indexEntries.count < chunk { break }
+            let index = try await scanStreamIndex(range, direction: scanDirection, limit: chunk, of: stream)
+            guard let lastVersion = index.versions.last else { break }
+            if events.isEmpty { events.reserveCapacity(index.positions.count) }
+            try await fetchVisible(
+                positions: index.positions, versions: index.versions, of: stream, visibility: visibility,
+                names: &names, into: &events)
+            if index.positions.count < chunk { break }
             switch direction {
-            case .forward: range.lowerBound = last.key + [0]
-            case .backward: range.upperBound = last.key
+            case .forward:
+                guard lastVersion < .max else { return events }
+                range.lowerBound = KeyLayout.streamIndex(stream, version: lastVersion + 1)
+            case .backward: range.upperBound = KeyLayout.streamIndex(stream, version: lastVersion)
             }
         }
         return events
     }
 
+    /// Up to `limit` stream index entries of `stream` in `range`, decoded in place from one borrowed scan: the
+    /// versions (from the keys) and the global positions they point to (from the values), in scan order.
+    private func scanStreamIndex(_ range: KeyRange, direction: ScanDirection, limit: Int, of stream: StreamName)
+        async throws -> (versions: [UInt64], positions: [UInt64])
+    {
+        let versionOffset = KeyLayout.streamIndexPrefix(stream).count
+        var versions: [UInt64] = []
+        var positions: [UInt64] = []
+        versions.reserveCapacity(limit)
+        positions.reserveCapacity(limit)
+        _ = try await backendCall {
+            try await self.backend.scan(range, direction: direction, limit: limit) { entry in
+                guard entry.key.count == versionOffset + 8 else {
+                    throw EventStoreError.corrupted(
+                        location: "stream index of \"\(stream)\"", detail: "malformed key \(Array(entry.key))")
+                }
+                versions.append(UInt64(bigEndian: entry.key.loadUnaligned(fromByteOffset: versionOffset, as: UInt64.self)))
+                positions.append(try PositionValue.decode(entry.value, location: "stream index of \"\(stream)\""))
+                return true
+            }
+        }
+        return (versions, positions)
+    }
+
     public func readAll(from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
         guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
-        var range = KeyRange(from: KeyLayout.log(max(position, 1)), to: Key.successor(ofPrefix: KeyLayout.logPrefix))
+        let end = Key.successor(ofPrefix: KeyLayout.logPrefix)
+        var next = max(position, 1)
         var events: [RecordedEvent] = []
         var names = StreamNameCache()
         while events.count < limit {
             try Task.checkCancellation()
             let chunk = min(limit - events.count, readBatchSize)
-            let entries = try await backendCall { try await self.backend.scan(range, direction: .forward, limit: chunk) }
-            guard let last = entries.last else { break }
-            for entry in entries {
-                guard let position = KeyLayout.position(fromLogKey: entry.key) else {
-                    throw EventStoreError.corrupted(location: "global log", detail: "malformed log key \(entry.key)")
+            if events.isEmpty { events.reserveCapacity(chunk) }
+            // Each event is decoded straight from the bytes the backend lends; nothing is copied but the payload.
+            var last: UInt64?
+            let lent = try await backendCall {
+                try await self.backend.scan(KeyRange(from: KeyLayout.log(next), to: end), direction: .forward, limit: chunk) {
+                    entry in
+                    guard let position = KeyLayout.position(fromLogKey: entry.key) else {
+                        throw EventStoreError.corrupted(
+                            location: "global log", detail: "malformed log key \(Array(entry.key))")
+                    }
+                    events.append(try EventRecord.decode(entry.value, position: position, names: &names))
+                    last = position
+                    return true
                 }
-                events.append(try EventRecord.decode(entry.value, position: position, names: &names))
             }
-            if entries.count < chunk { break }
-            range.lowerBound = last.key + [0]
+            guard let last, lent == chunk, last < .max else { break }
+            next = last + 1
         }
         return events
     }

@@ -70,8 +70,8 @@ struct SortedEntries<Value> {
 
     /// Visits entries with keys in `lower ..< upper` (nil: no upper bound) in order, until `visit` returns false.
     func forEach(
-        from lower: [UInt8], to upper: [UInt8]?, backward: Bool, _ visit: (([UInt8], Value)) -> Bool
-    ) {
+        from lower: [UInt8], to upper: [UInt8]?, backward: Bool, _ visit: (([UInt8], Value)) throws -> Bool
+    ) rethrows {
         if backward {
             var (chunk, index) = upper.map { lowerBound($0) } ?? (chunks.count, 0)
             while true {
@@ -84,14 +84,14 @@ struct SortedEntries<Value> {
                     index = chunks[chunk].count - 1
                 }
                 let entry = chunks[chunk][index]
-                if entry.key.lexicographicallyPrecedes(lower) || !visit((entry.key, entry.value)) { return }
+                if try entry.key.lexicographicallyPrecedes(lower) || !visit((entry.key, entry.value)) { return }
             }
         } else {
             var (chunk, index) = lowerBound(lower)
             while chunk < chunks.count {
                 let entry = chunks[chunk][index]
                 if let upper, !entry.key.lexicographicallyPrecedes(upper) { return }
-                if !visit((entry.key, entry.value)) { return }
+                if try !visit((entry.key, entry.value)) { return }
                 index += 1
                 if index == chunks[chunk].count {
                     chunk += 1
@@ -101,3 +101,5 @@ struct SortedEntries<Value> {
         }
     }
 }
+
+extension SortedEntries: Sendable where Value: Sendable {}
