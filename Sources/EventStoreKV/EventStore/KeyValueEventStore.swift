@@ -355,13 +355,16 @@ public final class KeyValueEventStore: EventStoring {
         }
         let scanDirection: ScanDirection = direction == .forward ? .forward : .backward
         var events: [RecordedEvent] = []
+        // Sized once from the visible versions (at most), so a long read does not grow the result by doubling.
+        let visibleCount = visibility.lastVersion >= visibility.firstVersion
+            ? visibility.lastVersion - visibility.firstVersion + 1 : 0
+        events.reserveCapacity(Int(min(UInt64(limit), visibleCount)))
         var names = StreamNameCache()
         while events.count < limit {
             try Task.checkCancellation()
             let chunk = min(limit - events.count, readBatchSize)
             let index = try await scanStreamIndex(range, direction: scanDirection, limit: chunk, of: stream)
             guard let lastVersion = index.versions.last else { break }
-            if events.isEmpty { events.reserveCapacity(index.positions.count) }
             try await fetchVisible(
                 positions: index.positions, versions: index.versions, of: stream, visibility: visibility,
                 names: &names, into: &events)
@@ -406,6 +409,12 @@ public final class KeyValueEventStore: EventStoring {
         var next = max(position, 1)
         var events: [RecordedEvent] = []
         var names = StreamNameCache()
+        if limit > readBatchSize {
+            // A long read: size the result once from the global head instead of growing it by doubling (each growth
+            // moves every event read so far). Appends racing the read only make it grow again.
+            let head = try await lastPosition()
+            if head >= next { events.reserveCapacity(Int(min(UInt64(limit), head - next + 1))) }
+        }
         while events.count < limit {
             try Task.checkCancellation()
             let chunk = min(limit - events.count, readBatchSize)
