@@ -418,7 +418,6 @@ public final class KeyValueEventStore: EventStoring {
         while events.count < limit {
             try Task.checkCancellation()
             let chunk = min(limit - events.count, readBatchSize)
-            if events.isEmpty { events.reserveCapacity(chunk) }
             // Each event is decoded straight from the bytes the backend lends; nothing is copied but the payload.
             var last: UInt64?
             let lent = try await backendCall {
