@@ -14,6 +14,8 @@
 //   versions, and writes the category and event-type index entries of each event (Consumers/ConsumerKeys.swift).
 // - Stream reads hide what deletion and metadata hide (Retention/StreamVisibility.swift) and tolerate events that
 //   scavenge removed; readAll simply skips scavenged positions.
+// - Reads decode each event in place from the bytes the backend lends (borrowed scan and batch get, BorrowedEntry):
+//   positions come from the lent keys and index values, and only the payload is copied out of the backend.
 
 import EventStore
 import Foundation

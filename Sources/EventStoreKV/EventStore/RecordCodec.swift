@@ -1,5 +1,7 @@
 // Binary encodings of the values KeyValueEventStore stores: event records, stream heads, positions and leases.
 // Every value starts with a format byte so that it can evolve. Layouts are in docs/ARCHITECTURE.md.
+// Decoding reads the bytes in place (ByteReader.swift): an event record lent by a backend becomes a RecordedEvent
+// with one allocation for its payload, its stream name and type coming from the read's caches (DecodeCache.swift).
 
 import EventStore
 import Foundation
