@@ -114,13 +114,14 @@ extension KeyValueEventStore {
             try PositionValue.decode($0.value, location: "stream index of \"\(stream)\"")
         }
         let records = try await backendCall { try await self.backend.get(positions.map(KeyLayout.log)) }
+        var names = StreamNameCache()
         for (index, indexEntry) in indexEntries.enumerated() {
             guard let record = records[index] else {
                 throw EventStoreError.corrupted(
                     location: "global position \(positions[index])",
                     detail: "a stream index entry of \"\(stream)\" points to a missing event")
             }
-            let event = try EventRecord.decode(record.value, position: positions[index])
+            let event = try EventRecord.decode(record.value, position: positions[index], names: &names)
             let expired = notBefore.map { event.recordedAt < $0 } ?? false
             guard event.version < floor || expired else {
                 plan.reachedVisible = true
