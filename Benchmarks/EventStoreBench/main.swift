@@ -183,6 +183,7 @@ func appendConcurrent(_ store: KeyValueEventStore, _ options: Options) async thr
             try await group.waitForAll()
         }
     }
+    printEngineMetrics(store, "after append-concurrent")
     return Measurement(
         workload: "append-concurrent", events: 8 * perWriter, seconds: seconds, peakRSSMegabytes: peakRSSMegabytes())
 }

@@ -135,6 +135,7 @@ struct TreeWriter {
     @discardableResult
     mutating func put(_ key: Key, root: inout ChildRef?, make: (EntryHeader?) -> LeafEntry) throws -> EntryHeader? {
         guard let current = root else {
+            dirtied += 1
             let leaf = Node(leaf: [key], entries: [make(nil)], owner: transaction)
             root = .node(leaf)
             return nil
@@ -142,6 +143,7 @@ struct TreeWriter {
         let node = try own(current)
         let (old, split) = try insert(key, make, into: node)
         if let (separator, right) = split {
+            dirtied += 1
             root = .node(Node(branch: [[], separator], children: [.node(node), .node(right)], owner: transaction))
         } else {
             root = .node(node)
