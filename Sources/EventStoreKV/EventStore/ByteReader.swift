@@ -61,12 +61,18 @@ struct ByteReader {
         EventStoreError.corrupted(location: location.description, detail: detail)
     }
 
+    /// Moves past `count` bytes and returns where they start. Kept tiny so it inlines into every field read; the
+    /// error is built out of line.
+    @inline(__always)
     private mutating func advance(_ count: Int) throws -> Int {
-        guard count >= 0, count <= bytes.count - offset else {
-            throw corrupted("record truncated: needed \(count) bytes at offset \(offset) of \(bytes.count)")
-        }
+        guard count >= 0, count <= bytes.count - offset else { throw truncated(needing: count) }
         defer { offset += count }
         return offset
+    }
+
+    @inline(never)
+    private func truncated(needing count: Int) -> EventStoreError {
+        corrupted("record truncated: needed \(count) bytes at offset \(offset) of \(bytes.count)")
     }
 
     private mutating func load<T: FixedWidthInteger>(_: T.Type) throws -> T {

@@ -54,6 +54,15 @@ enum KeyLayout {
         return key
     }
 
+    /// `prefix` followed by `value` big-endian, in one allocation: index keys built from a prefix computed once.
+    static func appending(_ value: UInt64, to prefix: Key) -> Key {
+        var key = Key()
+        key.reserveCapacity(prefix.count + 8)
+        key.append(contentsOf: prefix)
+        key.appendBigEndian(value)
+        return key
+    }
+
     static func log(_ position: UInt64) -> Key {
         var key: Key = [KeyTag.log.rawValue]
         key.reserveCapacity(9)

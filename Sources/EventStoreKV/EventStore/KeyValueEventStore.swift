@@ -153,6 +153,7 @@ public final class KeyValueEventStore: EventStoring {
         let headPosition = try entries[0].map { try PositionValue.decode($0.value, location: "the global head") } ?? 0
         var position = headPosition
         var writes: [KeyWrite] = []
+        writes.reserveCapacity(1 + 2 * appends.count + 5 * (keys.count - 1 - 2 * appends.count))
         var results: [AppendResult] = []
         var idOffset = 1 + 2 * appends.count
         for (index, part) in appends.enumerated() {
@@ -163,12 +164,12 @@ public final class KeyValueEventStore: EventStoring {
             let visible = head?.visibleVersion ?? 0
             let claim = session.flatMap { $0.stream == part.stream ? $0 : nil }
             try checkLease(entries[2 + 2 * index], stream: part.stream, session: claim)
-            let idEntries = Array(entries[idOffset..<(idOffset + part.events.count)])
+            let idEntries = entries[idOffset..<(idOffset + part.events.count)]
             idOffset += part.events.count
 
             if idEntries.contains(where: { $0 != nil }) {
                 results.append(
-                    try await idempotentResult(part, idEntries: idEntries, current: current, context: context))
+                    try await idempotentResult(part, idEntries: Array(idEntries), current: current, context: context))
                 continue
             }
             guard part.expectedVersion.isSatisfied(byVersion: visible) else {
@@ -177,15 +178,7 @@ public final class KeyValueEventStore: EventStoring {
             }
             var version = current
             let first = position + 1
-            for (eventIndex, event) in part.events.enumerated() {
-                version += 1
-                position += 1
-                writes.append(
-                    .put(KeyLayout.log(position), EventRecord.encode(prepared: prepared[index][eventIndex], version: version)))
-                writes.append(.put(KeyLayout.streamIndex(part.stream, version: version), PositionValue.encode(position)))
-                writes.append(.put(KeyLayout.eventID(event.id), PositionValue.encode(position)))
-                writes.append(contentsOf: KeyLayout.secondaryIndexWrites(stream: part.stream, type: event.type, position: position))
-            }
+            appendEventWrites(part, prepared: prepared[index], version: &version, position: &position, to: &writes)
             if !part.events.isEmpty {
                 writes.append(
                     .put(
@@ -204,6 +197,35 @@ public final class KeyValueEventStore: EventStoring {
             writes.append(.put(KeyLayout.globalHead, PositionValue.encode(position)))
         }
         return (KeyValueTransaction(writes: writes), results)
+    }
+
+    /// Appends the writes that record `part`'s events after `version` and `position` (advanced past them): the log
+    /// record, the stream index, the event-id index and the category and type index entries of each. Key prefixes
+    /// are built once per part (and per run of one event type), and the two indexes share one position value.
+    private static func appendEventWrites(
+        _ part: StreamAppend, prepared: [[UInt8]], version: inout UInt64, position: inout UInt64,
+        to writes: inout [KeyWrite]
+    ) {
+        let streamIndexPrefix = KeyLayout.streamIndexPrefix(part.stream)
+        let categoryPrefix = KeyLayout.secondaryIndexPrefix(.category, part.stream.category)
+        var lastType: (name: String, prefix: Key)?
+        for (eventIndex, event) in part.events.enumerated() {
+            version += 1
+            position += 1
+            let positionValue = PositionValue.encode(position)
+            writes.append(.put(KeyLayout.log(position), EventRecord.encode(prepared: prepared[eventIndex], version: version)))
+            writes.append(.put(KeyLayout.appending(version, to: streamIndexPrefix), positionValue))
+            writes.append(.put(KeyLayout.eventID(event.id), positionValue))
+            writes.append(.put(KeyLayout.appending(position, to: categoryPrefix), []))
+            let typePrefix: Key
+            if let lastType, lastType.name == event.type {
+                typePrefix = lastType.prefix
+            } else {
+                typePrefix = KeyLayout.secondaryIndexPrefix(.eventType, event.type)
+                lastType = (event.type, typePrefix)
+            }
+            writes.append(.put(KeyLayout.appending(position, to: typePrefix), []))
+        }
     }
 
     private static func checkLease(_ entry: KeyValueEntry?, stream: StreamName, session: SessionClaim?) throws {
@@ -396,7 +418,6 @@ public final class KeyValueEventStore: EventStoring {
         while events.count < limit {
             try Task.checkCancellation()
             let chunk = min(limit - events.count, readBatchSize)
-            if events.isEmpty { events.reserveCapacity(chunk) }
             // Each event is decoded straight from the bytes the backend lends; nothing is copied but the payload.
             var last: UInt64?
             let lent = try await backendCall {

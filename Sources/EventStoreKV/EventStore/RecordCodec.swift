@@ -17,16 +17,16 @@ struct ByteWriter {
     mutating func i64(_ value: Int64) { u64(UInt64(bitPattern: value)) }
     mutating func uuid(_ value: UUID) { withUnsafeBytes(of: value.uuid) { bytes.append(contentsOf: $0) } }
     mutating func raw<C: Collection>(_ value: C) where C.Element == UInt8 { bytes.append(contentsOf: value) }
+    // Strings and payloads are appended straight from their storage, without an intermediate array.
     mutating func string16(_ value: String) {
-        let utf8 = Array(value.utf8)
-        u16(UInt16(utf8.count))
-        bytes.append(contentsOf: utf8)
+        u16(UInt16(value.utf8.count))
+        bytes.append(contentsOf: value.utf8)
     }
     mutating func string32(_ value: String) {
-        let utf8 = Array(value.utf8)
-        u32(UInt32(utf8.count))
-        bytes.append(contentsOf: utf8)
+        u32(UInt32(value.utf8.count))
+        bytes.append(contentsOf: value.utf8)
     }
+    mutating func data(_ value: Data) { value.withUnsafeBytes { bytes.append(contentsOf: $0) } }
 }
 
 /// The log record of one event (value of `L position`).
@@ -39,7 +39,9 @@ enum EventRecord {
 
     /// Encodes everything but the version, which is patched in by ``encode(prepared:version:)`` at commit time.
     static func prepare(_ event: EventData, stream: StreamName, recordedAt: Date) -> [UInt8] {
-        var writer = ByteWriter(capacity: event.data.count + 96 + stream.rawValue.utf8.count)
+        // Sized once for everything written: no regrowth while encoding.
+        let capacity = 96 + event.size + stream.rawValue.utf8.count + 6 * event.metadata.properties.count
+        var writer = ByteWriter(capacity: capacity)
         writer.u8(format)
         writer.u64(0)  // version, patched later
         writer.i64(Int64((recordedAt.timeIntervalSince1970 * 1_000_000).rounded()))
@@ -56,7 +58,7 @@ enum EventRecord {
             writer.string32(value)
         }
         writer.u32(UInt32(event.data.count))
-        writer.raw(event.data)
+        writer.data(event.data)
         return writer.bytes
     }
 

@@ -129,8 +129,15 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         let now = Self.now()
         try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
+            var hint: (chunk: Int, index: Int)?
             for (index, key) in keys.enumerated() {
-                guard let stored = state.entries.value(for: key), stored.isLive(at: now) else {
+                guard let found = state.entries.find(key, near: hint) else {
+                    try visit(index, nil)
+                    continue
+                }
+                hint = found
+                let stored = state.entries.value(at: found)
+                guard stored.isLive(at: now) else {
                     try visit(index, nil)
                     continue
                 }
