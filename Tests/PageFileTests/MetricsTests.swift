@@ -25,7 +25,7 @@ struct MetricsTests {
     func smallCommitsDoNotForceCheckpoints() async throws {
         // With a 1 MiB cache the dirty-node limit is 2,048 nodes of 4 KiB; each commit re-copies the same leaf, so
         // 3,000 commits dirty one node (plus the root), far below it, and the WAL stays far below its threshold.
-        var options = PageFileOptions(pageSize: 4096, cacheSizeMB: 1, durability: .none, checkpointThresholdMB: 64)
+        let options = PageFileOptions(pageSize: 4096, cacheSizeMB: 1, durability: .none, checkpointThresholdMB: 64)
         try await withStore(options: options) { store, _ in
             try await store.checkpoint()
             let before = store.metrics().checkpoints
