@@ -183,6 +183,7 @@ func appendConcurrent(_ store: KeyValueEventStore, _ options: Options) async thr
             try await group.waitForAll()
         }
     }
+    printEngineMetrics(store, "after append-concurrent")
     return Measurement(
         workload: "append-concurrent", events: 8 * perWriter, seconds: seconds, peakRSSMegabytes: peakRSSMegabytes())
 }
@@ -212,9 +213,23 @@ func readStream(_ store: KeyValueEventStore, stream: StreamName, expected: Int) 
     return Measurement(workload: "read-stream", events: count, seconds: seconds, peakRSSMegabytes: peakRSSMegabytes())
 }
 
+/// With EVENTSTORE_BENCH_METRICS=1 in the environment, prints the engine's counters to stderr (cache hits and
+/// misses, fsyncs, checkpoints), to tell what bounds a figure.
+func printEngineMetrics(_ store: KeyValueEventStore, _ label: String) {
+    guard ProcessInfo.processInfo.environment["EVENTSTORE_BENCH_METRICS"] == "1",
+        let engine = store.backend as? PageFileKeyValueStore
+    else { return }
+    let metrics = engine.metrics()
+    progress(
+        "\(label): commits \(metrics.commits), fsyncs \(metrics.fsyncs), checkpoints \(metrics.checkpoints), "
+            + "cache hits \(metrics.cacheHits), misses \(metrics.cacheMisses)")
+}
+
 func readAll(_ store: KeyValueEventStore, expected: Int) async throws -> Measurement {
     var touched = 0
     var count = 0
+    printEngineMetrics(store, "before read-all")
+    defer { printEngineMetrics(store, "after read-all") }
     let seconds = try await timed {
         let events = try await store.readAll(from: 1, limit: .max)
         for event in events { touched &+= event.data.count; count += 1 }

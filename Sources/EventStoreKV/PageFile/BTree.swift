@@ -7,7 +7,9 @@
 // - Every node fits its page: a node that grows past `capacity` splits at once. Entries are at most capacity / 4
 //   (keys are limited and large values go to overflow pages), so every split yields two fitting halves.
 // - Right-edge appends (the insert landed at the end of the node) split so the left node stays full and the new
-//   right node starts with just the new entry: monotonic keys fill pages instead of leaving them half empty.
+//   right node starts with just the new entry: monotonic keys fill pages instead of leaving them half empty. An
+//   append to the end of a run of keys that another run follows in the same leaf splits right after the new entry
+//   for the same reason (see `splitAtRunEnd`).
 // - Deletes remove empty nodes and collapse a root with one child; underfull nodes are not merged (compact()
 //   rebuilds the tree densely).
 
@@ -133,6 +135,7 @@ struct TreeWriter {
     @discardableResult
     mutating func put(_ key: Key, root: inout ChildRef?, make: (EntryHeader?) -> LeafEntry) throws -> EntryHeader? {
         guard let current = root else {
+            dirtied += 1
             let leaf = Node(leaf: [key], entries: [make(nil)], owner: transaction)
             root = .node(leaf)
             return nil
@@ -140,6 +143,7 @@ struct TreeWriter {
         let node = try own(current)
         let (old, split) = try insert(key, make, into: node)
         if let (separator, right) = split {
+            dirtied += 1
             root = .node(Node(branch: [[], separator], children: [.node(node), .node(right)], owner: transaction))
         } else {
             root = .node(node)
@@ -197,8 +201,10 @@ struct TreeWriter {
             }
             let entry = make(nil)
             node.insertEntry(key, entry, at: index)
-            let appended = index == node.count - 1
-            return (nil, node.byteSize > capacity ? split(node, rightEdge: appended) : nil)
+            guard node.byteSize > capacity else { return (nil, nil) }
+            if index == node.count - 1 { return (nil, split(node, rightEdge: true)) }
+            if let split = splitAtRunEnd(node, inserted: index) { return (nil, split) }
+            return (nil, split(node, rightEdge: false))
         }
         let index = node.childIndex(for: key)
         let child = try own(node.children[index])
@@ -210,6 +216,27 @@ struct TreeWriter {
         node.byteSize += Node.branchSize(key: separator)
         let appended = index + 1 == node.keys.count - 1
         return (old, node.byteSize > capacity ? split(node, rightEdge: appended) : nil)
+    }
+
+    /// An append to the end of one run of keys that another run follows in the same leaf (the log's newest
+    /// position followed by the first event-id keys, one stream's newest version followed by the next stream): the
+    /// inserted key shares a longer prefix with its left neighbour than with its right one. Splitting right after it
+    /// leaves the run's page full and the next run in a page of its own, so later appends to the run are right-edge
+    /// appends; a middle split would leave every page of the run half empty. Nil when the keys do not look like
+    /// that or a half would not fit.
+    private mutating func splitAtRunEnd(_ node: Node, inserted index: Int) -> (Key, Node)? {
+        guard index >= 1, index + 1 < node.count else { return nil }
+        let (left, right) = node.body.withUnsafeBytes { bytes in
+            let previous = LeafLayout.key(bytes, at: Int(node.offsets[index - 1]))
+            let current = LeafLayout.key(bytes, at: Int(node.offsets[index]))
+            let next = LeafLayout.key(bytes, at: Int(node.offsets[index + 1]))
+            return (LeafLayout.commonPrefix(previous, current), LeafLayout.commonPrefix(current, next))
+        }
+        let at = index + 1
+        guard right < left, Int(node.offsets[at]) <= capacity, node.byteSize - Int(node.offsets[at]) <= capacity
+        else { return nil }
+        dirtied += 1
+        return (node.key(at: at), node.splitLeaf(at: at, owner: transaction))
     }
 
     /// Splits an overfull node in two; returns the separator and the new right node.

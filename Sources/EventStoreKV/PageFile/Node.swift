@@ -411,6 +411,14 @@ enum LeafLayout {
             reference: flags == 0 ? 0 : UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: valueOffset, as: UInt64.self)))
     }
 
+    /// How many leading bytes two keys share.
+    static func commonPrefix(_ left: UnsafeRawBufferPointer, _ right: UnsafeRawBufferPointer) -> Int {
+        let common = min(left.count, right.count)
+        var index = 0
+        while index < common, left[index] == right[index] { index += 1 }
+        return index
+    }
+
     /// Unsigned lexicographic comparison: negative, zero or positive.
     @inline(__always)
     static func compare(_ left: UnsafeRawBufferPointer, _ right: UnsafeRawBufferPointer) -> Int {

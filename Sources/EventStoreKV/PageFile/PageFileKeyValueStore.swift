@@ -378,7 +378,9 @@ public final class PageFileKeyValueStore: KeyValueStore {
         writer.state.lsn = lsn
         writer.state.keyCount = keyCount
         writer.state.freedSinceCheckpoint.append(contentsOf: tree.freed)
-        dirtyNodes.add(tree.dirtied + 1, ordering: .relaxed)
+        // Only nodes that were not dirty yet count: re-copying a node already changed since the checkpoint replaces
+        // it, so memory grows with the set of distinct dirty nodes, not with the number of commits.
+        dirtyNodes.add(tree.dirtied, ordering: .relaxed)
         return lsn
     }
 
