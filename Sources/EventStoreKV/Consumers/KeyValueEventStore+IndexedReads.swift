@@ -1,9 +1,10 @@
 // Category and event-type reads through the secondary index (tag 0x0A), and stream listing through the stream
 // heads (tag 0x02).
 //
-// Cost: a category or type read of k events is one index range scan (O(log n + k)) plus one sorted batch get of
-// the k log records per batch: it touches only matching events, never the rest of the log. Each append pays two
-// small extra index puts per event. Listing s streams scans s stream heads.
+// Cost: a category or type read of k events is one index range scan (O(log n + k)) plus, per batch, a borrowed
+// range scan of the log for each run of consecutive positions and a sorted batch get of the rest: it touches only
+// matching events, never the rest of the log. Each append pays two small extra index puts per event. Listing s
+// streams scans s stream heads.
 //
 // Invariants:
 // - Index entries whose event is gone (a reader racing scavenge) are skipped, never reported as events.
@@ -58,11 +59,9 @@ extension KeyValueEventStore {
                 }
             }
             guard let last = positions.last else { break }
-            try await backendCall {
-                try await self.backend.get(positions.map(KeyLayout.log)) { index, record in
-                    guard let record else { return }  // scavenged after the index scan
-                    events.append(try EventRecord.decode(record.value, position: positions[index], names: &names))
-                }
+            try await fetchLogRecords(at: positions) { index, record in
+                guard let record else { return }  // scavenged after the index scan
+                events.append(try EventRecord.decode(record.value, position: positions[index], names: &names))
             }
             guard lent == chunk, last < .max else { break }
             range.lowerBound = KeyLayout.secondaryIndex(kind, name, position: last + 1)

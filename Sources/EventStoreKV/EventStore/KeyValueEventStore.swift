@@ -7,7 +7,8 @@
 // - Global positions are assigned inside that transaction from the global head, so they are gapless (1, 2, 3, ...)
 //   and in commit order. Stream versions likewise come from the stream head: contiguous from 1.
 // - Every event is written once, under its global position (`L`); the stream index (`S`) and the event-id index
-//   (`I`) hold only positions. A stream read is an index range scan plus a sorted batch get: O(log n + k).
+//   (`I`) hold only positions. A stream read is an index range scan plus log range scans for runs of
+//   consecutive positions and a sorted batch get for the rest (LogFetch.swift): O(log n + k).
 // - A session's lease lives in the store as a TTL key. Every append checks the lease inside its transaction:
 //   a session append requires the lease to be its own and live; any other append requires it to be absent.
 // - The same transaction refuses a hard-deleted stream, checks a soft-deleted one as version 0 while continuing its

@@ -60,22 +60,20 @@ extension KeyValueEventStore {
     }
 
     /// Fetches the log records at `positions` (where the stream index entries of `versions` point, in read order)
-    /// with one borrowed batch get, decodes each in place and appends the visible ones to `events`, skipping
-    /// scavenged ones.
+    /// through borrowed reads (EventStore/LogFetch.swift), decodes each in place and appends the visible ones to
+    /// `events`, skipping scavenged ones.
     func fetchVisible(
         positions: [UInt64], versions: [UInt64], of stream: StreamName, visibility: StreamVisibility,
         names: inout StreamNameCache, into events: inout [RecordedEvent]
     ) async throws {
         var missing: [Key] = []
-        try await backendCall {
-            try await self.backend.get(positions.map(KeyLayout.log)) { index, record in
-                guard let record else {
-                    missing.append(KeyLayout.streamIndex(stream, version: versions[index]))
-                    return
-                }
-                let event = try EventRecord.decode(record.value, position: positions[index], names: &names)
-                if visibility.isVisible(event) { events.append(event) }
+        try await fetchLogRecords(at: positions) { index, record in
+            guard let record else {
+                missing.append(KeyLayout.streamIndex(stream, version: versions[index]))
+                return
             }
+            let event = try EventRecord.decode(record.value, position: positions[index], names: &names)
+            if visibility.isVisible(event) { events.append(event) }
         }
         guard !missing.isEmpty else { return }
         // Scavenge removes an event and its index entry together: an index entry still there is corruption.
