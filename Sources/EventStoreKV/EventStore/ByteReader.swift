@@ -75,16 +75,20 @@ struct ByteReader {
         corrupted("record truncated: needed \(count) bytes at offset \(offset) of \(bytes.count)")
     }
 
+    // The field readers are forced inline: they run a dozen times per event on the read path and are each a bounds
+    // check and a load, which a call would double.
+    @inline(__always)
     private mutating func load<T: FixedWidthInteger>(_: T.Type) throws -> T {
         let at = try advance(MemoryLayout<T>.size)
         return T(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: T.self))
     }
 
-    mutating func u8() throws -> UInt8 { try load(UInt8.self) }
-    mutating func u16() throws -> UInt16 { try load(UInt16.self) }
-    mutating func u32() throws -> UInt32 { try load(UInt32.self) }
-    mutating func u64() throws -> UInt64 { try load(UInt64.self) }
-    mutating func i64() throws -> Int64 { try load(Int64.self) }
+    @inline(__always) mutating func u8() throws -> UInt8 { try load(UInt8.self) }
+    @inline(__always) mutating func u16() throws -> UInt16 { try load(UInt16.self) }
+    @inline(__always) mutating func u32() throws -> UInt32 { try load(UInt32.self) }
+    @inline(__always) mutating func u64() throws -> UInt64 { try load(UInt64.self) }
+    @inline(__always) mutating func i64() throws -> Int64 { try load(Int64.self) }
+    @inline(__always)
     mutating func uuid() throws -> UUID {
         let at = try advance(16)
         return UUID(uuid: bytes.loadUnaligned(fromByteOffset: at, as: uuid_t.self))
@@ -105,6 +109,7 @@ struct ByteReader {
     }
 
     /// Skips a u16-length-prefixed field and returns where its bytes are, so a caller can look them up first.
+    @inline(__always)
     mutating func span16() throws -> Range<Int> {
         let count = Int(try u16())
         let at = try advance(count)
@@ -112,6 +117,7 @@ struct ByteReader {
     }
 
     /// The bytes at `range` (already advanced past), still borrowed.
+    @inline(__always)
     func field(_ range: Range<Int>) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: bytes[range])
     }

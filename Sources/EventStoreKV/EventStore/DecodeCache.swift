@@ -22,9 +22,15 @@ struct ByteKeyedCache<Value> {
 
     init(capacity: Int) { self.capacity = capacity }
 
-    /// The value filed under `bytes`, if any.
+    /// The value filed under `bytes`, if any. The last-hit check inlines; the table lookup does not.
+    @inline(__always)
     mutating func value(for bytes: UnsafeRawBufferPointer) -> Value? {
         if let lastValue, Self.equal(lastBytes, bytes) { return lastValue }
+        return lookUp(bytes)
+    }
+
+    @inline(never)
+    private mutating func lookUp(_ bytes: UnsafeRawBufferPointer) -> Value? {
         guard let bucket = buckets[Self.hash(bytes)] else { return nil }
         for candidate in bucket where Self.equal(candidate.bytes, bytes) {
             lastBytes = candidate.bytes
@@ -53,6 +59,7 @@ struct ByteKeyedCache<Value> {
         return hash
     }
 
+    @inline(__always)
     private static func equal(_ stored: [UInt8], _ bytes: UnsafeRawBufferPointer) -> Bool {
         guard stored.count == bytes.count else { return false }
         guard !stored.isEmpty else { return true }
@@ -67,10 +74,19 @@ struct StreamNameCache {
     private var types = ByteKeyedCache<String>(capacity: 256)
 
     /// The stream name whose u16-prefixed bytes are next in `reader`.
+    @inline(__always)
     mutating func name(from reader: inout ByteReader, location: RecordLocation) throws -> StreamName {
         let range = try reader.span16()
+        if let known = names.value(for: reader.field(range)) { return known }
+        return try decodeName(reader, range, location: location)
+    }
+
+    /// A stream name not in the cache yet: validated, then filed.
+    @inline(never)
+    private mutating func decodeName(_ reader: ByteReader, _ range: Range<Int>, location: RecordLocation) throws
+        -> StreamName
+    {
         let field = reader.field(range)
-        if let known = names.value(for: field) { return known }
         let raw = try reader.string(in: range)
         let name: StreamName
         do {
@@ -83,12 +99,18 @@ struct StreamNameCache {
     }
 
     /// The event type whose u16-prefixed bytes are next in `reader`.
+    @inline(__always)
     mutating func type(from reader: inout ByteReader) throws -> String {
         let range = try reader.span16()
-        let field = reader.field(range)
-        if let known = types.value(for: field) { return known }
+        if let known = types.value(for: reader.field(range)) { return known }
+        return try decodeType(reader, range)
+    }
+
+    /// An event type not in the cache yet: validated, then filed.
+    @inline(never)
+    private mutating func decodeType(_ reader: ByteReader, _ range: Range<Int>) throws -> String {
         let type = try reader.string(in: range)
-        types.insert(type, for: field)
+        types.insert(type, for: reader.field(range))
         return type
     }
 }
