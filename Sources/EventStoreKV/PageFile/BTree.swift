@@ -84,8 +84,12 @@ enum BTree {
         visit: (Node, Int) throws -> Bool
     ) throws -> Bool {
         if node.isLeaf {
-            let start = node.lowerBound(range.lowerBound)
-            let end = range.upperBound.map { node.lowerBound($0) } ?? node.count
+            // Only the first and last leaves of a scan need a search; the ones between lie wholly in the range.
+            let count = node.count
+            guard count > 0 else { return true }
+            let start = node.compareKey(at: 0, with: range.lowerBound) >= 0 ? 0 : node.lowerBound(range.lowerBound)
+            let end = range.upperBound.map { node.compareKey(at: count - 1, with: $0) < 0 ? count : node.lowerBound($0) }
+                ?? count
             guard start < end else { return true }
             if direction == .forward {
                 for index in start..<end where !(try visit(node, index)) { return false }

@@ -222,6 +222,13 @@ final class Node: @unchecked Sendable {
         }
     }
 
+    /// Leaf entry `index`'s key compared with `key`: negative, zero or positive.
+    func compareKey(at index: Int, with key: Key) -> Int {
+        body.withUnsafeBytes { bytes in
+            key.withUnsafeBytes { LeafLayout.compare(LeafLayout.key(bytes, at: Int(offsets[index])), $0) }
+        }
+    }
+
     /// A copy of leaf entry `index`'s key.
     func key(at index: Int) -> Key {
         body.withUnsafeBytes { Key(LeafLayout.key($0, at: Int(offsets[index]))) }
