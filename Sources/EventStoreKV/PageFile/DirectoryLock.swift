@@ -4,7 +4,8 @@
 // - While a store is open its process holds an exclusive flock on `<dir>/lock`, and the file holds its pid. A
 //   second opener (another process, or the same process again) gets `storeLocked(path:holderPID:)` naming the pid.
 // - The lock is advisory and released by the kernel when the descriptor closes, so a crashed holder never leaves
-//   a stale lock behind; the pid in the file is only informational.
+//   a stale lock behind; the pid in the file is only informational. A clean release unlocks explicitly first, so a
+//   copy of the descriptor held briefly by a child process being spawned cannot keep the store locked.
 
 import EventStore
 import Glibc
@@ -49,7 +50,14 @@ final class DirectoryLock: Sendable {
     /// Releases the lock (idempotent).
     func release() {
         descriptor.withLock { descriptor in
-            if let open = descriptor { close(open) }
+            // Unlock explicitly before closing: a child process being spawned by another thread holds a copy of
+            // the descriptor until it execs (O_CLOEXEC closes it only then), and the flock lives as long as any copy
+            // of the open file description does. Without LOCK_UN, reopening right after close could fail with
+            // storeLocked naming our own pid.
+            if let open = descriptor {
+                flock(open, LOCK_UN)
+                close(open)
+            }
             descriptor = nil
         }
     }
