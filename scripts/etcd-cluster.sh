@@ -33,20 +33,38 @@ initial_cluster() {
   (IFS=,; echo "${list[*]}")
 }
 
+# Closes every descriptor above stderr in this (sub)shell. A member is a daemon: it must not keep its launcher's
+# descriptors open. Foundation's Process, for one, learns that a child ended only when every copy of a socket it hands
+# the child is closed, so a member holding a copy would make the launcher wait for the member instead of the script.
+close_inherited_descriptors() {
+  local fd fds=()
+  if [[ -d /proc/$BASHPID/fd ]]; then
+    for fd in /proc/$BASHPID/fd/*; do fds+=("${fd##*/}"); done
+  else
+    fds=($(seq 3 255))
+  fi
+  for fd in "${fds[@]}"; do
+    if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+}
+
 start_member() {
   local i=$1 state=${2:-existing}
   local name=${NAMES[$((i - 1))]}
   mkdir -p "$STATE/$name"
-  nohup "$ETCD" --name "$name" --data-dir "$STATE/$name/data" \
-    --listen-client-urls "http://127.0.0.1:$(client_port "$i")" \
-    --advertise-client-urls "http://127.0.0.1:$(client_port "$i")" \
-    --listen-peer-urls "http://127.0.0.1:$(peer_port "$i")" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$(peer_port "$i")" \
-    --initial-cluster "$(initial_cluster)" --initial-cluster-state "$state" \
-    --initial-cluster-token eventstore-test \
-    --max-txn-ops 10000 --max-request-bytes 10485760 \
-    --logger zap --log-outputs "$STATE/$name/etcd.log" \
-    >"$STATE/$name/stdout.log" 2>&1 &
+  (
+    close_inherited_descriptors
+    exec nohup "$ETCD" --name "$name" --data-dir "$STATE/$name/data" \
+      --listen-client-urls "http://127.0.0.1:$(client_port "$i")" \
+      --advertise-client-urls "http://127.0.0.1:$(client_port "$i")" \
+      --listen-peer-urls "http://127.0.0.1:$(peer_port "$i")" \
+      --initial-advertise-peer-urls "http://127.0.0.1:$(peer_port "$i")" \
+      --initial-cluster "$(initial_cluster)" --initial-cluster-state "$state" \
+      --initial-cluster-token eventstore-test \
+      --max-txn-ops 10000 --max-request-bytes 10485760 \
+      --logger zap --log-outputs "$STATE/$name/etcd.log" \
+      </dev/null >"$STATE/$name/stdout.log" 2>&1
+  ) &
   echo $! >"$STATE/$name/pid"
 }
 
