@@ -46,6 +46,8 @@ final class EtcdTransport: Sendable {
     private let lifecycle = Mutex((inFlight: 0, closed: false))
     private let retryBudget: Duration
     private let encoder = JSONEncoder()
+    /// Connections kept open between requests, per member.
+    let connections = EtcdConnectionPool()
 
     init(configuration: EtcdConfiguration) {
         endpoints = configuration.endpoints
@@ -127,7 +129,7 @@ final class EtcdTransport: Sendable {
         try enter()
         defer { leave() }
         do {
-            (status, body) = try await EtcdHTTP.post(url, body: data, timeout: requestTimeout)
+            (status, body) = try await EtcdHTTP.post(url, body: data, timeout: requestTimeout, pool: connections)
         } catch let error as EtcdCallError {
             if Task.isCancelled { throw CancellationError() }
             switch error {
@@ -164,9 +166,11 @@ final class EtcdTransport: Sendable {
         lifecycle.withLock { $0.inFlight -= 1 }
     }
 
-    /// Refuses new requests; requests in flight finish on their own (each has a deadline).
+    /// Refuses new requests and closes idle connections; requests in flight finish on their own (each has a
+    /// deadline), and their connections are closed as they come back.
     func invalidate() {
         lifecycle.withLock { $0.closed = true }
+        connections.close()
     }
 }
 
