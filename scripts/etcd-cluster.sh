@@ -4,6 +4,8 @@
 #   scripts/etcd-cluster.sh start   # starts it, prints `export ETCD_ENDPOINTS=...` (also written to $STATE/env)
 #   scripts/etcd-cluster.sh stop    # stops the members and removes the data directories
 #   scripts/etcd-cluster.sh stop-member N / start-member N   # fault injection (N = 1, 2 or 3)
+#   scripts/etcd-cluster.sh pause-member N / resume-member N # a hung member (SIGSTOP / SIGCONT): it accepts
+#                                                            # connections but never answers
 #
 # Invariants: members use distinct client/peer ports and data directories under one temp dir, $ETCD_CLUSTER_STATE
 # (default: under /dev/shm when it exists, so that etcd's per-commit fsyncs hit memory, not the CI disk, where one
@@ -75,6 +77,7 @@ stop_member() {
   local pid
   pid=$(cat "$pidfile")
   if kill -0 "$pid" 2>/dev/null; then
+    kill -CONT "$pid" 2>/dev/null || true  # a paused member handles SIGTERM only once it runs again
     kill "$pid"
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
@@ -121,6 +124,8 @@ case "${1:-}" in
     ;;
   stop-member) stop_member "$2" ;;
   start-member) start_member "$2" existing; wait_healthy ;;
+  pause-member) kill -STOP "$(cat "$STATE/${NAMES[$(($2 - 1))]}/pid")" ;;
+  resume-member) kill -CONT "$(cat "$STATE/${NAMES[$(($2 - 1))]}/pid")" ;;
   endpoints) endpoints ;;
-  *) echo "usage: $0 start|stop|stop-member N|start-member N|endpoints" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|stop-member N|start-member N|pause-member N|resume-member N|endpoints" >&2; exit 2 ;;
 esac

@@ -1,10 +1,12 @@
-// Fault: one member of a 3-member cluster stops during concurrent appends. Runs on a private cluster (its own ports
-// and data directories, started with scripts/etcd-cluster.sh), so that the outage cannot disturb other tests.
+// Fault: one member of a 3-member cluster fails during concurrent appends: it stops (its connections are refused or
+// reset), or it hangs (SIGSTOP: the kernel still accepts connections, nothing answers, so only timeouts get the client
+// out). Runs on a private cluster (its own ports and data directories, started with scripts/etcd-cluster.sh), so that
+// the outage cannot disturb other tests.
 //
 // Invariants: the cluster script runs as a child process whose end is awaited on a thread of its own, never on the
 // cooperative pool; the private cluster is stopped whatever the outcome; the test asserts what the issue promises
 // (every acknowledged append is readable at its acknowledged position, positions are gapless, writes continued after
-// the stop, the client moved off the stopped member), never how long anything took.
+// the fault, the client moved off the failed member), never how long anything took.
 
 import EventStore
 @testable import EventStoreKV
@@ -20,9 +22,24 @@ final class Tally: Sendable {
     let stopped = Mutex(false)
 }
 
+/// How the member fails.
+enum MemberFault: String, Sendable, CaseIterable, CustomTestStringConvertible {
+    /// The process ends: connections to it are refused.
+    case stop
+    /// The process hangs: connections are accepted by the kernel but never answered.
+    case hang
+
+    var testDescription: String { rawValue }
+
+    /// The cluster script's command that injects the fault into member 1.
+    var command: [String] { self == .stop ? ["stop-member", "1"] : ["pause-member", "1"] }
+}
+
 @Suite(
     "etcd: a member fails",
     .enabled(if: EtcdTestCluster.isConfigured, EtcdTestCluster.skipReason),
+    // One private cluster at a time: each is three more etcd processes on a 2-core machine.
+    .serialized,
     .timeLimit(.minutes(2)))
 struct EtcdFaultTests {
     static let writers = 4
@@ -32,11 +49,11 @@ struct EtcdFaultTests {
     /// A bound on each writer's appends, should the writes after the stop never be acknowledged.
     static let maximumAppendsPerWriter = 200
 
-    @Test("every acknowledged append survives, writes continue and the client fails over")
-    func memberStopsDuringAppends() async throws {
+    @Test("every acknowledged append survives, writes continue and the client fails over", arguments: MemberFault.allCases)
+    func memberFailsDuringAppends(_ fault: MemberFault) async throws {
         let cluster = try await PrivateEtcdCluster.start(label: "fault")
         do {
-            try await run(on: cluster)
+            try await run(fault, on: cluster)
         } catch {
             try? await cluster.stop()
             throw error
@@ -44,8 +61,12 @@ struct EtcdFaultTests {
         try await cluster.stop()
     }
 
-    private func run(on cluster: PrivateEtcdCluster) async throws {
-        let backend = try EtcdTestCluster.makeStore(namespace: "fault/", endpoints: cluster.endpoints)
+    private func run(_ fault: MemberFault, on cluster: PrivateEtcdCluster) async throws {
+        var configuration = try EtcdTestCluster.configuration(
+            namespace: EtcdTestCluster.uniqueNamespace("fault-\(fault)"), endpoints: cluster.endpoints)
+        // A hung member is left only when a request times out: keep that short so that the test stays short.
+        configuration.requestTimeout = .seconds(1)
+        let backend = try EtcdKeyValueStore(configuration: configuration)
         let store = KeyValueEventStore(backend: backend)
         let tally = Tally()
 
@@ -54,11 +75,11 @@ struct EtcdFaultTests {
                 group.addTask { try await Self.append(writer: writer, to: store, tally: tally) }
             }
             group.addTask {
-                // Stop the member the client prefers (the first endpoint) once appends are flowing.
+                // Fail the member the client prefers (the first endpoint) once appends are flowing.
                 while tally.acknowledged.withLock({ $0.count }) < Self.appendsBeforeStop {
                     try await Task.sleep(for: .milliseconds(10))
                 }
-                try await cluster.run(["stop-member", "1"])
+                try await cluster.run(fault.command)
                 tally.stopped.withLock { $0 = true }
             }
             try await group.waitForAll()
@@ -66,7 +87,7 @@ struct EtcdFaultTests {
 
         #expect(tally.stopped.withLock { $0 })
         #expect(tally.afterStop.withLock { $0 } >= Self.appendsAfterStop)
-        // The first endpoint is gone: the client must have moved to another member and stayed off the dead one.
+        // The first endpoint is gone or silent: the client must have moved to another member and stayed off it.
         #expect(backend.transport.failoverCount > 0)
         #expect(backend.transport.currentEndpoint != 0)
         let log = try await store.readAll(from: 1, limit: .max)

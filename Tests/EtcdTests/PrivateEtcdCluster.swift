@@ -10,6 +10,7 @@
 
 import EventStore
 import Foundation
+import Synchronization
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -17,6 +18,9 @@ import Foundation
 struct PrivateEtcdCluster: Sendable {
     let state: String
     let basePort: Int
+
+    /// Base ports handed out in this process: a cluster just started may not listen yet when the next one looks.
+    private static let reserved = Mutex<Set<Int>>([])
 
     /// The members' client URLs, as ETCD_ENDPOINTS lists them.
     var endpoints: String {
@@ -65,7 +69,8 @@ struct PrivateEtcdCluster: Sendable {
         let first = Int(getpid()) % slots
         for step in 0..<slots {
             let base = 26_000 + 40 * ((first + step) % slots)
-            if [0, 1, 10, 11, 20, 21].allSatisfy({ isFree(port: base + $0) }) { return base }
+            guard [0, 1, 10, 11, 20, 21].allSatisfy({ isFree(port: base + $0) }) else { continue }
+            if reserved.withLock({ $0.insert(base).inserted }) { return base }
         }
         throw EventStoreError.backend("no free ports for a private etcd cluster between 26000 and 32000")
     }
