@@ -22,6 +22,9 @@ struct Options {
     var scale = 1.0
     /// The page size of the engine, to compare page sizes; the engine's default unless given.
     var pageSize: Int?
+    /// How many times read-stream and read-all time their read (the first is reported); more runs give a profiler
+    /// something to sample besides the setup.
+    var repeatReads = 1
 }
 
 struct Measurement {
@@ -37,7 +40,7 @@ let payload = Data(repeating: UInt8(ascii: "e"), count: 256)
 
 func usageText() -> String {
     """
-    usage: EventStoreBench <workload> --dir <empty dir> [--json] [--scale F] [--page-size BYTES]
+    usage: EventStoreBench <workload> --dir <empty dir> [--json] [--scale F] [--page-size BYTES] [--repeat-reads N]
     workloads: \(workloads.joined(separator: ", ")), all
     """
 }
@@ -56,6 +59,11 @@ func parse(_ arguments: [String]) throws -> Options {
                 throw BenchError.usage("--scale needs a number in (0, 1]")
             }
             options.scale = scale
+        case "--repeat-reads":
+            guard let value = rest.next(), let count = Int(value), count >= 1 else {
+                throw BenchError.usage("--repeat-reads needs a positive count")
+            }
+            options.repeatReads = count
         case "--page-size":
             guard let value = rest.next(), let size = Int(value) else {
                 throw BenchError.usage("--page-size needs a number of bytes (4096 to 65536, a power of two)")
@@ -175,6 +183,7 @@ func appendConcurrent(_ store: KeyValueEventStore, _ options: Options) async thr
             try await group.waitForAll()
         }
     }
+    printEngineMetrics(store, "after append-concurrent")
     return Measurement(
         workload: "append-concurrent", events: 8 * perWriter, seconds: seconds, peakRSSMegabytes: peakRSSMegabytes())
 }
@@ -204,9 +213,23 @@ func readStream(_ store: KeyValueEventStore, stream: StreamName, expected: Int) 
     return Measurement(workload: "read-stream", events: count, seconds: seconds, peakRSSMegabytes: peakRSSMegabytes())
 }
 
+/// With EVENTSTORE_BENCH_METRICS=1 in the environment, prints the engine's counters to stderr (cache hits and
+/// misses, fsyncs, checkpoints), to tell what bounds a figure.
+func printEngineMetrics(_ store: KeyValueEventStore, _ label: String) {
+    guard ProcessInfo.processInfo.environment["EVENTSTORE_BENCH_METRICS"] == "1",
+        let engine = store.backend as? PageFileKeyValueStore
+    else { return }
+    let metrics = engine.metrics()
+    progress(
+        "\(label): commits \(metrics.commits), fsyncs \(metrics.fsyncs), checkpoints \(metrics.checkpoints), "
+            + "cache hits \(metrics.cacheHits), misses \(metrics.cacheMisses)")
+}
+
 func readAll(_ store: KeyValueEventStore, expected: Int) async throws -> Measurement {
     var touched = 0
     var count = 0
+    printEngineMetrics(store, "before read-all")
+    defer { printEngineMetrics(store, "after read-all") }
     let seconds = try await timed {
         let events = try await store.readAll(from: 1, limit: .max)
         for event in events { touched &+= event.data.count; count += 1 }
@@ -230,10 +253,14 @@ func run(_ workload: String, root: String, _ options: Options) async throws -> [
     case "append-concurrent": return [try await appendConcurrent(store, options)]
     case "read-stream":
         let (stream, count) = try await writeBigStream(store, options)
-        return [try await readStream(store, stream: stream, expected: count)]
+        let first = try await readStream(store, stream: stream, expected: count)
+        for _ in 1..<options.repeatReads { _ = try await readStream(store, stream: stream, expected: count) }
+        return [first]
     case "read-all":
         let (_, count) = try await writeBigStream(store, options)
-        return [try await readAll(store, expected: count)]
+        let first = try await readAll(store, expected: count)
+        for _ in 1..<options.repeatReads { _ = try await readAll(store, expected: count) }
+        return [first]
     default: throw BenchError.usage("unknown workload \(workload)")
     }
 }

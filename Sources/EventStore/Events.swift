@@ -29,7 +29,7 @@ public struct EventData: Sendable, Hashable {
     public var metadata: EventMetadata
 
     /// Creates an event. Pass `id` to make retries idempotent; a fresh UUID is used otherwise.
-    public init(id: UUID = UUID(), type: String, data: Data, metadata: EventMetadata = EventMetadata()) {
+    public init(id: UUID = .systemRandom(), type: String, data: Data, metadata: EventMetadata = EventMetadata()) {
         self.id = id
         self.type = type
         self.data = data

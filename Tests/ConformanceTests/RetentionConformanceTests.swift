@@ -264,9 +264,11 @@ import Testing
             // Storage stops growing: each round appends 100 events but only the newest 20 remain.
             #expect(logKeysAfterScavenge == [20, 20, 20, 20, 20])
             if storageAfterScavenge.count == 5 {
-                // After a warm-up round (free space being reused), the footprint stays within 10% of round two's.
-                let warm = storageAfterScavenge[1]
-                #expect(storageAfterScavenge[2...].allSatisfy { $0 <= warm + warm / 10 }, "\(storageAfterScavenge)")
+                // After two warm-up rounds the footprint stays within 10% of round three's. (Pages a checkpoint frees
+                // become reusable only once no reader of an older snapshot remains, so the page file needs two
+                // rounds to reach its steady state; a file that kept growing by even two pages a round fails.)
+                let warm = storageAfterScavenge[2]
+                #expect(storageAfterScavenge[3...].allSatisfy { $0 <= warm + warm / 10 }, "\(storageAfterScavenge)")
             }
             #expect(try await store.read(name).map(\.version) == Array(481...500))
             #expect(try await store.readAll(from: 1, limit: .max).map(\.position) == Array(481...500))

@@ -45,13 +45,13 @@ struct CodecTests {
         let page = NodeCodec.encode(node, number: 7, lsn: 1, pageSize: 4096)
         try Page.check(page, number: 7, type: .leaf, size: 4096, path: "test")
         let decoded = try NodeCodec.decode(page, number: 7, path: "test")
-        #expect(decoded.keys == node.keys)
+        #expect(decoded.allKeys == node.allKeys && decoded.allKeys == [[1], [2, 3]])
         #expect(decoded.byteSize == node.byteSize)
-        guard case .overflow(let first, let length) = decoded.entries[1].value else {
+        guard case .overflow(let first, let length) = decoded.allEntries[1].value else {
             Issue.record("overflow value decoded as inline")
             return
         }
-        #expect(first == 12 && length == 99_999 && decoded.entries[1].expiresAt == -1)
+        #expect(first == 12 && length == 99_999 && decoded.allEntries[1].expiresAt == -1)
         #expect(throws: (any Error).self) { try Page.check(page, number: 8, type: .leaf, size: 4096, path: "test") }
     }
 }

@@ -124,7 +124,7 @@ struct DamageTests {
         var data = [UInt8](try Data(contentsOf: URL(fileURLWithPath: dataPath)))
         let pageCount = data.count / 4096
         let leaf = try #require((2..<pageCount).first { data[$0 * 4096 + Page.typeOffset] == PageType.leaf.rawValue })
-        let keys = try NodeCodec.decode(Array(data[(leaf * 4096)..<((leaf + 1) * 4096)]), number: UInt64(leaf), path: dataPath).keys
+        let keys = try NodeCodec.decode(Array(data[(leaf * 4096)..<((leaf + 1) * 4096)]), number: UInt64(leaf), path: dataPath).allKeys
         data[leaf * 4096 + 200] ^= 0xFF
         try Data(data).write(to: URL(fileURLWithPath: dataPath))
 

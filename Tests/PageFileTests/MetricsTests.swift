@@ -21,6 +21,22 @@ private final class EventLog: Sendable {
 
 @Suite("Metrics and observer")
 struct MetricsTests {
+    @Test("many small commits to the same keys do not force checkpoints; only distinct dirty nodes count")
+    func smallCommitsDoNotForceCheckpoints() async throws {
+        // With a 1 MiB cache the dirty-node limit is 2,048 nodes of 4 KiB; each commit re-copies the same leaf, so
+        // 3,000 commits dirty one node (plus the root), far below it, and the WAL stays far below its threshold.
+        let options = PageFileOptions(pageSize: 4096, cacheSizeMB: 1, durability: .none, checkpointThresholdMB: 64)
+        try await withStore(options: options) { store, _ in
+            try await store.checkpoint()
+            let before = store.metrics().checkpoints
+            for index in 0..<3_000 {
+                _ = try await store.commit(
+                    KeyValueTransaction(writes: [.put([1], [UInt8(truncatingIfNeeded: index)]), .put([2], [1])]))
+            }
+            #expect(store.metrics().checkpoints == before)
+        }
+    }
+
     @Test("commits, WAL bytes, fsyncs, the batch histogram and checkpoints are counted; the observer hears them")
     func countersFollowTheWork() async throws {
         let log = EventLog()

@@ -79,7 +79,12 @@ enum CheckpointRecord {
     }
 
     static func decode(_ bytes: [UInt8], consumer: String) throws -> UInt64 {
-        var reader = ByteReader(bytes, location: "checkpoint of consumer \"\(consumer)\"")
+        try ByteReader.reading(bytes, location: "checkpoint of consumer \"\(consumer)\"") { reader in
+            try decode(&reader, consumer: consumer)
+        }
+    }
+
+    private static func decode(_ reader: inout ByteReader, consumer: String) throws -> UInt64 {
         let format = try reader.u8()
         guard format == 1, reader.remaining == 8 else {
             throw EventStoreError.corrupted(
@@ -106,7 +111,12 @@ enum StreamMetadataRecord {
 
     static func decode(_ bytes: [UInt8], stream: StreamName) throws -> StreamMetadata {
         let location = "metadata of stream \"\(stream)\""
-        var reader = ByteReader(bytes, location: location)
+        return try ByteReader.reading(bytes, location: location) { reader in
+            try decode(&reader, location: location)
+        }
+    }
+
+    private static func decode(_ reader: inout ByteReader, location: String) throws -> StreamMetadata {
         let format = try reader.u8()
         guard format == 1 else { throw EventStoreError.corrupted(location: location, detail: "unknown format \(format)") }
         let flags = try reader.u8()

@@ -43,21 +43,29 @@ extension KeyValueEventStore {
         while events.count < limit {
             try Task.checkCancellation()
             let chunk = min(limit - events.count, readBatchSize)
-            let entries = try await backendCall { try await self.backend.scan(range, direction: .forward, limit: chunk) }
-            guard let last = entries.last else { break }
-            let positions = try entries.map { entry in
-                guard entry.key.count == prefix.count + 8 else {
-                    throw EventStoreError.corrupted(location: "secondary index key \(entry.key)", detail: "malformed key")
+            // Positions come straight from the lent index keys; records are decoded in place from a borrowed get.
+            var positions: [UInt64] = []
+            positions.reserveCapacity(chunk)
+            let lent = try await backendCall {
+                try await self.backend.scan(range, direction: .forward, limit: chunk) { entry in
+                    guard entry.key.count == prefix.count + 8 else {
+                        throw EventStoreError.corrupted(
+                            location: "secondary index key \(Array(entry.key))", detail: "malformed key")
+                    }
+                    positions.append(
+                        UInt64(bigEndian: entry.key.loadUnaligned(fromByteOffset: prefix.count, as: UInt64.self)))
+                    return true
                 }
-                return entry.key.readBigEndian(at: prefix.count)
             }
-            let records = try await backendCall { try await self.backend.get(positions.map(KeyLayout.log)) }
-            for (position, record) in zip(positions, records) {
-                guard let record else { continue }  // scavenged after the index scan
-                events.append(try EventRecord.decode(record.value, position: position, names: &names))
+            guard let last = positions.last else { break }
+            try await backendCall {
+                try await self.backend.get(positions.map(KeyLayout.log)) { index, record in
+                    guard let record else { return }  // scavenged after the index scan
+                    events.append(try EventRecord.decode(record.value, position: positions[index], names: &names))
+                }
             }
-            if entries.count < chunk { break }
-            range.lowerBound = last.key + [0]
+            guard lent == chunk, last < .max else { break }
+            range.lowerBound = KeyLayout.secondaryIndex(kind, name, position: last + 1)
         }
         return events
     }

@@ -237,9 +237,47 @@ public protocol KeyValueStore: AnyObject, Sendable {
 
     /// Flushes and releases the store. Further calls fail with ``KeyValueStoreError/closed``.
     func close() async throws
+
+    /// Lends up to `limit` entries in `range`, in `direction` order, from one consistent state, to `visit` in place
+    /// (see ``BorrowedEntry``), until `visit` returns false. Returns how many entries were lent. A default
+    /// implementation copies through ``scan(_:direction:limit:)``; the page file lends bytes straight from its pages.
+    func scan(
+        _ range: KeyRange, direction: ScanDirection, limit: Int, visiting visit: (BorrowedEntry) throws -> Bool
+    ) async throws -> Int
+
+    /// Lends the entries stored under each of `keys`, in the same order (nil where absent), from one consistent
+    /// state, to `visit` with the key's index. A default implementation copies through the batch `get(_:)`.
+    func get(_ keys: [Key], visiting visit: (Int, BorrowedEntry?) throws -> Void) async throws
 }
 
 extension KeyValueStore {
+    /// Default borrowed scan: copies the entries through ``scan(_:direction:limit:)``, then lends each.
+    public func scan(
+        _ range: KeyRange, direction: ScanDirection, limit: Int, visiting visit: (BorrowedEntry) throws -> Bool
+    ) async throws -> Int {
+        let entries = try await scan(range, direction: direction, limit: limit)
+        var lent = 0
+        for entry in entries {
+            lent += 1
+            guard try BorrowedEntry.lend(entry, to: visit) else { break }
+        }
+        return lent
+    }
+
+    /// Default borrowed batch get: copies the entries through the batch `get(_:)`, then lends each.
+    public func get(_ keys: [Key], visiting visit: (Int, BorrowedEntry?) throws -> Void) async throws {
+        for (index, entry) in try await get(keys).enumerated() {
+            guard let entry else {
+                try visit(index, nil)
+                continue
+            }
+            _ = try BorrowedEntry.lend(entry) { borrowed in
+                try visit(index, borrowed)
+                return true
+            }
+        }
+    }
+
     /// Default batch get: one `get` per key.
     public func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
         var result: [KeyValueEntry?] = []

@@ -54,6 +54,15 @@ enum KeyLayout {
         return key
     }
 
+    /// `prefix` followed by `value` big-endian, in one allocation: index keys built from a prefix computed once.
+    static func appending(_ value: UInt64, to prefix: Key) -> Key {
+        var key = Key()
+        key.reserveCapacity(prefix.count + 8)
+        key.append(contentsOf: prefix)
+        key.appendBigEndian(value)
+        return key
+    }
+
     static func log(_ position: UInt64) -> Key {
         var key: Key = [KeyTag.log.rawValue]
         key.reserveCapacity(9)
@@ -66,6 +75,12 @@ enum KeyLayout {
     static func position(fromLogKey key: Key) -> UInt64? {
         guard key.count == 9, key[0] == KeyTag.log.rawValue else { return nil }
         return key.readBigEndian(at: 1)
+    }
+
+    /// The position in a lent log key, or nil if the key is malformed.
+    static func position(fromLogKey key: UnsafeRawBufferPointer) -> UInt64? {
+        guard key.count == 9, key[0] == KeyTag.log.rawValue else { return nil }
+        return UInt64(bigEndian: key.loadUnaligned(fromByteOffset: 1, as: UInt64.self))
     }
 
     static func eventID(_ id: UUID) -> Key {

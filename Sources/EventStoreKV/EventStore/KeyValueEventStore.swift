@@ -153,6 +153,7 @@ public final class KeyValueEventStore: EventStoring {
         let headPosition = try entries[0].map { try PositionValue.decode($0.value, location: "the global head") } ?? 0
         var position = headPosition
         var writes: [KeyWrite] = []
+        writes.reserveCapacity(1 + 2 * appends.count + 5 * (keys.count - 1 - 2 * appends.count))
         var results: [AppendResult] = []
         var idOffset = 1 + 2 * appends.count
         for (index, part) in appends.enumerated() {
@@ -163,12 +164,12 @@ public final class KeyValueEventStore: EventStoring {
             let visible = head?.visibleVersion ?? 0
             let claim = session.flatMap { $0.stream == part.stream ? $0 : nil }
             try checkLease(entries[2 + 2 * index], stream: part.stream, session: claim)
-            let idEntries = Array(entries[idOffset..<(idOffset + part.events.count)])
+            let idEntries = entries[idOffset..<(idOffset + part.events.count)]
             idOffset += part.events.count
 
             if idEntries.contains(where: { $0 != nil }) {
                 results.append(
-                    try await idempotentResult(part, idEntries: idEntries, current: current, context: context))
+                    try await idempotentResult(part, idEntries: Array(idEntries), current: current, context: context))
                 continue
             }
             guard part.expectedVersion.isSatisfied(byVersion: visible) else {
@@ -177,15 +178,7 @@ public final class KeyValueEventStore: EventStoring {
             }
             var version = current
             let first = position + 1
-            for (eventIndex, event) in part.events.enumerated() {
-                version += 1
-                position += 1
-                writes.append(
-                    .put(KeyLayout.log(position), EventRecord.encode(prepared: prepared[index][eventIndex], version: version)))
-                writes.append(.put(KeyLayout.streamIndex(part.stream, version: version), PositionValue.encode(position)))
-                writes.append(.put(KeyLayout.eventID(event.id), PositionValue.encode(position)))
-                writes.append(contentsOf: KeyLayout.secondaryIndexWrites(stream: part.stream, type: event.type, position: position))
-            }
+            appendEventWrites(part, prepared: prepared[index], version: &version, position: &position, to: &writes)
             if !part.events.isEmpty {
                 writes.append(
                     .put(
@@ -204,6 +197,35 @@ public final class KeyValueEventStore: EventStoring {
             writes.append(.put(KeyLayout.globalHead, PositionValue.encode(position)))
         }
         return (KeyValueTransaction(writes: writes), results)
+    }
+
+    /// Appends the writes that record `part`'s events after `version` and `position` (advanced past them): the log
+    /// record, the stream index, the event-id index and the category and type index entries of each. Key prefixes
+    /// are built once per part (and per run of one event type), and the two indexes share one position value.
+    private static func appendEventWrites(
+        _ part: StreamAppend, prepared: [[UInt8]], version: inout UInt64, position: inout UInt64,
+        to writes: inout [KeyWrite]
+    ) {
+        let streamIndexPrefix = KeyLayout.streamIndexPrefix(part.stream)
+        let categoryPrefix = KeyLayout.secondaryIndexPrefix(.category, part.stream.category)
+        var lastType: (name: String, prefix: Key)?
+        for (eventIndex, event) in part.events.enumerated() {
+            version += 1
+            position += 1
+            let positionValue = PositionValue.encode(position)
+            writes.append(.put(KeyLayout.log(position), EventRecord.encode(prepared: prepared[eventIndex], version: version)))
+            writes.append(.put(KeyLayout.appending(version, to: streamIndexPrefix), positionValue))
+            writes.append(.put(KeyLayout.eventID(event.id), positionValue))
+            writes.append(.put(KeyLayout.appending(position, to: categoryPrefix), []))
+            let typePrefix: Key
+            if let lastType, lastType.name == event.type {
+                typePrefix = lastType.prefix
+            } else {
+                typePrefix = KeyLayout.secondaryIndexPrefix(.eventType, event.type)
+                lastType = (event.type, typePrefix)
+            }
+            writes.append(.put(KeyLayout.appending(position, to: typePrefix), []))
+        }
     }
 
     private static func checkLease(_ entry: KeyValueEntry?, stream: StreamName, session: SessionClaim?) throws {
@@ -333,41 +355,85 @@ public final class KeyValueEventStore: EventStoring {
         }
         let scanDirection: ScanDirection = direction == .forward ? .forward : .backward
         var events: [RecordedEvent] = []
+        // Sized once from the visible versions (at most), so a long read does not grow the result by doubling.
+        let visibleCount = visibility.lastVersion >= visibility.firstVersion
+            ? visibility.lastVersion - visibility.firstVersion + 1 : 0
+        events.reserveCapacity(Int(min(UInt64(limit), visibleCount)))
+        var names = StreamNameCache()
         while events.count < limit {
             try Task.checkCancellation()
             let chunk = min(limit - events.count, readBatchSize)
-            let indexEntries = try await backendCall {
-                try await self.backend.scan(range, direction: scanDirection, limit: chunk)
-            }
-            guard let last = indexEntries.last else { break }
-            events.append(contentsOf: try await fetchVisible(indexEntries, of: stream, visibility: visibility))
-            if indexEntries.count < chunk { break }
+            let index = try await scanStreamIndex(range, direction: scanDirection, limit: chunk, of: stream)
+            guard let lastVersion = index.versions.last else { break }
+            try await fetchVisible(
+                positions: index.positions, versions: index.versions, of: stream, visibility: visibility,
+                names: &names, into: &events)
+            if index.positions.count < chunk { break }
             switch direction {
-            case .forward: range.lowerBound = last.key + [0]
-            case .backward: range.upperBound = last.key
+            case .forward:
+                guard lastVersion < .max else { return events }
+                range.lowerBound = KeyLayout.streamIndex(stream, version: lastVersion + 1)
+            case .backward: range.upperBound = KeyLayout.streamIndex(stream, version: lastVersion)
             }
         }
         return events
     }
 
+    /// Up to `limit` stream index entries of `stream` in `range`, decoded in place from one borrowed scan: the
+    /// versions (from the keys) and the global positions they point to (from the values), in scan order.
+    private func scanStreamIndex(_ range: KeyRange, direction: ScanDirection, limit: Int, of stream: StreamName)
+        async throws -> (versions: [UInt64], positions: [UInt64])
+    {
+        let versionOffset = KeyLayout.streamIndexPrefix(stream).count
+        var versions: [UInt64] = []
+        var positions: [UInt64] = []
+        versions.reserveCapacity(limit)
+        positions.reserveCapacity(limit)
+        _ = try await backendCall {
+            try await self.backend.scan(range, direction: direction, limit: limit) { entry in
+                guard entry.key.count == versionOffset + 8 else {
+                    throw EventStoreError.corrupted(
+                        location: "stream index of \"\(stream)\"", detail: "malformed key \(Array(entry.key))")
+                }
+                versions.append(UInt64(bigEndian: entry.key.loadUnaligned(fromByteOffset: versionOffset, as: UInt64.self)))
+                positions.append(try PositionValue.decode(entry.value, location: "stream index of \"\(stream)\""))
+                return true
+            }
+        }
+        return (versions, positions)
+    }
+
     public func readAll(from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
         guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
-        var range = KeyRange(from: KeyLayout.log(max(position, 1)), to: Key.successor(ofPrefix: KeyLayout.logPrefix))
+        let end = Key.successor(ofPrefix: KeyLayout.logPrefix)
+        var next = max(position, 1)
         var events: [RecordedEvent] = []
         var names = StreamNameCache()
+        if limit > readBatchSize {
+            // A long read: size the result once from the global head instead of growing it by doubling (each growth
+            // moves every event read so far). Appends racing the read only make it grow again.
+            let head = try await lastPosition()
+            if head >= next { events.reserveCapacity(Int(min(UInt64(limit), head - next + 1))) }
+        }
         while events.count < limit {
             try Task.checkCancellation()
             let chunk = min(limit - events.count, readBatchSize)
-            let entries = try await backendCall { try await self.backend.scan(range, direction: .forward, limit: chunk) }
-            guard let last = entries.last else { break }
-            for entry in entries {
-                guard let position = KeyLayout.position(fromLogKey: entry.key) else {
-                    throw EventStoreError.corrupted(location: "global log", detail: "malformed log key \(entry.key)")
+            // Each event is decoded straight from the bytes the backend lends; nothing is copied but the payload.
+            var last: UInt64?
+            let lent = try await backendCall {
+                try await self.backend.scan(KeyRange(from: KeyLayout.log(next), to: end), direction: .forward, limit: chunk) {
+                    entry in
+                    guard let position = KeyLayout.position(fromLogKey: entry.key) else {
+                        throw EventStoreError.corrupted(
+                            location: "global log", detail: "malformed log key \(Array(entry.key))")
+                    }
+                    events.append(try EventRecord.decode(entry.value, position: position, names: &names))
+                    last = position
+                    return true
                 }
-                events.append(try EventRecord.decode(entry.value, position: position, names: &names))
             }
-            if entries.count < chunk { break }
-            range.lowerBound = last.key + [0]
+            guard let last, lent == chunk, last < .max else { break }
+            next = last + 1
         }
         return events
     }

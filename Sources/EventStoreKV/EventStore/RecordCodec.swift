@@ -17,170 +17,16 @@ struct ByteWriter {
     mutating func i64(_ value: Int64) { u64(UInt64(bitPattern: value)) }
     mutating func uuid(_ value: UUID) { withUnsafeBytes(of: value.uuid) { bytes.append(contentsOf: $0) } }
     mutating func raw<C: Collection>(_ value: C) where C.Element == UInt8 { bytes.append(contentsOf: value) }
+    // Strings and payloads are appended straight from their storage, without an intermediate array.
     mutating func string16(_ value: String) {
-        let utf8 = Array(value.utf8)
-        u16(UInt16(utf8.count))
-        bytes.append(contentsOf: utf8)
+        u16(UInt16(value.utf8.count))
+        bytes.append(contentsOf: value.utf8)
     }
     mutating func string32(_ value: String) {
-        let utf8 = Array(value.utf8)
-        u32(UInt32(utf8.count))
-        bytes.append(contentsOf: utf8)
+        u32(UInt32(value.utf8.count))
+        bytes.append(contentsOf: value.utf8)
     }
-}
-
-/// Where a record being decoded lives, for corruption errors; formatted only when an error is thrown.
-enum RecordLocation {
-    case eventRecord(position: UInt64)
-    case streamHead(StreamName)
-    case lease(StreamName)
-    /// Any other record, described up front (for records off the hot read path).
-    case described(String)
-
-    var description: String {
-        switch self {
-        case .described(let text): text
-        case .eventRecord(let position): "event record at global position \(position)"
-        case .streamHead(let stream): "stream head of \"\(stream)\""
-        case .lease(let stream): "session lease of \"\(stream)\""
-        }
-    }
-}
-
-/// Reads little-endian fields, throwing a corruption error that names the location when the bytes run out.
-struct ByteReader {
-    let bytes: [UInt8]
-    private(set) var offset = 0
-    let location: RecordLocation
-
-    init(_ bytes: [UInt8], location: RecordLocation) {
-        self.bytes = bytes
-        self.location = location
-    }
-
-    init(_ bytes: [UInt8], location: String) {
-        self.init(bytes, location: .described(location))
-    }
-
-    private func corrupted(_ detail: String) -> EventStoreError {
-        EventStoreError.corrupted(location: location.description, detail: detail)
-    }
-
-    private mutating func advance(_ count: Int) throws -> Int {
-        guard count >= 0, count <= bytes.count - offset else {
-            throw corrupted("record truncated: needed \(count) bytes at offset \(offset) of \(bytes.count)")
-        }
-        defer { offset += count }
-        return offset
-    }
-
-    private mutating func load<T: FixedWidthInteger>(_: T.Type) throws -> T {
-        let at = try advance(MemoryLayout<T>.size)
-        return T(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: T.self) })
-    }
-
-    mutating func u8() throws -> UInt8 { try load(UInt8.self) }
-    mutating func u16() throws -> UInt16 { try load(UInt16.self) }
-    mutating func u32() throws -> UInt32 { try load(UInt32.self) }
-    mutating func u64() throws -> UInt64 { try load(UInt64.self) }
-    mutating func i64() throws -> Int64 { try load(Int64.self) }
-    mutating func uuid() throws -> UUID {
-        let at = try advance(16)
-        return UUID(uuid: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: uuid_t.self) })
-    }
-    mutating func data(_ count: Int) throws -> Data {
-        let at = try advance(count)
-        guard count > 0 else { return Data() }
-        // A concrete pointer copy: the generic Slice-of-raw-buffer initialiser instantiates metadata per call.
-        return bytes.withUnsafeBytes { raw in raw.baseAddress.map { Data(bytes: $0 + at, count: count) } ?? Data() }
-    }
-    mutating func string16() throws -> String { try string(in: try span16()) }
-    mutating func string32() throws -> String { try string(count: Int(try u32())) }
-    private mutating func string(count: Int) throws -> String {
-        let at = try advance(count)
-        return try string(in: at..<(at + count))
-    }
-
-    /// Skips a u16-length-prefixed field and returns where its bytes are, so a caller can compare before decoding.
-    mutating func span16() throws -> Range<Int> {
-        let count = Int(try u16())
-        let at = try advance(count)
-        return at..<(at + count)
-    }
-
-    /// Whether the bytes at `range` equal `other`.
-    func bytes(in range: Range<Int>, equal other: [UInt8]) -> Bool {
-        guard range.count == other.count else { return false }
-        return bytes.withUnsafeBufferPointer { mine in
-            other.withUnsafeBufferPointer { theirs in
-                range.isEmpty || memcmp(mine.baseAddress! + range.lowerBound, theirs.baseAddress!, range.count) == 0
-            }
-        }
-    }
-
-    /// The validated UTF-8 string at `range` (already advanced past).
-    func string(in range: Range<Int>) throws -> String {
-        let value = bytes.withUnsafeBufferPointer { buffer -> String? in
-            let field = UnsafeBufferPointer(rebasing: buffer[range])
-            // Decoding repairs invalid input with U+FFFD, so a decoded string whose UTF-8 differs from the input
-            // means the input was not valid UTF-8. This avoids the unspecialised generic validating initialiser.
-            var decoded = String(decoding: field, as: UTF8.self)
-            let valid = decoded.withUTF8 { $0.count == field.count && (field.isEmpty || memcmp($0.baseAddress!, field.baseAddress!, field.count) == 0) }
-            return valid ? decoded : nil
-        }
-        guard let value else { throw corrupted("invalid UTF-8 at offset \(range.lowerBound)") }
-        return value
-    }
-    var remaining: Int { bytes.count - offset }
-}
-
-/// Remembers validated stream names while decoding many records, so a read validates each name once, and the
-/// last stream name and event type by their raw bytes, so a run of records from one stream (or of one type) decodes
-/// neither string again.
-struct StreamNameCache {
-    private var last: (String, StreamName)?
-    private var seen: [String: StreamName] = [:]
-    private var lastRawName: [UInt8] = []
-    private var lastRawNameValue: StreamName?
-    private var lastRawType: [UInt8] = []
-    private var lastRawTypeValue: String?
-
-    /// The stream name whose u16-prefixed bytes are next in `reader`.
-    mutating func name(from reader: inout ByteReader, location: RecordLocation) throws -> StreamName {
-        let range = try reader.span16()
-        if let known = lastRawNameValue, reader.bytes(in: range, equal: lastRawName) { return known }
-        let name = try name(try reader.string(in: range), location: location)
-        lastRawName = Array(reader.bytes[range])
-        lastRawNameValue = name
-        return name
-    }
-
-    /// The event type whose u16-prefixed bytes are next in `reader`.
-    mutating func type(from reader: inout ByteReader) throws -> String {
-        let range = try reader.span16()
-        if let known = lastRawTypeValue, reader.bytes(in: range, equal: lastRawType) { return known }
-        let type = try reader.string(in: range)
-        lastRawType = Array(reader.bytes[range])
-        lastRawTypeValue = type
-        return type
-    }
-
-    mutating func name(_ raw: String, location: RecordLocation) throws -> StreamName {
-        if let last, last.0 == raw { return last.1 }
-        if let known = seen[raw] {
-            last = (raw, known)
-            return known
-        }
-        let name: StreamName
-        do {
-            name = try StreamName.stored(raw)
-        } catch {
-            throw EventStoreError.corrupted(location: location.description, detail: "invalid stream name: \(error)")
-        }
-        if seen.count < 4_096 { seen[raw] = name }
-        last = (raw, name)
-        return name
-    }
+    mutating func data(_ value: Data) { value.withUnsafeBytes { bytes.append(contentsOf: $0) } }
 }
 
 /// The log record of one event (value of `L position`).
@@ -193,7 +39,9 @@ enum EventRecord {
 
     /// Encodes everything but the version, which is patched in by ``encode(prepared:version:)`` at commit time.
     static func prepare(_ event: EventData, stream: StreamName, recordedAt: Date) -> [UInt8] {
-        var writer = ByteWriter(capacity: event.data.count + 96 + stream.rawValue.utf8.count)
+        // Sized once for everything written: no regrowth while encoding.
+        let capacity = 96 + event.size + stream.rawValue.utf8.count + 6 * event.metadata.properties.count
+        var writer = ByteWriter(capacity: capacity)
         writer.u8(format)
         writer.u64(0)  // version, patched later
         writer.i64(Int64((recordedAt.timeIntervalSince1970 * 1_000_000).rounded()))
@@ -210,7 +58,7 @@ enum EventRecord {
             writer.string32(value)
         }
         writer.u32(UInt32(event.data.count))
-        writer.raw(event.data)
+        writer.data(event.data)
         return writer.bytes
     }
 
@@ -228,29 +76,25 @@ enum EventRecord {
     }
 
     static func decode(_ bytes: [UInt8], position: UInt64, names: inout StreamNameCache) throws -> RecordedEvent {
+        try bytes.withUnsafeBytes { try decode($0, position: position, names: &names) }
+    }
+
+    /// Decodes the record in `bytes` (lent, not kept) with the fewest allocations: one Data for the payload; the
+    /// stream name and type come from `names` when seen before; metadata is built only when the record has any.
+    /// - Throws: ``EventStoreError/corrupted(location:detail:)`` naming the position when the bytes are malformed.
+    static func decode(_ bytes: UnsafeRawBufferPointer, position: UInt64, names: inout StreamNameCache) throws
+        -> RecordedEvent
+    {
         let location = RecordLocation.eventRecord(position: position)
         var reader = ByteReader(bytes, location: location)
         let format = try reader.u8()
-        guard format == Self.format else {
-            throw EventStoreError.corrupted(location: location.description, detail: "unknown record format \(format)")
-        }
+        guard format == Self.format else { throw reader.corrupted("unknown record format \(format)") }
         let version = try reader.u64()
         let micros = try reader.i64()
         let id = try reader.uuid()
         let stream = try names.name(from: &reader, location: location)
         let type = try names.type(from: &reader)
-        let flags = try reader.u8()
-        var metadata = EventMetadata()
-        if flags & 1 != 0 { metadata.correlationID = try reader.uuid() }
-        if flags & 2 != 0 { metadata.causationID = try reader.uuid() }
-        let propertyCount = try reader.u32()
-        guard Int(propertyCount) <= reader.remaining else {
-            throw EventStoreError.corrupted(location: location.description, detail: "property count out of range")
-        }
-        for _ in 0..<propertyCount {
-            let key = try reader.string16()
-            metadata.properties[key] = try reader.string32()
-        }
+        let metadata = try decodeMetadata(&reader)
         let data = try reader.data(Int(try reader.u32()))
         return RecordedEvent(
             id: id, stream: stream, version: version, position: position,
@@ -258,14 +102,32 @@ enum EventRecord {
             metadata: metadata)
     }
 
+    /// The flags, optional ids and properties; the empty metadata (no allocation) when there are none.
+    private static func decodeMetadata(_ reader: inout ByteReader) throws -> EventMetadata {
+        let flags = try reader.u8()
+        var metadata = EventMetadata()
+        if flags & 1 != 0 { metadata.correlationID = try reader.uuid() }
+        if flags & 2 != 0 { metadata.causationID = try reader.uuid() }
+        let propertyCount = try reader.u32()
+        guard propertyCount > 0 else { return metadata }
+        guard Int(propertyCount) <= reader.remaining else { throw reader.corrupted("property count out of range") }
+        metadata.properties.reserveCapacity(Int(propertyCount))
+        for _ in 0..<propertyCount {
+            let key = try reader.string16()
+            metadata.properties[key] = try reader.string32()
+        }
+        return metadata
+    }
+
     /// Reads only the id and stream from a record, for idempotency checks.
     static func identity(_ bytes: [UInt8], position: UInt64) throws -> (id: UUID, stream: String, version: UInt64) {
-        var reader = ByteReader(bytes, location: .eventRecord(position: position))
-        _ = try reader.u8()
-        let version = try reader.u64()
-        _ = try reader.i64()
-        let id = try reader.uuid()
-        return (id, try reader.string16(), version)
+        try ByteReader.reading(bytes, location: .eventRecord(position: position)) { reader in
+            _ = try reader.u8()
+            let version = try reader.u64()
+            _ = try reader.i64()
+            let id = try reader.uuid()
+            return (id, try reader.string16(), version)
+        }
     }
 }
 
@@ -302,7 +164,10 @@ struct StreamHead: Equatable {
     }
 
     static func decode(_ bytes: [UInt8], stream: StreamName) throws -> StreamHead {
-        var reader = ByteReader(bytes, location: .streamHead(stream))
+        try ByteReader.reading(bytes, location: .streamHead(stream)) { try decode(&$0, stream: stream) }
+    }
+
+    private static func decode(_ reader: inout ByteReader, stream: StreamName) throws -> StreamHead {
         let format = try reader.u8()
         guard format == 1 || format == 2 else {
             throw EventStoreError.corrupted(location: "stream head of \"\(stream)\"", detail: "unknown format \(format)")
@@ -335,6 +200,14 @@ enum PositionValue {
         }
         return bytes.readBigEndian(at: 0)
     }
+
+    /// Decodes a lent value in place.
+    static func decode(_ bytes: UnsafeRawBufferPointer, location: @autoclosure () -> String) throws -> UInt64 {
+        guard bytes.count == 8 else {
+            throw EventStoreError.corrupted(location: location(), detail: "expected 8 bytes, found \(bytes.count)")
+        }
+        return UInt64(bigEndian: bytes.loadUnaligned(as: UInt64.self))
+    }
 }
 
 /// A session lease (value of `K name`, written with a TTL). Format 1: u8 format=1, 16 session id,
@@ -354,7 +227,10 @@ struct LeaseRecord {
     }
 
     static func decode(_ bytes: [UInt8], stream: StreamName) throws -> LeaseRecord {
-        var reader = ByteReader(bytes, location: .lease(stream))
+        try ByteReader.reading(bytes, location: .lease(stream)) { try decode(&$0, stream: stream) }
+    }
+
+    private static func decode(_ reader: inout ByteReader, stream: StreamName) throws -> LeaseRecord {
         let format = try reader.u8()
         guard format == 1 else {
             throw EventStoreError.corrupted(location: "session lease of \"\(stream)\"", detail: "unknown format \(format)")

@@ -9,6 +9,8 @@
 // - `State.changes` (a ChangeFeed) holds the changes of the most recent revisions, so a watcher can start from a
 //   recent revision; older starts get `historyUnavailable`.
 // - Expired TTL keys stay in `entries` until written again but are invisible to every read and condition.
+// - The borrowed scan and get lend the stored arrays in place, under the lock, so the lent bytes cannot change
+//   during a visit; visitors are synchronous and cannot call back into the store, so the lock is never re-entered.
 // - Every operation yields its thread first. Nothing here blocks, so without a suspension point a caller's loop of
 //   operations would never let other tasks run on the few cooperative threads (two on a 2-core machine).
 
@@ -17,7 +19,7 @@ import Synchronization
 
 /// An ordered, thread-safe key-value store held in memory. Nothing survives the process.
 public final class InMemoryKeyValueStore: KeyValueStore {
-    private struct Stored {
+    private struct Stored: Sendable {
         var value: [UInt8]
         var version: UInt64
         var modRevision: UInt64
@@ -27,6 +29,14 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         func isLive(at now: Int64) -> Bool { expiresAt.map { now < $0 } ?? true }
         func entry(_ key: Key) -> KeyValueEntry {
             KeyValueEntry(key: key, value: value, version: version, modRevision: modRevision)
+        }
+        /// Lends `key` and the stored value in place to `visit`.
+        func lend(_ key: Key, to visit: (BorrowedEntry) throws -> Bool) rethrows -> Bool {
+            try key.withUnsafeBytes { key in
+                try value.withUnsafeBytes { value in
+                    try visit(BorrowedEntry(key: key, value: value, version: version, modRevision: modRevision))
+                }
+            }
         }
     }
 
@@ -87,6 +97,55 @@ public final class InMemoryKeyValueStore: KeyValueStore {
                 return result.count < limit
             }
             return result
+        }
+    }
+
+    /// Lends the stored keys and values in place, under the lock: nothing is copied.
+    public func scan(
+        _ range: KeyRange, direction: ScanDirection, limit: Int, visiting visit: (BorrowedEntry) throws -> Bool
+    ) async throws -> Int {
+        await Task.yield()
+        let now = Self.now()
+        return try state.withLock { state in
+            guard !state.closed else { throw KeyValueStoreError.closed }
+            guard limit > 0 else { return 0 }
+            var lent = 0
+            // A copy (shares storage; dies before the lock is released, so no write ever copies the entries) keeps
+            // the visitor, which belongs to the calling task, from being handed to the guarded state itself.
+            let entries = state.entries
+            try entries.forEach(from: range.lowerBound, to: range.upperBound, backward: direction == .backward) {
+                key, stored in
+                guard stored.isLive(at: now) else { return true }
+                lent += 1
+                return try stored.lend(key, to: visit) && lent < limit
+            }
+            return lent
+        }
+    }
+
+    /// Lends the stored values in place, under the lock: nothing is copied.
+    public func get(_ keys: [Key], visiting visit: (Int, BorrowedEntry?) throws -> Void) async throws {
+        await Task.yield()
+        let now = Self.now()
+        try state.withLock { state in
+            guard !state.closed else { throw KeyValueStoreError.closed }
+            var hint: (chunk: Int, index: Int)?
+            for (index, key) in keys.enumerated() {
+                guard let found = state.entries.find(key, near: hint) else {
+                    try visit(index, nil)
+                    continue
+                }
+                hint = found
+                let stored = state.entries.value(at: found)
+                guard stored.isLive(at: now) else {
+                    try visit(index, nil)
+                    continue
+                }
+                _ = try stored.lend(key) { entry in
+                    try visit(index, entry)
+                    return true
+                }
+            }
         }
     }
 

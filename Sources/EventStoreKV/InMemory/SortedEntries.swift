@@ -3,8 +3,11 @@
 //
 // Invariants:
 // - Concatenating the chunks gives every entry in strictly increasing key order; no chunk is empty.
-// - A lookup is two binary searches (over chunk last keys, then within a chunk): O(log n). An insert or delete
+// - A lookup is two binary searches (over chunk last keys, then within a chunk), comparing keys with memcmp in place:
+//   O(log n). A batch of sorted keys tries the neighbours of the previous hit first. An insert or delete
 //   moves at most one chunk's entries, so random inserts stay cheap however large the map grows.
+
+import Foundation
 
 struct SortedEntries<Value> {
     private(set) var chunks: [[(key: [UInt8], value: Value)]] = []
@@ -16,15 +19,15 @@ struct SortedEntries<Value> {
         var high = chunks.count
         while low < high {
             let mid = (low + high) / 2
-            if let last = chunks[mid].last, last.key.lexicographicallyPrecedes(key) { low = mid + 1 } else { high = mid }
+            // Compared in place (no copy of the chunk or its last entry): lookups are the in-memory read path.
+            if Self.precedes(chunks[mid][chunks[mid].count - 1].key, key) { low = mid + 1 } else { high = mid }
         }
         guard low < chunks.count else { return (chunks.count, 0) }
-        let chunk = chunks[low]
         var first = 0
-        var end = chunk.count
+        var end = chunks[low].count
         while first < end {
             let mid = (first + end) / 2
-            if chunk[mid].key.lexicographicallyPrecedes(key) { first = mid + 1 } else { end = mid }
+            if Self.precedes(chunks[low][mid].key, key) { first = mid + 1 } else { end = mid }
         }
         return (low, first)
     }
@@ -34,6 +37,46 @@ struct SortedEntries<Value> {
         guard chunk < chunks.count, chunks[chunk][index].key == key else { return nil }
         return chunks[chunk][index].value
     }
+
+    /// Whether `left` sorts before `right` (unsigned bytes, a prefix first): one memcmp instead of the generic
+    /// element-by-element comparison, which dominated lookups.
+    static func precedes(_ left: [UInt8], _ right: [UInt8]) -> Bool {
+        let common = min(left.count, right.count)
+        let order = left.withUnsafeBytes { left in
+            right.withUnsafeBytes { right in
+                common == 0 ? 0 : memcmp(left.baseAddress!, right.baseAddress!, common)
+            }
+        }
+        return order != 0 ? order < 0 : left.count < right.count
+    }
+
+    /// Whether `left` and `right` are the same bytes.
+    static func same(_ left: [UInt8], _ right: [UInt8]) -> Bool {
+        guard left.count == right.count else { return false }
+        guard !left.isEmpty else { return true }
+        return left.withUnsafeBytes { left in
+            right.withUnsafeBytes { right in memcmp(left.baseAddress!, right.baseAddress!, left.count) == 0 }
+        }
+    }
+
+    /// Where `key` is stored, if it is. The entry at `hint` and the one after it are tried before searching: a batch
+    /// of sorted keys (a stream's log records, often at consecutive positions) mostly names neighbours.
+    func find(_ key: [UInt8], near hint: (chunk: Int, index: Int)?) -> (chunk: Int, index: Int)? {
+        if var (chunk, index) = hint {
+            for _ in 0..<2 {
+                guard chunk < chunks.count, index < chunks[chunk].count else { break }
+                if Self.same(chunks[chunk][index].key, key) { return (chunk, index) }
+                index += 1
+                if index == chunks[chunk].count { (chunk, index) = (chunk + 1, 0) }
+            }
+        }
+        let (chunk, index) = lowerBound(key)
+        guard chunk < chunks.count, Self.same(chunks[chunk][index].key, key) else { return nil }
+        return (chunk, index)
+    }
+
+    /// The value stored at a position returned by ``find(_:near:)``.
+    func value(at position: (chunk: Int, index: Int)) -> Value { chunks[position.chunk][position.index].value }
 
     /// Inserts or replaces the value for `key`.
     mutating func set(_ value: Value, for key: [UInt8]) {
@@ -70,8 +113,8 @@ struct SortedEntries<Value> {
 
     /// Visits entries with keys in `lower ..< upper` (nil: no upper bound) in order, until `visit` returns false.
     func forEach(
-        from lower: [UInt8], to upper: [UInt8]?, backward: Bool, _ visit: (([UInt8], Value)) -> Bool
-    ) {
+        from lower: [UInt8], to upper: [UInt8]?, backward: Bool, _ visit: (([UInt8], Value)) throws -> Bool
+    ) rethrows {
         if backward {
             var (chunk, index) = upper.map { lowerBound($0) } ?? (chunks.count, 0)
             while true {
@@ -84,14 +127,14 @@ struct SortedEntries<Value> {
                     index = chunks[chunk].count - 1
                 }
                 let entry = chunks[chunk][index]
-                if entry.key.lexicographicallyPrecedes(lower) || !visit((entry.key, entry.value)) { return }
+                if try Self.precedes(entry.key, lower) || !visit((entry.key, entry.value)) { return }
             }
         } else {
             var (chunk, index) = lowerBound(lower)
             while chunk < chunks.count {
                 let entry = chunks[chunk][index]
-                if let upper, !entry.key.lexicographicallyPrecedes(upper) { return }
-                if !visit((entry.key, entry.value)) { return }
+                if let upper, !Self.precedes(entry.key, upper) { return }
+                if try !visit((entry.key, entry.value)) { return }
                 index += 1
                 if index == chunks[chunk].count {
                     chunk += 1
@@ -101,3 +144,5 @@ struct SortedEntries<Value> {
         }
     }
 }
+
+extension SortedEntries: Sendable where Value: Sendable {}

@@ -7,7 +7,9 @@
 // - Every node fits its page: a node that grows past `capacity` splits at once. Entries are at most capacity / 4
 //   (keys are limited and large values go to overflow pages), so every split yields two fitting halves.
 // - Right-edge appends (the insert landed at the end of the node) split so the left node stays full and the new
-//   right node starts with just the new entry: monotonic keys fill pages instead of leaving them half empty.
+//   right node starts with just the new entry: monotonic keys fill pages instead of leaving them half empty. An
+//   append to the end of a run of keys that another run follows in the same leaf splits right after the new entry
+//   for the same reason (see `splitAtRunEnd`).
 // - Deletes remove empty nodes and collapse a root with one child; underfull nodes are not merged (compact()
 //   rebuilds the tree densely).
 
@@ -21,21 +23,32 @@ enum BTree {
         var node = try reader.resolve(root)
         while !node.isLeaf { node = try reader.resolve(node.children[node.childIndex(for: key)]) }
         let index = node.lowerBound(key)
-        guard index < node.keys.count, node.keys[index] == key else { return nil }
-        return node.entries[index]
+        return node.hasKey(key, at: index) ? node.entry(at: index) : nil
     }
 
-    /// The entries stored under `keys` (expired or not), in order. Consecutive keys that fall into the same leaf
-    /// (sorted keys usually do) are found without descending the tree again.
+    /// The entries stored under `keys` (expired or not), in order.
     static func findAll(_ keys: [Key], root: ChildRef?, reader: PageReader) throws -> [LeafEntry?] {
-        guard let root else { return Array(repeating: nil, count: keys.count) }
+        var result: [LeafEntry?] = []
+        result.reserveCapacity(keys.count)
+        try findAll(keys, root: root, reader: reader) { _, leaf, slot in result.append(leaf.map { $0.entry(at: slot) }) }
+        return result
+    }
+
+    /// Calls `visit` for each of `keys` in order with the leaf and entry index holding it (expired or not), or nil.
+    /// Consecutive keys that fall into the same leaf (sorted keys usually do) are found without descending the tree
+    /// again.
+    static func findAll(
+        _ keys: [Key], root: ChildRef?, reader: PageReader, visit: (Int, Node?, Int) throws -> Void
+    ) throws {
+        guard let root else {
+            for index in keys.indices { try visit(index, nil, 0) }
+            return
+        }
         let top = try reader.resolve(root)
         var leaf: Node?
         var lower: Key?
         var upper: Key?
-        var result: [LeafEntry?] = []
-        result.reserveCapacity(keys.count)
-        for key in keys {
+        for (position, key) in keys.enumerated() {
             let inLeaf =
                 leaf != nil && !(lower.map { key.precedes($0) } ?? false)
                 && (upper.map { key.precedes($0) } ?? true)
@@ -53,15 +66,14 @@ enum BTree {
             }
             guard let leaf else { break }
             let index = leaf.lowerBound(key)
-            result.append(index < leaf.keys.count && leaf.keys[index] == key ? leaf.entries[index] : nil)
+            try visit(position, leaf.hasKey(key, at: index) ? leaf : nil, index)
         }
-        return result
     }
 
-    /// Calls `visit` for entries in `range` in `direction` order until it returns false.
+    /// Calls `visit` with each leaf and entry index in `range`, in `direction` order, until it returns false.
     static func scan(
         _ range: KeyRange, direction: ScanDirection, root: ChildRef?, reader: PageReader,
-        visit: (Key, LeafEntry) throws -> Bool
+        visit: (Node, Int) throws -> Bool
     ) throws {
         guard let root else { return }
         _ = try scan(try reader.resolve(root), range: range, direction: direction, reader: reader, visit: visit)
@@ -69,18 +81,16 @@ enum BTree {
 
     private static func scan(
         _ node: Node, range: KeyRange, direction: ScanDirection, reader: PageReader,
-        visit: (Key, LeafEntry) throws -> Bool
+        visit: (Node, Int) throws -> Bool
     ) throws -> Bool {
         if node.isLeaf {
             let start = node.lowerBound(range.lowerBound)
-            let end = range.upperBound.map { node.lowerBound($0) } ?? node.keys.count
+            let end = range.upperBound.map { node.lowerBound($0) } ?? node.count
             guard start < end else { return true }
             if direction == .forward {
-                for index in start..<end where !(try visit(node.keys[index], node.entries[index])) { return false }
+                for index in start..<end where !(try visit(node, index)) { return false }
             } else {
-                for index in (start..<end).reversed() where !(try visit(node.keys[index], node.entries[index])) {
-                    return false
-                }
+                for index in (start..<end).reversed() where !(try visit(node, index)) { return false }
             }
             return true
         }
@@ -114,17 +124,18 @@ struct TreeWriter {
         capacity = reader.pageSize - Page.headerSize
     }
 
-    /// Stores `entry` under `key`; returns the entry it replaced.
+    /// Stores `entry` under `key`; returns the fields of the entry it replaced.
     @discardableResult
-    mutating func put(_ key: Key, _ entry: LeafEntry, root: inout ChildRef?) throws -> LeafEntry? {
+    mutating func put(_ key: Key, _ entry: LeafEntry, root: inout ChildRef?) throws -> EntryHeader? {
         try put(key, root: &root) { _ in entry }
     }
 
-    /// Stores `make(old)` under `key`, where `old` is the entry it replaces (nil if none), in one descent; returns
-    /// the entry it replaced.
+    /// Stores `make(old)` under `key`, where `old` holds the fields of the entry it replaces (nil if none), in one
+    /// descent; returns those fields.
     @discardableResult
-    mutating func put(_ key: Key, root: inout ChildRef?, make: (LeafEntry?) -> LeafEntry) throws -> LeafEntry? {
+    mutating func put(_ key: Key, root: inout ChildRef?, make: (EntryHeader?) -> LeafEntry) throws -> EntryHeader? {
         guard let current = root else {
+            dirtied += 1
             let leaf = Node(leaf: [key], entries: [make(nil)], owner: transaction)
             root = .node(leaf)
             return nil
@@ -132,6 +143,7 @@ struct TreeWriter {
         let node = try own(current)
         let (old, split) = try insert(key, make, into: node)
         if let (separator, right) = split {
+            dirtied += 1
             root = .node(Node(branch: [[], separator], children: [.node(node), .node(right)], owner: transaction))
         } else {
             root = .node(node)
@@ -139,9 +151,9 @@ struct TreeWriter {
         return old
     }
 
-    /// Removes `key`; returns the entry removed, or nil if it was absent (then nothing changes).
+    /// Removes `key`; returns the fields of the entry removed, or nil if it was absent (then nothing changes).
     @discardableResult
-    mutating func delete(_ key: Key, root: inout ChildRef?) throws -> LeafEntry? {
+    mutating func delete(_ key: Key, root: inout ChildRef?) throws -> EntryHeader? {
         guard let current = root, try BTree.find(key, root: current, reader: reader) != nil else { return nil }
         let node = try own(current)
         let (old, empty) = try remove(key, from: node)
@@ -163,33 +175,36 @@ struct TreeWriter {
             freed.append(node.origin)
             dirtied += 1
         }
-        return node.copy(owner: transaction)
+        let copy = node.copy(owner: transaction)
+        // A leaf is copied to be changed: copy its bytes once, with room to grow to a full page.
+        if copy.isLeaf { copy.body.reserveCapacity(capacity + LeafEntry.overhead) }
+        return copy
     }
 
-    private mutating func release(_ value: StoredValue) {
-        guard case .overflow(let first, let length) = value else { return }
-        for offset in 0..<reader.overflowPages(length) { freed.append(first + UInt64(offset)) }
+    /// Frees the overflow run an entry being replaced or removed pointed to.
+    private mutating func release(_ old: EntryHeader) {
+        guard old.flags == LeafLayout.overflowFlag else { return }
+        for offset in 0..<reader.overflowPages(old.valueLength) { freed.append(old.reference + UInt64(offset)) }
     }
 
-    private mutating func insert(_ key: Key, _ make: (LeafEntry?) -> LeafEntry, into node: Node) throws
-        -> (old: LeafEntry?, split: (Key, Node)?)
+    private mutating func insert(_ key: Key, _ make: (EntryHeader?) -> LeafEntry, into node: Node) throws
+        -> (old: EntryHeader?, split: (Key, Node)?)
     {
         if node.isLeaf {
             let index = node.lowerBound(key)
-            if index < node.keys.count, node.keys[index] == key {
-                let old = node.entries[index]
+            if node.hasKey(key, at: index) {
+                let old = node.header(at: index)
                 let entry = make(old)
-                release(old.value)
-                node.byteSize += Node.leafSize(key: key, value: entry.value) - Node.leafSize(key: key, value: old.value)
-                node.entries[index] = entry
+                release(old)
+                node.replaceEntry(at: index, key: key, with: entry)
                 return (old, node.byteSize > capacity ? split(node, rightEdge: false) : nil)
             }
             let entry = make(nil)
-            node.keys.insert(key, at: index)
-            node.entries.insert(entry, at: index)
-            node.byteSize += Node.leafSize(key: key, value: entry.value)
-            let appended = index == node.keys.count - 1
-            return (nil, node.byteSize > capacity ? split(node, rightEdge: appended) : nil)
+            node.insertEntry(key, entry, at: index)
+            guard node.byteSize > capacity else { return (nil, nil) }
+            if index == node.count - 1 { return (nil, split(node, rightEdge: true)) }
+            if let split = splitAtRunEnd(node, inserted: index) { return (nil, split) }
+            return (nil, split(node, rightEdge: false))
         }
         let index = node.childIndex(for: key)
         let child = try own(node.children[index])
@@ -203,49 +218,65 @@ struct TreeWriter {
         return (old, node.byteSize > capacity ? split(node, rightEdge: appended) : nil)
     }
 
+    /// An append to the end of one run of keys that another run follows in the same leaf (the log's newest
+    /// position followed by the first event-id keys, one stream's newest version followed by the next stream): the
+    /// inserted key shares a longer prefix with its left neighbour than with its right one. Splitting right after it
+    /// leaves the run's page full and the next run in a page of its own, so later appends to the run are right-edge
+    /// appends; a middle split would leave every page of the run half empty. Nil when the keys do not look like
+    /// that or a half would not fit.
+    private mutating func splitAtRunEnd(_ node: Node, inserted index: Int) -> (Key, Node)? {
+        guard index >= 1, index + 1 < node.count else { return nil }
+        let (left, right) = node.body.withUnsafeBytes { bytes in
+            let previous = LeafLayout.key(bytes, at: Int(node.offsets[index - 1]))
+            let current = LeafLayout.key(bytes, at: Int(node.offsets[index]))
+            let next = LeafLayout.key(bytes, at: Int(node.offsets[index + 1]))
+            return (LeafLayout.commonPrefix(previous, current), LeafLayout.commonPrefix(current, next))
+        }
+        let at = index + 1
+        guard right < left, Int(node.offsets[at]) <= capacity, node.byteSize - Int(node.offsets[at]) <= capacity
+        else { return nil }
+        dirtied += 1
+        return (node.key(at: at), node.splitLeaf(at: at, owner: transaction))
+    }
+
     /// Splits an overfull node in two; returns the separator and the new right node.
     private mutating func split(_ node: Node, rightEdge: Bool) -> (Key, Node) {
         dirtied += 1
-        let count = node.keys.count
+        let count = node.count
         var at = count - 1
         if !rightEdge {
             var size = 0
             at = 0
             while at < count - 1, size < node.byteSize / 2 {
                 size += node.isLeaf
-                    ? Node.leafSize(key: node.keys[at], value: node.entries[at].value)
+                    ? node.entryEnd(at) - Int(node.offsets[at])
                     : Node.branchSize(key: at == 0 ? [] : node.keys[at])
                 at += 1
             }
             at = max(1, min(count - 1, at))
         }
-        let separator = node.keys[at]
-        let right: Node
         if node.isLeaf {
-            right = Node(leaf: Array(node.keys[at...]), entries: Array(node.entries[at...]), owner: transaction)
-            node.keys.removeSubrange(at...)
-            node.entries.removeSubrange(at...)
-        } else {
-            right = Node(branch: Array(node.keys[at...]), children: Array(node.children[at...]), owner: transaction)
-            node.keys.removeSubrange(at...)
-            node.children.removeSubrange(at...)
+            let separator = node.key(at: at)
+            return (separator, node.splitLeaf(at: at, owner: transaction))
         }
-        node.byteSize = node.isLeaf
-            ? zip(node.keys, node.entries).reduce(0) { $0 + Node.leafSize(key: $1.0, value: $1.1.value) }
-            : node.keys.enumerated().reduce(0) { $0 + Node.branchSize(key: $1.offset == 0 ? [] : $1.element) }
+        let separator = node.keys[at]
+        let right = Node(branch: Array(node.keys[at...]), children: Array(node.children[at...]), owner: transaction)
+        node.keys.removeSubrange(at...)
+        node.children.removeSubrange(at...)
+        node.byteSize = node.keys.enumerated().reduce(0) {
+            $0 + Node.branchSize(key: $1.offset == 0 ? [] : $1.element)
+        }
         return (separator, right)
     }
 
-    private mutating func remove(_ key: Key, from node: Node) throws -> (old: LeafEntry?, empty: Bool) {
+    private mutating func remove(_ key: Key, from node: Node) throws -> (old: EntryHeader?, empty: Bool) {
         if node.isLeaf {
             let index = node.lowerBound(key)
-            guard index < node.keys.count, node.keys[index] == key else { return (nil, node.keys.isEmpty) }
-            let old = node.entries[index]
-            release(old.value)
-            node.byteSize -= Node.leafSize(key: key, value: old.value)
-            node.keys.remove(at: index)
-            node.entries.remove(at: index)
-            return (old, node.keys.isEmpty)
+            guard node.hasKey(key, at: index) else { return (nil, node.count == 0) }
+            let old = node.header(at: index)
+            release(old)
+            node.removeEntry(at: index)
+            return (old, node.count == 0)
         }
         let index = node.childIndex(for: key)
         let child = try own(node.children[index])

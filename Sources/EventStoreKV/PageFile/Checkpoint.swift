@@ -43,24 +43,23 @@ private struct CheckpointWriter {
             return 0
         }
         if node.origin != 0 { return node.origin }
-        let clean: Node
         if node.isLeaf {
-            let entries = try node.entries.map { entry -> LeafEntry in
-                guard case .pending(let value) = entry.value else { return entry }
-                var written = entry
-                written.value = .overflow(page: try writeOverflow(value), length: value.count)
-                return written
-            }
-            clean = Node(leaf: node.keys, entries: entries, owner: 0, origin: 0)
-        } else {
-            clean = Node(
-                branch: node.keys, children: try node.children.map { .page(try write($0)) }, owner: 0, origin: 0)
+            let body = try node.cleanBody { try writeOverflow($0) }
+            let page = allocate(1)
+            let clean = Node(leafBody: body, offsets: node.offsets, pendingValues: [], owner: 0, origin: page)
+            try reader.file.write(
+                NodeCodec.encode(clean, number: page, lsn: lsn, pageSize: reader.pageSize),
+                at: page * UInt64(reader.pageSize))
+            reader.cache.insert(clean, page: page)
+            return page
         }
+        let children = try node.children.map { ChildRef.page(try write($0)) }
         let page = allocate(1)
-        let bytes = NodeCodec.encode(clean, number: page, lsn: lsn, pageSize: reader.pageSize)
-        try reader.file.write(bytes, at: page * UInt64(reader.pageSize))
-        let cached = try NodeCodec.decode(bytes, number: page, path: reader.path)
-        reader.cache.insert(cached, page: page)
+        let clean = Node(branch: node.keys, children: children, owner: 0, origin: page)
+        try reader.file.write(
+            NodeCodec.encode(clean, number: page, lsn: lsn, pageSize: reader.pageSize),
+            at: page * UInt64(reader.pageSize))
+        reader.cache.insert(clean, page: page)
         return page
     }
 

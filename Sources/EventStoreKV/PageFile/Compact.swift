@@ -151,7 +151,9 @@ extension PageFileKeyValueStore {
         let file = try SystemFile.open(temporary, create: true, faults: options.faults)
         try file.truncate(to: 0)
         var loader = BulkLoader(file: file, pageSize: pageSize, lsn: state.lsn)
-        try BTree.scan(KeyRange(from: [], to: nil), direction: .forward, root: state.root, reader: old) { key, entry in
+        try BTree.scan(KeyRange(from: [], to: nil), direction: .forward, root: state.root, reader: old) { node, index in
+            let key = node.key(at: index)
+            let entry = node.entry(at: index)
             if case .overflow = entry.value {
                 try loader.add(key, entry, value: try old.value(entry.value))
             } else {

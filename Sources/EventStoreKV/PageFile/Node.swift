@@ -10,6 +10,7 @@
 //   its page at the next checkpoint.
 
 import EventStore
+import Foundation
 
 /// Where a leaf entry's value lives.
 enum StoredValue: Sendable {
@@ -51,6 +52,23 @@ struct LeafEntry: Sendable {
     static let overhead = 2 + 1 + 8 + 8 + 8 + 4
 }
 
+/// A leaf entry's fixed fields, read in place from a leaf's body (no copy of the value).
+struct EntryHeader {
+    /// 0: the value is inline; 1: in overflow pages; 2: pending (in memory until the next checkpoint).
+    var flags: UInt8
+    var version: UInt64
+    var modRevision: UInt64
+    var expiresAt: Int64
+    var valueLength: Int
+    /// Offset in the body of the value bytes (inline) or of the u64 reference (overflow page, pending index).
+    var valueOffset: Int
+    /// The overflow page or pending index (0 for an inline value).
+    var reference: UInt64
+
+    /// Whether the entry is visible at `now` (nanoseconds since 1970).
+    func isLive(at now: Int64) -> Bool { expiresAt == 0 || now < expiresAt }
+}
+
 /// A reference from a branch to a child: a page on disk, or a node built in memory since the last checkpoint.
 enum ChildRef: Sendable {
     case page(UInt64)
@@ -58,69 +76,126 @@ enum ChildRef: Sendable {
 }
 
 /// A B+tree node. See the invariants at the top of this file.
+///
+/// A leaf keeps its entries packed exactly as in its page body (`body`, with `offsets` marking where each entry
+/// starts), so decoding a page is one copy and one pass, a copy-on-write copy is two array copies whatever the
+/// number of entries, and scans read keys and values in place. A branch keeps its separators and children in
+/// arrays.
 final class Node: @unchecked Sendable {
     // @unchecked: mutable fields are written only by the single writer, under PageFileKeyValueStore's writer lock,
     // while `owner` is the transaction being built; the node is unreachable from any published snapshot until that
     // transaction is published (through the published-state Mutex), and is never mutated afterwards.
     let isLeaf: Bool
+    /// Branch: separator keys (entry 0 empty).
     var keys: [Key]
-    var entries: [LeafEntry]
+    /// Branch: children.
     var children: [ChildRef]
+    /// Leaf: the encoded entries, back to back, as in the page body.
+    var body: [UInt8]
+    /// Leaf: where each entry starts in `body`.
+    var offsets: [Int32]
+    /// Leaf: values too large for the page that no checkpoint has written yet, named by index from their entry.
+    var pendingValues: [[UInt8]]
     var owner: UInt64
     let origin: UInt64
-    var byteSize: Int
+    /// Branch: the encoded body size (a leaf's is `body.count`).
+    private var branchBytes: Int
 
     init(leaf keys: [Key], entries: [LeafEntry], owner: UInt64, origin: UInt64 = 0) {
         isLeaf = true
-        self.keys = keys
-        self.entries = entries
+        self.keys = []
         children = []
+        body = []
+        offsets = []
+        pendingValues = []
         self.owner = owner
         self.origin = origin
-        byteSize = zip(keys, entries).reduce(0) { $0 + Node.leafSize(key: $1.0, value: $1.1.value) }
+        branchBytes = 0
+        for (key, entry) in zip(keys, entries) { insertEntry(key, entry, at: offsets.count) }
     }
 
     init(branch keys: [Key], children: [ChildRef], owner: UInt64, origin: UInt64 = 0) {
         isLeaf = false
         self.keys = keys
-        entries = []
         self.children = children
+        body = []
+        offsets = []
+        pendingValues = []
         self.owner = owner
         self.origin = origin
-        byteSize = keys.enumerated().reduce(0) { $0 + Node.branchSize(key: $1.offset == 0 ? [] : $1.element) }
+        branchBytes = keys.enumerated().reduce(0) { $0 + Node.branchSize(key: $1.offset == 0 ? [] : $1.element) }
     }
 
-    /// A node with every field given, for copies that already know their encoded size.
-    private init(
-        isLeaf: Bool, keys: [Key], entries: [LeafEntry], children: [ChildRef], owner: UInt64, byteSize: Int
-    ) {
-        self.isLeaf = isLeaf
-        self.keys = keys
-        self.entries = entries
-        self.children = children
+    /// A leaf from packed entries.
+    init(leafBody body: [UInt8], offsets: [Int32], pendingValues: [[UInt8]], owner: UInt64, origin: UInt64) {
+        isLeaf = true
+        keys = []
+        children = []
+        self.body = body
+        self.offsets = offsets
+        self.pendingValues = pendingValues
+        self.owner = owner
+        self.origin = origin
+        branchBytes = 0
+    }
+
+    /// A node with every field given, for copies.
+    private init(copying node: Node, owner: UInt64) {
+        isLeaf = node.isLeaf
+        keys = node.keys
+        children = node.children
+        body = node.body
+        offsets = node.offsets
+        pendingValues = node.pendingValues
         self.owner = owner
         origin = 0
-        self.byteSize = byteSize
+        branchBytes = node.branchBytes
     }
 
-    /// A mutable copy owned by transaction `owner`. The arrays are shared until the first change (copy-on-write)
-    /// and the size is carried over, so copying costs no walk over the entries.
-    func copy(owner: UInt64) -> Node {
-        Node(isLeaf: isLeaf, keys: keys, entries: entries, children: children, owner: owner, byteSize: byteSize)
+    /// A mutable copy owned by transaction `owner`. The arrays are shared until the first change (copy-on-write);
+    /// a leaf's are plain bytes and integers, so that first change copies them with two memcpys.
+    func copy(owner: UInt64) -> Node { Node(copying: self, owner: owner) }
+
+    /// The exact encoded body size; the node fits its page iff this is at most the page body's capacity.
+    var byteSize: Int {
+        get { isLeaf ? body.count : branchBytes }
+        set { if !isLeaf { branchBytes = newValue } }
     }
+
+    /// Entries in a leaf, or children in a branch.
+    var count: Int { isLeaf ? offsets.count : keys.count }
 
     static func leafSize(key: Key, value: StoredValue) -> Int { LeafEntry.overhead + key.count + value.encodedSize }
     static func branchSize(key: Key) -> Int { 2 + key.count + 8 }
 
     /// Index of the first key not less than `key`.
     func lowerBound(_ key: Key) -> Int {
-        var low = 0
-        var high = keys.count
-        while low < high {
-            let mid = (low + high) / 2
-            if keys[mid].precedes(key) { low = mid + 1 } else { high = mid }
+        guard isLeaf else {
+            var low = 0
+            var high = keys.count
+            while low < high {
+                let mid = (low + high) / 2
+                if keys[mid].precedes(key) { low = mid + 1 } else { high = mid }
+            }
+            return low
         }
-        return low
+        return body.withUnsafeBytes { bytes in
+            key.withUnsafeBytes { wanted in
+                offsets.withUnsafeBufferPointer { starts in
+                    var low = 0
+                    var high = starts.count
+                    while low < high {
+                        let mid = (low + high) / 2
+                        if LeafLayout.compare(LeafLayout.key(bytes, at: Int(starts[mid])), wanted) < 0 {
+                            low = mid + 1
+                        } else {
+                            high = mid
+                        }
+                    }
+                    return low
+                }
+            }
+        }
     }
 
     /// In a branch: the child whose range holds `key`.
@@ -133,90 +208,312 @@ final class Node: @unchecked Sendable {
         }
         return low - 1
     }
+
+    // MARK: Leaf entries in place
+
+    /// Where entry `index` ends in `body`.
+    func entryEnd(_ index: Int) -> Int { index + 1 < offsets.count ? Int(offsets[index + 1]) : body.count }
+
+    /// Whether leaf entry `index` exists and its key equals `key`.
+    func hasKey(_ key: Key, at index: Int) -> Bool {
+        guard index < offsets.count else { return false }
+        return body.withUnsafeBytes { bytes in
+            key.withUnsafeBytes { LeafLayout.compare(LeafLayout.key(bytes, at: Int(offsets[index])), $0) == 0 }
+        }
+    }
+
+    /// A copy of leaf entry `index`'s key.
+    func key(at index: Int) -> Key {
+        body.withUnsafeBytes { Key(LeafLayout.key($0, at: Int(offsets[index]))) }
+    }
+
+    /// Leaf entry `index`'s fixed fields.
+    func header(at index: Int) -> EntryHeader {
+        body.withUnsafeBytes { LeafLayout.header($0, at: Int(offsets[index])) }
+    }
+
+    /// A copy of leaf entry `index` (its value bytes copied if inline).
+    func entry(at index: Int) -> LeafEntry {
+        let header = header(at: index)
+        let value: StoredValue
+        switch header.flags {
+        case LeafLayout.overflowFlag: value = .overflow(page: header.reference, length: header.valueLength)
+        case LeafLayout.pendingFlag: value = .pending(pendingValues[Int(header.reference)])
+        default: value = .inline(Array(body[header.valueOffset..<(header.valueOffset + header.valueLength)]))
+        }
+        return LeafEntry(
+            value: value, version: header.version, modRevision: header.modRevision, expiresAt: header.expiresAt)
+    }
+
+    /// Every key (a leaf's are copied out), for checks off the hot path.
+    var allKeys: [Key] { isLeaf ? (0..<count).map { key(at: $0) } : keys }
+
+    /// Every leaf entry, copied, for checks off the hot path.
+    var allEntries: [LeafEntry] { isLeaf ? (0..<count).map { entry(at: $0) } : [] }
+
+    /// Inserts an entry at `index` of a leaf (the caller keeps keys ascending).
+    func insertEntry(_ key: Key, _ entry: LeafEntry, at index: Int) {
+        let start = index < offsets.count ? Int(offsets[index]) : body.count
+        let size = Node.leafSize(key: key, value: entry.value)
+        resize(start..<start, to: size)
+        write(key, entry, at: start)
+        offsets.insert(Int32(start), at: index)
+        shiftOffsets(after: index, by: size)
+    }
+
+    /// Replaces leaf entry `index` (same key) with `entry`.
+    func replaceEntry(at index: Int, key: Key, with entry: LeafEntry) {
+        let start = Int(offsets[index])
+        let oldSize = entryEnd(index) - start
+        let size = Node.leafSize(key: key, value: entry.value)
+        if size != oldSize { resize(start..<(start + oldSize), to: size) }
+        write(key, entry, at: start)
+        shiftOffsets(after: index, by: size - oldSize)
+    }
+
+    /// Removes leaf entry `index`.
+    func removeEntry(at index: Int) {
+        let start = Int(offsets[index])
+        let size = entryEnd(index) - start
+        resize(start..<(start + size), to: 0)
+        offsets.remove(at: index)
+        shiftOffsets(after: index - 1, by: -size)
+    }
+
+    /// Moves leaf entries `index...` into a new leaf owned by `owner` and returns it.
+    func splitLeaf(at index: Int, owner: UInt64) -> Node {
+        let start = Int(offsets[index])
+        let right = Node(
+            leafBody: Array(body[start...]), offsets: offsets[index...].map { $0 - Int32(start) },
+            pendingValues: pendingValues, owner: owner, origin: 0)
+        body.removeLast(body.count - start)
+        offsets.removeLast(offsets.count - index)
+        return right
+    }
+
+    /// A copy of this leaf's body with every pending value replaced by the overflow run `store` wrote it to.
+    func cleanBody(storing store: ([UInt8]) throws -> UInt64) rethrows -> [UInt8] {
+        var clean = body
+        for start in offsets {
+            let header = body.withUnsafeBytes { LeafLayout.header($0, at: Int(start)) }
+            guard header.flags == LeafLayout.pendingFlag else { continue }
+            let page = try store(pendingValues[Int(header.reference)])
+            clean[header.valueOffset - LeafLayout.valueFromFlags] = LeafLayout.overflowFlag
+            clean.storeLE(page, at: header.valueOffset)
+        }
+        return clean
+    }
+
+    /// Zero bytes to grow a body with (appending a slice of an array is a plain memcpy).
+    private static let zeros = [UInt8](repeating: 0, count: 1 << 16)
+
+    /// Makes `range` of the body `size` bytes long, moving the bytes after it; the new bytes are to be overwritten.
+    private func resize(_ range: Range<Int>, to size: Int) {
+        let delta = size - range.count
+        let tail = body.count - range.upperBound
+        if delta > 0 {
+            var grow = delta
+            while grow > 0 {
+                let step = min(grow, Node.zeros.count)
+                body.append(contentsOf: Node.zeros[0..<step])
+                grow -= step
+            }
+        }
+        if tail > 0 {
+            body.withUnsafeMutableBytes { raw in
+                let base = raw.baseAddress!
+                memmove(base + range.upperBound + delta, base + range.upperBound, tail)
+            }
+        }
+        if delta < 0 { body.removeLast(-delta) }
+    }
+
+    private func shiftOffsets(after index: Int, by delta: Int) {
+        guard delta != 0, index + 1 < offsets.count else { return }
+        let shift = Int32(delta)
+        offsets.withUnsafeMutableBufferPointer { starts in
+            for position in (index + 1)..<starts.count { starts[position] += shift }
+        }
+    }
+
+    /// Encodes `entry` into the already sized bytes at `start`.
+    private func write(_ key: Key, _ entry: LeafEntry, at start: Int) {
+        var flags: UInt8 = 0
+        var reference: UInt64 = 0
+        switch entry.value {
+        case .inline: break
+        case .overflow(let page, _):
+            flags = LeafLayout.overflowFlag
+            reference = page
+        case .pending(let bytes):
+            flags = LeafLayout.pendingFlag
+            reference = UInt64(pendingValues.count)
+            pendingValues.append(bytes)
+        }
+        body.withUnsafeMutableBytes { raw in
+            var at = start
+            func put<T: FixedWidthInteger>(_ value: T) {
+                raw.storeBytes(of: value.littleEndian, toByteOffset: at, as: T.self)
+                at += MemoryLayout<T>.size
+            }
+            put(UInt16(key.count))
+            if !key.isEmpty {
+                key.withUnsafeBytes {
+                    raw.baseAddress!.advanced(by: at).copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+                }
+            }
+            at += key.count
+            put(flags)
+            put(entry.version)
+            put(entry.modRevision)
+            put(entry.expiresAt)
+            put(UInt32(entry.value.length))
+            if case .inline(let bytes) = entry.value {
+                if !bytes.isEmpty {
+                    bytes.withUnsafeBytes {
+                        raw.baseAddress!.advanced(by: at).copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+                    }
+                }
+            } else {
+                put(reference)
+            }
+        }
+    }
+}
+
+/// The byte layout of one leaf entry (docs/FORMAT.md, "Leaf pages"), read from a buffer whose bounds were checked
+/// when the leaf was decoded or built.
+enum LeafLayout {
+    static let overflowFlag: UInt8 = 1
+    /// Memory only: the value waits in the node's `pendingValues` for the next checkpoint.
+    static let pendingFlag: UInt8 = 2
+    /// Bytes from the flags byte to the value (flags, version, modRevision, expiry, value length).
+    static let valueFromFlags = 1 + 8 + 8 + 8 + 4
+
+    @inline(__always)
+    static func key(_ bytes: UnsafeRawBufferPointer, at start: Int) -> UnsafeRawBufferPointer {
+        let length = Int(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: start, as: UInt16.self)))
+        return UnsafeRawBufferPointer(rebasing: bytes[(start + 2)..<(start + 2 + length)])
+    }
+
+    @inline(__always)
+    static func header(_ bytes: UnsafeRawBufferPointer, at start: Int) -> EntryHeader {
+        let keyLength = Int(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: start, as: UInt16.self)))
+        let fields = start + 2 + keyLength
+        func load<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T {
+            T(littleEndian: bytes.loadUnaligned(fromByteOffset: fields + offset, as: T.self))
+        }
+        let flags = bytes[fields]
+        let valueOffset = fields + valueFromFlags
+        return EntryHeader(
+            flags: flags, version: load(1, UInt64.self), modRevision: load(9, UInt64.self),
+            expiresAt: load(17, Int64.self), valueLength: Int(load(25, UInt32.self)), valueOffset: valueOffset,
+            reference: flags == 0 ? 0 : UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: valueOffset, as: UInt64.self)))
+    }
+
+    /// How many leading bytes two keys share.
+    static func commonPrefix(_ left: UnsafeRawBufferPointer, _ right: UnsafeRawBufferPointer) -> Int {
+        let common = min(left.count, right.count)
+        var index = 0
+        while index < common, left[index] == right[index] { index += 1 }
+        return index
+    }
+
+    /// Unsigned lexicographic comparison: negative, zero or positive.
+    @inline(__always)
+    static func compare(_ left: UnsafeRawBufferPointer, _ right: UnsafeRawBufferPointer) -> Int {
+        let common = min(left.count, right.count)
+        if common > 0 {
+            let order = memcmp(left.baseAddress!, right.baseAddress!, common)
+            if order != 0 { return Int(order) }
+        }
+        return left.count - right.count
+    }
 }
 
 /// Encodes nodes into pages and decodes pages into nodes.
 enum NodeCodec {
-    private static let overflowFlag: UInt8 = 1
-
-    /// The page bytes of `node` (all children must be pages and all values inline or overflow), sealed.
+    /// The page bytes of `node`, sealed. A branch's children must all be pages; a leaf must hold no pending values
+    /// (a checkpoint writes them to overflow pages first, see ``Node/cleanBody(storing:)``).
     static func encode(_ node: Node, number: UInt64, lsn: UInt64, pageSize: Int) -> [UInt8] {
         var page = Page.blank(size: pageSize, type: node.isLeaf ? .leaf : .branch, number: number, lsn: lsn)
-        page.storeLE(UInt16(node.keys.count), at: Page.countOffset)
-        var body = PageBytesWriter(capacity: node.byteSize)
-        for (index, key) in node.keys.enumerated() {
-            let storedKey = node.isLeaf || index > 0 ? key : []
-            body.u16(UInt16(storedKey.count))
-            body.raw(storedKey)
-            if node.isLeaf {
-                encode(node.entries[index], into: &body)
-            } else if case .page(let child) = node.children[index] {
-                body.u64(child)
+        page.storeLE(UInt16(node.count), at: Page.countOffset)
+        if node.isLeaf {
+            page.replaceSubrange(Page.headerSize..<(Page.headerSize + node.body.count), with: node.body)
+        } else {
+            var body = PageBytesWriter(capacity: node.byteSize)
+            for (index, key) in node.keys.enumerated() {
+                let storedKey = index > 0 ? key : []
+                body.u16(UInt16(storedKey.count))
+                body.raw(storedKey)
+                if case .page(let child) = node.children[index] { body.u64(child) }
             }
+            page.replaceSubrange(Page.headerSize..<(Page.headerSize + body.bytes.count), with: body.bytes)
         }
-        page.replaceSubrange(Page.headerSize..<(Page.headerSize + body.bytes.count), with: body.bytes)
         Page.seal(&page)
         return page
-    }
-
-    private static func encode(_ entry: LeafEntry, into body: inout PageBytesWriter) {
-        let isOverflow: Bool
-        if case .overflow = entry.value { isOverflow = true } else { isOverflow = false }
-        body.u8(isOverflow ? overflowFlag : 0)
-        body.u64(entry.version)
-        body.u64(entry.modRevision)
-        body.i64(entry.expiresAt)
-        body.u32(UInt32(entry.value.length))
-        switch entry.value {
-        case .inline(let bytes): body.raw(bytes)
-        case .overflow(let first, _): body.u64(first)
-        case .pending: body.u64(0)  // Never encoded: checkpoints write pending values out first.
-        }
     }
 
     /// Decodes a checked branch or leaf page.
     static func decode(_ page: [UInt8], number: UInt64, path: String) throws -> Node {
         let location = "\(path) page \(number)"
         let count = Int(page.loadLE(UInt16.self, at: Page.countOffset))
-        var reader = PageBytesReader(page, offset: Page.headerSize)
-        var keys: [Key] = []
-        keys.reserveCapacity(count)
-        do {
-            switch PageType(rawValue: page[Page.typeOffset]) {
-            case .leaf:
-                var entries: [LeafEntry] = []
-                entries.reserveCapacity(count)
-                for _ in 0..<count {
-                    keys.append(try reader.raw(Int(try reader.u16())))
-                    entries.append(try decodeEntry(&reader))
-                }
-                return Node(leaf: keys, entries: entries, owner: 0, origin: number)
-            case .branch:
-                var children: [ChildRef] = []
-                children.reserveCapacity(count)
+        switch PageType(rawValue: page[Page.typeOffset]) {
+        case .leaf:
+            return try decodeLeaf(page, count: count, number: number, location: location)
+        case .branch:
+            var reader = PageBytesReader(page, offset: Page.headerSize)
+            var keys: [Key] = []
+            var children: [ChildRef] = []
+            keys.reserveCapacity(count)
+            children.reserveCapacity(count)
+            do {
                 for _ in 0..<count {
                     keys.append(try reader.raw(Int(try reader.u16())))
                     children.append(.page(try reader.u64()))
                 }
-                guard count > 0 else { throw EventStoreError.corrupted(location: location, detail: "empty branch page") }
-                return Node(branch: keys, children: children, owner: 0, origin: number)
-            default:
-                throw EventStoreError.corrupted(location: location, detail: "not a B+tree page (type \(page[4]))")
+            } catch is PageBytesReader.Overrun {
+                throw EventStoreError.corrupted(location: location, detail: "an entry runs past the end of the page")
             }
-        } catch is PageBytesReader.Overrun {
-            throw EventStoreError.corrupted(location: location, detail: "an entry runs past the end of the page")
+            guard count > 0 else { throw EventStoreError.corrupted(location: location, detail: "empty branch page") }
+            return Node(branch: keys, children: children, owner: 0, origin: number)
+        default:
+            throw EventStoreError.corrupted(location: location, detail: "not a B+tree page (type \(page[4]))")
         }
     }
 
-    private static func decodeEntry(_ reader: inout PageBytesReader) throws -> LeafEntry {
-        let flags = try reader.u8()
-        let version = try reader.u64()
-        let modRevision = try reader.u64()
-        let expiresAt = try reader.i64()
-        let length = Int(try reader.u32())
-        let value: StoredValue =
-            flags & overflowFlag != 0
-            ? .overflow(page: try reader.u64(), length: length) : .inline(try reader.raw(length))
-        return LeafEntry(value: value, version: version, modRevision: modRevision, expiresAt: expiresAt)
+    /// Walks a leaf's entries once, checking that each lies inside the page and has known flags, and keeps the body
+    /// as it is: later reads of the entries trust these bounds.
+    private static func decodeLeaf(_ page: [UInt8], count: Int, number: UInt64, location: String) throws -> Node {
+        var offsets: [Int32] = []
+        offsets.reserveCapacity(count)
+        let end = try page.withUnsafeBytes { raw -> Int in
+            let limit = raw.count
+            var at = Page.headerSize
+            for _ in 0..<count {
+                offsets.append(Int32(at - Page.headerSize))
+                guard at + 2 <= limit else { throw overrun(location) }
+                let keyLength = Int(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt16.self)))
+                let fields = at + 2 + keyLength
+                guard fields + LeafLayout.valueFromFlags <= limit else { throw overrun(location) }
+                let flags = raw[fields]
+                guard flags <= LeafLayout.overflowFlag else {
+                    throw EventStoreError.corrupted(
+                        location: location, detail: "entry \(offsets.count - 1) has unknown flags \(flags)")
+                }
+                let valueLength = Int(
+                    UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: fields + 25, as: UInt32.self)))
+                at = fields + LeafLayout.valueFromFlags + (flags == LeafLayout.overflowFlag ? 8 : valueLength)
+                guard at <= limit else { throw overrun(location) }
+            }
+            return at
+        }
+        return Node(
+            leafBody: Array(page[Page.headerSize..<end]), offsets: offsets, pendingValues: [], owner: 0,
+            origin: number)
+    }
+
+    private static func overrun(_ location: String) -> EventStoreError {
+        EventStoreError.corrupted(location: location, detail: "an entry runs past the end of the page")
     }
 }

@@ -124,11 +124,88 @@ public final class PageFileKeyValueStore: KeyValueStore {
             var result: [KeyValueEntry] = []
             guard limit > 0 else { return result }
             result.reserveCapacity(min(limit, 4_096))
-            try BTree.scan(range, direction: direction, root: root, reader: reader) { key, entry in
-                if entry.isLive(at: now) { result.append(try materialize(key, entry, reader: reader)) }
+            try BTree.scan(range, direction: direction, root: root, reader: reader) { node, index in
+                let header = node.header(at: index)
+                if header.isLive(at: now) {
+                    result.append(
+                        KeyValueEntry(
+                            key: node.key(at: index), value: try value(node, header, reader: reader),
+                            version: header.version, modRevision: header.modRevision))
+                }
                 return result.count < limit
             }
             return result
+        }
+    }
+
+    /// Lends live entries in `range` straight from the cached pages of one durable snapshot; see
+    /// ``KeyValueStore/scan(_:direction:limit:visiting:)``.
+    public func scan(
+        _ range: KeyRange, direction: ScanDirection, limit: Int, visiting visit: (BorrowedEntry) throws -> Bool
+    ) async throws -> Int {
+        let now = Self.now()
+        return try published.read { root, reader in
+            var lent = 0
+            guard limit > 0 else { return 0 }
+            try BTree.scan(range, direction: direction, root: root, reader: reader) { node, index in
+                let header = node.header(at: index)
+                guard header.isLive(at: now) else { return true }
+                lent += 1
+                return try lend(node, index, header, reader: reader, to: visit) && lent < limit
+            }
+            return lent
+        }
+    }
+
+    /// Lends the entries under `keys` straight from the cached pages of one durable snapshot; see
+    /// ``KeyValueStore/get(_:visiting:)``.
+    public func get(_ keys: [Key], visiting visit: (Int, BorrowedEntry?) throws -> Void) async throws {
+        let now = Self.now()
+        try published.read { root, reader in
+            try BTree.findAll(keys, root: root, reader: reader) { index, node, slot in
+                guard let node, case let header = node.header(at: slot), header.isLive(at: now) else {
+                    try visit(index, nil)
+                    return
+                }
+                _ = try lend(node, slot, header, reader: reader) { entry in
+                    try visit(index, entry)
+                    return true
+                }
+            }
+        }
+    }
+
+    /// Lends leaf entry `index` of `node`: inline values in place, others from a copy that lives for the call.
+    private func lend(
+        _ node: Node, _ index: Int, _ header: EntryHeader, reader: PageReader, to visit: (BorrowedEntry) throws -> Bool
+    ) throws -> Bool {
+        guard header.flags == 0 else {
+            let bytes = try value(node, header, reader: reader)
+            return try node.body.withUnsafeBytes { body in
+                try bytes.withUnsafeBytes { value in
+                    try visit(
+                        BorrowedEntry(
+                            key: LeafLayout.key(body, at: Int(node.offsets[index])), value: value,
+                            version: header.version, modRevision: header.modRevision))
+                }
+            }
+        }
+        return try node.body.withUnsafeBytes { body in
+            try visit(
+                BorrowedEntry(
+                    key: LeafLayout.key(body, at: Int(node.offsets[index])),
+                    value: UnsafeRawBufferPointer(
+                        rebasing: body[header.valueOffset..<(header.valueOffset + header.valueLength)]),
+                    version: header.version, modRevision: header.modRevision))
+        }
+    }
+
+    /// A copy of the value of the entry with `header` in `node`.
+    private func value(_ node: Node, _ header: EntryHeader, reader: PageReader) throws -> [UInt8] {
+        switch header.flags {
+        case LeafLayout.overflowFlag: try reader.value(.overflow(page: header.reference, length: header.valueLength))
+        case LeafLayout.pendingFlag: node.pendingValues[Int(header.reference)]
+        default: Array(node.body[header.valueOffset..<(header.valueOffset + header.valueLength)])
         }
     }
 
@@ -265,9 +342,13 @@ public final class PageFileKeyValueStore: KeyValueStore {
         var keyCount = writer.state.keyCount
         var tree = TreeWriter(reader: reader, transaction: transactionID)
         var root = base
-        var logged: [LoggedWrite] = []
+        var payload = 0
+        for write in transaction.writes {
+            if case .put(let key, let value, _) = write { payload += key.count + value.count } else { payload += 8 }
+        }
+        var record = WriteAheadLog.RecordWriter(
+            lsn: lsn, revision: revision, writes: transaction.writes.count, bytes: payload)
         var changes: [KeyValueChange] = []
-        logged.reserveCapacity(transaction.writes.count)
         changes.reserveCapacity(transaction.writes.count)
         for write in transaction.writes {
             switch write {
@@ -280,25 +361,26 @@ public final class PageFileKeyValueStore: KeyValueStore {
                     return entry(value, key: key, version, revision, expiresAt)
                 }
                 if old == nil { keyCount += 1 }
-                logged.append(.put(key: key, value: value, version: version, expiresAt: expiresAt))
+                record.put(key, value, version: version, expiresAt: expiresAt)
                 changes.append(KeyValueChange(revision: revision, kind: .put, key: key))
             case .delete(let key):
-                logged.append(.delete(key: key))
+                record.delete(key)
                 if try tree.delete(key, root: &root) != nil { keyCount -= 1 }
                 changes.append(KeyValueChange(revision: revision, kind: .delete, key: key))
             }
         }
-        let record = WriteAheadLog.encode(
-            LoggedTransaction(lsn: lsn, revision: revision, writes: logged), salt: writer.state.meta.walSalt)
+        let bytes = record.finish(salt: writer.state.meta.walSalt)
         try pipeline.enqueue(
-            record, PendingCommit(lsn: lsn, revision: revision, root: root, keyCount: keyCount, changes: changes))
+            bytes, PendingCommit(lsn: lsn, revision: revision, root: root, keyCount: keyCount, changes: changes))
         writer.state.transaction = transactionID
         writer.state.root = root
         writer.state.revision = revision
         writer.state.lsn = lsn
         writer.state.keyCount = keyCount
         writer.state.freedSinceCheckpoint.append(contentsOf: tree.freed)
-        dirtyNodes.add(tree.dirtied + 1, ordering: .relaxed)
+        // Only nodes that were not dirty yet count: re-copying a node already changed since the checkpoint replaces
+        // it, so memory grows with the set of distinct dirty nodes, not with the number of commits.
+        dirtyNodes.add(tree.dirtied, ordering: .relaxed)
         return lsn
     }
 

@@ -160,8 +160,8 @@ private struct VerifyWalk {
                 report.problems.append("\(path) page \(page): leaf at depth \(depth), others at \(leafDepth)")
             }
             leafDepth = leafDepth ?? depth
-            report.keys += node.keys.count
-            for entry in node.entries { overflow(entry.value) }
+            report.keys += node.count
+            for entry in node.allEntries { overflow(entry.value) }
             return
         }
         for (index, child) in node.children.enumerated() {
@@ -173,7 +173,7 @@ private struct VerifyWalk {
     }
 
     private mutating func checkOrder(_ node: Node, page: UInt64, lower: Key?, upper: Key?) {
-        let keys = node.isLeaf ? node.keys : Array(node.keys.dropFirst())
+        let keys = node.isLeaf ? node.allKeys : Array(node.keys.dropFirst())
         for index in keys.indices.dropFirst() where !keys[index - 1].lexicographicallyPrecedes(keys[index]) {
             report.problems.append("\(path) page \(page): keys out of order at entry \(index)")
         }

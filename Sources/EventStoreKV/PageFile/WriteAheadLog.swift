@@ -70,34 +70,62 @@ enum WriteAheadLog {
 
     /// The framed bytes of one record.
     static func encode(_ transaction: LoggedTransaction, salt: UInt64) -> [UInt8] {
-        var writer = PageBytesWriter(capacity: 64 + transaction.writes.reduce(0) { $0 + $1.key.count + 32 })
-        writer.u32(0)  // length, patched below
-        writer.u32(0)  // checksum, patched below
-        writer.u64(transaction.lsn)
-        writer.u64(transaction.revision)
-        writer.u32(UInt32(transaction.writes.count))
+        var capacity = 0
+        for write in transaction.writes {
+            if case .put(let key, let value, _, _) = write { capacity += key.count + value.count } else { capacity += 8 }
+        }
+        var record = RecordWriter(
+            lsn: transaction.lsn, revision: transaction.revision, writes: transaction.writes.count, bytes: capacity)
         for write in transaction.writes {
             switch write {
             case .put(let key, let value, let version, let expiresAt):
-                writer.u8(1)
-                writer.u16(UInt16(key.count))
-                writer.raw(key)
-                writer.u64(version)
-                writer.i64(expiresAt)
-                writer.u32(UInt32(value.count))
-                writer.raw(value)
-            case .delete(let key):
-                writer.u8(2)
-                writer.u16(UInt16(key.count))
-                writer.raw(key)
+                record.put(key, value, version: version, expiresAt: expiresAt)
+            case .delete(let key): record.delete(key)
             }
         }
-        var bytes = writer.bytes
-        bytes.storeLE(UInt32(bytes.count - frameSize), at: 0)
-        var checksum = CRC32C.checksum(bytes, 0..<4, seed: seed(salt))
-        checksum = CRC32C.checksum(bytes, 8..<bytes.count, seed: checksum)
-        bytes.storeLE(checksum, at: 4)
-        return bytes
+        return record.finish(salt: salt)
+    }
+
+    /// Builds one framed record write by write, so a commit logs its writes while applying them.
+    struct RecordWriter {
+        private var writer: PageBytesWriter
+
+        /// Starts the record of transaction `lsn` with `writes` writes, reserving room for about `bytes` bytes of
+        /// keys and values.
+        init(lsn: UInt64, revision: UInt64, writes: Int, bytes: Int) {
+            writer = PageBytesWriter(capacity: 64 + bytes + 24 * writes)
+            writer.u32(0)  // length, patched by finish
+            writer.u32(0)  // checksum, patched by finish
+            writer.u64(lsn)
+            writer.u64(revision)
+            writer.u32(UInt32(writes))
+        }
+
+        mutating func put(_ key: Key, _ value: [UInt8], version: UInt64, expiresAt: Int64) {
+            writer.u8(1)
+            writer.u16(UInt16(key.count))
+            writer.raw(key)
+            writer.u64(version)
+            writer.i64(expiresAt)
+            writer.u32(UInt32(value.count))
+            writer.raw(value)
+        }
+
+        mutating func delete(_ key: Key) {
+            writer.u8(2)
+            writer.u16(UInt16(key.count))
+            writer.raw(key)
+        }
+
+        /// The framed record: its length and its checksum (seeded with `salt`) filled in.
+        func finish(salt: UInt64) -> [UInt8] {
+            var bytes = writer.bytes
+            bytes.storeLE(UInt32(bytes.count - frameSize), at: 0)
+            var checksum = CRC32C.checksum(bytes, 0..<4, seed: seed(salt))
+            checksum = CRC32C.checksum(bytes, 8..<bytes.count, seed: checksum)
+            bytes.storeLE(checksum, at: 4)
+            return bytes
+        }
     }
 
     /// The result of scanning a WAL.

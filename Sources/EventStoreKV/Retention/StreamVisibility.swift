@@ -59,31 +59,31 @@ extension KeyValueEventStore {
         return StreamVisibility(head: head, metadata: metadata, now: clock())
     }
 
-    /// The visible events the stream index entries point to, in the entries' order, skipping scavenged ones.
-    func fetchVisible(_ indexEntries: [KeyValueEntry], of stream: StreamName, visibility: StreamVisibility)
-        async throws -> [RecordedEvent]
-    {
-        let positions = try indexEntries.map {
-            try PositionValue.decode($0.value, location: "stream index of \"\(stream)\"")
-        }
-        let records = try await backendCall { try await self.backend.get(positions.map(KeyLayout.log)) }
-        let missing = zip(indexEntries, records).filter { $0.1 == nil }.map { $0.0.key }
-        if !missing.isEmpty {
-            let recheck = try await backendCall { try await self.backend.get(missing) }
-            if let index = recheck.firstIndex(where: { $0 != nil }), let entry = recheck[index] {
-                let position = (try? PositionValue.decode(entry.value, location: "")) ?? 0
-                throw EventStoreError.corrupted(
-                    location: "global position \(position)", detail: "a stream index entry points to a missing event")
+    /// Fetches the log records at `positions` (where the stream index entries of `versions` point, in read order)
+    /// with one borrowed batch get, decodes each in place and appends the visible ones to `events`, skipping
+    /// scavenged ones.
+    func fetchVisible(
+        positions: [UInt64], versions: [UInt64], of stream: StreamName, visibility: StreamVisibility,
+        names: inout StreamNameCache, into events: inout [RecordedEvent]
+    ) async throws {
+        var missing: [Key] = []
+        try await backendCall {
+            try await self.backend.get(positions.map(KeyLayout.log)) { index, record in
+                guard let record else {
+                    missing.append(KeyLayout.streamIndex(stream, version: versions[index]))
+                    return
+                }
+                let event = try EventRecord.decode(record.value, position: positions[index], names: &names)
+                if visibility.isVisible(event) { events.append(event) }
             }
         }
-        var events: [RecordedEvent] = []
-        events.reserveCapacity(positions.count)
-        var names = StreamNameCache()
-        for (position, record) in zip(positions, records) {
-            guard let record else { continue }  // scavenged while we read: checked above
-            let event = try EventRecord.decode(record.value, position: position, names: &names)
-            if visibility.isVisible(event) { events.append(event) }
+        guard !missing.isEmpty else { return }
+        // Scavenge removes an event and its index entry together: an index entry still there is corruption.
+        let recheck = try await backendCall { try await self.backend.get(missing) }
+        if let index = recheck.firstIndex(where: { $0 != nil }), let entry = recheck[index] {
+            let position = (try? PositionValue.decode(entry.value, location: "")) ?? 0
+            throw EventStoreError.corrupted(
+                location: "global position \(position)", detail: "a stream index entry points to a missing event")
         }
-        return events
     }
 }
