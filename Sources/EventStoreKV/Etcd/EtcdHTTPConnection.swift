@@ -120,9 +120,14 @@ final class EtcdHTTPConnection: Sendable {
         while true {
             try wait(for: Int16(POLLIN), until: deadline, sent: true)
             let fd = descriptor.withLock { $0 }
-            var buffer = [UInt8](repeating: 0, count: 65_536)
-            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if count >= 0 { return Array(buffer[0..<count]) }
+            var failure: Int32 = 0
+            let bytes = [UInt8](unsafeUninitializedCapacity: 65_536) { raw, initialized in
+                let count = recv(fd, raw.baseAddress, raw.count, 0)
+                initialized = max(0, count)
+                if count < 0 { failure = errno }
+            }
+            if failure == 0 { return bytes }
+            errno = failure
             if errno != EAGAIN && errno != EINTR { throw EtcdCallError.outcomeUnknown(String(cString: strerror(errno))) }
         }
     }
@@ -209,7 +214,9 @@ struct EtcdHTTPResponseReader {
             while true {
                 let header = try line()
                 if header.isEmpty { break }
-                let pair = header.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                // Byte-level trimming: Foundation's trimmingCharacters goes through NSString and was 9% of the
+                // client's CPU per request.
+                let pair = header.split(separator: ":", maxSplits: 1).map(Self.trimmed)
                 guard pair.count == 2 else { continue }
                 switch pair[0].lowercased() {
                 case "content-length": contentLength = Int(pair[1])
@@ -219,6 +226,14 @@ struct EtcdHTTPResponseReader {
                 }
             }
         } while status >= 100 && status < 200
+    }
+
+    /// `text` without leading and trailing spaces and tabs (HTTP's optional whitespace).
+    private static func trimmed(_ text: Substring) -> Substring {
+        var result = text
+        while let first = result.first, first == " " || first == "\t" { result.removeFirst() }
+        while let last = result.last, last == " " || last == "\t" { result.removeLast() }
+        return result
     }
 
     /// Reads the body, handing each piece to `receive` as it arrives.
