@@ -29,7 +29,8 @@ import Synchronization
 final class EtcdHTTPConnection: Sendable {
     private let descriptor: Mutex<Int32>
 
-    private init(_ fd: Int32) { descriptor = Mutex(fd) }
+    /// Wraps a connected, non-blocking socket; the connection owns it from now on.
+    init(descriptor fd: Int32) { descriptor = Mutex(fd) }
 
     /// Connects to `host:port` before `deadline`.
     static func open(host: String, port: Int, deadline: ContinuousClock.Instant) throws -> EtcdHTTPConnection {
@@ -52,7 +53,7 @@ final class EtcdHTTPConnection: Sendable {
             var one: Int32 = 1
             _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             if connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 || errno == EINPROGRESS {
-                let connection = EtcdHTTPConnection(fd)
+                let connection = EtcdHTTPConnection(descriptor: fd)
                 if let failure = connection.finishConnect(deadline: deadline) {
                     connection.close()
                     lastError = failure
