@@ -17,7 +17,7 @@ import Testing
 /// What the writers saw, shared between their tasks.
 final class Tally: Sendable {
     let acknowledged = Mutex<[UUID: UInt64]>([:])
-    /// Appends both sent and acknowledged after the member had stopped: they can only have gone to the others.
+    /// Appends both sent and acknowledged after the member had failed: only the other members could take them.
     let afterStop = Mutex(0)
     let stopped = Mutex(false)
 }
@@ -43,10 +43,10 @@ enum MemberFault: String, Sendable, CaseIterable, CustomTestStringConvertible {
     .timeLimit(.minutes(2)))
 struct EtcdFaultTests {
     static let writers = 4
-    /// Appends acknowledged before the stop begins, and appends sent after it that must be acknowledged.
+    /// Appends acknowledged before the fault, and appends sent after it that must be acknowledged.
     static let appendsBeforeStop = 20
     static let appendsAfterStop = 20
-    /// A bound on each writer's appends, should the writes after the stop never be acknowledged.
+    /// A bound on each writer's appends, should the writes after the fault never be acknowledged.
     static let maximumAppendsPerWriter = 200
 
     @Test("every acknowledged append survives, writes continue and the client fails over", arguments: MemberFault.allCases)
