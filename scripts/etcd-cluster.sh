@@ -4,11 +4,13 @@
 #   scripts/etcd-cluster.sh start   # starts it, prints `export ETCD_ENDPOINTS=...` (also written to $STATE/env)
 #   scripts/etcd-cluster.sh stop    # stops the members and removes the data directories
 #   scripts/etcd-cluster.sh stop-member N / start-member N   # fault injection (N = 1, 2 or 3)
+#   scripts/etcd-cluster.sh pause-member N / resume-member N # a hung member (SIGSTOP / SIGCONT): it accepts
+#                                                            # connections but never answers
 #
 # Invariants: members use distinct client/peer ports and data directories under one temp dir, $ETCD_CLUSTER_STATE
 # (default: under /dev/shm when it exists, so that etcd's per-commit fsyncs hit memory, not the CI disk, where one
 # commit takes ~200 ms; otherwise under /tmp); every wait is bounded; it runs as root or not.
-# Limits are raised so that one 100-event append (about 300 puts) fits in one atomic transaction:
+# Limits are raised so that one 100-event append (about 500 puts) fits in one atomic transaction:
 # --max-txn-ops 10000, --max-request-bytes 10 MiB. The EtcdKeyValueStore in tests is configured to match.
 set -euo pipefail
 
@@ -33,20 +35,38 @@ initial_cluster() {
   (IFS=,; echo "${list[*]}")
 }
 
+# Closes every descriptor above stderr in this (sub)shell. A member is a daemon: it must not keep its launcher's
+# descriptors open. Foundation's Process, for one, learns that a child ended only when every copy of a socket it hands
+# the child is closed, so a member holding a copy would make the launcher wait for the member instead of the script.
+close_inherited_descriptors() {
+  local fd fds=()
+  if [[ -d /proc/$BASHPID/fd ]]; then
+    for fd in /proc/$BASHPID/fd/*; do fds+=("${fd##*/}"); done
+  else
+    fds=($(seq 3 255))
+  fi
+  for fd in "${fds[@]}"; do
+    if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+}
+
 start_member() {
   local i=$1 state=${2:-existing}
   local name=${NAMES[$((i - 1))]}
   mkdir -p "$STATE/$name"
-  nohup "$ETCD" --name "$name" --data-dir "$STATE/$name/data" \
-    --listen-client-urls "http://127.0.0.1:$(client_port "$i")" \
-    --advertise-client-urls "http://127.0.0.1:$(client_port "$i")" \
-    --listen-peer-urls "http://127.0.0.1:$(peer_port "$i")" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$(peer_port "$i")" \
-    --initial-cluster "$(initial_cluster)" --initial-cluster-state "$state" \
-    --initial-cluster-token eventstore-test \
-    --max-txn-ops 10000 --max-request-bytes 10485760 \
-    --logger zap --log-outputs "$STATE/$name/etcd.log" \
-    >"$STATE/$name/stdout.log" 2>&1 &
+  (
+    close_inherited_descriptors
+    exec nohup "$ETCD" --name "$name" --data-dir "$STATE/$name/data" \
+      --listen-client-urls "http://127.0.0.1:$(client_port "$i")" \
+      --advertise-client-urls "http://127.0.0.1:$(client_port "$i")" \
+      --listen-peer-urls "http://127.0.0.1:$(peer_port "$i")" \
+      --initial-advertise-peer-urls "http://127.0.0.1:$(peer_port "$i")" \
+      --initial-cluster "$(initial_cluster)" --initial-cluster-state "$state" \
+      --initial-cluster-token eventstore-test \
+      --max-txn-ops 10000 --max-request-bytes 10485760 \
+      --logger zap --log-outputs "$STATE/$name/etcd.log" \
+      </dev/null >"$STATE/$name/stdout.log" 2>&1
+  ) &
   echo $! >"$STATE/$name/pid"
 }
 
@@ -57,6 +77,7 @@ stop_member() {
   local pid
   pid=$(cat "$pidfile")
   if kill -0 "$pid" 2>/dev/null; then
+    kill -CONT "$pid" 2>/dev/null || true  # a paused member handles SIGTERM only once it runs again
     kill "$pid"
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
@@ -103,6 +124,8 @@ case "${1:-}" in
     ;;
   stop-member) stop_member "$2" ;;
   start-member) start_member "$2" existing; wait_healthy ;;
+  pause-member) kill -STOP "$(cat "$STATE/${NAMES[$(($2 - 1))]}/pid")" ;;
+  resume-member) kill -CONT "$(cat "$STATE/${NAMES[$(($2 - 1))]}/pid")" ;;
   endpoints) endpoints ;;
-  *) echo "usage: $0 start|stop|stop-member N|start-member N|endpoints" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|stop-member N|start-member N|pause-member N|resume-member N|endpoints" >&2; exit 2 ;;
 esac

@@ -1,4 +1,6 @@
 // Runs EtcdNode helper processes and reads their output line by line.
+//
+// Invariants: nothing here blocks a cooperative thread; reads and waits for the end run on threads of their own.
 
 import Foundation
 import Synchronization
@@ -55,10 +57,20 @@ final class EtcdNodeProcess: Sendable {
     }
 
     /// Kills the process at once (SIGKILL): no close, no lease release.
-    func kill() {
+    func kill() async {
         Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        await waitForExit()
     }
 
-    func waitForExit() { process.waitUntilExit() }
+    /// Waits for the process to end, on a thread of its own: `waitUntilExit` blocks, and blocking one of the few
+    /// cooperative threads would stall every other test in the process.
+    func waitForExit() async {
+        let process = self.process
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread {
+                process.waitUntilExit()
+                continuation.resume()
+            }.start()
+        }
+    }
 }

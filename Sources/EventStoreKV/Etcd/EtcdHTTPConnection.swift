@@ -1,6 +1,7 @@
-// A minimal HTTP/1.1 client over one TCP connection per request, for etcd's JSON gateway. It replaces URLSession on
-// Linux, whose FoundationNetworking traps ("Transfer completed, but there's no response", swift-corelibs-foundation
-// issue 5285) when a connection drops right after a request was sent: exactly what a failing etcd member does.
+// A minimal HTTP/1.1 client for etcd's JSON gateway, over connections kept alive between requests
+// (EtcdConnectionPool). It replaces URLSession on Linux, whose FoundationNetworking traps ("Transfer completed, but
+// there's no response", swift-corelibs-foundation issue 5285) when a connection drops right after a request was
+// sent: exactly what a failing etcd member does.
 //
 // Invariants:
 // - A failure before the request's first byte is written means nothing was sent (`unreachable`); any failure after
@@ -9,8 +10,15 @@
 //   shuts the socket down, which wakes any poll at once. Writes use MSG_NOSIGNAL, so a closed peer never raises
 //   SIGPIPE.
 // - The descriptor is guarded by a Mutex and closed exactly once.
-// - Bodies are read by Content-Length, by chunked transfer encoding, or to end of stream (the request says
+// - Bodies are read by Content-Length, by chunked transfer encoding, or to end of stream (a watch's request says
 //   `Connection: close`).
+// - A pooled connection whose request could not be written at all (the server had closed it while idle) is replaced
+//   by a new one once: nothing reached the server, so that is not a failure of the member.
+// - A connection goes back to the pool only after a whole response was read without error, delimited by length or
+//   chunks, with no byte left over and no `Connection: close`: so a later request can never read an earlier answer.
+//   Any failure, timeout or cancellation closes it instead.
+// - Blocking calls run on a Dispatch serial queue of their own (Dispatch's overcommit threads, reused between
+//   requests), never on the cooperative pool.
 
 import Foundation
 import Synchronization
@@ -21,7 +29,8 @@ import Synchronization
 final class EtcdHTTPConnection: Sendable {
     private let descriptor: Mutex<Int32>
 
-    private init(_ fd: Int32) { descriptor = Mutex(fd) }
+    /// Wraps a connected, non-blocking socket; the connection owns it from now on.
+    init(descriptor fd: Int32) { descriptor = Mutex(fd) }
 
     /// Connects to `host:port` before `deadline`.
     static func open(host: String, port: Int, deadline: ContinuousClock.Instant) throws -> EtcdHTTPConnection {
@@ -44,7 +53,7 @@ final class EtcdHTTPConnection: Sendable {
             var one: Int32 = 1
             _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             if connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 || errno == EINPROGRESS {
-                let connection = EtcdHTTPConnection(fd)
+                let connection = EtcdHTTPConnection(descriptor: fd)
                 if let failure = connection.finishConnect(deadline: deadline) {
                     connection.close()
                     lastError = failure
@@ -112,11 +121,25 @@ final class EtcdHTTPConnection: Sendable {
         while true {
             try wait(for: Int16(POLLIN), until: deadline, sent: true)
             let fd = descriptor.withLock { $0 }
-            var buffer = [UInt8](repeating: 0, count: 65_536)
-            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if count >= 0 { return Array(buffer[0..<count]) }
+            var failure: Int32 = 0
+            let bytes = [UInt8](unsafeUninitializedCapacity: 65_536) { raw, initialized in
+                let count = recv(fd, raw.baseAddress, raw.count, 0)
+                initialized = max(0, count)
+                if count < 0 { failure = errno }
+            }
+            if failure == 0 { return bytes }
+            errno = failure
             if errno != EAGAIN && errno != EINTR { throw EtcdCallError.outcomeUnknown(String(cString: strerror(errno))) }
         }
+    }
+
+    /// Whether an idle connection can carry another request: open, with nothing to read (a readable idle connection
+    /// means the server closed it or sent something unasked).
+    func isIdleAndOpen() -> Bool {
+        let fd = descriptor.withLock { $0 }
+        guard fd >= 0 else { return false }
+        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&poller, 1, 0) == 0
     }
 
     /// Wakes any waiting call and makes further calls fail; safe from any thread.
@@ -144,6 +167,15 @@ struct EtcdHTTPResponseReader {
     private(set) var status = 0
     private var contentLength: Int?
     private var chunked = false
+    /// HTTP/1.1 without `Connection: close`: the server keeps the connection open after this response.
+    private var serverKeepsAlive = false
+    private var bodyRead = false
+
+    /// Whether the connection may carry another request: the whole response was read, it was delimited by its length
+    /// or by chunks, nothing follows it, and the server keeps the connection open.
+    var connectionIsReusable: Bool {
+        bodyRead && serverKeepsAlive && (chunked || contentLength != nil) && buffer.isEmpty
+    }
 
     init(connection: EtcdHTTPConnection, deadline: ContinuousClock.Instant) {
         self.connection = connection
@@ -177,18 +209,32 @@ struct EtcdHTTPResponseReader {
                 throw EtcdCallError.outcomeUnknown("not an HTTP response: \(statusLine.prefix(80))")
             }
             status = code
+            serverKeepsAlive = parts[0] == "HTTP/1.1"
+            contentLength = nil
+            chunked = false
             while true {
                 let header = try line()
                 if header.isEmpty { break }
-                let pair = header.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                // Byte-level trimming: Foundation's trimmingCharacters goes through NSString and was 9% of the
+                // client's CPU per request.
+                let pair = header.split(separator: ":", maxSplits: 1).map(Self.trimmed)
                 guard pair.count == 2 else { continue }
                 switch pair[0].lowercased() {
                 case "content-length": contentLength = Int(pair[1])
                 case "transfer-encoding": chunked = pair[1].lowercased().contains("chunked")
+                case "connection": if pair[1].lowercased().contains("close") { serverKeepsAlive = false }
                 default: break
                 }
             }
         } while status >= 100 && status < 200
+    }
+
+    /// `text` without leading and trailing spaces and tabs (HTTP's optional whitespace).
+    private static func trimmed(_ text: Substring) -> Substring {
+        var result = text
+        while let first = result.first, first == " " || first == "\t" { result.removeFirst() }
+        while let last = result.last, last == " " || last == "\t" { result.removeLast() }
+        return result
     }
 
     /// Reads the body, handing each piece to `receive` as it arrives.
@@ -199,12 +245,17 @@ struct EtcdHTTPResponseReader {
                 guard let size = Int(sizeLine.split(separator: ";")[0], radix: 16) else {
                     throw EtcdCallError.outcomeUnknown("malformed chunk size \(sizeLine.prefix(20))")
                 }
-                if size == 0 { return }
+                if size == 0 {
+                    while try !line().isEmpty {}  // trailers, up to the blank line that ends the response
+                    bodyRead = true
+                    return
+                }
                 try receive(try take(size))
                 _ = try line()
             }
         } else if let contentLength {
             try receive(try take(contentLength))
+            bodyRead = true
         } else {
             if !buffer.isEmpty { try receive(buffer) }
             buffer.removeAll()
@@ -228,22 +279,27 @@ struct EtcdHTTPResponseReader {
 
 /// One HTTP POST to a gateway member.
 enum EtcdHTTP {
-    static func requestHead(_ url: URL, bodyLength: Int) -> [UInt8] {
+    static func requestHead(_ url: URL, bodyLength: Int, keepAlive: Bool) -> [UInt8] {
         let host = url.host ?? "localhost"
         let port = url.port ?? 80
         let head = "POST \(url.path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Type: application/json\r\n"
-            + "Content-Length: \(bodyLength)\r\nConnection: close\r\n\r\n"
+            + "Content-Length: \(bodyLength)\r\n" + (keepAlive ? "" : "Connection: close\r\n") + "\r\n"
         return Array(head.utf8)
     }
 
-    /// Opens a connection to `url` and sends the request; the caller reads the response.
-    static func start(_ url: URL, body: Data, deadline: ContinuousClock.Instant) throws -> EtcdHTTPConnection {
+    /// Opens a new connection to `url`.
+    static func open(_ url: URL, deadline: ContinuousClock.Instant) throws -> EtcdHTTPConnection {
         guard url.scheme == "http" else {
             throw EtcdCallError.unreachable("\(url): only http:// endpoints are supported")
         }
-        let connection = try EtcdHTTPConnection.open(host: url.host ?? "localhost", port: url.port ?? 80, deadline: deadline)
+        return try EtcdHTTPConnection.open(host: url.host ?? "localhost", port: url.port ?? 80, deadline: deadline)
+    }
+
+    /// Opens a connection to `url` and sends a request that ends it (for streams); the caller reads the response.
+    static func start(_ url: URL, body: Data, deadline: ContinuousClock.Instant) throws -> EtcdHTTPConnection {
+        let connection = try open(url, deadline: deadline)
         do {
-            try connection.write(requestHead(url, bodyLength: body.count) + [UInt8](body), deadline: deadline)
+            try connection.write(requestHead(url, bodyLength: body.count, keepAlive: false) + [UInt8](body), deadline: deadline)
         } catch {
             connection.close()
             throw error
@@ -251,32 +307,102 @@ enum EtcdHTTP {
         return connection
     }
 
-    /// Posts `body` to `url` and returns the status and the whole body, off the cooperative thread pool.
-    static func post(_ url: URL, body: Data, timeout: Duration) async throws -> (status: Int, body: Data) {
+    /// Sends one request on `connection` and reads the whole answer, and whether the connection can carry another
+    /// request. The connection is closed on any failure.
+    static func exchange(_ url: URL, body: Data, on connection: EtcdHTTPConnection, deadline: ContinuousClock.Instant)
+        throws -> (status: Int, body: Data, reusable: Bool)
+    {
+        do {
+            try connection.write(requestHead(url, bodyLength: body.count, keepAlive: true) + [UInt8](body), deadline: deadline)
+            var reader = EtcdHTTPResponseReader(connection: connection, deadline: deadline)
+            try reader.readHead()
+            var data = Data()
+            try reader.readBody { data.append(contentsOf: $0) }
+            return (reader.status, data, reader.connectionIsReusable)
+        } catch {
+            connection.close()
+            throw error
+        }
+    }
+
+    /// Posts `body` to `url` over a pooled connection and returns the status and the whole body, off the cooperative
+    /// thread pool.
+    static func post(_ url: URL, body: Data, timeout: Duration, pool: EtcdConnectionPool) async throws
+        -> (status: Int, body: Data)
+    {
         let deadline = ContinuousClock.now.advanced(by: timeout)
-        let cell = Mutex<EtcdHTTPConnection?>(nil)
-        let aborted = Mutex(false)
+        let request = EtcdCancellableRequest()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                Thread.detachNewThread {
+                // A serial queue of its own targets Dispatch's overcommit pool: its threads are reused between requests
+                // (no thread is created per request) and a blocked one never holds up the cooperative pool.
+                DispatchQueue(label: "EtcdHTTP.post").async {
                     do {
-                        let connection = try start(url, body: body, deadline: deadline)
-                        cell.withLock { $0 = connection }
-                        if aborted.withLock({ $0 }) { connection.abort() }
-                        defer { connection.close() }
-                        var reader = EtcdHTTPResponseReader(connection: connection, deadline: deadline)
-                        try reader.readHead()
-                        var data = Data()
-                        try reader.readBody { data.append(contentsOf: $0) }
-                        continuation.resume(returning: (reader.status, data))
+                        continuation.resume(returning: try send(url, body: body, pool: pool, request: request, deadline: deadline))
                     } catch {
                         continuation.resume(throwing: error)
                     }
                 }
             }
         } onCancel: {
-            aborted.withLock { $0 = true }
-            cell.withLock { $0?.abort() }
+            request.cancel()
+        }
+    }
+
+    /// The blocking part of `post`: a pooled connection first, a new one if the pooled one had been closed while idle.
+    private static func send(
+        _ url: URL, body: Data, pool: EtcdConnectionPool, request: EtcdCancellableRequest,
+        deadline: ContinuousClock.Instant
+    ) throws -> (status: Int, body: Data) {
+        let pooled = pool.checkOut(for: url)
+        var reused = pooled != nil
+        var connection = try pooled ?? pool.open(for: url, deadline: deadline)
+        while true {
+            request.attach(connection)
+            do {
+                let answer = try exchange(url, body: body, on: connection, deadline: deadline)
+                // Out of the cancellation handler's reach before it can carry another request.
+                let cancelled = request.detach()
+                if answer.reusable && !cancelled { pool.checkIn(connection, for: url) } else { connection.close() }
+                return (answer.status, answer.body)
+            } catch EtcdCallError.unreachable(let detail) where reused {
+                // Not one byte was written: the member had closed this idle connection. A new one tells more.
+                _ = request.detach()
+                guard !request.isCancelled else { throw EtcdCallError.unreachable(detail) }
+                connection = try pool.open(for: url, deadline: deadline)
+                reused = false
+            }
+        }
+    }
+}
+
+/// The connection a request is using, so that cancelling the request's task can wake its blocking calls.
+final class EtcdCancellableRequest: Sendable {
+    private let state = Mutex<(connection: EtcdHTTPConnection?, cancelled: Bool)>((nil, false))
+
+    /// Makes `connection` the one cancellation aborts (at once, if the request was cancelled already).
+    func attach(_ connection: EtcdHTTPConnection) {
+        state.withLock { state in
+            state.connection = connection
+            if state.cancelled { connection.abort() }
+        }
+    }
+
+    /// Releases the connection from cancellation's reach; returns whether the request was cancelled.
+    func detach() -> Bool {
+        state.withLock { state in
+            state.connection = nil
+            return state.cancelled
+        }
+    }
+
+    var isCancelled: Bool { state.withLock { $0.cancelled } }
+
+    /// Aborts the attached connection and any connection attached later.
+    func cancel() {
+        state.withLock { state in
+            state.cancelled = true
+            state.connection?.abort()
         }
     }
 }

@@ -3,7 +3,8 @@
 //
 // Invariants:
 // - `preferred` is the member that answered last; a failure moves it to the next member only if no other request
-//   has moved it already, so that concurrent failures do not skip a healthy member.
+//   has moved it already, so that concurrent failures do not skip a healthy member. A member that failed is thus
+//   skipped until the members after it fail in turn; then it is tried again. `failovers` counts the moves.
 // - A request that was never sent (connection refused, host not found) is retried on the next member, whatever it is.
 // - A request whose outcome is unknown (timeout or connection lost after sending; etcd's "request timed out",
 //   "leader changed", "no leader") is retried only when `idempotent` says so; otherwise the caller gets
@@ -39,11 +40,14 @@ enum GRPCCode {
 final class EtcdTransport: Sendable {
     let endpoints: [URL]
     let requestTimeout: Duration
-    private let preferred = Mutex(0)
+    /// The member to use now, and how many times requests have moved to another member.
+    private let preferred = Mutex((index: 0, failovers: 0))
     /// Requests in flight, and whether the owner has closed (closed refuses new requests).
     private let lifecycle = Mutex((inFlight: 0, closed: false))
     private let retryBudget: Duration
     private let encoder = JSONEncoder()
+    /// Connections kept open between requests, per member.
+    let connections = EtcdConnectionPool()
 
     init(configuration: EtcdConfiguration) {
         endpoints = configuration.endpoints
@@ -52,12 +56,17 @@ final class EtcdTransport: Sendable {
     }
 
     /// The member to use now.
-    var currentEndpoint: Int { preferred.withLock { $0 } }
+    var currentEndpoint: Int { preferred.withLock { $0.index } }
+
+    /// How many times requests have moved to another member since this transport was made.
+    var failoverCount: Int { preferred.withLock { $0.failovers } }
 
     /// Moves past `failed`, unless another request already did.
     func failOver(from failed: Int) {
         preferred.withLock { current in
-            if current == failed { current = (failed + 1) % endpoints.count }
+            guard current.index == failed else { return }
+            current.index = (failed + 1) % endpoints.count
+            current.failovers += 1
         }
     }
 
@@ -120,7 +129,7 @@ final class EtcdTransport: Sendable {
         try enter()
         defer { leave() }
         do {
-            (status, body) = try await EtcdHTTP.post(url, body: data, timeout: requestTimeout)
+            (status, body) = try await EtcdHTTP.post(url, body: data, timeout: requestTimeout, pool: connections)
         } catch let error as EtcdCallError {
             if Task.isCancelled { throw CancellationError() }
             switch error {
@@ -157,9 +166,11 @@ final class EtcdTransport: Sendable {
         lifecycle.withLock { $0.inFlight -= 1 }
     }
 
-    /// Refuses new requests; requests in flight finish on their own (each has a deadline).
+    /// Refuses new requests and closes idle connections; requests in flight finish on their own (each has a
+    /// deadline), and their connections are closed as they come back.
     func invalidate() {
         lifecycle.withLock { $0.closed = true }
+        connections.close()
     }
 }
 

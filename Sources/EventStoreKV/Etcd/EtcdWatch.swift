@@ -92,7 +92,7 @@ final class EtcdWatch: Sendable {
                 state.connection = nil
                 return true
             }
-            if retry { reconnect(after: reason) }
+            if retry { reconnect(after: reason, from: endpoint) }
         }
     }
 
@@ -127,7 +127,8 @@ final class EtcdWatch: Sendable {
         }
     }
 
-    private func reconnect(after reason: String) {
+    /// Opens a new connection after the one to member `failed` ended, on the next member.
+    private func reconnect(after reason: String, from failed: Int) {
         let clock = ContinuousClock()
         let now = clock.now
         let since: ContinuousClock.Instant = state.withLock { state in
@@ -135,7 +136,7 @@ final class EtcdWatch: Sendable {
             state.failingSince = since
             return since
         }
-        transport.failOver(from: transport.currentEndpoint)
+        transport.failOver(from: failed)
         guard now - since < configuration.retryBudget else {
             finish(throwing: KeyValueStoreError.unavailable("the etcd watch could not reconnect: \(reason)"))
             return
