@@ -45,11 +45,15 @@ let package = Package(
         // One application node of the etcd multi-node tests (EtcdTests), run as a separate process.
         .executableTarget(
             name: "EtcdNode", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
+        // Waiting for child processes off the cooperative pool, shared by the tests that start processes.
+        .target(name: "ProcessSupport", path: "Tests/Support/ProcessSupport", swiftSettings: strict),
         .testTarget(
-            name: "EtcdTests", dependencies: ["EventStore", "EventStoreKV", "EtcdNode"], swiftSettings: strict),
+            name: "EtcdTests", dependencies: ["EventStore", "EventStoreKV", "EtcdNode", "ProcessSupport"],
+            swiftSettings: strict),
         .testTarget(name: "EventStoreKVTests", dependencies: ["EventStoreKV"], swiftSettings: strict),
         .testTarget(name: "ConformanceTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
-        .testTarget(name: "PageFileTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
+        .testTarget(
+            name: "PageFileTests", dependencies: ["EventStore", "EventStoreKV", "ProcessSupport"], swiftSettings: strict),
         .executableTarget(
             name: "CrashChild",
             dependencies: ["EventStore", "EventStoreKV"],
@@ -67,7 +71,8 @@ let package = Package(
         ),
         // Drives the example ledger and the benchmark harness as the user would: through their command lines.
         .testTarget(
-            name: "ToolTests", dependencies: ["AccountLedger", "EventStoreBench", "eventstore", "EventStore", "EventStoreKV"],
+            name: "ToolTests",
+            dependencies: ["AccountLedger", "EventStoreBench", "eventstore", "EventStore", "EventStoreKV", "ProcessSupport"],
             swiftSettings: strict),
         .testTarget(
             name: "SnapshotsTests", dependencies: ["EventStore", "EventStoreKV", "Snapshots"], swiftSettings: strict),

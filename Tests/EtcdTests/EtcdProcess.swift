@@ -3,6 +3,7 @@
 // Invariants: nothing here blocks a cooperative thread; reads and waits for the end run on threads of their own.
 
 import Foundation
+import ProcessSupport
 import Synchronization
 
 /// One running EtcdNode process.
@@ -62,15 +63,6 @@ final class EtcdNodeProcess: Sendable {
         await waitForExit()
     }
 
-    /// Waits for the process to end, on a thread of its own: `waitUntilExit` blocks, and blocking one of the few
-    /// cooperative threads would stall every other test in the process.
-    func waitForExit() async {
-        let process = self.process
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            Thread {
-                process.waitUntilExit()
-                continuation.resume()
-            }.start()
-        }
-    }
+    /// Waits for the process to end (off the cooperative pool, see ProcessSupport).
+    func waitForExit() async { await process.exited() }
 }

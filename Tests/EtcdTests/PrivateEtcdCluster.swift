@@ -10,6 +10,7 @@
 
 import EventStore
 import Foundation
+import ProcessSupport
 import Synchronization
 #if canImport(Glibc)
     import Glibc
@@ -50,12 +51,7 @@ struct PrivateEtcdCluster: Sendable {
         process.environment = environment
         process.standardOutput = FileHandle.nullDevice
         try process.run()
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            Thread {
-                process.waitUntilExit()
-                continuation.resume()
-            }.start()
-        }
+        await process.exited()
         guard process.terminationStatus == 0 else {
             throw EventStoreError.backend(
                 "etcd-cluster.sh \(arguments.joined(separator: " ")) failed with status \(process.terminationStatus)")

@@ -4,6 +4,7 @@
 import EventStore
 @testable import EventStoreKV
 import Foundation
+import ProcessSupport
 import Glibc
 import Testing
 
@@ -78,17 +79,8 @@ final class CrashChildProcess: Sendable {
         return process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL
     }
 
-    /// Waits for the child to end on a thread of its own: `waitUntilExit` blocks, and blocking one of the few
-    /// cooperative threads stalls every other test in the process.
-    func exited() async {
-        let process = self.process
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            Thread {
-                process.waitUntilExit()
-                continuation.resume()
-            }.start()
-        }
-    }
+    /// Waits for the child to end (off the cooperative pool, see ProcessSupport).
+    func exited() async { await process.exited() }
 }
 
 /// Follows a child's output: the highest acknowledged transaction, stopping after `acks` new acknowledgements.

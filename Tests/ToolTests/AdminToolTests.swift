@@ -5,6 +5,7 @@
 import EventStore
 @testable import EventStoreKV
 import Foundation
+import ProcessSupport
 import Testing
 
 @Suite("eventstore admin tool", .timeLimit(.minutes(5)))
@@ -147,12 +148,7 @@ struct AdminToolTests {
         #expect(lines == 6)
         #expect(process.isRunning, "--follow keeps waiting for new events")
         process.terminate()
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            Thread {
-                process.waitUntilExit()
-                continuation.resume()
-            }.start()
-        }
+        await process.exited()
     }
 
     @Test("read-only commands leave the data file and the WAL byte for byte unchanged, even with WAL to replay")

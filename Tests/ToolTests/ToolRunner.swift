@@ -2,6 +2,7 @@
 // their output and exit status. Waiting happens on a thread of its own, off the cooperative pool.
 
 import Foundation
+import ProcessSupport
 import Testing
 
 struct ToolResult {
@@ -36,12 +37,7 @@ enum ToolRunner {
         async let out = drain(output.fileHandleForReading)
         async let err = drain(errors.fileHandleForReading)
         let (stdout, stderr) = await (out, err)
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            Thread {
-                process.waitUntilExit()
-                continuation.resume()
-            }.start()
-        }
+        await process.exited()
         return ToolResult(status: process.terminationStatus, output: stdout, errors: stderr)
     }
 
