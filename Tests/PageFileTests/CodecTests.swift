@@ -1,5 +1,6 @@
 // Codec tests: CRC-32C against the standard check value, and round trips of the page and WAL encodings.
 
+import EventStore
 @testable import EventStoreKV
 import Testing
 
@@ -53,5 +54,26 @@ struct CodecTests {
         }
         #expect(first == 12 && length == 99_999 && decoded.allEntries[1].expiresAt == -1)
         #expect(throws: (any Error).self) { try Page.check(page, number: 8, type: .leaf, size: 4096, path: "test") }
+    }
+    @Test("a sealed leaf with unknown entry flags or an impossible value length is corruption naming the page")
+    func leafEntryChecks() throws {
+        let node = Node(
+            leaf: [[1]], entries: [LeafEntry(value: .overflow(page: 12, length: 99), version: 1, modRevision: 1, expiresAt: 0)],
+            owner: 0)
+        let page = NodeCodec.encode(node, number: 9, lsn: 1, pageSize: 4096)
+        // Entry 0: u16 key length, 1 key byte, then the flags byte; the value length is 25 bytes after the flags.
+        let flags = Page.headerSize + 2 + 1
+        for damage in [(flags, [UInt8(2)]), (flags, [0x81]), (flags + 25, [0xFF, 0xFF, 0xFF, 0xFF])] {
+            var damaged = page
+            damaged.replaceSubrange(damage.0..<(damage.0 + damage.1.count), with: damage.1)
+            Page.seal(&damaged)  // a valid checksum: only the entry check can catch it
+            #expect {
+                try NodeCodec.decode(damaged, number: 9, path: "data")
+            } throws: { error in
+                guard case EventStoreError.corrupted(let location, _) = error else { return false }
+                return location == "data page 9"
+            }
+        }
+        #expect(try NodeCodec.decode(page, number: 9, path: "data").count == 1)
     }
 }

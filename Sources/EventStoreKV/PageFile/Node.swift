@@ -510,6 +510,12 @@ enum NodeCodec {
                 }
                 let valueLength = Int(
                     UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: fields + 25, as: UInt32.self)))
+                // A damaged length must not turn into a read of gigabytes of overflow pages.
+                guard valueLength <= PageFileKeyValueStore.maximumValueLength else {
+                    throw EventStoreError.corrupted(
+                        location: location,
+                        detail: "entry \(offsets.count - 1) claims a \(valueLength)-byte value, over the limit")
+                }
                 at = fields + LeafLayout.valueFromFlags + (flags == LeafLayout.overflowFlag ? 8 : valueLength)
                 guard at <= limit else { throw overrun(location) }
             }
