@@ -242,14 +242,18 @@ final class Node: @unchecked Sendable {
     /// A copy of leaf entry `index` (its value bytes copied if inline).
     func entry(at index: Int) -> LeafEntry {
         let header = header(at: index)
-        let value: StoredValue
-        switch header.flags {
-        case LeafLayout.overflowFlag: value = .overflow(page: header.reference, length: header.valueLength)
-        case LeafLayout.pendingFlag: value = .pending(pendingValues[Int(header.reference)])
-        default: value = .inline(Array(body[header.valueOffset..<(header.valueOffset + header.valueLength)]))
-        }
         return LeafEntry(
-            value: value, version: header.version, modRevision: header.modRevision, expiresAt: header.expiresAt)
+            value: storedValue(header), version: header.version, modRevision: header.modRevision,
+            expiresAt: header.expiresAt)
+    }
+
+    /// Where the value of the leaf entry with `header` lives (inline bytes copied).
+    func storedValue(_ header: EntryHeader) -> StoredValue {
+        switch header.flags {
+        case LeafLayout.overflowFlag: .overflow(page: header.reference, length: header.valueLength)
+        case LeafLayout.pendingFlag: .pending(pendingValues[Int(header.reference)])
+        default: .inline(Array(body[header.valueOffset..<(header.valueOffset + header.valueLength)]))
+        }
     }
 
     /// Every key (a leaf's are copied out), for checks off the hot path.

@@ -129,7 +129,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
                 if header.isLive(at: now) {
                     result.append(
                         KeyValueEntry(
-                            key: node.key(at: index), value: try value(node, header, reader: reader),
+                            key: node.key(at: index), value: try reader.value(node.storedValue(header)),
                             version: header.version, modRevision: header.modRevision))
                 }
                 return result.count < limit
@@ -180,7 +180,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
         _ node: Node, _ index: Int, _ header: EntryHeader, reader: PageReader, to visit: (BorrowedEntry) throws -> Bool
     ) throws -> Bool {
         guard header.flags == 0 else {
-            let bytes = try value(node, header, reader: reader)
+            let bytes = try reader.value(node.storedValue(header))
             return try node.body.withUnsafeBytes { body in
                 try bytes.withUnsafeBytes { value in
                     try visit(
@@ -197,15 +197,6 @@ public final class PageFileKeyValueStore: KeyValueStore {
                     value: UnsafeRawBufferPointer(
                         rebasing: body[header.valueOffset..<(header.valueOffset + header.valueLength)]),
                     version: header.version, modRevision: header.modRevision))
-        }
-    }
-
-    /// A copy of the value of the entry with `header` in `node`.
-    private func value(_ node: Node, _ header: EntryHeader, reader: PageReader) throws -> [UInt8] {
-        switch header.flags {
-        case LeafLayout.overflowFlag: try reader.value(.overflow(page: header.reference, length: header.valueLength))
-        case LeafLayout.pendingFlag: node.pendingValues[Int(header.reference)]
-        default: Array(node.body[header.valueOffset..<(header.valueOffset + header.valueLength)])
         }
     }
 
