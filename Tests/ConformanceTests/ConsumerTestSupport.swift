@@ -15,6 +15,41 @@ func samples(_ count: Int, type: String = "Ticked", prefix: String = "e") -> [Ev
     (0..<count).map { sample(type, "\(prefix)-\($0)") }
 }
 
+/// `count` events like `samples(_:type:prefix:)`, with ids drawn from `ids`, so a run's keys (and the shape of the
+/// event-id index) are the same every time.
+func samples(_ count: Int, type: String = "Ticked", prefix: String = "e", ids: inout SeededUUIDs) -> [EventData] {
+    (0..<count).map { EventData(id: ids.next(), type: type, data: Data("\(prefix)-\($0)".utf8)) }
+}
+
+/// Random-looking version-4 UUIDs from a seed (SplitMix64): reproducible where random ids would make a run's
+/// storage footprint vary.
+struct SeededUUIDs {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UUID {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        for half in 0..<2 {
+            let word = nextWord()
+            for index in 0..<8 { bytes[half * 8 + index] = UInt8(truncatingIfNeeded: word >> (8 * index)) }
+        }
+        bytes[6] = bytes[6] & 0x0F | 0x40
+        bytes[8] = bytes[8] & 0x3F | 0x80
+        return UUID(uuid: (
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+            bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]))
+    }
+
+    private mutating func nextWord() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
 /// A user stream name; the test fails if the name is invalid.
 func stream(_ name: String) throws -> StreamName { try StreamName(name) }
 
