@@ -75,13 +75,30 @@ enum BTree {
         _ range: KeyRange, direction: ScanDirection, root: ChildRef?, reader: PageReader,
         visit: (Node, Int) throws -> Bool
     ) throws {
-        guard let root else { return }
-        _ = try scan(try reader.resolve(root), range: range, direction: direction, reader: reader, visit: visit)
+        try scanLeaves(range, direction: direction, root: root, reader: reader) { node, indices in
+            if direction == .forward {
+                for index in indices where !(try visit(node, index)) { return false }
+            } else {
+                for index in indices.reversed() where !(try visit(node, index)) { return false }
+            }
+            return true
+        }
     }
 
-    private static func scan(
+    /// Calls `visit` with each leaf that has entries in `range` and the (non-empty) indices of those entries, leaves
+    /// in `direction` order, until it returns false. The visitor walks the indices in `direction` order itself, so a
+    /// hot loop can borrow a leaf's bytes once for all its entries.
+    static func scanLeaves(
+        _ range: KeyRange, direction: ScanDirection, root: ChildRef?, reader: PageReader,
+        visit: (Node, Range<Int>) throws -> Bool
+    ) throws {
+        guard let root else { return }
+        _ = try scanLeaves(try reader.resolve(root), range: range, direction: direction, reader: reader, visit: visit)
+    }
+
+    private static func scanLeaves(
         _ node: Node, range: KeyRange, direction: ScanDirection, reader: PageReader,
-        visit: (Node, Int) throws -> Bool
+        visit: (Node, Range<Int>) throws -> Bool
     ) throws -> Bool {
         if node.isLeaf {
             // Only the first and last leaves of a scan need a search; the ones between lie wholly in the range.
@@ -91,20 +108,25 @@ enum BTree {
             let end = range.upperBound.map { node.compareKey(at: count - 1, with: $0) < 0 ? count : node.lowerBound($0) }
                 ?? count
             guard start < end else { return true }
-            if direction == .forward {
-                for index in start..<end where !(try visit(node, index)) { return false }
-            } else {
-                for index in (start..<end).reversed() where !(try visit(node, index)) { return false }
-            }
-            return true
+            return try visit(node, start..<end)
         }
         let first = node.childIndex(for: range.lowerBound)
         let last = range.upperBound.map { node.childIndex(for: $0) } ?? node.children.count - 1
         guard first <= last else { return true }
-        let order: [Int] = direction == .forward ? Array(first...last) : Array((first...last).reversed())
-        for index in order {
-            let child = try reader.resolve(node.children[index])
-            guard try scan(child, range: range, direction: direction, reader: reader, visit: visit) else { return false }
+        if direction == .forward {
+            for index in first...last {
+                let child = try reader.resolve(node.children[index])
+                guard try scanLeaves(child, range: range, direction: direction, reader: reader, visit: visit) else {
+                    return false
+                }
+            }
+        } else {
+            for index in (first...last).reversed() {
+                let child = try reader.resolve(node.children[index])
+                guard try scanLeaves(child, range: range, direction: direction, reader: reader, visit: visit) else {
+                    return false
+                }
+            }
         }
         return true
     }
