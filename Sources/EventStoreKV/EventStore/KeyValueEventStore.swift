@@ -330,9 +330,34 @@ public final class KeyValueEventStore: EventStoring {
     public func read(_ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int) async throws
         -> [RecordedEvent]
     {
+        var events: [RecordedEvent] = []
+        _ = try await readStream(
+            stream, from: start, direction: direction, limit: limit,
+            // Sized once from the visible versions (at most), so a long read does not grow the result by doubling.
+            expecting: { events.reserveCapacity($0) },
+            visiting: { event in
+                events.append(event.copied())
+                return true
+            })
+        return events
+    }
+
+    public func read(
+        _ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int,
+        visiting visit: (BorrowedEvent) throws -> Bool
+    ) async throws -> Int {
+        try await readStream(stream, from: start, direction: direction, limit: limit, expecting: { _ in }, visiting: visit)
+    }
+
+    /// Lends the visible events of `stream` in the read's range to `visit`, after telling `expecting` how many there
+    /// can be at most. Returns how many were lent.
+    private func readStream(
+        _ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int,
+        expecting: (Int) -> Void, visiting visit: (BorrowedEvent) throws -> Bool
+    ) async throws -> Int {
         guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
-        guard limit > 0 else { return [] }
-        guard let visibility = try await visibility(of: stream) else { return [] }
+        guard limit > 0 else { return 0 }
+        guard let visibility = try await visibility(of: stream) else { return 0 }
         let prefix = KeyLayout.streamIndexPrefix(stream)
         let prefixEnd = Key.successor(ofPrefix: prefix)
         var range: KeyRange
@@ -340,7 +365,7 @@ public final class KeyValueEventStore: EventStoring {
         case (.forward, .start): range = KeyRange(from: prefix, to: prefixEnd)
         case (.forward, .version(let version)):
             range = KeyRange(from: KeyLayout.streamIndex(stream, version: version), to: prefixEnd)
-        case (.forward, .end): return []
+        case (.forward, .end): return 0
         case (.backward, .end): range = KeyRange(from: prefix, to: prefixEnd)
         case (.backward, .start): range = KeyRange(from: prefix, to: KeyLayout.streamIndex(stream, version: 2))
         case (.backward, .version(let version)):
@@ -357,29 +382,32 @@ public final class KeyValueEventStore: EventStoring {
             range.upperBound = visibleCeiling
         }
         let scanDirection: ScanDirection = direction == .forward ? .forward : .backward
-        var events: [RecordedEvent] = []
-        // Sized once from the visible versions (at most), so a long read does not grow the result by doubling.
         let visibleCount = visibility.lastVersion >= visibility.firstVersion
             ? visibility.lastVersion - visibility.firstVersion + 1 : 0
-        events.reserveCapacity(Int(min(UInt64(limit), visibleCount)))
+        expecting(Int(min(UInt64(limit), visibleCount)))
         var names = StreamNameCache()
-        while events.count < limit {
+        var lent = 0
+        while lent < limit {
             try Task.checkCancellation()
-            let chunk = min(limit - events.count, readBatchSize)
+            let chunk = min(limit - lent, readBatchSize)
             let index = try await scanStreamIndex(range, direction: scanDirection, limit: chunk, of: stream)
             guard let lastVersion = index.versions.last else { break }
-            try await fetchVisible(
+            let more = try await fetchVisible(
                 positions: index.positions, versions: index.versions, of: stream, visibility: visibility,
-                names: &names, into: &events)
-            if index.positions.count < chunk { break }
+                names: &names
+            ) { event in
+                lent += 1
+                return try visit(event) && lent < limit
+            }
+            if !more || index.positions.count < chunk { break }
             switch direction {
             case .forward:
-                guard lastVersion < .max else { return events }
+                guard lastVersion < .max else { return lent }
                 range.lowerBound = KeyLayout.streamIndex(stream, version: lastVersion + 1)
             case .backward: range.upperBound = KeyLayout.streamIndex(stream, version: lastVersion)
             }
         }
-        return events
+        return lent
     }
 
     /// Up to `limit` stream index entries of `stream` in `range`, decoded in place from one borrowed scan: the
@@ -407,38 +435,64 @@ public final class KeyValueEventStore: EventStoring {
     }
 
     public func readAll(from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
+        var events: [RecordedEvent] = []
+        _ = try await readLog(
+            from: position, limit: limit,
+            expecting: { events.reserveCapacity($0) },
+            visiting: { event in
+                events.append(event.copied())
+                return true
+            })
+        return events
+    }
+
+    public func readAll(from position: UInt64, limit: Int, visiting visit: (BorrowedEvent) throws -> Bool)
+        async throws -> Int
+    {
+        try await readLog(from: position, limit: limit, expecting: nil, visiting: visit)
+    }
+
+    /// Lends the global log's events from `position` to `visit`, decoded straight from the bytes the backend lends.
+    /// A long read first tells `expecting` how many events there are up to the global head. Returns how many were lent.
+    private func readLog(
+        from position: UInt64, limit: Int, expecting: ((Int) -> Void)?, visiting visit: (BorrowedEvent) throws -> Bool
+    ) async throws -> Int {
         guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
         let end = Key.successor(ofPrefix: KeyLayout.logPrefix)
         var next = max(position, 1)
-        var events: [RecordedEvent] = []
         var names = StreamNameCache()
-        if limit > readBatchSize {
+        if let expecting, limit > readBatchSize {
             // A long read: size the result once from the global head instead of growing it by doubling (each growth
             // moves every event read so far). Appends racing the read only make it grow again.
             let head = try await lastPosition()
-            if head >= next { events.reserveCapacity(Int(min(UInt64(limit), head - next + 1))) }
+            if head >= next { expecting(Int(min(UInt64(limit), head - next + 1))) }
         }
-        while events.count < limit {
+        var lent = 0
+        var stopped = false
+        while lent < limit, !stopped {
             try Task.checkCancellation()
-            let chunk = min(limit - events.count, readBatchSize)
-            // Each event is decoded straight from the bytes the backend lends; nothing is copied but the payload.
+            let chunk = min(limit - lent, readBatchSize)
             var last: UInt64?
-            let lent = try await backendCall {
+            let scanned = try await backendCall {
                 try await self.backend.scan(KeyRange(from: KeyLayout.log(next), to: end), direction: .forward, limit: chunk) {
                     entry in
                     guard let position = KeyLayout.position(fromLogKey: entry.key) else {
                         throw EventStoreError.corrupted(
                             location: "global log", detail: "malformed log key \(Array(entry.key))")
                     }
-                    events.append(try EventRecord.decode(entry.value, position: position, names: &names))
                     last = position
+                    lent += 1
+                    guard try visit(try EventRecord.borrowed(entry.value, position: position, names: &names)) else {
+                        stopped = true
+                        return false
+                    }
                     return true
                 }
             }
-            guard let last, lent == chunk, last < .max else { break }
+            guard let last, scanned == chunk, last < .max else { break }
             next = last + 1
         }
-        return events
+        return lent
     }
 
     /// Runs a backend call, translating contract errors into ``EventStoreError``.
