@@ -126,6 +126,9 @@ extension PageFileKeyValueStore {
         let root = try state.root.map { try pages.write($0) } ?? 0
 
         let retired = state.freedSinceCheckpoint + state.freeList.listPages
+        // Replaced pages leave the cache now rather than when evicted: only readers of older snapshots can still
+        // want them, and those read them from the file (they stay intact until no such reader is left).
+        reader.cache.remove(retired)
         let perPage = FreeList.capacity(pageSize: reader.pageSize)
         let needed = (pages.freeList.all.count + retired.count + perPage - 1) / perPage
         let listPages = (0..<needed).map { _ in pages.allocate(1) }

@@ -4,6 +4,8 @@
 // - Holds at most `capacity` pages (cacheSizeMB / 1.0625 pageSize: a cached leaf's arrays are sized exactly, see
 //   Checkpoint.swift), so memory for clean pages stays bounded however large the file grows. Dirty nodes are not
 //   here: they live in the writer's tree until the next checkpoint.
+// - A removed page's ring position is a hole, filled before anything is evicted: pages a checkpoint replaced leave
+//   at once, so they never push live pages out.
 // - A cached node is immutable. An entry for page n is replaced when a checkpoint writes page n again, and dropped
 //   when page n is allocated for something else, so a lookup never returns another page's old contents.
 // - All state is guarded by one Mutex; no I/O happens while it is held.
@@ -21,6 +23,8 @@ final class PageCache: Sendable {
     private struct State {
         var slots: [UInt64: Slot] = [:]
         var ring: [UInt64] = []
+        /// Ring positions of pages removed (tombstones), filled before anything is evicted.
+        var holes: [Int] = []
         var hand = 0
         var hits: UInt64 = 0
         var misses: UInt64 = 0
@@ -61,7 +65,11 @@ final class PageCache: Sendable {
                 state.slots[page] = Slot(node: node, referenced: false, ring: state.ring.count - 1)
                 return
             }
-
+            if let hole = state.holes.popLast() {
+                state.ring[hole] = page
+                state.slots[page] = Slot(node: node, referenced: false, ring: hole)
+                return
+            }
             while true {
                 let hand = state.hand
                 state.hand = (hand + 1) % state.ring.count
@@ -90,6 +98,7 @@ final class PageCache: Sendable {
                 guard let slot = state.slots.removeValue(forKey: page) else { continue }
                 // Leave a tombstone in the ring: the number of a page no longer cached is skipped by eviction.
                 state.ring[slot.ring] = UInt64.max
+                state.holes.append(slot.ring)
             }
         }
     }
