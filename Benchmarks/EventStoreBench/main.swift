@@ -22,6 +22,8 @@ struct Options {
     var scale = 1.0
     /// The page size of the engine, to compare page sizes; the engine's default unless given.
     var pageSize: Int?
+    /// The page cache size of the engine, to see what memory buys; the engine's default unless given.
+    var cacheSizeMB: Int?
     /// How many times read-stream and read-all time their read (the first is reported); more runs give a profiler
     /// something to sample besides the setup.
     var repeatReads = 1
@@ -43,8 +45,8 @@ let payload = Data(repeating: UInt8(ascii: "e"), count: 256)
 
 func usageText() -> String {
     """
-    usage: EventStoreBench <workload> --dir <empty dir> [--json] [--scale F] [--page-size BYTES] [--repeat-reads N]
-                          [--copying-reads]
+    usage: EventStoreBench <workload> --dir <empty dir> [--json] [--scale F] [--page-size BYTES] [--cache-mb MB]
+                          [--repeat-reads N] [--copying-reads]
     workloads: \(workloads.joined(separator: ", ")), all
     """
 }
@@ -69,6 +71,11 @@ func parse(_ arguments: [String]) throws -> Options {
             }
             options.repeatReads = count
         case "--copying-reads": options.copyingReads = true
+        case "--cache-mb":
+            guard let value = rest.next(), let megabytes = Int(value), megabytes >= 1 else {
+                throw BenchError.usage("--cache-mb needs a whole number of megabytes, at least 1")
+            }
+            options.cacheSizeMB = megabytes
         case "--page-size":
             guard let value = rest.next(), let size = Int(value) else {
                 throw BenchError.usage("--page-size needs a number of bytes (4096 to 65536, a power of two)")
@@ -137,6 +144,7 @@ func scaled(_ count: Int, _ options: Options) -> Int { max(1, Int((Double(count)
 /// Opens the store a workload runs on: the default engine on `directory`, with full durability.
 func openStore(_ directory: String, _ options: Options) async throws -> KeyValueEventStore {
     var engine = PageFileOptions()
+    if let cacheSizeMB = options.cacheSizeMB { engine.cacheSizeMB = cacheSizeMB }
     if let pageSize = options.pageSize { engine.pageSize = pageSize }
     return KeyValueEventStore(backend: try await PageFileKeyValueStore.open(directory: directory, options: engine))
 }
