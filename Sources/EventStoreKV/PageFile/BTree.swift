@@ -143,6 +143,10 @@ struct TreeWriter {
     var freed: [UInt64] = []
     /// Nodes this transaction added to the set of nodes not yet checkpointed (copies of clean pages, splits).
     var dirtied = 0
+    /// The leaf the last put landed in (owned by this transaction) and the key range its ancestors route to it, so
+    /// the next put of a key in that range, the common case for runs of ordered keys, skips the descent. Cleared by
+    /// every split and delete, the only changes that move keys between leaves.
+    private var lastLeaf: (leaf: Node, lower: Key?, upper: Key?)?
 
     init(reader: PageReader, transaction: UInt64) {
         self.reader = reader
@@ -160,6 +164,7 @@ struct TreeWriter {
     /// descent; returns those fields.
     @discardableResult
     mutating func put(_ key: Key, root: inout ChildRef?, make: (EntryHeader?) -> LeafEntry) throws -> EntryHeader? {
+        if let old = putInLastLeaf(key, make) { return old }
         guard let current = root else {
             dirtied += 1
             let leaf = Node(leaf: [key], entries: [make(nil)], owner: transaction)
@@ -167,7 +172,7 @@ struct TreeWriter {
             return nil
         }
         let node = try own(current)
-        let (old, split) = try insert(key, make, into: node)
+        let (old, split) = try insert(key, make, into: node, lower: nil, upper: nil)
         if let (separator, right) = split {
             dirtied += 1
             root = .node(Node(branch: [[], separator], children: [.node(node), .node(right)], owner: transaction))
@@ -180,6 +185,7 @@ struct TreeWriter {
     /// Removes `key`; returns the fields of the entry removed, or nil if it was absent (then nothing changes).
     @discardableResult
     mutating func delete(_ key: Key, root: inout ChildRef?) throws -> EntryHeader? {
+        lastLeaf = nil
         guard let current = root, try BTree.find(key, root: current, reader: reader) != nil else { return nil }
         let node = try own(current)
         let (old, empty) = try remove(key, from: node)
@@ -213,35 +219,69 @@ struct TreeWriter {
         for offset in 0..<reader.overflowPages(old.valueLength) { freed.append(old.reference + UInt64(offset)) }
     }
 
-    private mutating func insert(_ key: Key, _ make: (EntryHeader?) -> LeafEntry, into node: Node) throws
-        -> (old: EntryHeader?, split: (Key, Node)?)
-    {
+    /// Puts `make(old)` under `key` straight into the last leaf a put landed in, when `key` belongs there and the
+    /// leaf has room. Returns nil (having changed nothing) otherwise; then the caller descends from the root.
+    private mutating func putInLastLeaf(_ key: Key, _ make: (EntryHeader?) -> LeafEntry) -> EntryHeader?? {
+        guard let (leaf, lower, upper) = lastLeaf else { return nil }
+        if let lower, key.precedes(lower) { return nil }
+        if let upper, !key.precedes(upper) { return nil }
+        let count = leaf.count
+        let index = count > 0 && leaf.compareKey(at: count - 1, with: key) < 0 ? count : leaf.lowerBound(key)
+        if leaf.hasKey(key, at: index) {
+            let old = leaf.header(at: index)
+            let entry = make(old)
+            let oldSize = leaf.entryEnd(index) - Int(leaf.offsets[index])
+            guard leaf.byteSize - oldSize + Node.leafSize(key: key, value: entry.value) <= capacity else { return nil }
+            release(old)
+            leaf.replaceEntry(at: index, key: key, with: entry)
+            return .some(old)
+        }
+        let entry = make(nil)
+        guard leaf.byteSize + Node.leafSize(key: key, value: entry.value) <= capacity else { return nil }
+        leaf.insertEntry(key, entry, at: index)
+        return .some(nil)
+    }
+
+    /// Inserts under `node`, whose ancestors route the keys in `lower..<upper` (nil: unbounded) to it.
+    private mutating func insert(
+        _ key: Key, _ make: (EntryHeader?) -> LeafEntry, into node: Node, lower: Key?, upper: Key?
+    ) throws -> (old: EntryHeader?, split: (Key, Node)?) {
         if node.isLeaf {
-            let index = node.lowerBound(key)
-            if node.hasKey(key, at: index) {
-                let old = node.header(at: index)
-                let entry = make(old)
-                release(old)
-                node.replaceEntry(at: index, key: key, with: entry)
-                return (old, node.byteSize > capacity ? split(node, rightEdge: false) : nil)
-            }
-            let entry = make(nil)
-            node.insertEntry(key, entry, at: index)
-            guard node.byteSize > capacity else { return (nil, nil) }
-            if index == node.count - 1 { return (nil, split(node, rightEdge: true)) }
-            if let split = splitAtRunEnd(node, inserted: index) { return (nil, split) }
-            return (nil, split(node, rightEdge: false))
+            let (old, split) = insert(key, make, intoLeaf: node)
+            lastLeaf = split == nil ? (node, lower, upper) : nil
+            return (old, split)
         }
         let index = node.childIndex(for: key)
         let child = try own(node.children[index])
         node.children[index] = .node(child)
-        let (old, childSplit) = try insert(key, make, into: child)
+        let (old, childSplit) = try insert(
+            key, make, into: child, lower: index > 0 ? node.keys[index] : lower,
+            upper: index + 1 < node.keys.count ? node.keys[index + 1] : upper)
         guard let (separator, right) = childSplit else { return (old, nil) }
         node.keys.insert(separator, at: index + 1)
         node.children.insert(.node(right), at: index + 1)
         node.byteSize += Node.branchSize(key: separator)
         let appended = index + 1 == node.keys.count - 1
         return (old, node.byteSize > capacity ? split(node, rightEdge: appended) : nil)
+    }
+
+    private mutating func insert(_ key: Key, _ make: (EntryHeader?) -> LeafEntry, intoLeaf node: Node)
+        -> (old: EntryHeader?, split: (Key, Node)?)
+    {
+        let index = node.lowerBound(key)
+        if node.hasKey(key, at: index) {
+            let old = node.header(at: index)
+            let entry = make(old)
+            release(old)
+            node.replaceEntry(at: index, key: key, with: entry)
+            return (old, node.byteSize > capacity ? split(node, rightEdge: false) : nil)
+        }
+        let entry = make(nil)
+        node.insertEntry(key, entry, at: index)
+        guard node.byteSize > capacity else { return (nil, nil) }
+        if index == node.count - 1 { return (nil, split(node, rightEdge: true)) }
+        if let split = splitAtRunEnd(node, inserted: index) { return (nil, split) }
+        return (nil, split(node, rightEdge: false))
     }
 
     /// An append to the end of one run of keys that another run follows in the same leaf (the log's newest
