@@ -203,23 +203,36 @@ public final class KeyValueEventStore: EventStoring {
     }
 
     /// Appends the writes that record `part`'s events after `version` and `position` (advanced past them): the log
-    /// record, the stream index, the event-id index and the category and type index entries of each. Key prefixes
-    /// are built once per part (and per run of one event type), and the two indexes share one position value.
+    /// records, the stream index, the event-id index and the category and type index entries. Writes are grouped by
+    /// key space, each group in key order (but the event ids), so a backend storing ordered keys (the page file's
+    /// B+tree) puts each run of them into one leaf without descending the tree again. Key prefixes are built once
+    /// per part (and per run of one event type), and the indexes share one position value per event.
     private static func appendEventWrites(
         _ part: StreamAppend, prepared: [[UInt8]], version: inout UInt64, position: inout UInt64,
         to writes: inout [KeyWrite]
     ) {
+        let (firstVersion, firstPosition) = (version + 1, position + 1)
+        let events = part.events
+        let positionValues = (0..<UInt64(events.count)).map { PositionValue.encode(firstPosition + $0) }
+        for index in events.indices {
+            writes.append(
+                .put(
+                    KeyLayout.log(firstPosition + UInt64(index)),
+                    EventRecord.encode(prepared: prepared[index], version: firstVersion + UInt64(index))))
+        }
         let streamIndexPrefix = KeyLayout.streamIndexPrefix(part.stream)
+        for index in events.indices {
+            writes.append(.put(KeyLayout.appending(firstVersion + UInt64(index), to: streamIndexPrefix), positionValues[index]))
+        }
+        for (index, event) in events.enumerated() {
+            writes.append(.put(KeyLayout.eventID(event.id), positionValues[index]))
+        }
         let categoryPrefix = KeyLayout.secondaryIndexPrefix(.category, part.stream.category)
+        for index in events.indices {
+            writes.append(.put(KeyLayout.appending(firstPosition + UInt64(index), to: categoryPrefix), []))
+        }
         var lastType: (name: String, prefix: Key)?
-        for (eventIndex, event) in part.events.enumerated() {
-            version += 1
-            position += 1
-            let positionValue = PositionValue.encode(position)
-            writes.append(.put(KeyLayout.log(position), EventRecord.encode(prepared: prepared[eventIndex], version: version)))
-            writes.append(.put(KeyLayout.appending(version, to: streamIndexPrefix), positionValue))
-            writes.append(.put(KeyLayout.eventID(event.id), positionValue))
-            writes.append(.put(KeyLayout.appending(position, to: categoryPrefix), []))
+        for (index, event) in events.enumerated() {
             let typePrefix: Key
             if let lastType, lastType.name == event.type {
                 typePrefix = lastType.prefix
@@ -227,8 +240,10 @@ public final class KeyValueEventStore: EventStoring {
                 typePrefix = KeyLayout.secondaryIndexPrefix(.eventType, event.type)
                 lastType = (event.type, typePrefix)
             }
-            writes.append(.put(KeyLayout.appending(position, to: typePrefix), []))
+            writes.append(.put(KeyLayout.appending(firstPosition + UInt64(index), to: typePrefix), []))
         }
+        version += UInt64(events.count)
+        position += UInt64(events.count)
     }
 
     private static func checkLease(_ entry: KeyValueEntry?, stream: StreamName, session: SessionClaim?) throws {
