@@ -203,7 +203,7 @@ public final class KeyValueEventStore: EventStoring {
     }
 
     /// Appends the writes that record `part`'s events after `version` and `position` (advanced past them): the log
-    /// records, the stream index, the event-id index and the category and type index entries. Writes are grouped by
+    /// records, the stream index, the event-id index and the category and type index runs. Writes are grouped by
     /// key space, each group in key order (but the event ids), so a backend storing ordered keys (the page file's
     /// B+tree) puts each run of them into one leaf without descending the tree again. Key prefixes are built once
     /// per part (and per run of one event type), and the indexes share one position value per event.
@@ -227,20 +227,22 @@ public final class KeyValueEventStore: EventStoring {
         for (index, event) in events.enumerated() {
             writes.append(.put(KeyLayout.eventID(event.id), positionValues[index]))
         }
-        let categoryPrefix = KeyLayout.secondaryIndexPrefix(.category, part.stream.category)
-        for index in events.indices {
-            writes.append(.put(KeyLayout.appending(firstPosition + UInt64(index), to: categoryPrefix), []))
+        // One category run for the part, one type run per stretch of events of one type (ConsumerKeys.swift).
+        if !events.isEmpty {
+            let lastPosition = firstPosition + UInt64(events.count - 1)
+            writes.append(
+                .put(
+                    KeyLayout.appending(lastPosition, to: KeyLayout.secondaryIndexPrefix(.category, part.stream.category)),
+                    IndexRun.encode(count: events.count)))
         }
-        var lastType: (name: String, prefix: Key)?
-        for (index, event) in events.enumerated() {
-            let typePrefix: Key
-            if let lastType, lastType.name == event.type {
-                typePrefix = lastType.prefix
-            } else {
-                typePrefix = KeyLayout.secondaryIndexPrefix(.eventType, event.type)
-                lastType = (event.type, typePrefix)
-            }
-            writes.append(.put(KeyLayout.appending(firstPosition + UInt64(index), to: typePrefix), []))
+        var runStart = 0
+        for index in events.indices where index + 1 == events.count || events[index + 1].type != events[index].type {
+            writes.append(
+                .put(
+                    KeyLayout.appending(
+                        firstPosition + UInt64(index), to: KeyLayout.secondaryIndexPrefix(.eventType, events[index].type)),
+                    IndexRun.encode(count: index - runStart + 1)))
+            runStart = index + 1
         }
         version += UInt64(events.count)
         position += UInt64(events.count)
