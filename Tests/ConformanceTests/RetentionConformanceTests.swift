@@ -250,6 +250,23 @@ import Testing
     }
 
     @Test(arguments: Backends.all)
+    func scavengeReportsAStreamIndexEntryWithoutItsEventAsCorruption(backend: Backend) async throws {
+        try await backend.withStore { store in
+            let name = try stream("dangling-1")
+            _ = try await store.append(samples(6), to: name, expectedVersion: .noStream)
+            try await store.setMetadata(StreamMetadata(maxCount: 2), for: name)
+            // Damage: the log record at position 2 disappears while its stream index entry stays.
+            _ = try await store.backend.commit(KeyValueTransaction(writes: [.delete([0x04, 0, 0, 0, 0, 0, 0, 0, 2])]))
+            await #expect {
+                try await store.scavenge()
+            } throws: { error in
+                guard case EventStoreError.corrupted(let location, _) = error else { return false }
+                return location == "global position 2"
+            }
+        }
+    }
+
+    @Test(arguments: Backends.all)
     func scavengeKeepsStorageBoundedUnderChurn(backend: Backend) async throws {
         try await backend.withStore { store in
             let name = try stream("ticker-1")

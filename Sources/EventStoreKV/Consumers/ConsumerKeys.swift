@@ -100,6 +100,16 @@ enum IndexRun {
         return (last - count + 1)...last
     }
 
+    /// The positions the lent index entry `entry` (a key under a prefix of `prefixLength` bytes) names.
+    /// - Throws: ``EventStoreError/corrupted(location:detail:)`` naming the key when it or its value is malformed.
+    static func positions(of entry: BorrowedEntry, prefixLength: Int) throws -> ClosedRange<UInt64> {
+        guard entry.key.count == prefixLength + 8 else {
+            throw EventStoreError.corrupted(location: "secondary index key \(Array(entry.key))", detail: "malformed key")
+        }
+        let last = UInt64(bigEndian: entry.key.loadUnaligned(fromByteOffset: prefixLength, as: UInt64.self))
+        return try positions(last: last, value: entry.value, location: "secondary index key \(Array(entry.key))")
+    }
+
     /// The puts that name `positions` (ascending, distinct) under `prefix`: one run per stretch of consecutive ones.
     static func writes(prefix: Key, positions: [UInt64]) -> [KeyWrite] {
         var writes: [KeyWrite] = []

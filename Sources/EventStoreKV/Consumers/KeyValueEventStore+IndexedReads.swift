@@ -69,17 +69,11 @@ extension KeyValueEventStore {
             try await self.backend.scan(
                 KeyRange(from: KeyLayout.appending(position, to: prefix), to: end), direction: .forward, limit: count
             ) { entry in
-                guard entry.key.count == prefix.count + 8 else {
-                    throw EventStoreError.corrupted(
-                        location: "secondary index key \(Array(entry.key))", detail: "malformed key")
-                }
-                let last = UInt64(bigEndian: entry.key.loadUnaligned(fromByteOffset: prefix.count, as: UInt64.self))
-                let run = try IndexRun.positions(
-                    last: last, value: entry.value, location: "secondary index key \(Array(entry.key))")
+                let run = try IndexRun.positions(of: entry, prefixLength: prefix.count)
                 var next = max(run.lowerBound, position)
                 while positions.count < count {
                     positions.append(next)
-                    if next == last { break }
+                    if next == run.upperBound { break }
                     next += 1
                 }
                 // Every run names at least one position, so a scan of `count` runs fills the chunk unless it ends.

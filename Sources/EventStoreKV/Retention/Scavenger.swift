@@ -122,9 +122,14 @@ extension KeyValueEventStore {
         var removedFromIndexes: [Key: [UInt64]] = [:]
         for (index, indexEntry) in indexEntries.enumerated() {
             guard let record = records[index] else {
-                throw EventStoreError.corrupted(
-                    location: "global position \(positions[index])",
-                    detail: "a stream index entry of \"\(stream)\" points to a missing event")
+                // Another scavenge may have removed the event (with its index entry) between the scan and the get;
+                // an index entry still there without its event is corruption.
+                guard try await backendCall({ try await self.backend.get(indexEntry.key) }) == nil else {
+                    throw EventStoreError.corrupted(
+                        location: "global position \(positions[index])",
+                        detail: "a stream index entry of \"\(stream)\" points to a missing event")
+                }
+                continue
             }
             let event = try EventRecord.decode(record.value, position: positions[index], names: &names)
             let expired = notBefore.map { event.recordedAt < $0 } ?? false
@@ -158,13 +163,7 @@ extension KeyValueEventStore {
                 KeyRange(from: KeyLayout.appending(first, to: prefix), to: Key.successor(ofPrefix: prefix)),
                 direction: .forward, limit: .max
             ) { entry in
-                guard entry.key.count == prefix.count + 8 else {
-                    throw EventStoreError.corrupted(
-                        location: "secondary index key \(Array(entry.key))", detail: "malformed key")
-                }
-                let end = UInt64(bigEndian: entry.key.loadUnaligned(fromByteOffset: prefix.count, as: UInt64.self))
-                let positions = try IndexRun.positions(
-                    last: end, value: entry.value, location: "secondary index key \(Array(entry.key))")
+                let positions = try IndexRun.positions(of: entry, prefixLength: prefix.count)
                 guard positions.lowerBound <= last else { return false }
                 runs.append((Array(entry.key), positions, entry.modRevision))
                 return true
