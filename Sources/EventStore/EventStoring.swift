@@ -29,6 +29,7 @@ public protocol EventStoring: Sendable {
     /// the same events ``read(_:from:direction:limit:)`` returns, without a copy of each payload. `visit` returns
     /// false to stop early. A missing stream visits nothing.
     /// - Returns: the number of events visited.
+    @discardableResult
     func read(
         _ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int,
         visiting visit: (BorrowedEvent) throws -> Bool
@@ -43,6 +44,7 @@ public protocol EventStoring: Sendable {
     /// Visits up to `limit` events of the global log from `position`, in order, lending each in place: the same
     /// events ``readAll(from:limit:)`` returns, without a copy of each payload. `visit` returns false to stop early.
     /// - Returns: the number of events visited.
+    @discardableResult
     func readAll(from position: UInt64, limit: Int, visiting visit: (BorrowedEvent) throws -> Bool) async throws -> Int
 
     /// The position of the last committed event, 0 if there is none.
@@ -106,6 +108,7 @@ extension EventStoring {
 
     /// Visits the events ``read(_:from:direction:limit:)`` returns, fetched in chunks and lent one by one. Stores
     /// that can lend events in place (KeyValueEventStore) replace this.
+    @discardableResult
     public func read(
         _ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int,
         visiting visit: (BorrowedEvent) throws -> Bool
@@ -136,6 +139,7 @@ extension EventStoring {
 
     /// Visits the events ``readAll(from:limit:)`` returns, fetched in chunks and lent one by one. Stores that can
     /// lend events in place (KeyValueEventStore) replace this.
+    @discardableResult
     public func readAll(from position: UInt64, limit: Int, visiting visit: (BorrowedEvent) throws -> Bool)
         async throws -> Int
     {

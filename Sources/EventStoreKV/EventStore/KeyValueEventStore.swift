@@ -359,6 +359,7 @@ public final class KeyValueEventStore: EventStoring {
         return events
     }
 
+    @discardableResult
     public func read(
         _ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int,
         visiting visit: (BorrowedEvent) throws -> Bool
@@ -463,6 +464,7 @@ public final class KeyValueEventStore: EventStoring {
         return events
     }
 
+    @discardableResult
     public func readAll(from position: UInt64, limit: Int, visiting visit: (BorrowedEvent) throws -> Bool)
         async throws -> Int
     {
