@@ -17,6 +17,25 @@ struct CodecTests {
         }
     }
 
+    @Test("CRC32C equals a bit-at-a-time reference for every length and alignment up to 100 bytes")
+    func crcMatchesBitwiseReference() {
+        func reference(_ bytes: ArraySlice<UInt8>) -> UInt32 {
+            var crc: UInt32 = 0xFFFF_FFFF
+            for byte in bytes {
+                crc ^= UInt32(byte)
+                for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
+            }
+            return ~crc
+        }
+        var random = SeededRandom(seed: 0xC4C)
+        let data = (0..<120).map { _ in UInt8.random(in: 0...255, using: &random) }
+        for start in 0..<17 {
+            for length in 0...(100 - start) {
+                #expect(CRC32C.checksum(data, start..<(start + length)) == reference(data[start..<(start + length)]))
+            }
+        }
+    }
+
     @Test("a WAL record round-trips and any single flipped bit is detected")
     func walRecord() {
         let transaction = LoggedTransaction(
