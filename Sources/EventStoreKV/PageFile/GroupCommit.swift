@@ -12,6 +12,10 @@
 //   get the I/O error, every later commit gets `storeFailed`, and fdatasync is never retried (the kernel may have
 //   dropped the dirty pages). Reopening the store recovers from the WAL's durable prefix.
 // - While a checkpoint holds the WAL (`reserveWAL`), the flusher does no I/O on it.
+// - The flusher takes the queue only while no transaction is being applied (`beginApply` .. `enqueue`/`endApply`),
+//   and every take starts a new open group (`openGroup`). So the commits queued since the last take all belong to one
+//   group that no reader can see yet, and the writer may change that group's tree nodes in place from one of its
+//   commits to the next: publishing the group's last root publishes them all at once, after the group's fdatasync.
 // - The WAL file is extended with zeros in 1 MiB steps ahead of the records (and reused across generations), so
 //   most commits overwrite already-allocated blocks and their fdatasync does not also have to commit file-size
 //   metadata. Zeros never parse as a record (their CRC does not match), so recovery stops there.
@@ -54,6 +58,10 @@ final class GroupCommit: @unchecked Sendable {
     private var walOffset: UInt64
     private var allocatedEnd: UInt64
     private var ioBusy = false
+    /// A transaction is being applied to the open group's nodes; the flusher must not take the queue meanwhile.
+    private var applying = false
+    /// Counts the flusher's takes of the queue: commits applied under one value share a group.
+    private var openGroup: UInt64 = 0
     private var unsyncedSince: Date?
     private var stopping = false
     private var finished = false
@@ -87,13 +95,34 @@ final class GroupCommit: @unchecked Sendable {
     /// Bytes in the WAL file plus bytes queued for it.
     var walBytes: UInt64 { locked { walOffset + UInt64(buffer.count) } }
 
-    /// Queues a transaction's framed record. The caller holds the writer lock, so LSNs arrive in order.
+    /// Starts applying a transaction (the caller holds the writer lock): until `enqueue` or `endApply`, the flusher
+    /// does not take the queue. Returns the open group: a transaction applied under the same value as the previous
+    /// one joins its group (it will be written, synced and published together with it), so it may change the
+    /// nodes that group created in place.
+    func beginApply() -> UInt64 {
+        locked {
+            applying = true
+            return openGroup
+        }
+    }
+
+    /// Ends an apply that queued nothing (it failed, or wrote nothing).
+    func endApply() {
+        locked {
+            applying = false
+            condition.broadcast()
+        }
+    }
+
+    /// Queues a transaction's framed record and ends its apply. The caller holds the writer lock, so LSNs arrive in
+    /// order.
     func enqueue(_ record: [UInt8], _ commit: PendingCommit) throws {
         try locked {
+            applying = false
+            defer { condition.broadcast() }
             if let failure { throw EventStoreError.storeFailed(reason: failure.description) }
             buffer.append(contentsOf: record)
             pending.append(commit)
-            condition.broadcast()
         }
     }
 
@@ -205,13 +234,13 @@ final class GroupCommit: @unchecked Sendable {
     private func nextWork() -> Work {
         while true {
             if !ioBusy {
-                if failure == nil, !buffer.isEmpty { return .flush }
+                if failure == nil, !buffer.isEmpty, !applying { return .flush }
                 if failure == nil, let since = unsyncedSince, let interval = syncInterval,
                     stopping || since.addingTimeInterval(interval) <= Date()
                 {
                     return .sync
                 }
-                if stopping { return .exit }
+                if stopping, !applying { return .exit }
             }
             if !ioBusy, failure == nil, let since = unsyncedSince, let interval = syncInterval {
                 _ = condition.wait(until: since.addingTimeInterval(interval))
@@ -229,6 +258,8 @@ final class GroupCommit: @unchecked Sendable {
         let allocated = allocatedEnd
         buffer.removeAll(keepingCapacity: true)
         pending.removeAll(keepingCapacity: true)
+        // The taken group is sealed: the next transaction starts a new one and copies these nodes before changing them.
+        openGroup &+= 1
         ioBusy = true
         condition.unlock()
         let (error, extended) = flush(bytes, at: offset, allocated: allocated)
