@@ -47,13 +47,20 @@ struct PendingCommit: Sendable {
     var changes: [KeyValueChange]
 }
 
+/// What a flushed group leaves behind: the snapshot it replaced and its queue entries. The committer resumed last
+/// drops them on its own thread, so freeing the replaced nodes happens beside the next fdatasync instead of before it.
+struct GroupLeftovers: Sendable {
+    var replaced: ChildRef?
+    var group: [PendingCommit]
+}
+
 /// The WAL flusher thread and its queue. See the invariants at the top of this file.
 final class GroupCommit: @unchecked Sendable {
     // @unchecked: every var below is guarded by `condition`.
     private let condition = NSCondition()
     private var buffer: [UInt8] = []
     private var pending: [PendingCommit] = []
-    private var waiters: [(lsn: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+    private var waiters: [(lsn: UInt64, continuation: CheckedContinuation<GroupLeftovers?, any Error>)] = []
     private var durableLSN: UInt64
     private var walOffset: UInt64
     private var allocatedEnd: UInt64
@@ -129,11 +136,13 @@ final class GroupCommit: @unchecked Sendable {
     /// Returns once the record with `lsn` is durable (or, in `.deferred`/`.none`, written); throws if its group
     /// failed. A commit cannot be withdrawn once queued, so this wait does not end early on cancellation.
     func waitUntilDurable(_ lsn: UInt64) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+        // The leftovers of the group (if handed to this committer) are freed here, on the committer's thread.
+        _ = try await withCheckedThrowingContinuation {
+            (continuation: CheckedContinuation<GroupLeftovers?, any Error>) in
             condition.lock()
             defer { condition.unlock() }
             if durableLSN >= lsn {
-                continuation.resume()
+                continuation.resume(returning: nil)
             } else if let failure {
                 // The record was queued before the failure and will never be written: same error as its group.
                 continuation.resume(throwing: failure)
@@ -167,7 +176,7 @@ final class GroupCommit: @unchecked Sendable {
 
     /// Marks the pipeline failed (a checkpoint's I/O error): no more writes are accepted.
     func fail(_ error: EventStoreError) {
-        let failedWaiters = locked { () -> [CheckedContinuation<Void, any Error>] in
+        let failedWaiters = locked { () -> [CheckedContinuation<GroupLeftovers?, any Error>] in
             if failure == nil { failure = error }
             defer { waiters.removeAll() }
             condition.broadcast()
@@ -279,19 +288,14 @@ final class GroupCommit: @unchecked Sendable {
         walOffset = offset + UInt64(bytes.count)
         if syncInterval != nil, unsyncedSince == nil { unsyncedSince = Date() }
         condition.unlock()
-        var replaced = publish(group)
+        let replaced = publish(group)
         condition.lock()
         // Only now, after readers can see the group, may committers of it return.
         durableLSN = group.last?.lsn ?? durableLSN
         // Idle only after publishing, so a checkpoint (reserveWAL) never races an older group's publish.
         ioBusy = false
-        resumeDurable()
         condition.broadcast()
-        // Free the previous snapshot's private nodes after the committers are on their way, outside the lock.
-        condition.unlock()
-        withExtendedLifetime(replaced) {}
-        replaced = nil
-        condition.lock()
+        resumeDurable(leaving: GroupLeftovers(replaced: replaced, group: group))
     }
 
     /// With the lock held: fdatasyncs deferred commits.
@@ -352,12 +356,22 @@ final class GroupCommit: @unchecked Sendable {
         condition.lock()
     }
 
-    /// With the lock held: resumes every committer whose record is durable.
-    private func resumeDurable() {
+    /// With the lock held: resumes every committer whose record is durable, handing `leftovers` to the last one
+    /// (or freeing them here, outside the lock, if none is waiting).
+    private func resumeDurable(leaving leftovers: GroupLeftovers) {
         let ready = waiters.filter { $0.lsn <= durableLSN }
         waiters.removeAll { $0.lsn <= durableLSN }
         condition.unlock()
-        for waiter in ready { waiter.continuation.resume() }
+        var leftovers: GroupLeftovers? = leftovers
+        for (index, waiter) in ready.enumerated() {
+            if index == ready.count - 1 {
+                waiter.continuation.resume(returning: leftovers.take())
+            } else {
+                waiter.continuation.resume(returning: nil)
+            }
+        }
+        withExtendedLifetime(leftovers) {}
+        leftovers = nil
         condition.lock()
     }
 }
