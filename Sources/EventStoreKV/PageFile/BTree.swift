@@ -182,26 +182,32 @@ struct TreeWriter {
     mutating func readAhead(_ key: Key, root: ChildRef?) throws {
         guard var reference = root else { return }
         while true {
-            let node = try resolve(reference)
+            let node: Node
+            switch reference {
+            case .node(let inMemory): node = inMemory
+            case .page(let page):
+                if let read = readAheadPages[page] {
+                    node = read
+                } else {
+                    node = try reader.node(page)
+                    readAheadPages[page] = node
+                }
+            }
             if node.isLeaf { return }
             reference = node.children[node.childIndex(for: key)]
         }
     }
 
     /// The node `reference` names: in memory, read ahead, or from the cache or disk.
-    private mutating func resolve(_ reference: ChildRef) throws -> Node {
-        switch reference {
-        case .node(let node): return node
-        case .page(let page):
-            if let node = readAheadPages[page] { return node }
-            let node = try reader.node(page)
-            readAheadPages[page] = node
-            return node
+    private func resolve(_ reference: ChildRef) throws -> Node {
+        guard case .page(let page) = reference, !readAheadPages.isEmpty, let node = readAheadPages[page] else {
+            return try reader.resolve(reference)
         }
+        return node
     }
 
     /// Whether `key` is stored under `root` (expired or not).
-    private mutating func contains(_ key: Key, root: ChildRef) throws -> Bool {
+    private func contains(_ key: Key, root: ChildRef) throws -> Bool {
         var node = try resolve(root)
         while !node.isLeaf { node = try resolve(node.children[node.childIndex(for: key)]) }
         return node.hasKey(key, at: node.lowerBound(key))

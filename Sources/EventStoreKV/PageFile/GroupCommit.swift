@@ -47,8 +47,9 @@ struct PendingCommit: Sendable {
     var changes: [KeyValueChange]
 }
 
-/// What a flushed group leaves behind: the snapshot it replaced and its queue entries. The committer resumed last
-/// drops them on its own thread, so freeing the replaced nodes happens beside the next fdatasync instead of before it.
+/// What a flushed group leaves behind: the snapshot it replaced and its queue entries. When more commits are already
+/// queued, the committer resumed last drops them on its own thread, so freeing the replaced nodes happens beside the
+/// next fdatasync instead of before it; otherwise the idle flusher frees them while the committers go on.
 struct GroupLeftovers: Sendable {
     var replaced: ChildRef?
     var group: [PendingCommit]
@@ -356,15 +357,16 @@ final class GroupCommit: @unchecked Sendable {
         condition.lock()
     }
 
-    /// With the lock held: resumes every committer whose record is durable, handing `leftovers` to the last one
-    /// (or freeing them here, outside the lock, if none is waiting).
+    /// With the lock held: resumes every committer whose record is durable, handing `leftovers` to the last one if
+    /// the next group is already queued (or else freeing them here, outside the lock, after the resumes).
     private func resumeDurable(leaving leftovers: GroupLeftovers) {
         let ready = waiters.filter { $0.lsn <= durableLSN }
         waiters.removeAll { $0.lsn <= durableLSN }
+        let handOver = !buffer.isEmpty
         condition.unlock()
         var leftovers: GroupLeftovers? = leftovers
         for (index, waiter) in ready.enumerated() {
-            if index == ready.count - 1 {
+            if handOver, index == ready.count - 1 {
                 waiter.continuation.resume(returning: leftovers.take())
             } else {
                 waiter.continuation.resume(returning: nil)

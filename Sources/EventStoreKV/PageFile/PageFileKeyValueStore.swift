@@ -2,7 +2,9 @@
 //
 // How a commit flows (see also GroupCommit.swift, Checkpoint.swift, Recovery.swift):
 // 1. Under the writer lock, the transaction's conditions are checked against the writer's tree (the latest state,
-//    including commits not yet durable), its writes are applied copy-on-write, and its WAL record is queued.
+//    including commits not yet durable), its writes are applied copy-on-write (in place for nodes that commits of
+//    the same still-open group created: they are published together, see GroupCommit.swift), and its WAL record
+//    is queued.
 // 2. The writer lock is released, and the committer waits for the flusher thread to make its record durable
 //    together with every other record queued meanwhile (group commit). Only then is it published to readers and
 //    acknowledged.
