@@ -48,11 +48,18 @@ struct PendingCommit: Sendable {
 }
 
 /// What a flushed group leaves behind: the snapshot it replaced and its queue entries. When more commits are already
-/// queued, the committer resumed last drops them on its own thread, so freeing the replaced nodes happens beside the
-/// next fdatasync instead of before it; otherwise the idle flusher frees them while the committers go on.
+/// queued, a committer drops them on its own thread, so freeing the replaced nodes happens beside the next fdatasync
+/// instead of before it; otherwise the idle flusher frees them while the committers go on.
 struct GroupLeftovers: Sendable {
     var replaced: ChildRef?
     var group: [PendingCommit]
+}
+
+/// What the flusher hands the first committer it resumes for a group: the group's other committers, which it resumes
+/// in turn (so the flusher pays one task wake-up per group, not one per commit), and possibly the group's leftovers.
+struct DurableNotice: Sendable {
+    var others: [CheckedContinuation<DurableNotice?, any Error>]
+    var leftovers: GroupLeftovers?
 }
 
 /// The WAL flusher thread and its queue. See the invariants at the top of this file.
@@ -61,7 +68,7 @@ final class GroupCommit: @unchecked Sendable {
     private let condition = NSCondition()
     private var buffer: [UInt8] = []
     private var pending: [PendingCommit] = []
-    private var waiters: [(lsn: UInt64, continuation: CheckedContinuation<GroupLeftovers?, any Error>)] = []
+    private var waiters: [(lsn: UInt64, continuation: CheckedContinuation<DurableNotice?, any Error>)] = []
     private var durableLSN: UInt64
     private var walOffset: UInt64
     private var allocatedEnd: UInt64
@@ -137,9 +144,8 @@ final class GroupCommit: @unchecked Sendable {
     /// Returns once the record with `lsn` is durable (or, in `.deferred`/`.none`, written); throws if its group
     /// failed. A commit cannot be withdrawn once queued, so this wait does not end early on cancellation.
     func waitUntilDurable(_ lsn: UInt64) async throws {
-        // The leftovers of the group (if handed to this committer) are freed here, on the committer's thread.
-        _ = try await withCheckedThrowingContinuation {
-            (continuation: CheckedContinuation<GroupLeftovers?, any Error>) in
+        let notice = try await withCheckedThrowingContinuation {
+            (continuation: CheckedContinuation<DurableNotice?, any Error>) in
             condition.lock()
             defer { condition.unlock() }
             if durableLSN >= lsn {
@@ -151,6 +157,8 @@ final class GroupCommit: @unchecked Sendable {
                 waiters.append((lsn, continuation))
             }
         }
+        // The group's other committers go on first; then its leftovers (if handed here) are freed on this thread.
+        for other in notice?.others ?? [] { other.resume(returning: nil) }
     }
 
     /// Waits until the flusher is idle with nothing queued, then hands the WAL to the caller (a checkpoint) until
@@ -177,7 +185,7 @@ final class GroupCommit: @unchecked Sendable {
 
     /// Marks the pipeline failed (a checkpoint's I/O error): no more writes are accepted.
     func fail(_ error: EventStoreError) {
-        let failedWaiters = locked { () -> [CheckedContinuation<GroupLeftovers?, any Error>] in
+        let failedWaiters = locked { () -> [CheckedContinuation<DurableNotice?, any Error>] in
             if failure == nil { failure = error }
             defer { waiters.removeAll() }
             condition.broadcast()
@@ -357,20 +365,18 @@ final class GroupCommit: @unchecked Sendable {
         condition.lock()
     }
 
-    /// With the lock held: resumes every committer whose record is durable, handing `leftovers` to the last one if
-    /// the next group is already queued (or else freeing them here, outside the lock, after the resumes).
+    /// With the lock held: resumes every committer whose record is durable. Only the first is resumed here; it resumes
+    /// the others. It also gets `leftovers` if the next group is already queued; otherwise they are freed here,
+    /// outside the lock, after the resume.
     private func resumeDurable(leaving leftovers: GroupLeftovers) {
-        let ready = waiters.filter { $0.lsn <= durableLSN }
+        var ready = waiters.filter { $0.lsn <= durableLSN }.map(\.continuation)
         waiters.removeAll { $0.lsn <= durableLSN }
         let handOver = !buffer.isEmpty
         condition.unlock()
         var leftovers: GroupLeftovers? = leftovers
-        for (index, waiter) in ready.enumerated() {
-            if handOver, index == ready.count - 1 {
-                waiter.continuation.resume(returning: leftovers.take())
-            } else {
-                waiter.continuation.resume(returning: nil)
-            }
+        if !ready.isEmpty {
+            let first = ready.removeFirst()
+            first.resume(returning: DurableNotice(others: ready, leftovers: handOver ? leftovers.take() : nil))
         }
         withExtendedLifetime(leftovers) {}
         leftovers = nil
