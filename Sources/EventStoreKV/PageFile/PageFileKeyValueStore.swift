@@ -354,7 +354,8 @@ public final class PageFileKeyValueStore: KeyValueStore {
         do {
             lsn = try applyWrites(transaction.writes, to: &tree, now: now)
         } catch {
-            if joins {
+            // (A pipeline that failed already, which is why its enqueue threw, has told the observer.)
+            if joins, pipeline.failed == nil {
                 let failure = error as? EventStoreError ?? .storeFailed(reason: "\(error)")
                 counters.notify(.failed(reason: failure.description))
                 pipeline.fail(failure)
