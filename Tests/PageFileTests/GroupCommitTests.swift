@@ -95,6 +95,48 @@ struct GroupCommitTests {
         }
     }
 
+    @Test("under concurrent writers, readers only ever see whole transactions, and the last one wins")
+    func concurrentWritersAndReaders() async throws {
+        try await withStore { store, _ in
+            try await Self.preload(store)
+            try await store.checkpoint()
+            let writers = 8
+            let rounds = 60
+            let reads = try await withThrowingTaskGroup(of: Int.self) { group in
+                for writer in 0..<writers {
+                    group.addTask {
+                        for round in 0..<rounds {
+                            let marker = UInt8((writer * rounds + round) % 251)
+                            _ = try await store.commit(
+                                KeyValueTransaction(writes: Self.shared.map { .put($0, [UInt8(writer), marker]) }))
+                        }
+                        return 0
+                    }
+                }
+                group.addTask {
+                    // Every snapshot a reader takes holds one transaction's values under all shared keys.
+                    var checked = 0
+                    while checked < 2_000 {
+                        let values = try await store.get(Self.shared).map { $0?.value }
+                        #expect(Set(values).count == 1, "a reader saw part of a transaction: \(values)")
+                        checked += 1
+                        await Task.yield()
+                    }
+                    return checked
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(reads == 2_000)
+            // The shared keys end with some writer's last transaction.
+            let last = Set((0..<writers).map { [UInt8($0), UInt8(($0 * rounds + rounds - 1) % 251)] })
+            let final = try await store.get(Self.shared).map { $0?.value }
+            #expect(Set(final).count == 1 && final[0].map { last.contains($0) } == true, "\(final)")
+            let metrics = store.metrics()
+            // The commits did share groups (so commits changed a group's nodes in place while readers read).
+            #expect(metrics.groupCommitBatchSizes.dropFirst().reduce(0, +) > 0, "\(metrics.groupCommitBatchSizes)")
+        }
+    }
+
     @Test("a group's commits survive a reopen exactly as acknowledged")
     func groupSurvivesReopen() async throws {
         let gate = IOGate(pathSuffix: "/wal")
