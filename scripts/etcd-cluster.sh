@@ -10,7 +10,7 @@
 # Invariants: members use distinct client/peer ports and data directories under one temp dir, $ETCD_CLUSTER_STATE
 # (default: under /dev/shm when it exists, so that etcd's per-commit fsyncs hit memory, not the CI disk, where one
 # commit takes ~200 ms; otherwise under /tmp); every wait is bounded; it runs as root or not.
-# Limits are raised so that one 100-event append (about 500 puts) fits in one atomic transaction:
+# Limits are raised so that one 100-event append (about 300 puts) fits in one atomic transaction:
 # --max-txn-ops 10000, --max-request-bytes 10 MiB. The EtcdKeyValueStore in tests is configured to match.
 set -euo pipefail
 

@@ -25,11 +25,27 @@ public protocol EventStoring: Sendable {
     func read(_ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int) async throws
         -> [RecordedEvent]
 
+    /// Visits up to `limit` events of `stream`, starting at `start`, in `direction` order, lending each in place:
+    /// the same events ``read(_:from:direction:limit:)`` returns, without a copy of each payload. `visit` returns
+    /// false to stop early. A missing stream visits nothing.
+    /// - Returns: the number of events visited.
+    @discardableResult
+    func read(
+        _ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int,
+        visiting visit: (BorrowedEvent) throws -> Bool
+    ) async throws -> Int
+
     /// The stream's current version: the version of its last event, 0 if it has none.
     func version(of stream: StreamName) async throws -> UInt64
 
     /// Up to `limit` events of the global log, from `position` (inclusive; positions start at 1), in order.
     func readAll(from position: UInt64, limit: Int) async throws -> [RecordedEvent]
+
+    /// Visits up to `limit` events of the global log from `position`, in order, lending each in place: the same
+    /// events ``readAll(from:limit:)`` returns, without a copy of each payload. `visit` returns false to stop early.
+    /// - Returns: the number of events visited.
+    @discardableResult
+    func readAll(from position: UInt64, limit: Int, visiting visit: (BorrowedEvent) throws -> Bool) async throws -> Int
 
     /// The position of the last committed event, 0 if there is none.
     func lastPosition() async throws -> UInt64
@@ -87,6 +103,63 @@ public protocol EventStoring: Sendable {
 }
 
 extension EventStoring {
+    /// Events a visiting read fetches per call of the array-returning read, in the default implementations.
+    private static var visitingChunk: Int { 1_024 }
+
+    /// Visits the events ``read(_:from:direction:limit:)`` returns, fetched in chunks and lent one by one. Stores
+    /// that can lend events in place (KeyValueEventStore) replace this.
+    @discardableResult
+    public func read(
+        _ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int,
+        visiting visit: (BorrowedEvent) throws -> Bool
+    ) async throws -> Int {
+        guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
+        var visited = 0
+        var next = start
+        while visited < limit {
+            try Task.checkCancellation()
+            let requested = min(limit - visited, Self.visitingChunk)
+            let chunk = try await read(stream, from: next, direction: direction, limit: requested)
+            for event in chunk {
+                visited += 1
+                guard try BorrowedEvent.lend(event, to: visit) else { return visited }
+            }
+            guard chunk.count == requested, let last = chunk.last else { return visited }
+            switch direction {
+            case .forward:
+                guard last.version < .max else { return visited }
+                next = .version(last.version + 1)
+            case .backward:
+                guard last.version > 1 else { return visited }
+                next = .version(last.version - 1)
+            }
+        }
+        return visited
+    }
+
+    /// Visits the events ``readAll(from:limit:)`` returns, fetched in chunks and lent one by one. Stores that can
+    /// lend events in place (KeyValueEventStore) replace this.
+    @discardableResult
+    public func readAll(from position: UInt64, limit: Int, visiting visit: (BorrowedEvent) throws -> Bool)
+        async throws -> Int
+    {
+        guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
+        var visited = 0
+        var next = position
+        while visited < limit {
+            try Task.checkCancellation()
+            let requested = min(limit - visited, Self.visitingChunk)
+            let chunk = try await readAll(from: next, limit: requested)
+            for event in chunk {
+                visited += 1
+                guard try BorrowedEvent.lend(event, to: visit) else { return visited }
+            }
+            guard chunk.count == requested, let last = chunk.last, last.position < .max else { return visited }
+            next = last.position + 1
+        }
+        return visited
+    }
+
     /// Every event of `stream` from `start`, oldest first.
     public func read(_ stream: StreamName, from start: ReadStart = .start) async throws -> [RecordedEvent] {
         try await read(stream, from: start, direction: .forward, limit: .max)

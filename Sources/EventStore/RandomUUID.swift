@@ -1,97 +1,85 @@
-// RandomUUID: event ids drawn from the system random generator.
+// RandomUUID: event ids drawn from the system's random source.
 //
 // Invariants:
 // - The result is a version 4, variant 1 (RFC 9562) UUID with 122 random bits.
-// - No file is opened per id: on Linux, Foundation's `UUID()` opens, reads and closes /dev/urandom for every id,
-//   which cost a single-event append about a tenth of its CPU.
-// - Random bytes come from getentropy(3) (getrandom(2)) 256 bytes at a time: one system call per 16 ids instead of
-//   two per id, which were about 5% of a batch append's CPU. Each byte is handed out once, under `RandomPool.state`'s Mutex.
-// - A forked child never hands out bytes its parent also hands out: a pthread_atfork child handler bumps
-//   `forkGeneration` (an atomic, safe in a child), and a pool filled in another generation is discarded.
+// - Every id uses random bytes no other id used: they come from a pool guarded by one Mutex, filled from the kernel
+//   (/dev/urandom, kept open) 4 KiB at a time, so a batch of 100 events costs one read(2) per 256 ids instead of two
+//   getrandom(2) calls per id (a sixteenth of append-batch's CPU). Where the file cannot be read, each id falls back
+//   to SystemRandomNumberGenerator (getrandom).
+// - No file is opened per id: Foundation's `UUID()` on Linux opens, reads and closes /dev/urandom for every id.
+// - A process that forks without exec would share the pool with its child; Swift code starts child processes
+//   with posix_spawn (Foundation's Process), which does not copy memory.
 
 import Foundation
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
+/// Random bytes read from the kernel in blocks.
+private struct RandomPool {
+    static let blockBytes = 4_096
+
+    var bytes = [UInt8](repeating: 0, count: RandomPool.blockBytes)
+    var used = RandomPool.blockBytes
+    /// /dev/urandom, opened on first use and kept open; -1 once it failed (then the generator is used instead).
+    var descriptor: Int32?
+
+    /// The next 16 random bytes, or nil if the kernel's random file cannot be read.
+    mutating func next16() -> (UInt64, UInt64)? {
+        if used + 16 > bytes.count {
+            guard refill() else { return nil }
+        }
+        defer { used += 16 }
+        return bytes.withUnsafeBytes { raw in
+            (raw.loadUnaligned(fromByteOffset: used, as: UInt64.self),
+             raw.loadUnaligned(fromByteOffset: used + 8, as: UInt64.self))
+        }
+    }
+
+    private mutating func refill() -> Bool {
+        #if canImport(Glibc)
+            if descriptor == nil { descriptor = open("/dev/urandom", O_RDONLY | O_CLOEXEC) }
+            guard let descriptor, descriptor >= 0 else { return false }
+            var filled = 0
+            while filled < bytes.count {
+                let count = bytes.withUnsafeMutableBytes { raw in
+                    read(descriptor, raw.baseAddress! + filled, raw.count - filled)
+                }
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else {
+                    close(descriptor)
+                    self.descriptor = -1
+                    return false
+                }
+                filled += count
+            }
+            used = 0
+            return true
+        #else
+            return false
+        #endif
+    }
+}
+
+private let randomPool = Mutex(RandomPool())
+
 extension UUID {
-    /// A random version 4 UUID from the system's cryptographically secure generator.
+    /// A random version 4 UUID from the system's cryptographically secure random source.
     @usableFromInline
     static func systemRandom() -> UUID {
-        var bytes = RandomPool.next16()
-        return withUnsafeMutableBytes(of: &bytes) { raw in
+        var words: (UInt64, UInt64)
+        if let pooled = randomPool.withLock({ $0.next16() }) {
+            words = pooled
+        } else {
+            var generator = SystemRandomNumberGenerator()
+            words = (generator.next(), generator.next())
+        }
+        return withUnsafeMutableBytes(of: &words) { raw in
             raw[6] = (raw[6] & 0x0F) | 0x40  // version 4
             raw[8] = (raw[8] & 0x3F) | 0x80  // variant 1
             return UUID(uuid: raw.load(as: uuid_t.self))
         }
-    }
-}
-
-/// Cryptographically secure random bytes fetched in blocks; see the invariants at the top of this file.
-enum RandomPool {
-    /// Bytes fetched per refill: getentropy's limit.
-    static let blockSize = 256
-
-    struct State {
-        var bytes = [UInt8](repeating: 0, count: RandomPool.blockSize)
-        /// The next unused byte; `blockSize` when the block is used up.
-        var next = RandomPool.blockSize
-        /// The fork generation the block was fetched in.
-        var generation: UInt64 = 0
-    }
-
-    static let state = Mutex(State())
-
-    /// Bumped in a forked child, so the child never reuses its parent's block.
-    static let forkGeneration = Atomic<UInt64>(0)
-
-    /// Registers the fork handler once, on first use.
-    private static let forkHandlerRegistered: Bool = {
-        #if canImport(Glibc)
-        return pthread_atfork(nil, nil, { RandomPool.forkGeneration.add(1, ordering: .relaxed) }) == 0
-        #else
-        return false
-        #endif
-    }()
-
-    /// Sixteen fresh random bytes.
-    static func next16() -> (UInt64, UInt64) {
-        #if canImport(Glibc)
-        guard forkHandlerRegistered else { return systemGenerator16() }
-        return state.withLock { state in
-            let generation = forkGeneration.load(ordering: .relaxed)
-            if state.next + 16 > blockSize || state.generation != generation {
-                guard refill(&state.bytes) else { return systemGenerator16() }
-                state.next = 0
-                state.generation = generation
-            }
-            defer { state.next += 16 }
-            return state.bytes.withUnsafeBytes { raw in
-                (raw.loadUnaligned(fromByteOffset: state.next, as: UInt64.self),
-                 raw.loadUnaligned(fromByteOffset: state.next + 8, as: UInt64.self))
-            }
-        }
-        #else
-        return systemGenerator16()
-        #endif
-    }
-
-    /// Fills `bytes` (at most 256) with getentropy(3); false if the system refuses (then ids come from the system
-    /// generator).
-    private static func refill(_ bytes: inout [UInt8]) -> Bool {
-        #if canImport(Glibc)
-        bytes.withUnsafeMutableBytes { raw in
-            guard let base = raw.baseAddress else { return false }
-            return getentropy(base, raw.count) == 0
-        }
-        #else
-        false
-        #endif
-    }
-
-    private static func systemGenerator16() -> (UInt64, UInt64) {
-        var generator = SystemRandomNumberGenerator()
-        return (generator.next(), generator.next())
     }
 }

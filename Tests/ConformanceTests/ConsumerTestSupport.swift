@@ -85,3 +85,15 @@ extension AsyncIteratorProtocol where Element == SubscriptionMessage {
 func keyCount(_ store: KeyValueEventStore, prefix: [UInt8]) async throws -> Int {
     try await store.backend.scan(.prefix(prefix), direction: .forward, limit: .max).count
 }
+
+/// Every global position the secondary index of `kind` (0x01 category, 0x02 event type) names, in key order: each
+/// entry `0x0A kind u16 length name u64be last` names the run ending at `last` of as many positions as its value's
+/// u32be count (one when empty).
+func secondaryIndexPositions(_ store: KeyValueEventStore, kind: UInt8) async throws -> [UInt64] {
+    let entries = try await store.backend.scan(.prefix([0x0A, kind]), direction: .forward, limit: .max)
+    return entries.flatMap { entry -> [UInt64] in
+        let last = entry.key.suffix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let count = entry.value.isEmpty ? 1 : entry.value.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return Array((last - count + 1)...last)
+    }
+}

@@ -47,6 +47,32 @@ struct ReadmeExampleTests {
         #expect(readme.contains(dedented), "README.md's example must be the tested snippet, verbatim")
     }
 
+    @Test("the visiting-read example runs and matches README.md")
+    func visitingRead() async throws {
+        let store = KeyValueEventStore.inMemory()
+        _ = try await store.append(makeEvents(3), to: try uniqueStream(), expectedVersion: .noStream)
+        _ = try await store.append([makeEvent("abcdef", type: "Withdrawn")], to: try uniqueStream(), expectedVersion: .any)
+        // VISITING-BEGIN
+        var eventsPerType: [String: Int] = [:]
+        var payloadBytes = 0
+        let visited = try await store.readAll(from: 1, limit: .max) { event in
+            eventsPerType[event.type, default: 0] += 1
+            payloadBytes += event.data.count  // event.data is lent: valid only inside this closure
+            return true  // false stops the read
+        }
+        // VISITING-END
+        #expect(visited == 4)
+        #expect(eventsPerType == ["Deposited": 3, "Withdrawn": 1])
+        #expect(payloadBytes == 2 + 2 + 2 + 6)
+    }
+
+    /// This file's examples as README.md quotes them (without the test's indentation).
+    static func dedentedSource() throws -> String {
+        try String(contentsOfFile: #filePath, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+            .map { $0.hasPrefix("        ") ? String($0.dropFirst(8)) : String($0) }
+            .joined(separator: "\n")
+    }
+
     @Test("every other swift block in README.md is quoted verbatim from a document whose examples are tested")
     func quotedExamples() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -55,7 +81,7 @@ struct ReadmeExampleTests {
         // Each of these documents has a test that compiles and runs its examples.
         let tested = try ["docs/SUBSCRIPTIONS.md", "docs/SNAPSHOTS.md", "docs/SAGAS.md"].map {
             try String(contentsOf: root.appendingPathComponent($0), encoding: .utf8)
-        }
+        } + [try Self.dedentedSource()]
         let blocks = readme.components(separatedBy: "```swift\n").dropFirst().compactMap {
             $0.components(separatedBy: "```").first
         }

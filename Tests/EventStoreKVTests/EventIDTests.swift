@@ -33,4 +33,17 @@ struct EventIDTests {
             #expect(seenOne[index] & seenZero[index] | fixed == 0xFF, "byte \(index) has bits that never change")
         }
     }
+
+    @Test("ids drawn at once by many tasks are all distinct (each takes its own bytes of the shared pool)")
+    func concurrentIDsAreDistinct() async {
+        let batches = await withTaskGroup(of: [UUID].self) { group in
+            for _ in 0..<8 { group.addTask { (0..<3_000).map { _ in EventData(type: "T", data: Data()).id } } }
+            var batches: [[UUID]] = []
+            for await batch in group { batches.append(batch) }
+            return batches
+        }
+        let ids = batches.flatMap { $0 }
+        #expect(ids.count == 24_000)
+        #expect(Set(ids).count == ids.count)
+    }
 }

@@ -72,4 +72,30 @@ import Testing
         #expect(range.contains(a) && range.contains(b))
         #expect(!range.contains(other))
     }
+
+    @Test func indexRunsRoundTripSplitAndRejectGarbage() throws {
+        func positions(_ last: UInt64, _ value: [UInt8]) throws -> ClosedRange<UInt64> {
+            try value.withUnsafeBytes { try IndexRun.positions(last: last, value: $0, location: "test") }
+        }
+        #expect(IndexRun.encode(count: 1).isEmpty)
+        #expect(try positions(7, IndexRun.encode(count: 1)) == 7...7)
+        #expect(try positions(1_000, IndexRun.encode(count: 300)) == 701...1_000)
+        #expect(try positions(70_000, IndexRun.encode(count: 70_000)) == 1...70_000)
+        // A count of 0 or 1 spelled out, one past the position, or a value of the wrong size is corruption.
+        for (last, value) in [(5, [0, 0, 0, 0]), (5, [0, 0, 0, 1]), (5, [0, 0, 0, 6]), (5, [0, 2]), (5, [0, 0, 0, 0, 2])]
+            as [(UInt64, [UInt8])]
+        {
+            #expect(throws: EventStoreError.self) { _ = try positions(last, value) }
+        }
+        // Writes name each stretch of consecutive positions with one run keyed by its last position.
+        let prefix = KeyLayout.secondaryIndexPrefix(.category, "order")
+        let writes = IndexRun.writes(prefix: prefix, positions: [3, 4, 5, 9, 11, 12])
+        let expected: [KeyWrite] = [
+            .put(KeyLayout.secondaryIndex(.category, "order", position: 5), IndexRun.encode(count: 3)),
+            .put(KeyLayout.secondaryIndex(.category, "order", position: 9), []),
+            .put(KeyLayout.secondaryIndex(.category, "order", position: 12), IndexRun.encode(count: 2)),
+        ]
+        #expect(writes == expected)
+        #expect(IndexRun.writes(prefix: prefix, positions: []).isEmpty)
+    }
 }

@@ -49,6 +49,43 @@ struct PageFileStoreTests {
         try await reopened.close()
     }
 
+    @Test("transactions of ordered runs of keys (puts into the last leaf without a descent) match a reference")
+    func orderedRunsMatchReference() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        var random = SeededRandom(seed: 0xC0450)
+        var reference: [Key: [UInt8]] = [:]
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        for round in 0..<300 {
+            var writes: [KeyWrite] = []
+            // A few runs per transaction, in several key spaces, starting anywhere: they cross leaf boundaries in
+            // both directions of the separators, replace existing keys and grow values past a leaf's room.
+            for _ in 0..<Int.random(in: 1...4, using: &random) {
+                let space = UInt8.random(in: 1...3, using: &random)
+                let start = UInt64.random(in: 0..<2_000, using: &random)
+                for index in start..<(start + UInt64.random(in: 1...120, using: &random)) {
+                    let key: Key = [space] + withUnsafeBytes(of: index.bigEndian, Array.init)
+                    if Int.random(in: 0...19, using: &random) == 0 {
+                        writes.append(.delete(key))
+                        reference[key] = nil
+                    } else {
+                        let size = Int.random(in: 0...(Int.random(in: 0...9, using: &random) == 0 ? 900 : 60), using: &random)
+                        let value = [UInt8](repeating: UInt8(truncatingIfNeeded: round), count: size)
+                        writes.append(.put(key, value))
+                        reference[key] = value
+                    }
+                }
+            }
+            _ = try await store.commit(KeyValueTransaction(writes: writes))
+            if round % 61 == 0 { try await store.checkpoint() }
+        }
+        try await expectMatches(store, reference)
+        let report = try await store.verify()
+        #expect(report.isClean, "\(report.problems)")
+        #expect(report.depth >= 3, "the test should grow a tree with branches under branches")
+        try await store.close()
+    }
+
     private func expectMatches(_ store: PageFileKeyValueStore, _ reference: [Key: [UInt8]]) async throws {
         let sorted = reference.keys.sorted { $0.lexicographicallyPrecedes($1) }
         let entries = try await allEntries(store)

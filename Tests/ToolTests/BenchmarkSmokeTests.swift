@@ -26,6 +26,21 @@ struct BenchmarkSmokeTests {
         #expect(workloads == ["append-single", "append-batch", "append-concurrent", "read-stream", "read-all"])
     }
 
+    @Test("the read workloads also run through the copying reads, with a chosen cache size")
+    func copyingReads() async throws {
+        for workload in ["read-stream", "read-all"] {
+            let directory = try ToolRunner.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let result = try await ToolRunner.run(
+                "EventStoreBench",
+                [workload, "--dir", directory, "--json", "--scale", "0.01", "--copying-reads", "--cache-mb", "2",
+                 "--repeat-reads", "2"])
+            #expect(result.status == 0, "\(result.errors)")
+            #expect(result.output.contains("\"workload\":\"\(workload)\""))
+            #expect(result.errors.contains("best of 2 reads"))
+        }
+    }
+
     @Test("bad arguments are refused with a usage message")
     func badArguments() async throws {
         let unknown = try await ToolRunner.run("EventStoreBench", ["nope", "--dir", "/tmp"])
@@ -34,5 +49,8 @@ struct BenchmarkSmokeTests {
         let missing = try await ToolRunner.run("EventStoreBench", ["all"])
         #expect(missing.status == 2)
         #expect(missing.errors.contains("--dir is required"))
+        let noCache = try await ToolRunner.run("EventStoreBench", ["read-all", "--dir", "/tmp", "--cache-mb", "0"])
+        #expect(noCache.status == 2)
+        #expect(noCache.errors.contains("--cache-mb needs"))
     }
 }

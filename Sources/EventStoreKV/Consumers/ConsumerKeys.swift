@@ -3,13 +3,20 @@
 //
 //   0x07 name                                   stream metadata (StreamMetadataRecord)
 //   0x09 consumer                               consumer checkpoint (CheckpointRecord)
-//   0x0A 0x01 u16be len category u64be position category index entry (empty value)
-//   0x0A 0x02 u16be len type     u64be position event-type index entry (empty value)
+//   0x0A 0x01 u16be len category u64be last    category index run (IndexRun value)
+//   0x0A 0x02 u16be len type     u64be last    event-type index run (IndexRun value)
+//
+// An index run names consecutive global positions `last - count + 1 ... last` of one append's events to one stream
+// (all of one category; for the type index, consecutive events of one type). Its value is the u32be count, or empty
+// for a run of one, so a batch of 100 events writes one category entry instead of 100.
 //
 // Invariants:
-// - Secondary index entries are written in the same transaction as the event they point to, and removed in the
-//   same transaction as the event by scavenge, so an index entry without its event exists only transiently to a
-//   reader racing a scavenge (readers skip it).
+// - Index runs are written in the same transaction as the events they name, and trimmed or removed in the same
+//   transaction as those events by scavenge, so a position in a run without its event exists only transiently to
+//   a reader racing a scavenge (readers skip it).
+// - A run never spans two appends, so every position in it belongs to one stream: scavenging a stream rewrites only
+//   that stream's runs. Keyed by the run's last position, the first run a forward scan from position p finds is the
+//   first that reaches p.
 // - The length prefix makes one name's entries a contiguous key range ordered by position, whatever bytes the name
 //   holds (event types may contain any character).
 
@@ -63,9 +70,55 @@ extension KeyLayout {
     /// The index writes for one event at `position`.
     static func secondaryIndexWrites(stream: StreamName, type: String, position: UInt64) -> [KeyWrite] {
         [
-            .put(secondaryIndex(.category, stream.category, position: position), []),
-            .put(secondaryIndex(.eventType, type, position: position), []),
+            .put(secondaryIndex(.category, stream.category, position: position), IndexRun.encode(count: 1)),
+            .put(secondaryIndex(.eventType, type, position: position), IndexRun.encode(count: 1)),
         ]
+    }
+}
+
+/// The value of a secondary index run (`0x0A kind name last`): how many consecutive positions, ending at the key's,
+/// it names. Empty for one (so single events cost no value bytes); otherwise u32 big-endian, at least 2.
+enum IndexRun {
+    static func encode(count: Int) -> [UInt8] {
+        guard count > 1 else { return [] }
+        let value = UInt32(count)
+        return [UInt8(value >> 24), UInt8((value >> 16) & 0xFF), UInt8((value >> 8) & 0xFF), UInt8(value & 0xFF)]
+    }
+
+    /// The positions a run ending at `last` with `value` names.
+    static func positions(last: UInt64, value: UnsafeRawBufferPointer, location: @autoclosure () -> String) throws
+        -> ClosedRange<UInt64>
+    {
+        guard !value.isEmpty else { return last...last }
+        guard value.count == 4 else {
+            throw EventStoreError.corrupted(location: location(), detail: "index run value of \(value.count) bytes")
+        }
+        let count = UInt64(value[0]) << 24 | UInt64(value[1]) << 16 | UInt64(value[2]) << 8 | UInt64(value[3])
+        guard count >= 2, count <= last else {
+            throw EventStoreError.corrupted(location: location(), detail: "index run of \(count) positions ending at \(last)")
+        }
+        return (last - count + 1)...last
+    }
+
+    /// The positions the lent index entry `entry` (a key under a prefix of `prefixLength` bytes) names.
+    /// - Throws: ``EventStoreError/corrupted(location:detail:)`` naming the key when it or its value is malformed.
+    static func positions(of entry: BorrowedEntry, prefixLength: Int) throws -> ClosedRange<UInt64> {
+        guard entry.key.count == prefixLength + 8 else {
+            throw EventStoreError.corrupted(location: "secondary index key \(Array(entry.key))", detail: "malformed key")
+        }
+        let last = UInt64(bigEndian: entry.key.loadUnaligned(fromByteOffset: prefixLength, as: UInt64.self))
+        return try positions(last: last, value: entry.value, location: "secondary index key \(Array(entry.key))")
+    }
+
+    /// The puts that name `positions` (ascending, distinct) under `prefix`: one run per stretch of consecutive ones.
+    static func writes(prefix: Key, positions: [UInt64]) -> [KeyWrite] {
+        var writes: [KeyWrite] = []
+        var start = 0
+        for index in positions.indices where index + 1 == positions.count || positions[index + 1] != positions[index] + 1 {
+            writes.append(.put(KeyLayout.appending(positions[index], to: prefix), encode(count: index - start + 1)))
+            start = index + 1
+        }
+        return writes
     }
 }
 

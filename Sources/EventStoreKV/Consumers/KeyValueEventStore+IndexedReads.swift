@@ -37,36 +37,51 @@ extension KeyValueEventStore {
     {
         guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
         let prefix = KeyLayout.secondaryIndexPrefix(kind, name)
-        var range = KeyRange(
-            from: KeyLayout.secondaryIndex(kind, name, position: max(position, 1)), to: Key.successor(ofPrefix: prefix))
+        let end = Key.successor(ofPrefix: prefix)
+        var next = max(position, 1)
         var events: [RecordedEvent] = []
         var names = StreamNameCache()
         while events.count < limit {
             try Task.checkCancellation()
             let chunk = min(limit - events.count, readBatchSize)
-            // Positions come straight from the lent index keys; records are decoded in place from a borrowed get.
-            var positions: [UInt64] = []
-            positions.reserveCapacity(chunk)
-            let lent = try await backendCall {
-                try await self.backend.scan(range, direction: .forward, limit: chunk) { entry in
-                    guard entry.key.count == prefix.count + 8 else {
-                        throw EventStoreError.corrupted(
-                            location: "secondary index key \(Array(entry.key))", detail: "malformed key")
-                    }
-                    positions.append(
-                        UInt64(bigEndian: entry.key.loadUnaligned(fromByteOffset: prefix.count, as: UInt64.self)))
-                    return true
-                }
-            }
+            let (positions, exhausted) = try await indexPositions(prefix, from: next, to: end, count: chunk)
             guard let last = positions.last else { break }
             try await fetchLogRecords(at: positions) { index, record in
                 guard let record else { return }  // scavenged after the index scan
                 events.append(try EventRecord.decode(record.value, position: positions[index], names: &names))
             }
-            guard lent == chunk, last < .max else { break }
-            range.lowerBound = KeyLayout.secondaryIndex(kind, name, position: last + 1)
+            guard !exhausted, last < .max else { break }
+            next = last + 1
         }
         return events
+    }
+
+    /// Up to `count` positions from `position` on that the index runs under `prefix` name, decoded in place from
+    /// one borrowed scan (the first run found is the first that reaches `position`: runs are keyed by their last
+    /// position), and whether the index has no more after them.
+    private func indexPositions(_ prefix: Key, from position: UInt64, to end: Key?, count: Int) async throws
+        -> (positions: [UInt64], exhausted: Bool)
+    {
+        var positions: [UInt64] = []
+        positions.reserveCapacity(count)
+        var filled = false
+        _ = try await backendCall {
+            try await self.backend.scan(
+                KeyRange(from: KeyLayout.appending(position, to: prefix), to: end), direction: .forward, limit: count
+            ) { entry in
+                let run = try IndexRun.positions(of: entry, prefixLength: prefix.count)
+                var next = max(run.lowerBound, position)
+                while positions.count < count {
+                    positions.append(next)
+                    if next == run.upperBound { break }
+                    next += 1
+                }
+                // Every run names at least one position, so a scan of `count` runs fills the chunk unless it ends.
+                filled = positions.count == count
+                return !filled
+            }
+        }
+        return (positions, !filled)
     }
 
     /// Up to `limit` live streams whose names start with `prefix`, in name order, after `after`.

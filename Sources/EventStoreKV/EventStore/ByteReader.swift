@@ -94,11 +94,11 @@ struct ByteReader {
         return UUID(uuid: bytes.loadUnaligned(fromByteOffset: at, as: uuid_t.self))
     }
 
-    /// The next `count` bytes as one freshly allocated Data (the only copy a payload gets).
-    mutating func data(_ count: Int) throws -> Data {
+    /// The next `count` bytes, still borrowed.
+    @inline(__always)
+    mutating func span(_ count: Int) throws -> UnsafeRawBufferPointer {
         let at = try advance(count)
-        guard count > 0, let base = bytes.baseAddress else { return Data() }
-        return Data(bytes: base + at, count: count)
+        return field(at..<(at + count))
     }
 
     mutating func string16() throws -> String { try string(in: try span16()) }

@@ -206,32 +206,49 @@ public final class KeyValueEventStore: EventStoring {
     }
 
     /// Appends the writes that record `part`'s events after `version` and `position` (advanced past them): the log
-    /// record, the stream index, the event-id index and the category and type index entries of each. Key prefixes
-    /// are built once per part (and per run of one event type), and the two indexes share one position value.
+    /// records, the stream index, the event-id index and the category and type index runs. Writes are grouped by
+    /// key space, each group in key order (but the event ids), so a backend storing ordered keys (the page file's
+    /// B+tree) puts each run of them into one leaf without descending the tree again. Key prefixes are built once
+    /// per part (and per run of one event type), and the indexes share one position value per event.
     private static func appendEventWrites(
         _ part: StreamAppend, prepared: [[UInt8]], version: inout UInt64, position: inout UInt64,
         to writes: inout [KeyWrite]
     ) {
-        let streamIndexPrefix = KeyLayout.streamIndexPrefix(part.stream)
-        let categoryPrefix = KeyLayout.secondaryIndexPrefix(.category, part.stream.category)
-        var lastType: (name: String, prefix: Key)?
-        for (eventIndex, event) in part.events.enumerated() {
-            version += 1
-            position += 1
-            let positionValue = PositionValue.encode(position)
-            writes.append(.put(KeyLayout.log(position), EventRecord.encode(prepared: prepared[eventIndex], version: version)))
-            writes.append(.put(KeyLayout.appending(version, to: streamIndexPrefix), positionValue))
-            writes.append(.put(KeyLayout.eventID(event.id), positionValue))
-            writes.append(.put(KeyLayout.appending(position, to: categoryPrefix), []))
-            let typePrefix: Key
-            if let lastType, lastType.name == event.type {
-                typePrefix = lastType.prefix
-            } else {
-                typePrefix = KeyLayout.secondaryIndexPrefix(.eventType, event.type)
-                lastType = (event.type, typePrefix)
-            }
-            writes.append(.put(KeyLayout.appending(position, to: typePrefix), []))
+        let (firstVersion, firstPosition) = (version + 1, position + 1)
+        let events = part.events
+        let positionValues = (0..<UInt64(events.count)).map { PositionValue.encode(firstPosition + $0) }
+        for index in events.indices {
+            writes.append(
+                .put(
+                    KeyLayout.log(firstPosition + UInt64(index)),
+                    EventRecord.encode(prepared: prepared[index], version: firstVersion + UInt64(index))))
         }
+        let streamIndexPrefix = KeyLayout.streamIndexPrefix(part.stream)
+        for index in events.indices {
+            writes.append(.put(KeyLayout.appending(firstVersion + UInt64(index), to: streamIndexPrefix), positionValues[index]))
+        }
+        for (index, event) in events.enumerated() {
+            writes.append(.put(KeyLayout.eventID(event.id), positionValues[index]))
+        }
+        // One category run for the part, one type run per stretch of events of one type (ConsumerKeys.swift).
+        if !events.isEmpty {
+            let lastPosition = firstPosition + UInt64(events.count - 1)
+            writes.append(
+                .put(
+                    KeyLayout.appending(lastPosition, to: KeyLayout.secondaryIndexPrefix(.category, part.stream.category)),
+                    IndexRun.encode(count: events.count)))
+        }
+        var runStart = 0
+        for index in events.indices where index + 1 == events.count || events[index + 1].type != events[index].type {
+            writes.append(
+                .put(
+                    KeyLayout.appending(
+                        firstPosition + UInt64(index), to: KeyLayout.secondaryIndexPrefix(.eventType, events[index].type)),
+                    IndexRun.encode(count: index - runStart + 1)))
+            runStart = index + 1
+        }
+        version += UInt64(events.count)
+        position += UInt64(events.count)
     }
 
     private static func checkLease(_ entry: KeyValueEntry?, stream: StreamName, session: SessionClaim?) throws {
@@ -333,9 +350,35 @@ public final class KeyValueEventStore: EventStoring {
     public func read(_ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int) async throws
         -> [RecordedEvent]
     {
+        var events: [RecordedEvent] = []
+        _ = try await readStream(
+            stream, from: start, direction: direction, limit: limit,
+            // Sized once from the visible versions (at most), so a long read does not grow the result by doubling.
+            expecting: { events.reserveCapacity($0) },
+            visiting: { event in
+                events.append(event.copied())
+                return true
+            })
+        return events
+    }
+
+    @discardableResult
+    public func read(
+        _ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int,
+        visiting visit: (BorrowedEvent) throws -> Bool
+    ) async throws -> Int {
+        try await readStream(stream, from: start, direction: direction, limit: limit, expecting: { _ in }, visiting: visit)
+    }
+
+    /// Lends the visible events of `stream` in the read's range to `visit`, after telling `expecting` how many there
+    /// can be at most. Returns how many were lent.
+    private func readStream(
+        _ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int,
+        expecting: (Int) -> Void, visiting visit: (BorrowedEvent) throws -> Bool
+    ) async throws -> Int {
         guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
-        guard limit > 0 else { return [] }
-        guard let visibility = try await visibility(of: stream) else { return [] }
+        guard limit > 0 else { return 0 }
+        guard let visibility = try await visibility(of: stream) else { return 0 }
         let prefix = KeyLayout.streamIndexPrefix(stream)
         let prefixEnd = Key.successor(ofPrefix: prefix)
         var range: KeyRange
@@ -343,7 +386,7 @@ public final class KeyValueEventStore: EventStoring {
         case (.forward, .start): range = KeyRange(from: prefix, to: prefixEnd)
         case (.forward, .version(let version)):
             range = KeyRange(from: KeyLayout.streamIndex(stream, version: version), to: prefixEnd)
-        case (.forward, .end): return []
+        case (.forward, .end): return 0
         case (.backward, .end): range = KeyRange(from: prefix, to: prefixEnd)
         case (.backward, .start): range = KeyRange(from: prefix, to: KeyLayout.streamIndex(stream, version: 2))
         case (.backward, .version(let version)):
@@ -360,29 +403,32 @@ public final class KeyValueEventStore: EventStoring {
             range.upperBound = visibleCeiling
         }
         let scanDirection: ScanDirection = direction == .forward ? .forward : .backward
-        var events: [RecordedEvent] = []
-        // Sized once from the visible versions (at most), so a long read does not grow the result by doubling.
         let visibleCount = visibility.lastVersion >= visibility.firstVersion
             ? visibility.lastVersion - visibility.firstVersion + 1 : 0
-        events.reserveCapacity(Int(min(UInt64(limit), visibleCount)))
+        expecting(Int(min(UInt64(limit), visibleCount)))
         var names = StreamNameCache()
-        while events.count < limit {
+        var lent = 0
+        while lent < limit {
             try Task.checkCancellation()
-            let chunk = min(limit - events.count, readBatchSize)
+            let chunk = min(limit - lent, readBatchSize)
             let index = try await scanStreamIndex(range, direction: scanDirection, limit: chunk, of: stream)
             guard let lastVersion = index.versions.last else { break }
-            try await fetchVisible(
+            let more = try await fetchVisible(
                 positions: index.positions, versions: index.versions, of: stream, visibility: visibility,
-                names: &names, into: &events)
-            if index.positions.count < chunk { break }
+                names: &names
+            ) { event in
+                lent += 1
+                return try visit(event) && lent < limit
+            }
+            if !more || index.positions.count < chunk { break }
             switch direction {
             case .forward:
-                guard lastVersion < .max else { return events }
+                guard lastVersion < .max else { return lent }
                 range.lowerBound = KeyLayout.streamIndex(stream, version: lastVersion + 1)
             case .backward: range.upperBound = KeyLayout.streamIndex(stream, version: lastVersion)
             }
         }
-        return events
+        return lent
     }
 
     /// Up to `limit` stream index entries of `stream` in `range`, decoded in place from one borrowed scan: the
@@ -410,38 +456,65 @@ public final class KeyValueEventStore: EventStoring {
     }
 
     public func readAll(from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
+        var events: [RecordedEvent] = []
+        _ = try await readLog(
+            from: position, limit: limit,
+            expecting: { events.reserveCapacity($0) },
+            visiting: { event in
+                events.append(event.copied())
+                return true
+            })
+        return events
+    }
+
+    @discardableResult
+    public func readAll(from position: UInt64, limit: Int, visiting visit: (BorrowedEvent) throws -> Bool)
+        async throws -> Int
+    {
+        try await readLog(from: position, limit: limit, expecting: nil, visiting: visit)
+    }
+
+    /// Lends the global log's events from `position` to `visit`, decoded straight from the bytes the backend lends.
+    /// A long read first tells `expecting` how many events there are up to the global head. Returns how many were lent.
+    private func readLog(
+        from position: UInt64, limit: Int, expecting: ((Int) -> Void)?, visiting visit: (BorrowedEvent) throws -> Bool
+    ) async throws -> Int {
         guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
         let end = Key.successor(ofPrefix: KeyLayout.logPrefix)
         var next = max(position, 1)
-        var events: [RecordedEvent] = []
         var names = StreamNameCache()
-        if limit > readBatchSize {
+        if let expecting, limit > readBatchSize {
             // A long read: size the result once from the global head instead of growing it by doubling (each growth
             // moves every event read so far). Appends racing the read only make it grow again.
             let head = try await lastPosition()
-            if head >= next { events.reserveCapacity(Int(min(UInt64(limit), head - next + 1))) }
+            if head >= next { expecting(Int(min(UInt64(limit), head - next + 1))) }
         }
-        while events.count < limit {
+        var lent = 0
+        var stopped = false
+        while lent < limit, !stopped {
             try Task.checkCancellation()
-            let chunk = min(limit - events.count, readBatchSize)
-            // Each event is decoded straight from the bytes the backend lends; nothing is copied but the payload.
+            let chunk = min(limit - lent, readBatchSize)
             var last: UInt64?
-            let lent = try await backendCall {
+            let scanned = try await backendCall {
                 try await self.backend.scan(KeyRange(from: KeyLayout.log(next), to: end), direction: .forward, limit: chunk) {
                     entry in
                     guard let position = KeyLayout.position(fromLogKey: entry.key) else {
                         throw EventStoreError.corrupted(
                             location: "global log", detail: "malformed log key \(Array(entry.key))")
                     }
-                    events.append(try EventRecord.decode(entry.value, position: position, names: &names))
                     last = position
+                    lent += 1
+                    guard try visit(try EventRecord.borrowed(entry.value, position: position, names: &names)) else {
+                        stopped = true
+                        return false
+                    }
                     return true
                 }
             }
-            guard let last, lent == chunk, last < .max else { break }
+            guard let last, scanned == chunk, last < .max else { break }
             next = last + 1
         }
-        return events
+        return lent
     }
 
     /// Runs a backend call, translating contract errors into ``EventStoreError``.

@@ -1,7 +1,8 @@
 // Binary encodings of the values KeyValueEventStore stores: event records, stream heads, positions and leases.
 // Every value starts with a format byte so that it can evolve. Layouts are in docs/ARCHITECTURE.md.
-// Decoding reads the bytes in place (ByteReader.swift): an event record lent by a backend becomes a RecordedEvent
-// with one allocation for its payload, its stream name and type coming from the read's caches (DecodeCache.swift).
+// Decoding reads the bytes in place (ByteReader.swift): an event record lent by a backend becomes a BorrowedEvent
+// with no allocation at all (its payload still lent), or a RecordedEvent with one allocation for its payload; the
+// stream name and type come from the read's caches (DecodeCache.swift).
 
 import EventStore
 import Foundation
@@ -87,6 +88,16 @@ enum EventRecord {
     static func decode(_ bytes: UnsafeRawBufferPointer, position: UInt64, names: inout StreamNameCache) throws
         -> RecordedEvent
     {
+        try borrowed(bytes, position: position, names: &names).copied()
+    }
+
+    /// Decodes the record in `bytes` without copying its payload: the event's `data` points into `bytes`, so it is
+    /// valid only as long as they are. Stream name and type come from `names` when seen before.
+    /// - Throws: ``EventStoreError/corrupted(location:detail:)`` naming the position when the bytes are malformed.
+    @inline(__always)
+    static func borrowed(_ bytes: UnsafeRawBufferPointer, position: UInt64, names: inout StreamNameCache) throws
+        -> BorrowedEvent
+    {
         let location = RecordLocation.eventRecord(position: position)
         var reader = ByteReader(bytes, location: location)
         let format = try reader.u8()
@@ -97,8 +108,8 @@ enum EventRecord {
         let stream = try names.name(from: &reader, location: location)
         let type = try names.type(from: &reader)
         let metadata = try decodeMetadata(&reader)
-        let data = try reader.data(Int(try reader.u32()))
-        return RecordedEvent(
+        let data = try reader.span(Int(try reader.u32()))
+        return BorrowedEvent(
             id: id, stream: stream, version: version, position: position,
             recordedAt: Date(timeIntervalSince1970: Double(micros) / 1_000_000), type: type, data: data,
             metadata: metadata)

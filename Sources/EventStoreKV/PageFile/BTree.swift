@@ -77,13 +77,30 @@ enum BTree {
         _ range: KeyRange, direction: ScanDirection, root: ChildRef?, reader: PageReader,
         visit: (Node, Int) throws -> Bool
     ) throws {
-        guard let root else { return }
-        _ = try scan(try reader.resolve(root), range: range, direction: direction, reader: reader, visit: visit)
+        try scanLeaves(range, direction: direction, root: root, reader: reader) { node, indices in
+            if direction == .forward {
+                for index in indices where !(try visit(node, index)) { return false }
+            } else {
+                for index in indices.reversed() where !(try visit(node, index)) { return false }
+            }
+            return true
+        }
     }
 
-    private static func scan(
+    /// Calls `visit` with each leaf that has entries in `range` and the (non-empty) indices of those entries, leaves
+    /// in `direction` order, until it returns false. The visitor walks the indices in `direction` order itself, so a
+    /// hot loop can borrow a leaf's bytes once for all its entries.
+    static func scanLeaves(
+        _ range: KeyRange, direction: ScanDirection, root: ChildRef?, reader: PageReader,
+        visit: (Node, Range<Int>) throws -> Bool
+    ) throws {
+        guard let root else { return }
+        _ = try scanLeaves(try reader.resolve(root), range: range, direction: direction, reader: reader, visit: visit)
+    }
+
+    private static func scanLeaves(
         _ node: Node, range: KeyRange, direction: ScanDirection, reader: PageReader,
-        visit: (Node, Int) throws -> Bool
+        visit: (Node, Range<Int>) throws -> Bool
     ) throws -> Bool {
         if node.isLeaf {
             // Only the first and last leaves of a scan need a search; the ones between lie wholly in the range.
@@ -93,20 +110,25 @@ enum BTree {
             let end = range.upperBound.map { node.compareKey(at: count - 1, with: $0) < 0 ? count : node.lowerBound($0) }
                 ?? count
             guard start < end else { return true }
-            if direction == .forward {
-                for index in start..<end where !(try visit(node, index)) { return false }
-            } else {
-                for index in (start..<end).reversed() where !(try visit(node, index)) { return false }
-            }
-            return true
+            return try visit(node, start..<end)
         }
         let first = node.childIndex(for: range.lowerBound)
         let last = range.upperBound.map { node.childIndex(for: $0) } ?? node.children.count - 1
         guard first <= last else { return true }
-        let order: [Int] = direction == .forward ? Array(first...last) : Array((first...last).reversed())
-        for index in order {
-            let child = try reader.resolve(node.children[index])
-            guard try scan(child, range: range, direction: direction, reader: reader, visit: visit) else { return false }
+        if direction == .forward {
+            for index in first...last {
+                let child = try reader.resolve(node.children[index])
+                guard try scanLeaves(child, range: range, direction: direction, reader: reader, visit: visit) else {
+                    return false
+                }
+            }
+        } else {
+            for index in (first...last).reversed() {
+                let child = try reader.resolve(node.children[index])
+                guard try scanLeaves(child, range: range, direction: direction, reader: reader, visit: visit) else {
+                    return false
+                }
+            }
         }
         return true
     }
@@ -126,6 +148,10 @@ struct TreeWriter {
     var dirtied = 0
     /// Clean nodes this writer has read, by page (see `readAhead`).
     private var readAheadPages: [UInt64: Node] = [:]
+    /// The leaf the last put landed in (owned by this transaction) and the key range its ancestors route to it, so
+    /// the next put of a key in that range, the common case for runs of ordered keys, skips the descent. Cleared by
+    /// every split and delete, the only changes that move keys between leaves.
+    private var lastLeaf: (leaf: Node, lower: Key?, upper: Key?)?
 
     init(reader: PageReader, transaction: UInt64) {
         self.reader = reader
@@ -143,6 +169,7 @@ struct TreeWriter {
     /// descent; returns those fields.
     @discardableResult
     mutating func put(_ key: Key, root: inout ChildRef?, make: (EntryHeader?) -> LeafEntry) throws -> EntryHeader? {
+        if let old = putInLastLeaf(key, make) { return old }
         guard let current = root else {
             dirtied += 1
             let leaf = Node(leaf: [key], entries: [make(nil)], owner: transaction)
@@ -150,7 +177,7 @@ struct TreeWriter {
             return nil
         }
         let node = try own(current)
-        let (old, split) = try insert(key, make, into: node)
+        let (old, split) = try insert(key, make, into: node, lower: nil, upper: nil)
         if let (separator, right) = split {
             dirtied += 1
             root = .node(Node(branch: [[], separator], children: [.node(node), .node(right)], owner: transaction))
@@ -163,6 +190,7 @@ struct TreeWriter {
     /// Removes `key`; returns the fields of the entry removed, or nil if it was absent (then nothing changes).
     @discardableResult
     mutating func delete(_ key: Key, root: inout ChildRef?) throws -> EntryHeader? {
+        lastLeaf = nil
         guard let current = root, try contains(key, root: current) else { return nil }
         let node = try own(current)
         let (old, empty) = try remove(key, from: node)
@@ -233,35 +261,69 @@ struct TreeWriter {
         for offset in 0..<reader.overflowPages(old.valueLength) { freed.append(old.reference + UInt64(offset)) }
     }
 
-    private mutating func insert(_ key: Key, _ make: (EntryHeader?) -> LeafEntry, into node: Node) throws
-        -> (old: EntryHeader?, split: (Key, Node)?)
-    {
+    /// Puts `make(old)` under `key` straight into the last leaf a put landed in, when `key` belongs there and the
+    /// leaf has room. Returns nil (having changed nothing) otherwise; then the caller descends from the root.
+    private mutating func putInLastLeaf(_ key: Key, _ make: (EntryHeader?) -> LeafEntry) -> EntryHeader?? {
+        guard let (leaf, lower, upper) = lastLeaf else { return nil }
+        if let lower, key.precedes(lower) { return nil }
+        if let upper, !key.precedes(upper) { return nil }
+        let count = leaf.count
+        let index = count > 0 && leaf.compareKey(at: count - 1, with: key) < 0 ? count : leaf.lowerBound(key)
+        if leaf.hasKey(key, at: index) {
+            let old = leaf.header(at: index)
+            let entry = make(old)
+            let oldSize = leaf.entryEnd(index) - Int(leaf.offsets[index])
+            guard leaf.byteSize - oldSize + Node.leafSize(key: key, value: entry.value) <= capacity else { return nil }
+            release(old)
+            leaf.replaceEntry(at: index, key: key, with: entry)
+            return .some(old)
+        }
+        let entry = make(nil)
+        guard leaf.byteSize + Node.leafSize(key: key, value: entry.value) <= capacity else { return nil }
+        leaf.insertEntry(key, entry, at: index)
+        return .some(nil)
+    }
+
+    /// Inserts under `node`, whose ancestors route the keys in `lower..<upper` (nil: unbounded) to it.
+    private mutating func insert(
+        _ key: Key, _ make: (EntryHeader?) -> LeafEntry, into node: Node, lower: Key?, upper: Key?
+    ) throws -> (old: EntryHeader?, split: (Key, Node)?) {
         if node.isLeaf {
-            let index = node.lowerBound(key)
-            if node.hasKey(key, at: index) {
-                let old = node.header(at: index)
-                let entry = make(old)
-                release(old)
-                node.replaceEntry(at: index, key: key, with: entry)
-                return (old, node.byteSize > capacity ? split(node, rightEdge: false) : nil)
-            }
-            let entry = make(nil)
-            node.insertEntry(key, entry, at: index)
-            guard node.byteSize > capacity else { return (nil, nil) }
-            if index == node.count - 1 { return (nil, split(node, rightEdge: true)) }
-            if let split = splitAtRunEnd(node, inserted: index) { return (nil, split) }
-            return (nil, split(node, rightEdge: false))
+            let (old, split) = insert(key, make, intoLeaf: node)
+            lastLeaf = split == nil ? (node, lower, upper) : nil
+            return (old, split)
         }
         let index = node.childIndex(for: key)
         let child = try own(node.children[index])
         node.children[index] = .node(child)
-        let (old, childSplit) = try insert(key, make, into: child)
+        let (old, childSplit) = try insert(
+            key, make, into: child, lower: index > 0 ? node.keys[index] : lower,
+            upper: index + 1 < node.keys.count ? node.keys[index + 1] : upper)
         guard let (separator, right) = childSplit else { return (old, nil) }
         node.keys.insert(separator, at: index + 1)
         node.children.insert(.node(right), at: index + 1)
         node.byteSize += Node.branchSize(key: separator)
         let appended = index + 1 == node.keys.count - 1
         return (old, node.byteSize > capacity ? split(node, rightEdge: appended) : nil)
+    }
+
+    private mutating func insert(_ key: Key, _ make: (EntryHeader?) -> LeafEntry, intoLeaf node: Node)
+        -> (old: EntryHeader?, split: (Key, Node)?)
+    {
+        let index = node.lowerBound(key)
+        if node.hasKey(key, at: index) {
+            let old = node.header(at: index)
+            let entry = make(old)
+            release(old)
+            node.replaceEntry(at: index, key: key, with: entry)
+            return (old, node.byteSize > capacity ? split(node, rightEdge: false) : nil)
+        }
+        let entry = make(nil)
+        node.insertEntry(key, entry, at: index)
+        guard node.byteSize > capacity else { return (nil, nil) }
+        if index == node.count - 1 { return (nil, split(node, rightEdge: true)) }
+        if let split = splitAtRunEnd(node, inserted: index) { return (nil, split) }
+        return (nil, split(node, rightEdge: false))
     }
 
     /// An append to the end of one run of keys that another run follows in the same leaf (the log's newest

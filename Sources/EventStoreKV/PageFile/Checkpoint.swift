@@ -46,7 +46,10 @@ private struct CheckpointWriter {
         if node.isLeaf {
             let body = try node.cleanBody { try writeOverflow($0) }
             let page = allocate(1)
-            let clean = Node(leafBody: body, offsets: node.offsets, pendingValues: [], owner: 0, origin: page)
+            // The cached copy gets arrays of exactly its size: a leaf filled by appends grew its arrays by doubling,
+            // and a cache of such leaves held about 1.7 times the memory its budget assumes.
+            let clean = Node(
+                leafBody: body.compacted(), offsets: node.offsets.compacted(), pendingValues: [], owner: 0, origin: page)
             try reader.file.write(
                 NodeCodec.encode(clean, number: page, lsn: lsn, pageSize: reader.pageSize),
                 at: page * UInt64(reader.pageSize))
@@ -78,6 +81,14 @@ private struct CheckpointWriter {
         }
         try reader.file.write(run, at: first * UInt64(reader.pageSize))
         return first
+    }
+}
+
+extension Array {
+    /// The same elements in storage of their own size, if this array's storage has much more room than it uses.
+    func compacted() -> [Element] {
+        guard capacity > count + count / 8 else { return self }
+        return withUnsafeBufferPointer { Array($0) }
     }
 }
 
@@ -115,6 +126,9 @@ extension PageFileKeyValueStore {
         let root = try state.root.map { try pages.write($0) } ?? 0
 
         let retired = state.freedSinceCheckpoint + state.freeList.listPages
+        // Replaced pages leave the cache now rather than when evicted: only readers of older snapshots can still
+        // want them, and those read them from the file (they stay intact until no such reader is left).
+        reader.cache.remove(retired)
         let perPage = FreeList.capacity(pageSize: reader.pageSize)
         let needed = (pages.freeList.all.count + retired.count + perPage - 1) / perPage
         let listPages = (0..<needed).map { _ in pages.allocate(1) }

@@ -234,6 +234,13 @@ final class Node: @unchecked Sendable {
         body.withUnsafeBytes { Key(LeafLayout.key($0, at: Int(offsets[index]))) }
     }
 
+    /// Runs `body` with a leaf's encoded entries and where each starts, borrowed once for a walk over many entries
+    /// (each entry accessor borrows them anew).
+    @inline(__always)
+    func withLeafBytes<T>(_ body: (UnsafeRawBufferPointer, UnsafeBufferPointer<Int32>) throws -> T) rethrows -> T {
+        try self.body.withUnsafeBytes { bytes in try offsets.withUnsafeBufferPointer { try body(bytes, $0) } }
+    }
+
     /// Leaf entry `index`'s fixed fields.
     func header(at index: Int) -> EntryHeader {
         body.withUnsafeBytes { LeafLayout.header($0, at: Int(offsets[index])) }

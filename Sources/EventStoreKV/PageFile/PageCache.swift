@@ -1,8 +1,11 @@
 // PageCache: decoded B+tree pages, bounded by the configured cache size, evicted by CLOCK (second chance).
 //
 // Invariants:
-// - Holds at most `capacity` pages (cacheSizeMB / 1.25 pageSize, counting decoding and allocator overhead), so memory for clean pages stays bounded however large
-//   the file grows. Dirty nodes are not here: they live in the writer's tree until the next checkpoint.
+// - Holds at most `capacity` pages (cacheSizeMB / 1.0625 pageSize: a cached leaf's arrays are sized exactly, see
+//   Checkpoint.swift), so memory for clean pages stays bounded however large the file grows. Dirty nodes are not
+//   here: they live in the writer's tree until the next checkpoint.
+// - A removed page's ring position is a hole, filled before anything is evicted: pages a checkpoint replaced leave
+//   at once, so they never push live pages out.
 // - A cached node is immutable. An entry for page n is replaced when a checkpoint writes page n again, and dropped
 //   when page n is allocated for something else, so a lookup never returns another page's old contents.
 // - All state is guarded by one Mutex; no I/O happens while it is held.
@@ -20,6 +23,8 @@ final class PageCache: Sendable {
     private struct State {
         var slots: [UInt64: Slot] = [:]
         var ring: [UInt64] = []
+        /// Ring positions of pages removed (tombstones), filled before anything is evicted.
+        var holes: [Int] = []
         var hand = 0
         var hits: UInt64 = 0
         var misses: UInt64 = 0
@@ -30,11 +35,10 @@ final class PageCache: Sendable {
 
     init(capacity: Int) { self.capacity = max(16, capacity) }
 
-    /// Pages that fit `megabytes` of memory. A cached leaf is its page body plus 4 bytes of offset per entry and a
-    /// small object, a branch its separators and children: about 1.06 times the page size; the budget counts 1.25
-    /// to leave room for allocator overhead, so the process stays within its budget (measured: append-batch peaks
-    /// at about 140 MB with the default 64 MiB cache).
-    static func capacity(megabytes: Int, pageSize: Int) -> Int { megabytes * 1024 * 1024 / (pageSize + pageSize / 4) }
+    /// Pages that fit `megabytes` of memory. A cached leaf is its page body (in an array of exactly its size) plus
+    /// 4 bytes of offset per entry and a small object: about 1.06 times the page size (measured: the default 64 MiB
+    /// cache adds about 60 MB to append-batch's peak over a 1 MiB one).
+    static func capacity(megabytes: Int, pageSize: Int) -> Int { megabytes * 1024 * 1024 / (pageSize + pageSize / 16) }
 
     /// The cached node for `page`, marking it recently used.
     func node(_ page: UInt64) -> Node? {
@@ -61,6 +65,11 @@ final class PageCache: Sendable {
                 state.slots[page] = Slot(node: node, referenced: false, ring: state.ring.count - 1)
                 return
             }
+            if let hole = state.holes.popLast() {
+                state.ring[hole] = page
+                state.slots[page] = Slot(node: node, referenced: false, ring: hole)
+                return
+            }
             while true {
                 let hand = state.hand
                 state.hand = (hand + 1) % state.ring.count
@@ -77,13 +86,26 @@ final class PageCache: Sendable {
         }
     }
 
-    /// Forgets `page` (it is being reused for other contents).
+    /// Forgets `page` (it is being reused for other contents, or no longer part of the current tree).
     func remove(_ page: UInt64) {
+        remove([page])
+    }
+
+    /// Forgets `pages`; their places go to the next pages cached, before anything is evicted.
+    func remove(_ pages: some Sequence<UInt64>) {
         state.withLock { state in
-            guard let slot = state.slots.removeValue(forKey: page) else { return }
-            // Leave a tombstone in the ring: the number of a page no longer cached is skipped by eviction.
-            state.ring[slot.ring] = UInt64.max
+            for page in pages {
+                guard let slot = state.slots.removeValue(forKey: page) else { continue }
+                // Leave a tombstone in the ring: the number of a page no longer cached is skipped by eviction.
+                state.ring[slot.ring] = UInt64.max
+                state.holes.append(slot.ring)
+            }
         }
+    }
+
+    /// Every cached node with its page, for checks off the hot path.
+    var cachedNodes: [(page: UInt64, node: Node)] {
+        state.withLock { state in state.slots.map { ($0.key, $0.value.node) } }
     }
 
     /// Pages cached, hits and misses so far.

@@ -152,11 +152,23 @@ public final class PageFileKeyValueStore: KeyValueStore {
         return try published.read { root, reader in
             var lent = 0
             guard limit > 0 else { return 0 }
-            try BTree.scan(range, direction: direction, root: root, reader: reader) { node, index in
-                let header = node.header(at: index)
-                guard header.isLive(at: now) else { return true }
-                lent += 1
-                return try lend(node, index, header, reader: reader, to: visit) && lent < limit
+            try BTree.scanLeaves(range, direction: direction, root: root, reader: reader) { node, indices in
+                // One borrow of the leaf's bytes for all its entries: this loop runs once per entry of a long read.
+                try node.withLeafBytes { body, offsets in
+                    func lendEntry(_ index: Int) throws -> Bool {
+                        let start = Int(offsets[index])
+                        let header = LeafLayout.header(body, at: start)
+                        guard header.isLive(at: now) else { return true }
+                        lent += 1
+                        return try lend(node, body, start, header, reader: reader, to: visit) && lent < limit
+                    }
+                    if direction == .forward {
+                        for index in indices where !(try lendEntry(index)) { return false }
+                    } else {
+                        for index in indices.reversed() where !(try lendEntry(index)) { return false }
+                    }
+                    return true
+                }
             }
             return lent
         }
@@ -172,37 +184,35 @@ public final class PageFileKeyValueStore: KeyValueStore {
                     try visit(index, nil)
                     return
                 }
-                _ = try lend(node, slot, header, reader: reader) { entry in
-                    try visit(index, entry)
-                    return true
+                _ = try node.withLeafBytes { body, offsets in
+                    try lend(node, body, Int(offsets[slot]), header, reader: reader) { entry in
+                        try visit(index, entry)
+                        return true
+                    }
                 }
             }
         }
     }
 
-    /// Lends leaf entry `index` of `node`: inline values in place, others from a copy that lives for the call.
+    /// Lends the leaf entry of `node` that starts at `start` of its borrowed `body`, with fields `header`: inline
+    /// values in place, others from a copy that lives for the call.
+    @inline(__always)
     private func lend(
-        _ node: Node, _ index: Int, _ header: EntryHeader, reader: PageReader, to visit: (BorrowedEntry) throws -> Bool
+        _ node: Node, _ body: UnsafeRawBufferPointer, _ start: Int, _ header: EntryHeader, reader: PageReader,
+        to visit: (BorrowedEntry) throws -> Bool
     ) throws -> Bool {
+        let key = LeafLayout.key(body, at: start)
         guard header.flags == 0 else {
             let bytes = try reader.value(node.storedValue(header))
-            return try node.body.withUnsafeBytes { body in
-                try bytes.withUnsafeBytes { value in
-                    try visit(
-                        BorrowedEntry(
-                            key: LeafLayout.key(body, at: Int(node.offsets[index])), value: value,
-                            version: header.version, modRevision: header.modRevision))
-                }
+            return try bytes.withUnsafeBytes { value in
+                try visit(BorrowedEntry(key: key, value: value, version: header.version, modRevision: header.modRevision))
             }
         }
-        return try node.body.withUnsafeBytes { body in
-            try visit(
-                BorrowedEntry(
-                    key: LeafLayout.key(body, at: Int(node.offsets[index])),
-                    value: UnsafeRawBufferPointer(
-                        rebasing: body[header.valueOffset..<(header.valueOffset + header.valueLength)]),
-                    version: header.version, modRevision: header.modRevision))
-        }
+        return try visit(
+            BorrowedEntry(
+                key: key,
+                value: UnsafeRawBufferPointer(rebasing: body[header.valueOffset..<(header.valueOffset + header.valueLength)]),
+                version: header.version, modRevision: header.modRevision))
     }
 
     /// The revision of the last durable commit (0 for an empty store).

@@ -7,7 +7,8 @@
 //   appended, except through a metadata change, so every batch is committed on the condition that the stream's
 //   metadata is still the one it was computed from; a change makes it recompute.
 // - An event is removed in one transaction with everything that points to it: its log record (`L`), its stream
-//   index entry (`S`), its event-id entry (`I`) and its category and type index entries. Readers never see a
+//   index entry (`S`), its event-id entry (`I`), and its position in its category and type index runs (a run is
+//   trimmed, split or removed, on the condition that it is unchanged since read). Readers never see a
 //   half-removed event; they only see holes in positions, which they skip.
 // - Global positions and versions of surviving events never change; stream heads (versions, tombstones) stay.
 // - On a backend that reuses freed space (the page file), the deleted keys' pages become free for reuse.
@@ -71,10 +72,11 @@ extension KeyValueEventStore {
             let guardCondition: KeyCondition =
                 entries[1].map { .modRevision(metadataKey, equals: $0.modRevision) } ?? .absent(metadataKey)
             do {
-                _ = try await backend.commit(KeyValueTransaction(conditions: [guardCondition], writes: plan.writes))
+                _ = try await backend.commit(
+                    KeyValueTransaction(conditions: [guardCondition] + plan.conditions, writes: plan.writes))
                 removed += plan.events
             } catch KeyValueStoreError.conditionFailed {
-                continue  // the metadata changed under us: recompute what is hidden
+                continue  // the metadata or an index run changed under us: recompute
             } catch let error as KeyValueStoreError {
                 throw Self.translate(error)
             }
@@ -84,6 +86,8 @@ extension KeyValueEventStore {
 
     private struct ScavengePlan {
         var writes: [KeyWrite] = []
+        /// The index runs the writes rewrite must still be as read (another scavenge may have trimmed them).
+        var conditions: [KeyCondition] = []
         var events = 0
         /// Whether the batch stopped at the first visible event (nothing more to remove).
         var reachedVisible = false
@@ -115,11 +119,17 @@ extension KeyValueEventStore {
         }
         let records = try await backendCall { try await self.backend.get(positions.map(KeyLayout.log)) }
         var names = StreamNameCache()
+        var removedFromIndexes: [Key: [UInt64]] = [:]
         for (index, indexEntry) in indexEntries.enumerated() {
             guard let record = records[index] else {
-                throw EventStoreError.corrupted(
-                    location: "global position \(positions[index])",
-                    detail: "a stream index entry of \"\(stream)\" points to a missing event")
+                // Another scavenge may have removed the event (with its index entry) between the scan and the get;
+                // an index entry still there without its event is corruption.
+                guard try await backendCall({ try await self.backend.get(indexEntry.key) }) == nil else {
+                    throw EventStoreError.corrupted(
+                        location: "global position \(positions[index])",
+                        detail: "a stream index entry of \"\(stream)\" points to a missing event")
+                }
+                continue
             }
             let event = try EventRecord.decode(record.value, position: positions[index], names: &names)
             let expired = notBefore.map { event.recordedAt < $0 } ?? false
@@ -129,12 +139,41 @@ extension KeyValueEventStore {
             }
             plan.writes += [
                 .delete(KeyLayout.log(event.position)), .delete(indexEntry.key), .delete(KeyLayout.eventID(event.id)),
-                .delete(KeyLayout.secondaryIndex(.category, stream.category, position: event.position)),
-                .delete(KeyLayout.secondaryIndex(.eventType, event.type, position: event.position)),
             ]
+            removedFromIndexes[KeyLayout.secondaryIndexPrefix(.category, stream.category), default: []].append(event.position)
+            removedFromIndexes[KeyLayout.secondaryIndexPrefix(.eventType, event.type), default: []].append(event.position)
             plan.events += 1
+        }
+        for (prefix, positions) in removedFromIndexes {
+            try await trimIndexRuns(prefix, removing: positions, into: &plan)
         }
         if indexEntries.count < Self.scavengeBatchSize { plan.reachedVisible = true }
         return plan
+    }
+
+    /// Adds to `plan` the rewrites of the index runs under `prefix` that name any of `removed` (ascending positions
+    /// of one stream's events): each such run is replaced by the runs of its remaining positions, on the condition
+    /// that it is unchanged. Runs never span streams (ConsumerKeys.swift), so other runs are left alone.
+    private func trimIndexRuns(_ prefix: Key, removing removed: [UInt64], into plan: inout ScavengePlan) async throws {
+        guard let first = removed.first, let last = removed.last else { return }
+        let removedSet = Set(removed)
+        var runs: [(key: Key, positions: ClosedRange<UInt64>, modRevision: UInt64)] = []
+        _ = try await backendCall {
+            try await self.backend.scan(
+                KeyRange(from: KeyLayout.appending(first, to: prefix), to: Key.successor(ofPrefix: prefix)),
+                direction: .forward, limit: .max
+            ) { entry in
+                let positions = try IndexRun.positions(of: entry, prefixLength: prefix.count)
+                guard positions.lowerBound <= last else { return false }
+                runs.append((Array(entry.key), positions, entry.modRevision))
+                return true
+            }
+        }
+        for run in runs where run.positions.contains(where: removedSet.contains) {
+            let kept = run.positions.filter { !removedSet.contains($0) }
+            plan.conditions.append(.modRevision(run.key, equals: run.modRevision))
+            if kept.last != run.positions.upperBound { plan.writes.append(.delete(run.key)) }
+            plan.writes += IndexRun.writes(prefix: prefix, positions: kept)
+        }
     }
 }

@@ -34,7 +34,7 @@ struct StreamVisibility: Sendable {
         notBefore = metadata?.maxAge.map { now.addingTimeInterval(-$0.timeInterval) }
     }
 
-    func isVisible(_ event: RecordedEvent) -> Bool {
+    func isVisible(_ event: BorrowedEvent) -> Bool {
         guard event.version >= firstVersion, event.version <= lastVersion else { return false }
         if let notBefore, event.recordedAt < notBefore { return false }
         return true
@@ -60,22 +60,25 @@ extension KeyValueEventStore {
     }
 
     /// Fetches the log records at `positions` (where the stream index entries of `versions` point, in read order)
-    /// through borrowed reads (EventStore/LogFetch.swift), decodes each in place and appends the visible ones to
-    /// `events`, skipping scavenged ones.
+    /// through borrowed reads (EventStore/LogFetch.swift), decodes each in place and lends the visible ones to
+    /// `visit`, skipping scavenged ones, until `visit` returns false.
+    /// - Returns: false if `visit` asked to stop.
     func fetchVisible(
         positions: [UInt64], versions: [UInt64], of stream: StreamName, visibility: StreamVisibility,
-        names: inout StreamNameCache, into events: inout [RecordedEvent]
-    ) async throws {
+        names: inout StreamNameCache, visit: (BorrowedEvent) throws -> Bool
+    ) async throws -> Bool {
         var missing: [Key] = []
+        var stopped = false
         try await fetchLogRecords(at: positions) { index, record in
+            guard !stopped else { return }
             guard let record else {
                 missing.append(KeyLayout.streamIndex(stream, version: versions[index]))
                 return
             }
-            let event = try EventRecord.decode(record.value, position: positions[index], names: &names)
-            if visibility.isVisible(event) { events.append(event) }
+            let event = try EventRecord.borrowed(record.value, position: positions[index], names: &names)
+            if visibility.isVisible(event), !(try visit(event)) { stopped = true }
         }
-        guard !missing.isEmpty else { return }
+        guard !missing.isEmpty else { return !stopped }
         // Scavenge removes an event and its index entry together: an index entry still there is corruption.
         let recheck = try await backendCall { try await self.backend.get(missing) }
         if let index = recheck.firstIndex(where: { $0 != nil }), let entry = recheck[index] {
@@ -83,5 +86,6 @@ extension KeyValueEventStore {
             throw EventStoreError.corrupted(
                 location: "global position \(position)", detail: "a stream index entry points to a missing event")
         }
+        return !stopped
     }
 }
