@@ -4,6 +4,8 @@
 // - Readers only follow references; they never mutate, so any number run at once on any published root.
 // - The writer never changes a node reachable from a published root: `own` copies a node into the current
 //   transaction before the first change (path copying) and records the page it came from as freed.
+//   The current transaction's id may be an open group's (GroupCommit.swift): its nodes are reachable only from
+//   roots not yet published, so later commits of the group change them in place.
 // - Every node fits its page: a node that grows past `capacity` splits at once. Entries are at most capacity / 4
 //   (keys are limited and large values go to overflow pages), so every split yields two fitting halves.
 // - Right-edge appends (the insert landed at the end of the node) split so the left node stays full and the new
@@ -132,10 +134,11 @@ enum BTree {
     }
 }
 
-/// The writer's copy-on-write mutations for one transaction.
+/// The writer's copy-on-write mutations for one transaction, or for a run of transactions published together (an
+/// open group, see GroupCommit.swift): nodes owned by `transaction` are changed in place, all others are copied.
 struct TreeWriter {
     let reader: PageReader
-    /// The transaction whose nodes may be mutated in place.
+    /// The transaction (or group of transactions) whose nodes may be mutated in place.
     let transaction: UInt64
     /// Largest encoded node body.
     let capacity: Int
@@ -143,6 +146,8 @@ struct TreeWriter {
     var freed: [UInt64] = []
     /// Nodes this transaction added to the set of nodes not yet checkpointed (copies of clean pages, splits).
     var dirtied = 0
+    /// Clean nodes this writer has read, by page (see `readAhead`).
+    private var readAheadPages: [UInt64: Node] = [:]
     /// The leaf the last put landed in (owned by this transaction) and the key range its ancestors route to it, so
     /// the next put of a key in that range, the common case for runs of ordered keys, skips the descent. Cleared by
     /// every split and delete, the only changes that move keys between leaves.
@@ -186,7 +191,7 @@ struct TreeWriter {
     @discardableResult
     mutating func delete(_ key: Key, root: inout ChildRef?) throws -> EntryHeader? {
         lastLeaf = nil
-        guard let current = root, try BTree.find(key, root: current, reader: reader) != nil else { return nil }
+        guard let current = root, try contains(key, root: current) else { return nil }
         let node = try own(current)
         let (old, empty) = try remove(key, from: node)
         if empty {
@@ -199,10 +204,47 @@ struct TreeWriter {
         return old
     }
 
+    /// Reads every clean page on the way to `key` ahead of any change (keeping them for this writer, whatever the
+    /// cache evicts meanwhile), so that a read error is met before the tree is changed. A writer that changes nodes in
+    /// place (a later commit of an open group) calls it for each key it will write, then cannot fail half way.
+    mutating func readAhead(_ key: Key, root: ChildRef?) throws {
+        guard var reference = root else { return }
+        while true {
+            let node: Node
+            switch reference {
+            case .node(let inMemory): node = inMemory
+            case .page(let page):
+                if let read = readAheadPages[page] {
+                    node = read
+                } else {
+                    node = try reader.node(page)
+                    readAheadPages[page] = node
+                }
+            }
+            if node.isLeaf { return }
+            reference = node.children[node.childIndex(for: key)]
+        }
+    }
+
+    /// The node `reference` names: in memory, read ahead, or from the cache or disk.
+    private func resolve(_ reference: ChildRef) throws -> Node {
+        guard case .page(let page) = reference, !readAheadPages.isEmpty, let node = readAheadPages[page] else {
+            return try reader.resolve(reference)
+        }
+        return node
+    }
+
+    /// Whether `key` is stored under `root` (expired or not).
+    private func contains(_ key: Key, root: ChildRef) throws -> Bool {
+        var node = try resolve(root)
+        while !node.isLeaf { node = try resolve(node.children[node.childIndex(for: key)]) }
+        return node.hasKey(key, at: node.lowerBound(key))
+    }
+
     /// The node `reference` names, owned by this transaction (copied on first change).
     private mutating func own(_ reference: ChildRef) throws -> Node {
         if case .node(let node) = reference, node.owner == transaction { return node }
-        let node = try reader.resolve(reference)
+        let node = try resolve(reference)
         if node.origin != 0 {
             freed.append(node.origin)
             dirtied += 1

@@ -6,10 +6,12 @@
 //   (callers decide whether that is corruption), a write never silently writes less.
 // - `sync()` is never retried after it fails: the caller puts the store into its failed state (see
 //   GroupCommit.swift), because after a failed fsync the kernel may already have dropped the dirty pages.
-// - The fault seam (`IOFaultPlan`) is per store (set through `PageFileOptions.faults`), so tests running in
-//   parallel never see each other's faults. Production stores have no plan and pay one nil check per call.
+// - The fault seam (`IOFaultPlan`, with the `IOGate` that holds syncs) is per store (set through
+//   `PageFileOptions.faults`), so tests running in parallel never see each other's faults. Production stores have no
+//   plan and pay one nil check per call.
 
 import EventStore
+import Foundation
 import Glibc
 import Synchronization
 
@@ -40,8 +42,13 @@ final class IOFaultPlan: Sendable {
     }
 
     private let state: Mutex<State>
+    /// Holds syncs while a test asks it to (see IOGate).
+    let syncGate: IOGate?
 
-    init(_ faults: [IOFault]) { state = Mutex(State(faults: faults, counts: Array(repeating: 0, count: faults.count))) }
+    init(_ faults: [IOFault], syncGate: IOGate? = nil) {
+        state = Mutex(State(faults: faults, counts: Array(repeating: 0, count: faults.count)))
+        self.syncGate = syncGate
+    }
 
     /// The fault to produce for this call, if any.
     func fault(for operation: IOFault.Operation, path: String) -> IOFault.Kind? {
@@ -55,6 +62,60 @@ final class IOFaultPlan: Sendable {
             }
             return nil
         }
+    }
+}
+
+/// Holds fdatasync calls on the files whose path ends with `pathSuffix` while a test asks it to, so the test can queue
+/// commits behind a sync in progress and look at the store meanwhile. `hold()` makes the next such call block until
+/// `release()`; `arrival()` returns once a call is blocked.
+final class IOGate: @unchecked Sendable {
+    // @unchecked: every var below is guarded by `condition`.
+    private let condition = NSCondition()
+    private var holds = 0
+    private var blocked = 0
+    private var permits = 0
+    private var arrivals: [CheckedContinuation<Void, Never>] = []
+    let pathSuffix: String
+
+    init(pathSuffix: String) { self.pathSuffix = pathSuffix }
+
+    /// Makes the next matching sync block until `release()`.
+    func hold() {
+        condition.lock()
+        holds += 1
+        condition.unlock()
+    }
+
+    /// Lets one blocked (or the next held) sync go on.
+    func release() {
+        condition.lock()
+        permits += 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Returns once a sync is blocked.
+    func arrival() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            condition.lock()
+            if blocked > 0 { continuation.resume() } else { arrivals.append(continuation) }
+            condition.unlock()
+        }
+    }
+
+    /// Called by the file layer before a sync of `path`; blocks while that sync is held.
+    func pass(_ path: String) {
+        guard path.hasSuffix(pathSuffix) else { return }
+        condition.lock()
+        defer { condition.unlock() }
+        guard holds > 0 else { return }
+        holds -= 1
+        blocked += 1
+        for arrival in arrivals { arrival.resume() }
+        arrivals.removeAll()
+        while permits == 0 { condition.wait() }
+        permits -= 1
+        blocked -= 1
     }
 }
 
@@ -130,6 +191,7 @@ final class SystemFile: Sendable {
 
     /// Flushes the file's data to stable storage (fdatasync). Never retry after a failure.
     func sync() throws {
+        faults?.syncGate?.pass(path)
         if case .fail(let code) = faults?.fault(for: .sync, path: path) {
             throw EventStoreError.ioFailure(operation: "fdatasync", path: path, errno: code)
         }

@@ -12,6 +12,10 @@
 //   get the I/O error, every later commit gets `storeFailed`, and fdatasync is never retried (the kernel may have
 //   dropped the dirty pages). Reopening the store recovers from the WAL's durable prefix.
 // - While a checkpoint holds the WAL (`reserveWAL`), the flusher does no I/O on it.
+// - The flusher takes the queue only while no transaction is being applied (`beginApply` .. `enqueue`/`endApply`),
+//   and every take starts a new open group (`openGroup`). So the commits queued since the last take all belong to one
+//   group that no reader can see yet, and the writer may change that group's tree nodes in place from one of its
+//   commits to the next: publishing the group's last root publishes them all at once, after the group's fdatasync.
 // - The WAL file is extended with zeros in 1 MiB steps ahead of the records (and reused across generations), so
 //   most commits overwrite already-allocated blocks and their fdatasync does not also have to commit file-size
 //   metadata. Zeros never parse as a record (their CRC does not match), so recovery stops there.
@@ -43,17 +47,36 @@ struct PendingCommit: Sendable {
     var changes: [KeyValueChange]
 }
 
+/// What a flushed group leaves behind: the snapshot it replaced and its queue entries. When more commits are already
+/// queued, a committer drops them on its own thread, so freeing the replaced nodes happens beside the next fdatasync
+/// instead of before it; otherwise the idle flusher frees them while the committers go on.
+struct GroupLeftovers: Sendable {
+    var replaced: ChildRef?
+    var group: [PendingCommit]
+}
+
+/// What the flusher hands the first committer it resumes for a group: the group's other committers, which it resumes
+/// in turn (so the flusher pays one task wake-up per group, not one per commit), and possibly the group's leftovers.
+struct DurableNotice: Sendable {
+    var others: [CheckedContinuation<DurableNotice?, any Error>]
+    var leftovers: GroupLeftovers?
+}
+
 /// The WAL flusher thread and its queue. See the invariants at the top of this file.
 final class GroupCommit: @unchecked Sendable {
     // @unchecked: every var below is guarded by `condition`.
     private let condition = NSCondition()
     private var buffer: [UInt8] = []
     private var pending: [PendingCommit] = []
-    private var waiters: [(lsn: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+    private var waiters: [(lsn: UInt64, continuation: CheckedContinuation<DurableNotice?, any Error>)] = []
     private var durableLSN: UInt64
     private var walOffset: UInt64
     private var allocatedEnd: UInt64
     private var ioBusy = false
+    /// A transaction is being applied to the open group's nodes; the flusher must not take the queue meanwhile.
+    private var applying = false
+    /// Counts the flusher's takes of the queue: commits applied under one value share a group.
+    private var openGroup: UInt64 = 0
     private var unsyncedSince: Date?
     private var stopping = false
     private var finished = false
@@ -87,24 +110,46 @@ final class GroupCommit: @unchecked Sendable {
     /// Bytes in the WAL file plus bytes queued for it.
     var walBytes: UInt64 { locked { walOffset + UInt64(buffer.count) } }
 
-    /// Queues a transaction's framed record. The caller holds the writer lock, so LSNs arrive in order.
+    /// Starts applying a transaction (the caller holds the writer lock): until `enqueue` or `endApply`, the flusher
+    /// does not take the queue. Returns the open group: a transaction applied under the same value as the previous
+    /// one joins its group (it will be written, synced and published together with it), so it may change the
+    /// nodes that group created in place.
+    func beginApply() -> UInt64 {
+        locked {
+            applying = true
+            return openGroup
+        }
+    }
+
+    /// Ends an apply that queued nothing (it failed, or wrote nothing).
+    func endApply() {
+        locked {
+            applying = false
+            condition.broadcast()
+        }
+    }
+
+    /// Queues a transaction's framed record and ends its apply. The caller holds the writer lock, so LSNs arrive in
+    /// order.
     func enqueue(_ record: [UInt8], _ commit: PendingCommit) throws {
         try locked {
+            applying = false
+            defer { condition.broadcast() }
             if let failure { throw EventStoreError.storeFailed(reason: failure.description) }
             buffer.append(contentsOf: record)
             pending.append(commit)
-            condition.broadcast()
         }
     }
 
     /// Returns once the record with `lsn` is durable (or, in `.deferred`/`.none`, written); throws if its group
     /// failed. A commit cannot be withdrawn once queued, so this wait does not end early on cancellation.
     func waitUntilDurable(_ lsn: UInt64) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+        let notice = try await withCheckedThrowingContinuation {
+            (continuation: CheckedContinuation<DurableNotice?, any Error>) in
             condition.lock()
             defer { condition.unlock() }
             if durableLSN >= lsn {
-                continuation.resume()
+                continuation.resume(returning: nil)
             } else if let failure {
                 // The record was queued before the failure and will never be written: same error as its group.
                 continuation.resume(throwing: failure)
@@ -112,6 +157,8 @@ final class GroupCommit: @unchecked Sendable {
                 waiters.append((lsn, continuation))
             }
         }
+        // The group's other committers go on first; then its leftovers (if handed here) are freed on this thread.
+        for other in notice?.others ?? [] { other.resume(returning: nil) }
     }
 
     /// Waits until the flusher is idle with nothing queued, then hands the WAL to the caller (a checkpoint) until
@@ -138,7 +185,7 @@ final class GroupCommit: @unchecked Sendable {
 
     /// Marks the pipeline failed (a checkpoint's I/O error): no more writes are accepted.
     func fail(_ error: EventStoreError) {
-        let failedWaiters = locked { () -> [CheckedContinuation<Void, any Error>] in
+        let failedWaiters = locked { () -> [CheckedContinuation<DurableNotice?, any Error>] in
             if failure == nil { failure = error }
             defer { waiters.removeAll() }
             condition.broadcast()
@@ -205,13 +252,13 @@ final class GroupCommit: @unchecked Sendable {
     private func nextWork() -> Work {
         while true {
             if !ioBusy {
-                if failure == nil, !buffer.isEmpty { return .flush }
+                if failure == nil, !buffer.isEmpty, !applying { return .flush }
                 if failure == nil, let since = unsyncedSince, let interval = syncInterval,
                     stopping || since.addingTimeInterval(interval) <= Date()
                 {
                     return .sync
                 }
-                if stopping { return .exit }
+                if stopping, !applying { return .exit }
             }
             if !ioBusy, failure == nil, let since = unsyncedSince, let interval = syncInterval {
                 _ = condition.wait(until: since.addingTimeInterval(interval))
@@ -229,6 +276,8 @@ final class GroupCommit: @unchecked Sendable {
         let allocated = allocatedEnd
         buffer.removeAll(keepingCapacity: true)
         pending.removeAll(keepingCapacity: true)
+        // The taken group is sealed: the next transaction starts a new one and copies these nodes before changing them.
+        openGroup &+= 1
         ioBusy = true
         condition.unlock()
         let (error, extended) = flush(bytes, at: offset, allocated: allocated)
@@ -248,19 +297,14 @@ final class GroupCommit: @unchecked Sendable {
         walOffset = offset + UInt64(bytes.count)
         if syncInterval != nil, unsyncedSince == nil { unsyncedSince = Date() }
         condition.unlock()
-        var replaced = publish(group)
+        let replaced = publish(group)
         condition.lock()
         // Only now, after readers can see the group, may committers of it return.
         durableLSN = group.last?.lsn ?? durableLSN
         // Idle only after publishing, so a checkpoint (reserveWAL) never races an older group's publish.
         ioBusy = false
-        resumeDurable()
         condition.broadcast()
-        // Free the previous snapshot's private nodes after the committers are on their way, outside the lock.
-        condition.unlock()
-        withExtendedLifetime(replaced) {}
-        replaced = nil
-        condition.lock()
+        resumeDurable(leaving: GroupLeftovers(replaced: replaced, group: group))
     }
 
     /// With the lock held: fdatasyncs deferred commits.
@@ -321,12 +365,21 @@ final class GroupCommit: @unchecked Sendable {
         condition.lock()
     }
 
-    /// With the lock held: resumes every committer whose record is durable.
-    private func resumeDurable() {
-        let ready = waiters.filter { $0.lsn <= durableLSN }
+    /// With the lock held: resumes every committer whose record is durable. Only the first is resumed here; it resumes
+    /// the others. It also gets `leftovers` if the next group is already queued; otherwise they are freed here,
+    /// outside the lock, after the resume.
+    private func resumeDurable(leaving leftovers: GroupLeftovers) {
+        var ready = waiters.filter { $0.lsn <= durableLSN }.map(\.continuation)
         waiters.removeAll { $0.lsn <= durableLSN }
+        let handOver = !buffer.isEmpty
         condition.unlock()
-        for waiter in ready { waiter.continuation.resume() }
+        var leftovers: GroupLeftovers? = leftovers
+        if !ready.isEmpty {
+            let first = ready.removeFirst()
+            first.resume(returning: DurableNotice(others: ready, leftovers: handOver ? leftovers.take() : nil))
+        }
+        withExtendedLifetime(leftovers) {}
+        leftovers = nil
         condition.lock()
     }
 }

@@ -2,7 +2,9 @@
 //
 // How a commit flows (see also GroupCommit.swift, Checkpoint.swift, Recovery.swift):
 // 1. Under the writer lock, the transaction's conditions are checked against the writer's tree (the latest state,
-//    including commits not yet durable), its writes are applied copy-on-write, and its WAL record is queued.
+//    including commits not yet durable), its writes are applied copy-on-write (in place for nodes that commits of
+//    the same still-open group created: they are published together, see GroupCommit.swift), and its WAL record
+//    is queued.
 // 2. The writer lock is released, and the committer waits for the flusher thread to make its record durable
 //    together with every other record queued meanwhile (group commit). Only then is it published to readers and
 //    acknowledged.
@@ -27,7 +29,10 @@ struct WriterState {
     var revision: UInt64
     var lsn: UInt64
     var keyCount: UInt64
+    /// The id owning the nodes the writer may change in place: the last transaction's, or its open group's.
     var transaction: UInt64 = 0
+    /// The open group (GroupCommit.beginApply) `transaction` was last used in; nil when no group is open.
+    var group: UInt64?
     var freedSinceCheckpoint: [UInt64] = []
     var freeList: FreeList
     var meta: MetaPage
@@ -326,6 +331,12 @@ public final class PageFileKeyValueStore: KeyValueStore {
 
     /// With the writer lock held: checks and applies `transaction` to the writer's tree and queues its WAL record.
     /// Returns its LSN (equal to its revision).
+    ///
+    /// A transaction that joins the open group of the previous one (neither flushed yet) changes that group's nodes
+    /// in place instead of copying them: the group's commits are written, synced and published together, so no
+    /// reader can see the difference, and the copies and frees per commit are saved. Every clean page it needs is
+    /// read first, so a read error leaves the tree unchanged; should one still happen half way, the store fails
+    /// (the nodes queued commits share are then half changed) and reopening recovers from the WAL.
     private func apply(_ transaction: KeyValueTransaction) throws -> UInt64 {
         try checkWritable()
         try validate(transaction)
@@ -337,21 +348,51 @@ public final class PageFileKeyValueStore: KeyValueStore {
         where !condition.isSatisfied(by: try liveEntry(condition.key, root: base, reader: reader, now: now)) {
             throw KeyValueStoreError.conditionFailed(index: index, condition: condition)
         }
-        let transactionID = writer.state.transaction + 1
+        let group = pipeline.beginApply()
+        let joins = writer.state.group == group
+        let transactionID = joins ? writer.state.transaction : writer.state.transaction + 1
+        var tree = TreeWriter(reader: reader, transaction: transactionID)
+        if joins {
+            do {
+                for write in transaction.writes { try tree.readAhead(write.key, root: base) }
+            } catch {
+                pipeline.endApply()
+                throw error
+            }
+        }
+        let lsn: UInt64
+        do {
+            lsn = try applyWrites(transaction.writes, to: &tree, now: now)
+        } catch {
+            // (A pipeline that failed already, which is why its enqueue threw, has told the observer.)
+            if joins, pipeline.failed == nil {
+                let failure = error as? EventStoreError ?? .storeFailed(reason: "\(error)")
+                counters.notify(.failed(reason: failure.description))
+                pipeline.fail(failure)
+            }
+            pipeline.endApply()
+            throw error
+        }
+        writer.state.transaction = transactionID
+        writer.state.group = group
+        return lsn
+    }
+
+    /// With the writer lock held and an apply begun: applies `writes` through `tree`, queues the WAL record (which
+    /// ends the apply) and advances the writer's state. Returns the commit's LSN.
+    private func applyWrites(_ writes: [KeyWrite], to tree: inout TreeWriter, now: Int64) throws -> UInt64 {
         let revision = writer.state.revision + 1
         let lsn = writer.state.lsn + 1
         var keyCount = writer.state.keyCount
-        var tree = TreeWriter(reader: reader, transaction: transactionID)
-        var root = base
+        var root = writer.state.root
         var payload = 0
-        for write in transaction.writes {
+        for write in writes {
             if case .put(let key, let value, _) = write { payload += key.count + value.count } else { payload += 8 }
         }
-        var record = WriteAheadLog.RecordWriter(
-            lsn: lsn, revision: revision, writes: transaction.writes.count, bytes: payload)
+        var record = WriteAheadLog.RecordWriter(lsn: lsn, revision: revision, writes: writes.count, bytes: payload)
         var changes: [KeyValueChange] = []
-        changes.reserveCapacity(transaction.writes.count)
-        for write in transaction.writes {
+        changes.reserveCapacity(writes.count)
+        for write in writes {
             switch write {
             case .put(let key, let value, let ttl):
                 let expiresAt = ttl.map { max(1, now &+ $0.nanoseconds) } ?? 0
@@ -373,7 +414,6 @@ public final class PageFileKeyValueStore: KeyValueStore {
         let bytes = record.finish(salt: writer.state.meta.walSalt)
         try pipeline.enqueue(
             bytes, PendingCommit(lsn: lsn, revision: revision, root: root, keyCount: keyCount, changes: changes))
-        writer.state.transaction = transactionID
         writer.state.root = root
         writer.state.revision = revision
         writer.state.lsn = lsn

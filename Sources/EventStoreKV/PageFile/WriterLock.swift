@@ -17,8 +17,15 @@ final class WriterLock: Sendable {
 
     private let state = Mutex(State())
 
-    /// Suspends until the lock is held by the caller.
+    /// Suspends until the lock is held by the caller. A free lock is taken without suspending: a continuation
+    /// resumed at once still costs the task a trip through the executor on every uncontended commit.
     func lock() async {
+        let acquired = state.withLock { state in
+            if state.locked { return false }
+            state.locked = true
+            return true
+        }
+        if acquired { return }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let acquired = state.withLock { state in
                 if !state.locked {
