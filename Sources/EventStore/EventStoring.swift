@@ -113,28 +113,17 @@ extension EventStoring {
         _ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int,
         visiting visit: (BorrowedEvent) throws -> Bool
     ) async throws -> Int {
-        guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
-        var visited = 0
-        var next = start
-        while visited < limit {
-            try Task.checkCancellation()
-            let requested = min(limit - visited, Self.visitingChunk)
-            let chunk = try await read(stream, from: next, direction: direction, limit: requested)
-            for event in chunk {
-                visited += 1
-                guard try BorrowedEvent.lend(event, to: visit) else { return visited }
-            }
-            guard chunk.count == requested, let last = chunk.last else { return visited }
+        try await lendInChunks(limit: limit, visiting: visit) { count, after in
+            guard let after else { return try await read(stream, from: start, direction: direction, limit: count) }
             switch direction {
             case .forward:
-                guard last.version < .max else { return visited }
-                next = .version(last.version + 1)
+                guard after.version < .max else { return nil }
+                return try await read(stream, from: .version(after.version + 1), direction: direction, limit: count)
             case .backward:
-                guard last.version > 1 else { return visited }
-                next = .version(last.version - 1)
+                guard after.version > 1 else { return nil }
+                return try await read(stream, from: .version(after.version - 1), direction: direction, limit: count)
             }
         }
-        return visited
     }
 
     /// Visits the events ``readAll(from:limit:)`` returns, fetched in chunks and lent one by one. Stores that can
@@ -143,19 +132,33 @@ extension EventStoring {
     public func readAll(from position: UInt64, limit: Int, visiting visit: (BorrowedEvent) throws -> Bool)
         async throws -> Int
     {
+        try await lendInChunks(limit: limit, visiting: visit) { count, after in
+            guard let after else { return try await readAll(from: position, limit: count) }
+            guard after.position < .max else { return nil }
+            return try await readAll(from: after.position + 1, limit: count)
+        }
+    }
+
+    /// Lends the events `fetch` returns, chunk by chunk, until `limit` events were lent, a chunk comes back short
+    /// (the end), or `visit` returns false. `fetch` gets how many events to fetch and the last event lent (nil for
+    /// the first chunk), and returns nil when nothing can follow that event. Returns how many were lent.
+    private func lendInChunks(
+        limit: Int, visiting visit: (BorrowedEvent) throws -> Bool,
+        fetch: (_ count: Int, _ after: RecordedEvent?) async throws -> [RecordedEvent]?
+    ) async throws -> Int {
         guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
         var visited = 0
-        var next = position
+        var last: RecordedEvent?
         while visited < limit {
             try Task.checkCancellation()
             let requested = min(limit - visited, Self.visitingChunk)
-            let chunk = try await readAll(from: next, limit: requested)
+            guard let chunk = try await fetch(requested, last) else { return visited }
             for event in chunk {
                 visited += 1
                 guard try BorrowedEvent.lend(event, to: visit) else { return visited }
             }
-            guard chunk.count == requested, let last = chunk.last, last.position < .max else { return visited }
-            next = last.position + 1
+            guard chunk.count == requested, let end = chunk.last else { return visited }
+            last = end
         }
         return visited
     }

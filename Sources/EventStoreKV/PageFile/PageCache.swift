@@ -88,7 +88,7 @@ final class PageCache: Sendable {
 
     /// Forgets `page` (it is being reused for other contents, or no longer part of the current tree).
     func remove(_ page: UInt64) {
-        remove([page])
+        remove(CollectionOfOne(page))
     }
 
     /// Forgets `pages`; their places go to the next pages cached, before anything is evicted.
