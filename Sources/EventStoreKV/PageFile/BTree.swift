@@ -368,9 +368,10 @@ struct TreeWriter {
             return (separator, node.splitLeaf(at: at, owner: transaction))
         }
         let separator = node.keys[at]
-        let right = Node(branch: Array(node.keys[at...]), children: Array(node.children[at...]), owner: transaction)
-        node.keys.removeSubrange(at...)
-        node.children.removeSubrange(at...)
+        let right = Node(
+            branch: ChunkedArray(node.keys[at...]), children: ChunkedArray(node.children[at...]), owner: transaction)
+        node.keys.removeSuffix(from: at)
+        node.children.removeSuffix(from: at)
         node.byteSize = node.keys.enumerated().reduce(0) {
             $0 + Node.branchSize(key: $1.offset == 0 ? [] : $1.element)
         }

@@ -56,7 +56,7 @@ private struct CheckpointWriter {
             reader.cache.insert(clean, page: page)
             return page
         }
-        let children = try node.children.map { ChildRef.page(try write($0)) }
+        let children = ChunkedArray(try node.children.map { ChildRef.page(try write($0)) })
         let page = allocate(1)
         let clean = Node(branch: node.keys, children: children, owner: 0, origin: page)
         try reader.file.write(

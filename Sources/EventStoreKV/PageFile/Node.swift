@@ -80,16 +80,16 @@ enum ChildRef: Sendable {
 /// A leaf keeps its entries packed exactly as in its page body (`body`, with `offsets` marking where each entry
 /// starts), so decoding a page is one copy and one pass, a copy-on-write copy is two array copies whatever the
 /// number of entries, and scans read keys and values in place. A branch keeps its separators and children in
-/// arrays.
+/// chunked arrays (ChunkedArray.swift), so a copy that changes one child copies one chunk of them.
 final class Node: @unchecked Sendable {
     // @unchecked: mutable fields are written only by the single writer, under PageFileKeyValueStore's writer lock,
     // while `owner` is the transaction being built; the node is unreachable from any published snapshot until that
     // transaction is published (through the published-state Mutex), and is never mutated afterwards.
     let isLeaf: Bool
-    /// Branch: separator keys (entry 0 empty).
-    var keys: [Key]
-    /// Branch: children.
-    var children: [ChildRef]
+    /// Branch: separator keys (entry 0 empty), chunked so a copy-on-write copy shares them (ChunkedArray.swift).
+    var keys: ChunkedArray<Key>
+    /// Branch: children, chunked so changing one child of a copy copies one chunk.
+    var children: ChunkedArray<ChildRef>
     /// Leaf: the encoded entries, back to back, as in the page body.
     var body: [UInt8]
     /// Leaf: where each entry starts in `body`.
@@ -103,8 +103,8 @@ final class Node: @unchecked Sendable {
 
     init(leaf keys: [Key], entries: [LeafEntry], owner: UInt64, origin: UInt64 = 0) {
         isLeaf = true
-        self.keys = []
-        children = []
+        self.keys = ChunkedArray()
+        children = ChunkedArray()
         body = []
         offsets = []
         pendingValues = []
@@ -114,7 +114,11 @@ final class Node: @unchecked Sendable {
         for (key, entry) in zip(keys, entries) { insertEntry(key, entry, at: offsets.count) }
     }
 
-    init(branch keys: [Key], children: [ChildRef], owner: UInt64, origin: UInt64 = 0) {
+    convenience init(branch keys: [Key], children: [ChildRef], owner: UInt64, origin: UInt64 = 0) {
+        self.init(branch: ChunkedArray(keys), children: ChunkedArray(children), owner: owner, origin: origin)
+    }
+
+    init(branch keys: ChunkedArray<Key>, children: ChunkedArray<ChildRef>, owner: UInt64, origin: UInt64 = 0) {
         isLeaf = false
         self.keys = keys
         self.children = children
@@ -129,8 +133,8 @@ final class Node: @unchecked Sendable {
     /// A leaf from packed entries.
     init(leafBody body: [UInt8], offsets: [Int32], pendingValues: [[UInt8]], owner: UInt64, origin: UInt64) {
         isLeaf = true
-        keys = []
-        children = []
+        keys = ChunkedArray()
+        children = ChunkedArray()
         self.body = body
         self.offsets = offsets
         self.pendingValues = pendingValues
@@ -264,7 +268,7 @@ final class Node: @unchecked Sendable {
     }
 
     /// Every key (a leaf's are copied out), for checks off the hot path.
-    var allKeys: [Key] { isLeaf ? (0..<count).map { key(at: $0) } : keys }
+    var allKeys: [Key] { isLeaf ? (0..<count).map { key(at: $0) } : Array(keys) }
 
     /// Every leaf entry, copied, for checks off the hot path.
     var allEntries: [LeafEntry] { isLeaf ? (0..<count).map { entry(at: $0) } : [] }
