@@ -28,8 +28,9 @@ public struct EventData: Sendable, Hashable {
     /// Correlation, causation and free-form properties.
     public var metadata: EventMetadata
 
-    /// Creates an event. Pass `id` to make retries idempotent; a fresh UUID is used otherwise.
-    public init(id: UUID = .systemRandom(), type: String, data: Data, metadata: EventMetadata = EventMetadata()) {
+    /// Creates an event. Pass `id` to make retries idempotent; otherwise the event gets a fresh time-ordered
+    /// (version 7) UUID, which keeps the store's event-id index growing at its end.
+    public init(id: UUID = .timeOrdered(), type: String, data: Data, metadata: EventMetadata = EventMetadata()) {
         self.id = id
         self.type = type
         self.data = data

@@ -74,7 +74,7 @@ public struct EventTypeRegistry: Sendable {
 
     /// Encodes `event` as event data ready to append.
     public func encode<Event: DomainEvent>(
-        _ event: Event, id: UUID = .systemRandom(), metadata: EventMetadata = EventMetadata()
+        _ event: Event, id: UUID = .timeOrdered(), metadata: EventMetadata = EventMetadata()
     ) throws -> EventData {
         do {
             return EventData(id: id, type: Event.eventType, data: try coder.encode(event), metadata: metadata)
@@ -85,7 +85,7 @@ public struct EventTypeRegistry: Sendable {
 
     /// Encodes an event whose static type is erased.
     public func encode(
-        any event: any DomainEvent, id: UUID = .systemRandom(), metadata: EventMetadata = EventMetadata()
+        any event: any DomainEvent, id: UUID = .timeOrdered(), metadata: EventMetadata = EventMetadata()
     ) throws -> EventData {
         try encode(event, id: id, metadata: metadata)
     }
