@@ -151,14 +151,11 @@ final class GroupCommit: @unchecked Sendable {
             condition.unlock()
             let error = writeAlone(record, at: offset)
             condition.lock()
-            ioBusy = false
             if let error {
-                condition.unlock()
-                metrics.notify(.failed(reason: error.description))
-                condition.lock()
-                failAll(error, group: [])
+                failIO(error, group: [])
                 throw error
             }
+            ioBusy = false
             prewritten = record.count
         }
         buffer.append(contentsOf: record)
@@ -321,13 +318,7 @@ final class GroupCommit: @unchecked Sendable {
         condition.lock()
         allocatedEnd = extended
         if let error {
-            // The observer hears of the failure before any committer is told, outside the lock (ioBusy keeps
-            // other I/O out meanwhile).
-            condition.unlock()
-            metrics.notify(.failed(reason: error.description))
-            condition.lock()
-            ioBusy = false
-            failAll(error, group: group)
+            failIO(error, group: group)
             return
         }
         metrics.recordGroup(transactions: group.count, bytes: bytes.count)
@@ -393,6 +384,17 @@ final class GroupCommit: @unchecked Sendable {
         } catch {
             return (EventStoreError.storeFailed(reason: "\(error)"), allocated)
         }
+    }
+
+    /// With the lock held, after a failed WAL write or sync (`ioBusy` still set): the observer hears of the failure
+    /// before any committer is told, outside the lock (`ioBusy` keeps other I/O out meanwhile); then the pipeline
+    /// enters its failed state.
+    private func failIO(_ error: EventStoreError, group: [PendingCommit]) {
+        condition.unlock()
+        metrics.notify(.failed(reason: error.description))
+        condition.lock()
+        ioBusy = false
+        failAll(error, group: group)
     }
 
     /// With the lock held: enters the failed state and fails every waiter.
