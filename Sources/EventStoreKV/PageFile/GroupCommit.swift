@@ -1,6 +1,6 @@
 // GroupCommit: where an append becomes durable. One dedicated flusher thread writes the WAL bytes of every
-// transaction queued since its last round with one pwrite and makes them durable with one fdatasync, then publishes
-// the group to readers and resumes its committers.
+// transaction queued since its last round with one pwrite (a lone commit's record is written by its committer, see
+// below) and makes them durable with one fdatasync, then publishes the group to readers and resumes its committers.
 //
 // Invariants:
 // - Records reach the WAL in LSN order, contiguously from `walOffset`; a committer is resumed only after its
@@ -14,7 +14,7 @@
 // - The first write or sync error puts the pipeline into its failed state for good: the failing group's committers
 //   get the I/O error, every later commit gets `storeFailed`, and fdatasync is never retried (the kernel may have
 //   dropped the dirty pages). Reopening the store recovers from the WAL's durable prefix.
-// - While a checkpoint holds the WAL (`reserveWAL`), the flusher does no I/O on it.
+// - While a checkpoint holds the WAL (`reserveWAL`), neither the flusher nor a committer does I/O on it (`ioBusy`).
 // - The flusher takes the queue only while no transaction is being applied (`beginApply` .. `enqueue`/`endApply`),
 //   and every take starts a new open group (`openGroup`). So the commits queued since the last take all belong to one
 //   group that no reader can see yet, and the writer may change that group's tree nodes in place from one of its
