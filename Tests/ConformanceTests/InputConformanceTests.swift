@@ -106,4 +106,38 @@ struct InputConformanceTests {
             #expect(try await store.lastPosition() == 0)
         }
     }
+
+    @Test("an id repeated anywhere in one append is rejected, in increasing or any other order", arguments: Backends.all)
+    func repeatedIDsInAnyOrder(backend: Backend) async throws {
+        try await backend.withStore { store in
+            let stream = try uniqueStream()
+            let other = try uniqueStream("other")
+            // Five ids in increasing byte order (the order default ids come in, which validation checks without
+            // hashing), and events for them.
+            let ids = (0..<5).map { _ in UUID() }.sorted {
+                withUnsafeBytes(of: $0.uuid) { Array($0) }.lexicographicallyPrecedes(withUnsafeBytes(of: $1.uuid) { Array($0) })
+            }
+            let events = ids.enumerated().map { makeEvent("e\($0.offset)", id: $0.element) }
+            // A repeat after a larger id, in one part and across two parts.
+            await #expect(throws: EventStoreError.self) {
+                _ = try await store.append([events[0], events[2], events[0]], to: stream, expectedVersion: .any)
+            }
+            await #expect(throws: EventStoreError.self) {
+                _ = try await store.append([
+                    StreamAppend(stream: stream, expectedVersion: .any, events: [events[0]]),
+                    StreamAppend(stream: other, expectedVersion: .any, events: [events[1], events[0]]),
+                ])
+            }
+            #expect(try await store.lastPosition() == 0)
+            // Distinct ids are accepted in decreasing order and in increasing order, across parts too.
+            let first = try await store.append([events[1], events[0]], to: stream, expectedVersion: .noStream)
+            #expect(first.version == 2)
+            let second = try await store.append([
+                StreamAppend(stream: stream, expectedVersion: .exact(2), events: [events[2]]),
+                StreamAppend(stream: other, expectedVersion: .noStream, events: [events[3], events[4]]),
+            ])
+            #expect(second.map(\.version) == [3, 2])
+            #expect(try await store.lastPosition() == 5)
+        }
+    }
 }

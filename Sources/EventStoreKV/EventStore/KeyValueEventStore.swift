@@ -114,9 +114,10 @@ public final class KeyValueEventStore: EventStoring {
     }
 
     private func validate(_ appends: [StreamAppend]) throws {
-        // Duplicates need two streams or two events: a single-event append (the common case) builds no sets.
+        // Duplicates need two streams or two events: a single-event append (the common case) builds no sets, and
+        // ids in strictly increasing order (default ids are time-ordered) are distinct without hashing them.
         let checkStreams = appends.count > 1
-        let checkIDs = checkStreams || appends[0].events.count > 1
+        let checkIDs = (checkStreams || appends[0].events.count > 1) && !Self.idsIncrease(appends)
         var streams = Set<StreamName>()
         var ids = Set<UUID>()
         for part in appends {
@@ -141,6 +142,22 @@ public final class KeyValueEventStore: EventStoring {
                 }
             }
         }
+    }
+
+    /// Whether the event ids of `appends`, in order, strictly increase in byte order (so no two are equal).
+    private static func idsIncrease(_ appends: [StreamAppend]) -> Bool {
+        var previous: (UInt64, UInt64)?
+        for part in appends {
+            for event in part.events {
+                let id = withUnsafeBytes(of: event.id.uuid) { raw in
+                    (UInt64(bigEndian: raw.loadUnaligned(as: UInt64.self)),
+                     UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+                }
+                if let previous, !(previous < id) { return false }
+                previous = id
+            }
+        }
+        return true
     }
 
     private static func buildTransaction(
