@@ -107,16 +107,16 @@ struct InputConformanceTests {
         }
     }
 
-    @Test("an id repeated anywhere in one append is rejected, in increasing or any other order", arguments: Backends.all)
+    @Test(
+        "an id repeated anywhere in one append is rejected, in increasing or any other order", arguments: Backends.all)
     func repeatedIDsInAnyOrder(backend: Backend) async throws {
         try await backend.withStore { store in
             let stream = try uniqueStream()
             let other = try uniqueStream("other")
             // Five ids in increasing byte order (the order default ids come in, which validation checks without
             // hashing), and events for them.
-            let ids = (0..<5).map { _ in UUID() }.sorted {
-                withUnsafeBytes(of: $0.uuid) { Array($0) }.lexicographicallyPrecedes(withUnsafeBytes(of: $1.uuid) { Array($0) })
-            }
+            let bytes = { (id: UUID) in withUnsafeBytes(of: id.uuid) { Array($0) } }
+            let ids = (0..<5).map { _ in UUID() }.sorted { bytes($0).lexicographicallyPrecedes(bytes($1)) }
             let events = ids.enumerated().map { makeEvent("e\($0.offset)", id: $0.element) }
             // A repeat after a larger id, in one part and across two parts.
             await #expect(throws: EventStoreError.self) {

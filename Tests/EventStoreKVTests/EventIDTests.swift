@@ -82,7 +82,10 @@ struct EventIDTests {
         #expect(ids.count == 24_000)
         #expect(Set(ids).count == ids.count)
         for batch in batches {
-            #expect(zip(batch, batch.dropFirst()).allSatisfy { Self.bytes($0).lexicographicallyPrecedes(Self.bytes($1)) })
+            let increasing = zip(batch, batch.dropFirst()).allSatisfy {
+                Self.bytes($0).lexicographicallyPrecedes(Self.bytes($1))
+            }
+            #expect(increasing)
         }
     }
 }

@@ -35,14 +35,22 @@ enum KeyLayout {
     static let globalHead: Key = [KeyTag.globalHead.rawValue]
 
     static func streamHead(_ stream: StreamName) -> Key {
-        var key: Key = [KeyTag.streamHead.rawValue]
+        tagged(.streamHead, stream)
+    }
+
+    /// `tag` followed by the stream's name, in one allocation.
+    private static func tagged(_ tag: KeyTag, _ stream: StreamName) -> Key {
+        var key = Key()
+        key.reserveCapacity(1 + stream.rawValue.utf8.count)
+        key.append(tag.rawValue)
         key.append(contentsOf: stream.rawValue.utf8)
         return key
     }
 
     static func streamIndexPrefix(_ stream: StreamName) -> Key {
-        var key: Key = [KeyTag.streamIndex.rawValue]
+        var key = Key()
         key.reserveCapacity(stream.rawValue.utf8.count + 10)
+        key.append(KeyTag.streamIndex.rawValue)
         key.append(contentsOf: stream.rawValue.utf8)
         key.append(0)
         return key
@@ -64,10 +72,11 @@ enum KeyLayout {
     }
 
     static func log(_ position: UInt64) -> Key {
-        var key: Key = [KeyTag.log.rawValue]
-        key.reserveCapacity(9)
-        key.appendBigEndian(position)
-        return key
+        Key(unsafeUninitializedCapacity: 9) { bytes, count in
+            bytes[0] = KeyTag.log.rawValue
+            UnsafeMutableRawBufferPointer(bytes).storeBytes(of: position.bigEndian, toByteOffset: 1, as: UInt64.self)
+            count = 9
+        }
     }
 
     static let logPrefix: Key = [KeyTag.log.rawValue]
@@ -84,16 +93,17 @@ enum KeyLayout {
     }
 
     static func eventID(_ id: UUID) -> Key {
-        var key: Key = [KeyTag.eventID.rawValue]
-        key.reserveCapacity(17)
-        withUnsafeBytes(of: id.uuid) { key.append(contentsOf: $0) }
-        return key
+        Key(unsafeUninitializedCapacity: 17) { bytes, count in
+            bytes[0] = KeyTag.eventID.rawValue
+            withUnsafeBytes(of: id.uuid) { uuid in
+                for index in 0..<16 { bytes[1 + index] = uuid[index] }
+            }
+            count = 17
+        }
     }
 
     static func lease(_ stream: StreamName) -> Key {
-        var key: Key = [KeyTag.lease.rawValue]
-        key.append(contentsOf: stream.rawValue.utf8)
-        return key
+        tagged(.lease, stream)
     }
 }
 

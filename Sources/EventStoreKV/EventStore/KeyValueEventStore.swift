@@ -187,7 +187,8 @@ public final class KeyValueEventStore: EventStoring {
             let visible = head?.visibleVersion ?? 0
             let claim = session.flatMap { $0.stream == part.stream ? $0 : nil }
             try checkLease(entries[2 + 2 * index], stream: part.stream, session: claim)
-            let idEntries = entries[idOffset..<(idOffset + part.events.count)]
+            let idRange = idOffset..<(idOffset + part.events.count)
+            let idEntries = entries[idRange]
             idOffset += part.events.count
 
             if idEntries.contains(where: { $0 != nil }) {
@@ -201,7 +202,9 @@ public final class KeyValueEventStore: EventStoring {
             }
             var version = current
             let first = position + 1
-            appendEventWrites(part, prepared: prepared[index], version: &version, position: &position, to: &writes)
+            appendEventWrites(
+                part, prepared: prepared[index], idKeys: keys[idRange], version: &version, position: &position,
+                to: &writes)
             if !part.events.isEmpty {
                 writes.append(
                     .put(
@@ -224,12 +227,13 @@ public final class KeyValueEventStore: EventStoring {
 
     /// Appends the writes that record `part`'s events after `version` and `position` (advanced past them): the log
     /// records, the stream index, the event-id index and the category and type index runs. Writes are grouped by
-    /// key space, each group in key order (but the event ids), so a backend storing ordered keys (the page file's
-    /// B+tree) puts each run of them into one leaf without descending the tree again. Key prefixes are built once
-    /// per part (and per run of one event type), and the indexes share one position value per event.
+    /// key space, each group in key order (the event ids in event order, which is key order for default, time-ordered
+    /// ids), so a backend storing ordered keys (the page file's B+tree) puts each run of them into one leaf without
+    /// descending the tree again. Key prefixes are built once per part (and per run of one event type), the event-id
+    /// keys are `idKeys`, the ones the batch read looked up, and the indexes share one position value per event.
     private static func appendEventWrites(
-        _ part: StreamAppend, prepared: [[UInt8]], version: inout UInt64, position: inout UInt64,
-        to writes: inout [KeyWrite]
+        _ part: StreamAppend, prepared: [[UInt8]], idKeys: ArraySlice<Key>, version: inout UInt64,
+        position: inout UInt64, to writes: inout [KeyWrite]
     ) {
         let (firstVersion, firstPosition) = (version + 1, position + 1)
         let events = part.events
@@ -244,8 +248,9 @@ public final class KeyValueEventStore: EventStoring {
         for index in events.indices {
             writes.append(.put(KeyLayout.appending(firstVersion + UInt64(index), to: streamIndexPrefix), positionValues[index]))
         }
-        for (index, event) in events.enumerated() {
-            writes.append(.put(KeyLayout.eventID(event.id), positionValues[index]))
+        // The event-id keys the batch read looked up, in event order.
+        for (index, key) in idKeys.enumerated() {
+            writes.append(.put(key, positionValues[index]))
         }
         // One category run for the part, one type run per stretch of events of one type (ConsumerKeys.swift).
         if !events.isEmpty {

@@ -358,7 +358,9 @@ final class GroupCommit: @unchecked Sendable {
 
     /// Writes `bytes` at `offset` (but their first `written`, which their committer wrote), extends the file if
     /// needed, and syncs in `.full` durability.
-    private func flush(_ bytes: [UInt8], at offset: UInt64, allocated: UInt64, written: Int) -> (EventStoreError?, UInt64) {
+    private func flush(_ bytes: [UInt8], at offset: UInt64, allocated: UInt64, written: Int)
+        -> (EventStoreError?, UInt64)
+    {
         var allocated = allocated
         do {
             if written == 0 {
