@@ -45,4 +45,37 @@ struct SplitTests {
         // The 1,000 random keys fill their leaves about 70 %: about 50 more leaves.
         #expect(followed.pages <= 115 + 55, "appends followed by other keys: \(followed.pages) pages")
     }
+
+    @Test("leaves filled by ordered appends are cached by the checkpoint without copying their bytes")
+    func appendedLeavesKeepTheirPageSize() async throws {
+        try await withStore { store, _ in
+            for first in stride(from: 0, to: 3_000, by: 10) {
+                let writes = (first..<(first + 10)).map { index -> KeyWrite in
+                    .put([0x04] + withUnsafeBytes(of: UInt64(index).bigEndian, Array.init), [UInt8](repeating: 7, count: 100))
+                }
+                _ = try await store.commit(KeyValueTransaction(writes: writes))
+            }
+            // The dirty tree the next checkpoint writes (the test holds no lock, but nothing else writes meanwhile).
+            var leaves: [Node] = []
+            var pending = [store.writer.state.root].compactMap { $0 }
+            while let reference = pending.popLast() {
+                guard case .node(let node) = reference else { continue }
+                if node.isLeaf { leaves.append(node) } else { pending.append(contentsOf: node.children.map { $0 }) }
+            }
+            let pageBody = store.pageSize - Page.headerSize
+            let full = leaves.filter { $0.body.count >= pageBody * 7 / 8 }
+            #expect(full.count >= 90, "\(leaves.count) leaves, \(full.count) nearly full")
+            // A full leaf whose array had doubled past its page (about 2x the bytes) would be copied by the checkpoint
+            // to keep the cache within its budget; an append that does not fit starts the next leaf instead.
+            let copied = full.filter { leaf in
+                leaf.body.withUnsafeBufferPointer { original in
+                    leaf.body.compacted().withUnsafeBufferPointer { $0.baseAddress != original.baseAddress }
+                }
+            }
+            #expect(copied.isEmpty, "\(copied.count) of \(full.count) full leaves have arrays of \(copied.first?.body.capacity ?? 0) bytes")
+            try await store.checkpoint()
+            #expect(try await store.verify().isClean)
+            #expect(try await allEntries(store).count == 3_000)
+        }
+    }
 }

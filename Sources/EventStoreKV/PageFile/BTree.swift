@@ -11,7 +11,9 @@
 // - Right-edge appends (the insert landed at the end of the node) split so the left node stays full and the new
 //   right node starts with just the new entry: monotonic keys fill pages instead of leaving them half empty. An
 //   append to the end of a run of keys that another run follows in the same leaf splits right after the new entry
-//   for the same reason (see `splitAtRunEnd`).
+//   for the same reason (see `splitAtRunEnd`). A leaf's body never grows past the room its copy reserved (a page
+//   plus one entry header): a right-edge append that does not fit goes straight into the new right leaf, so full
+//   leaves keep arrays the size of their page, which the checkpoint caches without copying.
 // - Deletes remove empty nodes and collapse a root with one child; underfull nodes are not merged (compact()
 //   rebuilds the tree densely).
 
@@ -319,6 +321,16 @@ struct TreeWriter {
             return (old, node.byteSize > capacity ? split(node, rightEdge: false) : nil)
         }
         let entry = make(nil)
+        if index == node.count, index > 0, node.byteSize + Node.leafSize(key: key, value: entry.value) > capacity {
+            // A right-edge append that does not fit starts the new right leaf, as `split(_:rightEdge: true)` would
+            // after inserting it, but the full left leaf's body never grows past the page its copy reserved room for
+            // (growing it would double its array, and the checkpoint would then copy it to cache it).
+            dirtied += 1
+            let right = Node(leafBody: [], offsets: [], pendingValues: [], owner: transaction, origin: 0)
+            right.body.reserveCapacity(capacity + LeafEntry.overhead)
+            right.insertEntry(key, entry, at: 0)
+            return (nil, (key, right))
+        }
         node.insertEntry(key, entry, at: index)
         guard node.byteSize > capacity else { return (nil, nil) }
         if index == node.count - 1 { return (nil, split(node, rightEdge: true)) }
@@ -344,7 +356,7 @@ struct TreeWriter {
         guard right < left, Int(node.offsets[at]) <= capacity, node.byteSize - Int(node.offsets[at]) <= capacity
         else { return nil }
         dirtied += 1
-        return (node.key(at: at), node.splitLeaf(at: at, owner: transaction))
+        return (node.key(at: at), node.splitLeaf(at: at, owner: transaction, reserve: capacity + LeafEntry.overhead))
     }
 
     /// Splits an overfull node in two; returns the separator and the new right node.
@@ -365,7 +377,7 @@ struct TreeWriter {
         }
         if node.isLeaf {
             let separator = node.key(at: at)
-            return (separator, node.splitLeaf(at: at, owner: transaction))
+            return (separator, node.splitLeaf(at: at, owner: transaction, reserve: capacity + LeafEntry.overhead))
         }
         let separator = node.keys[at]
         let right = Node(

@@ -317,11 +317,15 @@ final class Node: @unchecked Sendable {
         shiftOffsets(after: index - 1, by: -size)
     }
 
-    /// Moves leaf entries `index...` into a new leaf owned by `owner` and returns it.
-    func splitLeaf(at index: Int, owner: UInt64) -> Node {
+    /// Moves leaf entries `index...` into a new leaf owned by `owner` and returns it. The new leaf's body has room
+    /// for `reserve` bytes, so filling it does not reallocate (and a full leaf's body fits its page's size exactly).
+    func splitLeaf(at index: Int, owner: UInt64, reserve: Int) -> Node {
         let start = Int(offsets[index])
+        var rightBody: [UInt8] = []
+        rightBody.reserveCapacity(Swift.max(reserve, body.count - start))
+        rightBody.append(contentsOf: body[start...])
         let right = Node(
-            leafBody: Array(body[start...]), offsets: offsets[index...].map { $0 - Int32(start) },
+            leafBody: rightBody, offsets: offsets[index...].map { $0 - Int32(start) },
             pendingValues: pendingValues, owner: owner, origin: 0)
         body.removeLast(body.count - start)
         offsets.removeLast(offsets.count - index)
