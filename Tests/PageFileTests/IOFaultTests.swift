@@ -129,4 +129,36 @@ struct IOFaultTests {
         #expect(try await reopened.verify().isClean)
         try await reopened.close()
     }
+
+    @Test(
+        "a failed page write in a checkpoint that two threads write fails the store; reopening recovers every commit",
+        arguments: [1, 140])
+    func parallelCheckpointWriteFailure(failingWrite: Int) async throws {
+        let directory = TemporaryDirectory("checkpoint-eio-parallel")
+        defer { directory.remove() }
+        let faults = IOFaultPlan([IOFault(operation: .write, onCall: failingWrite, kind: .fail(EIO), pathSuffix: "/data")])
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults))
+        // 60 commits of 10 keys with 800-byte values: 4 entries to a 4 KiB leaf, so about 150 leaves, over the
+        // nodes from which the checkpoint's page writes are split between two threads (checked below).
+        for commit in 0..<60 {
+            let writes = (0..<10).map { index -> KeyWrite in
+                .put(withUnsafeBytes(of: UInt32(commit * 10 + index).bigEndian, Array.init), [UInt8](repeating: UInt8(index), count: 800))
+            }
+            _ = try await store.commit(KeyValueTransaction(writes: writes))
+        }
+        await #expect { try await store.checkpoint() } throws: { isIOFailure($0, EIO) }
+        await #expect { _ = try await store.commit(KeyValueTransaction(writes: [.put([99], [1])])) } throws: {
+            isStoreFailed($0)
+        }
+        try await store.close()
+
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        #expect(reopened.recovery.replayedTransactions == 60)
+        #expect(try await allEntries(reopened).count == 600)
+        try await reopened.checkpoint()
+        let report = try await reopened.verify()
+        #expect(report.isClean, "\(report.problems)")
+        #expect(report.treePages >= PageFileKeyValueStore.parallelCheckpointMinimum, "\(report.treePages) pages")
+        try await reopened.close()
+    }
 }

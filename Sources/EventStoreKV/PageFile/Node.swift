@@ -334,6 +334,8 @@ final class Node: @unchecked Sendable {
 
     /// A copy of this leaf's body with every pending value replaced by the overflow run `store` wrote it to.
     func cleanBody(storing store: ([UInt8]) throws -> UInt64) rethrows -> [UInt8] {
+        // Entries refer to pending values by index, so a leaf without any has no pending entry to scan for.
+        if pendingValues.isEmpty { return body }
         var clean = body
         for start in offsets {
             let header = body.withUnsafeBytes { LeafLayout.header($0, at: Int(start)) }
