@@ -161,6 +161,7 @@ func appendSingle(_ store: KeyValueEventStore, _ options: Options) async throws 
             if index % 2_000 == 1_999 { progress("append-single: \(index + 1)/\(count)") }
         }
     }
+    printEngineMetrics(store, "after append-single")
     return Measurement(workload: "append-single", events: count, seconds: seconds, peakRSSMegabytes: peakRSSMegabytes())
 }
 
@@ -177,6 +178,7 @@ func appendBatch(_ store: KeyValueEventStore, _ options: Options) async throws -
             if index % 200 == 199 { progress("append-batch: \(index + 1)/\(appends)") }
         }
     }
+    printEngineMetrics(store, "after append-batch")
     return Measurement(
         workload: "append-batch", events: appends * 100, seconds: seconds, peakRSSMegabytes: peakRSSMegabytes())
 }
@@ -247,7 +249,7 @@ func printEngineMetrics(_ store: KeyValueEventStore, _ label: String) {
     let metrics = engine.metrics()
     progress(
         "\(label): commits \(metrics.commits), fsyncs \(metrics.fsyncs), checkpoints \(metrics.checkpoints), "
-            + "cache hits \(metrics.cacheHits), misses \(metrics.cacheMisses)")
+            + "checkpoint time \(metrics.checkpointDuration), cache hits \(metrics.cacheHits), misses \(metrics.cacheMisses)")
 }
 
 /// Times one full read of the global log, touching every payload as readStream does.
