@@ -117,9 +117,11 @@ enum WriteAheadLog {
             writer.raw(key)
         }
 
-        /// The framed record: its length and its checksum (seeded with `salt`) filled in.
-        func finish(salt: UInt64) -> [UInt8] {
+        /// The framed record: its length and its checksum (seeded with `salt`) filled in. Takes the bytes out of
+        /// the writer (patching a copy still shared with it would copy the whole record), leaving it empty.
+        mutating func finish(salt: UInt64) -> [UInt8] {
             var bytes = writer.bytes
+            writer.bytes = []
             bytes.storeLE(UInt32(bytes.count - frameSize), at: 0)
             var checksum = CRC32C.checksum(bytes, 0..<4, seed: seed(salt))
             checksum = CRC32C.checksum(bytes, 8..<bytes.count, seed: checksum)
