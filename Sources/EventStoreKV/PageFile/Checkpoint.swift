@@ -194,7 +194,9 @@ extension Array {
 
 extension PageFileKeyValueStore {
     /// Dirty nodes from which a checkpoint splits its page writes between two threads; below it, one writes them.
-    static let parallelCheckpointMinimum = 128
+    /// Starting the thread costs about as much as encoding a few pages. (The crash tests' checkpoints, 80-95 nodes,
+    /// take the two-thread path.)
+    static let parallelCheckpointMinimum = 64
 
     /// Runs a checkpoint. Blocking; the caller holds the writer lock and runs off the cooperative pool.
     func checkpointLocked() throws {
