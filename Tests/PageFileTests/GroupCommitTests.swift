@@ -97,12 +97,35 @@ struct GroupCommitTests {
 
     @Test("under concurrent writers, readers only ever see whole transactions, and the last one wins")
     func concurrentWritersAndReaders() async throws {
-        try await withStore { store, _ in
+        let gate = IOGate(pathSuffix: "/wal")
+        try await withStore(options: smallOptions(faults: IOFaultPlan([], syncGate: gate))) { store, _ in
             try await Self.preload(store)
             try await store.checkpoint()
             let writers = 8
             let rounds = 60
+            // One commit shaped like the writers' (they overwrite it) gives the size of their WAL records.
+            let before = store.pipeline.walBytes
+            _ = try await store.commit(KeyValueTransaction(writes: Self.shared.map { .put($0, [255, 255]) }))
+            let recordSize = store.pipeline.walBytes - before
+            // However the writers are scheduled (on a loaded machine each commit can otherwise find the flusher
+            // idle), a commit's sync is held until at least two writer commits queued behind it, so they share a
+            // group and change its nodes in place while the reader reads.
+            gate.hold()
+            let blocker = Task {
+                try await store.commit(KeyValueTransaction(writes: Self.shared.map { .put($0, [255, 254]) }))
+            }
+            await gate.arrival()
+            // The held record is taken off the queue: from here walBytes counts what queues behind it.
+            let held = store.pipeline.walBytes
             let reads = try await withThrowingTaskGroup(of: Int.self) { group in
+                group.addTask {
+                    let deadline = ContinuousClock.now + .seconds(30)
+                    while store.pipeline.walBytes < held + 2 * recordSize, ContinuousClock.now < deadline {
+                        try await Task.sleep(for: .milliseconds(1))
+                    }
+                    gate.release()
+                    return 0
+                }
                 for writer in 0..<writers {
                     group.addTask {
                         for round in 0..<rounds {
@@ -127,6 +150,7 @@ struct GroupCommitTests {
                 return try await group.reduce(0, +)
             }
             #expect(reads == 2_000)
+            _ = try await blocker.value
             // The shared keys end with some writer's last transaction.
             let last = Set((0..<writers).map { [UInt8($0), UInt8(($0 * rounds + rounds - 1) % 251)] })
             let final = try await store.get(Self.shared).map { $0?.value }
