@@ -7,7 +7,7 @@
 //   it runs out the id moves on to the next millisecond (RFC 9562 section 6.2, method 1). So appends with default
 //   ids add to the end of the event-id index instead of to random pages across it: on the page file, append-batch
 //   runs about 1.5 times as fast as with random ids, and checkpoints write fewer pages.
-// - The random bits of every id are bytes no other id used: they come from a pool guarded by one Mutex (with the
+// - The random bits of every id are bytes no other id used: they come from a pool guarded by one lock (with the
 //   time and sequence of the last id), filled from the kernel (/dev/urandom, kept open) 4 KiB at a time, so a batch
 //   of 100 events costs one read(2) per 256 ids instead of two getrandom(2) calls per id. Where the file cannot be
 //   read, each id falls back to SystemRandomNumberGenerator (getrandom).
@@ -18,7 +18,6 @@
 //   random bits (62, plus the random start of the sequence), as version 4 ids do through theirs.
 
 import Foundation
-import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -102,7 +101,7 @@ struct IDSource {
     }
 }
 
-private let idSource = Mutex(IDSource())
+private let idSource = Locked(IDSource())
 
 extension UUID {
     /// A time-ordered version 7 UUID (RFC 9562): later ids from this process sort after earlier ones, and its 62

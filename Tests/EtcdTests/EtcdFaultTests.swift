@@ -11,15 +11,14 @@
 import EventStore
 @testable import EventStoreKV
 import Foundation
-import Synchronization
 import Testing
 
 /// What the writers saw, shared between their tasks.
 final class Tally: Sendable {
-    let acknowledged = Mutex<[UUID: UInt64]>([:])
+    let acknowledged = Locked<[UUID: UInt64]>([:])
     /// Appends both sent and acknowledged after the member had failed: only the other members could take them.
-    let afterStop = Mutex(0)
-    let stopped = Mutex(false)
+    let afterStop = Locked(0)
+    let stopped = Locked(false)
 }
 
 /// How the member fails.

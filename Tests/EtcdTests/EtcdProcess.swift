@@ -2,15 +2,15 @@
 //
 // Invariants: nothing here blocks a cooperative thread; reads and waits for the end run on threads of their own.
 
+import EventStore
 import Foundation
 import ProcessSupport
-import Synchronization
 
 /// One running EtcdNode process.
 final class EtcdNodeProcess: Sendable {
     private let process: Process
     private let output: FileHandle
-    private let pending = Mutex(Data())
+    private let pending = Locked(Data())
 
     init(_ arguments: [String]) throws {
         let executable = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()

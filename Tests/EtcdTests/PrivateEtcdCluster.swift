@@ -11,7 +11,6 @@
 import EventStore
 import Foundation
 import ProcessSupport
-import Synchronization
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -21,7 +20,7 @@ struct PrivateEtcdCluster: Sendable {
     let basePort: Int
 
     /// Base ports handed out in this process: a cluster just started may not listen yet when the next one looks.
-    private static let reserved = Mutex<Set<Int>>([])
+    private static let reserved = Locked<Set<Int>>([])
 
     /// The members' client URLs, as ETCD_ENDPOINTS lists them.
     var endpoints: String {

@@ -8,9 +8,9 @@ import Glibc
 import Synchronization
 import Testing
 
-/// Collects observer events (guarded by its Mutex).
+/// Collects observer events (guarded by its lock).
 private final class EventLog: Sendable {
-    let events = Mutex<[PageFileEvent]>([])
+    let events = Locked<[PageFileEvent]>([])
     func record(_ event: PageFileEvent) { events.withLock { $0.append(event) } }
     var checkpoints: Int { events.withLock { $0.filter { if case .checkpointed = $0 { true } else { false } }.count } }
     var recoveries: [RecoveryReport] {

@@ -4,7 +4,6 @@ import EventStore
 import EventStoreKV
 import Foundation
 import Sagas
-import Synchronization
 import Testing
 
 @Suite struct SagaBehaviourTests {
@@ -39,7 +38,7 @@ import Testing
     }
 
     @Test func laterStepsAndCompensationsSeeEarlierOutputs() async throws {
-        let seen = Mutex<[String]>([])
+        let seen = Locked<[String]>([])
         var saga = SagaDefinition<Transfer>("outputs")
         let debit = saga.step("debit", options: StepOptions(retry: .never)) { step in
             Receipt(reference: "debit-\(step.input.from)")
@@ -58,8 +57,8 @@ import Testing
     }
 
     @Test func readingTheOutputOfAStepThatHasNotCompletedIsATypedError() async throws {
-        let laterHandle = Mutex<StepHandle<Receipt>?>(nil)
-        let result = Mutex<String?>(nil)
+        let laterHandle = Locked<StepHandle<Receipt>?>(nil)
+        let result = Locked<String?>(nil)
         var saga = SagaDefinition<Transfer>("early-read")
         saga.step("first", options: StepOptions(retry: .never)) { step -> NoOutput in
             guard let later = laterHandle.withLock({ $0 }) else { throw TestFailure(message: "no handle") }
@@ -91,7 +90,7 @@ import Testing
     }
 
     @Test func hooksFireWhenStepsStartFinishAndFail() async throws {
-        let log = Mutex<[String]>([])
+        let log = Locked<[String]>([])
         let hooks = SagaHooks(
             stepStarted: { event in log.withLock { $0.append("start \(event.phase.rawValue) \(event.step)") } },
             stepFinished: { event in log.withLock { $0.append("finish \(event.phase.rawValue) \(event.step)") } },

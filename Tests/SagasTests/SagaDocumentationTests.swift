@@ -4,12 +4,11 @@ import EventStore
 import EventStoreKV
 import Foundation
 import Sagas
-import Synchronization
 import Testing
 
 /// The bank the documentation's example talks to.
 final class ExampleBank: Sendable {
-    private let log = Mutex<[String]>([])
+    private let log = Locked<[String]>([])
     var entries: [String] { log.withLock { $0 } }
 
     func debit(_ account: String, _ amount: Int, key: String) async throws -> String {

@@ -6,7 +6,6 @@ import EventStore
 import EventStoreKV
 import Foundation
 import Sagas
-import Synchronization
 import Testing
 
 @Suite struct SagaRecoveryTests {
@@ -157,9 +156,9 @@ import Testing
 
     @Test func twoRunnersNeverExecuteTheSameSagaStepAtOnce() async throws {
         let store = makeStore()
-        let executions = Mutex<[String: Int]>([:])
-        let inFlight = Mutex<[String: Int]>([:])
-        let overlaps = Mutex(0)
+        let executions = Locked<[String: Int]>([:])
+        let inFlight = Locked<[String: Int]>([:])
+        let overlaps = Locked(0)
         var saga = SagaDefinition<Transfer>("counted")
         for name in ["a", "b", "c"] {
             saga.step(name) { step -> NoOutput in
@@ -233,7 +232,7 @@ import Testing
     func recoveryResumesSeveralSagasAtOnce() async throws {
         // Each saga's step waits until the other's has started: sequential recovery could never finish this.
         let store = makeStore()
-        let arrivals = Mutex<[CheckedContinuation<Void, Never>]>([])
+        let arrivals = Locked<[CheckedContinuation<Void, Never>]>([])
         var saga = SagaDefinition<Transfer>("rendezvous")
         saga.step("meet") { _ -> NoOutput in
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

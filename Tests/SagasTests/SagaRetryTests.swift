@@ -4,7 +4,6 @@ import EventStore
 import EventStoreKV
 import Foundation
 import Sagas
-import Synchronization
 import Testing
 
 @Suite struct SagaRetryTests {
@@ -65,7 +64,7 @@ import Testing
 
     @Test func anAttemptThatOutlivesItsTimeoutIsCancelledAndFails() async throws {
         let clock = ManualSagaClock()
-        let cancelled = Mutex(false)
+        let cancelled = Locked(false)
         var saga = SagaDefinition<Transfer>("slow")
         let bank = Bank()
         saga.step("reserve", options: StepOptions(retry: .never)) { step in
@@ -106,7 +105,7 @@ import Testing
 
     @Test func timedOutCompensationsAreRetriedToo() async throws {
         let clock = ManualSagaClock()
-        let attempts = Mutex(0)
+        let attempts = Locked(0)
         var saga = SagaDefinition<Transfer>("slow-undo")
         let options = StepOptions(
             retry: .never, compensationRetry: RetryPolicy(maximumAttempts: 2, initialBackoff: .seconds(1), jitter: 0),

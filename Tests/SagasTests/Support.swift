@@ -9,7 +9,6 @@ import EventStore
 import EventStoreKV
 import Foundation
 import Sagas
-import Synchronization
 import Testing
 
 struct Transfer: Codable, Sendable, Hashable {
@@ -39,7 +38,7 @@ final class Bank: Sendable {
         var inFlight = 0
         var maximumInFlight = 0
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     var calls: [Call] { state.withLock { $0.calls } }
     var names: [String] { calls.map(\.name) }

@@ -12,7 +12,7 @@
 //   page file in full durability; replicated to a quorum for etcd). Reads (`get`, `scan`) observe only such commits.
 // - A key written with a TTL reads as absent once the TTL has passed, everywhere: gets, scans and conditions.
 
-import Synchronization
+import EventStore
 
 /// A key in a ``KeyValueStore``: bytes, ordered lexicographically by unsigned byte value.
 public typealias Key = [UInt8]
@@ -334,7 +334,7 @@ final class RecordingReadContext: KeyValueReadContext {
         var order: [Key] = []
     }
 
-    private let reads = Mutex(Reads())
+    private let reads = Locked(Reads())
     private let store: any KeyValueStore
 
     init(store: any KeyValueStore) { self.store = store }

@@ -8,10 +8,10 @@
 //   stopped, restarted or timed out the connection) is closed here and never used.
 // - At most `maximumIdlePerMember` connections per member stay idle; extra ones are closed. After `close()` nothing
 //   is kept: connections checked in later are closed at once.
-// - All state is in one Mutex; descriptors are closed outside it.
+// - All state is in one `Locked`; descriptors are closed outside it.
 
+import EventStore
 import Foundation
-import Synchronization
 
 final class EtcdConnectionPool: Sendable {
     private struct State {
@@ -20,7 +20,7 @@ final class EtcdConnectionPool: Sendable {
         var opened = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     let maximumIdlePerMember: Int
 
     init(maximumIdlePerMember: Int = 16) {

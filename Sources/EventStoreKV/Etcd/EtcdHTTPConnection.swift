@@ -9,7 +9,7 @@
 // - Every blocking call waits in poll() with the remaining time of the request's deadline; `abort()` (cancellation)
 //   shuts the socket down, which wakes any poll at once. Writes use MSG_NOSIGNAL, so a closed peer never raises
 //   SIGPIPE.
-// - The descriptor is guarded by a Mutex and closed exactly once.
+// - The descriptor is guarded by a lock (`Locked`) and closed exactly once.
 // - Bodies are read by Content-Length, by chunked transfer encoding, or to end of stream (a watch's request says
 //   `Connection: close`).
 // - A pooled connection whose request could not be written at all (the server had closed it while idle) is replaced
@@ -20,17 +20,17 @@
 // - Blocking calls run on a Dispatch serial queue of their own (Dispatch's overcommit threads, reused between
 //   requests), never on the cooperative pool.
 
+import EventStore
 import Foundation
-import Synchronization
 #if canImport(Glibc)
     import Glibc
 #endif
 
 final class EtcdHTTPConnection: Sendable {
-    private let descriptor: Mutex<Int32>
+    private let descriptor: Locked<Int32>
 
     /// Wraps a connected, non-blocking socket; the connection owns it from now on.
-    init(descriptor fd: Int32) { descriptor = Mutex(fd) }
+    init(descriptor fd: Int32) { descriptor = Locked(fd) }
 
     /// Connects to `host:port` before `deadline`.
     static func open(host: String, port: Int, deadline: ContinuousClock.Instant) throws -> EtcdHTTPConnection {
@@ -378,7 +378,7 @@ enum EtcdHTTP {
 
 /// The connection a request is using, so that cancelling the request's task can wake its blocking calls.
 final class EtcdCancellableRequest: Sendable {
-    private let state = Mutex<(connection: EtcdHTTPConnection?, cancelled: Bool)>((nil, false))
+    private let state = Locked<(connection: EtcdHTTPConnection?, cancelled: Bool)>((nil, false))
 
     /// Makes `connection` the one cancellation aborts (at once, if the request was cancelled already).
     func attach(_ connection: EtcdHTTPConnection) {

@@ -10,8 +10,8 @@
 // - Reads are linearizable (etcd's default): they observe every commit acknowledged before they started.
 // - A batch get from several round trips pins every chunk to the revision of the first, so it reads one state.
 
+import EventStore
 import Foundation
-import Synchronization
 
 /// A ``KeyValueStore`` on an etcd cluster (v3 API, 3.4 or later), reached over HTTP/JSON with failover between
 /// members. Transactions are replicated to a quorum before they are acknowledged; TTL keys are etcd leases and
@@ -31,7 +31,7 @@ public final class EtcdKeyValueStore: KeyValueStore {
         var observedRevision: UInt64 = 0
     }
 
-    let state = Mutex(State())
+    let state = Locked(State())
     let writerLock = EtcdWriterLock()
 
     /// Connects lazily to the cluster described by `configuration`; the first call reaches it.

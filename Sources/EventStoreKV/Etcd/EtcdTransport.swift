@@ -11,8 +11,8 @@
 //   `EtcdCallError.outcomeUnknown` and must resolve the outcome by reading, never by repeating blindly.
 // - Every retry loop is bounded by the configuration's retry budget and honours Task cancellation.
 
+import EventStore
 import Foundation
-import Synchronization
 
 /// How one call to the gateway failed.
 enum EtcdCallError: Error {
@@ -41,9 +41,9 @@ final class EtcdTransport: Sendable {
     let endpoints: [URL]
     let requestTimeout: Duration
     /// The member to use now, and how many times requests have moved to another member.
-    private let preferred = Mutex((index: 0, failovers: 0))
+    private let preferred = Locked((index: 0, failovers: 0))
     /// Requests in flight, and whether the owner has closed (closed refuses new requests).
-    private let lifecycle = Mutex((inFlight: 0, closed: false))
+    private let lifecycle = Locked((inFlight: 0, closed: false))
     private let retryBudget: Duration
     private let encoder = JSONEncoder()
     /// Connections kept open between requests, per member.

@@ -9,11 +9,11 @@
 // - The namespace's revision marker is never delivered.
 // - Compacted history ends the stream with historyUnavailable; a full buffer ends it with watcherOverflow; members
 //   unreachable for longer than the retry budget end it with unavailable. Once finished, nothing more is yielded.
-// - All mutable state is in `state`, a Mutex. Each connection is read by its own thread; `generation` tells a thread
+// - All mutable state is in `state`, a `Locked`. Each connection is read by its own thread; `generation` tells a thread
 //   whose connection was replaced or aborted to deliver nothing more.
 
+import EventStore
 import Foundation
-import Synchronization
 
 final class EtcdWatch: Sendable {
     private struct State {
@@ -26,7 +26,7 @@ final class EtcdWatch: Sendable {
         var failingSince: ContinuousClock.Instant?
     }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
     private let continuation: AsyncThrowingStream<KeyValueChange, any Error>.Continuation
     private let transport: EtcdTransport
     private let key: [UInt8]
@@ -40,7 +40,7 @@ final class EtcdWatch: Sendable {
         configuration: EtcdConfiguration, continuation: AsyncThrowingStream<KeyValueChange, any Error>.Continuation,
         onFinish: @escaping @Sendable () -> Void
     ) {
-        self.state = Mutex(State(lastRevision: revision))
+        self.state = Locked(State(lastRevision: revision))
         self.key = key
         self.rangeEnd = rangeEnd
         self.namespaceLength = namespaceLength

@@ -5,9 +5,9 @@
 // other processes as a source of conflicts, which the optimistic conditions still catch.
 //
 // Invariants: at most one holder; waiters are resumed in arrival order; a waiter cancelled before its turn is
-// removed and throws CancellationError, and a turn handed to a waiter is never lost. All state is in one Mutex.
+// removed and throws CancellationError, and a turn handed to a waiter is never lost. All state is in one `Locked`.
 
-import Synchronization
+import EventStore
 
 final class EtcdWriterLock: Sendable {
     private struct State {
@@ -16,7 +16,7 @@ final class EtcdWriterLock: Sendable {
         var nextID: UInt64 = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// Runs `body` while holding the lock.
     func withLock<T: Sendable>(_ body: () async throws -> T) async throws -> T {

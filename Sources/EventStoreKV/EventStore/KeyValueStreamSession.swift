@@ -4,7 +4,6 @@
 
 import EventStore
 import Foundation
-import Synchronization
 
 /// A ``StreamSession`` of a ``KeyValueEventStore``.
 public final class KeyValueStreamSession: StreamSession {
@@ -20,7 +19,7 @@ public final class KeyValueStreamSession: StreamSession {
         var leaseExpiresAt: Date
         var closed = false
     }
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     private init(store: KeyValueEventStore, stream: StreamName, id: UUID, timeout: Duration, expiresAt: Date) {
         self.store = store
@@ -28,7 +27,7 @@ public final class KeyValueStreamSession: StreamSession {
         self.id = id
         self.holder = "\(store.holderName), session \(id)"
         self.sessionTimeout = timeout
-        self.state = Mutex(State(leaseExpiresAt: expiresAt))
+        self.state = Locked(State(leaseExpiresAt: expiresAt))
     }
 
     private enum Attempt: Sendable {

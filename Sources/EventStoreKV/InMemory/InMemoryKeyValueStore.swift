@@ -3,7 +3,7 @@
 // Invariants:
 // - `State.entries` is ordered by key (unsigned lexicographic) with no duplicates (see SortedEntries): a lookup is
 //   O(log n), a scan of k keys O(log n + k), an insert anywhere moves at most one chunk.
-// - Everything is guarded by one Mutex; a transaction checks its conditions and applies its writes inside one
+// - Everything is guarded by one lock (`Locked`); a transaction checks its conditions and applies its writes inside one
 //   critical section, so it is atomic and isolated. Watch streams are never finished inside that critical section
 //   (finishing runs their onTermination, which takes the lock again).
 // - `State.changes` (a ChangeFeed) holds the changes of the most recent revisions, so a watcher can start from a
@@ -14,8 +14,8 @@
 // - Every operation yields its thread first. Nothing here blocks, so without a suspension point a caller's loop of
 //   operations would never let other tasks run on the few cooperative threads (two on a 2-core machine).
 
+import EventStore
 import Foundation
-import Synchronization
 
 /// An ordered, thread-safe key-value store held in memory. Nothing survives the process.
 public final class InMemoryKeyValueStore: KeyValueStore {
@@ -52,7 +52,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         }
     }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
     private let watchBufferLimit: Int
 
     /// Creates an empty store.
@@ -60,7 +60,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     ///   - historyLimit: how many recent changes are kept for watchers that start in the past.
     ///   - watchBufferLimit: how many undelivered changes a watcher may hold before it is dropped.
     public init(historyLimit: Int = 100_000, watchBufferLimit: Int = 100_000) {
-        self.state = Mutex(State(changes: ChangeFeed(historyLimit: historyLimit)))
+        self.state = Locked(State(changes: ChangeFeed(historyLimit: historyLimit)))
         self.watchBufferLimit = watchBufferLimit
     }
 

@@ -9,15 +9,14 @@
 
 import EventStore
 import Glibc
-import Synchronization
 
 /// The exclusive lock on a store directory.
 final class DirectoryLock: Sendable {
-    private let descriptor: Mutex<Int32?>
+    private let descriptor: Locked<Int32?>
     let path: String
 
     private init(descriptor: Int32, path: String) {
-        self.descriptor = Mutex(descriptor)
+        self.descriptor = Locked(descriptor)
         self.path = path
     }
 

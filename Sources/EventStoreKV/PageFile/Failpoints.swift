@@ -5,8 +5,8 @@
 // - EVENTSTORE_FAILPOINT is `name` or `name:N`: the process SIGKILLs itself on the Nth hit of `name` (default 1),
 //   exactly as a power cut or `kill -9` would stop it: no cleanup, no flush.
 
+import EventStore
 import Glibc
-import Synchronization
 
 /// Named crash points for the crash tests.
 enum Failpoint {
@@ -28,7 +28,7 @@ enum Failpoint {
         return (String(parts[0]), parts.count > 1 ? Int(parts[1]) ?? 1 : 1)
     }()
 
-    private static let hits = Mutex(0)
+    private static let hits = Locked(0)
 
     /// Kills the process if `name` is the configured failpoint and this is its Nth hit.
     static func hit(_ name: String) {

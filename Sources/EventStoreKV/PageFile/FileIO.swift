@@ -41,12 +41,12 @@ final class IOFaultPlan: Sendable {
         var counts: [Int]
     }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
     /// Holds syncs while a test asks it to (see IOGate).
     let syncGate: IOGate?
 
     init(_ faults: [IOFault], syncGate: IOGate? = nil) {
-        state = Mutex(State(faults: faults, counts: Array(repeating: 0, count: faults.count)))
+        state = Locked(State(faults: faults, counts: Array(repeating: 0, count: faults.count)))
         self.syncGate = syncGate
     }
 

@@ -84,7 +84,7 @@ enum ChildRef: Sendable {
 final class Node: @unchecked Sendable {
     // @unchecked: mutable fields are written only by the single writer, under PageFileKeyValueStore's writer lock,
     // while `owner` is the transaction being built; the node is unreachable from any published snapshot until that
-    // transaction is published (through the published-state Mutex), and is never mutated afterwards.
+    // transaction is published (through the published-state lock), and is never mutated afterwards.
     let isLeaf: Bool
     let origin: UInt64
     // The mutable fields below. Swift checks every access to a class's stored property at run time for an

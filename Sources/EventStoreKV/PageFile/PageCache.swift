@@ -8,9 +8,9 @@
 //   at once, so they never push live pages out.
 // - A cached node is immutable. An entry for page n is replaced when a checkpoint writes page n again, and dropped
 //   when page n is allocated for something else, so a lookup never returns another page's old contents.
-// - All state is guarded by one Mutex; no I/O happens while it is held.
+// - All state is guarded by one lock (`Locked`); no I/O happens while it is held.
 
-import Synchronization
+import EventStore
 
 /// A bounded cache of decoded pages, keyed by page number.
 final class PageCache: Sendable {
@@ -30,7 +30,7 @@ final class PageCache: Sendable {
         var misses: UInt64 = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     let capacity: Int
 
     init(capacity: Int) { self.capacity = max(16, capacity) }

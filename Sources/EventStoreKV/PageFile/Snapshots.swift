@@ -8,9 +8,9 @@
 //   pages freed at epoch e until no reader from before e remains. A reader never waits for I/O or fsync here.
 // - `changes` (a ChangeFeed) holds the most recent changes; watchers get them, then live changes as groups are
 //   published.
-// - All of it is guarded by one Mutex; no I/O happens while it is held.
+// - All of it is guarded by one lock (`Locked`); no I/O happens while it is held.
 
-import Synchronization
+import EventStore
 
 /// The published, durable state and everything that hangs off it.
 final class PublishedState: Sendable {
@@ -26,10 +26,10 @@ final class PublishedState: Sendable {
         var closed = false
     }
 
-    let state: Mutex<State>
+    let state: Locked<State>
 
     init(root: ChildRef?, reader: PageReader, revision: UInt64, keyCount: UInt64, epoch: UInt64, historyLimit: Int) {
-        state = Mutex(
+        state = Locked(
             State(
                 root: root, reader: reader, revision: revision, keyCount: keyCount, epoch: epoch,
                 changes: ChangeFeed(floor: revision, historyLimit: historyLimit)))

@@ -5,8 +5,8 @@
 //   arrival order and none starves.
 // - Waiting suspends the task (no thread is blocked), so a long `update` body never ties up the cooperative pool.
 
+import EventStore
 import Foundation
-import Synchronization
 
 /// An async, FIFO mutual-exclusion lock.
 final class WriterLock: Sendable {
@@ -15,7 +15,7 @@ final class WriterLock: Sendable {
         var waiters: [CheckedContinuation<Void, Never>] = []
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// Suspends until the lock is held by the caller. A free lock is taken without suspending: a continuation
     /// resumed at once still costs the task a trip through the executor on every uncontended commit.

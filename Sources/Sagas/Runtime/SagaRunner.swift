@@ -11,7 +11,6 @@
 
 import EventStore
 import Foundation
-import Synchronization
 
 /// Runs sagas durably on an event store: each saga is a stream of its progress, resumable after a crash.
 public final class SagaRunner: Sendable {
@@ -23,7 +22,7 @@ public final class SagaRunner: Sendable {
     public let configuration: SagaRunnerConfiguration
     /// Callbacks for step events.
     public let hooks: SagaHooks
-    private let definitions = Mutex<[String: ErasedSaga]>([:])
+    private let definitions = Locked<[String: ErasedSaga]>([:])
 
     /// Creates a runner.
     public init(

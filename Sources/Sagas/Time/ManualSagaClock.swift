@@ -7,8 +7,8 @@
 // - A `waitForSleepers` waiter is resumed exactly once: as soon as at least its count of sleepers are waiting, or
 //   when its task is cancelled.
 
+import EventStore
 import Foundation
-import Synchronization
 
 /// A controllable ``SagaClock`` for tests: time stands still until ``advance(by:)`` moves it.
 public final class ManualSagaClock: SagaClock {
@@ -30,11 +30,11 @@ public final class ManualSagaClock: SagaClock {
         var waiters: [Waiter] = []
         var requestedSleeps: [Duration] = []
     }
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     /// Creates a clock reading `start`.
     public init(start: Date = Date(timeIntervalSince1970: 1_700_000_000)) {
-        state = Mutex(State(now: start))
+        state = Locked(State(now: start))
     }
 
     public func now() -> Date { state.withLock { $0.now } }
