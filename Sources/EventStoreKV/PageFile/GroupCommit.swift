@@ -69,8 +69,9 @@ struct DurableNotice: Sendable {
 final class GroupCommit: @unchecked Sendable {
     // @unchecked: every var below is guarded by `condition`.
     private let condition = NSCondition()
+    /// Queued record bytes the flusher still has to write, after the `prewritten` ones.
     private var buffer: [UInt8] = []
-    /// Bytes at the start of `buffer` that their committer already wrote to the WAL (see `enqueue`).
+    /// Bytes of the queue, at `walOffset`, that their committer already wrote to the WAL (see `enqueue`).
     private var prewritten = 0
     private var pending: [PendingCommit] = []
     private var waiters: [(lsn: UInt64, continuation: CheckedContinuation<DurableNotice?, any Error>)] = []
@@ -113,7 +114,7 @@ final class GroupCommit: @unchecked Sendable {
     var failed: EventStoreError? { locked { failure } }
 
     /// Bytes in the WAL file plus bytes queued for it.
-    var walBytes: UInt64 { locked { walOffset + UInt64(buffer.count) } }
+    var walBytes: UInt64 { locked { walOffset + UInt64(prewritten + buffer.count) } }
 
     /// Starts applying a transaction (the caller holds the writer lock): until `enqueue` or `endApply`, the flusher
     /// does not take the queue. Returns the open group: a transaction applied under the same value as the previous
@@ -146,7 +147,7 @@ final class GroupCommit: @unchecked Sendable {
         // A lone commit with the flusher idle: write it and start its write-out here, then wake the flusher, which
         // only has to sync it. (Waking the flusher first and starting the write-out meanwhile measured slower: the
         // woken flusher tends to take the committer's core.)
-        if durability == .full, !ioBusy, buffer.isEmpty, offset + UInt64(record.count) <= allocatedEnd {
+        if durability == .full, !ioBusy, pending.isEmpty, offset + UInt64(record.count) <= allocatedEnd {
             ioBusy = true
             condition.unlock()
             let error = writeAlone(record, at: offset)
@@ -157,8 +158,9 @@ final class GroupCommit: @unchecked Sendable {
             }
             ioBusy = false
             prewritten = record.count
+        } else {
+            buffer.append(contentsOf: record)
         }
-        buffer.append(contentsOf: record)
         pending.append(commit)
     }
 
@@ -197,7 +199,7 @@ final class GroupCommit: @unchecked Sendable {
     /// `releaseWAL` is called. Blocks: call it off the cooperative pool.
     func reserveWAL() throws {
         try locked {
-            while ioBusy || !buffer.isEmpty, failure == nil { condition.wait() }
+            while ioBusy || !pending.isEmpty, failure == nil { condition.wait() }
             if let failure { throw EventStoreError.storeFailed(reason: failure.description) }
             ioBusy = true
         }
@@ -284,7 +286,7 @@ final class GroupCommit: @unchecked Sendable {
     private func nextWork() -> Work {
         while true {
             if !ioBusy {
-                if failure == nil, !buffer.isEmpty, !applying { return .flush }
+                if failure == nil, !pending.isEmpty, !applying { return .flush }
                 if failure == nil, let since = unsyncedSince, let interval = syncInterval,
                     stopping || since.addingTimeInterval(interval) <= Date()
                 {
@@ -321,8 +323,8 @@ final class GroupCommit: @unchecked Sendable {
             failIO(error, group: group)
             return
         }
-        metrics.recordGroup(transactions: group.count, bytes: bytes.count)
-        walOffset = offset + UInt64(bytes.count)
+        metrics.recordGroup(transactions: group.count, bytes: written + bytes.count)
+        walOffset = offset + UInt64(written + bytes.count)
         if syncInterval != nil, unsyncedSince == nil { unsyncedSince = Date() }
         condition.unlock()
         let replaced = publish(group)
@@ -356,19 +358,16 @@ final class GroupCommit: @unchecked Sendable {
     /// Bytes the WAL is extended by at a time.
     static let preallocationStep: UInt64 = 1 << 20
 
-    /// Writes `bytes` at `offset` (but their first `written`, which their committer wrote), extends the file if
-    /// needed, and syncs in `.full` durability.
+    /// Writes `bytes` after the `written` bytes at `offset` that their committer wrote, extends the file if needed,
+    /// and syncs in `.full` durability.
     private func flush(_ bytes: [UInt8], at offset: UInt64, allocated: UInt64, written: Int)
         -> (EventStoreError?, UInt64)
     {
         var allocated = allocated
         do {
-            if written == 0 {
-                try wal.write(bytes, at: offset)
-            } else if written < bytes.count {
-                try wal.write(Array(bytes[written...]), at: offset + UInt64(written))
-            }
-            let end = offset + UInt64(bytes.count)
+            let start = offset + UInt64(written)
+            if !bytes.isEmpty { try wal.write(bytes, at: start) }
+            let end = start + UInt64(bytes.count)
             if end > allocated {
                 let target = (end / Self.preallocationStep + 1) * Self.preallocationStep
                 try wal.write([UInt8](repeating: 0, count: Int(target - end)), at: end)
@@ -403,6 +402,7 @@ final class GroupCommit: @unchecked Sendable {
     private func failAll(_ error: EventStoreError, group: [PendingCommit]) {
         if failure == nil { failure = error }
         buffer.removeAll()
+        prewritten = 0
         pending.removeAll()
         let failed = waiters
         waiters.removeAll()
@@ -418,7 +418,7 @@ final class GroupCommit: @unchecked Sendable {
     private func resumeDurable(leaving leftovers: GroupLeftovers) {
         var ready = waiters.filter { $0.lsn <= durableLSN }.map(\.continuation)
         waiters.removeAll { $0.lsn <= durableLSN }
-        let handOver = !buffer.isEmpty
+        let handOver = !pending.isEmpty
         condition.unlock()
         var leftovers: GroupLeftovers? = leftovers
         if !ready.isEmpty {
