@@ -38,20 +38,18 @@ enum KeyLayout {
         tagged(.streamHead, stream)
     }
 
-    /// `tag` followed by the stream's name, in one allocation.
-    private static func tagged(_ tag: KeyTag, _ stream: StreamName) -> Key {
+    /// `tag` followed by the stream's name, in one allocation with room for `spare` more bytes.
+    private static func tagged(_ tag: KeyTag, _ stream: StreamName, spare: Int = 0) -> Key {
         var key = Key()
-        key.reserveCapacity(1 + stream.rawValue.utf8.count)
+        key.reserveCapacity(1 + stream.rawValue.utf8.count + spare)
         key.append(tag.rawValue)
         key.append(contentsOf: stream.rawValue.utf8)
         return key
     }
 
     static func streamIndexPrefix(_ stream: StreamName) -> Key {
-        var key = Key()
-        key.reserveCapacity(stream.rawValue.utf8.count + 10)
-        key.append(KeyTag.streamIndex.rawValue)
-        key.append(contentsOf: stream.rawValue.utf8)
+        // Room for the 0x00 that ends the name and a version.
+        var key = tagged(.streamIndex, stream, spare: 9)
         key.append(0)
         return key
     }
