@@ -249,7 +249,8 @@ func printEngineMetrics(_ store: KeyValueEventStore, _ label: String) {
     let metrics = engine.metrics()
     progress(
         "\(label): commits \(metrics.commits), fsyncs \(metrics.fsyncs), checkpoints \(metrics.checkpoints), "
-            + "checkpoint time \(metrics.checkpointDuration), cache hits \(metrics.cacheHits), misses \(metrics.cacheMisses)")
+            + "checkpoint time \(metrics.checkpointDuration), WAL bytes written \(metrics.walBytesWritten), "
+            + "cache hits \(metrics.cacheHits), misses \(metrics.cacheMisses)")
 }
 
 /// Times one full read of the global log, touching every payload as readStream does.
