@@ -1,7 +1,8 @@
 // How an EtcdKeyValueStore reaches its cluster and which of the cluster's limits it respects.
 //
-// Invariants: at least one endpoint; timeouts are positive; the transaction limits mirror the server's
-// --max-txn-ops and --max-request-bytes, so that an oversized transaction fails before it is sent, naming the limit.
+// Invariants: at least one endpoint, each an http:// URL with a host (the backend has no TLS); timeouts are
+// positive; the transaction limits mirror the server's --max-txn-ops and --max-request-bytes, so that an oversized
+// transaction fails before it is sent, naming the limit.
 
 import Foundation
 
@@ -43,21 +44,42 @@ public struct EtcdConfiguration: Sendable {
     }
 
     /// Parses a comma-separated list of client URLs, as in the `ETCD_ENDPOINTS` environment variable.
-    /// - Throws: ``KeyValueStoreError/unavailable(_:)`` naming the entry that is not an http(s) URL.
+    /// - Throws: ``KeyValueStoreError/unavailable(_:)`` naming the entry that is not an `http://` URL with a host
+    ///   (`https://` included: the backend does not speak TLS).
     public static func endpoints(parsing list: String) throws -> [URL] {
         let parts = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         return try parts.map { part in
-            guard let url = URL(string: part), let scheme = url.scheme, ["http", "https"].contains(scheme),
-                url.host != nil
-            else {
+            guard let url = URL(string: part), url.scheme != nil, url.host != nil else {
                 throw KeyValueStoreError.unavailable("\"\(part)\" is not an etcd client URL like http://127.0.0.1:2379")
             }
+            try checkScheme(url)
             return url
+        }
+    }
+
+    /// The backend talks plain HTTP/1.1 to etcd's JSON gateway over its own sockets (EtcdHTTPConnection.swift);
+    /// it has no TLS, so an `https://` member would fail every request. Say so before anything is sent.
+    private static func checkScheme(_ url: URL) throws {
+        switch url.scheme?.lowercased() {
+        case "http": return
+        case "https":
+            throw KeyValueStoreError.unavailable(
+                "\(url.absoluteString): https:// (TLS) endpoints are not supported; the etcd backend speaks plain "
+                    + "HTTP, so reach the cluster over a private network or through a local TLS-terminating proxy")
+        default:
+            throw KeyValueStoreError.unavailable(
+                "\(url.absoluteString) is not an etcd client URL like http://127.0.0.1:2379")
         }
     }
 
     func validate() throws {
         guard !endpoints.isEmpty else { throw KeyValueStoreError.unavailable("no etcd endpoints were given") }
+        for endpoint in endpoints {
+            guard endpoint.host != nil else {
+                throw KeyValueStoreError.unavailable("\(endpoint.absoluteString) is not an etcd client URL like http://127.0.0.1:2379")
+            }
+            try Self.checkScheme(endpoint)
+        }
         guard requestTimeout > .zero, retryBudget > .zero, watchIdleTimeout > .zero else {
             throw KeyValueStoreError.unavailable("etcd timeouts must be positive")
         }

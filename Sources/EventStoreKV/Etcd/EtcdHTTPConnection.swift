@@ -289,7 +289,7 @@ enum EtcdHTTP {
 
     /// Opens a new connection to `url`.
     static func open(_ url: URL, deadline: ContinuousClock.Instant) throws -> EtcdHTTPConnection {
-        guard url.scheme == "http" else {
+        guard url.scheme?.lowercased() == "http" else {
             throw EtcdCallError.unreachable("\(url): only http:// endpoints are supported")
         }
         return try EtcdHTTPConnection.open(host: url.host ?? "localhost", port: url.port ?? 80, deadline: deadline)
