@@ -193,6 +193,34 @@ struct DamageTests {
         #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: store.file("data")))) == data)
     }
 
+    /// Either slot may hold the newest meta. A build that probed only slot 0 took a newer build's meta in slot 1 for
+    /// damage, opened the store at slot 0's older state and wrote its recovery checkpoint over the newer meta.
+    @Test("a newer format version in either meta slot alone is refused, and nothing is written", arguments: [0, 1])
+    func newerVersionInOneSlot(slot: Int) async throws {
+        let directory = TemporaryDirectory("newer-slot")
+        defer { directory.remove() }
+        let options = smallOptions()
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        try await store.close()
+
+        // Make `slot` what a newer build would have written there: the same meta, format version 2, resealed.
+        let url = URL(fileURLWithPath: directory.file("data"))
+        var data = [UInt8](try Data(contentsOf: url))
+        let range = (slot * options.pageSize)..<((slot + 1) * options.pageSize)
+        var page = Array(data[range])
+        page.storeLE(UInt32(2), at: Page.headerSize + 8)
+        Page.seal(&page)
+        data.replaceSubrange(range, with: page)
+        try Data(data).write(to: url)
+
+        await #expect { try await PageFileKeyValueStore.open(directory: directory.path, options: options) } throws: { error in
+            guard case EventStoreError.incompatibleStore(_, let reason) = error else { return false }
+            return reason.contains("format version 2")
+        }
+        #expect([UInt8](try Data(contentsOf: url)) == data, "the store was changed")
+    }
+
     @Test("a second opener gets the lock error naming the holder, in this process and from another process")
     func directoryLock() async throws {
         let directory = TemporaryDirectory("lock")

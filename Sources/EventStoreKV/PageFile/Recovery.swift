@@ -148,18 +148,26 @@ extension PageFileKeyValueStore {
     /// The newest valid meta page of `data`, after checking format, version and page size.
     private static func readMeta(_ data: SystemFile, options: PageFileOptions) throws -> MetaPage {
         let path = data.path
-        let head = try data.read(count: MetaPage.probeSize, at: 0)
+        // Either slot may hold the newest meta, so a newer format version in either one refuses the store: opening
+        // it at the other slot's older state would rewind it, and the recovery checkpoint would overwrite the newer
+        // meta.
+        func refuseNewer(_ probe: MetaPage.Probe) throws {
+            if case .newerVersion(let version) = probe {
+                throw EventStoreError.incompatibleStore(
+                    path: path, reason: "format version \(version) is newer than this build's \(MetaPage.formatVersion)")
+            }
+        }
+        let head = MetaPage.probe(try data.read(count: MetaPage.probeSize, at: 0))
+        try refuseNewer(head)
         var pageSize: Int?
-        switch MetaPage.probe(head) {
-        case .newerVersion(let version):
-            throw EventStoreError.incompatibleStore(
-                path: path, reason: "format version \(version) is newer than this build's \(MetaPage.formatVersion)")
-        case .pageSize(let size): pageSize = size
-        case .foreign:
+        if case .pageSize(let size) = head {
+            pageSize = size
+        } else {
             // Slot 0 may be a torn meta write; slot 1 sits one page further, wherever the page size puts it.
             for size in [4096, 8192, 16384, 32768, 65536] {
-                let probe = try data.read(count: MetaPage.probeSize, at: UInt64(size))
-                if case .pageSize(let declared) = MetaPage.probe(probe), declared == size { pageSize = size }
+                let probe = MetaPage.probe(try data.read(count: MetaPage.probeSize, at: UInt64(size)))
+                try refuseNewer(probe)
+                if case .pageSize(let declared) = probe, declared == size { pageSize = size }
             }
         }
         guard let pageSize else {
@@ -169,6 +177,7 @@ extension PageFileKeyValueStore {
             throw EventStoreError.incompatibleStore(
                 path: path, reason: "the store uses \(pageSize)-byte pages but \(options.pageSize) were requested")
         }
+        try refuseNewer(MetaPage.probe(try data.read(count: MetaPage.probeSize, at: UInt64(pageSize))))
         let slots = try (0..<UInt64(2)).compactMap { slot in
             MetaPage.decode(
                 try data.read(count: pageSize, at: slot * UInt64(pageSize)), slot: slot, pageSize: pageSize,
