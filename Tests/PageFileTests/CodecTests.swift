@@ -54,6 +54,32 @@ struct CodecTests {
         }
     }
 
+    @Test("a WAL record's payload is exactly as long as payloadSize says, which the commit limit relies on")
+    func walPayloadSize() {
+        let writes: [LoggedWrite] = [
+            .put(key: [1, 2], value: [3, 4, 5], version: 2, expiresAt: 77), .delete(key: [6, 7, 8]),
+            .put(key: [UInt8](repeating: 9, count: 300), value: [], version: 1, expiresAt: 0),
+            .put(key: [], value: [UInt8](repeating: 1, count: 5_000), version: 3, expiresAt: 0), .delete(key: []),
+        ]
+        for count in 0...writes.count {
+            let chosen = Array(writes.prefix(count))
+            var bytes = 0
+            var puts = 0
+            for write in chosen {
+                switch write {
+                case .put(let key, let value, _, _):
+                    bytes += key.count + value.count
+                    puts += 1
+                case .delete(let key): bytes += key.count
+                }
+            }
+            let record = WriteAheadLog.encode(LoggedTransaction(lsn: 1, revision: 1, writes: chosen), salt: 1)
+            #expect(
+                WriteAheadLog.payloadSize(writes: chosen.count, keyAndValueBytes: bytes, puts: puts)
+                    == record.count - WriteAheadLog.frameSize, "\(count) writes")
+        }
+    }
+
     @Test("a leaf page round-trips inline and overflow values")
     func leafPage() throws {
         let node = Node(

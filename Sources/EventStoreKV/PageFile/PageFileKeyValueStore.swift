@@ -455,6 +455,15 @@ public final class PageFileKeyValueStore: KeyValueStore {
             throw KeyValueStoreError.transactionTooLarge(
                 operations: transaction.writes.count, bytes: bytes, limit: "\(Self.maximumTransactionBytes) bytes")
         }
+        // Recovery takes a WAL record over `maximumPayload` for damage and cuts the log there, so no commit may log
+        // one: many tiny writes stay under the byte limit above but not under this one (23 bytes of framing each).
+        let logged = WriteAheadLog.payloadSize(writes: transaction.writes.count, keyAndValueBytes: bytes,
+            puts: transaction.writes.count(where: { if case .put = $0 { true } else { false } }))
+        guard logged <= WriteAheadLog.maximumPayload else {
+            throw KeyValueStoreError.transactionTooLarge(
+                operations: transaction.writes.count, bytes: logged,
+                limit: "\(WriteAheadLog.maximumPayload) bytes of WAL record")
+        }
     }
 
     // MARK: Lifecycle

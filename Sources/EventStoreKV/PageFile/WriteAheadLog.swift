@@ -68,6 +68,14 @@ enum WriteAheadLog {
         withUnsafeBytes(of: salt.littleEndian) { CRC32C.checksum($0) }
     }
 
+    /// The payload size (after the frame) of a record of `writes` writes, `puts` of them puts, whose keys and values
+    /// hold `keyAndValueBytes` bytes in all: what `RecordWriter` produces for them (docs/FORMAT.md).
+    static func payloadSize(writes: Int, keyAndValueBytes: Int, puts: Int) -> Int {
+        // Revision (8) and write count (4); each write's kind (1) and key length (2); each put's version (8),
+        // expiry (8) and value length (4).
+        12 + 3 * writes + 20 * puts + keyAndValueBytes
+    }
+
     /// The framed bytes of one record.
     static func encode(_ transaction: LoggedTransaction, salt: UInt64) -> [UInt8] {
         var capacity = 0
