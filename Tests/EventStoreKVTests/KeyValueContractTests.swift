@@ -161,6 +161,20 @@ struct KeyValueContractTests {
         }
     }
 
+    /// Expiry is now plus the TTL in nanoseconds since 1970. The page file added them with wrap-around, so a TTL of
+    /// centuries stored a key that had already expired; the in-memory store trapped; etcd's lease grant trapped
+    /// converting the seconds. An enormous TTL saturates instead: the key is live.
+    @Test("a key put with an enormous TTL is live, not already expired and not a crash", arguments: KVBackends.all)
+    func enormousTTL(backend: KVBackend) async throws {
+        try await backend.withStore { store in
+            for (index, ttl) in [Duration.seconds(300 * 365 * 86_400), .seconds(Int64.max)].enumerated() {
+                let name = key("forever-\(index)")
+                _ = try await store.commit(KeyValueTransaction(writes: [.put(name, value("held"), ttl: ttl)]))
+                #expect(try await store.get(name)?.value == value("held"), "TTL \(ttl)")
+            }
+        }
+    }
+
     @Test("update is serializable: concurrent read-increment-write loses nothing", arguments: KVBackends.all)
     func serializableUpdate(backend: KVBackend) async throws {
         try await backend.withStore { store in

@@ -190,6 +190,24 @@ struct PageFileStoreTests {
         }
     }
 
+    /// The expiry used to be computed with a wrapping add, so a TTL of centuries stored a key that had already
+    /// expired (a session asking for a lease "forever" held nothing). It saturates now.
+    @Test("a key put with an enormous TTL is live, also after replay from the WAL")
+    func enormousTTL() async throws {
+        let directory = TemporaryDirectory("enormous-ttl")
+        defer { directory.remove() }
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let ttls = [Duration.seconds(300 * 365 * 86_400), .seconds(Int64.max)]
+        for (index, ttl) in ttls.enumerated() {
+            _ = try await store.commit(KeyValueTransaction(writes: [.put([UInt8(index)], [7], ttl: ttl)]))
+            #expect(try await store.get([UInt8(index)])?.value == [7], "TTL \(ttl)")
+        }
+        await store.closeWithoutCheckpoint()
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        for index in ttls.indices { #expect(try await reopened.get([UInt8(index)])?.value == [7]) }
+        try await reopened.close()
+    }
+
     @Test("a TTL key reads as absent once expired, also after reopening")
     func ttlExpires() async throws {
         let directory = TemporaryDirectory()

@@ -18,7 +18,11 @@ struct EtcdLeases: Sendable {
     /// Grants a lease of at least `ttl` and returns its id.
     func grant(ttl: Duration) async throws -> Int64 {
         let id = Int64.random(in: 1...Int64.max)
-        let seconds = max(1, Int64(ttl.timeInterval.rounded(.up)))
+        // Whole seconds, rounded up, and no more than etcd's own maximum TTL (9,000,000,000 s, lease.MaxLeaseTTL),
+        // which an enormous Duration would otherwise pass (or trap converting to Int64).
+        let (whole, attoseconds) = ttl.components
+        let maximum: Int64 = 9_000_000_000
+        let seconds = whole >= maximum ? maximum : max(1, attoseconds > 0 ? whole + 1 : whole)
         let request = EtcdWire.LeaseGrantRequest(ttl: String(seconds), id: String(id))
         do {
             let response = try await transport.call(

@@ -177,7 +177,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         case .put(let key, let value, let ttl):
             let old = state.entries.value(for: key)
             let version = old.map { $0.isLive(at: now) ? $0.version + 1 : 1 } ?? 1
-            let expiresAt = ttl.map { now + $0.nanoseconds }
+            let expiresAt = ttl.map { Duration.expiry(now: now, ttl: $0) }
             state.entries.set(
                 Stored(value: value, version: version, modRevision: revision, expiresAt: expiresAt), for: key)
             return KeyValueChange(revision: revision, kind: .put, key: key)
@@ -215,6 +215,13 @@ public final class InMemoryKeyValueStore: KeyValueStore {
 }
 
 extension Duration {
+    /// When a key written at `now` (nanoseconds since 1970) with `ttl` expires: saturating, so an enormous TTL
+    /// means "in 2262", never a wrapped-around time in the past.
+    static func expiry(now: Int64, ttl: Duration) -> Int64 {
+        let (sum, overflow) = now.addingReportingOverflow(ttl.nanoseconds)
+        return overflow ? (ttl > .zero ? .max : .min) : sum
+    }
+
     /// The duration in whole nanoseconds, saturating at Int64's range.
     var nanoseconds: Int64 {
         let (seconds, attoseconds) = components

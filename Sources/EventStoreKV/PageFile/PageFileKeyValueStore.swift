@@ -395,7 +395,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
         for write in writes {
             switch write {
             case .put(let key, let value, let ttl):
-                let expiresAt = ttl.map { max(1, now &+ $0.nanoseconds) } ?? 0
+                let expiresAt = ttl.map { max(1, Duration.expiry(now: now, ttl: $0)) } ?? 0
                 var version: UInt64 = 1
                 // One descent: the new entry's version follows from the entry it replaces.
                 let old = try tree.put(key, root: &root) { replaced in
