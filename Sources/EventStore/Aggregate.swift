@@ -32,7 +32,8 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
     public let store: any EventStoring
     /// The event types the aggregate uses.
     public let registry: EventTypeRegistry
-    /// How many events are read per round trip while replaying.
+    /// How many events are read per round trip while replaying; must be positive (`replay` and `load` throw
+    /// ``EventStoreError/invalidArgument(_:)`` otherwise).
     public var readBatchSize: Int
 
     /// Creates a repository.
@@ -52,6 +53,9 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
     public func replay(
         _ stream: StreamName, onto loaded: LoadedAggregate<State>, upTo version: UInt64? = nil
     ) async throws -> LoadedAggregate<State> {
+        guard readBatchSize > 0 else {
+            throw EventStoreError.invalidArgument("readBatchSize must be positive, got \(readBatchSize)")
+        }
         var result = loaded
         while true {
             try Task.checkCancellation()

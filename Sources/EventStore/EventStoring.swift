@@ -52,9 +52,10 @@ public protocol EventStoring: Sendable {
 
     /// Opens a session with exclusive write access to `stream`.
     ///
-    /// Waits up to `openTimeout` for another session's lease to end. The lease lasts `sessionTimeout`; every append
-    /// through the session and every ``StreamSession/renew()`` extends it.
-    /// - Throws: ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)`` when the wait times out.
+    /// Waits up to `openTimeout` for another session's lease to end. The lease lasts `sessionTimeout` (positive, at
+    /// most 100 years); every append through the session and every ``StreamSession/renew()`` extends it.
+    /// - Throws: ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)`` when the wait times out;
+    ///   ``EventStoreError/invalidArgument(_:)`` for a timeout out of range.
     func openSession(on stream: StreamName, sessionTimeout: Duration, openTimeout: Duration) async throws
         -> any StreamSession
 

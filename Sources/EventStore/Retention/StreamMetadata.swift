@@ -13,7 +13,7 @@ import Foundation
 public struct StreamMetadata: Sendable, Hashable {
     /// Keep only the newest `maxCount` events; older ones are hidden. Must be at least 1.
     public var maxCount: UInt64?
-    /// Hide events recorded longer ago than this, by the reader's clock. Must be positive.
+    /// Hide events recorded longer ago than this, by the reader's clock. Must be positive, and at most 292 years.
     public var maxAge: Duration?
     /// Hide every event whose version is lower than this.
     public var truncateBefore: UInt64?
@@ -36,6 +36,10 @@ public struct StreamMetadata: Sendable, Hashable {
         }
         if let maxAge, maxAge <= .zero {
             throw EventStoreError.invalidArgument("maxAge must be positive, got \(maxAge)")
+        }
+        // Stores keep maxAge in whole nanoseconds in an Int64: longer would be stored as a different value.
+        if let maxAge, maxAge > .nanoseconds(Int64.max) {
+            throw EventStoreError.invalidArgument("maxAge must be at most 292 years (Int64.max nanoseconds), got \(maxAge)")
         }
     }
 }

@@ -137,9 +137,34 @@ public final class KeyValueEventStore: EventStoring {
                     throw EventStoreError.eventTooLarge(
                         eventID: event.id, size: event.size, limit: limits.maximumEventSize)
                 }
+                if !event.metadata.properties.isEmpty || event.data.count > Self.maximumFieldLength {
+                    try Self.checkFieldLengths(event)
+                }
                 guard !checkIDs || ids.insert(event.id).inserted else {
                     throw EventStoreError.invalidArgument("event id \(event.id) appears twice in one append")
                 }
+            }
+        }
+    }
+
+    /// The record format stores a payload and a property value with a 32-bit length (RecordCodec.swift): the limit
+    /// for each, whatever `maximumEventSize` allows.
+    private static let maximumFieldLength = Int(UInt32.max)
+
+    /// Refuses what the record format cannot store: a property key over 65,535 UTF-8 bytes (a 16-bit length), a
+    /// payload or property value over 4 GiB - 1 (a 32-bit length).
+    private static func checkFieldLengths(_ event: EventData) throws {
+        if event.data.count > maximumFieldLength {
+            throw EventStoreError.eventTooLarge(eventID: event.id, size: event.size, limit: maximumFieldLength)
+        }
+        for (key, value) in event.metadata.properties {
+            if key.utf8.count > Int(UInt16.max) {
+                throw EventStoreError.invalidArgument(
+                    "metadata property key \"\(key.prefix(64))…\" of event \(event.id) is \(key.utf8.count) UTF-8 bytes; "
+                        + "at most \(UInt16.max) are allowed")
+            }
+            if value.utf8.count > maximumFieldLength {
+                throw EventStoreError.eventTooLarge(eventID: event.id, size: event.size, limit: maximumFieldLength)
             }
         }
     }
@@ -193,7 +218,9 @@ public final class KeyValueEventStore: EventStoring {
 
             if idEntries.contains(where: { $0 != nil }) {
                 results.append(
-                    try await idempotentResult(part, idEntries: Array(idEntries), current: current, context: context))
+                    try await idempotentResult(
+                        part, idEntries: Array(idEntries), visible: visible, hiddenThrough: head?.hiddenThrough ?? 0,
+                        context: context))
                 continue
             }
             guard part.expectedVersion.isSatisfied(byVersion: visible) else {
@@ -217,7 +244,9 @@ public final class KeyValueEventStore: EventStoring {
                 let lease = LeaseRecord(sessionID: session.id, expiresAt: leaseExpiry, holder: session.holder)
                 writes.append(.put(KeyLayout.lease(part.stream), lease.encoded(), ttl: session.timeout))
             }
-            results.append(AppendResult(version: version, positions: first..<(position + 1)))
+            // An empty append changes nothing: it reports the version it was checked against.
+            results.append(
+                AppendResult(version: part.events.isEmpty ? visible : version, positions: first..<(position + 1)))
         }
         if position > headPosition {
             writes.append(.put(KeyLayout.globalHead, PositionValue.encode(position)))
@@ -288,7 +317,8 @@ public final class KeyValueEventStore: EventStoring {
     /// ids are exactly the events at consecutive versions of this stream, starting where the original append
     /// started; the original result is returned and nothing is written. Anything else is a duplicate.
     private static func idempotentResult(
-        _ part: StreamAppend, idEntries: [KeyValueEntry?], current: UInt64, context: any KeyValueReadContext
+        _ part: StreamAppend, idEntries: [KeyValueEntry?], visible: UInt64, hiddenThrough: UInt64,
+        context: any KeyValueReadContext
     ) async throws -> AppendResult {
         let positions = try idEntries.map { entry in
             try entry.map { try PositionValue.decode($0.value, location: "event-id index") }
@@ -306,17 +336,14 @@ public final class KeyValueEventStore: EventStoring {
         guard first.stream == part.stream.rawValue else {
             throw EventStoreError.duplicateEventID(part.events[0].id, stream: recordedStream, version: first.version)
         }
-        // The retry must state the same expectation the original append met.
+        // The retry must state the same expectation the original append met. That append was checked against the
+        // stream's visible version: 0 if it recreated a soft-deleted stream (it started right after the versions the
+        // deletion hid), otherwise the version before its first event.
         let startedAt = first.version - 1
-        let compatible: Bool
-        switch part.expectedVersion {
-        case .any, .streamExists: compatible = true
-        case .noStream: compatible = startedAt == 0
-        case .exact(let expected): compatible = startedAt == expected
-        }
-        guard compatible else {
+        let metAt = startedAt == hiddenThrough ? 0 : startedAt
+        guard part.expectedVersion.isSatisfied(byVersion: metAt) else {
             throw EventStoreError.wrongExpectedVersion(
-                stream: part.stream, expected: part.expectedVersion, actual: current)
+                stream: part.stream, expected: part.expectedVersion, actual: visible)
         }
         // Every event must be the one recorded at the next version, at the next position.
         for (offset, position) in positions.enumerated() {

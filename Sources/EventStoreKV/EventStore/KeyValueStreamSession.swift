@@ -35,17 +35,28 @@ public final class KeyValueStreamSession: StreamSession {
         case held(LeaseRecord)
     }
 
+    /// The longest lease a session may ask for. Expiries are kept as nanoseconds since 1970 in an Int64 (until the
+    /// year 2262), so a longer one would overflow; 100 years is already "until released".
+    static let maximumTimeout = Duration.seconds(100 * 365 * 86_400)
+
     static func open(
         store: KeyValueEventStore, stream: StreamName, sessionTimeout: Duration, openTimeout: Duration
     ) async throws -> KeyValueStreamSession {
-        guard sessionTimeout > .zero else {
-            throw EventStoreError.invalidArgument("sessionTimeout must be positive, got \(sessionTimeout)")
+        guard sessionTimeout > .zero, sessionTimeout <= maximumTimeout else {
+            throw EventStoreError.invalidArgument(
+                "sessionTimeout must be positive and at most 100 years, got \(sessionTimeout)")
         }
         guard openTimeout >= .zero else {
             throw EventStoreError.invalidArgument("openTimeout must not be negative, got \(openTimeout)")
         }
         let id = UUID()
         let holder = "\(store.holderName), session \(id)"
+        // The lease record stores the holder with a 16-bit length (RecordCodec.swift).
+        guard holder.utf8.count <= Int(UInt16.max) else {
+            throw EventStoreError.invalidArgument(
+                "the store's holderName is \(store.holderName.utf8.count) UTF-8 bytes; a session's holder must fit in "
+                    + "\(UInt16.max)")
+        }
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: openTimeout)
         var pause = Duration.milliseconds(5)
