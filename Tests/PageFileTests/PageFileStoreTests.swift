@@ -208,6 +208,70 @@ struct PageFileStoreTests {
         try await reopened.close()
     }
 
+    /// `close()` checkpoints (the new meta's on-disk free list lists the pages a still-running reader's snapshot
+    /// uses, as it must for a restart) and releases the directory lock. A store opened on the directory afterwards
+    /// (this process or another) reuses those pages at its first checkpoint. An old reader still inside its scan used
+    /// to read them back with valid checksums and page numbers: values its snapshot never held, returned as data. Now
+    /// its file reads fail with `closed` once the store has closed; pages it finds cached are its snapshot's own.
+    @Test("a scan running across close() and a reopen never returns values from outside its snapshot")
+    func readerAcrossCloseAndReopen() async throws {
+        let directory = TemporaryDirectory("review-close-reader")
+        defer { directory.remove() }
+        let options = smallOptions()
+        func key(_ index: Int) -> Key { Array(String(format: "key-%04d", index).utf8) }
+        func value(_ tag: String, _ index: Int) -> [UInt8] { Array((tag + String(repeating: "-", count: 90)).utf8) + [UInt8(index % 251)] }
+        let count = 400
+
+        let first = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+        _ = try await first.commit(KeyValueTransaction(writes: (0..<count).map { .put(key($0), value("old", $0)) }))
+        try await first.checkpoint()
+
+        // A scan of the checkpointed state that pauses inside its first leaf.
+        let (paused, pausedSignal) = AsyncStream<Void>.makeStream()
+        let resume = DispatchSemaphore(value: 0)
+        let scan = Task.detached { () throws -> [(Key, [UInt8])] in
+            var seen: [(Key, [UInt8])] = []
+            _ = try await first.scan(KeyRange(from: [], to: nil), direction: .forward, limit: .max) { entry in
+                seen.append((Array(entry.key), Array(entry.value)))
+                if seen.count == 1 {
+                    pausedSignal.yield()
+                    // Resumed by the test once the second store has checkpointed. The timeout is only a safety
+                    // net, should close() ever wait for running scans (the test would otherwise block).
+                    _ = resume.wait(timeout: .now() + .seconds(30))
+                }
+                return true
+            }
+            return seen
+        }
+        for await _ in paused { break }
+
+        // While it is paused: every key rewritten, the store closed, reopened, rewritten again and checkpointed.
+        _ = try await first.commit(KeyValueTransaction(writes: (0..<count).map { .put(key($0), value("mid", $0)) }))
+        try await first.close()
+        let second = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+        _ = try await second.commit(KeyValueTransaction(writes: (0..<count).map { .put(key($0), value("new", $0)) }))
+        try await second.checkpoint()
+
+        resume.signal()
+        let outcome = await scan.result
+        try await second.close()
+        switch outcome {
+        case .success(let seen):
+            let old = Array("old".utf8)
+            let foreign = seen.filter { Array($0.1.prefix(3)) != old }
+            let example = foreign.first.map { String(decoding: $0.0, as: UTF8.self) + " = " + String(decoding: Array($0.1.prefix(3)), as: UTF8.self) }
+            #expect(seen.count == count, "the scan saw \(seen.count) entries")
+            let onlyOwnSnapshot = foreign.isEmpty
+            #expect(onlyOwnSnapshot, "\(foreign.count) entries came from outside the snapshot, first: \(example ?? "-")")
+        case .failure(let error):
+            // The scan needed a page from disk after the close: refused, never another snapshot's page.
+            guard case KeyValueStoreError.closed = error else {
+                Issue.record("the paused scan failed with \(error), not closed")
+                return
+            }
+        }
+    }
+
     @Test("a TTL key reads as absent once expired, also after reopening")
     func ttlExpires() async throws {
         let directory = TemporaryDirectory()

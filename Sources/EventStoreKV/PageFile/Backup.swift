@@ -41,7 +41,7 @@ extension PageFileKeyValueStore {
         var page: UInt64 = 2
         while page < meta.pageCount {
             let count = min(256, meta.pageCount - page)
-            var chunk = try source.file.read(count: Int(count * pageSize), at: page * pageSize)
+            var chunk = try source.read(count: Int(count * pageSize), at: page * pageSize)
             if chunk.count < Int(count * pageSize) { chunk.append(contentsOf: [UInt8](repeating: 0, count: Int(count * pageSize) - chunk.count)) }
             try copy.write(chunk, at: page * pageSize)
             page += count

@@ -493,6 +493,9 @@ public final class PageFileKeyValueStore: KeyValueStore {
             }
             await pipeline.stop()
             published.close()
+            // Before the directory lock goes: no read of this store may see pages a later opener reuses.
+            let reader = writer.state.reader
+            _ = try? await Offload.run { reader.closeFileReads() }
             lock.release()
         }
         writerLock.unlock()
@@ -507,6 +510,8 @@ extension PageFileKeyValueStore {
         await writerLock.lock()
         await pipeline.stop()
         published.close()
+        let reader = writer.state.reader
+        _ = try? await Offload.run { reader.closeFileReads() }
         lock.release()
         writerLock.unlock()
     }

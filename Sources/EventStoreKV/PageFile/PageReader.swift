@@ -5,14 +5,20 @@
 //   a failure is `EventStoreError.corrupted` naming the data file and the page.
 // - Overflow values are read as one contiguous run and every page of the run is checked.
 // - Safe to use from many threads at once: pread is positional and the cache has its own lock.
+// - No file read outlives the store: once `closeFileReads` returns, every later read fails with `closed` and none is
+//   still running. Otherwise a scan or backup still running after close could read pages that the next opener of the
+//   directory (this process or another) has reused, which pass their checks and would be returned as data. Pages
+//   already cached belong to the reader's snapshot and stay valid.
 
 import EventStore
+import Foundation
 
 /// Reads B+tree nodes and overflow values from the data file.
 final class PageReader: Sendable {
     let file: SystemFile
     let pageSize: Int
     let cache: PageCache
+    private let gate = FileReadGate()
 
     init(file: SystemFile, pageSize: Int, cache: PageCache) {
         self.file = file
@@ -28,9 +34,21 @@ final class PageReader: Sendable {
     /// Pages an overflow value of `length` bytes takes.
     func overflowPages(_ length: Int) -> Int { max(1, (length + overflowChunk - 1) / overflowChunk) }
 
+    /// Reads `count` bytes of the data file at `offset`, unless the store has closed.
+    /// - Throws: ``KeyValueStoreError/closed`` after `closeFileReads`.
+    func read(count: Int, at offset: UInt64) throws -> [UInt8] {
+        try gate.enter()
+        defer { gate.leave() }
+        return try file.read(count: count, at: offset)
+    }
+
+    /// Refuses every later file read and waits for those in progress (a store's close). Blocks: call it off the
+    /// cooperative pool.
+    func closeFileReads() { gate.close() }
+
     /// The checked raw bytes of `page`.
     func rawPage(_ page: UInt64, type: PageType?) throws -> [UInt8] {
-        let bytes = try file.read(count: pageSize, at: page * UInt64(pageSize))
+        let bytes = try read(count: pageSize, at: page * UInt64(pageSize))
         try Page.check(bytes, number: page, type: type, size: pageSize, path: path)
         return bytes
     }
@@ -65,7 +83,7 @@ final class PageReader: Sendable {
 
     private func overflow(first: UInt64, length: Int) throws -> [UInt8] {
         let count = overflowPages(length)
-        let run = try file.read(count: count * pageSize, at: first * UInt64(pageSize))
+        let run = try read(count: count * pageSize, at: first * UInt64(pageSize))
         var value: [UInt8] = []
         value.reserveCapacity(length)
         for index in 0..<count {
@@ -81,5 +99,34 @@ final class PageReader: Sendable {
             value.append(contentsOf: page[Page.headerSize..<(Page.headerSize + take)])
         }
         return value
+    }
+}
+
+/// Counts a reader's file reads in progress and refuses new ones once closed (see the invariants above).
+private final class FileReadGate: @unchecked Sendable {
+    // @unchecked: `closed` and `reading` are guarded by `condition`.
+    private let condition = NSCondition()
+    private var closed = false
+    private var reading = 0
+
+    func enter() throws {
+        condition.lock()
+        defer { condition.unlock() }
+        if closed { throw KeyValueStoreError.closed }
+        reading += 1
+    }
+
+    func leave() {
+        condition.lock()
+        reading -= 1
+        if reading == 0 { condition.broadcast() }
+        condition.unlock()
+    }
+
+    func close() {
+        condition.lock()
+        closed = true
+        while reading > 0 { condition.wait() }
+        condition.unlock()
     }
 }
