@@ -221,6 +221,65 @@ struct DamageTests {
         #expect([UInt8](try Data(contentsOf: url)) == data, "the store was changed")
     }
 
+    /// `readMeta` used to trust the version field of slot 0 before any checksum was checked: one flipped bit there
+    /// (1 -> 3) reported a newer format, and the store was refused as `incompatibleStore` although slot 0 failed its
+    /// checksum and slot 1 held the newest, intact meta. Damage to a meta page falls back to the other slot, as a torn
+    /// meta write does.
+    @Test("a flipped bit in the version field of the older meta slot does not make the store unopenable")
+    func damagedVersionInOlderSlot() async throws {
+        let directory = TemporaryDirectory("review-slot0")
+        defer { directory.remove() }
+        let options = smallOptions()
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        try await store.close()  // epoch 1 in slot 1 is the durable state; slot 0 holds the older epoch 0
+
+        let url = URL(fileURLWithPath: directory.file("data"))
+        var data = [UInt8](try Data(contentsOf: url))
+        data[40] ^= 0x02  // format version 1 -> 3, in slot 0 only; its checksum no longer matches
+        try Data(data).write(to: url)
+
+        do {
+            let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+            #expect(try await reopened.get([1])?.value == [1])
+            try await reopened.close()
+        } catch {
+            Issue.record("the intact slot 1 was not used: \(error)")
+        }
+    }
+
+    /// A damaged newest meta page (here one flipped bit, so its checksum fails) makes recovery fall back to the
+    /// older slot, which is right for a torn meta write. But then the WAL header carries the damaged meta's salt and
+    /// a first LSN past the older meta's checkpoint LSN + 1: proof that the newer meta had been committed (the WAL
+    /// header is only rewritten after the meta's fdatasync) and that commits are missing. Recovery used to take the
+    /// WAL for a stale generation "whose records are already in the tree", open the older state as if current, and
+    /// its recovery checkpoint overwrote the damaged meta and reused the pages of the newer tree: acknowledged
+    /// commits were silently and permanently gone, where a `corrupted` error naming the pages was due (it is now).
+    @Test("a damaged newest meta page is reported, not silently replaced by the older one")
+    func damagedNewestMeta() async throws {
+        let directory = TemporaryDirectory("review-newest-meta")
+        defer { directory.remove() }
+        let options = smallOptions()
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        try await store.checkpoint()  // epoch 1, slot 1
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([2], [2])]))
+        try await store.checkpoint()  // epoch 2, slot 0: the durable state
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([3], [3])]))  // in the WAL only
+        await store.closeWithoutCheckpoint()
+
+        let url = URL(fileURLWithPath: directory.file("data"))
+        var data = [UInt8](try Data(contentsOf: url))
+        data[200] ^= 0x01  // inside meta page 0 (epoch 2), so its checksum fails
+        try Data(data).write(to: url)
+
+        await #expect { try await PageFileKeyValueStore.open(directory: directory.path, options: options) } throws: { error in
+            guard case EventStoreError.corrupted(let location, let detail) = error else { return false }
+            return location.contains("meta pages") && detail.contains("newest meta page is damaged")
+        }
+        #expect([UInt8](try Data(contentsOf: url)) == data, "the store was changed")
+    }
+
     @Test("a second opener gets the lock error naming the holder, in this process and from another process")
     func directoryLock() async throws {
         let directory = TemporaryDirectory("lock")

@@ -81,6 +81,22 @@ struct MetaPage: Equatable {
         case pageSize(Int)
     }
 
+    /// The page size a slot's first bytes declare, whatever their format version; nil if they are not a meta page's.
+    static func declaredPageSize(_ bytes: [UInt8]) -> Int? {
+        guard bytes.count >= probeSize, Array(bytes[magicOffset..<(magicOffset + 8)]) == magic else { return nil }
+        let size = Int(bytes.loadLE(UInt32.self, at: pageSizeOffset))
+        return Page.sizeRange.contains(size) && size.nonzeroBitCount == 1 ? size : nil
+    }
+
+    /// The format version of a whole meta page read from `slot` whose checksum holds; nil for a damaged page or
+    /// anything else. A newer build's meta still passes this check: the page header and checksum are fixed.
+    static func sealedVersion(_ page: [UInt8], slot: UInt64, pageSize: Int, path: String) -> UInt32? {
+        guard (try? Page.check(page, number: slot, type: .meta, size: pageSize, path: path)) != nil,
+            declaredPageSize(page) != nil
+        else { return nil }
+        return page.loadLE(UInt32.self, at: versionOffset)
+    }
+
     /// Reads the magic, version and page size from the start of a slot.
     static func probe(_ bytes: [UInt8]) -> Probe {
         guard bytes.count >= probeSize, Array(bytes[magicOffset..<(magicOffset + 8)]) == magic else { return .foreign }

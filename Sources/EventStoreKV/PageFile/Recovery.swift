@@ -97,6 +97,15 @@ extension PageFileKeyValueStore {
             report.discardedWALBytes = scan.discarded
             walOffset = UInt64(scan.validEnd)
         } else {
+            // A WAL generation is started only after its checkpoint's meta is durable. A whole header of another
+            // generation that starts past this meta's checkpoint was started by a newer meta, which must have been
+            // committed and is now unreadable: falling back to this one would silently drop every commit since.
+            if let header = WriteAheadLog.decodeHeader(walBytes), header.firstLSN > meta.checkpointLSN + 1 {
+                throw EventStoreError.corrupted(
+                    location: "\(dataPath) meta pages",
+                    detail: "the newest meta page is damaged: the WAL continues a checkpoint at LSN \(header.firstLSN - 1), "
+                        + "newer than the readable meta's \(meta.checkpointLSN); restore the store from a backup")
+            }
             report.ignoredStaleWAL = true
             walOffset = UInt64(WriteAheadLog.headerSize)
         }
@@ -148,40 +157,35 @@ extension PageFileKeyValueStore {
     /// The newest valid meta page of `data`, after checking format, version and page size.
     private static func readMeta(_ data: SystemFile, options: PageFileOptions) throws -> MetaPage {
         let path = data.path
-        // Either slot may hold the newest meta, so a newer format version in either one refuses the store: opening
-        // it at the other slot's older state would rewind it, and the recovery checkpoint would overwrite the newer
-        // meta.
-        func refuseNewer(_ probe: MetaPage.Probe) throws {
-            if case .newerVersion(let version) = probe {
-                throw EventStoreError.incompatibleStore(
-                    path: path, reason: "format version \(version) is newer than this build's \(MetaPage.formatVersion)")
-            }
-        }
-        let head = MetaPage.probe(try data.read(count: MetaPage.probeSize, at: 0))
-        try refuseNewer(head)
-        var pageSize: Int?
-        if case .pageSize(let size) = head {
-            pageSize = size
-        } else {
-            // Slot 0 may be a torn meta write; slot 1 sits one page further, wherever the page size puts it.
-            for size in [4096, 8192, 16384, 32768, 65536] {
-                let probe = MetaPage.probe(try data.read(count: MetaPage.probeSize, at: UInt64(size)))
-                try refuseNewer(probe)
-                if case .pageSize(let declared) = probe, declared == size { pageSize = size }
+        // Slot 0 may be a torn meta write; slot 1 sits one page further, wherever the page size puts it.
+        var pageSize = MetaPage.declaredPageSize(try data.read(count: MetaPage.probeSize, at: 0))
+        if pageSize == nil {
+            for size in [4096, 8192, 16384, 32768, 65536]
+            where MetaPage.declaredPageSize(try data.read(count: MetaPage.probeSize, at: UInt64(size))) == size {
+                pageSize = size
             }
         }
         guard let pageSize else {
             throw EventStoreError.incompatibleStore(path: path, reason: "not an EventStore page file")
         }
+        let pages = try (0..<UInt64(2)).map { try data.read(count: pageSize, at: $0 * UInt64(pageSize)) }
+        // Either slot may hold the newest meta, so a newer format version in either one refuses the store: opening
+        // it at the other slot's older state would rewind it, and the recovery checkpoint would overwrite the newer
+        // meta. Only a slot whose checksum holds is believed: one flipped bit must not make a store unopenable.
+        for (slot, page) in pages.enumerated() {
+            if let version = MetaPage.sealedVersion(page, slot: UInt64(slot), pageSize: pageSize, path: path),
+                version > MetaPage.formatVersion
+            {
+                throw EventStoreError.incompatibleStore(
+                    path: path, reason: "format version \(version) is newer than this build's \(MetaPage.formatVersion)")
+            }
+        }
         guard pageSize == options.pageSize else {
             throw EventStoreError.incompatibleStore(
                 path: path, reason: "the store uses \(pageSize)-byte pages but \(options.pageSize) were requested")
         }
-        try refuseNewer(MetaPage.probe(try data.read(count: MetaPage.probeSize, at: UInt64(pageSize))))
-        let slots = try (0..<UInt64(2)).compactMap { slot in
-            MetaPage.decode(
-                try data.read(count: pageSize, at: slot * UInt64(pageSize)), slot: slot, pageSize: pageSize,
-                path: path)
+        let slots = pages.enumerated().compactMap { slot, page in
+            MetaPage.decode(page, slot: UInt64(slot), pageSize: pageSize, path: path)
         }
         guard let newest = slots.max(by: { $0.epoch < $1.epoch }) else {
             throw EventStoreError.corrupted(location: "\(path) pages 0 and 1", detail: "both meta pages are damaged")
