@@ -126,7 +126,8 @@ struct SagaState: Sendable {
             }
         case .sagaStuck:
             status = .stuck
-            stuckStep = record.step
+            // The step is optional here, but when named it is checked like every other record's.
+            stuckStep = record.step == nil ? nil : try stepIndex()
             stuckError = record.error
         case .sagaRetried:
             guard status == .stuck else { throw bad("SagaRetried for a saga that is \(status.rawValue)") }

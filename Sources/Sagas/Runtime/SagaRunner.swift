@@ -72,14 +72,20 @@ public final class SagaRunner: Sendable {
             ])
         } catch EventStoreError.wrongExpectedVersion(let conflicted, _, _) where conflicted == stream {
             // It exists already: it must be a saga of this definition.
-            guard let first = try await store.read(stream, limit: 1).first else { return }
-            let existing = try SagaRecord.decode(first).definition ?? ""
-            guard existing == erased.name else {
-                throw EventStoreError.invalidArgument(
-                    "saga \(id) already exists as a \"\(existing)\" saga, not \"\(erased.name)\"")
-            }
+            try await checkDefinition(of: id, stream: stream, is: erased.name)
         } catch EventStoreError.streamLocked(let locked, _, _) where locked == stream {
-            // Another runner holds it: it exists and is running.
+            // Another runner holds it, so it exists and is running; reads are not locked, and it must still be a
+            // saga of this definition.
+            try await checkDefinition(of: id, stream: stream, is: erased.name)
+        }
+    }
+
+    /// Throws `invalidArgument` if the existing saga `id` was started under another definition than `name`.
+    private func checkDefinition(of id: SagaID, stream: StreamName, is name: String) async throws {
+        guard let first = try await store.read(stream, limit: 1).first else { return }
+        let existing = try SagaRecord.decode(first).definition ?? ""
+        guard existing == name else {
+            throw EventStoreError.invalidArgument("saga \(id) already exists as a \"\(existing)\" saga, not \"\(name)\"")
         }
     }
 

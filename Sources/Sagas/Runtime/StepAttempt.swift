@@ -6,7 +6,12 @@
 //   all released after the attempt, whether it succeeded, failed or was cancelled.
 // - A timed-out attempt is cancelled and awaited before the timeout error is reported: the next attempt never
 //   overlaps the previous one (the action must honour cancellation for the timeout to take effect promptly).
-// - Lease renewal is best effort: a lost saga lease is detected by the fenced append that follows the attempt.
+// - The saga's lease is renewed from before the first resource lock is awaited until the attempt ends, and every
+//   resource lock from the moment it is held, so neither a long wait for a resource nor a long attempt lets one
+//   expire. A renewal that fails for any reason but a lost lease is retried soon (a quarter of the interval), never
+//   given up on: one transient backend error must not let another runner take the saga mid-step.
+// - Renewal is still best effort: a lease that is really lost (the process stalled past it, or the backend stayed
+//   unreachable) is detected by the fenced append that follows the attempt.
 
 import EventStore
 import Foundation
@@ -40,20 +45,24 @@ enum StepAttempt {
         _ resources: [String], store: any EventStoring, sagaSession: any StreamSession,
         configuration: SagaRunnerConfiguration, _ body: () async throws -> Value
     ) async throws -> Value {
+        // Renewal starts before the first wait for a resource: `resourceWait` may be longer than the saga's lease.
+        let renewed = Locked<[any StreamSession]>([sagaSession])
+        let keeper = keepAlive(renewed, every: configuration.sessionTimeout / 3)
+        defer { keeper.cancel() }
         var held: [any StreamSession] = []
         do {
             for name in Set(resources).sorted() {
-                held.append(
-                    try await store.openSession(
-                        on: try SagaStreams.resource(name), sessionTimeout: configuration.sessionTimeout,
-                        openTimeout: configuration.resourceWait))
+                let session = try await store.openSession(
+                    on: try SagaStreams.resource(name), sessionTimeout: configuration.sessionTimeout,
+                    openTimeout: configuration.resourceWait)
+                held.append(session)
+                renewed.withLock { $0.append(session) }
             }
         } catch {
+            keeper.cancel()
             await release(held)
             throw error
         }
-        let keeper = keepAlive([sagaSession] + held, every: configuration.sessionTimeout / 3)
-        defer { keeper.cancel() }
         do {
             let value = try await body()
             keeper.cancel()
@@ -70,20 +79,32 @@ enum StepAttempt {
     static func pause(
         for duration: Duration, clock: any SagaClock, session: any StreamSession, configuration: SagaRunnerConfiguration
     ) async throws {
-        let keeper = keepAlive([session], every: configuration.sessionTimeout / 3)
+        let keeper = keepAlive(Locked([session]), every: configuration.sessionTimeout / 3)
         defer { keeper.cancel() }
         try await clock.sleep(for: duration)
     }
 
-    /// Renews `sessions` every `interval` (real time) until cancelled.
-    private static func keepAlive(_ sessions: [any StreamSession], every interval: Duration) -> Task<Void, Never> {
+    /// Renews each of `sessions` (the list may grow meanwhile) every `interval` (real time) until cancelled. A
+    /// session whose lease is gone (`sessionExpired`) is left alone; any other failure is retried after a quarter of
+    /// the interval, while the lease still holds.
+    private static func keepAlive(_ sessions: Locked<[any StreamSession]>, every interval: Duration) -> Task<Void, Never> {
         Task {
+            var lost = Set<Int>()
+            var wait = interval
             while !Task.isCancelled {
-                do {
-                    try await Task.sleep(for: interval)
-                    for session in sessions { try await session.renew() }
-                } catch {
-                    return
+                do { try await Task.sleep(for: wait) } catch { return }
+                wait = interval
+                for (index, session) in sessions.withLock({ $0 }).enumerated() where !lost.contains(index) {
+                    do {
+                        try await session.renew()
+                    } catch is CancellationError {
+                        return
+                    } catch EventStoreError.sessionExpired {
+                        lost.insert(index)
+                    } catch {
+                        if Task.isCancelled { return }
+                        wait = interval / 4
+                    }
                 }
             }
         }

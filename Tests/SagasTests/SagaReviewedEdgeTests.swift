@@ -1,0 +1,175 @@
+// Saga edge cases found in the seventh session's review, each of which failed before its fix:
+// - the lease keeper (StepAttempt.keepAlive) stopped renewing for good after one failed renewal, so a transient
+//   backend error during a long step let the lease run out and a second runner ran the same step at the same time;
+// - the saga's lease was not renewed while a step waited for its resources, so a wait within resourceWait but longer
+//   than the lease lost the saga;
+// - a SagaStuck record naming a step out of range trapped in stuckSagas();
+// - create() accepted an id held by a running saga of another definition.
+
+import EventStore
+import EventStoreKV
+import Foundation
+import Sagas
+import Testing
+
+/// An in-memory backend whose next `update` can be made to fail once with a transient error.
+final class FlakyOnceKeyValueStore: KeyValueStore {
+    let inner = InMemoryKeyValueStore()
+    private let armed = Locked(false)
+    private let injected: AsyncStream<Void>.Continuation
+    let injections: AsyncStream<Void>
+
+    init() { (injections, injected) = AsyncStream.makeStream(of: Void.self) }
+
+    /// Makes the next `update` throw `unavailable` (as a member failing over would).
+    func failNextUpdate() { armed.withLock { $0 = true } }
+
+    func get(_ key: Key) async throws -> KeyValueEntry? { try await inner.get(key) }
+    func get(_ keys: [Key]) async throws -> [KeyValueEntry?] { try await inner.get(keys) }
+    func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
+        try await inner.scan(range, direction: direction, limit: limit)
+    }
+    func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 { try await inner.commit(transaction) }
+    func update<Value: Sendable>(
+        _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
+    ) async throws -> KeyValueUpdateResult<Value> {
+        let fail = armed.withLock { armed -> Bool in
+            defer { armed = false }
+            return armed
+        }
+        if fail {
+            injected.yield()
+            throw KeyValueStoreError.unavailable("injected transient failure")
+        }
+        return try await inner.update(body)
+    }
+    func currentRevision() async throws -> UInt64 { try await inner.currentRevision() }
+    func changes(after revision: UInt64, prefix: Key) -> AsyncThrowingStream<KeyValueChange, any Error> {
+        inner.changes(after: revision, prefix: prefix)
+    }
+    func close() async throws { try await inner.close() }
+}
+
+@Suite("Sagas: leases kept through failures and waits, and damaged or conflicting logs")
+struct SagaReviewedEdgeTests {
+    @Test("one failed lease renewal during a long step must not let a second runner run the step at the same time")
+    func oneFailedRenewalLetsASecondRunnerOverlap() async throws {
+        let backend = FlakyOnceKeyValueStore()
+        let store = KeyValueEventStore(backend: backend)
+        let inFlight = Locked(0)
+        let overlaps = Locked(0)
+        let invocations = Locked(0)
+        let gate = AsyncStream.makeStream(of: Void.self)
+        var saga = SagaDefinition<Transfer>("long-step")
+        saga.step("charge", options: StepOptions(retry: .never)) { _ -> NoOutput in
+            let first = invocations.withLock {
+                $0 += 1
+                return $0 == 1
+            }
+            let running = inFlight.withLock {
+                $0 += 1
+                return $0
+            }
+            if running > 1 { overlaps.withLock { $0 += 1 } }
+            defer { inFlight.withLock { $0 -= 1 } }
+            if first {
+                // StepStarted is durable and the lease fresh. The next backend update is the keeper's first
+                // renewal (a third of the session timeout from now); make it fail once, then keep working.
+                backend.failNextUpdate()
+                var iterator = gate.stream.makeAsyncIterator()
+                _ = await iterator.next()
+            }
+            return NoOutput()
+        }
+        // Sessions of 1.5 s, renewed every 0.5 s while the step runs.
+        let configuration = SagaRunnerConfiguration(sessionTimeout: .milliseconds(1_500), lockWait: .seconds(20))
+        let runnerA = SagaRunner(store: store, configuration: configuration)
+        let runnerB = SagaRunner(store: store, configuration: configuration)
+        try runnerB.register(saga)
+        let id = try sagaID()
+        let definition = saga
+        let first = Task { try await runnerA.start(definition, id: id, input: sampleTransfer) }
+
+        // Wait for the one injected renewal failure; from here on runner A is alive and its step still running.
+        var injections = backend.injections.makeAsyncIterator()
+        _ = await injections.next()
+        // A second runner (another node recovering, or an operator's resume) waits for the saga's lock. When runner
+        // A gave up renewing after that one failure, the lock ran out while A's step was in flight, and B ran the
+        // step too. Give it three lease lengths to do so, then let A's step finish.
+        let second = Task { try await runnerB.resume(id) }
+        try await Task.sleep(for: .milliseconds(4_500))
+        #expect(invocations.withLock { $0 } == 1, "a second runner ran the step while the first still held it")
+        gate.continuation.yield()
+        #expect(try await first.value == .completed)
+        #expect(try await second.value == .completed)
+        #expect(overlaps.withLock { $0 } == 0, "the step ran in two runners at the same time")
+    }
+
+    @Test("waiting for a resource within resourceWait must not lose the saga's own lease")
+    func waitingForAResourceLosesTheSaga() async throws {
+        let store = makeStore()
+        // Another saga's step holds resource "alice" with a 6 s lease that runs out on its own (its runner died).
+        _ = try await store.openSession(
+            on: try StreamName.system("$saga-resource-alice"), sessionTimeout: .seconds(6), openTimeout: .zero)
+        var saga = SagaDefinition<Transfer>("waits")
+        saga.step("debit", options: StepOptions(retry: .never), resources: { [$0.from] }) { _ in NoOutput() }
+        // The saga's lease (3 s, renewed every second) is shorter than the wait allowed for resources (60 s), as
+        // with the defaults (30 s and 60 s). The resource frees up after about 6 s, well within resourceWait.
+        let runner = SagaRunner(
+            store: store,
+            configuration: SagaRunnerConfiguration(sessionTimeout: .seconds(3), resourceWait: .seconds(60)))
+        let outcome = try await runner.start(saga, id: try sagaID(), input: sampleTransfer)
+        #expect(outcome == .completed)
+    }
+
+    @Test("a SagaStuck record naming a step out of range is reported as corruption, not a crash")
+    func stuckRecordWithABadStepIndex() async throws {
+        let store = makeStore()
+        let runner = SagaRunner(store: store)
+        let saga = transferSaga(bank: Bank())
+        try runner.register(saga)
+        let id = try sagaID()
+        try await runner.create(saga, id: id, input: sampleTransfer)
+        // A damaged (or hand-edited) log: SagaStuck names step 7 of a 3-step saga. Every step-bearing record is
+        // checked against the step count when the log is folded, except SagaStuck.
+        let stream = try StreamName.system("$saga-\(id.rawValue)")
+        let damaged = Data(#"{"kind":"SagaStuck","at":"2026-11-23T08:00:00Z","step":7,"error":"x"}"#.utf8)
+        _ = try await store.append(
+            [EventData(type: "SagaStuck", data: damaged)], to: stream, expectedVersion: .exact(1))
+        // It used to trap on stepNames[7].
+        await #expect {
+            _ = try await runner.stuckSagas()
+        } throws: { error in
+            guard case EventStoreError.corrupted(let location, _) = error else { return false }
+            return location.contains(id.rawValue)
+        }
+    }
+
+    @Test("creating a saga whose id a running saga of another definition holds is refused")
+    func createOverARunningSagaOfAnotherDefinition() async throws {
+        let store = makeStore()
+        let bank = Bank()
+        let (signals, signal) = AsyncStream.makeStream(of: String.self)
+        let id = try sagaID()
+        let owner = SagaRunner(store: store, clock: ManualSagaClock())
+        let run = Task {
+            try await owner.start(
+                transferSaga(bank: bank, blockIn: "debit", signal: signal), id: id, input: sampleTransfer)
+        }
+        _ = await next(signals)  // the "transfer" saga is running and its runner holds the saga's lock
+
+        var refund = SagaDefinition<Transfer>("refund")
+        refund.step("pay-back") { _ in NoOutput() }
+        let other = SagaRunner(store: store, clock: ManualSagaClock())
+        // Documented: throws invalidArgument "if a saga with this id exists under another definition". When the
+        // existing saga was locked, create() took the streamLocked branch and returned without checking.
+        await #expect {
+            try await other.create(refund, id: id, input: sampleTransfer)
+        } throws: { error in
+            guard case EventStoreError.invalidArgument = error else { return false }
+            return true
+        }
+        run.cancel()
+        _ = try? await run.value
+    }
+}
