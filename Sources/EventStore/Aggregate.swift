@@ -16,12 +16,17 @@ public struct LoadedAggregate<State: Aggregate>: Sendable {
     public var version: UInt64
     /// How many events were replayed to build the state (for checking snapshot use).
     public var replayedEvents: Int
+    /// The version of the first event folded into ``state``, directly or through the snapshot it started from; nil
+    /// when no event was, or when not known. A snapshot of the state records it, so that a snapshot of a state that
+    /// still folds events retention has hidden since is never used.
+    public var firstVersion: UInt64?
 
     /// Creates a loaded aggregate.
-    public init(state: State, version: UInt64, replayedEvents: Int) {
+    public init(state: State, version: UInt64, replayedEvents: Int, firstVersion: UInt64? = nil) {
         self.state = state
         self.version = version
         self.replayedEvents = replayedEvents
+        self.firstVersion = firstVersion
     }
 }
 
@@ -69,6 +74,7 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
                 // `version`; never apply them.
                 if let version, event.version > version { return result }
                 result.state.apply(try registry.decode(event))
+                if result.version == 0 { result.firstVersion = event.version }
                 result.version = event.version
                 result.replayedEvents += 1
             }

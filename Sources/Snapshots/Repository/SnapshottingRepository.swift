@@ -77,7 +77,9 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     ) async throws -> LoadedAggregate<State> {
         var start = LoadedAggregate(state: State(), version: 0, replayedEvents: 0)
         if usingSnapshots, let snapshot = try await latestUsableSnapshot(of: stream, atOrBefore: version) {
-            start = LoadedAggregate(state: try schema.decode(snapshot), version: snapshot.version, replayedEvents: 0)
+            start = LoadedAggregate(
+                state: try schema.decode(snapshot), version: snapshot.version, replayedEvents: 0,
+                firstVersion: snapshot.firstVersion)
         }
         let loaded = try await aggregates.replay(stream, onto: start, upTo: version)
         if start.version > 0, loaded.replayedEvents == 0 {
@@ -141,12 +143,14 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         let result = try await aggregates.store.append(data, to: stream, expectedVersion: .exact(loaded.version))
         var aggregate = loaded
         for event in replayed { aggregate.state.apply(event) }
+        // A state that folded nothing before starts with the first event appended here.
+        if loaded.version == 0, !replayed.isEmpty { aggregate.firstVersion = result.version - UInt64(replayed.count) + 1 }
         aggregate.version = result.version
         guard policy.isDue(from: loaded.version, to: result.version) else {
             return SavedAggregate(result: result, aggregate: aggregate, snapshot: .notDue)
         }
         do {
-            try await saveSnapshot(of: aggregate.state, in: stream, at: result.version)
+            try await saveSnapshot(of: aggregate, in: stream)
             return SavedAggregate(result: result, aggregate: aggregate, snapshot: .taken(version: result.version))
         } catch {
             return SavedAggregate(result: result, aggregate: aggregate, snapshot: .failed(error))
@@ -187,7 +191,7 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         }
         let loaded = try await load(stream, upTo: version, usingSnapshots: true)
         guard loaded.version > 0 else { throw EventStoreError.streamNotFound(stream) }
-        try await saveSnapshot(of: loaded.state, in: stream, at: loaded.version)
+        try await saveSnapshot(of: loaded, in: stream)
         return loaded.version
     }
 
@@ -216,16 +220,18 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
             target = next
             loaded = try await aggregates.replay(stream, onto: loaded, upTo: target)
             guard loaded.version == target else { break }
-            try await saveSnapshot(of: loaded.state, in: stream, at: target)
+            try await saveSnapshot(of: loaded, in: stream)
             taken.append(target)
         }
         return taken
     }
 
-    private func saveSnapshot(of state: State, in stream: StreamName, at version: UInt64) async throws {
+    /// Saves `loaded`'s state as the snapshot at its version, recording the first version it folds: if retention
+    /// has hidden that version since the state was built, nothing is saved (`versionNotVisible`).
+    private func saveSnapshot(of loaded: LoadedAggregate<State>, in stream: StreamName) async throws {
         try await snapshots.save(
-            try schema.encode(state), schemaVersion: schema.version, of: stream, at: version,
-            keepingLast: policy.retention)
+            try schema.encode(loaded.state), schemaVersion: schema.version, of: stream, at: loaded.version,
+            keepingLast: policy.retention, foldedFrom: loaded.firstVersion)
     }
 
     // MARK: Managing snapshots

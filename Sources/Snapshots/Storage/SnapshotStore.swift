@@ -48,14 +48,16 @@ public struct SnapshotStore: Sendable {
 
     /// Saves `data` as the snapshot of `stream` at `version`, replacing any snapshot already at that version; with
     /// `keepingLast`, removes all but the newest `keepingLast` snapshots in the same transaction. `data` must be the
-    /// state folded from the events readers see now, up to `version`; the first version they see is recorded with
-    /// it (``Snapshot/firstVersion``).
+    /// state folded from the events readers see, up to `version`. `foldedFrom` is the version of the first event it
+    /// folds, recorded with it (``Snapshot/firstVersion``); when nil, the first version readers see now is.
     /// - Throws: ``SnapshotError/versionBeyondStream(stream:requested:streamVersion:)`` when the stream has not
-    ///   reached `version`; ``SnapshotError/versionNotVisible(stream:version:)`` when readers no longer see it; ``EventStoreError/invalidArgument(_:)`` for version 0, a `keepingLast` below 1 or data
-    ///   of 4 GiB or more.
+    ///   reached `version`; ``SnapshotError/versionNotVisible(stream:version:)`` when readers no longer see
+    ///   `version`, or no longer see `foldedFrom` (the state folds events retention has hidden since);
+    ///   ``EventStoreError/invalidArgument(_:)`` for version 0, a `keepingLast` below 1 or data of 4 GiB or more.
     ///   Nothing is written when it throws.
     public func save(
-        _ data: Data, schemaVersion: UInt32, of stream: StreamName, at version: UInt64, keepingLast: Int? = nil
+        _ data: Data, schemaVersion: UInt32, of stream: StreamName, at version: UInt64, keepingLast: Int? = nil,
+        foldedFrom foldStart: UInt64? = nil
     ) async throws {
         guard version > 0 else {
             throw EventStoreError.invalidArgument("a snapshot needs a version of at least 1; version 0 is the empty state")
@@ -70,9 +72,15 @@ public struct SnapshotStore: Sendable {
         guard version <= streamVersion else {
             throw SnapshotError.versionBeyondStream(stream: stream, requested: version, streamVersion: streamVersion)
         }
-        guard let firstVersion = try await events.firstVisibleVersion(of: stream), firstVersion <= version else {
+        guard let firstVisible = try await events.firstVisibleVersion(of: stream), firstVisible <= version else {
             throw SnapshotError.versionNotVisible(stream: stream, version: version)
         }
+        // A state built before retention hid more of the stream's start still folds the hidden events: recording the
+        // new first visible version would make loads use it and differ from a replay.
+        if let foldStart, foldStart < firstVisible {
+            throw SnapshotError.versionNotVisible(stream: stream, version: foldStart)
+        }
+        let firstVersion = foldStart ?? firstVisible
         let keys = self.keys
         let snapshot = Snapshot(
             stream: stream, version: version, schemaVersion: schemaVersion, firstVersion: firstVersion,
