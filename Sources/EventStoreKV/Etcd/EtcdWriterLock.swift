@@ -4,8 +4,9 @@
 // process would all conflict and retry round after round against the cluster. Taking turns locally leaves only
 // other processes as a source of conflicts, which the optimistic conditions still catch.
 //
-// Invariants: at most one holder; waiters are resumed in arrival order; a waiter cancelled before its turn is
-// removed and throws CancellationError, and a turn handed to a waiter is never lost. All state is in one `Locked`.
+// Invariants: at most one holder; waiters are resumed in arrival order; a task cancelled before it asks, or before
+// its turn, throws CancellationError and never runs its body (a waiter is removed), and a turn handed to a waiter is
+// never lost. All state is in one `Locked`.
 
 import EventStore
 
@@ -26,21 +27,30 @@ final class EtcdWriterLock: Sendable {
     }
 
     private func acquire() async throws {
+        try Task.checkCancellation()
         let id = state.withLock { state -> UInt64 in
             state.nextID += 1
             return state.nextID
         }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let resumeNow = state.withLock { state -> Bool in
+                // Cancelled before queuing: `onCancel` already ran and found nothing to remove (the flag is set
+                // before the handler runs, and both sides decide under the same lock).
+                enum Outcome { case acquired, cancelled, queued }
+                let outcome = state.withLock { state -> Outcome in
                     if !state.held {
                         state.held = true
-                        return true
+                        return .acquired
                     }
+                    if Task.isCancelled { return .cancelled }
                     state.waiters.append((id, continuation))
-                    return false
+                    return .queued
                 }
-                if resumeNow { continuation.resume() }
+                switch outcome {
+                case .acquired: continuation.resume()
+                case .cancelled: continuation.resume(throwing: CancellationError())
+                case .queued: break
+                }
             }
         } onCancel: {
             let waiter = state.withLock { state -> CheckedContinuation<Void, any Error>? in
