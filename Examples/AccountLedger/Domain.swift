@@ -82,11 +82,23 @@ struct Account: Aggregate, Codable {
         }
     }
 
-    /// Money may leave only if it is there.
+    /// Money may arrive only if the account's balance and its running totals stay within the cents an Int64 holds
+    /// (about 92 quadrillion units): folding an event past that would trap, so the command is refused instead.
+    func requireRoom(for amount: Cents, account: String, deposit: Bool = false) throws {
+        guard isOpen else { throw LedgerError.unknownAccount(account) }
+        let (_, balanceOverflows) = balance.value.addingReportingOverflow(amount.value)
+        let (_, totalOverflows) = deposited.value.addingReportingOverflow(amount.value)
+        guard !balanceOverflows, !(deposit && totalOverflows) else { throw LedgerError.balanceLimit(account: account) }
+    }
+
+    /// Money may leave only if it is there, and the account's withdrawn total stays within an Int64.
     func requireFunds(_ amount: Cents, account: String) throws {
         guard isOpen else { throw LedgerError.unknownAccount(account) }
         guard balance >= amount else {
             throw LedgerError.insufficientFunds(account: account, balance: balance, requested: amount)
+        }
+        guard !withdrawn.value.addingReportingOverflow(amount.value).overflow else {
+            throw LedgerError.balanceLimit(account: account)
         }
     }
 }
@@ -98,6 +110,7 @@ enum LedgerError: Error, CustomStringConvertible, Equatable {
     case accountExists(String)
     case insufficientFunds(account: String, balance: Cents, requested: Cents)
     case sameAccount(String)
+    case balanceLimit(account: String)
     case transferFailed(String)
     case verificationFailed([String])
 
@@ -109,6 +122,8 @@ enum LedgerError: Error, CustomStringConvertible, Equatable {
         case .insufficientFunds(let account, let balance, let requested):
             "insufficient funds in \"\(account)\": balance \(balance), requested \(requested); overdrafts are not allowed"
         case .sameAccount(let name): "cannot transfer from \"\(name)\" to itself"
+        case .balanceLimit(let account):
+            "\"\(account)\" cannot hold more: its balance or running totals would pass \(Cents(Int64.max)), the most the ledger holds"
         case .transferFailed(let detail): "transfer failed: \(detail)"
         case .verificationFailed(let problems): "verify found \(problems.count) problem(s):\n" + problems.joined(separator: "\n")
         }

@@ -102,11 +102,16 @@ final class Ledger: Sendable {
             action: { step in
                 let request = step.input
                 if request.failCredit { throw SimulatedCreditFailure() }
+                // The credit is decided on the target's current state (and appended at its version), so it can never
+                // take the balance past what an Int64 holds: then the step fails and the debit is refunded.
+                let stream = try accountStream(request.to)
+                let target = try await accounts.load(stream)
+                try target.state.requireRoom(for: request.amount, account: request.to)
                 let credit = try registry.encode(
                     TransferCredited(transfer: request.transfer, from: request.from, amount: request.amount))
                 return StepEffect(
                     output: true,
-                    appends: [StreamAppend(stream: try accountStream(request.to), expectedVersion: .streamExists, events: [credit])])
+                    appends: [StreamAppend(stream: stream, expectedVersion: .exact(target.version), events: [credit])])
             },
             compensation: { _, _ in [] })
         return saga
@@ -128,7 +133,7 @@ final class Ledger: Sendable {
     func deposit(_ name: String, _ amount: Cents) async throws -> Account {
         let stream = try accountStream(try validateAccountName(name))
         return try await accounts.execute(on: stream) { state in
-            guard state.isOpen else { throw LedgerError.unknownAccount(name) }
+            try state.requireRoom(for: amount, account: name, deposit: true)
             return [Deposited(amount: amount)]
         }.aggregate.state
     }
