@@ -81,23 +81,47 @@ struct SagaReviewedEdgeTests {
             }
             return NoOutput()
         }
-        // Sessions of 1.5 s, renewed every 0.5 s while the step runs.
-        let configuration = SagaRunnerConfiguration(sessionTimeout: .milliseconds(1_500), lockWait: .seconds(20))
+        // Sessions of 6 s, renewed every 2 s while the step runs (long enough that a loaded CI machine does not
+        // lose them between the saga's own appends).
+        let configuration = SagaRunnerConfiguration(sessionTimeout: .seconds(6), lockWait: .seconds(60))
         let runnerA = SagaRunner(store: store, configuration: configuration)
         let runnerB = SagaRunner(store: store, configuration: configuration)
         try runnerB.register(saga)
         let id = try sagaID()
         let definition = saga
-        let first = Task { try await runnerA.start(definition, id: id, input: sampleTransfer) }
+        let (endedA, endA) = AsyncStream.makeStream(of: Void.self)
+        let first = Task {
+            defer { endA.yield() }
+            return try await runnerA.start(definition, id: id, input: sampleTransfer)
+        }
 
-        // Wait for the one injected renewal failure; from here on runner A is alive and its step still running.
-        var injections = backend.injections.makeAsyncIterator()
-        _ = await injections.next()
+        // Wait for the one injected renewal failure; from here on runner A is alive and its step still running. Should
+        // runner A end before its step ever ran, report that instead of waiting for an injection that cannot come.
+        let injected = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                var injections = backend.injections.makeAsyncIterator()
+                return await injections.next() != nil
+            }
+            group.addTask {
+                // Not `first.result`: awaiting a task does not end when this child is cancelled, and runner A waits
+                // for the gate this test opens only after the group returns.
+                var ended = endedA.makeAsyncIterator()
+                _ = await ended.next()
+                return false
+            }
+            let winner = await group.next() ?? false
+            group.cancelAll()
+            return winner
+        }
+        guard injected else {
+            Issue.record("runner A ended before its step ran: \(await first.result)")
+            return
+        }
         // A second runner (another node recovering, or an operator's resume) waits for the saga's lock. When runner
         // A gave up renewing after that one failure, the lock ran out while A's step was in flight, and B ran the
-        // step too. Give it three lease lengths to do so, then let A's step finish.
+        // step too. Give it two lease lengths and more to do so, then let A's step finish.
         let second = Task { try await runnerB.resume(id) }
-        try await Task.sleep(for: .milliseconds(4_500))
+        try await Task.sleep(for: .seconds(14))
         #expect(invocations.withLock { $0 } == 1, "a second runner ran the step while the first still held it")
         gate.continuation.yield()
         #expect(try await first.value == .completed)
@@ -108,16 +132,17 @@ struct SagaReviewedEdgeTests {
     @Test("waiting for a resource within resourceWait must not lose the saga's own lease")
     func waitingForAResourceLosesTheSaga() async throws {
         let store = makeStore()
-        // Another saga's step holds resource "alice" with a 6 s lease that runs out on its own (its runner died).
+        // Another saga's step holds resource "alice" with a 20 s lease that runs out on its own (its runner died).
         _ = try await store.openSession(
-            on: try StreamName.system("$saga-resource-alice"), sessionTimeout: .seconds(6), openTimeout: .zero)
+            on: try StreamName.system("$saga-resource-alice"), sessionTimeout: .seconds(20), openTimeout: .zero)
         var saga = SagaDefinition<Transfer>("waits")
         saga.step("debit", options: StepOptions(retry: .never), resources: { [$0.from] }) { _ in NoOutput() }
-        // The saga's lease (3 s, renewed every second) is shorter than the wait allowed for resources (60 s), as
-        // with the defaults (30 s and 60 s). The resource frees up after about 6 s, well within resourceWait.
+        // The saga's lease (8 s, renewed every 2.7 s) is shorter than the wait allowed for resources (60 s), as with
+        // the defaults (30 s and 60 s). The resource frees up after about 20 s, well within resourceWait. (Leases
+        // this long keep a loaded CI machine from losing the saga between its own appends.)
         let runner = SagaRunner(
             store: store,
-            configuration: SagaRunnerConfiguration(sessionTimeout: .seconds(3), resourceWait: .seconds(60)))
+            configuration: SagaRunnerConfiguration(sessionTimeout: .seconds(8), resourceWait: .seconds(60)))
         let outcome = try await runner.start(saga, id: try sagaID(), input: sampleTransfer)
         #expect(outcome == .completed)
     }
