@@ -280,6 +280,49 @@ struct DamageTests {
         #expect([UInt8](try Data(contentsOf: url)) == data, "the store was changed")
     }
 
+    /// A flipped bit in the WAL header made recovery take the whole WAL for a stale generation and drop every commit
+    /// since the last checkpoint, silently. The records behind it still carry the meta's salt and the next LSNs,
+    /// which only the current generation's records can, so they are replayed.
+    @Test("commits behind a damaged WAL header are replayed, not dropped with it", arguments: [0, 20, 35])
+    func damagedWALHeader(byte: Int) async throws {
+        let directory = TemporaryDirectory("wal-header")
+        defer { directory.remove() }
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        try await store.checkpoint()
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([2], [2])]))
+        let last = try await store.commit(KeyValueTransaction(writes: [.put([3], [3])]))
+        await store.closeWithoutCheckpoint()
+
+        let url = URL(fileURLWithPath: directory.file("wal"))
+        var wal = [UInt8](try Data(contentsOf: url))
+        wal[byte] ^= 0x10
+        try Data(wal).write(to: url)
+
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        #expect(try await allEntries(reopened).map(\.key) == [[1], [2], [3]])
+        #expect(try await reopened.currentRevision() == last)
+        #expect(reopened.recovery.replayedTransactions == 2)
+        try await reopened.close()
+    }
+
+    @Test("options beyond their ranges are refused when the store opens, before anything is created")
+    func optionBounds() async throws {
+        let directory = TemporaryDirectory("option-bounds")
+        defer { directory.remove() }
+        for options in [
+            PageFileOptions(cacheSizeMB: 0), PageFileOptions(cacheSizeMB: Int.max),
+            PageFileOptions(checkpointThresholdMB: 0), PageFileOptions(checkpointThresholdMB: 1 << 43),
+        ] {
+            await #expect { try await PageFileKeyValueStore.open(directory: directory.path, options: options) } throws: { error in
+                guard case EventStoreError.invalidArgument(let message) = error else { return false }
+                return message.contains("MB must be from 1 to 1048576")
+            }
+        }
+        #expect(!FileManager.default.fileExists(atPath: directory.file("data")))
+        #expect(Directory.parent(of: "/a/b/") == "/a" && Directory.parent(of: "/a") == "/" && Directory.parent(of: "a") == ".")
+    }
+
     @Test("a second opener gets the lock error naming the holder, in this process and from another process")
     func directoryLock() async throws {
         let directory = TemporaryDirectory("lock")

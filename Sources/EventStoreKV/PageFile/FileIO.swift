@@ -230,9 +230,13 @@ final class SystemFile: Sendable {
 
 /// Directory operations: create with mode 0700, fsync a directory after creating or renaming files in it.
 enum Directory {
-    /// Creates `path` (mode 0700) if it does not exist; an existing directory is fine.
+    /// Creates `path` (mode 0700) if it does not exist, and makes its entry in the parent durable; an existing
+    /// directory is fine.
     static func create(_ path: String) throws {
-        if mkdir(path, 0o700) != 0, errno != EEXIST {
+        if mkdir(path, 0o700) == 0 {
+            // The new directory's entry in its parent must be durable too, or a power cut can take the whole store.
+            try sync(parent(of: path))
+        } else if errno != EEXIST {
             throw EventStoreError.ioFailure(operation: "mkdir", path: path, errno: errno)
         }
         var info = stat()
@@ -240,6 +244,14 @@ enum Directory {
         guard info.st_mode & S_IFMT == S_IFDIR else {
             throw EventStoreError.incompatibleStore(path: path, reason: "the path exists and is not a directory")
         }
+    }
+
+    /// The directory holding `path` ("." for a bare name, "/" for a top-level one).
+    static func parent(of path: String) -> String {
+        var trimmed = Substring(path)
+        while trimmed.count > 1, trimmed.hasSuffix("/") { trimmed.removeLast() }
+        guard let slash = trimmed.lastIndex(of: "/") else { return "." }
+        return slash == trimmed.startIndex ? "/" : String(trimmed[..<slash])
     }
 
     /// Makes the directory's entries (created or renamed files) durable.

@@ -4,8 +4,9 @@
 // - Page n lives at byte offset n * pageSize of the `data` file. Pages 0 and 1 are the two meta pages; every other
 //   page is a branch, leaf, overflow or free-list page, or free.
 // - Every written page carries its own page number, the checkpoint LSN it was written at and a CRC32C over bytes
-//   4 ..< pageSize. `Page.check` verifies all three on every read from disk, so a misdirected or torn write and a
-//   flipped bit are all reported as `corrupted` naming the file and the page, never returned as data.
+//   4 ..< pageSize. `Page.check` verifies the checksum, the page number and (when asked) the type on every read
+//   from disk, so a misdirected or torn write and a flipped bit are all reported as `corrupted` naming the file and
+//   the page, never returned as data. The LSN is informational (for `eventstore verify` and debugging).
 
 import EventStore
 

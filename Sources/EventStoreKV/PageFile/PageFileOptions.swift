@@ -54,9 +54,13 @@ public struct PageFileOptions: Sendable {
         guard Page.sizeRange.contains(pageSize), pageSize.nonzeroBitCount == 1 else {
             throw EventStoreError.invalidArgument("pageSize must be a power of two from 4096 to 65536, got \(pageSize)")
         }
-        guard cacheSizeMB >= 1 else { throw EventStoreError.invalidArgument("cacheSizeMB must be at least 1") }
-        guard checkpointThresholdMB >= 1 else {
-            throw EventStoreError.invalidArgument("checkpointThresholdMB must be at least 1")
+        // Upper bounds (1 TiB each) keep the byte counts derived from them far from Int64's range.
+        guard (1...(1 << 20)).contains(cacheSizeMB) else {
+            throw EventStoreError.invalidArgument("cacheSizeMB must be from 1 to 1048576 (1 TiB), got \(cacheSizeMB)")
+        }
+        guard (1...(1 << 20)).contains(checkpointThresholdMB) else {
+            throw EventStoreError.invalidArgument(
+                "checkpointThresholdMB must be from 1 to 1048576 (1 TiB), got \(checkpointThresholdMB)")
         }
         if case .deferred(let delay) = durability, delay <= .zero {
             throw EventStoreError.invalidArgument("a deferred durability delay must be positive")

@@ -46,9 +46,19 @@ final class PageReader: Sendable {
     /// cooperative pool.
     func closeFileReads() { gate.close() }
 
+    /// The file offset of `page`; a page number no file can reach (from a damaged or crafted page whose checksum
+    /// holds) is `corrupted`, never an arithmetic trap.
+    private func offset(of page: UInt64, pages: Int = 1) throws -> UInt64 {
+        let (offset, overflow) = page.multipliedReportingOverflow(by: UInt64(pageSize))
+        guard !overflow, offset <= UInt64(Int64.max) - UInt64(pages * pageSize) else {
+            throw EventStoreError.corrupted(location: "\(path) page \(page)", detail: "a page number beyond any file")
+        }
+        return offset
+    }
+
     /// The checked raw bytes of `page`.
     func rawPage(_ page: UInt64, type: PageType?) throws -> [UInt8] {
-        let bytes = try read(count: pageSize, at: page * UInt64(pageSize))
+        let bytes = try read(count: pageSize, at: try offset(of: page))
         try Page.check(bytes, number: page, type: type, size: pageSize, path: path)
         return bytes
     }
@@ -83,7 +93,7 @@ final class PageReader: Sendable {
 
     private func overflow(first: UInt64, length: Int) throws -> [UInt8] {
         let count = overflowPages(length)
-        let run = try read(count: count * pageSize, at: first * UInt64(pageSize))
+        let run = try read(count: count * pageSize, at: try offset(of: first, pages: count))
         var value: [UInt8] = []
         value.reserveCapacity(length)
         for index in 0..<count {

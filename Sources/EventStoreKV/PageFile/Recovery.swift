@@ -7,7 +7,8 @@
 //   this format and page size: garbage, a newer version or another page size get `incompatibleStore`.
 // - Replay applies exactly the WAL's valid prefix: records with the meta's salt and consecutive LSNs from
 //   checkpointLSN + 1. A torn or damaged tail is cut at the last whole record; a WAL of another generation (salt)
-//   is ignored as a whole (its records are all in the tree already).
+//   is ignored as a whole (its records are all in the tree already). A damaged header does not hide records that
+//   carry the meta's salt and those LSNs: only the current generation's can, so they are replayed.
 // - If anything was replayed or cut, recovery checkpoints at once: the recovered state goes into the page file and
 //   the WAL starts a new generation, so stale bytes past the cut can never be mistaken for records later.
 
@@ -93,6 +94,16 @@ extension PageFileKeyValueStore {
             header.firstLSN == meta.checkpointLSN + 1
         {
             let scan = WriteAheadLog.scan(walBytes, salt: header.salt, firstLSN: header.firstLSN)
+            transactions = scan.transactions
+            report.discardedWALBytes = scan.discarded
+            walOffset = UInt64(scan.validEnd)
+        } else if WriteAheadLog.decodeHeader(walBytes) == nil,
+            case let scan = WriteAheadLog.scan(walBytes, salt: meta.walSalt, firstLSN: meta.checkpointLSN + 1),
+            !scan.transactions.isEmpty
+        {
+            // A damaged header, followed by records with this meta's salt and the LSNs after its checkpoint: only the
+            // current generation's records can carry both, so they are replayed rather than every commit since the
+            // checkpoint dropped with the header. The recovery checkpoint then writes a new header.
             transactions = scan.transactions
             report.discardedWALBytes = scan.discarded
             walOffset = UInt64(scan.validEnd)
