@@ -115,16 +115,7 @@ struct ReviewedEdgeCaseTests {
     @Test("a very long session timeout does not crash the in-memory store")
     func centuriesSessionTimeoutInMemoryDoesNotCrash() async {
         await #expect(processExitsWith: .success) {
-            let store = KeyValueEventStore.inMemory()
-            let stream = try StreamName("review-lease")
-            do {
-                let session = try await store.openSession(
-                    on: stream, sessionTimeout: .seconds(300 * 365 * 86_400), openTimeout: .zero)
-                try await session.close()
-                exit(3)  // accepted: the lease record cannot hold it
-            } catch EventStoreError.invalidArgument {
-                // Refused with a clear error.
-            }
+            try await expectSessionRefused(KeyValueEventStore.inMemory(), timeout: .seconds(300 * 365 * 86_400))
         }
     }
 
@@ -133,16 +124,7 @@ struct ReviewedEdgeCaseTests {
     @Test("a session timeout of Int64.max seconds is a typed error, not a crash")
     func maximalSessionTimeoutDoesNotCrash() async {
         await #expect(processExitsWith: .success) {
-            let store = KeyValueEventStore.inMemory()
-            let stream = try StreamName("review-lease-max")
-            do {
-                let session = try await store.openSession(
-                    on: stream, sessionTimeout: .seconds(Int64.max), openTimeout: .zero)
-                try await session.close()
-                exit(3)  // accepted: the lease record cannot hold it
-            } catch EventStoreError.invalidArgument {
-                // Refused with a clear error.
-            }
+            try await expectSessionRefused(KeyValueEventStore.inMemory(), timeout: .seconds(Int64.max))
         }
     }
 
@@ -153,14 +135,7 @@ struct ReviewedEdgeCaseTests {
         await #expect(processExitsWith: .success) {
             let store = KeyValueEventStore(
                 backend: InMemoryKeyValueStore(), holderName: String(repeating: "h", count: 70_000))
-            let stream = try StreamName("review-holder")
-            do {
-                let session = try await store.openSession(on: stream, sessionTimeout: .seconds(30), openTimeout: .zero)
-                try await session.close()
-                exit(3)  // accepted: the lease record cannot hold it
-            } catch EventStoreError.invalidArgument {
-                // Refused with a clear error.
-            }
+            try await expectSessionRefused(store, timeout: .seconds(30))
         }
     }
 
@@ -233,4 +208,17 @@ private struct ReviewNotebook: Aggregate {
     var notes = 0
     init() {}
     mutating func apply(_ event: any DomainEvent) { notes += 1 }
+}
+
+/// In an exit test's child: opening a session with `timeout` must fail with `invalidArgument` (anything else thrown
+/// fails the child; an accepted session exits with status 3).
+private func expectSessionRefused(_ store: KeyValueEventStore, timeout: Duration) async throws {
+    do {
+        let session = try await store.openSession(
+            on: try StreamName("refused-session"), sessionTimeout: timeout, openTimeout: .zero)
+        try await session.close()
+        exit(3)  // accepted: the lease record cannot hold it
+    } catch EventStoreError.invalidArgument {
+        // Refused with a clear error.
+    }
 }

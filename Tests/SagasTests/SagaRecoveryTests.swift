@@ -134,15 +134,8 @@ import Testing
 
     @Test func aSagaAnotherRunnerHoldsIsLeftToIt() async throws {
         let store = makeStore()
-        let bank = Bank()
-        let (signals, signal) = AsyncStream.makeStream(of: String.self)
-        let id = try sagaID()
-        let owner = SagaRunner(store: store, clock: ManualSagaClock())
-        let run = Task {
-            try await owner.start(
-                transferSaga(bank: bank, blockIn: "debit", signal: signal), id: id, input: sampleTransfer)
-        }
-        _ = await next(signals)
+        let blocked = try await BlockedTransfer.start(on: store)
+        let (id, bank) = (blocked.id, blocked.bank)
 
         let other = SagaRunner(
             store: store, clock: ManualSagaClock(), configuration: SagaRunnerConfiguration(lockWait: .milliseconds(20)))
@@ -150,8 +143,7 @@ import Testing
         #expect(try await other.recover() == [SagaRecovery(sagaID: id, result: .heldByAnotherRunner)])
         await #expect(throws: EventStoreError.self) { try await other.resume(id) }
         #expect(bank.names == ["reserve", "debit"])
-        run.cancel()
-        _ = try? await run.value
+        await blocked.stop()
     }
 
     @Test func twoRunnersNeverExecuteTheSameSagaStepAtOnce() async throws {

@@ -173,15 +173,8 @@ struct SagaReviewedEdgeTests {
     @Test("creating a saga whose id a running saga of another definition holds is refused")
     func createOverARunningSagaOfAnotherDefinition() async throws {
         let store = makeStore()
-        let bank = Bank()
-        let (signals, signal) = AsyncStream.makeStream(of: String.self)
-        let id = try sagaID()
-        let owner = SagaRunner(store: store, clock: ManualSagaClock())
-        let run = Task {
-            try await owner.start(
-                transferSaga(bank: bank, blockIn: "debit", signal: signal), id: id, input: sampleTransfer)
-        }
-        _ = await next(signals)  // the "transfer" saga is running and its runner holds the saga's lock
+        // The "transfer" saga is running and its runner holds the saga's lock.
+        let blocked = try await BlockedTransfer.start(on: store)
 
         var refund = SagaDefinition<Transfer>("refund")
         refund.step("pay-back") { _ in NoOutput() }
@@ -189,12 +182,11 @@ struct SagaReviewedEdgeTests {
         // Documented: throws invalidArgument "if a saga with this id exists under another definition". When the
         // existing saga was locked, create() took the streamLocked branch and returned without checking.
         await #expect {
-            try await other.create(refund, id: id, input: sampleTransfer)
+            try await other.create(refund, id: blocked.id, input: sampleTransfer)
         } throws: { error in
             guard case EventStoreError.invalidArgument = error else { return false }
             return true
         }
-        run.cancel()
-        _ = try? await run.value
+        await blocked.stop()
     }
 }

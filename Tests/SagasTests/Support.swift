@@ -115,3 +115,30 @@ func next(_ stream: AsyncStream<String>) async -> String? {
     var iterator = stream.makeAsyncIterator()
     return await iterator.next()
 }
+
+/// A transfer saga started on its own runner and blocked inside its "debit" step, so that runner holds the saga's
+/// lock until `run` is cancelled.
+struct BlockedTransfer {
+    let id: SagaID
+    let bank: Bank
+    let run: Task<SagaOutcome, any Error>
+
+    static func start(on store: KeyValueEventStore) async throws -> BlockedTransfer {
+        let bank = Bank()
+        let (signals, signal) = AsyncStream.makeStream(of: String.self)
+        let id = try sagaID()
+        let owner = SagaRunner(store: store, clock: ManualSagaClock())
+        let run = Task {
+            try await owner.start(
+                transferSaga(bank: bank, blockIn: "debit", signal: signal), id: id, input: sampleTransfer)
+        }
+        _ = await next(signals)
+        return BlockedTransfer(id: id, bank: bank, run: run)
+    }
+
+    /// Cancels the blocked run and waits for it to end.
+    func stop() async {
+        run.cancel()
+        _ = try? await run.value
+    }
+}
