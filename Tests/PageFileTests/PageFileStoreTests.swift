@@ -375,7 +375,7 @@ struct PageFileStoreTests {
     }
 
     /// Recovery takes a WAL record over 1 GiB for damage and cuts the log there. A transaction of about 36 million
-    /// one-byte puts stays under the 256 MiB key-and-value limit but logs over 1 GiB (23 bytes of framing per put),
+    /// tiny puts stays under the 256 MiB key-and-value limit but logs over 1 GiB (23 bytes of framing per put),
     /// so it used to be acknowledged and then lost, with every later commit, at the next open. It needs about 2 GiB of
     /// memory and a minute, so it runs only with EVENTSTORE_HUGE_TESTS=1; `payloadSize`'s exactness is checked in
     /// every run (CodecTests).
@@ -387,7 +387,9 @@ struct PageFileStoreTests {
         defer { directory.remove() }
         let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         let kept = try await store.commit(KeyValueTransaction(writes: [.put([2], [2])]))
-        let huge = KeyValueTransaction(writes: [KeyWrite](repeating: .put([1], [7]), count: 36_000_000))
+        // 36 million puts of a 1-byte key and a 6-byte value: 252 MB of keys and values (under the 256 MiB limit),
+        // 1.08 GB of WAL payload with 23 bytes of framing each.
+        let huge = KeyValueTransaction(writes: [KeyWrite](repeating: .put([1], [7, 7, 7, 7, 7, 7]), count: 36_000_000))
         await #expect {
             _ = try await store.commit(huge)
         } throws: { error in
