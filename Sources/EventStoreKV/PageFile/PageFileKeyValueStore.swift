@@ -435,6 +435,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
 
     private func validate(_ transaction: KeyValueTransaction) throws {
         var bytes = 0
+        var puts = 0
         for write in transaction.writes {
             let key = write.key
             guard key.count <= maximumKeyLength else {
@@ -446,6 +447,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
                     throw KeyValueStoreError.tooLarge(what: "value", size: value.count, limit: Self.maximumValueLength)
                 }
                 bytes += value.count
+                puts += 1
             }
         }
         for condition in transaction.conditions where condition.key.count > maximumKeyLength {
@@ -457,8 +459,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
         }
         // Recovery takes a WAL record over `maximumPayload` for damage and cuts the log there, so no commit may log
         // one: many tiny writes stay under the byte limit above but not under this one (23 bytes of framing each).
-        let logged = WriteAheadLog.payloadSize(writes: transaction.writes.count, keyAndValueBytes: bytes,
-            puts: transaction.writes.count(where: { if case .put = $0 { true } else { false } }))
+        let logged = WriteAheadLog.payloadSize(writes: transaction.writes.count, keyAndValueBytes: bytes, puts: puts)
         guard logged <= WriteAheadLog.maximumPayload else {
             throw KeyValueStoreError.transactionTooLarge(
                 operations: transaction.writes.count, bytes: logged,

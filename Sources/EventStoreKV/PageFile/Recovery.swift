@@ -90,33 +90,34 @@ extension PageFileKeyValueStore {
         var report = RecoveryReport(created: created, replayedTransactions: 0, discardedWALBytes: 0, ignoredStaleWAL: false)
         var transactions: [LoggedTransaction] = []
         var walOffset = UInt64(walBytes.count)
-        if let header = WriteAheadLog.decodeHeader(walBytes), header.salt == meta.walSalt,
-            header.firstLSN == meta.checkpointLSN + 1
-        {
-            let scan = WriteAheadLog.scan(walBytes, salt: header.salt, firstLSN: header.firstLSN)
-            transactions = scan.transactions
-            report.discardedWALBytes = scan.discarded
-            walOffset = UInt64(scan.validEnd)
-        } else if WriteAheadLog.decodeHeader(walBytes) == nil,
-            case let scan = WriteAheadLog.scan(walBytes, salt: meta.walSalt, firstLSN: meta.checkpointLSN + 1),
-            !scan.transactions.isEmpty
-        {
-            // A damaged header, followed by records with this meta's salt and the LSNs after its checkpoint: only the
-            // current generation's records can carry both, so they are replayed rather than every commit since the
-            // checkpoint dropped with the header. The recovery checkpoint then writes a new header.
+        let header = WriteAheadLog.decodeHeader(walBytes)
+        let firstLSN = meta.checkpointLSN + 1
+        // A WAL generation is started only after its checkpoint's meta is durable. A whole header that starts past
+        // this meta's checkpoint was started by a newer meta, which must have been committed and is now unreadable:
+        // falling back to this one would silently drop every commit since.
+        if let header, header.firstLSN > firstLSN {
+            throw EventStoreError.corrupted(
+                location: "\(dataPath) meta pages",
+                detail: "the newest meta page is damaged: the WAL continues a checkpoint at LSN \(header.firstLSN - 1), "
+                    + "newer than the readable meta's \(meta.checkpointLSN); restore the store from a backup")
+        }
+        // The current generation's records: behind its own header, or behind a damaged header when records pass the
+        // CRC with this meta's salt and carry the LSNs after its checkpoint (only the current generation's can), so
+        // they are not dropped with the header. Anything else is a stale generation, already in the tree.
+        var scan: WriteAheadLog.Scan?
+        if let header {
+            if header.salt == meta.walSalt, header.firstLSN == firstLSN {
+                scan = WriteAheadLog.scan(walBytes, salt: header.salt, firstLSN: firstLSN)
+            }
+        } else {
+            let found = WriteAheadLog.scan(walBytes, salt: meta.walSalt, firstLSN: firstLSN)
+            if !found.transactions.isEmpty { scan = found }
+        }
+        if let scan {
             transactions = scan.transactions
             report.discardedWALBytes = scan.discarded
             walOffset = UInt64(scan.validEnd)
         } else {
-            // A WAL generation is started only after its checkpoint's meta is durable. A whole header of another
-            // generation that starts past this meta's checkpoint was started by a newer meta, which must have been
-            // committed and is now unreadable: falling back to this one would silently drop every commit since.
-            if let header = WriteAheadLog.decodeHeader(walBytes), header.firstLSN > meta.checkpointLSN + 1 {
-                throw EventStoreError.corrupted(
-                    location: "\(dataPath) meta pages",
-                    detail: "the newest meta page is damaged: the WAL continues a checkpoint at LSN \(header.firstLSN - 1), "
-                        + "newer than the readable meta's \(meta.checkpointLSN); restore the store from a backup")
-            }
             report.ignoredStaleWAL = true
             walOffset = UInt64(WriteAheadLog.headerSize)
         }
