@@ -306,6 +306,38 @@ struct DamageTests {
         try await reopened.close()
     }
 
+    /// A WAL header of another format version used to read as damage, so a build meeting a newer build's WAL took it
+    /// for a stale generation, and its recovery checkpoint reset the WAL: the newer build's acknowledged commits since
+    /// its last checkpoint were gone. A whole header (its checksum holds) of a newer version refuses the store.
+    @Test("a WAL of a newer format version is refused and left untouched", arguments: ["EVSTWAL1", "EVSTWAL2"])
+    func newerWALVersion(magic: String) async throws {
+        let directory = TemporaryDirectory("wal-version")
+        defer { directory.remove() }
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        await store.closeWithoutCheckpoint()
+
+        // What a newer build would write: the same header with version 2 (and maybe its own magic), resealed.
+        let url = URL(fileURLWithPath: directory.file("wal"))
+        var wal = [UInt8](try Data(contentsOf: url))
+        wal.replaceSubrange(0..<8, with: Array(magic.utf8))
+        wal.storeLE(UInt32(2), at: 8)
+        wal.storeLE(CRC32C.checksum(wal, 0..<32), at: 32)
+        try Data(wal).write(to: url)
+        let data = try Data(contentsOf: URL(fileURLWithPath: directory.file("data")))
+
+        var readOnly = smallOptions()
+        readOnly.readOnly = true
+        for options in [smallOptions(), readOnly] {
+            await #expect { try await PageFileKeyValueStore.open(directory: directory.path, options: options) } throws: { error in
+                guard case EventStoreError.incompatibleStore(let path, let reason) = error else { return false }
+                return path.hasSuffix("/wal") && reason.contains("WAL format version 2")
+            }
+        }
+        #expect([UInt8](try Data(contentsOf: url)) == wal, "the WAL was changed")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: directory.file("data"))) == data, "the data file was changed")
+    }
+
     @Test("options beyond their ranges are refused when the store opens, before anything is created")
     func optionBounds() async throws {
         let directory = TemporaryDirectory("option-bounds")

@@ -4,7 +4,8 @@
 // Invariants:
 // - A new store's data file is written under a temporary name, fsynced and renamed into place, so `data` is either
 //   absent or a whole, valid initial file. An existing file is never overwritten unless it is a valid store of
-//   this format and page size: garbage, a newer version or another page size get `incompatibleStore`.
+//   this format and page size: garbage, a newer version or another page size get `incompatibleStore`. So does a WAL
+//   whose whole header declares a newer version: its records are never dropped as a stale generation.
 // - Replay applies exactly the WAL's valid prefix: records with the meta's salt and consecutive LSNs from
 //   checkpointLSN + 1. A torn or damaged tail is cut at the last whole record; a WAL of another generation (salt)
 //   is ignored as a whole (its records are all in the tree already). A damaged header does not hide records that
@@ -90,7 +91,16 @@ extension PageFileKeyValueStore {
         var report = RecoveryReport(created: created, replayedTransactions: 0, discardedWALBytes: 0, ignoredStaleWAL: false)
         var transactions: [LoggedTransaction] = []
         var walOffset = UInt64(walBytes.count)
-        let header = WriteAheadLog.decodeHeader(walBytes)
+        let header: (salt: UInt64, firstLSN: UInt64)?
+        switch WriteAheadLog.decodeHeader(walBytes) {
+        case .valid(let salt, let firstLSN): header = (salt, firstLSN)
+        case .damaged: header = nil
+        case .newerVersion(let version):
+            // Its records may be commits a newer build acknowledged: treating the WAL as stale would drop them.
+            throw EventStoreError.incompatibleStore(
+                path: walPath,
+                reason: "WAL format version \(version) is newer than this build's \(WriteAheadLog.formatVersion)")
+        }
         let firstLSN = meta.checkpointLSN + 1
         // A WAL generation is started only after its checkpoint's meta is durable. A whole header that starts past
         // this meta's checkpoint was started by a newer meta, which must have been committed and is now unreadable:

@@ -55,13 +55,27 @@ enum WriteAheadLog {
         return writer.bytes
     }
 
-    /// The salt and first LSN of a WAL header, or nil if the bytes are not a whole, valid header.
-    static func decodeHeader(_ bytes: [UInt8]) -> (salt: UInt64, firstLSN: UInt64)? {
-        guard bytes.count >= headerSize, Array(bytes[0..<8]) == magic,
-            bytes.loadLE(UInt32.self, at: 8) == formatVersion,
+    /// What the first bytes of a WAL file hold.
+    enum DecodedHeader: Equatable {
+        /// A whole, valid header of this format.
+        case valid(salt: UInt64, firstLSN: UInt64)
+        /// A whole header (its checksum holds) of a newer format version, which this build must not read or reset.
+        case newerVersion(UInt32)
+        /// Not a whole, valid header: damaged, torn or absent.
+        case damaged
+    }
+
+    /// Decodes a WAL header. A header counts as a newer version only when its checksum holds, so damage to the
+    /// version field reads as damage, never as a reason to refuse the store.
+    static func decodeHeader(_ bytes: [UInt8]) -> DecodedHeader {
+        // The magic's last byte is a version digit; a newer format may change it, so only "EVSTWAL" is compared.
+        guard bytes.count >= headerSize, bytes[0..<7].elementsEqual(magic[0..<7]),
             bytes.loadLE(UInt32.self, at: 32) == CRC32C.checksum(bytes, 0..<32)
-        else { return nil }
-        return (bytes.loadLE(UInt64.self, at: 16), bytes.loadLE(UInt64.self, at: 24))
+        else { return .damaged }
+        let version = bytes.loadLE(UInt32.self, at: 8)
+        if version > formatVersion { return .newerVersion(version) }
+        guard version == formatVersion, bytes[7] == magic[7] else { return .damaged }
+        return .valid(salt: bytes.loadLE(UInt64.self, at: 16), firstLSN: bytes.loadLE(UInt64.self, at: 24))
     }
 
     private static func seed(_ salt: UInt64) -> UInt32 {
