@@ -13,7 +13,13 @@ public protocol EventStoring: Sendable {
     /// nothing; so does re-sending a prefix of a committed batch.
     /// - Throws: ``EventStoreError/wrongExpectedVersion(stream:expected:actual:)``,
     ///   ``EventStoreError/duplicateEventID(_:stream:version:)``, ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)``
-    ///   when a session holds the stream, and input errors. Nothing is written when it throws.
+    ///   when a session holds the stream, and input errors. Nothing is written when it throws, except when a
+    ///   replicated backend could not learn the outcome of a commit it sent (``EventStoreError/backend(_:)`` says
+    ///   it "may have committed"): re-send the same events, which is idempotent, to find out.
+    ///
+    /// Cancellation: a cancelled task's append throws `CancellationError` and writes nothing until it is handed to
+    /// the backend (queued for the write-ahead log, or sent); from then on it runs to its outcome, so a caller never
+    /// gets `CancellationError` for an append that may have been written.
     func append(_ events: [EventData], to stream: StreamName, expectedVersion: ExpectedVersion) async throws
         -> AppendResult
 

@@ -60,6 +60,53 @@ struct EtcdFaultTests {
         try await cluster.stop()
     }
 
+    /// A commit whose Txn had been sent was cut short by cancelling its task: the connection was aborted and the
+    /// caller got CancellationError whether or not a member had already taken the Txn into its log (here the abort
+    /// reached the hung member first, so it dropped the Txn; one that had read it would apply it). A caller told
+    /// "cancelled" takes it for "not written". Once sent, a commit now runs to its answer: the caller learns what
+    /// happened, as with the page-file engine.
+    @Test("a commit cancelled after its Txn was sent reports its outcome, not a cancellation")
+    func cancelledAfterSending() async throws {
+        let cluster = try await PrivateEtcdCluster.start(label: "cancel")
+        do {
+            try await cancelAfterSending(on: cluster)
+        } catch {
+            try? await cluster.run(["resume-member", "1"])
+            try? await cluster.stop()
+            throw error
+        }
+        try await cluster.stop()
+    }
+
+    private func cancelAfterSending(on cluster: PrivateEtcdCluster) async throws {
+        var configuration = try EtcdTestCluster.configuration(
+            namespace: EtcdTestCluster.uniqueNamespace("cancel"), endpoints: cluster.endpoints)
+        configuration.requestTimeout = .seconds(20)
+        let backend = try EtcdKeyValueStore(configuration: configuration)
+        // A first commit leaves a kept-alive connection to member 1, the one the client prefers.
+        _ = try await backend.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        #expect(backend.transport.currentEndpoint == 0)
+
+        // Member 1 hangs: the kernel still takes the Txn's bytes, nothing answers yet.
+        try await cluster.run(["pause-member", "1"])
+        let commit = Task { try await backend.commit(KeyValueTransaction(writes: [.put([2], [2])])) }
+        try await Task.sleep(for: .milliseconds(300))
+        commit.cancel()
+        try await Task.sleep(for: .milliseconds(200))
+        // Resumed well within the election timeout, member 1 applies the Txn it was sent and answers.
+        try await cluster.run(["resume-member", "1"])
+        let outcome = await commit.result
+        let stored = try await backend.get([2])
+        switch outcome {
+        case .success(let revision):
+            #expect(stored?.value == [2])
+            #expect(stored?.modRevision == revision)
+        case .failure(let error):
+            Issue.record("the commit was \(stored == nil ? "not " : "")applied, but its caller got: \(error)")
+        }
+        try await backend.close()
+    }
+
     private func run(_ fault: MemberFault, on cluster: PrivateEtcdCluster) async throws {
         var configuration = try EtcdTestCluster.configuration(
             namespace: EtcdTestCluster.uniqueNamespace("fault-\(fault)"), endpoints: cluster.endpoints)

@@ -209,7 +209,9 @@ public protocol KeyValueStore: AnyObject, Sendable {
     /// Up to `limit` entries in `range`, in `direction` order, from one consistent state.
     func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry]
 
-    /// Applies `transaction` atomically and returns its revision once durable.
+    /// Applies `transaction` atomically and returns its revision once durable. Cancellation is honoured (with
+    /// `CancellationError`, nothing written) only until the transaction is handed over (queued or sent); from then
+    /// on the commit runs to its outcome.
     /// - Throws: ``KeyValueStoreError/conditionFailed(index:condition:)`` naming the first condition that failed;
     ///   nothing is written then.
     func commit(_ transaction: KeyValueTransaction) async throws -> UInt64

@@ -8,6 +8,9 @@
 //   of the two attempts can commit (`EtcdTransaction.failsIfRepeated`), and reads back again if that repeat fails.
 //   If the outcome still cannot be known, the caller gets `unavailable` saying so, never a success or a failure
 //   that might be false.
+// - Cancellation is honoured until the Txn is sent (nothing is written then: CancellationError). Once sent, the Txn
+//   and the resolution of a lost answer run to their end, so a cancelled caller learns the outcome, as with the
+//   page-file engine, whose queued commit cannot be withdrawn either.
 // - A commit that is known to have committed is confirmed by every put key holding the written value at one common
 //   mod revision newer than anything seen before the Txn was sent.
 // - Leases of keys the Txn replaced or deleted, and of a Txn that did not commit, are revoked in the background.
@@ -46,7 +49,12 @@ extension EtcdKeyValueStore {
             return try settle(response, transaction: transaction, built: built)
         } catch let error as EtcdCallError {
             if case .outcomeUnknown(let detail) = error {
-                return try await resolve(transaction, built: built, body: body, sentAfter: sentAfter, detail: detail)
+                // The Txn was sent: find out what became of it even if the caller was cancelled meanwhile (an
+                // unstructured task does not inherit the cancellation), rather than report a cancellation that may
+                // hide a commit.
+                return try await Task {
+                    try await self.resolve(transaction, built: built, body: body, sentAfter: sentAfter, detail: detail)
+                }.value
             }
             leases.revokeLater(built.grantedLeases)
             if case .server(let code, let message) = error, code == GRPCCode.notFound,
@@ -70,7 +78,10 @@ extension EtcdKeyValueStore {
             try Task.checkCancellation()
             let endpoint = transport.currentEndpoint
             do {
-                return try await transport.send("v3/kv/txn", data: body, to: endpoint, as: EtcdWire.TxnResponse.self)
+                // Not cancellable once sent: the caller gets the Txn's outcome, never a CancellationError that may
+                // hide a commit.
+                return try await transport.send(
+                    "v3/kv/txn", data: body, to: endpoint, as: EtcdWire.TxnResponse.self, cancellable: false)
             } catch EtcdCallError.unreachable(let detail) {
                 transport.failOver(from: endpoint)
                 attempt += 1

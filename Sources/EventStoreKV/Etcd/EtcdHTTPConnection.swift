@@ -326,13 +326,14 @@ enum EtcdHTTP {
     }
 
     /// Posts `body` to `url` over a pooled connection and returns the status and the whole body, off the cooperative
-    /// thread pool.
-    static func post(_ url: URL, body: Data, timeout: Duration, pool: EtcdConnectionPool) async throws
-        -> (status: Int, body: Data)
+    /// thread pool. Cancelling the calling task aborts the exchange at once when `cancellable`; otherwise the exchange
+    /// runs to its answer or its deadline (a commit, whose outcome a cancelled caller must still learn).
+    static func post(_ url: URL, body: Data, timeout: Duration, pool: EtcdConnectionPool, cancellable: Bool = true)
+        async throws -> (status: Int, body: Data)
     {
         let deadline = ContinuousClock.now.advanced(by: timeout)
         let request = EtcdCancellableRequest()
-        return try await withTaskCancellationHandler {
+        let exchange = {
             try await withCheckedThrowingContinuation { continuation in
                 // A serial queue of its own targets Dispatch's overcommit pool: its threads are reused between requests
                 // (no thread is created per request) and a blocked one never holds up the cooperative pool.
@@ -344,6 +345,10 @@ enum EtcdHTTP {
                     }
                 }
             }
+        }
+        guard cancellable else { return try await exchange() }
+        return try await withTaskCancellationHandler {
+            try await exchange()
         } onCancel: {
             request.cancel()
         }

@@ -9,7 +9,9 @@
 // - A request whose outcome is unknown (timeout or connection lost after sending; etcd's "request timed out",
 //   "leader changed", "no leader") is retried only when `idempotent` says so; otherwise the caller gets
 //   `EtcdCallError.outcomeUnknown` and must resolve the outcome by reading, never by repeating blindly.
-// - Every retry loop is bounded by the configuration's retry budget and honours Task cancellation.
+// - Every retry loop is bounded by the configuration's retry budget and honours Task cancellation. A request that is
+//   not `cancellable` (a commit's Txn) is not cut short once sent: a cancelled caller still learns its outcome.
+//   An answer that arrived is returned even if the task was cancelled meanwhile.
 
 import EventStore
 import Foundation
@@ -119,26 +121,27 @@ final class EtcdTransport: Sendable {
         }
     }
 
-    /// One request to one member.
-    func send<Response: Decodable>(_ path: String, data: Data, to endpoint: Int, as type: Response.Type)
-        async throws -> Response
-    {
+    /// One request to one member. A `cancellable` request ends with CancellationError as soon as its task is
+    /// cancelled; one that is not (a commit) runs to its answer, and an answer in hand is returned either way.
+    func send<Response: Decodable>(
+        _ path: String, data: Data, to endpoint: Int, as type: Response.Type, cancellable: Bool = true
+    ) async throws -> Response {
         let url = endpoints[endpoint].appendingPathComponent(path)
         let body: Data
         let status: Int
         try enter()
         defer { leave() }
         do {
-            (status, body) = try await EtcdHTTP.post(url, body: data, timeout: requestTimeout, pool: connections)
+            (status, body) = try await EtcdHTTP.post(
+                url, body: data, timeout: requestTimeout, pool: connections, cancellable: cancellable)
         } catch let error as EtcdCallError {
-            if Task.isCancelled { throw CancellationError() }
+            if cancellable, Task.isCancelled { throw CancellationError() }
             switch error {
             case .unreachable(let detail): throw EtcdCallError.unreachable("\(url): \(detail)")
             case .outcomeUnknown(let detail): throw EtcdCallError.outcomeUnknown("\(url): \(detail)")
             default: throw error
             }
         }
-        try Task.checkCancellation()
         guard status == 200 else {
             let parsed = try? JSONDecoder().decode(EtcdWire.ErrorBody.self, from: body)
             let message = parsed?.message ?? parsed?.error ?? String(decoding: body.prefix(200), as: UTF8.self)
