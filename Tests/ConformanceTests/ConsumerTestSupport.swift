@@ -86,6 +86,18 @@ func keyCount(_ store: KeyValueEventStore, prefix: [UInt8]) async throws -> Int 
     try await store.backend.scan(.prefix(prefix), direction: .forward, limit: .max).count
 }
 
+/// Every global position the stream index names, in key order: each entry `0x03 name 0x00 u64be lastVersion` names
+/// the run ending at the value's u64be last position, of as many positions as the u32be count after it (one when
+/// the value holds only the position).
+func streamIndexPositions(_ store: KeyValueEventStore) async throws -> [UInt64] {
+    let entries = try await store.backend.scan(.prefix([0x03]), direction: .forward, limit: .max)
+    return entries.flatMap { entry -> [UInt64] in
+        let last = entry.value.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let count = entry.value.count == 8 ? 1 : entry.value.suffix(4).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return Array((last - count + 1)...last)
+    }
+}
+
 /// Every global position the secondary index of `kind` (0x01 category, 0x02 event type) names, in key order: each
 /// entry `0x0A kind u16 length name u64be last` names the run ending at `last` of as many positions as its value's
 /// u32be count (one when empty).

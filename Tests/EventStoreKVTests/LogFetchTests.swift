@@ -75,14 +75,18 @@ struct LogFetchTests {
     @Test("events scavenged from the middle and the ends of a scanned run are skipped")
     func scavengedGapsInRunsAreSkipped() async throws {
         let (store, backend, stream) = try await storeWithOneRun()
-        // The records and their stream index entries gone together, as scavenge leaves them; the type index entries
-        // stay, as a type read racing scavenge sees them: it asks for the whole run and must skip the holes.
+        // The records gone and the stream index naming only the rest (as runs 2...16 and 19...39), as a scavenge
+        // leaves them; the type index entries stay, as a type read racing scavenge sees them: it asks for the whole
+        // run and must skip the holes.
         let gone: [UInt64] = [1, 17, 18, 40]
         for position in gone {
-            _ = try await backend.commit(KeyValueTransaction(writes: [
-                .delete(KeyLayout.log(position)), .delete(KeyLayout.streamIndex(stream, version: position)),
-            ]))
+            _ = try await backend.commit(KeyValueTransaction(writes: [.delete(KeyLayout.log(position))]))
         }
+        _ = try await backend.commit(KeyValueTransaction(writes: [
+            .delete(KeyLayout.streamIndex(stream, version: 40)),
+            .put(KeyLayout.streamIndex(stream, version: 16), StreamIndexRun.value(lastPosition: 16, count: 15)),
+            .put(KeyLayout.streamIndex(stream, version: 39), StreamIndexRun.value(lastPosition: 39, count: 21)),
+        ]))
         let remaining = (1...40).filter { !gone.contains($0) }
         #expect(try await store.read(stream, from: .start, direction: .forward, limit: .max).map(\.version) == remaining)
         #expect(

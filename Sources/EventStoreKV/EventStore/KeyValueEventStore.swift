@@ -255,7 +255,7 @@ public final class KeyValueEventStore: EventStoring {
     }
 
     /// Appends the writes that record `part`'s events after `version` and `position` (advanced past them): the log
-    /// records, the stream index, the event-id index and the category and type index runs. Writes are grouped by
+    /// records, the stream index run, the event-id index and the category and type index runs. Writes are grouped by
     /// key space, each group in key order (the event ids in event order, which is key order for default, time-ordered
     /// ids), so a backend storing ordered keys (the page file's B+tree) puts each run of them into one leaf without
     /// descending the tree again. Key prefixes are built once per part (and per run of one event type), the event-id
@@ -273,9 +273,13 @@ public final class KeyValueEventStore: EventStoring {
                     KeyLayout.log(firstPosition + UInt64(index)),
                     EventRecord.encode(prepared: prepared[index], version: firstVersion + UInt64(index))))
         }
-        let streamIndexPrefix = KeyLayout.streamIndexPrefix(part.stream)
-        for index in events.indices {
-            writes.append(.put(KeyLayout.appending(firstVersion + UInt64(index), to: streamIndexPrefix), positionValues[index]))
+        // One stream index run for the part (StreamIndexRun.swift).
+        if !events.isEmpty {
+            let count = UInt64(events.count)
+            writes.append(
+                .put(
+                    KeyLayout.streamIndex(part.stream, version: firstVersion + count - 1),
+                    StreamIndexRun.value(lastPosition: firstPosition + count - 1, count: events.count)))
         }
         // The event-id keys the batch read looked up, in event order.
         for (index, key) in idKeys.enumerated() {
@@ -351,13 +355,16 @@ public final class KeyValueEventStore: EventStoring {
                 throw EventStoreError.duplicateEventID(part.events[0].id, stream: recordedStream, version: first.version)
             }
         }
-        let indexKeys = (0..<positions.count).map {
-            KeyLayout.streamIndex(part.stream, version: first.version + UInt64($0))
-        }
-        let indexed = try await context.get(indexKeys)
-        for (offset, entry) in indexed.enumerated() {
-            let indexedPosition = try entry.map { try PositionValue.decode($0.value, location: "stream index") }
-            guard indexedPosition == firstPosition + UInt64(offset) else {
+        // And each recorded event must be this stream's, at the next version (consecutive positions can belong to
+        // two appends, of other streams).
+        let later = (1..<UInt64(positions.count)).map { firstPosition + $0 }
+        for (offset, entry) in try await context.get(later.map(KeyLayout.log)).enumerated() {
+            guard let entry else {
+                throw EventStoreError.corrupted(
+                    location: "global position \(later[offset])", detail: "the event-id index points to a missing event")
+            }
+            let recorded = try EventRecord.identity(entry.value, position: later[offset])
+            guard recorded.stream == part.stream.rawValue, recorded.version == first.version + UInt64(offset) + 1 else {
                 throw EventStoreError.duplicateEventID(part.events[0].id, stream: recordedStream, version: first.version)
             }
         }
@@ -428,80 +435,121 @@ public final class KeyValueEventStore: EventStoring {
         guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
         guard limit > 0 else { return 0 }
         guard let visibility = try await visibility(of: stream) else { return 0 }
-        let prefix = KeyLayout.streamIndexPrefix(stream)
-        let prefixEnd = Key.successor(ofPrefix: prefix)
-        var range: KeyRange
+        // Versions hidden by deletion or metadata are never read, nor versions appended after the head the limits
+        // were computed from.
+        let (lowest, highest) = (visibility.firstVersion, visibility.lastVersion)
+        var next: UInt64
         switch (direction, start) {
-        case (.forward, .start): range = KeyRange(from: prefix, to: prefixEnd)
-        case (.forward, .version(let version)):
-            range = KeyRange(from: KeyLayout.streamIndex(stream, version: version), to: prefixEnd)
+        case (.forward, .start): next = lowest
+        case (.forward, .version(let version)): next = max(version, lowest)
         case (.forward, .end): return 0
-        case (.backward, .end): range = KeyRange(from: prefix, to: prefixEnd)
-        case (.backward, .start): range = KeyRange(from: prefix, to: KeyLayout.streamIndex(stream, version: 2))
-        case (.backward, .version(let version)):
-            range = KeyRange(
-                from: prefix,
-                to: version == .max ? prefixEnd : KeyLayout.streamIndex(stream, version: version + 1))
+        case (.backward, .end): next = highest
+        case (.backward, .start): next = min(1, highest)
+        case (.backward, .version(let version)): next = min(version, highest)
         }
-        // Versions hidden by deletion or metadata are never scanned.
-        let visibleFloor = KeyLayout.streamIndex(stream, version: visibility.firstVersion)
-        if range.lowerBound.lexicographicallyPrecedes(visibleFloor) { range.lowerBound = visibleFloor }
-        // Nor are versions appended after the head the limits were computed from.
-        let visibleCeiling = KeyLayout.streamIndex(stream, version: visibility.lastVersion + 1)
-        if range.upperBound.map({ visibleCeiling.lexicographicallyPrecedes($0) }) ?? true {
-            range.upperBound = visibleCeiling
+        guard lowest <= highest, next >= lowest, next <= highest else {
+            expecting(0)
+            return 0
         }
-        let scanDirection: ScanDirection = direction == .forward ? .forward : .backward
-        let visibleCount = visibility.lastVersion >= visibility.firstVersion
-            ? visibility.lastVersion - visibility.firstVersion + 1 : 0
-        expecting(Int(min(UInt64(limit), visibleCount)))
+        expecting(Int(min(UInt64(limit), direction == .forward ? highest - next + 1 : next - lowest + 1)))
         var names = StreamNameCache()
         var lent = 0
         while lent < limit {
             try Task.checkCancellation()
             let chunk = min(limit - lent, readBatchSize)
-            let index = try await scanStreamIndex(range, direction: scanDirection, limit: chunk, of: stream)
-            guard let lastVersion = index.versions.last else { break }
+            let batch = try await streamIndexBatch(
+                of: stream, from: next, direction: direction, within: lowest...highest, limit: chunk)
+            guard let lastVersion = batch.versions.last else { break }
             let more = try await fetchVisible(
-                positions: index.positions, versions: index.versions, of: stream, visibility: visibility,
-                names: &names
+                positions: batch.positions, versions: batch.versions, runEnds: batch.runEnds, of: stream,
+                visibility: visibility, names: &names
             ) { event in
                 lent += 1
                 return try visit(event) && lent < limit
             }
-            if !more || index.positions.count < chunk { break }
+            if !more || batch.versions.count < chunk { break }
             switch direction {
             case .forward:
-                guard lastVersion < .max else { return lent }
-                range.lowerBound = KeyLayout.streamIndex(stream, version: lastVersion + 1)
-            case .backward: range.upperBound = KeyLayout.streamIndex(stream, version: lastVersion)
+                guard lastVersion < highest else { return lent }
+                next = lastVersion + 1
+            case .backward:
+                guard lastVersion > lowest else { return lent }
+                next = lastVersion - 1
             }
         }
         return lent
     }
 
-    /// Up to `limit` stream index entries of `stream` in `range`, decoded in place from one borrowed scan: the
-    /// versions (from the keys) and the global positions they point to (from the values), in scan order.
-    private func scanStreamIndex(_ range: KeyRange, direction: ScanDirection, limit: Int, of stream: StreamName)
-        async throws -> (versions: [UInt64], positions: [UInt64])
-    {
-        let versionOffset = KeyLayout.streamIndexPrefix(stream).count
+    /// Up to `limit` versions of `stream` from `next` on in `direction`, all within `bounds`, with the global positions
+    /// their stream index runs give and each run's last version (its key), in read order. Fewer than `limit` means
+    /// the stream index holds no more in that direction.
+    private func streamIndexBatch(
+        of stream: StreamName, from next: UInt64, direction: ReadDirection, within bounds: ClosedRange<UInt64>,
+        limit: Int
+    ) async throws -> (versions: [UInt64], positions: [UInt64], runEnds: [UInt64]) {
+        let prefix = KeyLayout.streamIndexPrefix(stream)
+        let ceiling: Key? = bounds.upperBound == .max
+            ? Key.successor(ofPrefix: prefix) : KeyLayout.appending(bounds.upperBound + 1, to: prefix)
         var versions: [UInt64] = []
         var positions: [UInt64] = []
+        var runEnds: [UInt64] = []
         versions.reserveCapacity(limit)
         positions.reserveCapacity(limit)
-        _ = try await backendCall {
-            try await self.backend.scan(range, direction: direction, limit: limit) { entry in
-                guard entry.key.count == versionOffset + 8 else {
-                    throw EventStoreError.corrupted(
-                        location: "stream index of \"\(stream)\"", detail: "malformed key \(Array(entry.key))")
+        runEnds.reserveCapacity(limit)
+        func take(_ run: StreamIndexRun, _ version: UInt64) -> Bool {
+            versions.append(version)
+            positions.append(run.position(of: version))
+            runEnds.append(run.lastVersion)
+            return versions.count < limit
+        }
+        switch direction {
+        case .forward:
+            // The first run whose key is at or after `next` holds `next` (or starts after it).
+            let range = KeyRange(from: KeyLayout.appending(next, to: prefix), to: ceiling)
+            try await scanStreamIndex(range, direction: .forward, limit: limit, of: stream) { run in
+                for version in max(run.firstVersion, next)...run.lastVersion where !take(run, version) { return false }
+                return true
+            }
+        case .backward:
+            // Scan down from the run that holds `next`: its key may lie above `next`.
+            var upper: Key? = next == .max ? Key.successor(ofPrefix: prefix) : KeyLayout.appending(next + 1, to: prefix)
+            try await scanStreamIndex(
+                KeyRange(from: KeyLayout.appending(next, to: prefix), to: ceiling), direction: .forward, limit: 1,
+                of: stream
+            ) { run in
+                if run.firstVersion <= next {
+                    upper = run.lastVersion == .max
+                        ? Key.successor(ofPrefix: prefix) : KeyLayout.appending(run.lastVersion + 1, to: prefix)
                 }
-                versions.append(UInt64(bigEndian: entry.key.loadUnaligned(fromByteOffset: versionOffset, as: UInt64.self)))
-                positions.append(try PositionValue.decode(entry.value, location: "stream index of \"\(stream)\""))
+                return false
+            }
+            let range = KeyRange(from: KeyLayout.appending(bounds.lowerBound, to: prefix), to: upper)
+            try await scanStreamIndex(range, direction: .backward, limit: limit, of: stream) { run in
+                let top = min(run.lastVersion, next)
+                let bottom = max(run.firstVersion, bounds.lowerBound)
+                guard top >= bottom else { return true }
+                for version in (bottom...top).reversed() where !take(run, version) { return false }
                 return true
             }
         }
-        return (versions, positions)
+        return (versions, positions, runEnds)
+    }
+
+    /// Lends up to `limit` stream index runs of `stream` in `range` to `visit`, decoded in place from one borrowed
+    /// scan, until `visit` returns false.
+    private func scanStreamIndex(
+        _ range: KeyRange, direction: ScanDirection, limit: Int, of stream: StreamName,
+        visiting visit: (StreamIndexRun) throws -> Bool
+    ) async throws {
+        let versionOffset = KeyLayout.streamIndexPrefix(stream).count
+        _ = try await backendCall {
+            try await self.backend.scan(range, direction: direction, limit: limit) { entry in
+                try visit(
+                    StreamIndexRun.decode(
+                        key: entry.key, value: entry.value, versionOffset: versionOffset,
+                        location: "stream index of \"\(stream)\""))
+            }
+        }
     }
 
     public func readAll(from position: UInt64, limit: Int) async throws -> [RecordedEvent] {

@@ -39,7 +39,7 @@ extension KeyValueEventStore {
                 let prepared = EventRecord.prepare(event, stream: system, recordedAt: now)
                 var writes: [KeyWrite] = [
                     .put(KeyLayout.log(position), EventRecord.encode(prepared: prepared, version: systemVersion)),
-                    .put(KeyLayout.streamIndex(system, version: systemVersion), PositionValue.encode(position)),
+                    .put(KeyLayout.streamIndex(system, version: systemVersion), StreamIndexRun.value(lastPosition: position, count: 1)),
                     .put(KeyLayout.eventID(eventID), PositionValue.encode(position)),
                     .put(
                         KeyLayout.streamHead(system),

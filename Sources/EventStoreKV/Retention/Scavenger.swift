@@ -6,9 +6,10 @@
 //   and the leading run of events older than maxAge. Each of these only grows as time passes and events are
 //   appended, except through a metadata change, so every batch is committed on the condition that the stream's
 //   metadata is still the one it was computed from; a change makes it recompute.
-// - An event is removed in one transaction with everything that points to it: its log record (`L`), its stream
-//   index entry (`S`), its event-id entry (`I`), and its position in its category and type index runs (a run is
-//   trimmed, split or removed, on the condition that it is unchanged since read). Readers never see a
+// - An event is removed in one transaction with everything that points to it: its log record (`L`), its version in
+//   its stream index run (`S`: shortened from its front or removed), its event-id entry (`I`), and its position in
+//   its category and type index runs (a run is trimmed, split or removed). Every run rewritten is rewritten on the
+//   condition that it is unchanged since read. Readers never see a
 //   half-removed event; they only see holes in positions, which they skip.
 // - Global positions and versions of surviving events never change; stream heads (versions, tombstones) stay.
 // - On a backend that reuses freed space (the page file), the deleted keys' pages become free for reuse.
@@ -106,48 +107,76 @@ extension KeyValueEventStore {
             floor = head.version == .max ? .max : head.version + 1  // deleted: every event is hidden
         }
         let prefix = KeyLayout.streamIndexPrefix(stream)
-        let indexEntries = try await backendCall {
-            try await self.backend.scan(.prefix(prefix), direction: .forward, limit: Self.scavengeBatchSize)
+        let location = "stream index of \"\(stream)\""
+        // The stream's first runs, expanded to at most a batch of versions from the start.
+        var runs: [(run: StreamIndexRun, key: Key, modRevision: UInt64)] = []
+        var versions: [(version: UInt64, position: UInt64, run: Int)] = []
+        _ = try await backendCall {
+            try await self.backend.scan(.prefix(prefix), direction: .forward, limit: Self.scavengeBatchSize) { entry in
+                let run = try StreamIndexRun.decode(
+                    key: entry.key, value: entry.value, versionOffset: prefix.count, location: location)
+                runs.append((run, Array(entry.key), entry.modRevision))
+                for version in run.versions {
+                    guard versions.count < Self.scavengeBatchSize else { return false }
+                    versions.append((version, run.position(of: version), runs.count - 1))
+                }
+                return versions.count < Self.scavengeBatchSize
+            }
         }
         var plan = ScavengePlan()
-        guard !indexEntries.isEmpty else {
+        guard !versions.isEmpty else {
             plan.reachedVisible = true
             return plan
         }
-        let positions = try indexEntries.map {
-            try PositionValue.decode($0.value, location: "stream index of \"\(stream)\"")
-        }
-        let records = try await backendCall { try await self.backend.get(positions.map(KeyLayout.log)) }
+        let records = try await backendCall { try await self.backend.get(versions.map { KeyLayout.log($0.position) }) }
         var names = StreamNameCache()
         var removedFromIndexes: [Key: [UInt64]] = [:]
-        for (index, indexEntry) in indexEntries.enumerated() {
+        /// How many versions each run loses, from its front.
+        var trimmed = [UInt64](repeating: 0, count: runs.count)
+        for (index, item) in versions.enumerated() {
+            let run = runs[item.run]
             guard let record = records[index] else {
-                // Another scavenge may have removed the event (with its index entry) between the scan and the get;
-                // an index entry still there without its event is corruption.
-                guard try await backendCall({ try await self.backend.get(indexEntry.key) }) == nil else {
+                // Another scavenge may have removed the event (and trimmed its run) between the scan and the get;
+                // a run still naming a missing event is corruption.
+                if let entry = try await backendCall({ try await self.backend.get(run.key) }),
+                    try StreamIndexRun.decode(entry, versionOffset: prefix.count, location: location).versions
+                        .contains(item.version)
+                {
                     throw EventStoreError.corrupted(
-                        location: "global position \(positions[index])",
-                        detail: "a stream index entry of \"\(stream)\" points to a missing event")
+                        location: "global position \(item.position)",
+                        detail: "the \(location) names version \(item.version) there, but the event is missing")
                 }
+                trimmed[item.run] += 1
                 continue
             }
-            let event = try EventRecord.decode(record.value, position: positions[index], names: &names)
+            let event = try EventRecord.decode(record.value, position: item.position, names: &names)
             let expired = notBefore.map { event.recordedAt < $0 } ?? false
             guard event.version < floor || expired else {
                 plan.reachedVisible = true
                 break
             }
-            plan.writes += [
-                .delete(KeyLayout.log(event.position)), .delete(indexEntry.key), .delete(KeyLayout.eventID(event.id)),
-            ]
+            plan.writes += [.delete(KeyLayout.log(event.position)), .delete(KeyLayout.eventID(event.id))]
+            trimmed[item.run] += 1
             removedFromIndexes[KeyLayout.secondaryIndexPrefix(.category, stream.category), default: []].append(event.position)
             removedFromIndexes[KeyLayout.secondaryIndexPrefix(.eventType, event.type), default: []].append(event.position)
             plan.events += 1
         }
+        // Runs lose versions from their front only: each is removed whole or shortened, if unchanged since read.
+        for (index, entry) in runs.enumerated() where trimmed[index] > 0 {
+            plan.conditions.append(.modRevision(entry.key, equals: entry.modRevision))
+            if trimmed[index] == entry.run.count {
+                plan.writes.append(.delete(entry.key))
+            } else {
+                var shortened = entry.run
+                shortened.count -= trimmed[index]
+                plan.writes.append(.put(entry.key, shortened.value))
+            }
+        }
         for (prefix, positions) in removedFromIndexes {
             try await trimIndexRuns(prefix, removing: positions, into: &plan)
         }
-        if indexEntries.count < Self.scavengeBatchSize { plan.reachedVisible = true }
+        // Fewer versions than a batch: every run was read whole, to the end of the stream index.
+        if versions.count < Self.scavengeBatchSize { plan.reachedVisible = true }
         return plan
     }
 

@@ -4,9 +4,9 @@
 // Invariants:
 // - Hiding is computed at read time from the head and the metadata, so it takes effect as soon as they are written,
 //   and it never depends on whether scavenge has run.
-// - A stream index entry whose event is missing is a scavenged event only if the index entry is gone too when
-//   checked again (scavenge removes both in one transaction). An index entry that still points to a missing event
-//   is corruption, reported with its location.
+// - A version whose event is missing is a scavenged event only if its stream index run no longer names it when
+//   checked again (scavenge removes both in one transaction). A run that still names a missing event is corruption,
+//   reported with its location.
 
 import EventStore
 import Foundation
@@ -59,32 +59,40 @@ extension KeyValueEventStore {
         return StreamVisibility(head: head, metadata: metadata, now: clock())
     }
 
-    /// Fetches the log records at `positions` (where the stream index entries of `versions` point, in read order)
-    /// through borrowed reads (EventStore/LogFetch.swift), decodes each in place and lends the visible ones to
-    /// `visit`, skipping scavenged ones, until `visit` returns false.
+    /// Fetches the log records at `positions` (where the stream index runs ending at `runEnds` put `versions`, in
+    /// read order) through borrowed reads (EventStore/LogFetch.swift), decodes each in place and lends the visible
+    /// ones to `visit`, skipping scavenged ones, until `visit` returns false.
     /// - Returns: false if `visit` asked to stop.
     func fetchVisible(
-        positions: [UInt64], versions: [UInt64], of stream: StreamName, visibility: StreamVisibility,
-        names: inout StreamNameCache, visit: (BorrowedEvent) throws -> Bool
+        positions: [UInt64], versions: [UInt64], runEnds: [UInt64], of stream: StreamName,
+        visibility: StreamVisibility, names: inout StreamNameCache, visit: (BorrowedEvent) throws -> Bool
     ) async throws -> Bool {
-        var missing: [Key] = []
+        var missing: [Int] = []
         var stopped = false
         try await fetchLogRecords(at: positions) { index, record in
             guard !stopped else { return }
             guard let record else {
-                missing.append(KeyLayout.streamIndex(stream, version: versions[index]))
+                missing.append(index)
                 return
             }
             let event = try EventRecord.borrowed(record.value, position: positions[index], names: &names)
             if visibility.isVisible(event), !(try visit(event)) { stopped = true }
         }
         guard !missing.isEmpty else { return !stopped }
-        // Scavenge removes an event and its index entry together: an index entry still there is corruption.
-        let recheck = try await backendCall { try await self.backend.get(missing) }
-        if let index = recheck.firstIndex(where: { $0 != nil }), let entry = recheck[index] {
-            let position = (try? PositionValue.decode(entry.value, location: "")) ?? 0
-            throw EventStoreError.corrupted(
-                location: "global position \(position)", detail: "a stream index entry points to a missing event")
+        // Scavenge removes an event and its version from its run together: a run still naming it is corruption.
+        let prefix = KeyLayout.streamIndexPrefix(stream)
+        let recheck = try await backendCall {
+            try await self.backend.get(missing.map { KeyLayout.appending(runEnds[$0], to: prefix) })
+        }
+        for (index, entry) in zip(missing, recheck) {
+            guard let entry else { continue }
+            let run = try StreamIndexRun.decode(
+                entry, versionOffset: prefix.count, location: "stream index of \"\(stream)\"")
+            if run.versions.contains(versions[index]) {
+                throw EventStoreError.corrupted(
+                    location: "global position \(positions[index])",
+                    detail: "the stream index of \"\(stream)\" names version \(versions[index]) there, but the event is missing")
+            }
         }
         return !stopped
     }
