@@ -12,7 +12,11 @@ public protocol Aggregate: Sendable {
 public struct LoadedAggregate<State: Aggregate>: Sendable {
     /// The state after applying every event up to ``version``.
     public var state: State
-    /// The version of the last event applied; 0 for a stream with no events.
+    /// The stream version the state reflects, which a save expects. ``AggregateRepository/load(_:)`` gives the
+    /// stream's version at the load, even when retention hides its last events (a stream truncated past its end, or
+    /// whose events all aged out, folds into the initial state at the stream's version);
+    /// ``AggregateRepository/replay(_:onto:upTo:)`` gives the version of the last event it applied. 0 for a stream
+    /// with no events.
     public var version: UInt64
     /// How many events were replayed to build the state (for checking snapshot use).
     public var replayedEvents: Int
@@ -48,9 +52,15 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
         self.readBatchSize = readBatchSize
     }
 
-    /// Loads the aggregate by replaying every event of `stream`.
+    /// Loads the aggregate by replaying every visible event of `stream`, at the stream's current version.
     public func load(_ stream: StreamName) async throws -> LoadedAggregate<State> {
-        try await replay(stream, onto: LoadedAggregate(state: State(), version: 0, replayedEvents: 0))
+        // The version first, then the events up to it: events retention hides at the end still count in the version
+        // a save must expect, and an append racing the load is left for that save's version check to catch.
+        let current = try await store.version(of: stream)
+        var loaded = try await replay(
+            stream, onto: LoadedAggregate(state: State(), version: 0, replayedEvents: 0), upTo: current)
+        loaded.version = current
+        return loaded
     }
 
     /// Applies the events of `stream` after `loaded.version` (up to `version`, if given) to `loaded`.

@@ -37,3 +37,56 @@ struct SnapshotFoldStartTests {
         #expect(viaSnapshot.state == replay.state, "a load must equal a replay of the visible events")
     }
 }
+
+/// Found in the eighth session's review: a load reported the version of the last event it folded, so once retention
+/// hid a stream's last events (truncated past its end, or all aged out) every save expected an older version than
+/// the stream's and failed with wrongExpectedVersion, retry after retry, with no other writer about.
+@Suite("Aggregates whose last events retention hides can still be saved")
+struct HiddenTailSaveTests {
+    @Test("AggregateRepository.execute after the stream was truncated past its end")
+    func executeAfterTruncation() async throws {
+        let store = KeyValueEventStore(backend: InMemoryKeyValueStore())
+        let stream = try Fixtures.stream()
+        var registry = EventTypeRegistry()
+        registry.register(Deposited.self)
+        let repository = AggregateRepository<Ledger>(store: store, registry: registry)
+        for amount in [1, 2, 3] { try await repository.execute(on: stream) { _ in [Deposited(amount: amount)] } }
+        try await store.setMetadata(StreamMetadata(truncateBefore: 4), for: stream)
+        let loaded = try await repository.load(stream)
+        #expect(loaded.version == 3 && loaded.replayedEvents == 0)
+        let outcome = try await repository.execute(on: stream, maxAttempts: 1) { _ in [Deposited(amount: 10)] }
+        #expect(outcome.result.version == 4)
+        #expect(try await repository.load(stream).replayedEvents == 1)
+    }
+
+    @Test("AggregateRepository.execute after every event aged out")
+    func executeAfterMaxAge() async throws {
+        let now = Locked(Date(timeIntervalSince1970: 1_000_000))
+        let store = KeyValueEventStore(backend: InMemoryKeyValueStore(), clock: { now.withLock { $0 } })
+        let stream = try Fixtures.stream()
+        var registry = EventTypeRegistry()
+        registry.register(Deposited.self)
+        let repository = AggregateRepository<Ledger>(store: store, registry: registry)
+        try await repository.execute(on: stream) { _ in [Deposited(amount: 5)] }
+        try await store.setMetadata(StreamMetadata(maxAge: .seconds(3_600)), for: stream)
+        now.withLock { $0 = $0.addingTimeInterval(7_200) }
+        let outcome = try await repository.execute(on: stream, maxAttempts: 1) { _ in [Deposited(amount: 1)] }
+        #expect(outcome.result.version == 2)
+    }
+
+    @Test("SnapshottingRepository: a load after truncation past the end saves at the stream's version")
+    func snapshottingSaveAfterTruncation() async throws {
+        let store = KeyValueEventStore(backend: InMemoryKeyValueStore())
+        let stream = try Fixtures.stream()
+        let repository = try Fixtures.repository(store, policy: .every(2))
+        try await Fixtures.fill(stream, in: store, events: 5)
+        try await store.setMetadata(StreamMetadata(truncateBefore: 6), for: stream)
+        for usingSnapshots in [true, false] {
+            let loaded = try await repository.load(stream, usingSnapshots: usingSnapshots)
+            #expect(loaded.version == 5 && loaded.state == Ledger())
+        }
+        let saved = try await repository.save([Deposited(amount: 7)], to: stream, from: try await repository.load(stream))
+        #expect(saved.result.version == 6)
+        #expect(try await repository.load(stream).state == (try await repository.load(stream, usingSnapshots: false)).state)
+    }
+}

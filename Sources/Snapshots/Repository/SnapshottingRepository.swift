@@ -81,10 +81,14 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
                 state: try schema.decode(snapshot), version: snapshot.version, replayedEvents: 0,
                 firstVersion: snapshot.firstVersion)
         }
-        let loaded = try await aggregates.replay(stream, onto: start, upTo: version)
+        // The current state reflects the stream's version, even when retention hides its last events: read it
+        // first, so that a save expects it and an append racing the load is caught by that save.
+        let current = version == nil ? try await snapshots.events.version(of: stream) : nil
+        var loaded = try await aggregates.replay(stream, onto: start, upTo: version ?? current)
         if start.version > 0, loaded.replayedEvents == 0 {
             try await checkStreamReached(start.version, of: stream)
         }
+        if let current, current > loaded.version { loaded.version = current }
         if let version, loaded.version < version {
             let streamVersion = try await snapshots.events.version(of: stream)
             if streamVersion >= version { throw SnapshotError.versionNotVisible(stream: stream, version: version) }
