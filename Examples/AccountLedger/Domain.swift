@@ -111,6 +111,8 @@ enum LedgerError: Error, CustomStringConvertible, Equatable {
     case insufficientFunds(account: String, balance: Cents, requested: Cents)
     case sameAccount(String)
     case balanceLimit(account: String)
+    /// No ledger in the `--data` directory (only `open` and `demo` create one).
+    case noLedger(directory: String)
     case transferFailed(String)
     case verificationFailed([String])
 
@@ -122,6 +124,8 @@ enum LedgerError: Error, CustomStringConvertible, Equatable {
         case .insufficientFunds(let account, let balance, let requested):
             "insufficient funds in \"\(account)\": balance \(balance), requested \(requested); overdrafts are not allowed"
         case .sameAccount(let name): "cannot transfer from \"\(name)\" to itself"
+        case .noLedger(let directory):
+            "no ledger in \(directory); open an account first (`open` creates the ledger) or pass the right --data"
         case .balanceLimit(let account):
             "\"\(account)\" cannot hold more: its balance or running totals would pass \(Cents(Int64.max)), the most the ledger holds"
         case .transferFailed(let detail): "transfer failed: \(detail)"

@@ -52,6 +52,15 @@ final class Ledger: Sendable {
         return ledger
     }
 
+    /// Opens the ledger that must already exist in `directory` (every command but `open` and `demo`), so that a
+    /// mistyped `--data` is reported instead of answered from a new, empty ledger left behind.
+    static func open(existing directory: String) async throws -> Ledger {
+        guard FileManager.default.fileExists(atPath: directory + "/data") else {
+            throw LedgerError.noLedger(directory: directory)
+        }
+        return try await open(directory: directory)
+    }
+
     init(store: KeyValueEventStore, engine: PageFileKeyValueStore) throws {
         self.store = store
         self.engine = engine

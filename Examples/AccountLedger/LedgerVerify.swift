@@ -23,9 +23,9 @@ extension Ledger {
     func verify(progress: (String) -> Void = { _ in }) async throws -> VerifyReport {
         var report = VerifyReport()
         let names = try await accountNames()
-        var total = Cents.zero
-        var deposits = Cents.zero
-        var withdrawals = Cents.zero
+        var total = CentsTotal.zero
+        var deposits = CentsTotal.zero
+        var withdrawals = CentsTotal.zero
         for (index, name) in names.enumerated() {
             let stream = try accountStream(name)
             let replayed = try await accounts.load(stream, usingSnapshots: false).state

@@ -14,7 +14,11 @@ struct Cents: Hashable, Comparable, Codable, Sendable, CustomStringConvertible {
             throw LedgerError.invalidInput(
                 "\(what) must be a whole number of cents (digits only, e.g. 1250 for 12.50), got \"\(text)\"")
         }
-        guard text.utf8.count <= 16, let value = Int64(text), value <= Self.maximum.value else {
+        // Leading zeros change nothing; the length check keeps Int64's parse from overflowing.
+        let digits = text.drop { $0 == "0" }
+        guard digits.utf8.count <= 16, let value = Int64(digits.isEmpty ? "0" : String(digits)),
+            value <= Self.maximum.value
+        else {
             throw LedgerError.invalidInput("\(what) \(text) is larger than the maximum \(Self.maximum.value) cents")
         }
         guard value > 0 else { throw LedgerError.invalidInput("\(what) must be positive, got \(text)") }
@@ -29,9 +33,12 @@ struct Cents: Hashable, Comparable, Codable, Sendable, CustomStringConvertible {
     static func - (lhs: Cents, rhs: Cents) -> Cents { Cents(lhs.value - rhs.value) }
 
     /// "12.50" for 1250 cents; "-0.05" for -5.
-    var description: String {
-        let sign = value < 0 ? "-" : ""
-        let magnitude = value.magnitude
+    var description: String { Self.format(Int128(value)) }
+
+    /// `cents` as units and two decimals, exactly.
+    static func format(_ cents: Int128) -> String {
+        let sign = cents < 0 ? "-" : ""
+        let magnitude = cents.magnitude
         let fraction = magnitude % 100
         return "\(sign)\(magnitude / 100).\(fraction < 10 ? "0" : "")\(fraction)"
     }
@@ -41,4 +48,17 @@ struct Cents: Hashable, Comparable, Codable, Sendable, CustomStringConvertible {
         var container = encoder.singleValueContainer()
         try container.encode(value)
     }
+}
+
+/// A sum of amounts across accounts. Each account's balance and running totals fit an Int64 (Account.requireRoom),
+/// but their sum over many accounts may not, so sums are 128-bit: exact, and never a trap.
+struct CentsTotal: Hashable, Sendable, CustomStringConvertible {
+    var value: Int128 = 0
+
+    static let zero = CentsTotal()
+
+    static func + (lhs: CentsTotal, rhs: Cents) -> CentsTotal { CentsTotal(value: lhs.value + Int128(rhs.value)) }
+    static func - (lhs: CentsTotal, rhs: CentsTotal) -> CentsTotal { CentsTotal(value: lhs.value - rhs.value) }
+
+    var description: String { Cents.format(value) }
 }

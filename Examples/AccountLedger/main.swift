@@ -65,6 +65,13 @@ struct Arguments {
         return number
     }
 
+    /// Refuses any option but `--data` and `allowed`: an option the command does not take is a mistake, not a no-op.
+    func allow(_ allowed: Set<String> = []) throws {
+        for flag in flags.keys.sorted() where flag != "--data" && !allowed.contains(flag) {
+            throw LedgerError.invalidInput("\(command) does not take \(flag)")
+        }
+    }
+
     func expect(_ count: Int, _ names: String) throws {
         guard positional.count == count else {
             throw LedgerError.invalidInput("\(command) takes \(names); got \(positional.count) argument(s)")
@@ -80,6 +87,7 @@ func fail(_ message: String, code: Int32) -> Never {
 func run(_ arguments: Arguments) async throws -> Int32 {
     switch arguments.command {
     case "open":
+        try arguments.allow(["--initial"])
         try arguments.expect(1, "<name>")
         let initial = try arguments.flags["--initial"].map { try Cents.parse($0, what: "--initial") }
         let ledger = try await Ledger.open(directory: arguments.dataDirectory)
@@ -87,18 +95,20 @@ func run(_ arguments: Arguments) async throws -> Int32 {
         print("opened \(arguments.positional[0]) with balance \(initial ?? .zero)")
         try await ledger.close()
     case "deposit", "withdraw":
+        try arguments.allow()
         try arguments.expect(2, "<name> <cents>")
         let amount = try Cents.parse(arguments.positional[1])
-        let ledger = try await Ledger.open(directory: arguments.dataDirectory)
+        let ledger = try await Ledger.open(existing: arguments.dataDirectory)
         let name = arguments.positional[0]
         let account = arguments.command == "deposit"
             ? try await ledger.deposit(name, amount) : try await ledger.withdraw(name, amount)
         print("\(arguments.command == "deposit" ? "deposited" : "withdrew") \(amount); \(name) balance \(account.balance)")
         try await ledger.close()
     case "transfer":
+        try arguments.allow()
         try arguments.expect(3, "<from> <to> <cents>")
         let amount = try Cents.parse(arguments.positional[2])
-        let ledger = try await Ledger.open(directory: arguments.dataDirectory)
+        let ledger = try await Ledger.open(existing: arguments.dataDirectory)
         let outcome = try await ledger.transfer(from: arguments.positional[0], to: arguments.positional[1], amount: amount)
         try await ledger.close()
         switch outcome {
@@ -107,14 +117,16 @@ func run(_ arguments: Arguments) async throws -> Int32 {
         case .stuck(let error): throw LedgerError.transferFailed("\(error); the saga is stuck and needs an operator")
         }
     case "balance":
+        try arguments.allow()
         try arguments.expect(1, "<name>")
-        let ledger = try await Ledger.open(directory: arguments.dataDirectory)
+        let ledger = try await Ledger.open(existing: arguments.dataDirectory)
         let account = try await ledger.existingAccount(arguments.positional[0])
         print("\(arguments.positional[0]): \(account.balance)")
         try await ledger.close()
     case "history":
+        try arguments.allow()
         try arguments.expect(1, "<name>")
-        let ledger = try await Ledger.open(directory: arguments.dataDirectory)
+        let ledger = try await Ledger.open(existing: arguments.dataDirectory)
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         print("version  position  recorded at                type              amount")
@@ -138,9 +150,10 @@ func run(_ arguments: Arguments) async throws -> Int32 {
         }
         try await ledger.close()
     case "accounts":
+        try arguments.allow()
         try arguments.expect(0, "no arguments")
-        let ledger = try await Ledger.open(directory: arguments.dataDirectory)
-        var total = Cents.zero
+        let ledger = try await Ledger.open(existing: arguments.dataDirectory)
+        var total = CentsTotal.zero
         let names = try await ledger.accountNames()
         for name in names {
             let account = try await ledger.account(name)
@@ -150,8 +163,9 @@ func run(_ arguments: Arguments) async throws -> Int32 {
         print("\(names.count) accounts, total \(total)")
         try await ledger.close()
     case "verify":
+        try arguments.allow()
         try arguments.expect(0, "no arguments")
-        let ledger = try await Ledger.open(directory: arguments.dataDirectory)
+        let ledger = try await Ledger.open(existing: arguments.dataDirectory)
         let report = try await ledger.verify { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
         try await ledger.close()
         for line in report.lines { print("ok: \(line)") }
@@ -159,6 +173,7 @@ func run(_ arguments: Arguments) async throws -> Int32 {
         print(report.isClean ? "verify: passed" : "verify: FAILED with \(report.problems.count) problem(s)")
         return report.isClean ? 0 : 1
     case "demo":
+        try arguments.allow(["--accounts", "--transfers", "--workers", "--crash-test", "--seed", "--initial-balance", "--child"])
         try arguments.expect(0, "only options")
         return try await Demo(arguments).run()
     case "":
