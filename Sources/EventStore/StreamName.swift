@@ -1,5 +1,9 @@
 /// The name of an event stream: non-empty, at most 255 UTF-8 bytes, with no control characters. Names that start
 /// with `$` belong to system streams and are made only with ``system(_:)``.
+///
+/// Names are compared, hashed and ordered by their UTF-8 bytes, as the store keys streams: two canonically
+/// equivalent spellings (an "é" precomposed or as "e" and a combining accent) are two different streams and two
+/// different names, although Swift's `String` calls them equal.
 public struct StreamName: Sendable, Hashable, Comparable, CustomStringConvertible {
     /// The most UTF-8 bytes a name may have.
     public static let maximumLength = 255
@@ -46,6 +50,17 @@ public struct StreamName: Sendable, Hashable, Comparable, CustomStringConvertibl
 
     public static func < (lhs: StreamName, rhs: StreamName) -> Bool {
         lhs.rawValue.utf8.lexicographicallyPrecedes(rhs.rawValue.utf8)
+    }
+
+    /// Whether the two names have the same UTF-8 bytes (not `String`'s canonical equivalence).
+    public static func == (lhs: StreamName, rhs: StreamName) -> Bool {
+        lhs.rawValue.utf8.elementsEqual(rhs.rawValue.utf8)
+    }
+
+    /// Hashes the name's UTF-8 bytes, consistently with ``==(_:_:)``.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(rawValue.utf8.count)
+        for byte in rawValue.utf8 { hasher.combine(byte) }
     }
 
     private static func validate(_ name: String, allowSystem: Bool) throws {

@@ -216,6 +216,12 @@ public final class KeyValueEventStore: EventStoring {
             let idEntries = entries[idRange]
             idOffset += part.events.count
 
+            // Activity renews the session's lease, in the same transaction that proves it is held: an idempotent
+            // re-send too, since the session reports its lease extended by every append.
+            if let session = claim, let leaseExpiry {
+                let lease = LeaseRecord(sessionID: session.id, expiresAt: leaseExpiry, holder: session.holder)
+                writes.append(.put(KeyLayout.lease(part.stream), lease.encoded(), ttl: session.timeout))
+            }
             if idEntries.contains(where: { $0 != nil }) {
                 results.append(
                     try await idempotentResult(
@@ -238,11 +244,6 @@ public final class KeyValueEventStore: EventStoring {
                         KeyLayout.streamHead(part.stream),
                         StreamHead(version: version, lastPosition: position, hiddenThrough: head?.hiddenThrough ?? 0)
                             .encoded()))
-            }
-            if let session = claim, let leaseExpiry {
-                // Activity renews the lease, in the same transaction that proves we hold it.
-                let lease = LeaseRecord(sessionID: session.id, expiresAt: leaseExpiry, holder: session.holder)
-                writes.append(.put(KeyLayout.lease(part.stream), lease.encoded(), ttl: session.timeout))
             }
             // An empty append changes nothing: it reports the version it was checked against.
             results.append(
@@ -337,7 +338,7 @@ public final class KeyValueEventStore: EventStoring {
         }
         let first = try await recordIdentity(at: firstPosition, context: context)
         let recordedStream = (try? StreamName.stored(first.stream)) ?? part.stream
-        guard first.stream == part.stream.rawValue else {
+        guard first.stream.utf8.elementsEqual(part.stream.rawValue.utf8) else {
             throw EventStoreError.duplicateEventID(part.events[0].id, stream: recordedStream, version: first.version)
         }
         // The retry must state the same expectation the original append met. That append was checked against the
@@ -364,7 +365,9 @@ public final class KeyValueEventStore: EventStoring {
                     location: "global position \(later[offset])", detail: "the event-id index points to a missing event")
             }
             let recorded = try EventRecord.identity(entry.value, position: later[offset])
-            guard recorded.stream == part.stream.rawValue, recorded.version == first.version + UInt64(offset) + 1 else {
+            guard recorded.stream.utf8.elementsEqual(part.stream.rawValue.utf8),
+                recorded.version == first.version + UInt64(offset) + 1
+            else {
                 throw EventStoreError.duplicateEventID(part.events[0].id, stream: recordedStream, version: first.version)
             }
         }
