@@ -14,7 +14,9 @@ public protocol EventCoder: Sendable {
     func decode<Value: Decodable>(_ type: Value.Type, from data: Data) throws -> Value
 }
 
-/// The default coder: JSON with sorted keys and ISO-8601 dates.
+/// The default coder: JSON with sorted keys and ISO-8601 dates that keep their fractional seconds, so a `Date`
+/// reads back exactly as it was written ("2023-11-14T22:13:20.25Z"; a whole second has no fraction, as before).
+/// Dates written without a fraction, or with a time zone offset, decode as with `.iso8601`.
 public struct JSONEventCoder: EventCoder {
     /// Creates a JSON coder.
     public init() {}
@@ -22,14 +24,57 @@ public struct JSONEventCoder: EventCoder {
     public func encode<Value: Encodable>(_ value: Value) throws -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        encoder.dateEncodingStrategy = .iso8601
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(ExactISO8601.string(from: date))
+        }
         return try encoder.encode(value)
     }
 
     public func decode<Value: Decodable>(_ type: Value.Type, from data: Data) throws -> Value {
         let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let container = try decoder.singleValueContainer()
+            let text = try container.decode(String.self)
+            guard let date = ExactISO8601.date(from: text) else {
+                throw DecodingError.dataCorruptedError(
+                    in: container, debugDescription: "expected an ISO-8601 date, found \"\(text)\"")
+            }
+            return date
+        }
         return try decoder.decode(type, from: data)
+    }
+}
+
+/// ISO-8601 text for a `Date` with as many fractional digits as it takes to read the same `Date` back.
+enum ExactISO8601 {
+    static func string(from date: Date) -> String {
+        // Whole seconds through the standard format; the rest, at most 1, as a decimal fraction. Subtracting the
+        // floor is exact, and 17 decimals are within half a unit in the last place of any date's seconds.
+        let reference = date.timeIntervalSinceReferenceDate
+        let whole = reference.rounded(.down)
+        var text = Date(timeIntervalSinceReferenceDate: whole).formatted(Date.ISO8601FormatStyle())
+        let fraction = reference - whole
+        guard fraction > 0, text.hasSuffix("Z") else { return text }
+        var digits = String(format: "%.17f", fraction)
+        while digits.hasSuffix("0") { digits.removeLast() }
+        guard digits.hasPrefix("0."), digits.count > 2 else { return text }
+        text.insert(contentsOf: digits.dropFirst(), at: text.index(before: text.endIndex))
+        return text
+    }
+
+    static func date(from text: String) -> Date? {
+        // A fractional part right after the seconds is split off, the rest parsed as before, and the fraction added.
+        var whole = text
+        var fraction = 0.0
+        if let dot = text.firstIndex(of: ".") {
+            let digits = text[text.index(after: dot)...].prefix { $0.isASCII && $0.isNumber }
+            guard !digits.isEmpty, let value = Double("0." + digits) else { return nil }
+            fraction = value
+            whole = String(text[..<dot]) + String(text[digits.endIndex...])
+        }
+        guard let seconds = try? Date.ISO8601FormatStyle().parse(whole) else { return nil }
+        return Date(timeIntervalSinceReferenceDate: seconds.timeIntervalSinceReferenceDate + fraction)
     }
 }
 

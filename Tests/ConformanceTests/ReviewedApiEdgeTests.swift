@@ -64,3 +64,47 @@ struct ReviewedApiEdgeTests {
         }
     }
 }
+
+/// Found in the eighth session's review: the default coder wrote dates with `.iso8601`, whole seconds only, so a
+/// `Date` in an event read back different from the one appended (1700000000.25 came back as 1700000000.0).
+@Suite("The default event coder keeps dates exactly")
+struct ExactDateCodingTests {
+    struct Stamped: Codable, Equatable { var at: Date }
+
+    @Test("dates of every magnitude and fraction read back exactly")
+    func roundTrip() throws {
+        let coder = JSONEventCoder()
+        var generator = SystemRandomNumberGenerator()
+        var dates = [
+            Date(timeIntervalSince1970: 1_700_000_000.25), Date(timeIntervalSince1970: 0),
+            Date(timeIntervalSinceReferenceDate: 0.5), Date(timeIntervalSinceReferenceDate: -1.75),
+            Date(timeIntervalSinceReferenceDate: 1e-6), Date(timeIntervalSince1970: -2_208_988_800.123456),
+            Date(timeIntervalSince1970: 4_102_444_800.999999), Date(),
+        ]
+        for _ in 0..<2_000 {
+            dates.append(Date(timeIntervalSinceReferenceDate: Double.random(in: -3e9...3e9, using: &generator)))
+            dates.append(Date(timeIntervalSinceReferenceDate: Double.random(in: -1e6...1e6, using: &generator)))
+        }
+        for date in dates {
+            let decoded = try coder.decode(Stamped.self, from: try coder.encode(Stamped(at: date)))
+            #expect(decoded.at == date, "\(date.timeIntervalSinceReferenceDate) came back as \(decoded.at.timeIntervalSinceReferenceDate)")
+            if decoded.at != date { return }
+        }
+    }
+
+    @Test("whole seconds are written as before, and dates written before (or with an offset) still decode")
+    func compatibility() throws {
+        let coder = JSONEventCoder()
+        #expect(String(decoding: try coder.encode(Stamped(at: Date(timeIntervalSince1970: 1_700_000_000))), as: UTF8.self)
+            == #"{"at":"2023-11-14T22:13:20Z"}"#)
+        #expect(String(decoding: try coder.encode(Stamped(at: Date(timeIntervalSince1970: 1_700_000_000.25))), as: UTF8.self)
+            == #"{"at":"2023-11-14T22:13:20.25Z"}"#)
+        let old = try coder.decode(Stamped.self, from: Data(#"{"at":"2023-11-14T22:13:20Z"}"#.utf8))
+        #expect(old.at == Date(timeIntervalSince1970: 1_700_000_000))
+        let offset = try coder.decode(Stamped.self, from: Data(#"{"at":"2023-11-15T00:13:20.5+02:00"}"#.utf8))
+        #expect(offset.at == Date(timeIntervalSince1970: 1_700_000_000.5))
+        for bad in [#"{"at":"yesterday"}"#, #"{"at":"2023-11-14T22:13:20.Z"}"#, #"{"at":12}"#] {
+            #expect(throws: DecodingError.self) { try coder.decode(Stamped.self, from: Data(bad.utf8)) }
+        }
+    }
+}
