@@ -19,6 +19,12 @@ enum Inspection {
             let statistics = try store.engine.statistics()
             let streams = try await countStreams(store.events)
             let last = try await store.events.lastPosition()
+            // Scavenge removes events and leaves positions as they were, so the last position is not the count.
+            var events: UInt64 = 0
+            try await store.events.readAll(from: 1, limit: .max) { _ in
+                events += 1
+                return true
+            }
             try Output(json: json).report([
                 "directory": .text(directory),
                 "formatVersion": .number(UInt64(PageFileKeyValueStore.formatVersion)),
@@ -30,7 +36,7 @@ enum Inspection {
                 "pendingWALTransactions": .number(UInt64(store.engine.recovery.replayedTransactions)),
                 "keys": .number(statistics.keys),
                 "streams": .number(streams),
-                "events": .number(last),
+                "events": .number(events),
                 "lastPosition": .number(last),
                 "durability": .text("full (the default; durability is chosen when opening, not stored)"),
             ])

@@ -16,8 +16,19 @@ enum Maintenance {
     static func backup(_ words: [String], _ json: Bool) async throws -> ToolExit {
         let arguments = try Arguments(words, flags: [], options: [], positionals: ["dir", "dest"])
         let (directory, destination) = (arguments.positionals[0], arguments.positionals[1])
-        if FileManager.default.fileExists(atPath: destination + "/data") {
-            throw ToolError(.failure, "\(destination) already holds a store; choose an empty destination")
+        // The destination is a new directory or an empty one: never a file, never one with files a backup would
+        // overwrite or leave beside it.
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: destination, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else {
+                throw ToolError(.failure, "backup destination \(destination) is a file; choose a new or empty directory")
+            }
+            if FileManager.default.fileExists(atPath: destination + "/data") {
+                throw ToolError(.failure, "\(destination) already holds a store; choose an empty destination")
+            }
+            guard (try? FileManager.default.contentsOfDirectory(atPath: destination))?.isEmpty ?? false else {
+                throw ToolError(.failure, "backup destination \(destination) is not empty; choose a new or empty directory")
+            }
         }
         return try await OpenStore.with(directory, writable: true) { store in
             Output.progress("backing up \(directory) to \(destination)")
@@ -54,7 +65,19 @@ enum Maintenance {
             maxCount: arguments.number("max-count"), maxAge: arguments.number("max-age"),
             truncateBefore: arguments.number("truncate-before"))
         let setting = changes.maxCount != nil || changes.maxAge != nil || changes.truncateBefore != nil
-        if setting { try await requireExisting(stream, in: arguments.positionals[0]) }
+        if setting {
+            // Refused values are usage errors found before the store is opened for writing (an open writes a
+            // recovery checkpoint), so a rejected invocation changes no byte.
+            do {
+                try StreamMetadata(
+                    maxCount: changes.maxCount, maxAge: changes.maxAge.map { .seconds(Int64(clamping: $0)) },
+                    truncateBefore: changes.truncateBefore
+                ).validate()
+            } catch {
+                throw ToolError.from(error)
+            }
+            try await requireExisting(stream, in: arguments.positionals[0])
+        }
         return try await OpenStore.with(arguments.positionals[0], writable: setting) { store in
             try await store.requireExisting(stream)
             var metadata = try await store.events.metadata(of: stream)

@@ -60,9 +60,11 @@ struct OpenStore {
         }
     }
 
-    /// Throws "unknown stream" unless `stream` has events or metadata.
+    /// Throws "unknown stream" unless `stream` has events or metadata (retention may be set before the first
+    /// event).
     func requireExisting(_ stream: StreamName) async throws {
         if try await events.version(of: stream) > 0 { return }
+        if try await events.metadata(of: stream) != StreamMetadata() { return }
         throw ToolError(.unknownStream, "no stream named \(stream)")
     }
 }
