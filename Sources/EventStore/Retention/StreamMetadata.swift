@@ -37,9 +37,13 @@ public struct StreamMetadata: Sendable, Hashable {
         if let maxAge, maxAge <= .zero {
             throw EventStoreError.invalidArgument("maxAge must be positive, got \(maxAge)")
         }
-        // Stores keep maxAge in whole nanoseconds in an Int64: longer would be stored as a different value.
+        // Stores keep maxAge in whole nanoseconds in an Int64: longer, or a part of a nanosecond, would be stored as
+        // a different value.
         if let maxAge, maxAge > .nanoseconds(Int64.max) {
             throw EventStoreError.invalidArgument("maxAge must be at most 292 years (Int64.max nanoseconds), got \(maxAge)")
+        }
+        if let maxAge, maxAge.components.attoseconds % 1_000_000_000 != 0 {
+            throw EventStoreError.invalidArgument("maxAge must be a whole number of nanoseconds, got \(maxAge)")
         }
     }
 }

@@ -181,6 +181,12 @@ enum StreamMetadataRecord {
         guard reader.remaining == 0 else {
             throw EventStoreError.corrupted(location: location, detail: "\(reader.remaining) trailing bytes")
         }
+        // Only valid metadata is ever written: scavenge must not remove events on the word of an invalid one.
+        do {
+            try metadata.validate()
+        } catch EventStoreError.invalidArgument(let reason) {
+            throw EventStoreError.corrupted(location: location, detail: reason)
+        }
         return metadata
     }
 }

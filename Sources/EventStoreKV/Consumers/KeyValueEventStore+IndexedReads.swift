@@ -48,7 +48,16 @@ extension KeyValueEventStore {
             guard let last = positions.last else { break }
             try await fetchLogRecords(at: positions) { index, record in
                 guard let record else { return }  // scavenged after the index scan
-                events.append(try EventRecord.decode(record.value, position: positions[index], names: &names))
+                let event = try EventRecord.decode(record.value, position: positions[index], names: &names)
+                // A damaged run must not pass off another category's (or type's) event as this one's.
+                let indexed = kind == .category ? event.stream.category : event.type
+                guard indexed.utf8.elementsEqual(name.utf8) else {
+                    throw EventStoreError.corrupted(
+                        location: "global position \(event.position)",
+                        detail: "the \(kind == .category ? "category" : "event-type") index of \"\(name)\" names it, "
+                            + "but it holds a \"\(event.type)\" event of stream \"\(event.stream)\"")
+                }
+                events.append(event)
             }
             guard !exhausted, last < .max else { break }
             next = last + 1

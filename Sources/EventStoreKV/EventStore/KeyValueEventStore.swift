@@ -342,11 +342,20 @@ public final class KeyValueEventStore: EventStoring {
             throw EventStoreError.duplicateEventID(part.events[0].id, stream: recordedStream, version: first.version)
         }
         // The retry must state the same expectation the original append met. That append was checked against the
-        // stream's visible version: 0 if it recreated a soft-deleted stream (it started right after the versions the
-        // deletion hid), otherwise the version before its first event.
+        // stream's visible version: 0 if it recreated a soft-deleted stream (it started right after the versions a
+        // deletion hid), otherwise the version before its first event. Right after the last deletion's point it
+        // was a recreation; after it, not; before it, the head (which keeps only the last deletion's point) cannot
+        // tell whether an earlier deletion was there, so such a retry may state either expectation.
         let startedAt = first.version - 1
-        let metAt = startedAt == hiddenThrough ? 0 : startedAt
-        guard part.expectedVersion.isSatisfied(byVersion: metAt) else {
+        let met: Bool
+        if startedAt == hiddenThrough {
+            met = part.expectedVersion.isSatisfied(byVersion: 0)
+        } else if startedAt > hiddenThrough {
+            met = part.expectedVersion.isSatisfied(byVersion: startedAt)
+        } else {
+            met = part.expectedVersion.isSatisfied(byVersion: 0) || part.expectedVersion.isSatisfied(byVersion: startedAt)
+        }
+        guard met else {
             throw EventStoreError.wrongExpectedVersion(
                 stream: part.stream, expected: part.expectedVersion, actual: visible)
         }

@@ -103,6 +103,8 @@ enum EventRecord {
         let format = try reader.u8()
         guard format == Self.format else { throw reader.corrupted("unknown record format \(format)") }
         let version = try reader.u64()
+        // Versions start at 1: a record of version 0 (or of the last UInt64, which no stream reaches) is damage.
+        guard version > 0, version < .max else { throw reader.corrupted("impossible stream version \(version)") }
         let micros = try reader.i64()
         let id = try reader.uuid()
         let stream = try names.name(from: &reader, location: location)
@@ -137,6 +139,7 @@ enum EventRecord {
         try ByteReader.reading(bytes, location: .eventRecord(position: position)) { reader in
             _ = try reader.u8()
             let version = try reader.u64()
+            guard version > 0, version < .max else { throw reader.corrupted("impossible stream version \(version)") }
             _ = try reader.i64()
             let id = try reader.uuid()
             return (id, try reader.string16(), version)
@@ -193,6 +196,13 @@ struct StreamHead: Equatable {
             }
             head.state = state
             head.hiddenThrough = try reader.u64()
+        }
+        // A deletion hides at most the versions the stream has, and no stream reaches the last UInt64: scavenge
+        // and reads must not act on (or trap over) a head that says otherwise.
+        guard head.hiddenThrough <= head.version, head.version < .max else {
+            throw EventStoreError.corrupted(
+                location: "stream head of \"\(stream)\"",
+                detail: "version \(head.version) with versions through \(head.hiddenThrough) hidden is impossible")
         }
         return head
     }

@@ -76,6 +76,14 @@ extension KeyValueEventStore {
                 return
             }
             let event = try EventRecord.borrowed(record.value, position: positions[index], names: &names)
+            // A damaged run must not pass off another stream's event, or another version, as this one: readers
+            // (and subscriptions, which resume from the versions they saw) would go wrong or round in circles.
+            guard event.version == versions[index], event.stream == stream else {
+                throw EventStoreError.corrupted(
+                    location: "global position \(positions[index])",
+                    detail: "the stream index of \"\(stream)\" names version \(versions[index]) there, but it holds "
+                        + "version \(event.version) of stream \"\(event.stream)\"")
+            }
             if visibility.isVisible(event), !(try visit(event)) { stopped = true }
         }
         guard !missing.isEmpty else { return !stopped }
