@@ -1,3 +1,5 @@
+import Foundation
+
 /// The name of an event stream: non-empty, at most 255 UTF-8 bytes, with no control characters. Names that start
 /// with `$` belong to system streams and are made only with ``system(_:)``.
 ///
@@ -54,13 +56,24 @@ public struct StreamName: Sendable, Hashable, Comparable, CustomStringConvertibl
 
     /// Whether the two names have the same UTF-8 bytes (not `String`'s canonical equivalence).
     public static func == (lhs: StreamName, rhs: StreamName) -> Bool {
-        lhs.rawValue.utf8.elementsEqual(rhs.rawValue.utf8)
+        guard lhs.rawValue.utf8.count == rhs.rawValue.utf8.count else { return false }
+        // Native strings lend their bytes in place: one memcmp, or none when both share them (reads hand out one
+        // name per stream).
+        let compared = lhs.rawValue.utf8.withContiguousStorageIfAvailable { left in
+            rhs.rawValue.utf8.withContiguousStorageIfAvailable { right in
+                left.baseAddress == right.baseAddress
+                    || memcmp(UnsafeRawPointer(left.baseAddress!), UnsafeRawPointer(right.baseAddress!), left.count) == 0
+            }
+        }
+        return (compared ?? nil) ?? lhs.rawValue.utf8.elementsEqual(rhs.rawValue.utf8)
     }
 
     /// Hashes the name's UTF-8 bytes, consistently with ``==(_:_:)``.
     public func hash(into hasher: inout Hasher) {
-        hasher.combine(rawValue.utf8.count)
-        for byte in rawValue.utf8 { hasher.combine(byte) }
+        // The same bytes go in whether the string lends them in place or not.
+        if rawValue.utf8.withContiguousStorageIfAvailable({ hasher.combine(bytes: UnsafeRawBufferPointer($0)) }) == nil {
+            Array(rawValue.utf8).withUnsafeBytes { hasher.combine(bytes: $0) }
+        }
     }
 
     private static func validate(_ name: String, allowSystem: Bool) throws {

@@ -502,66 +502,79 @@ public final class KeyValueEventStore: EventStoring {
         let prefix = KeyLayout.streamIndexPrefix(stream)
         let ceiling: Key? = bounds.upperBound == .max
             ? Key.successor(ofPrefix: prefix) : KeyLayout.appending(bounds.upperBound + 1, to: prefix)
+        // The runs first (few, for batched appends), then their versions, outside any closure.
+        var runs: [StreamIndexRun] = []
+        switch direction {
+        case .forward:
+            // The first run whose key is at or after `next` holds `next` (or starts after it).
+            let range = KeyRange(from: KeyLayout.appending(next, to: prefix), to: ceiling)
+            runs = try await streamIndexRuns(range, direction: .forward, versions: limit, from: next, of: stream)
+        case .backward:
+            // Scan down from the run that holds `next`: its key may lie above `next`.
+            var upper: Key? = next == .max ? Key.successor(ofPrefix: prefix) : KeyLayout.appending(next + 1, to: prefix)
+            let holding = try await streamIndexRuns(
+                KeyRange(from: KeyLayout.appending(next, to: prefix), to: ceiling), direction: .forward, versions: 1,
+                from: next, of: stream)
+            if let run = holding.first, run.firstVersion <= next {
+                upper = run.lastVersion == .max
+                    ? Key.successor(ofPrefix: prefix) : KeyLayout.appending(run.lastVersion + 1, to: prefix)
+            }
+            let range = KeyRange(from: KeyLayout.appending(bounds.lowerBound, to: prefix), to: upper)
+            runs = try await streamIndexRuns(range, direction: .backward, versions: limit, from: next, of: stream)
+        }
         var versions: [UInt64] = []
         var positions: [UInt64] = []
         var runEnds: [UInt64] = []
         versions.reserveCapacity(limit)
         positions.reserveCapacity(limit)
         runEnds.reserveCapacity(limit)
-        func take(_ run: StreamIndexRun, _ version: UInt64) -> Bool {
-            versions.append(version)
-            positions.append(run.position(of: version))
-            runEnds.append(run.lastVersion)
-            return versions.count < limit
-        }
-        switch direction {
-        case .forward:
-            // The first run whose key is at or after `next` holds `next` (or starts after it).
-            let range = KeyRange(from: KeyLayout.appending(next, to: prefix), to: ceiling)
-            try await scanStreamIndex(range, direction: .forward, limit: limit, of: stream) { run in
-                for version in max(run.firstVersion, next)...run.lastVersion where !take(run, version) { return false }
-                return true
+        for run in runs {
+            let span: ClosedRange<UInt64>
+            switch direction {
+            case .forward: span = max(run.firstVersion, next)...run.lastVersion
+            case .backward:
+                let (bottom, top) = (max(run.firstVersion, bounds.lowerBound), min(run.lastVersion, next))
+                guard top >= bottom else { continue }
+                span = bottom...top
             }
-        case .backward:
-            // Scan down from the run that holds `next`: its key may lie above `next`.
-            var upper: Key? = next == .max ? Key.successor(ofPrefix: prefix) : KeyLayout.appending(next + 1, to: prefix)
-            try await scanStreamIndex(
-                KeyRange(from: KeyLayout.appending(next, to: prefix), to: ceiling), direction: .forward, limit: 1,
-                of: stream
-            ) { run in
-                if run.firstVersion <= next {
-                    upper = run.lastVersion == .max
-                        ? Key.successor(ofPrefix: prefix) : KeyLayout.appending(run.lastVersion + 1, to: prefix)
+            let take = min(UInt64(limit - versions.count), UInt64(span.count))
+            if direction == .forward {
+                for version in span.lowerBound..<(span.lowerBound + take) {
+                    versions.append(version)
+                    positions.append(run.position(of: version))
                 }
-                return false
+            } else {
+                for version in stride(from: span.upperBound, to: span.upperBound - take, by: -1) {
+                    versions.append(version)
+                    positions.append(run.position(of: version))
+                }
             }
-            let range = KeyRange(from: KeyLayout.appending(bounds.lowerBound, to: prefix), to: upper)
-            try await scanStreamIndex(range, direction: .backward, limit: limit, of: stream) { run in
-                let top = min(run.lastVersion, next)
-                let bottom = max(run.firstVersion, bounds.lowerBound)
-                guard top >= bottom else { return true }
-                for version in (bottom...top).reversed() where !take(run, version) { return false }
-                return true
-            }
+            runEnds.append(contentsOf: repeatElement(run.lastVersion, count: Int(take)))
+            if versions.count == limit { break }
         }
         return (versions, positions, runEnds)
     }
 
-    /// Lends up to `limit` stream index runs of `stream` in `range` to `visit`, decoded in place from one borrowed
-    /// scan, until `visit` returns false.
-    private func scanStreamIndex(
-        _ range: KeyRange, direction: ScanDirection, limit: Int, of stream: StreamName,
-        visiting visit: (StreamIndexRun) throws -> Bool
-    ) async throws {
+    /// The stream index runs of `stream` in `range`, in scan order, decoded in place from one borrowed scan, until
+    /// they hold `versions` versions counted from `next` on in the scan's direction (or the range ends).
+    private func streamIndexRuns(
+        _ range: KeyRange, direction: ScanDirection, versions wanted: Int, from next: UInt64, of stream: StreamName
+    ) async throws -> [StreamIndexRun] {
         let versionOffset = KeyLayout.streamIndexPrefix(stream).count
+        var runs: [StreamIndexRun] = []
+        var counted = 0
         _ = try await backendCall {
-            try await self.backend.scan(range, direction: direction, limit: limit) { entry in
-                try visit(
-                    StreamIndexRun.decode(
-                        key: entry.key, value: entry.value, versionOffset: versionOffset,
-                        location: "stream index of \"\(stream)\""))
+            try await self.backend.scan(range, direction: direction, limit: wanted) { entry in
+                let run = try StreamIndexRun.decode(
+                    key: entry.key, value: entry.value, versionOffset: versionOffset,
+                    location: "stream index of \"\(stream)\"")
+                runs.append(run)
+                counted += Int(clamping: direction == .forward
+                    ? run.lastVersion - max(run.firstVersion, next) + 1 : min(run.lastVersion, next) - run.firstVersion + 1)
+                return counted < wanted
             }
         }
+        return runs
     }
 
     public func readAll(from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
