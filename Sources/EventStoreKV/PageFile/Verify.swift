@@ -6,7 +6,8 @@
 //   is at the same depth;
 // - overflow runs are whole and checksummed;
 // - every page below pageCount is in exactly one place: the tree, an overflow run, the free-list chain, or the free
-//   list (none leaked, none used twice, none out of range).
+//   list (none leaked, none used twice, none out of range);
+// - the other meta slot holds an older meta page or zeros, never damage.
 // verify() first checkpoints (unless the store has failed) so the whole state is in the page file; it holds the
 // writer lock, so writers wait while it runs, and readers do not.
 
@@ -107,6 +108,7 @@ extension PageFileKeyValueStore {
         if meta.root != 0 { walk.tree(meta.root, lower: nil, upper: nil, depth: 1) }
         walk.freeList(head: meta.freeListHead)
         walk.findLeaks()
+        walk.otherMetaSlot(current: meta)
         if UInt64(walk.report.keys) != meta.keyCount {
             walk.report.problems.append("meta: key count \(meta.keyCount) but the tree holds \(walk.report.keys) keys")
         }
@@ -116,6 +118,27 @@ extension PageFileKeyValueStore {
 
 /// One verification pass.
 private struct VerifyWalk {
+    /// The meta slot the current meta is not in holds the previous checkpoint's meta, or zeros (a new store, or
+    /// one just compacted). Anything else is damage: harmless while the current meta is sound (the next checkpoint
+    /// rewrites that slot), but the store would have no meta to fall back on.
+    mutating func otherMetaSlot(current: MetaPage) {
+        let slot = 1 - current.epoch % 2
+        let start = slot * UInt64(reader.pageSize)
+        guard let page = try? reader.file.read(count: reader.pageSize, at: start), page.count == reader.pageSize else {
+            report.problems.append("\(path) meta slot \(slot): cannot be read")
+            return
+        }
+        if page.allSatisfy({ $0 == 0 }) { return }
+        guard let other = MetaPage.decode(page, slot: slot, pageSize: reader.pageSize, path: path) else {
+            report.problems.append("\(path) meta slot \(slot): damaged (the store opens from slot \(1 - slot))")
+            return
+        }
+        if other.epoch >= current.epoch {
+            report.problems.append(
+                "\(path) meta slot \(slot): epoch \(other.epoch) is not older than the current meta's \(current.epoch)")
+        }
+    }
+
     let reader: PageReader
     let pageCount: UInt64
     var report = PageFileVerifyReport()
