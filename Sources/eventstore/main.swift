@@ -7,5 +7,14 @@
 
 import Foundation
 
+// Paths and names must be UTF-8: an argument that is not would reach the tool repaired (U+FFFD in place of its bad
+// bytes) and name some other path, so it is refused as a usage error before anything is opened.
+for index in 1..<Int(CommandLine.argc) {
+    if let raw = CommandLine.unsafeArgv[index], String(validatingCString: raw) == nil {
+        FileHandle.standardError.write(
+            Data("eventstore: argument \(index) is not valid UTF-8; paths and names must be UTF-8\n".utf8))
+        exit(ToolExit.usage.rawValue)
+    }
+}
 let status = await Tool.run(Array(CommandLine.arguments.dropFirst()))
 exit(status.rawValue)

@@ -3,7 +3,9 @@
 // - `metadata` with a refused value opened the store for writing first, whose open wrote a checkpoint: a usage
 //   error rewrote the data file and the WAL;
 // - a stream with metadata and no events yet was "unknown" to `metadata`, although requireExisting said otherwise;
-// - `backup` to a destination that is a file exited 3 ("not a store"), and one holding other files was written into.
+// - `backup` to a destination that is a file exited 3 ("not a store"), and one holding other files was written into;
+// - an argument that is not UTF-8 reached the tool repaired, so a store in such a directory was "bad\u{FFFD}name does
+//   not exist".
 
 import EventStore
 import EventStoreKV
@@ -69,6 +71,25 @@ struct AdminToolReviewedEdgeTests {
         #expect(try json(shown.output).first?["maxCount"] as? Int == 5)
         #expect(try await tool(["metadata", directory, "audit-1", "--max-count", "7"]).status == 0)
         #expect(try await tool(["metadata", directory, "audit-2"]).status == 5)
+    }
+
+    @Test("an argument that is not valid UTF-8 is a usage error naming it, whatever the command")
+    func nonUTF8Argument() async throws {
+        let scratch = try ToolRunner.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let tool = try ToolRunner.executable("eventstore").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        // printf makes the raw byte 0xFF, which Swift's [String] arguments cannot carry.
+        process.arguments = ["-c", #"exec "$0" info "$1/$(printf 'bad\377name')""#, tool, scratch]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        await process.exited()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus == 2, "\(message)")
+        #expect(message.contains("argument 2 is not valid UTF-8"), "\(message)")
     }
 
     @Test("backup refuses a file or a non-empty directory as its destination, with a failure naming it")
