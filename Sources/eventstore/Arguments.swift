@@ -4,7 +4,7 @@
 // Invariants:
 // - An option the command does not know, a missing value, a value that is not a number where one is needed, or
 //   the wrong number of positionals is a usage error (status 2) before the store is touched.
-// - `--name=value` and `--name value` mean the same.
+// - `--name=value` and `--name value` mean the same; `--` ends the options, so later words are positionals.
 
 /// A parsed command line for one command.
 struct Arguments {
@@ -25,6 +25,11 @@ struct Arguments {
         while index < words.count {
             let word = words[index]
             index += 1
+            // `--` ends the options: what follows is positional even if it starts with `--` (a stream so named).
+            if word == "--" {
+                positionals.append(contentsOf: words[index...])
+                break
+            }
             guard word.hasPrefix("--"), word.count > 2 else {
                 positionals.append(word)
                 continue

@@ -43,8 +43,10 @@ enum Tool {
             return .usage
         }
         var rest = Array(words.dropFirst())
-        let json = rest.contains("--json")
-        rest.removeAll { $0 == "--json" }
+        // --json may come anywhere before a `--` (after it, a word is a positional, even "--json").
+        let optionsEnd = rest.firstIndex(of: "--") ?? rest.endIndex
+        let json = rest[..<optionsEnd].contains("--json")
+        rest = rest[..<optionsEnd].filter { $0 != "--json" } + rest[optionsEnd...]
         do {
             return try await command.run(rest, json)
         } catch {

@@ -4,6 +4,7 @@
 //   error rewrote the data file and the WAL;
 // - a stream with metadata and no events yet was "unknown" to `metadata`, although requireExisting said otherwise;
 // - `backup` to a destination that is a file exited 3 ("not a store"), and one holding other files was written into;
+// - a stream whose name starts with `--` could not be named (no `--` to end the options);
 // - an argument that is not UTF-8 reached the tool repaired, so a store in such a directory was "bad\u{FFFD}name does
 //   not exist".
 
@@ -71,6 +72,22 @@ struct AdminToolReviewedEdgeTests {
         #expect(try json(shown.output).first?["maxCount"] as? Int == 5)
         #expect(try await tool(["metadata", directory, "audit-1", "--max-count", "7"]).status == 0)
         #expect(try await tool(["metadata", directory, "audit-2"]).status == 5)
+    }
+
+    @Test("after --, a stream whose name starts with -- can be read and given metadata")
+    func doubleDashEndsOptions() async throws {
+        let directory = try await makeStore()
+        do {
+            let store = try KeyValueEventStore.open(directory: directory)
+            _ = try await store.append(
+                [EventData(type: "Happened", data: Data("{}".utf8))], to: try StreamName("--json"), expectedVersion: .any)
+            try await store.close()
+        }
+        let read = try await tool(["read", "--json", directory, "--", "--json"])
+        #expect(read.status == 0, "\(read.errors)")
+        #expect(try json(read.output).count == 1)
+        #expect(try await tool(["metadata", directory, "--max-count", "3", "--", "--json"]).status == 0)
+        #expect(try await tool(["read", directory, "--json"]).status == 2, "without --, --json is the flag")
     }
 
     @Test("an argument that is not valid UTF-8 is a usage error naming it, whatever the command")
