@@ -336,6 +336,12 @@ public final class KeyValueEventStore: EventStoring {
                 part.events[offset].id, stream: (try? StreamName.stored(identity.stream)) ?? part.stream,
                 version: identity.version)
         }
+        // The batch's positions must fit the log: a damaged event-id entry near UInt64.max is corruption, not a trap.
+        guard firstPosition <= UInt64.max - UInt64(positions.count) else {
+            throw EventStoreError.corrupted(
+                location: "event-id index entry of \(part.events[0].id)",
+                detail: "position \(firstPosition) leaves no room for a batch of \(positions.count)")
+        }
         let first = try await recordIdentity(at: firstPosition, context: context)
         let recordedStream = (try? StreamName.stored(first.stream)) ?? part.stream
         guard first.stream.utf8.elementsEqual(part.stream.rawValue.utf8) else {
@@ -531,7 +537,9 @@ public final class KeyValueEventStore: EventStoring {
         for run in runs {
             let span: ClosedRange<UInt64>
             switch direction {
-            case .forward: span = max(run.firstVersion, next)...run.lastVersion
+            case .forward:
+                guard run.lastVersion >= max(run.firstVersion, next) else { continue }
+                span = max(run.firstVersion, next)...run.lastVersion
             case .backward:
                 let (bottom, top) = (max(run.firstVersion, bounds.lowerBound), min(run.lastVersion, next))
                 guard top >= bottom else { continue }
@@ -569,8 +577,11 @@ public final class KeyValueEventStore: EventStoring {
                     key: entry.key, value: entry.value, versionOffset: versionOffset,
                     location: "stream index of \"\(stream)\"")
                 runs.append(run)
-                counted += Int(clamping: direction == .forward
-                    ? run.lastVersion - max(run.firstVersion, next) + 1 : min(run.lastVersion, next) - run.firstVersion + 1)
+                // The versions it holds from `next` on. A backward scan may meet the run it positioned on shortened
+                // past `next` since (a scavenge between the two scans): it holds none of them then.
+                let (low, high) = direction == .forward
+                    ? (max(run.firstVersion, next), run.lastVersion) : (run.firstVersion, min(run.lastVersion, next))
+                if high >= low { counted += Int(clamping: high - low + 1) }
                 return counted < wanted
             }
         }
