@@ -10,7 +10,9 @@ public protocol EventStoring: Sendable {
     /// Appends `events` to `stream` atomically, if its version meets `expectedVersion`.
     ///
     /// Re-sending the same events (same ids, same order) after a success returns the original result and writes
-    /// nothing; so does re-sending a prefix of a committed batch.
+    /// nothing; so does re-sending a prefix of a committed batch. This holds while the events are stored: scavenge
+    /// forgets the ids of the events it removes, so a re-send after that appends them again (or throws
+    /// ``EventStoreError/duplicateEventID(_:stream:version:)`` if only part of the batch was removed), as in KurrentDB.
     /// - Throws: ``EventStoreError/wrongExpectedVersion(stream:expected:actual:)``,
     ///   ``EventStoreError/duplicateEventID(_:stream:version:)``, ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)``
     ///   when a session holds the stream, and input errors. Nothing is written when it throws, except when a
