@@ -190,3 +190,38 @@ struct SagaReviewedEdgeTests {
         await blocked.stop()
     }
 }
+
+/// Found in the eighth session's review:
+/// - a saga id starting with "resource-" named a stream that is also a resource's lock stream ("$saga-resource-alice"
+///   for saga "resource-alice" and for resource "alice"): its runner waited on its own lock, start failed, and every
+///   recovery left the saga to "another runner" that did not exist;
+/// - with no initial pause, a late attempt's backoff (0 × ∞ = NaN) came out as the maximum pause instead of none;
+/// - the real clock's sleep trapped for a timeout written as "no limit" (.seconds(Int64.max)).
+@Suite("Sagas: reserved ids, backoff without a pause, very long timeouts")
+struct SagaIDAndClockEdgeTests {
+    @Test("a saga id starting with resource- is refused, while a stored one still decodes")
+    func reservedPrefix() throws {
+        #expect(throws: EventStoreError.self) { try SagaID("resource-alice") }
+        #expect(try SagaID("resources") == SagaID("resources"))
+        let stored = try JSONDecoder().decode([SagaID].self, from: Data(#"["resource-alice"]"#.utf8))
+        #expect(stored.map(\.rawValue) == ["resource-alice"])
+    }
+
+    @Test("with no initial pause, every attempt's backoff is zero, however late")
+    func zeroInitialBackoff() {
+        let policy = RetryPolicy(maximumAttempts: 5_000, initialBackoff: .zero, multiplier: 2, jitter: 0)
+        for attempt in [1, 10, 1_024, 1_100, 4_999] {
+            #expect(policy.backoff(afterAttempt: attempt, random: 0) == .zero, "attempt \(attempt)")
+        }
+    }
+
+    @Test("the real clock sleeps for .seconds(Int64.max) until cancelled, without trapping")
+    func sleepWithoutLimit() async {
+        await #expect(processExitsWith: .success) {
+            let sleeper = Task { try await SystemSagaClock().sleep(for: .seconds(Int64.max)) }
+            try await Task.sleep(for: .milliseconds(50))
+            sleeper.cancel()
+            guard case .failure(let error) = await sleeper.result, error is CancellationError else { exit(3) }
+        }
+    }
+}

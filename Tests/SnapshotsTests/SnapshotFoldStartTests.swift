@@ -90,3 +90,30 @@ struct HiddenTailSaveTests {
         #expect(try await repository.load(stream).state == (try await repository.load(stream, usingSnapshots: false)).state)
     }
 }
+
+/// Found in the eighth session's review: `save(…, foldedFrom:)` accepted a fold start after the snapshot's own
+/// version, wrote it into the collection's index, and from then on every read of the stream's snapshots (and even
+/// deleteAll, which decodes the index first) failed with `corrupted`.
+@Suite("A snapshot's fold start must lie within its versions")
+struct SnapshotFoldStartBoundsTests {
+    @Test("a foldedFrom of 0 or after the snapshot's version is refused and harms nothing")
+    func foldedFromOutOfRange() async throws {
+        let store = KeyValueEventStore(backend: InMemoryKeyValueStore())
+        let stream = try Fixtures.stream()
+        try await Fixtures.fill(stream, in: store, events: 5)
+        let snapshots = try SnapshotStore(events: store)
+        try await snapshots.save(Data([1]), schemaVersion: 1, of: stream, at: 2)
+        for foldStart: UInt64 in [0, 4, 6] {
+            await #expect {
+                try await snapshots.save(Data([2]), schemaVersion: 1, of: stream, at: 3, foldedFrom: foldStart)
+            } throws: { error in
+                guard case EventStoreError.invalidArgument(let message) = error else { return false }
+                return message.contains("foldedFrom")
+            }
+        }
+        #expect(try await snapshots.versions(of: stream) == [2])
+        #expect(try await snapshots.snapshot(of: stream, at: 2)?.data == Data([1]))
+        try await snapshots.save(Data([3]), schemaVersion: 1, of: stream, at: 3, foldedFrom: 3)
+        #expect(try await snapshots.deleteAll(of: stream) == 2)
+    }
+}

@@ -2,7 +2,8 @@
 //
 // Invariants:
 // - A saga id is 1...200 UTF-8 bytes with no control characters and no "/", so that the idempotency keys built
-//   from it ("id/step/attempt") split unambiguously and its stream name is always valid.
+//   from it ("id/step/attempt") split unambiguously and its stream name is always valid; a new one never starts
+//   with "resource-", so a saga's stream ("$saga-id") is never a resource's lock stream ("$saga-resource-name").
 // - Every stream the sagas write is a system stream ("$saga-...", "$sagas-..."), so user streams never collide.
 
 import EventStore
@@ -13,10 +14,25 @@ public struct SagaID: Sendable, Hashable, Comparable, Codable, CustomStringConve
     /// The id as text.
     public let rawValue: String
 
+    /// The prefix reserved for resource locks: the stream of a saga with such an id would be a resource's lock
+    /// stream ("$saga-resource-alice"), so its runner would wait on itself and contend with every saga using that
+    /// resource.
+    public static let reservedPrefix = "resource-"
+
     /// Creates an id.
-    /// - Throws: ``EventStoreError/invalidArgument(_:)`` if it is empty, longer than 200 bytes, or contains "/" or
-    ///   a control character.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` if it is empty, longer than 200 bytes, contains "/" or a
+    ///   control character, or starts with ``reservedPrefix``.
     public init(_ rawValue: String) throws {
+        guard !rawValue.hasPrefix(Self.reservedPrefix) else {
+            throw EventStoreError.invalidArgument(
+                "a saga id must not start with \"\(Self.reservedPrefix)\", which names resource locks")
+        }
+        try self.init(stored: rawValue)
+    }
+
+    /// An id as stored: the rules of ``init(_:)`` but the reserved prefix, which ids stored before it was reserved
+    /// may have, so that those sagas stay readable.
+    private init(stored rawValue: String) throws {
         guard !rawValue.isEmpty, rawValue.utf8.count <= 200 else {
             throw EventStoreError.invalidArgument(
                 "a saga id must be 1 to 200 UTF-8 bytes, got \"\(rawValue.prefix(64))\"")
@@ -30,7 +46,7 @@ public struct SagaID: Sendable, Hashable, Comparable, Codable, CustomStringConve
     }
 
     public init(from decoder: any Decoder) throws {
-        try self.init(try decoder.singleValueContainer().decode(String.self))
+        try self.init(stored: try decoder.singleValueContainer().decode(String.self))
     }
 
     public func encode(to encoder: any Encoder) throws {

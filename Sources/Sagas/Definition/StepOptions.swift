@@ -49,6 +49,8 @@ public struct RetryPolicy: Sendable, Hashable {
     public func backoff(afterAttempt attempt: Int, random: Double) -> Duration {
         let initial = ManualSagaClock.seconds(initialBackoff)
         let cap = ManualSagaClock.seconds(maximumBackoff)
+        // No pause grows from none: 0 × ∞ (a late attempt's growth) would be NaN and read as the cap.
+        guard initial > 0 else { return .zero }
         let grown = initial * pow(max(multiplier, 1), Double(max(attempt - 1, 0)))
         let base = min(grown.isFinite ? grown : cap, cap)
         let fraction = min(max(jitter, 0), 1) * min(max(random, 0), 1)

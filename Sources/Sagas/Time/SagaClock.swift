@@ -26,7 +26,14 @@ public struct SystemSagaClock: SagaClock {
     public func now() -> Date { Date() }
 
     public func sleep(for duration: Duration) async throws {
-        guard duration > .zero else { return }
-        try await Task.sleep(for: duration)
+        // Task.sleep traps past Int64.max nanoseconds (292 years), and "no limit" is naturally written as
+        // .seconds(Int64.max): longer pauses are slept in chunks of a century.
+        let chunk = Duration.seconds(100 * 365 * 24 * 3_600)
+        var remaining = duration
+        while remaining > .zero {
+            let step = min(remaining, chunk)
+            try await Task.sleep(for: step)
+            remaining -= step
+        }
     }
 }

@@ -53,7 +53,8 @@ public struct SnapshotStore: Sendable {
     /// - Throws: ``SnapshotError/versionBeyondStream(stream:requested:streamVersion:)`` when the stream has not
     ///   reached `version`; ``SnapshotError/versionNotVisible(stream:version:)`` when readers no longer see
     ///   `version`, or no longer see `foldedFrom` (the state folds events retention has hidden since);
-    ///   ``EventStoreError/invalidArgument(_:)`` for version 0, a `keepingLast` below 1 or data of 4 GiB or more.
+    ///   ``EventStoreError/invalidArgument(_:)`` for version 0, a `foldedFrom` of 0 or after `version`, a
+    ///   `keepingLast` below 1 or data of 4 GiB or more.
     ///   Nothing is written when it throws.
     public func save(
         _ data: Data, schemaVersion: UInt32, of stream: StreamName, at version: UInt64, keepingLast: Int? = nil,
@@ -64,6 +65,10 @@ public struct SnapshotStore: Sendable {
         }
         if let keepingLast, keepingLast < 1 {
             throw EventStoreError.invalidArgument("keepingLast must be at least 1, got \(keepingLast)")
+        }
+        if let foldStart, foldStart == 0 || foldStart > version {
+            throw EventStoreError.invalidArgument(
+                "foldedFrom must be a version from 1 to the snapshot's \(version), got \(foldStart)")
         }
         guard data.count <= Int(UInt32.max) else {
             throw EventStoreError.invalidArgument("a snapshot must be smaller than 4 GiB, got \(data.count) bytes")
