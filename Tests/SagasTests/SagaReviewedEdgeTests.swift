@@ -207,6 +207,16 @@ struct SagaIDAndClockEdgeTests {
         #expect(stored.map(\.rawValue) == ["resource-alice"])
     }
 
+    @Test("saga ids that differ in bytes are different ids, as their streams are")
+    func idsCompareByBytes() throws {
+        let composed = try SagaID("caf\u{E9}-1")
+        let decomposed = try SagaID("cafe\u{301}-1")
+        #expect(composed.rawValue == decomposed.rawValue, "Swift's String calls them equal")
+        #expect(composed != decomposed)
+        #expect(Set([composed, decomposed]).count == 2)
+        #expect((composed < decomposed) != (decomposed < composed))
+    }
+
     @Test("with no initial pause, every attempt's backoff is zero, however late")
     func zeroInitialBackoff() {
         let policy = RetryPolicy(maximumAttempts: 5_000, initialBackoff: .zero, multiplier: 2, jitter: 0)

@@ -56,7 +56,20 @@ public struct SagaID: Sendable, Hashable, Comparable, Codable, CustomStringConve
 
     public var description: String { rawValue }
 
-    public static func < (lhs: SagaID, rhs: SagaID) -> Bool { lhs.rawValue < rhs.rawValue }
+    /// Ids are ordered, compared and hashed by their UTF-8 bytes, as their streams are: two canonically equivalent
+    /// spellings are two sagas (see ``StreamName``).
+    public static func < (lhs: SagaID, rhs: SagaID) -> Bool {
+        lhs.rawValue.utf8.lexicographicallyPrecedes(rhs.rawValue.utf8)
+    }
+
+    /// Whether the two ids have the same UTF-8 bytes.
+    public static func == (lhs: SagaID, rhs: SagaID) -> Bool { lhs.rawValue.utf8.elementsEqual(rhs.rawValue.utf8) }
+
+    /// Hashes the id's UTF-8 bytes, consistently with ``==(_:_:)``.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(rawValue.utf8.count)
+        for byte in rawValue.utf8 { hasher.combine(byte) }
+    }
 
     /// The stream holding this saga's log.
     var stream: StreamName {
