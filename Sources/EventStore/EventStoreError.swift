@@ -45,7 +45,8 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
     case ioFailure(operation: String, path: String, errno: Int32)
     /// An earlier I/O failure put the store into a failed state; it refuses writes until reopened.
     case storeFailed(reason: String)
-    /// Another process holds the store's directory.
+    /// Another opener holds the store's directory: a writer (its pid, when known), or read-only openers while a
+    /// writable open was asked for (`holderPID` is nil then).
     case storeLocked(path: String, holderPID: Int32?)
     /// The path is not a store this version can open (another format, a newer version, another page size).
     case incompatibleStore(path: String, reason: String)

@@ -5,7 +5,8 @@
 //   it, so a typo gets "not a store" (status 3) and leaves nothing behind.
 // - Read-only commands open with PageFileOptions.readOnly: the engine then never writes the data file or the WAL
 //   (no recovery checkpoint, no checkpoint on close; WAL records past the last checkpoint are replayed in memory
-//   only). The only file touched is `lock`, which gets this process's pid while the tool holds it.
+//   only), and opens every file for reading only; several read-only commands may run at once. Only writing commands
+//   put this process's pid in `lock`.
 // - Every opened store is closed before the command returns, whatever happened.
 
 import EventStore

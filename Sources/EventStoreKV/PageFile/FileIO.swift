@@ -131,9 +131,10 @@ final class SystemFile: Sendable {
         self.faults = faults
     }
 
-    /// Opens (and with `create`, creates with mode 0600) the file at `path` for reading and writing.
-    static func open(_ path: String, create: Bool, faults: IOFaultPlan?) throws -> SystemFile {
-        let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0)
+    /// Opens (and with `create`, creates with mode 0600) the file at `path` for reading and writing, or only for
+    /// reading with `readOnly` (then every write fails with EBADF: a second guard behind the store's own refusal).
+    static func open(_ path: String, create: Bool, readOnly: Bool = false, faults: IOFaultPlan?) throws -> SystemFile {
+        let flags = (readOnly ? O_RDONLY : O_RDWR | (create ? O_CREAT : 0)) | O_CLOEXEC
         let descriptor = Glibc.open(path, flags, 0o600)
         guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: errno) }
         return SystemFile(descriptor: descriptor, path: path, faults: faults)

@@ -6,6 +6,8 @@
 // - Defaults are the safe choice: full durability, a 64 MiB page cache, a checkpoint every 32 MiB of WAL.
 // - `readOnly` stores never write the data file or the WAL: they are never created, never checkpointed (not on open,
 //   not on close), and every write is refused. WAL records past the last checkpoint are replayed in memory only.
+//   Their files are opened for reading only, and read-only opens share the directory's lock (DirectoryLock.swift),
+//   so a store on a read-only file system, or in files the process may only read, opens read-only.
 
 import EventStore
 
@@ -26,7 +28,9 @@ public struct PageFileOptions: Sendable {
     public var watchBufferLimit: Int
     /// Opens an existing store without ever writing its data file or WAL (for inspection tools). A missing store is
     /// an error instead of being created; commits, checkpoints and compaction are refused with `invalidArgument`.
-    /// The directory's `lock` file is still taken (and gets this process's pid), so a writer is kept out meanwhile.
+    /// Its files are opened for reading only, so a store on a read-only file system or in files the process may
+    /// only read can be opened this way. The directory's `lock` file is taken shared: read-only opens of one store
+    /// go on side by side, and a writer is kept out meanwhile (and keeps them out while it has the store open).
     public var readOnly: Bool
     /// Called with notable events (checkpoints, recovery, entering the failed state); see ``PageFileEvent``.
     public var observer: (@Sendable (PageFileEvent) -> Void)?

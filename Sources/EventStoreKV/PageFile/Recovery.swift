@@ -32,7 +32,8 @@ public struct RecoveryReport: Sendable, Hashable {
 extension PageFileKeyValueStore {
     /// Opens the store in `directory`, creating the directory (mode 0700) and an empty store if needed, and
     /// recovering from the WAL after a crash.
-    /// - Throws: `storeLocked` if another process (or another open store in this process) holds the directory;
+    /// - Throws: `storeLocked` if another process (or another open store in this process) holds the directory (read-only
+    ///   opens share it with each other, never with a writer);
     ///   `incompatibleStore` if the directory holds something this version cannot open (nothing is changed then);
     ///   `corrupted` if both meta pages are damaged; `ioFailure` for system call failures.
     public static func open(directory: String, options: PageFileOptions = PageFileOptions()) throws
@@ -46,7 +47,7 @@ extension PageFileKeyValueStore {
         } else {
             try Directory.create(directory)
         }
-        let lock = try DirectoryLock.acquire(directory: directory)
+        let lock = try DirectoryLock.acquire(directory: directory, shared: options.readOnly)
         do {
             return try open(directory: directory, options: options, lock: lock)
         } catch {
@@ -79,14 +80,15 @@ extension PageFileKeyValueStore {
             try createDataFile(dataPath, directory: directory, options: options)
             created = true
         }
-        let data = try SystemFile.open(dataPath, create: false, faults: options.faults)
+        let data = try SystemFile.open(dataPath, create: false, readOnly: options.readOnly, faults: options.faults)
         let meta = try readMeta(data, options: options)
         let reader = PageReader(
             file: data, pageSize: meta.pageSize,
             cache: PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize)))
         let (free, list) = try FreeList.read(head: meta.freeListHead, reader: reader, pageCount: meta.pageCount)
 
-        let wal = try SystemFile.open(walPath, create: !options.readOnly, faults: options.faults)
+        let wal = try SystemFile.open(
+            walPath, create: !options.readOnly, readOnly: options.readOnly, faults: options.faults)
         let walBytes = try wal.read(count: Int(try wal.size()), at: 0)
         var report = RecoveryReport(created: created, replayedTransactions: 0, discardedWALBytes: 0, ignoredStaleWAL: false)
         var transactions: [LoggedTransaction] = []
