@@ -27,6 +27,8 @@ struct OpenStore {
         try checkIsStore(directory)
         var options = PageFileOptions()
         options.readOnly = !writable
+        // A store keeps the page size it was created with; open it with that one.
+        options.pageSize = try PageFileKeyValueStore.pageSize(ofStoreIn: directory)
         let engine = try await PageFileKeyValueStore.open(directory: directory, options: options)
         let store = OpenStore(engine: engine, events: KeyValueEventStore(backend: engine))
         do {

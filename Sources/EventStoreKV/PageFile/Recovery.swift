@@ -178,20 +178,33 @@ extension PageFileKeyValueStore {
         try Directory.sync(directory)
     }
 
+    /// The page size of the store in `directory`, read from its data file without opening the store or taking its
+    /// lock, so that a tool can open a store created with any page size (``PageFileOptions/pageSize`` must match).
+    /// - Throws: `incompatibleStore` if there is no data file or it is not a page file; `ioFailure` if it cannot be
+    ///   read.
+    public static func pageSize(ofStoreIn directory: String) throws -> Int {
+        let path = directory + "/data"
+        guard SystemFile.exists(path) else {
+            throw EventStoreError.incompatibleStore(path: directory, reason: "no store here (no data file)")
+        }
+        return try declaredPageSize(SystemFile.open(path, create: false, readOnly: true, faults: nil))
+    }
+
+    /// The page size a data file's meta pages declare.
+    private static func declaredPageSize(_ data: SystemFile) throws -> Int {
+        // Slot 0 may be a torn meta write; slot 1 sits one page further, wherever the page size puts it.
+        if let size = MetaPage.declaredPageSize(try data.read(count: MetaPage.probeSize, at: 0)) { return size }
+        for size in [65536, 32768, 16384, 8192, 4096]
+        where MetaPage.declaredPageSize(try data.read(count: MetaPage.probeSize, at: UInt64(size))) == size {
+            return size
+        }
+        throw EventStoreError.incompatibleStore(path: data.path, reason: "not an EventStore page file")
+    }
+
     /// The newest valid meta page of `data`, after checking format, version and page size.
     private static func readMeta(_ data: SystemFile, options: PageFileOptions) throws -> MetaPage {
         let path = data.path
-        // Slot 0 may be a torn meta write; slot 1 sits one page further, wherever the page size puts it.
-        var pageSize = MetaPage.declaredPageSize(try data.read(count: MetaPage.probeSize, at: 0))
-        if pageSize == nil {
-            for size in [4096, 8192, 16384, 32768, 65536]
-            where MetaPage.declaredPageSize(try data.read(count: MetaPage.probeSize, at: UInt64(size))) == size {
-                pageSize = size
-            }
-        }
-        guard let pageSize else {
-            throw EventStoreError.incompatibleStore(path: path, reason: "not an EventStore page file")
-        }
+        let pageSize = try declaredPageSize(data)
         let pages = try (0..<UInt64(2)).map { try data.read(count: pageSize, at: $0 * UInt64(pageSize)) }
         // Either slot may hold the newest meta, so a newer format version in either one refuses the store: opening
         // it at the other slot's older state would rewind it, and the recovery checkpoint would overwrite the newer
