@@ -297,6 +297,10 @@ extension KeyValueStore {
 
     /// Runs `body` with its reads recorded, then commits with each read turned into a condition, retrying while
     /// another writer changed what it read. Backends that override ``update(_:)`` can still call this.
+    ///
+    /// The reads are separate, not one snapshot, so an error `body` throws may come from a view no single moment had
+    /// (an index entry read before a concurrent deletion, the record it names after it). Such an error is believed
+    /// only if everything read is still as it was read; otherwise `body` runs again against the new state.
     public func optimisticUpdate<Value: Sendable>(
         _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
     ) async throws -> KeyValueUpdateResult<Value> {
@@ -304,7 +308,15 @@ extension KeyValueStore {
         while true {
             try Task.checkCancellation()
             let context = RecordingReadContext(store: self)
-            let (transaction, value) = try await body(context)
+            let transaction: KeyValueTransaction
+            let value: Value
+            do {
+                (transaction, value) = try await body(context)
+            } catch let error where !(error is CancellationError) && !(error is KeyValueStoreError) {
+                guard try await context.readSetChanged() else { throw error }
+                attempt += 1
+                continue
+            }
             if transaction.writes.isEmpty { return KeyValueUpdateResult(value: value, revision: nil) }
             let readConditions = context.readSet.map { key, entry -> KeyCondition in
                 if let entry { return .modRevision(key, equals: entry.modRevision) }
@@ -365,6 +377,14 @@ final class RecordingReadContext: KeyValueReadContext {
             }
         }
         return reads.withLock { state in keys.map { state.seen[$0] ?? nil } }
+    }
+
+    /// Whether any key read has changed since (reads them all again, in one batch).
+    func readSetChanged() async throws -> Bool {
+        let read = readSet
+        guard !read.isEmpty else { return false }
+        let now = try await store.get(read.map(\.0))
+        return zip(read, now).contains { old, new in old.1?.modRevision != new?.modRevision }
     }
 
     /// The keys read, in first-read order, with what was seen.
