@@ -139,14 +139,16 @@ extension EtcdKeyValueStore {
     static func commitError(_ error: EtcdCallError, transaction: KeyValueTransaction, built: EtcdTransaction)
         -> KeyValueStoreError
     {
-        guard case .server(let code, let message) = error else { return contractError(error) }
+        guard case .server(_, let message) = error else { return contractError(error) }
         let operations = built.request.success.count
         let bytes = EtcdTransaction.estimatedBytes(
             transaction, writes: EtcdTransaction.lastWritePerKey(transaction.writes), namespace: 0)
         if message.contains("too many operations") {
             return .transactionTooLarge(operations: operations, bytes: bytes, limit: "the cluster's --max-txn-ops")
         }
-        if message.contains("request is too large") || code == GRPCCode.resourceExhausted {
+        // RESOURCE_EXHAUSTED alone does not say "too large": etcd also answers a full database ("mvcc: database space
+        // exceeded", the NOSPACE alarm) and overload ("too many requests") with it, and those keep etcd's words.
+        if message.contains("request is too large") {
             return .transactionTooLarge(operations: operations, bytes: bytes, limit: "the cluster's --max-request-bytes")
         }
         return contractError(error)
