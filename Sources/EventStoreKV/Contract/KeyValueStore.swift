@@ -298,13 +298,15 @@ extension KeyValueStore {
     /// Runs `body` with its reads recorded, then commits with each read turned into a condition, retrying while
     /// another writer changed what it read. Backends that override ``update(_:)`` can still call this.
     ///
-    /// The reads are separate, not one snapshot, so an error `body` throws may come from a view no single moment had
-    /// (an index entry read before a concurrent deletion, the record it names after it). Such an error is believed
-    /// only if everything read is still as it was read; otherwise `body` runs again against the new state.
+    /// The reads are separate, not one snapshot, so a corruption `body` reports may come from a view no single moment
+    /// had (an index entry read before a concurrent deletion, the record it names after it). `corrupted` is believed
+    /// only if everything read is still as it was read (or after a few re-runs that each saw it change); otherwise
+    /// `body` runs again against the new state. Other errors are decided by the reads as they were.
     public func optimisticUpdate<Value: Sendable>(
         _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
     ) async throws -> KeyValueUpdateResult<Value> {
         var attempt = 0
+        var rereads = 0
         while true {
             try Task.checkCancellation()
             let context = RecordingReadContext(store: self)
@@ -312,9 +314,9 @@ extension KeyValueStore {
             let value: Value
             do {
                 (transaction, value) = try await body(context)
-            } catch let error where !(error is CancellationError) && !(error is KeyValueStoreError) {
-                guard try await context.readSetChanged() else { throw error }
-                attempt += 1
+            } catch let error as EventStoreError {
+                guard case .corrupted = error, rereads < 8, try await context.readSetChanged() else { throw error }
+                rereads += 1
                 continue
             }
             if transaction.writes.isEmpty { return KeyValueUpdateResult(value: value, revision: nil) }
