@@ -38,7 +38,13 @@ final class DirectoryLock: Sendable {
         }
         guard flock(descriptor, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0 else {
             let code = errno
-            let holder = readPID(descriptor)
+            // The file names the last writer. It holds the store now only if a shared lock is refused too;
+            // otherwise read-only openers do, and the pid is a crashed writer's.
+            var holder: Int32?
+            if code == EWOULDBLOCK, shared || flock(descriptor, LOCK_SH | LOCK_NB) != 0 {
+                holder = readPID(descriptor)
+            }
+            flock(descriptor, LOCK_UN)
             close(descriptor)
             if code == EWOULDBLOCK { throw EventStoreError.storeLocked(path: directory, holderPID: holder) }
             throw EventStoreError.ioFailure(operation: "flock", path: path, errno: code)
