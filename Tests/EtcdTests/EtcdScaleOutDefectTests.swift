@@ -94,3 +94,21 @@ struct MemberStatus: Decodable {
     struct Header: Decodable { var member_id: String? }
     var header: Header?
 }
+
+@Suite("etcd: commit error mapping (review)")
+struct EtcdCommitErrorMappingTests {
+    /// What etcd 3.4 answers (HTTP 429, gRPC code 8) to a request over its gRPC receive limit, --max-request-bytes plus
+    /// 512 KiB: captured from a real etcd started with --max-request-bytes 100000 and an 800000-byte put.
+    @Test("a request over etcd's gRPC message limit is a too-large transaction, as it was before 5c4a1c3")
+    func grpcMessageLargerThanMax() {
+        let transaction = KeyValueTransaction(writes: [.put([1], [UInt8](repeating: 7, count: 800_000))])
+        let built = EtcdTransaction(request: EtcdWire.TxnRequest(compare: [], success: [], failure: []))
+        let error = EtcdKeyValueStore.commitError(
+            .server(code: 8, message: "grpc: received message larger than max (800007 vs. 624288)"),
+            transaction: transaction, built: built)
+        guard case .transactionTooLarge = error else {
+            Issue.record("mapped to \(error)")
+            return
+        }
+    }
+}

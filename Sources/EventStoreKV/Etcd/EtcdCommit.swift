@@ -148,7 +148,9 @@ extension EtcdKeyValueStore {
         }
         // RESOURCE_EXHAUSTED alone does not say "too large": etcd also answers a full database ("mvcc: database space
         // exceeded", the NOSPACE alarm) and overload ("too many requests") with it, and those keep etcd's words.
-        if message.contains("request is too large") {
+        // "request is too large" (INVALID_ARGUMENT) is over --max-request-bytes; "received message larger than max"
+        // (RESOURCE_EXHAUSTED) is over gRPC's receive limit, 512 KiB above it.
+        if message.contains("request is too large") || message.contains("received message larger than max") {
             return .transactionTooLarge(operations: operations, bytes: bytes, limit: "the cluster's --max-request-bytes")
         }
         return contractError(error)
