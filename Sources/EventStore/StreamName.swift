@@ -55,26 +55,10 @@ public struct StreamName: Sendable, Hashable, Comparable, CustomStringConvertibl
     }
 
     /// Whether the two names have the same UTF-8 bytes (not `String`'s canonical equivalence).
-    public static func == (lhs: StreamName, rhs: StreamName) -> Bool {
-        guard lhs.rawValue.utf8.count == rhs.rawValue.utf8.count else { return false }
-        // Native strings lend their bytes in place: one memcmp, or none when both share them (reads hand out one
-        // name per stream).
-        let compared = lhs.rawValue.utf8.withContiguousStorageIfAvailable { left in
-            rhs.rawValue.utf8.withContiguousStorageIfAvailable { right in
-                left.baseAddress == right.baseAddress
-                    || memcmp(UnsafeRawPointer(left.baseAddress!), UnsafeRawPointer(right.baseAddress!), left.count) == 0
-            }
-        }
-        return (compared ?? nil) ?? lhs.rawValue.utf8.elementsEqual(rhs.rawValue.utf8)
-    }
+    public static func == (lhs: StreamName, rhs: StreamName) -> Bool { lhs.rawValue.hasSameUTF8(as: rhs.rawValue) }
 
     /// Hashes the name's UTF-8 bytes, consistently with ``==(_:_:)``.
-    public func hash(into hasher: inout Hasher) {
-        // The same bytes go in whether the string lends them in place or not.
-        if rawValue.utf8.withContiguousStorageIfAvailable({ hasher.combine(bytes: UnsafeRawBufferPointer($0)) }) == nil {
-            Array(rawValue.utf8).withUnsafeBytes { hasher.combine(bytes: $0) }
-        }
-    }
+    public func hash(into hasher: inout Hasher) { rawValue.hashUTF8(into: &hasher) }
 
     private static func validate(_ name: String, allowSystem: Bool) throws {
         if name.isEmpty { throw EventStoreError.invalidStreamName(name, rule: .empty) }
@@ -106,6 +90,31 @@ public enum StreamNameRule: Sendable, Hashable, CustomStringConvertible {
         case .controlCharacter: "a stream name must not contain control characters"
         case .reservedPrefix: "names starting with '$' are reserved for system streams"
         case .systemPrefix: "a system stream name must start with '$'"
+        }
+    }
+}
+
+extension String {
+    /// Whether the two strings have the same UTF-8 bytes (not `String`'s canonical equivalence): the identity of
+    /// names the store keys by their bytes.
+    package func hasSameUTF8(as other: String) -> Bool {
+        guard utf8.count == other.utf8.count else { return false }
+        // Native strings lend their bytes in place: one memcmp, or none when both share them (reads hand out one
+        // name per stream).
+        let compared = utf8.withContiguousStorageIfAvailable { left in
+            other.utf8.withContiguousStorageIfAvailable { right in
+                left.baseAddress == right.baseAddress
+                    || memcmp(UnsafeRawPointer(left.baseAddress!), UnsafeRawPointer(right.baseAddress!), left.count) == 0
+            }
+        }
+        return (compared ?? nil) ?? utf8.elementsEqual(other.utf8)
+    }
+
+    /// Hashes the string's UTF-8 bytes, consistently with ``hasSameUTF8(as:)``.
+    package func hashUTF8(into hasher: inout Hasher) {
+        // The same bytes go in whether the string lends them in place or not.
+        if utf8.withContiguousStorageIfAvailable({ hasher.combine(bytes: UnsafeRawBufferPointer($0)) }) == nil {
+            Array(utf8).withUnsafeBytes { hasher.combine(bytes: $0) }
         }
     }
 }

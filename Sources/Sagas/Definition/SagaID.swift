@@ -63,13 +63,10 @@ public struct SagaID: Sendable, Hashable, Comparable, Codable, CustomStringConve
     }
 
     /// Whether the two ids have the same UTF-8 bytes.
-    public static func == (lhs: SagaID, rhs: SagaID) -> Bool { lhs.rawValue.utf8.elementsEqual(rhs.rawValue.utf8) }
+    public static func == (lhs: SagaID, rhs: SagaID) -> Bool { lhs.rawValue.hasSameUTF8(as: rhs.rawValue) }
 
     /// Hashes the id's UTF-8 bytes, consistently with ``==(_:_:)``.
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(rawValue.utf8.count)
-        for byte in rawValue.utf8 { hasher.combine(byte) }
-    }
+    public func hash(into hasher: inout Hasher) { rawValue.hashUTF8(into: &hasher) }
 
     /// The stream holding this saga's log.
     var stream: StreamName {
