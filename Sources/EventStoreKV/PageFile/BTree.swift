@@ -136,6 +136,19 @@ enum BTree {
     }
 }
 
+/// What `TreeWriter.put` stores under a key: the value and the entry's fields, with its version either given
+/// (replaying a logged write) or chosen from the entry it replaces (a new commit).
+struct PutValue {
+    var bytes: [UInt8]
+    var modRevision: UInt64
+    /// Expiry in nanoseconds since 1970, or 0 for none.
+    var expiresAt: Int64
+    /// The version to store; nil: one more than the replaced entry's if that is live at `now`, else 1.
+    var version: UInt64?
+    /// Now, in nanoseconds since 1970 (for a nil `version`).
+    var now: Int64
+}
+
 /// The writer's copy-on-write mutations for one transaction, or for a run of transactions published together (an
 /// open group, see GroupCommit.swift): nodes owned by `transaction` are changed in place, all others are copied.
 struct TreeWriter {
@@ -153,7 +166,14 @@ struct TreeWriter {
     /// The leaf the last put landed in (owned by this transaction) and the key range its ancestors route to it, so
     /// the next put of a key in that range, the common case for runs of ordered keys, skips the descent. Cleared by
     /// every split and delete, the only changes that move keys between leaves.
-    private var lastLeaf: (leaf: Node, lower: Key?, upper: Key?)?
+    private var lastLeaf: Node?
+    /// The bounds of the keys `lastLeaf`'s ancestors route to it (nil: unbounded), kept apart from it so that the
+    /// check in `putInLastLeaf` reads them in place instead of copying a tuple of three references per put.
+    private var lastLower: Key?
+    private var lastUpper: Key?
+    /// The branches of the current descent, root first, each with the index of the child taken (kept between
+    /// puts so its storage is allocated once per writer).
+    private var path: [(node: Node, index: Int)] = []
 
     init(reader: PageReader, transaction: UInt64) {
         self.reader = reader
@@ -161,32 +181,78 @@ struct TreeWriter {
         capacity = reader.pageSize - Page.headerSize
     }
 
-    /// Stores `entry` under `key`; returns the fields of the entry it replaced.
+    /// Stores `value` under `key` in one descent; returns the fields of the entry it replaced (nil if none) and the
+    /// version stored.
     @discardableResult
-    mutating func put(_ key: Key, _ entry: LeafEntry, root: inout ChildRef?) throws -> EntryHeader? {
-        try put(key, root: &root) { _ in entry }
-    }
-
-    /// Stores `make(old)` under `key`, where `old` holds the fields of the entry it replaces (nil if none), in one
-    /// descent; returns those fields.
-    @discardableResult
-    mutating func put(_ key: Key, root: inout ChildRef?, make: (EntryHeader?) -> LeafEntry) throws -> EntryHeader? {
-        if let old = putInLastLeaf(key, make) { return old }
+    mutating func put(_ key: Key, _ value: PutValue, root: inout ChildRef?) throws -> (
+        old: EntryHeader?, version: UInt64
+    ) {
+        if let stored = putInLastLeaf(key, value) { return stored }
         guard let current = root else {
             dirtied += 1
-            let leaf = Node(leaf: [key], entries: [make(nil)], owner: transaction)
-            root = .node(leaf)
-            return nil
+            let entry = entry(key, value, replacing: nil)
+            root = .node(Node(leaf: [key], entries: [entry], owner: transaction))
+            return (nil, entry.version)
         }
-        let node = try own(current)
-        let (old, split) = try insert(key, make, into: node, lower: nil, upper: nil)
+        // Descend, owning each node on the way, then insert into the leaf and carry splits back up the path. An
+        // iterative descent, and a value instead of a closure that makes the entry: the recursive descent passed
+        // the closure's captures down and back up every level, retaining and releasing them each time.
+        let top = try own(current)
+        path.removeAll(keepingCapacity: true)
+        var node = top
+        while !node.isLeaf {
+            let index = node.childIndex(for: key)
+            path.append((node, index))
+            node = try ownChild(of: node, at: index)
+        }
+        let (old, version, leafSplit) = insert(key, value, intoLeaf: node)
+        if leafSplit == nil { rememberLastLeaf(node) } else { lastLeaf = nil }
+        var split = leafSplit
+        var level = path.count
+        while let (separator, right) = split, level > 0 {
+            level -= 1
+            let (parent, index) = path[level]
+            parent.keys.insert(separator, at: index + 1)
+            parent.children.insert(.node(right), at: index + 1)
+            parent.byteSize += Node.branchSize(key: separator)
+            let appended = index + 1 == parent.keys.count - 1
+            split = parent.byteSize > capacity ? self.split(parent, rightEdge: appended) : nil
+        }
+        path.removeAll(keepingCapacity: true)
         if let (separator, right) = split {
             dirtied += 1
-            root = .node(Node(branch: [[], separator], children: [.node(node), .node(right)], owner: transaction))
+            root = .node(Node(branch: [[], separator], children: [.node(top), .node(right)], owner: transaction))
+        } else if case .node(let kept) = current, kept === top {
+            // The root was already this transaction's: nothing to replace.
         } else {
-            root = .node(node)
+            root = .node(top)
         }
-        return old
+        return (old, version)
+    }
+
+    /// The leaf entry for `value` under `key`, replacing an entry with the fields `old` (nil if none). A value over a
+    /// quarter of the page body goes to overflow pages at the next checkpoint (pending until then).
+    private func entry(_ key: Key, _ value: PutValue, replacing old: EntryHeader?) -> LeafEntry {
+        let version = value.version ?? old.map { $0.isLive(at: value.now) ? $0.version + 1 : 1 } ?? 1
+        let inline = LeafEntry.overhead + key.count + value.bytes.count <= capacity / 4
+        return LeafEntry(
+            value: inline ? .inline(value.bytes) : .pending(value.bytes), version: version,
+            modRevision: value.modRevision, expiresAt: value.expiresAt)
+    }
+
+    /// Remembers `leaf`, which the last descent (`path`, root first) reached and put a key into without splitting,
+    /// with the bounds of the keys its ancestors route to it: the nearest separators on either side.
+    private mutating func rememberLastLeaf(_ leaf: Node) {
+        lastLeaf = leaf
+        lastLower = nil
+        lastUpper = nil
+        var level = path.count
+        while level > 0, lastLower == nil || lastUpper == nil {
+            level -= 1
+            let (parent, index) = path[level]
+            if lastLower == nil, index > 0 { lastLower = parent.keys[index] }
+            if lastUpper == nil, index + 1 < parent.keys.count { lastUpper = parent.keys[index + 1] }
+        }
     }
 
     /// Removes `key`; returns the fields of the entry removed, or nil if it was absent (then nothing changes).
@@ -257,70 +323,58 @@ struct TreeWriter {
         return copy
     }
 
+    /// Child `index` of `node` (a branch owned by this transaction), owned by this transaction: a child already
+    /// owned is returned as it is, without rewriting the reference to it (which would retain and release it and
+    /// check the branch's arrays for uniqueness on every descent of an open group).
+    private mutating func ownChild(of node: Node, at index: Int) throws -> Node {
+        let reference = node.children[index]
+        if case .node(let child) = reference, child.owner == transaction { return child }
+        let child = try own(reference)
+        node.children[index] = .node(child)
+        return child
+    }
+
     /// Frees the overflow run an entry being replaced or removed pointed to.
     private mutating func release(_ old: EntryHeader) {
         guard old.flags == LeafLayout.overflowFlag else { return }
         for offset in 0..<reader.overflowPages(old.valueLength) { freed.append(old.reference + UInt64(offset)) }
     }
 
-    /// Puts `make(old)` under `key` straight into the last leaf a put landed in, when `key` belongs there and the
-    /// leaf has room. Returns nil (having changed nothing) otherwise; then the caller descends from the root.
-    private mutating func putInLastLeaf(_ key: Key, _ make: (EntryHeader?) -> LeafEntry) -> EntryHeader?? {
-        guard let (leaf, lower, upper) = lastLeaf else { return nil }
-        if let lower, key.precedes(lower) { return nil }
-        if let upper, !key.precedes(upper) { return nil }
+    /// Puts `value` under `key` straight into the last leaf a put landed in, when `key` belongs there and the leaf
+    /// has room. Returns nil (having changed nothing) otherwise; then the caller descends from the root.
+    private mutating func putInLastLeaf(_ key: Key, _ value: PutValue) -> (old: EntryHeader?, version: UInt64)? {
+        guard let leaf = lastLeaf else { return nil }
+        if lastLower?.follows(key) == true { return nil }
+        if lastUpper.map({ !key.precedes($0) }) == true { return nil }
         let count = leaf.count
         let index = count > 0 && leaf.compareKey(at: count - 1, with: key) < 0 ? count : leaf.lowerBound(key)
         if leaf.hasKey(key, at: index) {
             let old = leaf.header(at: index)
-            let entry = make(old)
+            let entry = entry(key, value, replacing: old)
             let oldSize = leaf.entryEnd(index) - Int(leaf.offsets[index])
             guard leaf.byteSize - oldSize + Node.leafSize(key: key, value: entry.value) <= capacity else { return nil }
             release(old)
             leaf.replaceEntry(at: index, key: key, with: entry)
-            return .some(old)
+            return (old, entry.version)
         }
-        let entry = make(nil)
+        let entry = entry(key, value, replacing: nil)
         guard leaf.byteSize + Node.leafSize(key: key, value: entry.value) <= capacity else { return nil }
         leaf.insertEntry(key, entry, at: index)
-        return .some(nil)
+        return (nil, entry.version)
     }
 
-    /// Inserts under `node`, whose ancestors route the keys in `lower..<upper` (nil: unbounded) to it.
-    private mutating func insert(
-        _ key: Key, _ make: (EntryHeader?) -> LeafEntry, into node: Node, lower: Key?, upper: Key?
-    ) throws -> (old: EntryHeader?, split: (Key, Node)?) {
-        if node.isLeaf {
-            let (old, split) = insert(key, make, intoLeaf: node)
-            lastLeaf = split == nil ? (node, lower, upper) : nil
-            return (old, split)
-        }
-        let index = node.childIndex(for: key)
-        let child = try own(node.children[index])
-        node.children[index] = .node(child)
-        let (old, childSplit) = try insert(
-            key, make, into: child, lower: index > 0 ? node.keys[index] : lower,
-            upper: index + 1 < node.keys.count ? node.keys[index + 1] : upper)
-        guard let (separator, right) = childSplit else { return (old, nil) }
-        node.keys.insert(separator, at: index + 1)
-        node.children.insert(.node(right), at: index + 1)
-        node.byteSize += Node.branchSize(key: separator)
-        let appended = index + 1 == node.keys.count - 1
-        return (old, node.byteSize > capacity ? split(node, rightEdge: appended) : nil)
-    }
-
-    private mutating func insert(_ key: Key, _ make: (EntryHeader?) -> LeafEntry, intoLeaf node: Node)
-        -> (old: EntryHeader?, split: (Key, Node)?)
+    private mutating func insert(_ key: Key, _ value: PutValue, intoLeaf node: Node)
+        -> (old: EntryHeader?, version: UInt64, split: (Key, Node)?)
     {
         let index = node.lowerBound(key)
         if node.hasKey(key, at: index) {
             let old = node.header(at: index)
-            let entry = make(old)
+            let entry = entry(key, value, replacing: old)
             release(old)
             node.replaceEntry(at: index, key: key, with: entry)
-            return (old, node.byteSize > capacity ? split(node, rightEdge: false) : nil)
+            return (old, entry.version, node.byteSize > capacity ? split(node, rightEdge: false) : nil)
         }
-        let entry = make(nil)
+        let entry = entry(key, value, replacing: nil)
         if index == node.count, index > 0, node.byteSize + Node.leafSize(key: key, value: entry.value) > capacity {
             // A right-edge append that does not fit starts the new right leaf, as `split(_:rightEdge: true)` would
             // after inserting it, but the full left leaf's body never grows past the page its copy reserved room for
@@ -329,13 +383,13 @@ struct TreeWriter {
             let right = Node(leafBody: [], offsets: [], pendingValues: [], owner: transaction, origin: 0)
             right.body.reserveCapacity(capacity + LeafEntry.overhead)
             right.insertEntry(key, entry, at: 0)
-            return (nil, (key, right))
+            return (nil, entry.version, (key, right))
         }
         node.insertEntry(key, entry, at: index)
-        guard node.byteSize > capacity else { return (nil, nil) }
-        if index == node.count - 1 { return (nil, split(node, rightEdge: true)) }
-        if let split = splitAtRunEnd(node, inserted: index) { return (nil, split) }
-        return (nil, split(node, rightEdge: false))
+        guard node.byteSize > capacity else { return (nil, entry.version, nil) }
+        if index == node.count - 1 { return (nil, entry.version, split(node, rightEdge: true)) }
+        if let split = splitAtRunEnd(node, inserted: index) { return (nil, entry.version, split) }
+        return (nil, entry.version, split(node, rightEdge: false))
     }
 
     /// An append to the end of one run of keys that another run follows in the same leaf (the log's newest
@@ -400,8 +454,7 @@ struct TreeWriter {
             return (old, node.count == 0)
         }
         let index = node.childIndex(for: key)
-        let child = try own(node.children[index])
-        node.children[index] = .node(child)
+        let child = try ownChild(of: node, at: index)
         let (old, childEmpty) = try remove(key, from: child)
         if childEmpty {
             node.keys.remove(at: index)

@@ -396,12 +396,10 @@ public final class PageFileKeyValueStore: KeyValueStore {
             switch write {
             case .put(let key, let value, let ttl):
                 let expiresAt = ttl.map { max(1, Duration.expiry(now: now, ttl: $0)) } ?? 0
-                var version: UInt64 = 1
                 // One descent: the new entry's version follows from the entry it replaces.
-                let old = try tree.put(key, root: &root) { replaced in
-                    version = replaced.map { $0.isLive(at: now) ? $0.version + 1 : 1 } ?? 1
-                    return entry(value, key: key, version, revision, expiresAt)
-                }
+                let (old, version) = try tree.put(
+                    key, PutValue(bytes: value, modRevision: revision, expiresAt: expiresAt, version: nil, now: now),
+                    root: &root)
                 if old == nil { keyCount += 1 }
                 record.put(key, value, version: version, expiresAt: expiresAt)
                 changes.append(KeyValueChange(revision: revision, kind: .put, key: key))
@@ -423,14 +421,6 @@ public final class PageFileKeyValueStore: KeyValueStore {
         // it, so memory grows with the set of distinct dirty nodes, not with the number of commits.
         dirtyNodes.add(tree.dirtied, ordering: .relaxed)
         return lsn
-    }
-
-    /// The leaf entry for a value: inline if it fits a quarter page, else pending overflow.
-    func entry(_ value: [UInt8], key: Key, _ version: UInt64, _ revision: UInt64, _ expiresAt: Int64) -> LeafEntry {
-        let inline = Node.leafSize(key: key, value: .inline(value)) <= (pageSize - Page.headerSize) / 4
-        return LeafEntry(
-            value: inline ? .inline(value) : .pending(value), version: version, modRevision: revision,
-            expiresAt: expiresAt)
     }
 
     private func validate(_ transaction: KeyValueTransaction) throws {

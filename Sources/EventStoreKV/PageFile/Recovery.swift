@@ -234,7 +234,6 @@ extension PageFileKeyValueStore {
     private static func replay(_ transactions: [LoggedTransaction], into state: inout WriterState, reader: PageReader)
         throws
     {
-        let quarter = (reader.pageSize - Page.headerSize) / 4
         for transaction in transactions {
             state.transaction += 1
             var tree = TreeWriter(reader: reader, transaction: state.transaction)
@@ -242,11 +241,9 @@ extension PageFileKeyValueStore {
             for write in transaction.writes {
                 switch write {
                 case .put(let key, let value, let version, let expiresAt):
-                    let inline = Node.leafSize(key: key, value: .inline(value)) <= quarter
-                    let entry = LeafEntry(
-                        value: inline ? .inline(value) : .pending(value), version: version,
-                        modRevision: transaction.revision, expiresAt: expiresAt)
-                    if try tree.put(key, entry, root: &root) == nil { state.keyCount += 1 }
+                    let put = PutValue(
+                        bytes: value, modRevision: transaction.revision, expiresAt: expiresAt, version: version, now: 0)
+                    if try tree.put(key, put, root: &root).old == nil { state.keyCount += 1 }
                 case .delete(let key):
                     if try tree.delete(key, root: &root) != nil { state.keyCount -= 1 }
                 }
