@@ -15,8 +15,8 @@
 /// of them. See the invariants at the top of this file.
 struct ChunkedArray<Element>: RandomAccessCollection {
     /// Elements per chunk (a power of two, so indexing is a shift and a mask).
-    static var chunkSize: Int { 32 }
-    private static var shift: Int { 5 }
+    static var chunkSize: Int { 16 }
+    private static var shift: Int { 4 }
 
     private var chunks: [[Element]]
     private(set) var count: Int
