@@ -129,6 +129,14 @@ public enum KeyWrite: Sendable, Hashable {
         case .put(let key, _, _), .delete(let key): key
         }
     }
+
+    /// The key's length in bytes and, for a put, the value's (read in place, without copying either array).
+    var byteCounts: (key: Int, value: Int?) {
+        switch self {
+        case .put(let key, let value, _): (key.count, value.count)
+        case .delete(let key): (key.count, nil)
+        }
+    }
 }
 
 /// An atomic transaction: every condition must hold, then every write is applied, all or nothing.

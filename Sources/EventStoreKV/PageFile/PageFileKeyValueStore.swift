@@ -386,14 +386,15 @@ public final class PageFileKeyValueStore: KeyValueStore {
         var keyCount = writer.state.keyCount
         var root = writer.state.root
         var payload = 0
-        for write in writes {
-            if case .put(let key, let value, _) = write { payload += key.count + value.count } else { payload += 8 }
+        for index in writes.indices {
+            let (keyCount, valueCount) = writes[index].byteCounts
+            payload += valueCount.map { keyCount + $0 } ?? 8
         }
         var record = WriteAheadLog.RecordWriter(lsn: lsn, revision: revision, writes: writes.count, bytes: payload)
         var changes: [KeyValueChange] = []
         changes.reserveCapacity(writes.count)
-        for write in writes {
-            switch write {
+        for index in writes.indices {
+            switch writes[index] {
             case .put(let key, let value, let ttl):
                 let expiresAt = ttl.map { max(1, Duration.expiry(now: now, ttl: $0)) } ?? 0
                 // One descent: the new entry's version follows from the entry it replaces.
@@ -426,17 +427,19 @@ public final class PageFileKeyValueStore: KeyValueStore {
     private func validate(_ transaction: KeyValueTransaction) throws {
         var bytes = 0
         var puts = 0
-        for write in transaction.writes {
-            let key = write.key
-            guard key.count <= maximumKeyLength else {
-                throw KeyValueStoreError.tooLarge(what: "key", size: key.count, limit: maximumKeyLength)
+        // By index: `for write in` would copy each write out of the array, retaining and releasing its key and value.
+        let writes = transaction.writes
+        for index in writes.indices {
+            let (keyCount, valueCount) = writes[index].byteCounts
+            guard keyCount <= maximumKeyLength else {
+                throw KeyValueStoreError.tooLarge(what: "key", size: keyCount, limit: maximumKeyLength)
             }
-            bytes += key.count
-            if case .put(_, let value, _) = write {
-                guard value.count <= Self.maximumValueLength else {
-                    throw KeyValueStoreError.tooLarge(what: "value", size: value.count, limit: Self.maximumValueLength)
+            bytes += keyCount
+            if let valueCount {
+                guard valueCount <= Self.maximumValueLength else {
+                    throw KeyValueStoreError.tooLarge(what: "value", size: valueCount, limit: Self.maximumValueLength)
                 }
-                bytes += value.count
+                bytes += valueCount
                 puts += 1
             }
         }
