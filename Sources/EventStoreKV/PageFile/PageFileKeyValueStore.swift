@@ -515,20 +515,21 @@ extension PageFileKeyValueStore {
 struct WriterReadContext: KeyValueReadContext {
     let store: PageFileKeyValueStore
 
+    // Each read takes the root and the reader only: copying the whole WriterState would retain and release every
+    // one of its fields.
     func get(_ key: Key) async throws -> KeyValueEntry? {
-        let state = store.writer.state
-        return try store.liveEntry(key, root: state.root, reader: state.reader, now: PageFileKeyValueStore.now())
+        let reader = store.writer.state.reader
+        return try store.liveEntry(key, root: store.writer.state.root, reader: reader, now: PageFileKeyValueStore.now())
     }
 
     func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
-        let state = store.writer.state
+        let reader = store.writer.state.reader
         let now = PageFileKeyValueStore.now()
         // findAll reuses the current leaf for consecutive keys that fall into it instead of descending again.
-        return try zip(keys, try BTree.findAll(keys, root: state.root, reader: state.reader)).map { key, entry in
+        return try zip(keys, try BTree.findAll(keys, root: store.writer.state.root, reader: reader)).map { key, entry in
             guard let entry, entry.isLive(at: now) else { return nil }
             return KeyValueEntry(
-                key: key, value: try state.reader.value(entry.value), version: entry.version,
-                modRevision: entry.modRevision)
+                key: key, value: try reader.value(entry.value), version: entry.version, modRevision: entry.modRevision)
         }
     }
 }
