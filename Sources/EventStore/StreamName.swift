@@ -44,6 +44,13 @@ public struct StreamName: Sendable, Hashable, Comparable, CustomStringConvertibl
 
     /// The category: the part of the name before the first `-`, or the whole name if it has none.
     public var category: String {
+        // In ASCII every byte is a character, so the first "-" byte is the first "-" character: found without the
+        // character-by-character walk (grapheme breaking) that a search of the String itself does.
+        let utf8 = rawValue.utf8
+        if utf8.allSatisfy({ $0 < 0x80 }) {
+            guard let dash = utf8.firstIndex(of: UInt8(ascii: "-")) else { return rawValue }
+            return String(rawValue[..<dash])
+        }
         guard let dash = rawValue.firstIndex(of: "-") else { return rawValue }
         return String(rawValue[..<dash])
     }

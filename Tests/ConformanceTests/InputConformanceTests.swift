@@ -30,6 +30,16 @@ struct InputConformanceTests {
         }
         #expect(try StreamName(String(repeating: "x", count: 255)).rawValue.utf8.count == 255)
         #expect(try StreamName("account-42 ünïcödé ✓").category == "account")
+        // The category ends at the first "-" character: found byte-wise in ASCII names, character-wise otherwise,
+        // where a "-" with a combining mark is not a "-".
+        let categories = [
+            ("order-42", "order"), ("orders", "orders"), ("a-b-c", "a"), ("-x", ""),
+            ("averylongcategoryname-with-more", "averylongcategoryname"), ("naïve-1", "naïve"),
+            ("a-\u{301}b-c", "a-\u{301}b"), ("é-\u{301}", "é-\u{301}"),
+        ]
+        for (name, category) in categories {
+            #expect(try StreamName(name).category.utf8.elementsEqual(category.utf8), "\(name.debugDescription)")
+        }
         #expect(try StreamName.system("$deleted").isSystem)
         #expect(throws: EventStoreError.self) { try StreamName.system("plain") }
     }
