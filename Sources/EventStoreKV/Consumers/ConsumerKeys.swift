@@ -54,15 +54,22 @@ extension KeyLayout {
         }
     }
 
-    static func secondaryIndexPrefix(_ kind: SecondaryIndexKind, _ name: String) -> Key {
-        let utf8 = Array(name.utf8)
-        var key: Key = [KeyTag.secondaryIndex.rawValue, kind.rawValue, UInt8(utf8.count >> 8), UInt8(utf8.count & 0xFF)]
-        key.append(contentsOf: utf8)
+    /// The prefix of `kind`'s index of `name`, in one allocation with room for `spare` more bytes.
+    static func secondaryIndexPrefix(_ kind: SecondaryIndexKind, _ name: String, spare: Int = 0) -> Key {
+        let length = name.utf8.count
+        var key = Key()
+        key.reserveCapacity(4 + length + spare)
+        key.append(KeyTag.secondaryIndex.rawValue)
+        key.append(kind.rawValue)
+        key.append(UInt8(length >> 8))
+        key.append(UInt8(length & 0xFF))
+        key.append(contentsOf: name.utf8)
         return key
     }
 
+    /// The key of `position` in `kind`'s index of `name`, in one allocation.
     static func secondaryIndex(_ kind: SecondaryIndexKind, _ name: String, position: UInt64) -> Key {
-        var key = secondaryIndexPrefix(kind, name)
+        var key = secondaryIndexPrefix(kind, name, spare: 8)
         key.appendBigEndian(position)
         return key
     }

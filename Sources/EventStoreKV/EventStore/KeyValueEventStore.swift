@@ -291,15 +291,14 @@ public final class KeyValueEventStore: EventStoring {
             let lastPosition = firstPosition + UInt64(events.count - 1)
             writes.append(
                 .put(
-                    KeyLayout.appending(lastPosition, to: KeyLayout.secondaryIndexPrefix(.category, part.stream.category)),
+                    KeyLayout.secondaryIndex(.category, part.stream.category, position: lastPosition),
                     IndexRun.encode(count: events.count)))
         }
         var runStart = 0
         for index in events.indices where index + 1 == events.count || events[index + 1].type != events[index].type {
             writes.append(
                 .put(
-                    KeyLayout.appending(
-                        firstPosition + UInt64(index), to: KeyLayout.secondaryIndexPrefix(.eventType, events[index].type)),
+                    KeyLayout.secondaryIndex(.eventType, events[index].type, position: firstPosition + UInt64(index)),
                     IndexRun.encode(count: index - runStart + 1)))
             runStart = index + 1
         }
