@@ -8,9 +8,9 @@
 //   after that too (`publish` runs before any committer of the group is resumed), so reads observe only durable
 //   commits and read-your-writes holds.
 // - fdatasync happens on the flusher thread, never on the Swift cooperative pool. A committer whose record is the only
-//   one queued while the flusher is idle writes the record itself and starts its write-out (pwrite into the page
-//   cache and posix_fadvise: neither waits for the device), so the device is already writing while the flusher
-//   wakes up; the flusher then only syncs it. Every other record is written by the flusher.
+//   one queued while the flusher is idle writes the record itself (a pwrite into the page cache, which does not wait
+//   for the device) before waking the flusher, which then only syncs it. Every other record is written by the
+//   flusher.
 // - The first write or sync error puts the pipeline into its failed state for good: the failing group's committers
 //   get the I/O error, every later commit gets `storeFailed`, and fdatasync is never retried (the kernel may have
 //   dropped the dirty pages). Reopening the store recovers from the WAL's durable prefix.
@@ -144,9 +144,10 @@ final class GroupCommit: @unchecked Sendable {
         defer { condition.broadcast() }
         if let failure { throw EventStoreError.storeFailed(reason: failure.description) }
         let offset = walOffset
-        // A lone commit with the flusher idle: write it and start its write-out here, then wake the flusher, which
-        // only has to sync it. (Waking the flusher first and starting the write-out meanwhile measured slower: the
-        // woken flusher tends to take the committer's core.)
+        // A lone commit with the flusher idle: write it here, then wake the flusher, which only has to sync it.
+        // (Waking the flusher first and writing meanwhile measured slower: the woken flusher tends to take the
+        // committer's core. Starting the record's write-out here too, with posix_fadvise, measured 6-11% slower for
+        // single appends in the tenth session; see docs/PERFORMANCE.md.)
         if durability == .full, !ioBusy, pending.isEmpty, offset + UInt64(record.count) <= allocatedEnd {
             ioBusy = true
             condition.unlock()
@@ -164,14 +165,13 @@ final class GroupCommit: @unchecked Sendable {
         pending.append(commit)
     }
 
-    /// Writes a lone record on its committer's thread and starts its write-out; nil, or the write's error.
+    /// Writes a lone record on its committer's thread; nil, or the write's error.
     private func writeAlone(_ record: [UInt8], at offset: UInt64) -> EventStoreError? {
         do {
             try wal.write(record, at: offset)
         } catch {
             return error as? EventStoreError ?? .storeFailed(reason: "\(error)")
         }
-        wal.startWriteOut(at: offset, length: record.count)
         return nil
     }
 
