@@ -189,8 +189,11 @@ public final class KeyValueEventStore: EventStoring {
         _ appends: [StreamAppend], prepared: [[[UInt8]]], session: SessionClaim?, leaseExpiry: Date?,
         context: any KeyValueReadContext
     ) async throws -> (transaction: KeyValueTransaction, value: [AppendResult]) {
-        // One batch read for everything the checks need: heads, leases and every event id.
-        var keys: [Key] = [KeyLayout.globalHead]
+        // One batch read for everything the checks need: heads, leases and every event id. The writes below reuse
+        // these keys instead of building them again.
+        var keys: [Key] = []
+        keys.reserveCapacity(1 + 2 * appends.count + appends.reduce(0) { $0 + $1.events.count })
+        keys.append(KeyLayout.globalHead)
         for part in appends {
             keys.append(KeyLayout.streamHead(part.stream))
             keys.append(KeyLayout.lease(part.stream))
@@ -220,7 +223,7 @@ public final class KeyValueEventStore: EventStoring {
             // re-send too, since the session reports its lease extended by every append.
             if let session = claim, let leaseExpiry {
                 let lease = LeaseRecord(sessionID: session.id, expiresAt: leaseExpiry, holder: session.holder)
-                writes.append(.put(KeyLayout.lease(part.stream), lease.encoded(), ttl: session.timeout))
+                writes.append(.put(keys[2 + 2 * index], lease.encoded(), ttl: session.timeout))
             }
             if idEntries.contains(where: { $0 != nil }) {
                 results.append(
@@ -241,7 +244,7 @@ public final class KeyValueEventStore: EventStoring {
             if !part.events.isEmpty {
                 writes.append(
                     .put(
-                        KeyLayout.streamHead(part.stream),
+                        keys[1 + 2 * index],
                         StreamHead(version: version, lastPosition: position, hiddenThrough: head?.hiddenThrough ?? 0)
                             .encoded()))
             }
