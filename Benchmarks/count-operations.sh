@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Counts swift_retain, swift_release (and their _n forms) and malloc calls per event (per append for the
-# single-event workloads) in EventStoreBench's append workloads, with Linux uprobes. Unlike timings these counts are the same in every run however noisy the host,
-# so they show what a change to the write path saves (docs/PERFORMANCE.md, tenth session).
+# single-event workloads) in EventStoreBench's append workloads, with Linux uprobes. Unlike timings these counts are
+# the same in every run however noisy the host, so they show what a change to the write path saves
+# (docs/PERFORMANCE.md, tenth session).
 #
 # Usage: Benchmarks/count-operations.sh [workload...]   (default: append-single append-concurrent append-batch;
 #                                                         run from the package root, as root, with perf installed)
