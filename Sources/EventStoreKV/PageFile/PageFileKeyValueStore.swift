@@ -387,8 +387,8 @@ public final class PageFileKeyValueStore: KeyValueStore {
         var root = writer.state.root
         var payload = 0
         for index in writes.indices {
-            let (keyCount, valueCount) = writes[index].byteCounts
-            payload += valueCount.map { keyCount + $0 } ?? 8
+            let (keyBytes, valueBytes) = writes[index].byteCounts
+            payload += valueBytes.map { keyBytes + $0 } ?? 8
         }
         var record = WriteAheadLog.RecordWriter(lsn: lsn, revision: revision, writes: writes.count, bytes: payload)
         var changes: [KeyValueChange] = []
@@ -430,16 +430,16 @@ public final class PageFileKeyValueStore: KeyValueStore {
         // By index: `for write in` would copy each write out of the array, retaining and releasing its key and value.
         let writes = transaction.writes
         for index in writes.indices {
-            let (keyCount, valueCount) = writes[index].byteCounts
-            guard keyCount <= maximumKeyLength else {
-                throw KeyValueStoreError.tooLarge(what: "key", size: keyCount, limit: maximumKeyLength)
+            let (keyBytes, valueBytes) = writes[index].byteCounts
+            guard keyBytes <= maximumKeyLength else {
+                throw KeyValueStoreError.tooLarge(what: "key", size: keyBytes, limit: maximumKeyLength)
             }
-            bytes += keyCount
-            if let valueCount {
-                guard valueCount <= Self.maximumValueLength else {
-                    throw KeyValueStoreError.tooLarge(what: "value", size: valueCount, limit: Self.maximumValueLength)
+            bytes += keyBytes
+            if let valueBytes {
+                guard valueBytes <= Self.maximumValueLength else {
+                    throw KeyValueStoreError.tooLarge(what: "value", size: valueBytes, limit: Self.maximumValueLength)
                 }
-                bytes += valueCount
+                bytes += valueBytes
                 puts += 1
             }
         }
