@@ -344,7 +344,7 @@ struct TreeWriter {
     /// has room. Returns nil (having changed nothing) otherwise; then the caller descends from the root.
     private mutating func putInLastLeaf(_ key: Key, _ value: PutValue) -> (old: EntryHeader?, version: UInt64)? {
         guard let leaf = lastLeaf else { return nil }
-        if lastLower?.follows(key) == true { return nil }
+        if lastLower.map({ key.precedes($0) }) == true { return nil }
         if lastUpper.map({ !key.precedes($0) }) == true { return nil }
         let count = leaf.count
         let index = count > 0 && leaf.compareKey(at: count - 1, with: key) < 0 ? count : leaf.lowerBound(key)

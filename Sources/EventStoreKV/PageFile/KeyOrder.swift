@@ -22,8 +22,4 @@ extension Array where Element == UInt8 {
             }
         }
     }
-
-    /// Whether `other` sorts strictly before this key (`other.precedes(self)`), for an optional bound read in place.
-    @inline(__always)
-    func follows(_ other: [UInt8]) -> Bool { other.precedes(self) }
 }
