@@ -10,8 +10,9 @@ import Testing
 struct AdminToolPageSizeTests {
     @Test("info and verify open a store whose page size is not the default", arguments: [4096, 65536])
     func nonDefaultPageSize(pageSize: Int) async throws {
-        let directory = try ToolRunner.temporaryDirectory() + "/store"
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let parent = try ToolRunner.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: parent) }
+        let directory = parent + "/store"
         let options = PageFileOptions(pageSize: pageSize, cacheSizeMB: 4, checkpointThresholdMB: 64)
         let store = try KeyValueEventStore.open(directory: directory, options: options)
         _ = try await store.append([EventData(type: "Happened", data: Data("{}".utf8))],

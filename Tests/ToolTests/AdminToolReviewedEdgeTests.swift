@@ -14,14 +14,25 @@ import Foundation
 import Testing
 
 @Suite("eventstore: info counts, refused metadata, streams with only metadata, backup destinations")
-struct AdminToolReviewedEdgeTests {
+final class AdminToolReviewedEdgeTests {
+    /// Holds every directory this test makes; `deinit` removes it when the test is over.
+    private let scratch: String
+
+    init() throws {
+        scratch = try ToolRunner.temporaryDirectory()
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: scratch)
+    }
+
     private func tool(_ arguments: [String]) async throws -> ToolResult {
         try await ToolRunner.run("eventstore", arguments)
     }
 
     /// A store with account-1 (3 events), account-2 (2) and order-1 (1).
     private func makeStore() async throws -> String {
-        let directory = try ToolRunner.temporaryDirectory() + "/store"
+        let directory = try ToolRunner.temporaryDirectory(under: scratch) + "/store"
         let store = try KeyValueEventStore.open(directory: directory)
         for (name, count) in [("account-1", 3), ("account-2", 2), ("order-1", 1)] {
             let events = (1...count).map { EventData(type: "Happened", data: Data("{\"n\":\($0)}".utf8)) }
@@ -92,7 +103,7 @@ struct AdminToolReviewedEdgeTests {
 
     @Test("an argument that is not valid UTF-8 is a usage error naming it, whatever the command")
     func nonUTF8Argument() async throws {
-        let scratch = try ToolRunner.temporaryDirectory()
+        let scratch = try ToolRunner.temporaryDirectory(under: self.scratch)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let tool = try ToolRunner.executable("eventstore").path
         let process = Process()
@@ -112,7 +123,7 @@ struct AdminToolReviewedEdgeTests {
     @Test("backup refuses a file or a non-empty directory as its destination, with a failure naming it")
     func backupDestinations() async throws {
         let directory = try await makeStore()
-        let scratch = try ToolRunner.temporaryDirectory()
+        let scratch = try ToolRunner.temporaryDirectory(under: self.scratch)
         let file = scratch + "/file"
         #expect(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
         let toFile = try await tool(["backup", directory, file])

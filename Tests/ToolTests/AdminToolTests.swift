@@ -9,14 +9,25 @@ import ProcessSupport
 import Testing
 
 @Suite("eventstore admin tool", .timeLimit(.minutes(5)))
-struct AdminToolTests {
+final class AdminToolTests {
+    /// Holds every directory this test makes; `deinit` removes it when the test is over.
+    private let scratch: String
+
+    init() throws {
+        scratch = try ToolRunner.temporaryDirectory()
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: scratch)
+    }
+
     private func tool(_ arguments: [String]) async throws -> ToolResult {
         try await ToolRunner.run("eventstore", arguments)
     }
 
     /// A store with accounts `account-1` (3 events) and `account-2` (2 events) and `order-1` (1 event).
     private func makeStore(checkpoint: Bool = true) async throws -> String {
-        let directory = try ToolRunner.temporaryDirectory() + "/store"
+        let directory = try ToolRunner.temporaryDirectory(under: scratch) + "/store"
         let engine = try await PageFileKeyValueStore.open(directory: directory)
         let store = KeyValueEventStore(backend: engine)
         for (name, count) in [("account-1", 3), ("account-2", 2), ("order-1", 1)] {
@@ -173,7 +184,7 @@ struct AdminToolTests {
 
     @Test("a missing directory or one that is not a store is refused with exit 3 and nothing is created")
     func notAStore() async throws {
-        let parent = try ToolRunner.temporaryDirectory()
+        let parent = try ToolRunner.temporaryDirectory(under: scratch)
         let missing = parent + "/missing"
         for command in ["info", "verify", "streams", "tail", "compact", "scavenge"] {
             let result = try await tool([command, missing])
@@ -277,7 +288,7 @@ struct AdminToolTests {
     @Test("backup writes a store that verifies and holds the same events; compact keeps every event")
     func backupAndCompact() async throws {
         let directory = try await makeStore()
-        let destination = try ToolRunner.temporaryDirectory() + "/copy"
+        let destination = try ToolRunner.temporaryDirectory(under: scratch) + "/copy"
         let backup = try await tool(["backup", directory, destination])
         #expect(backup.status == 0, "\(backup.errors)")
         #expect(backup.errors.contains("backing up"))
@@ -295,7 +306,7 @@ struct AdminToolTests {
 
     @Test("after an AccountLedger demo, info and verify work and verify exits 0")
     func afterLedgerDemo() async throws {
-        let data = try ToolRunner.temporaryDirectory() + "/ledger"
+        let data = try ToolRunner.temporaryDirectory(under: scratch) + "/ledger"
         let demo = try await ToolRunner.run(
             "AccountLedger", ["demo", "--accounts", "5", "--transfers", "30", "--workers", "2", "--seed", "3", "--data", data])
         #expect(demo.status == 0, "\(demo.errors)")

@@ -60,7 +60,9 @@ struct LedgerReviewedEdgeTests {
 
     @Test("commands other than open and demo refuse a --data directory that holds no ledger and create nothing")
     func missingLedger() async throws {
-        let missing = try ToolRunner.temporaryDirectory() + "/typo"
+        let parent = try ToolRunner.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: parent) }
+        let missing = parent + "/typo"
         for command in [["verify"], ["accounts"], ["balance", "amy"], ["history", "amy"], ["deposit", "amy", "5"],
                         ["withdraw", "amy", "5"], ["transfer", "amy", "bob", "5"]] {
             let result = try await ledger(command, data: missing)

@@ -50,8 +50,12 @@ enum ToolRunner {
         }
     }
 
-    static func temporaryDirectory() throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tooltest-\(UUID().uuidString)").path
+    /// Makes a new, empty directory under `parent`, or under the system's temporary directory when `parent` is nil.
+    /// The caller removes it.
+    static func temporaryDirectory(under parent: String? = nil) throws -> String {
+        let name = "tooltest-\(UUID().uuidString)"
+        let path = parent.map { $0 + "/" + name }
+            ?? FileManager.default.temporaryDirectory.appendingPathComponent(name).path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }
