@@ -18,7 +18,9 @@ let package = Package(
     ],
     targets: [
         .target(name: "EventStore", swiftSettings: strict),
-        .target(name: "EventStoreKV", dependencies: ["EventStore"], swiftSettings: strict),
+        .target(name: "EventStoreKV", dependencies: ["EventStore", "HardwareCRC32C"], swiftSettings: strict),
+        // Our own C: the CPU's CRC-32C instruction for page and WAL checksums, chosen at run time (CRC32C.swift).
+        .target(name: "HardwareCRC32C"),
         .target(name: "Snapshots", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
         .target(name: "Sagas", dependencies: ["EventStore"], swiftSettings: strict),
         .executableTarget(

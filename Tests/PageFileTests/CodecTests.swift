@@ -6,34 +6,77 @@ import Testing
 
 @Suite("Codecs")
 struct CodecTests {
-    @Test("CRC-32C matches the standard check value and continues across splits")
-    func crc32c() {
-        let check = Array("123456789".utf8)
-        #expect(CRC32C.checksum(check, 0..<9) == 0xE306_9283)
-        let data = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
-        for split in [0, 1, 7, 8, 9, 500, 999, 1000] {
-            let first = CRC32C.checksum(data, 0..<split)
-            #expect(CRC32C.checksum(data, split..<1000, seed: first) == CRC32C.checksum(data, 0..<1000))
+    /// The two CRC-32C implementations: `CRC32C.checksum` (the CPU's instruction where it has one) and the software
+    /// slicing-by-16 it falls back to.
+    enum CRCImplementation: String, CaseIterable, Sendable {
+        case chosen, software
+
+        func checksum(_ bytes: [UInt8], _ range: Range<Int>, seed: UInt32 = 0) -> UInt32 {
+            switch self {
+            case .chosen: return CRC32C.checksum(bytes, range, seed: seed)
+            case .software:
+                return bytes.withUnsafeBytes {
+                    CRC32C.softwareChecksum(UnsafeRawBufferPointer(rebasing: $0[range]), seed: seed)
+                }
+            }
         }
     }
 
-    @Test("CRC32C equals a bit-at-a-time reference for every length and alignment up to 100 bytes")
-    func crcMatchesBitwiseReference() {
-        func reference(_ bytes: ArraySlice<UInt8>) -> UInt32 {
-            var crc: UInt32 = 0xFFFF_FFFF
-            for byte in bytes {
-                crc ^= UInt32(byte)
-                for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
-            }
-            return ~crc
+    static func bitwiseReference(_ bytes: ArraySlice<UInt8>, seed: UInt32 = 0) -> UInt32 {
+        var crc = ~seed
+        for byte in bytes {
+            crc ^= UInt32(byte)
+            for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
         }
+        return ~crc
+    }
+
+    @Test("CRC-32C matches the standard check value and continues across splits", arguments: CRCImplementation.allCases)
+    func crc32c(implementation: CRCImplementation) {
+        let check = Array("123456789".utf8)
+        #expect(implementation.checksum(check, 0..<9) == 0xE306_9283)
+        let data = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        for split in [0, 1, 7, 8, 9, 500, 999, 1000] {
+            let first = implementation.checksum(data, 0..<split)
+            #expect(implementation.checksum(data, split..<1000, seed: first) == implementation.checksum(data, 0..<1000))
+        }
+    }
+
+    @Test(
+        "CRC32C equals a bit-at-a-time reference for every length and alignment up to 100 bytes",
+        arguments: CRCImplementation.allCases)
+    func crcMatchesBitwiseReference(implementation: CRCImplementation) {
         var random = SeededRandom(seed: 0xC4C)
         let data = (0..<120).map { _ in UInt8.random(in: 0...255, using: &random) }
         for start in 0..<17 {
             for length in 0...(100 - start) {
-                #expect(CRC32C.checksum(data, start..<(start + length)) == reference(data[start..<(start + length)]))
+                let range = start..<(start + length)
+                #expect(implementation.checksum(data, range) == Self.bitwiseReference(data[range]))
+                #expect(implementation.checksum(data, range, seed: 0x1234_5678)
+                    == Self.bitwiseReference(data[range], seed: 0x1234_5678))
             }
         }
+    }
+
+    @Test("the CPU's CRC-32C and the software one agree on pages, WAL-sized records and odd lengths at any offset")
+    func hardwareMatchesSoftware() {
+        #if arch(x86_64)
+            // Every x86-64 machine this runs on has SSE4.2; without it this test would compare software with itself.
+            #expect(CRC32C.usesHardware, "the CRC-32C instruction was not detected")
+        #endif
+        var random = SeededRandom(seed: 0x5EED)
+        let data = (0..<40_000).map { _ in UInt8.random(in: 0...255, using: &random) }
+        for length in [1, 7, 15, 17, 330, 4_096, 8_192, 12_345, 16_384, 33_001] {
+            for _ in 0..<8 {
+                let start = Int.random(in: 0...(data.count - length), using: &random)
+                let range = start..<(start + length)
+                let seed = UInt32.random(in: 0...UInt32.max, using: &random)
+                #expect(CRCImplementation.chosen.checksum(data, range, seed: seed)
+                    == CRCImplementation.software.checksum(data, range, seed: seed), "\(range)")
+            }
+        }
+        #expect(CRCImplementation.chosen.checksum(data, 0..<data.count)
+            == Self.bitwiseReference(data[0..<data.count]))
     }
 
     @Test("a WAL record round-trips and any single flipped bit is detected")

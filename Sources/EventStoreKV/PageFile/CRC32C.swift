@@ -3,10 +3,17 @@
 // Invariants:
 // - `CRC32C.checksum(_:seed:)` equals the standard CRC-32C (iSCSI, RFC 3720) of the bytes when `seed` is 0; a
 //   non-zero seed continues an earlier checksum, so checksum(b, seed: checksum(a)) == checksum(a + b).
-// - Slicing-by-16: sixteen 256-entry tables (one flat array) built once, lazily, and never mutated.
+// - Where the CPU has a CRC-32C instruction (SSE4.2 on x86-64, checked once), `checksum` uses it (the HardwareCRC32C
+//   C target, about 4 times as fast); otherwise slicing-by-16: sixteen 256-entry tables (one flat array) built
+//   once, lazily, and never mutated. Both give the same checksum for the same bytes; the tests compare them.
+
+import HardwareCRC32C
 
 /// CRC-32C over byte buffers.
 enum CRC32C {
+    /// Whether `checksum` uses the CPU's CRC-32C instruction.
+    static let usesHardware = eventstore_crc32c_hardware_available()
+
     private static let polynomial: UInt32 = 0x82F6_3B78
 
     /// Sixteen 256-entry tables, flattened: table k is entries k * 256 ..< (k + 1) * 256 (16 KiB, within L1).
@@ -26,9 +33,17 @@ enum CRC32C {
         return table
     }()
 
-    /// The CRC-32C of `bytes`, continuing from `seed` (0 to start fresh). Slicing-by-16: 16 bytes per step with
-    /// 16 independent table lookups (1.3 times slicing-by-8 here: 3.7 us instead of 4.8 us per 8 KiB page).
+    /// The CRC-32C of `bytes`, continuing from `seed` (0 to start fresh): the CPU's instruction where it has one
+    /// (0.95 us per 8 KiB page on the test machine), `softwareChecksum` otherwise.
     static func checksum(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
+        guard let base = bytes.baseAddress else { return seed }
+        if usesHardware { return eventstore_crc32c_hardware(seed, base, bytes.count) }
+        return softwareChecksum(bytes, seed: seed)
+    }
+
+    /// The CRC-32C of `bytes`, continuing from `seed`, in software. Slicing-by-16: 16 bytes per step with 16
+    /// independent table lookups (1.3 times slicing-by-8 here: 3.7 us instead of 4.8 us per 8 KiB page).
+    static func softwareChecksum(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
         guard let base = bytes.baseAddress else { return seed }
         return table.withUnsafeBufferPointer { buffer in
             // The table has 4,096 entries and every index below is < 16 * 256, so the unchecked pointer is in bounds.
