@@ -97,9 +97,7 @@ public final class KeyValueEventStore: EventStoring {
                 "a session's append must include its own stream \"\(session.stream)\"")
         }
         let now = clock()
-        let prepared = appends.map { part in
-            part.events.map { EventRecord.prepare($0, stream: part.stream, recordedAt: now) }
-        }
+        let prepared = PreparedRecords(appends, recordedAt: now)
         let leaseExpiry = session.map { now.addingTimeInterval($0.timeout.timeInterval) }
         do {
             let outcome = try await backend.update { context in
@@ -186,7 +184,7 @@ public final class KeyValueEventStore: EventStoring {
     }
 
     private static func buildTransaction(
-        _ appends: [StreamAppend], prepared: [[[UInt8]]], session: SessionClaim?, leaseExpiry: Date?,
+        _ appends: [StreamAppend], prepared: PreparedRecords, session: SessionClaim?, leaseExpiry: Date?,
         context: any KeyValueReadContext
     ) async throws -> (transaction: KeyValueTransaction, value: [AppendResult]) {
         // One batch read for everything the checks need: heads, leases and every event id. The writes below reuse
@@ -239,8 +237,8 @@ public final class KeyValueEventStore: EventStoring {
             var version = current
             let first = position + 1
             appendEventWrites(
-                part, prepared: prepared[index], idKeys: keys[idRange], version: &version, position: &position,
-                to: &writes)
+                part, records: prepared.records(ofPart: index, firstVersion: version + 1), idKeys: keys[idRange],
+                version: &version, position: &position, to: &writes)
             if !part.events.isEmpty {
                 writes.append(
                     .put(
@@ -264,18 +262,16 @@ public final class KeyValueEventStore: EventStoring {
     /// ids), so a backend storing ordered keys (the page file's B+tree) puts each run of them into one leaf without
     /// descending the tree again. Key prefixes are built once per part (and per run of one event type), the event-id
     /// keys are `idKeys`, the ones the batch read looked up, and the indexes share one position value per event.
+    /// `records` are the part's log records, their versions already set.
     private static func appendEventWrites(
-        _ part: StreamAppend, prepared: [[UInt8]], idKeys: ArraySlice<Key>, version: inout UInt64,
+        _ part: StreamAppend, records: [[UInt8]], idKeys: ArraySlice<Key>, version: inout UInt64,
         position: inout UInt64, to writes: inout [KeyWrite]
     ) {
         let (firstVersion, firstPosition) = (version + 1, position + 1)
         let events = part.events
         let positionValues = (0..<UInt64(events.count)).map { PositionValue.encode(firstPosition + $0) }
         for index in events.indices {
-            writes.append(
-                .put(
-                    KeyLayout.log(firstPosition + UInt64(index)),
-                    EventRecord.encode(prepared: prepared[index], version: firstVersion + UInt64(index))))
+            writes.append(.put(KeyLayout.log(firstPosition + UInt64(index)), records[index]))
         }
         // One stream index run for the part (StreamIndexRun.swift).
         if !events.isEmpty {

@@ -6,6 +6,7 @@
 
 import EventStore
 import Foundation
+import Synchronization
 
 /// Appends little-endian fields to a byte buffer.
 struct ByteWriter {
@@ -67,10 +68,13 @@ enum EventRecord {
 
     static func encode(prepared: [UInt8], version: UInt64) -> [UInt8] {
         var record = prepared
-        withUnsafeBytes(of: version.littleEndian) { raw in
-            for index in 0..<8 { record[1 + index] = raw[index] }
-        }
+        setVersion(version, of: &record)
         return record
+    }
+
+    /// Writes `version` into a prepared record, in place when the caller holds the only reference to it.
+    static func setVersion(_ version: UInt64, of record: inout [UInt8]) {
+        record.withUnsafeMutableBytes { $0.storeBytes(of: version.littleEndian, toByteOffset: 1, as: UInt64.self) }
     }
 
     static func decode(_ bytes: [UInt8], position: UInt64) throws -> RecordedEvent {
@@ -209,6 +213,31 @@ struct StreamHead: Equatable {
 }
 
 /// A big-endian u64 value (global head, stream index and event-id index entries).
+/// The log records of an append's events, encoded outside the writer section without their versions. The writer
+/// sets each record's version in place and hands the records on, so an event's record is built once and never
+/// copied (the records are owned here alone until then). A second transaction attempt (a backend may retry it) sets
+/// them again; records the first attempt still shares are then copied, as they must be.
+final class PreparedRecords: Sendable {
+    private let parts: Mutex<[[[UInt8]]]>
+
+    /// Prepares the records of every part of `appends`, recorded at `recordedAt`.
+    init(_ appends: [StreamAppend], recordedAt: Date) {
+        parts = Mutex(appends.map { part in
+            part.events.map { EventRecord.prepare($0, stream: part.stream, recordedAt: recordedAt) }
+        })
+    }
+
+    /// Part `index`'s records, with versions from `firstVersion` on.
+    func records(ofPart index: Int, firstVersion: UInt64) -> [[UInt8]] {
+        parts.withLock { parts in
+            for event in parts[index].indices {
+                EventRecord.setVersion(firstVersion + UInt64(event), of: &parts[index][event])
+            }
+            return parts[index]
+        }
+    }
+}
+
 enum PositionValue {
     static func encode(_ value: UInt64) -> [UInt8] {
         var bytes: [UInt8] = []
