@@ -19,7 +19,9 @@ struct PageBytesWriter {
     mutating func u32(_ value: UInt32) { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
     mutating func u64(_ value: UInt64) { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
     mutating func i64(_ value: Int64) { u64(UInt64(bitPattern: value)) }
-    mutating func raw(_ value: [UInt8]) { bytes.append(contentsOf: value) }
+    /// Appends `value`'s bytes through a buffer pointer: passing the array itself to `append(contentsOf:)` retains
+    /// and releases it (once per key and value of every WAL record and checkpoint page).
+    mutating func raw(_ value: [UInt8]) { value.withUnsafeBufferPointer { bytes.append(contentsOf: $0) } }
 }
 
 /// Reads little-endian integers from a buffer, throwing on overrun.

@@ -347,19 +347,16 @@ final class Node: @unchecked Sendable {
         return clean
     }
 
-    /// Zero bytes to grow a body with (appending a slice of an array is a plain memcpy).
-    private static let zeros = [UInt8](repeating: 0, count: 1 << 16)
-
     /// Makes `range` of the body `size` bytes long, moving the bytes after it; the new bytes are to be overwritten.
     private func resize(_ range: Range<Int>, to size: Int) {
         let delta = size - range.count
         let tail = body.count - range.upperBound
+        // Zeros to grow by, from a temporary buffer: a shared zero array's slices are retained and released per
+        // insert, and appending `repeatElement` copies byte by byte.
         if delta > 0 {
-            var grow = delta
-            while grow > 0 {
-                let step = min(grow, Node.zeros.count)
-                body.append(contentsOf: Node.zeros[0..<step])
-                grow -= step
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: delta) { zeros in
+                zeros.initialize(repeating: 0)
+                body.append(contentsOf: UnsafeBufferPointer(zeros))
             }
         }
         if tail > 0 {
