@@ -39,8 +39,9 @@ public struct EventData: Sendable, Hashable {
 
     /// The bytes this event counts against ``EventStoreLimits/maximumEventSize``: payload, type and metadata.
     public var size: Int {
-        data.count + type.utf8.count
-            + metadata.properties.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+        let fixed = data.count + type.utf8.count
+        if metadata.properties.isEmpty { return fixed }
+        return metadata.properties.reduce(fixed) { $0 + $1.key.utf8.count + $1.value.utf8.count }
     }
 }
 

@@ -88,14 +88,18 @@ struct MetricsTests {
         try await withStore { backend, _ in
             let store = KeyValueEventStore(backend: backend)
             let stream = try StreamName("metrics-1")
-            let events = [EventData(type: "A", data: Data("12345".utf8)), EventData(type: "B", data: Data())]
+            // Sizes (payload, type, property keys and values): 5 + 1, and 0 + 1 + 1 + 2.
+            let events = [
+                EventData(type: "A", data: Data("12345".utf8)),
+                EventData(type: "B", data: Data(), metadata: EventMetadata(properties: ["k": "vv"])),
+            ]
             _ = try await store.append(events, to: stream, expectedVersion: .noStream)
             _ = try await store.append(events, to: stream, expectedVersion: .noStream)  // idempotent: writes nothing
             let session = try await store.openSession(on: try StreamName("metrics-2"), sessionTimeout: .seconds(60), openTimeout: .zero)
             let metrics = try await store.metrics()
             #expect(metrics.appends == 1)
             #expect(metrics.eventsAppended == 2)
-            #expect(metrics.eventBytesAppended >= 5)
+            #expect(metrics.eventBytesAppended == 10)
             #expect(metrics.openSessions == 1)
             #expect(metrics.engine?.commits ?? 0 >= 2, "the append and the session's lease")
             try await session.close()

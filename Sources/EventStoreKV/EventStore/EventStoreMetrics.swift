@@ -31,11 +31,11 @@ final class EventStoreCounters: Sendable {
     let events = Atomic<UInt64>(0)
     let bytes = Atomic<UInt64>(0)
 
-    /// Counts one append that wrote `parts`.
-    func record(_ parts: [StreamAppend]) {
+    /// Counts one append of `eventCount` events of `byteCount` bytes (their ``EventData/size``).
+    func record(events eventCount: Int, bytes byteCount: Int) {
         appends.add(1, ordering: .relaxed)
-        events.add(UInt64(parts.reduce(0) { $0 + $1.events.count }), ordering: .relaxed)
-        bytes.add(UInt64(parts.reduce(0) { total, part in part.events.reduce(total) { $0 + $1.size } }), ordering: .relaxed)
+        events.add(UInt64(eventCount), ordering: .relaxed)
+        bytes.add(UInt64(byteCount), ordering: .relaxed)
     }
 }
 

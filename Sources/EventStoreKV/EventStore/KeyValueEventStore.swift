@@ -91,7 +91,7 @@ public final class KeyValueEventStore: EventStoring {
     /// Validates and commits `appends` in one key-value transaction.
     func commit(_ appends: [StreamAppend], session: SessionClaim?) async throws -> [AppendResult] {
         guard !appends.isEmpty else { throw EventStoreError.invalidArgument("an append needs at least one stream") }
-        try validate(appends)
+        let totals = try validate(appends)
         if let session, !appends.contains(where: { $0.stream == session.stream }) {
             throw EventStoreError.invalidArgument(
                 "a session's append must include its own stream \"\(session.stream)\"")
@@ -104,44 +104,62 @@ public final class KeyValueEventStore: EventStoring {
                 try await Self.buildTransaction(
                     appends, prepared: prepared, session: session, leaseExpiry: leaseExpiry, context: context)
             }
-            if outcome.revision != nil { counters.record(appends) }
+            if outcome.revision != nil { counters.record(events: totals.events, bytes: totals.bytes) }
             return outcome.value
         } catch let error as KeyValueStoreError {
             throw Self.translate(error)
         }
     }
 
-    private func validate(_ appends: [StreamAppend]) throws {
+    /// Checks `appends` against the limits and for repeats; returns how many events they hold, and their bytes.
+    private func validate(_ appends: [StreamAppend]) throws -> (events: Int, bytes: Int) {
         // Duplicates need two streams or two events: a single-event append (the common case) builds no sets, and
         // ids in strictly increasing order (default ids are time-ordered) are distinct without hashing them.
         let checkStreams = appends.count > 1
         let checkIDs = (checkStreams || appends[0].events.count > 1) && !Self.idsIncrease(appends)
         var streams = Set<StreamName>()
         var ids = Set<UUID>()
+        var totals = (events: 0, bytes: 0)
         for part in appends {
             guard !checkStreams || streams.insert(part.stream).inserted else {
                 throw EventStoreError.invalidArgument("stream \"\(part.stream)\" appears twice in one append")
             }
-            for event in part.events {
-                if event.type.isEmpty {
-                    throw EventStoreError.invalidEventType(event.type, reason: "an event type must not be empty")
+            totals.events += part.events.count
+            // By index: `for event in` would copy each event out of the array, retaining and releasing its fields.
+            for index in part.events.indices {
+                let size = part.events[index].size
+                totals.bytes += size
+                let typeLength = part.events[index].type.utf8.count
+                if typeLength == 0 || typeLength > Self.maximumEventTypeLength || size > limits.maximumEventSize
+                    || !part.events[index].metadata.properties.isEmpty
+                    || part.events[index].data.count > Self.maximumFieldLength
+                {
+                    try check(part.events[index], size: size)
                 }
-                if event.type.utf8.count > Self.maximumEventTypeLength {
-                    throw EventStoreError.invalidEventType(
-                        String(event.type.prefix(64)),
-                        reason: "an event type must be at most \(Self.maximumEventTypeLength) UTF-8 bytes")
-                }
-                if event.size > limits.maximumEventSize {
-                    throw EventStoreError.eventTooLarge(
-                        eventID: event.id, size: event.size, limit: limits.maximumEventSize)
-                }
-                if !event.metadata.properties.isEmpty || event.data.count > Self.maximumFieldLength {
-                    try Self.checkFieldLengths(event)
-                }
-                guard !checkIDs || ids.insert(event.id).inserted else {
-                    throw EventStoreError.invalidArgument("event id \(event.id) appears twice in one append")
+                guard !checkIDs || ids.insert(part.events[index].id).inserted else {
+                    throw EventStoreError.invalidArgument("event id \(part.events[index].id) appears twice in one append")
                 }
             }
+        }
+        return totals
+    }
+
+    /// Refuses an event with an empty or too long type, over the size limit, or with fields the record format
+    /// cannot store. `size` is its ``EventData/size``.
+    private func check(_ event: EventData, size: Int) throws {
+        if event.type.isEmpty {
+            throw EventStoreError.invalidEventType(event.type, reason: "an event type must not be empty")
+        }
+        if event.type.utf8.count > Self.maximumEventTypeLength {
+            throw EventStoreError.invalidEventType(
+                String(event.type.prefix(64)),
+                reason: "an event type must be at most \(Self.maximumEventTypeLength) UTF-8 bytes")
+        }
+        if size > limits.maximumEventSize {
+            throw EventStoreError.eventTooLarge(eventID: event.id, size: size, limit: limits.maximumEventSize)
+        }
+        if !event.metadata.properties.isEmpty || event.data.count > Self.maximumFieldLength {
+            try Self.checkFieldLengths(event)
         }
     }
 

@@ -57,9 +57,11 @@ enum EventRecord {
         if let id = event.metadata.correlationID { writer.uuid(id) }
         if let id = event.metadata.causationID { writer.uuid(id) }
         writer.u32(UInt32(event.metadata.properties.count))
-        for (key, value) in event.metadata.properties.sorted(by: { $0.key < $1.key }) {
-            writer.string16(key)
-            writer.string32(value)
+        if !event.metadata.properties.isEmpty {
+            for (key, value) in event.metadata.properties.sorted(by: { $0.key < $1.key }) {
+                writer.string16(key)
+                writer.string32(value)
+            }
         }
         writer.u32(UInt32(event.data.count))
         writer.data(event.data)
