@@ -17,7 +17,7 @@ public struct EventStoreMetrics: Sendable, Hashable {
     public var appends: UInt64
     /// Events those appends wrote.
     public var eventsAppended: UInt64
-    /// Bytes of event payload and metadata those appends wrote.
+    /// Bytes of those events: payload, type and metadata properties, as ``EventStore/EventData/size`` counts them.
     public var eventBytesAppended: UInt64
     /// Stream sessions holding a live lease now, in any process.
     public var openSessions: Int

@@ -91,7 +91,7 @@ public final class KeyValueEventStore: EventStoring {
     /// Validates and commits `appends` in one key-value transaction.
     func commit(_ appends: [StreamAppend], session: SessionClaim?) async throws -> [AppendResult] {
         guard !appends.isEmpty else { throw EventStoreError.invalidArgument("an append needs at least one stream") }
-        let totals = try validate(appends)
+        let partBytes = try validate(appends)
         if let session, !appends.contains(where: { $0.stream == session.stream }) {
             throw EventStoreError.invalidArgument(
                 "a session's append must include its own stream \"\(session.stream)\"")
@@ -102,33 +102,36 @@ public final class KeyValueEventStore: EventStoring {
         do {
             let outcome = try await backend.update { context in
                 try await Self.buildTransaction(
-                    appends, prepared: prepared, session: session, leaseExpiry: leaseExpiry, context: context)
+                    appends, prepared: prepared, partBytes: partBytes, session: session, leaseExpiry: leaseExpiry,
+                    context: context)
             }
-            if outcome.revision != nil { counters.record(events: totals.events, bytes: totals.bytes) }
-            return outcome.value
+            if outcome.revision != nil, outcome.value.written.events > 0 {
+                counters.record(events: outcome.value.written.events, bytes: outcome.value.written.bytes)
+            }
+            return outcome.value.results
         } catch let error as KeyValueStoreError {
             throw Self.translate(error)
         }
     }
 
-    /// Checks `appends` against the limits and for repeats; returns how many events they hold, and their bytes.
-    private func validate(_ appends: [StreamAppend]) throws -> (events: Int, bytes: Int) {
+    /// Checks `appends` against the limits and for repeats; returns the bytes (``EventData/size``) of each part's
+    /// events.
+    private func validate(_ appends: [StreamAppend]) throws -> [Int] {
         // Duplicates need two streams or two events: a single-event append (the common case) builds no sets, and
         // ids in strictly increasing order (default ids are time-ordered) are distinct without hashing them.
         let checkStreams = appends.count > 1
         let checkIDs = (checkStreams || appends[0].events.count > 1) && !Self.idsIncrease(appends)
         var streams = Set<StreamName>()
         var ids = Set<UUID>()
-        var totals = (events: 0, bytes: 0)
-        for part in appends {
+        var partBytes = [Int](repeating: 0, count: appends.count)
+        for (partIndex, part) in appends.enumerated() {
             guard !checkStreams || streams.insert(part.stream).inserted else {
                 throw EventStoreError.invalidArgument("stream \"\(part.stream)\" appears twice in one append")
             }
-            totals.events += part.events.count
             // By index: `for event in` would copy each event out of the array, retaining and releasing its fields.
             for index in part.events.indices {
                 let size = part.events[index].size
-                totals.bytes += size
+                partBytes[partIndex] += size
                 let typeLength = part.events[index].type.utf8.count
                 if typeLength == 0 || typeLength > Self.maximumEventTypeLength || size > limits.maximumEventSize
                     || !part.events[index].metadata.properties.isEmpty
@@ -141,7 +144,7 @@ public final class KeyValueEventStore: EventStoring {
                 }
             }
         }
-        return totals
+        return partBytes
     }
 
     /// Refuses an event with an empty or too long type, over the size limit, or with fields the record format
@@ -202,9 +205,9 @@ public final class KeyValueEventStore: EventStoring {
     }
 
     private static func buildTransaction(
-        _ appends: [StreamAppend], prepared: PreparedRecords, session: SessionClaim?, leaseExpiry: Date?,
-        context: any KeyValueReadContext
-    ) async throws -> (transaction: KeyValueTransaction, value: [AppendResult]) {
+        _ appends: [StreamAppend], prepared: PreparedRecords, partBytes: [Int], session: SessionClaim?,
+        leaseExpiry: Date?, context: any KeyValueReadContext
+    ) async throws -> (transaction: KeyValueTransaction, value: AppendOutcome) {
         // One batch read for everything the checks need: heads, leases and every event id. The writes below reuse
         // these keys instead of building them again.
         var keys: [Key] = []
@@ -222,6 +225,8 @@ public final class KeyValueEventStore: EventStoring {
         var writes: [KeyWrite] = []
         writes.reserveCapacity(1 + 2 * appends.count + 5 * (keys.count - 1 - 2 * appends.count))
         var results: [AppendResult] = []
+        // What the metrics count: the events of parts written now, not of idempotent re-sends.
+        var written = (events: 0, bytes: 0)
         var idOffset = 1 + 2 * appends.count
         for (index, part) in appends.enumerated() {
             let head = try entries[1 + 2 * index].map { try StreamHead.decode($0.value, stream: part.stream) }
@@ -252,6 +257,8 @@ public final class KeyValueEventStore: EventStoring {
                 throw EventStoreError.wrongExpectedVersion(
                     stream: part.stream, expected: part.expectedVersion, actual: visible)
             }
+            written.events += part.events.count
+            written.bytes += partBytes[index]
             var version = current
             let first = position + 1
             appendEventWrites(
@@ -271,7 +278,13 @@ public final class KeyValueEventStore: EventStoring {
         if position > headPosition {
             writes.append(.put(KeyLayout.globalHead, PositionValue.encode(position)))
         }
-        return (KeyValueTransaction(writes: writes), results)
+        return (KeyValueTransaction(writes: writes), AppendOutcome(results: results, written: written))
+    }
+
+    /// An append's results, and the events and bytes it wrote (none for idempotent re-sends).
+    private struct AppendOutcome: Sendable {
+        var results: [AppendResult]
+        var written: (events: Int, bytes: Int)
     }
 
     /// Appends the writes that record `part`'s events after `version` and `position` (advanced past them): the log
