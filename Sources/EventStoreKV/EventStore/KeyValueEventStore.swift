@@ -257,6 +257,8 @@ public final class KeyValueEventStore: EventStoring {
                 throw EventStoreError.wrongExpectedVersion(
                     stream: part.stream, expected: part.expectedVersion, actual: visible)
             }
+            try Self.checkRoom(after: current, for: part.events.count, in: "stream head of \"\(part.stream)\"")
+            try Self.checkRoom(after: position, for: part.events.count, in: "the global head")
             written.events += part.events.count
             written.bytes += partBytes[index]
             var version = current
@@ -285,6 +287,15 @@ public final class KeyValueEventStore: EventStoring {
     private struct AppendOutcome: Sendable {
         var results: [AppendResult]
         var written: (events: Int, bytes: Int)
+    }
+
+    /// Refuses `count` more events after version or position `last` when they would reach the last UInt64, which
+    /// no store reaches: only a damaged head says so, and the arithmetic that follows must not trap over it.
+    static func checkRoom(after last: UInt64, for count: Int, in location: @autoclosure () -> String) throws {
+        guard UInt64(count) < UInt64.max - last else {
+            throw EventStoreError.corrupted(
+                location: location(), detail: "\(last) leaves no room for \(count) more events")
+        }
     }
 
     /// Appends the writes that record `part`'s events after `version` and `position` (advanced past them): the log

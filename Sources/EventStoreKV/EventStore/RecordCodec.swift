@@ -214,7 +214,6 @@ struct StreamHead: Equatable {
     }
 }
 
-/// A big-endian u64 value (global head, stream index and event-id index entries).
 /// The log records of an append's events, encoded outside the writer section without their versions. The writer
 /// sets each record's version in place and hands the records on, so an event's record is built once and never
 /// copied (the records are owned here alone until then). A second transaction attempt (a backend may retry it) sets
@@ -240,6 +239,7 @@ final class PreparedRecords: Sendable {
     }
 }
 
+/// A big-endian u64 value (global head, stream index and event-id index entries).
 enum PositionValue {
     static func encode(_ value: UInt64) -> [UInt8] {
         var bytes: [UInt8] = []

@@ -33,8 +33,11 @@ extension KeyValueEventStore {
                 let version = head?.version ?? 0
                 let record = try StreamDeletion(stream: stream.rawValue, mode: mode, lastVersion: version).encoded()
                 let event = EventData(id: eventID, type: StreamDeletion.eventType, data: record)
-                let position = try (entries[0].map { try PositionValue.decode($0.value, location: "the global head") } ?? 0) + 1
+                let globalHead = try entries[0].map { try PositionValue.decode($0.value, location: "the global head") } ?? 0
+                try Self.checkRoom(after: globalHead, for: 1, in: "the global head")
+                let position = globalHead + 1
                 let systemHead = try entries[3].map { try StreamHead.decode($0.value, stream: system) }
+                try Self.checkRoom(after: systemHead?.version ?? 0, for: 1, in: "stream head of \"\(system)\"")
                 let systemVersion = (systemHead?.version ?? 0) + 1
                 let prepared = EventRecord.prepare(event, stream: system, recordedAt: now)
                 var writes: [KeyWrite] = [
