@@ -33,6 +33,45 @@ struct ByteWriter {
     mutating func data(_ value: Data) { value.withUnsafeBytes { bytes.append(contentsOf: $0) } }
 }
 
+/// Writes little-endian fields into storage sized for them beforehand (EventRecord.prepare). Every write checks
+/// that it fits, so a size computed wrongly traps instead of writing past the storage.
+struct RecordBytesWriter {
+    private let storage: UnsafeMutableRawBufferPointer
+    private(set) var offset = 0
+
+    init(_ storage: UnsafeMutableRawBufferPointer) { self.storage = storage }
+
+    private mutating func reserve(_ count: Int) -> UnsafeMutableRawPointer {
+        precondition(count <= storage.count - offset, "a record's fields outgrew the size computed for them")
+        defer { offset += count }
+        return storage.baseAddress! + offset
+    }
+
+    mutating func u8(_ value: UInt8) { reserve(1).storeBytes(of: value, as: UInt8.self) }
+    mutating func u16(_ value: UInt16) { reserve(2).storeBytes(of: value.littleEndian, as: UInt16.self) }
+    mutating func u32(_ value: UInt32) { reserve(4).storeBytes(of: value.littleEndian, as: UInt32.self) }
+    mutating func u64(_ value: UInt64) { reserve(8).storeBytes(of: value.littleEndian, as: UInt64.self) }
+    mutating func uuid(_ value: UUID) { withUnsafeBytes(of: value.uuid) { raw($0) } }
+    mutating func raw(_ bytes: UnsafeRawBufferPointer) {
+        guard let source = bytes.baseAddress, bytes.count > 0 else { return }
+        reserve(bytes.count).copyMemory(from: source, byteCount: bytes.count)
+    }
+    mutating func string16(_ value: String) {
+        u16(UInt16(value.utf8.count))
+        utf8(value)
+    }
+    mutating func string32(_ value: String) {
+        u32(UInt32(value.utf8.count))
+        utf8(value)
+    }
+    private mutating func utf8(_ value: String) {
+        let copied: Void? = value.utf8.withContiguousStorageIfAvailable { raw(UnsafeRawBufferPointer($0)) }
+        if copied == nil {
+            for byte in value.utf8 { u8(byte) }
+        }
+    }
+}
+
 /// The log record of one event (value of `L position`).
 ///
 /// Layout (format 1): u8 format=1, u64 version, i64 recordedAt (µs since 1970), 16 id, u16+name stream,
@@ -41,31 +80,38 @@ struct ByteWriter {
 enum EventRecord {
     static let format: UInt8 = 1
 
-    /// Encodes everything but the version, which is patched in by ``encode(prepared:version:)`` at commit time.
+    /// Encodes everything but the version, which is set later (``setVersion(_:of:)``) at commit time. The record
+    /// is sized exactly first and written in one pass into its own storage: appending field by field cost about
+    /// four times as much per event.
     static func prepare(_ event: EventData, stream: StreamName, recordedAt: Date) -> [UInt8] {
-        // Sized once for everything written: no regrowth while encoding.
-        let capacity = 96 + event.size + stream.rawValue.utf8.count + 6 * event.metadata.properties.count
-        var writer = ByteWriter(capacity: capacity)
-        writer.u8(format)
-        writer.u64(0)  // version, patched later
-        writer.i64(Int64((recordedAt.timeIntervalSince1970 * 1_000_000).rounded()))
-        writer.uuid(event.id)
-        writer.string16(stream.rawValue)
-        writer.string16(event.type)
-        let flags: UInt8 = (event.metadata.correlationID != nil ? 1 : 0) | (event.metadata.causationID != nil ? 2 : 0)
-        writer.u8(flags)
-        if let id = event.metadata.correlationID { writer.uuid(id) }
-        if let id = event.metadata.causationID { writer.uuid(id) }
-        writer.u32(UInt32(event.metadata.properties.count))
-        if !event.metadata.properties.isEmpty {
-            for (key, value) in event.metadata.properties.sorted(by: { $0.key < $1.key }) {
+        let metadata = event.metadata
+        let properties = metadata.properties.isEmpty ? [] : metadata.properties.sorted(by: { $0.key < $1.key })
+        var size = 1 + 8 + 8 + 16 + (2 + stream.rawValue.utf8.count) + (2 + event.type.utf8.count) + 1 + 4 + 4
+        size += event.data.count
+        if metadata.correlationID != nil { size += 16 }
+        if metadata.causationID != nil { size += 16 }
+        for (key, value) in properties { size += 2 + key.utf8.count + 4 + value.utf8.count }
+        let micros = Int64((recordedAt.timeIntervalSince1970 * 1_000_000).rounded())
+        return [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
+            var writer = RecordBytesWriter(UnsafeMutableRawBufferPointer(buffer))
+            writer.u8(format)
+            writer.u64(0)  // version, set later
+            writer.u64(UInt64(bitPattern: micros))
+            writer.uuid(event.id)
+            writer.string16(stream.rawValue)
+            writer.string16(event.type)
+            writer.u8((metadata.correlationID != nil ? 1 : 0) | (metadata.causationID != nil ? 2 : 0))
+            if let id = metadata.correlationID { writer.uuid(id) }
+            if let id = metadata.causationID { writer.uuid(id) }
+            writer.u32(UInt32(properties.count))
+            for (key, value) in properties {
                 writer.string16(key)
                 writer.string32(value)
             }
+            writer.u32(UInt32(event.data.count))
+            event.data.withUnsafeBytes { writer.raw($0) }
+            initialized = writer.offset
         }
-        writer.u32(UInt32(event.data.count))
-        writer.data(event.data)
-        return writer.bytes
     }
 
     static func encode(prepared: [UInt8], version: UInt64) -> [UInt8] {
