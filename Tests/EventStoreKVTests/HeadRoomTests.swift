@@ -57,6 +57,21 @@ struct HeadRoomTests {
         #expect(try await store.lastPosition() == head)
     }
 
+    @Test("an empty append still reports its version one below the last, and is refused only at the last position")
+    func emptyAppendsNearTheEnd() async throws {
+        let stream = try StreamName("full")
+        let room = try await store(streamHead: (stream, .max - 1), globalHead: .max - 1)
+        let result = try await room.append([], to: stream, expectedVersion: .exact(.max - 1))
+        #expect(result.version == .max - 1 && result.positions.isEmpty)
+        let none = try await store(streamHead: (stream, .max - 1), globalHead: .max)
+        do {
+            _ = try await none.append([], to: stream, expectedVersion: .exact(.max - 1))
+            Issue.record("an empty append after the last position reported a position range")
+        } catch EventStoreError.corrupted(let location, _) {
+            #expect(location == "the global head")
+        }
+    }
+
     @Test("deleting a stream after a global head at UInt64.max is refused as corruption, not a trap")
     func deletionAfterGlobalHeadAtLastPosition() async throws {
         let stream = try StreamName("doomed")
