@@ -5,7 +5,8 @@
 //   between the end of the history and the start of waiting still rings: no wakeup is lost.
 // - `cursor` is the next position (or version) to read. It only moves past events that were read, and the store
 //   makes every committed event visible in cursor order (gapless positions assigned at commit), so nothing is
-//   skipped and nothing is delivered twice.
+//   skipped and nothing is delivered twice. After an event at the last UInt64 (which only damaged bytes can hold)
+//   there is no next position: the reader stops reading (`exhausted`) instead of overflowing the cursor.
 // - Memory is bounded: at most `bufferSize` events are held, and the next batch is read only when the consumer has
 //   taken the last one (pull-based back-pressure). The doorbell buffers at most one ring.
 // - Cancelling the consuming task ends the sequence (returns nil) without an error.
@@ -35,6 +36,8 @@ struct CatchUpState {
     private var buffer: [RecordedEvent] = []
     private var bufferIndex = 0
     private var atEnd = false
+    /// The last event read was at the last UInt64: nothing can follow it.
+    private var exhausted = false
     private var announcedThrough: UInt64?
     private var pendingCaughtUp = false
     private var finished = false
@@ -66,8 +69,8 @@ struct CatchUpState {
             if doorbell == nil { try await open() }
             if pendingCaughtUp {
                 pendingCaughtUp = false
-                announcedThrough = cursor
-                return .caughtUp(through: cursor - 1)
+                announcedThrough = readThrough
+                return .caughtUp(through: readThrough)
             }
             if atEnd {
                 // Nil means the task was cancelled or the store closed: either way the subscription is over.
@@ -80,6 +83,9 @@ struct CatchUpState {
         return nil
     }
 
+    /// The last position (or version) read so far.
+    private var readThrough: UInt64 { exhausted ? .max : cursor - 1 }
+
     private mutating func open() async throws {
         guard reader.bufferSize > 0 else {
             throw EventStoreError.invalidArgument("a subscription's bufferSize must be positive, got \(reader.bufferSize)")
@@ -91,13 +97,16 @@ struct CatchUpState {
     private mutating func readBatch() async throws {
         // A backend that answers without suspending would otherwise let a long catch-up hold a shared thread.
         await Task.yield()
-        let events = try await reader.read(cursor, reader.bufferSize)
-        if let last = events.last { cursor = reader.cursorOf(last) + 1 }
+        let events = exhausted ? [] : try await reader.read(cursor, reader.bufferSize)
+        if let last = events.last {
+            let position = reader.cursorOf(last)
+            if position == .max { exhausted = true } else { cursor = position + 1 }
+        }
         buffer = reader.filter == .all ? events : events.filter(reader.filter.matches)
         bufferIndex = 0
-        if events.count < reader.bufferSize {
+        if events.count < reader.bufferSize || exhausted {
             atEnd = true
-            if announcedThrough != cursor { pendingCaughtUp = true }
+            if announcedThrough != readThrough { pendingCaughtUp = true }
         }
     }
 

@@ -17,9 +17,13 @@ public struct AllSubscription: AsyncSequence, Sendable {
             store: store, bufferSize: bufferSize, filter: filter,
             resolveStart: {
                 switch start {
-                case .start: 1
-                case .after(let position): position == .max ? .max : position + 1
-                case .end: try await store.lastPosition() + 1
+                case .start: return 1
+                case .after(let position): return position == .max ? .max : position + 1
+                case .end:
+                    // As for `.after`, the cursor stays at the last UInt64 rather than overflowing past a head
+                    // there (which only damaged bytes can say).
+                    let last = try await store.lastPosition()
+                    return last == .max ? .max : last + 1
                 }
             },
             read: { cursor, limit in try await store.readAll(from: cursor, limit: limit) },
