@@ -16,7 +16,9 @@ private func record(
     metadata: EventMetadata = EventMetadata()
 ) throws -> (bytes: [UInt8], event: EventData) {
     let event = EventData(type: type, data: data, metadata: metadata)
-    let prepared = EventRecord.prepare(event, stream: try StreamName(stream), recordedAt: recordedAt)
+    let prepared = EventRecord.prepare(
+        event, stream: try StreamName(stream),
+        recordedAtMicroseconds: try EventRecord.microseconds(recordedAt, of: "the test's date"))
     return (EventRecord.encode(prepared: prepared, version: version), event)
 }
 

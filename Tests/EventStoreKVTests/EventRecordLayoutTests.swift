@@ -56,7 +56,9 @@ struct EventRecordLayoutTests {
         for (stream, type) in [("order-1", "Deposited"), ("счёт-№7", "Überweisung ✓"), ("s", "T")] {
             for data in [Data(), Data([0]), Data(repeating: 0xEE, count: 256), Data(repeating: 3, count: 9_000)] {
                 let event = EventData(type: type, data: data, metadata: metadata)
-                var record = EventRecord.prepare(event, stream: try StreamName(stream), recordedAt: recordedAt)
+                var record = EventRecord.prepare(
+                    event, stream: try StreamName(stream),
+                    recordedAtMicroseconds: try EventRecord.microseconds(recordedAt, of: "the test's date"))
                 EventRecord.setVersion(42, of: &record)
                 #expect(record == referenceRecord(event, stream: stream, recordedAt: recordedAt, version: 42))
             }
@@ -67,7 +69,9 @@ struct EventRecordLayoutTests {
     func roundTrip() throws {
         let metadata = EventMetadata(correlationID: UUID(), properties: ["x": "1", "y": ""])
         let event = EventData(type: "Moved", data: Data("{\"to\":3}".utf8), metadata: metadata)
-        var record = EventRecord.prepare(event, stream: try StreamName("cart-9"), recordedAt: Date())
+        var record = EventRecord.prepare(
+            event, stream: try StreamName("cart-9"),
+            recordedAtMicroseconds: try EventRecord.microseconds(Date(), of: "the test's date"))
         EventRecord.setVersion(7, of: &record)
         let decoded = try EventRecord.decode(record, position: 11)
         #expect(decoded.id == event.id && decoded.version == 7 && decoded.position == 11)

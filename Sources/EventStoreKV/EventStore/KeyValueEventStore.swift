@@ -43,7 +43,10 @@ public final class KeyValueEventStore: EventStoring {
     /// - Parameters:
     ///   - holderName: how sessions of this store name their holder; defaults to the pid and host name.
     ///   - readBatchSize: events fetched per backend round trip while reading.
-    ///   - clock: the wall clock for `recordedAt` and maxAge; the system clock unless replaced (e.g. in tests).
+    ///   - clock: the wall clock for `recordedAt` and maxAge; the system clock unless replaced (e.g. in tests). An
+    ///     append or deletion whose reading (or its session's lease expiry) is not a number or lies about 292,000
+    ///     years or more from 1970, beyond what a record stores, is refused with
+    ///     ``EventStoreError/invalidArgument(_:)``.
     public init(
         backend: any KeyValueStore, limits: EventStoreLimits = EventStoreLimits(), holderName: String? = nil,
         readBatchSize: Int = 4_096, clock: @escaping @Sendable () -> Date = { Date() }
@@ -97,7 +100,8 @@ public final class KeyValueEventStore: EventStoring {
                 "a session's append must include its own stream \"\(session.stream)\"")
         }
         let now = clock()
-        let prepared = PreparedRecords(appends, recordedAt: now)
+        let prepared = PreparedRecords(
+            appends, recordedAtMicroseconds: try EventRecord.microseconds(now, of: "the store's clock reading"))
         let leaseExpiry = session.map { now.addingTimeInterval($0.timeout.timeInterval) }
         do {
             let outcome = try await backend.update { context in
@@ -244,7 +248,7 @@ public final class KeyValueEventStore: EventStoring {
             // re-send too, since the session reports its lease extended by every append.
             if let session = claim, let leaseExpiry {
                 let lease = LeaseRecord(sessionID: session.id, expiresAt: leaseExpiry, holder: session.holder)
-                writes.append(.put(keys[2 + 2 * index], lease.encoded(), ttl: session.timeout))
+                writes.append(.put(keys[2 + 2 * index], try lease.encoded(), ttl: session.timeout))
             }
             if idEntries.contains(where: { $0 != nil }) {
                 results.append(

@@ -70,7 +70,7 @@ public final class KeyValueStreamSession: StreamSession {
                     if let entry = try await context.get(key) {
                         return (KeyValueTransaction(), .held(try LeaseRecord.decode(entry.value, stream: stream)))
                     }
-                    return (KeyValueTransaction(writes: [.put(key, lease.encoded(), ttl: sessionTimeout)]), .acquired)
+                    return (KeyValueTransaction(writes: [.put(key, try lease.encoded(), ttl: sessionTimeout)]), .acquired)
                 }
             }
             switch outcome.value {
@@ -117,7 +117,7 @@ public final class KeyValueStreamSession: StreamSession {
                 guard let entry = try await context.get(key),
                     try LeaseRecord.decode(entry.value, stream: stream).sessionID == id
                 else { throw EventStoreError.sessionExpired(stream: stream, sessionID: id) }
-                return (KeyValueTransaction(writes: [.put(key, lease.encoded(), ttl: timeout)]), true)
+                return (KeyValueTransaction(writes: [.put(key, try lease.encoded(), ttl: timeout)]), true)
             }
         }
         extendLocalExpiry(from: started)

@@ -83,7 +83,7 @@ enum EventRecord {
     /// Encodes everything but the version, which is set later (``setVersion(_:of:)``) at commit time. The record
     /// is sized exactly first and written in one pass into its own storage: appending field by field cost about
     /// four times as much per event.
-    static func prepare(_ event: EventData, stream: StreamName, recordedAt: Date) -> [UInt8] {
+    static func prepare(_ event: EventData, stream: StreamName, recordedAtMicroseconds micros: Int64) -> [UInt8] {
         let metadata = event.metadata
         let properties = metadata.properties.isEmpty ? [] : metadata.properties.sorted(by: { $0.key < $1.key })
         var size = 1 + 8 + 8 + 16 + (2 + stream.rawValue.utf8.count) + (2 + event.type.utf8.count) + 1 + 4 + 4
@@ -91,7 +91,6 @@ enum EventRecord {
         if metadata.correlationID != nil { size += 16 }
         if metadata.causationID != nil { size += 16 }
         for (key, value) in properties { size += 2 + key.utf8.count + 4 + value.utf8.count }
-        let micros = Int64((recordedAt.timeIntervalSince1970 * 1_000_000).rounded())
         return [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
             var writer = RecordBytesWriter(UnsafeMutableRawBufferPointer(buffer))
             writer.u8(format)
@@ -112,6 +111,18 @@ enum EventRecord {
             event.data.withUnsafeBytes { writer.raw($0) }
             initialized = writer.offset
         }
+    }
+
+    /// `date` as records store it: microseconds since 1970, rounded.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` naming `source` when the date is not a number or too far
+    ///   from 1970 for 64 bits (about 292,000 years either way). Only a store's `clock` can give such a date.
+    static func microseconds(_ date: Date, of source: @autoclosure () -> String) throws -> Int64 {
+        guard let micros = Int64(exactly: (date.timeIntervalSince1970 * 1_000_000).rounded()) else {
+            throw EventStoreError.invalidArgument(
+                "\(source()) is \(date.timeIntervalSince1970) s since 1970, outside the dates a record can store "
+                    + "(microseconds since 1970 in 64 bits)")
+        }
+        return micros
     }
 
     static func encode(prepared: [UInt8], version: UInt64) -> [UInt8] {
@@ -267,10 +278,10 @@ struct StreamHead: Equatable {
 final class PreparedRecords: Sendable {
     private let parts: Mutex<[[[UInt8]]]>
 
-    /// Prepares the records of every part of `appends`, recorded at `recordedAt`.
-    init(_ appends: [StreamAppend], recordedAt: Date) {
+    /// Prepares the records of every part of `appends`, recorded at `micros` (microseconds since 1970).
+    init(_ appends: [StreamAppend], recordedAtMicroseconds micros: Int64) {
         parts = Mutex(appends.map { part in
-            part.events.map { EventRecord.prepare($0, stream: part.stream, recordedAt: recordedAt) }
+            part.events.map { EventRecord.prepare($0, stream: part.stream, recordedAtMicroseconds: micros) }
         })
     }
 
@@ -317,11 +328,13 @@ struct LeaseRecord {
     var expiresAt: Date
     var holder: String
 
-    func encoded() -> [UInt8] {
+    /// The stored form.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` when `expiresAt` is beyond what a record can store.
+    func encoded() throws -> [UInt8] {
         var writer = ByteWriter(capacity: 64)
         writer.u8(1)
         writer.uuid(sessionID)
-        writer.i64(Int64((expiresAt.timeIntervalSince1970 * 1_000_000).rounded()))
+        writer.i64(try EventRecord.microseconds(expiresAt, of: "the session's expiry"))
         writer.string16(holder)
         return writer.bytes
     }

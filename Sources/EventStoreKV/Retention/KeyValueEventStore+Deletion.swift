@@ -39,7 +39,9 @@ extension KeyValueEventStore {
                 let systemHead = try entries[3].map { try StreamHead.decode($0.value, stream: system) }
                 try Self.checkRoom(after: systemHead?.version ?? 0, for: 1, in: "stream head of \"\(system)\"")
                 let systemVersion = (systemHead?.version ?? 0) + 1
-                let prepared = EventRecord.prepare(event, stream: system, recordedAt: now)
+                let prepared = EventRecord.prepare(
+                    event, stream: system,
+                    recordedAtMicroseconds: try EventRecord.microseconds(now, of: "the store's clock reading"))
                 var writes: [KeyWrite] = [
                     .put(KeyLayout.log(position), EventRecord.encode(prepared: prepared, version: systemVersion)),
                     .put(KeyLayout.streamIndex(system, version: systemVersion), StreamIndexRun.value(lastPosition: position, count: 1)),
