@@ -2,8 +2,8 @@
 // stream sessions open right now.
 //
 // Invariants:
-// - Only appends that wrote something are counted: an idempotent re-send (which writes nothing) is not, except
-//   through a session, where the re-send still renews the lease.
+// - Only appends that wrote events are counted, and only the events they wrote: an idempotent re-send is not,
+//   also through a session (where the re-send still renews the lease) or beside a new part of the same append.
 // - Counting is a few relaxed atomic adds after the commit returns; it never delays or fails an append.
 // - Open sessions are counted from the lease keys in the store (TTL keys that lapse when a session expires), so the
 //   figure covers every process using the store, not just this one, and never counts an expired session.

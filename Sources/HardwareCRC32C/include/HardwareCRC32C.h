@@ -1,7 +1,7 @@
 // HardwareCRC32C: CRC-32C (Castagnoli) with the CPU's own instruction, for EventStoreKV's page and WAL checksums
 // (Sources/EventStoreKV/PageFile/CRC32C.swift). Swift cannot reach the instruction without compiler flags that
-// would make the whole package require it, so this small C target compiles only these functions for it and
-// checks the CPU at run time. It uses nothing beyond the compiler's own headers.
+// would make the whole package require it, so this small C target compiles only its checksum function for it
+// and checks the CPU at run time. It uses nothing beyond the compiler's own headers.
 
 #ifndef EVENTSTORE_HARDWARE_CRC32C_H
 #define EVENTSTORE_HARDWARE_CRC32C_H
