@@ -51,7 +51,9 @@ struct DamageTests {
     func truncatedTail() async throws {
         let (directory, ends) = try await crashedStore(commits: 5)
         defer { directory.remove() }
-        try await expectState(try copyDirectory(directory.path).path, commits: 5, "intact")
+        let intact = try copyDirectory(directory.path)
+        defer { intact.remove() }
+        try await expectState(intact.path, commits: 5, "intact")
         for offset in ends[3]..<ends[5] {
             let copy = try damagedCopy(directory.path) { $0.removeLast($0.count - Int(offset)) }
             defer { copy.remove() }
