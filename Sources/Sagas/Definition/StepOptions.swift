@@ -51,10 +51,12 @@ public struct RetryPolicy: Sendable, Hashable {
         let cap = ManualSagaClock.seconds(maximumBackoff)
         // No pause grows from none: 0 × ∞ (a late attempt's growth) would be NaN and read as the cap.
         guard initial > 0 else { return .zero }
-        let grown = initial * pow(max(multiplier, 1), Double(max(attempt - 1, 0)))
+        let grown = initial * pow(max(multiplier, 1), Double(max(attempt, 1) - 1))
         let base = min(grown.isFinite ? grown : cap, cap)
-        let fraction = min(max(jitter, 0), 1) * min(max(random, 0), 1)
-        return .seconds(max(base * (1 - fraction), 0))
+        // NaN passes min and max unchanged: a NaN random number or jitter counts as none.
+        let fraction = (jitter.isNaN ? 0 : min(max(jitter, 0), 1)) * (random.isNaN ? 0 : min(max(random, 0), 1))
+        let pause = max(base * (1 - fraction), 0)
+        return pause.isFinite ? .seconds(pause) : maximumBackoff
     }
 
     func validate(_ what: String) throws {

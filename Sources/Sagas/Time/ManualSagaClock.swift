@@ -45,7 +45,11 @@ public final class ManualSagaClock: SagaClock {
     /// The durations the currently waiting sleepers still have to wait, shortest first.
     public var pendingSleeps: [Duration] {
         state.withLock { state in
-            state.sleepers.map { .seconds($0.deadline.timeIntervalSince(state.now)) }.sorted()
+            state.sleepers.map { sleeper in
+                // A clock started at NaN or an infinity has no finite remainder: report none rather than trap.
+                let remaining = sleeper.deadline.timeIntervalSince(state.now)
+                return remaining.isFinite ? .seconds(remaining) : .zero
+            }.sorted()
         }
     }
 
@@ -132,7 +136,7 @@ public final class ManualSagaClock: SagaClock {
     }
 
     static func seconds(_ duration: Duration) -> TimeInterval {
-        let (seconds, attoseconds) = duration.components
-        return TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18
+        // A ratio of durations, not `components`, which traps for durations past Int64 seconds.
+        duration / .seconds(1)
     }
 }
