@@ -75,6 +75,8 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
         while true {
             try Task.checkCancellation()
             if let version, result.version >= version { break }
+            // No version follows the last UInt64 (only a caller's or damaged state says a stream is there).
+            if result.version == .max { break }
             var limit = readBatchSize
             if let version { limit = Int(min(UInt64(limit), version - result.version)) }
             let events = try await store.read(

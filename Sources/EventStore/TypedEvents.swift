@@ -16,7 +16,9 @@ public protocol EventCoder: Sendable {
 
 /// The default coder: JSON with sorted keys and ISO-8601 dates that keep their fractional seconds, so a `Date`
 /// reads back exactly as it was written ("2023-11-14T22:13:20.25Z"; a whole second has no fraction, as before).
-/// Dates written without a fraction, or with a time zone offset, decode as with `.iso8601`.
+/// Dates written without a fraction, or with a time zone offset, decode as with `.iso8601`. Dates from 0001-01-01
+/// through 9999-12-31 (UTC) are written; encoding one outside those years, or NaN, throws
+/// `EncodingError.invalidValue`, since ISO 8601 text could not read it back.
 public struct JSONEventCoder: EventCoder {
     /// Creates a JSON coder.
     public init() {}
@@ -25,6 +27,15 @@ public struct JSONEventCoder: EventCoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         encoder.dateEncodingStrategy = .custom { date, encoder in
+            guard ExactISO8601.writable.contains(date.timeIntervalSince1970) else {
+                // The seconds, not the Date: describing a NaN or infinite Date traps in Foundation.
+                throw EncodingError.invalidValue(
+                    date.timeIntervalSince1970,
+                    EncodingError.Context(
+                        codingPath: encoder.codingPath,
+                        debugDescription: "JSONEventCoder writes dates from 0001-01-01 through 9999-12-31 UTC; "
+                            + "\(date.timeIntervalSince1970) s since 1970 would not read back"))
+            }
             var container = encoder.singleValueContainer()
             try container.encode(ExactISO8601.string(from: date))
         }
@@ -48,6 +59,10 @@ public struct JSONEventCoder: EventCoder {
 
 /// ISO-8601 text for a `Date` with as many fractional digits as it takes to read the same `Date` back.
 enum ExactISO8601 {
+    /// The dates, in seconds since 1970, that read back exactly: 0001-01-01T00:00:00Z up to, not including,
+    /// 10000-01-01T00:00:00Z (ISO 8601 text has four-digit years; NaN is in no range).
+    static let writable = -62_135_596_800.0..<253_402_300_800.0
+
     static func string(from date: Date) -> String {
         // Whole seconds through the standard format; the rest, at most 1, as a decimal fraction. Subtracting the
         // floor is exact, and 17 decimals are within half a unit in the last place of any date's seconds.

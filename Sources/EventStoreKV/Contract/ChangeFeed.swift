@@ -26,13 +26,15 @@ struct ChangeFeed {
 
     init(floor: UInt64 = 0, historyLimit: Int) {
         self.floor = floor
-        self.historyLimit = historyLimit
+        // A negative limit keeps no history, as 0 does.
+        self.historyLimit = max(0, historyLimit)
     }
 
     /// Records one commit's changes and delivers them; returns the watchers that overflowed, already removed.
     mutating func record(_ changes: [KeyValueChange]) -> [Continuation] {
         history.append(contentsOf: changes)
-        if history.count > historyLimit + max(1, historyLimit / 4) {
+        // Subtracting, not adding: historyLimit + slack would overflow for a limit near Int.max.
+        if history.count - historyLimit > max(1, historyLimit / 4) {
             var cut = history.count - historyLimit
             while cut < history.count, history[cut].revision == history[cut - 1].revision { cut += 1 }
             floor = history[cut - 1].revision

@@ -36,17 +36,27 @@ public final class KeyValueEventStore: EventStoring {
     /// Appends and events written through this instance, for ``metrics()``.
     let counters = EventStoreCounters()
 
-    /// The longest event type name accepted, in UTF-8 bytes.
+    /// The longest event type name accepted, in UTF-8 bytes. A backend whose keys are shorter accepts less: the
+    /// page file on 4 KiB pages takes types of up to 965 bytes (its event-type index key holds the type), and
+    /// refuses longer ones with ``EventStoreError/invalidEventType(_:reason:)`` as it does types over this.
     public static let maximumEventTypeLength = 1024
+
+    /// The longest event type this store's backend can index: ``maximumEventTypeLength``, or less when the backend's
+    /// keys are shorter.
+    let typeLengthLimit: Int
 
     /// Creates an event store on `backend`.
     /// - Parameters:
     ///   - holderName: how sessions of this store name their holder; defaults to the pid and host name.
-    ///   - readBatchSize: events fetched per backend round trip while reading.
+    ///   - readBatchSize: events fetched per backend round trip while reading, from 1 to 65,536 (values outside are
+    ///     taken as the nearest of those).
     ///   - clock: the wall clock for `recordedAt` and maxAge; the system clock unless replaced (e.g. in tests). An
     ///     append or deletion whose reading (or its session's lease expiry) is not a number or lies about 292,000
     ///     years or more from 1970, beyond what a record stores, is refused with
     ///     ``EventStoreError/invalidArgument(_:)``.
+    /// The largest `readBatchSize`: reads reserve room for a batch up front.
+    static let maximumReadBatchSize = 1 << 16
+
     public init(
         backend: any KeyValueStore, limits: EventStoreLimits = EventStoreLimits(), holderName: String? = nil,
         readBatchSize: Int = 4_096, clock: @escaping @Sendable () -> Date = { Date() }
@@ -56,7 +66,11 @@ public final class KeyValueEventStore: EventStoring {
         self.limits = limits
         self.holderName =
             holderName ?? "pid \(ProcessInfo.processInfo.processIdentifier) on \(ProcessInfo.processInfo.hostName)"
-        self.readBatchSize = max(1, readBatchSize)
+        self.readBatchSize = min(max(1, readBatchSize), Self.maximumReadBatchSize)
+        let indexKeyOverhead = KeyLayout.secondaryIndex(.eventType, "", position: 0).count
+        typeLengthLimit = min(
+            Self.maximumEventTypeLength,
+            (backend as? PageFileKeyValueStore).map { $0.maximumKeyLength - indexKeyOverhead } ?? .max)
     }
 
     /// An event store held in memory, for tests and ephemeral use.
@@ -137,7 +151,7 @@ public final class KeyValueEventStore: EventStoring {
                 let size = part.events[index].size
                 partBytes[partIndex] += size
                 let typeLength = part.events[index].type.utf8.count
-                if typeLength == 0 || typeLength > Self.maximumEventTypeLength || size > limits.maximumEventSize
+                if typeLength == 0 || typeLength > typeLengthLimit || size > limits.maximumEventSize
                     || !part.events[index].metadata.properties.isEmpty
                     || part.events[index].data.count > Self.maximumFieldLength
                 {
@@ -157,10 +171,11 @@ public final class KeyValueEventStore: EventStoring {
         if event.type.isEmpty {
             throw EventStoreError.invalidEventType(event.type, reason: "an event type must not be empty")
         }
-        if event.type.utf8.count > Self.maximumEventTypeLength {
+        if event.type.utf8.count > typeLengthLimit {
             throw EventStoreError.invalidEventType(
                 String(event.type.prefix(64)),
-                reason: "an event type must be at most \(Self.maximumEventTypeLength) UTF-8 bytes")
+                reason: "an event type must be at most \(typeLengthLimit) UTF-8 bytes"
+                    + (typeLengthLimit < Self.maximumEventTypeLength ? " on this backend" : ""))
         }
         if size > limits.maximumEventSize {
             throw EventStoreError.eventTooLarge(eventID: event.id, size: size, limit: limits.maximumEventSize)
@@ -716,7 +731,7 @@ public final class KeyValueEventStore: EventStoring {
 extension Duration {
     /// The duration in seconds, as a TimeInterval.
     var timeInterval: TimeInterval {
-        let (seconds, attoseconds) = components
-        return TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18
+        // A ratio of durations, not `components`, which traps for durations past Int64 seconds.
+        self / .seconds(1)
     }
 }

@@ -58,7 +58,8 @@ public final class KeyValueStreamSession: StreamSession {
                     + "\(UInt16.max)")
         }
         let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: openTimeout)
+        // Beyond 100 years a wait is as good as endless, and far larger durations would overflow the clock.
+        let deadline = clock.now.advanced(by: min(openTimeout, maximumTimeout))
         var pause = Duration.milliseconds(5)
         let key = KeyLayout.lease(stream)
         while true {

@@ -224,6 +224,9 @@ extension Duration {
 
     /// The duration in whole nanoseconds, saturating at Int64's range.
     var nanoseconds: Int64 {
+        // Saturate before `components`, which traps for durations past Int64 seconds either way.
+        if self >= .nanoseconds(Int64.max) { return .max }
+        if self <= .nanoseconds(Int64.min) { return .min }
         let (seconds, attoseconds) = components
         let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         guard !overflow else { return seconds < 0 ? .min : .max }

@@ -295,7 +295,9 @@ final class GroupCommit: @unchecked Sendable {
                 if stopping, !applying { return .exit }
             }
             if !ioBusy, failure == nil, let since = unsyncedSince, let interval = syncInterval {
-                _ = condition.wait(until: since.addingTimeInterval(interval))
+                // At most an hour at a time: Foundation traps on a deadline past 2262, and a delay of "never" is
+                // allowed. The loop checks again on waking.
+                _ = condition.wait(until: min(since.addingTimeInterval(interval), Date().addingTimeInterval(3_600)))
             } else {
                 condition.wait()
             }

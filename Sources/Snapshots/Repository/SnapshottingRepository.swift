@@ -135,6 +135,11 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     ) async throws -> SavedAggregate<State> {
         let registry = aggregates.registry
         let data = try events.map { try registry.encode(any: $0, metadata: metadata) }
+        // No stream reaches the last UInt64: a state claiming to be that far cannot take events after it.
+        guard UInt64(data.count) < UInt64.max - loaded.version else {
+            throw EventStoreError.wrongExpectedVersion(
+                stream: stream, expected: .exact(loaded.version), actual: try await aggregates.store.version(of: stream))
+        }
         // Decode the exact bytes about to be appended, as a replay will, before appending: the new state is then
         // what a load would build, and an event no replay could decode is refused before anything is written.
         // (Decoding reads only the type and payload; the position is not known yet.)
