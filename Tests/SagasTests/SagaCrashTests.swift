@@ -52,6 +52,10 @@ import Testing
             exited.continuation.finish()
         }
         try process.run()
+        // Read while the child runs: a child that writes more than a pipe holds (a long run's final report) would
+        // otherwise block on its write, and never exit.
+        let output = drain(out.fileHandleForReading)
+        let errors = drain(err.fileHandleForReading)
         var killed = false
         if let killAfter {
             try await Task.sleep(for: killAfter)  // fault injection timing, not an assertion
@@ -60,9 +64,18 @@ import Testing
             }
         }
         for await _ in exited.stream {}
-        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let errors = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        return ChildResult(status: process.terminationStatus, killed: killed, output: output, errors: errors)
+        let text = String(decoding: await output.value, as: UTF8.self)
+        let errorText = String(decoding: await errors.value, as: UTF8.self)
+        return ChildResult(status: process.terminationStatus, killed: killed, output: text, errors: errorText)
+    }
+
+    /// Reads `handle` to its end on a Dispatch thread (not the cooperative pool, since the read blocks).
+    static func drain(_ handle: FileHandle) -> Task<Data, Never> {
+        Task {
+            await withCheckedContinuation { continuation in
+                DispatchQueue.global().async { continuation.resume(returning: handle.readDataToEndOfFile()) }
+            }
+        }
     }
 
     @Test func sagasSurviveRandomKillsAndTheLedgerMatchesTheirOutcome() async throws {
