@@ -1,8 +1,12 @@
 // A saga definition: a named, ordered list of steps, each an action with an optional compensation, typed by the
-// saga's input and each step's output.
+// saga's input and each step's output. Consecutive steps defined inside one `inParallel` form a parallel group.
 //
 // Invariants:
-// - Steps run in the order they were defined; a step's index is its position, fixed when it is defined.
+// - Steps run in the order they were defined, except that the steps of a parallel group run concurrently; the step
+//   after a group starts only once every step of the group has completed. A step's index is its position, fixed
+//   when it is defined.
+// - A parallel group has at least one step and groups do not nest; its steps see only the outputs of the steps
+//   before the group, never each other's.
 // - A step's compensation is part of the definition, registered before any action runs: a resumed or recovered
 //   saga always knows how to undo every step its log says took (or may have taken) effect.
 // - Step names are unique, non-empty and contain no "/"; a broken definition is refused with a typed error when
@@ -29,6 +33,9 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
     public let coder: any EventCoder
     var steps: [ErasedStep] = []
     var problems: [String] = []
+    /// The parallel group that steps added now join (inside `inParallel`), and the number of groups so far.
+    private var openGroup: Int?
+    private var groupCount = 0
 
     /// Creates an empty definition.
     public init(_ name: String, coder: any EventCoder = JSONEventCoder()) {
@@ -39,6 +46,38 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
 
     /// The step names, in order.
     public var stepNames: [String] { steps.map(\.name) }
+
+    /// Adds the steps `build` defines as one parallel group: they run concurrently, each with its own attempts,
+    /// retries, timeout and resource locks, and the next step starts once all of them have completed.
+    ///
+    /// ```swift
+    /// let (stock, payment) = order.inParallel { group in
+    ///     (group.step("reserve stock") { ... } compensation: { ... },
+    ///      group.step("charge card") { ... } compensation: { ... })
+    /// }
+    /// ```
+    ///
+    /// If one of them fails for good, the others are not started again (an attempt already running finishes and
+    /// is recorded), and then every completed step is compensated, last step first. Steps of a group see only the
+    /// outputs of steps before the group. Groups do not nest, and a group needs at least one step.
+    /// - Returns: what `build` returns, typically the group's step handles.
+    @discardableResult
+    public mutating func inParallel<Result>(
+        _ build: (inout SagaDefinition<Input>) throws -> Result
+    ) rethrows -> Result {
+        guard openGroup == nil else {
+            problems.append("parallel groups cannot be nested")
+            return try build(&self)
+        }
+        let first = steps.count
+        groupCount += 1
+        openGroup = groupCount
+        defer {
+            openGroup = nil
+            if steps.count == first { problems.append("a parallel group needs at least one step") }
+        }
+        return try build(&self)
+    }
 
     /// Adds a step with an action and its compensation.
     /// - Parameters:
@@ -126,7 +165,7 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
         let index = steps.count
         steps.append(
             ErasedStep(
-                name: name, options: options,
+                name: name, options: options, group: openGroup,
                 resources: { invocation in resources(try invocation.context(Input.self).input) },
                 action: action, compensation: compensation))
         return StepHandle(name: name, index: index)
@@ -168,6 +207,8 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
 struct ErasedStep: Sendable {
     let name: String
     let options: StepOptions
+    /// The parallel group the step belongs to, if any.
+    let group: Int?
     let resources: @Sendable (StepInvocation) throws -> [String]
     let action: @Sendable (StepInvocation) async throws -> (output: Data, appends: [StreamAppend])
     let compensation: (@Sendable (StepInvocation, Data?) async throws -> [StreamAppend])?
@@ -178,4 +219,14 @@ struct ErasedSaga: Sendable {
     let name: String
     let steps: [ErasedStep]
     let coder: any EventCoder
+
+    /// The steps that run together with step `index`: its parallel group, or just the step.
+    func stage(of index: Int) -> Range<Int> {
+        guard let group = steps[index].group else { return index..<(index + 1) }
+        var lower = index
+        while lower > 0, steps[lower - 1].group == group { lower -= 1 }
+        var upper = index + 1
+        while upper < steps.count, steps[upper].group == group { upper += 1 }
+        return lower..<upper
+    }
 }

@@ -3,7 +3,10 @@
 //
 // Invariants:
 // - `version` is the saga stream's version after the last applied record; appends expect exactly it.
-// - A step is "open" from its StepStarted until its StepCompleted or StepFailed; at most one step is open.
+// - A step is "open" from its StepStarted until its StepCompleted or StepFailed. Only the steps of one parallel
+//   group can be open at once (one step, outside groups).
+// - `failedStep` is the first step whose action failed for good; `finallyFailed` holds every such step (several
+//   steps of a parallel group can fail).
 // - Once the phase is compensating it never goes back to running; terminal phases (completed, compensated,
 //   resolved) accept no further step records.
 // - Events that contradict the phase (a StepCompleted for a step that was never started) are corruption.
@@ -39,8 +42,10 @@ struct SagaState: Sendable {
     var status = SagaStatus.running
     var outputs: [Int: Data] = [:]
     var attempts: [Int: Int] = [:]
-    var openStep: (index: Int, attempt: Int)?
+    /// The open steps, with their attempt numbers.
+    var openSteps: [Int: Int] = [:]
     var failedStep: Int?
+    var finallyFailed: Set<Int> = []
     var failure: String?
     var compensated: Set<Int> = []
     var skipped: Set<Int> = []
@@ -89,21 +94,25 @@ struct SagaState: Sendable {
         case .stepStarted:
             let step = try stepIndex()
             let attempt = record.attempt ?? 1
-            openStep = (step, attempt)
+            openSteps[step] = attempt
             attempts[step] = max(attempts[step] ?? 0, attempt)
         case .stepCompleted:
             let step = try stepIndex()
-            guard openStep?.index == step else { throw bad("StepCompleted for step \(step), which is not running") }
+            guard openSteps[step] != nil else { throw bad("StepCompleted for step \(step), which is not running") }
             outputs[step] = record.output ?? Data()
-            openStep = nil
+            openSteps[step] = nil
         case .stepFailed:
             let step = try stepIndex()
-            openStep = nil
+            openSteps[step] = nil
             attempts[step] = max(attempts[step] ?? 0, record.attempt ?? 1)
             if record.willRetry != true {
-                status = .compensating
-                failedStep = step
-                failure = record.error
+                finallyFailed.insert(step)
+                // A sibling in a parallel group may fail after the first failure: the saga's failure stays the first.
+                if status == .running {
+                    status = .compensating
+                    failedStep = step
+                    failure = record.error
+                }
             }
         case .compensationStarted:
             let step = try stepIndex()

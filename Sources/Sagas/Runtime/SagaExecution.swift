@@ -8,6 +8,11 @@
 //   whose effect commits atomically with StepCompleted (exactly once).
 // - StepStarted is recorded before the action runs. On resume, an open step either re-runs with its attempt
 //   number (atLeastOnce) or is recorded as failed (atMostOnce) and never runs again.
+// - The steps of a parallel group run as child tasks that append through one SagaJournal, one record at a time.
+//   Once one of them fails for good, none starts another attempt (an attempt already running, or interrupted by a
+//   crash and resumed, still finishes); the group ends when every child has, and only then does compensation
+//   begin. Steps a crash left open while the saga was already compensating are finished the same way first, so
+//   that compensation knows what they did.
 // - Compensation runs in reverse step order and at least once per step; a compensation a crash interrupted runs
 //   again with its attempt number.
 // - Cancellation of the calling task stops the run without recording a failure; recovery resumes it later.
@@ -15,7 +20,7 @@
 import EventStore
 import Foundation
 
-struct SagaExecution {
+struct SagaExecution: Sendable {
     let saga: ErasedSaga
     let session: any StreamSession
     let store: any EventStoring
@@ -23,6 +28,8 @@ struct SagaExecution {
     let hooks: SagaHooks
     let configuration: SagaRunnerConfiguration
     var state: SagaState
+    /// Set while the steps of a parallel group run: each of them records through it.
+    var journal: SagaJournal? = nil
 
     /// Runs until the saga finishes or is stuck.
     mutating func run() async throws -> SagaOutcome {
@@ -49,10 +56,24 @@ struct SagaExecution {
 
     /// Appends `record` to the saga's log (with `others` in the same transaction) and applies it.
     mutating func record(_ record: SagaRecord, with others: [StreamAppend] = []) async throws {
+        if let journal {
+            state = try await journal.record(record, with: others)
+        } else {
+            state = try await Self.append(record, with: others, to: session, after: state)
+        }
+    }
+
+    /// Appends `record` (with `others`, in one transaction) to the log `session` holds, expecting the version of
+    /// `state`, and returns the state after it.
+    static func append(
+        _ record: SagaRecord, with others: [StreamAppend], to session: any StreamSession, after state: SagaState
+    ) async throws -> SagaState {
         let part = StreamAppend(
             stream: session.stream, expectedVersion: .exact(state.version), events: [try record.eventData()])
         let results = try await session.append([part] + others)
-        try state.apply(record, version: results[0].version, stream: session.stream)
+        var next = state
+        try next.apply(record, version: results[0].version, stream: session.stream)
+        return next
     }
 
     func indexClosed() throws -> StreamAppend {
@@ -84,9 +105,13 @@ struct SagaExecution {
     }
 
     func invocation(_ step: Int, _ phase: StepPhase, attempt: Int) -> StepInvocation {
-        StepInvocation(
+        // An action sees the outputs of the steps before its group only, never a sibling's (which may or may not
+        // have completed yet); a compensation sees every output.
+        let first = saga.stage(of: step).lowerBound
+        let outputs = phase == .action ? state.outputs.filter { $0.key < first } : state.outputs
+        return StepInvocation(
             sagaID: state.id, input: state.input, stepName: saga.steps[step].name, phase: phase, attempt: attempt,
-            outputs: state.outputs, coder: saga.coder)
+            outputs: outputs, coder: saga.coder)
     }
 
     // MARK: Forward
@@ -96,21 +121,59 @@ struct SagaExecution {
             try await record(SagaRecord(.sagaCompleted, at: clock.now()), with: [try indexClosed()])
             return
         }
+        let stage = saga.stage(of: index)
+        if stage.count > 1 {
+            try await advanceGroup(stage)
+        } else {
+            try await advanceStep(index)
+        }
+    }
+
+    /// Runs the steps of a parallel group that have not completed, concurrently, until each has completed or failed
+    /// for good (or was not started again because a sibling failed).
+    private mutating func advanceGroup(_ stage: Range<Int>) async throws {
+        try await advanceConcurrently(stage.filter { state.outputs[$0] == nil })
+    }
+
+    /// Runs the actions of `steps` concurrently, recording through one SagaJournal.
+    private mutating func advanceConcurrently(_ steps: [Int]) async throws {
+        let journal = SagaJournal(state: state, session: session)
+        var member = self
+        member.journal = journal
+        let base = member
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in steps {
+                group.addTask {
+                    var sibling = base
+                    do {
+                        try await sibling.advanceStep(index)
+                    } catch is GroupStopped {
+                        // A sibling failed for good first: this step is not started again.
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        state = await journal.state
+    }
+
+    /// Runs step `index`'s action, with its retries, until it completes or fails for good.
+    private mutating func advanceStep(_ index: Int) async throws {
         let step = saga.steps[index]
         var attempt = (state.attempts[index] ?? 0) + 1
         var resumed = false
-        if let open = state.openStep, open.index == index {
-            let key = invocation(index, .action, attempt: open.attempt).idempotencyKey
+        if let openAttempt = state.openSteps[index] {
+            let key = invocation(index, .action, attempt: openAttempt).idempotencyKey
             if step.options.semantics == .atMostOnce {
                 let error = "interrupted by a crash; an atMostOnce step never runs twice"
-                var failed = stepRecord(.stepFailed, step: index, attempt: open.attempt, key: key)
+                var failed = stepRecord(.stepFailed, step: index, attempt: openAttempt, key: key)
                 failed.error = error
                 failed.willRetry = false
                 try await record(failed)
-                hooks.stepFailed?(event(index, .action, attempt: open.attempt, key: key, error: error))
+                hooks.stepFailed?(event(index, .action, attempt: openAttempt, key: key, error: error))
                 return
             }
-            attempt = open.attempt
+            attempt = openAttempt
             resumed = true
         }
         while true {
@@ -121,8 +184,9 @@ struct SagaExecution {
                 return (result.output, result.appends)
             }
             guard let failure else { return }
-            let willRetry = attempt < step.options.retry.maximumAttempts
-            try await recordFailure(index, .action, number: attempt, error: failure, willRetry: willRetry)
+            let retry = attempt < step.options.retry.maximumAttempts
+            let (_, willRetry) = try await recordFailure(
+                index, .action, number: attempt, error: failure, willRetry: retry)
             guard willRetry else { return }
             try await pause(step.options.retry, after: attempt)
             attempt += 1
@@ -137,16 +201,24 @@ struct SagaExecution {
 
     /// The steps of `state` still to compensate, last step first.
     static func pendingCompensations(saga: ErasedSaga, state: SagaState) -> [Int] {
-        let last = min(state.failedStep ?? (state.stepNames.count - 1), saga.steps.count - 1)
+        let last = min(state.stepNames.count, saga.steps.count) - 1
+        guard last >= 0 else { return [] }
         return stride(from: last, through: 0, by: -1).filter { index in
             guard saga.steps[index].compensation != nil else { return false }
             guard !state.compensated.contains(index), !state.skipped.contains(index) else { return false }
             return state.outputs[index] != nil
-                || (index == state.failedStep && saga.steps[index].options.compensatesFailedAction)
+                || (state.finallyFailed.contains(index) && saga.steps[index].options.compensatesFailedAction)
         }
     }
 
     private mutating func compensateNext() async throws {
+        if !state.openSteps.isEmpty {
+            // A crash interrupted steps of a parallel group after a sibling had failed for good. Their attempts
+            // finish first, as they would have without the crash (an atLeastOnce one runs again under its key, an
+            // atMostOnce one is recorded failed), so that compensation knows whether each took effect.
+            try await advanceConcurrently(state.openSteps.keys.sorted())
+            return
+        }
         guard let index = pendingCompensations.first else {
             try await record(SagaRecord(.sagaCompensated, at: clock.now()), with: [try indexClosed()])
             return
@@ -172,7 +244,7 @@ struct SagaExecution {
             }
             guard let failure else { return }
             let willRetry = attempt - base < step.options.compensationRetry.maximumAttempts
-            let error = try await recordFailure(
+            let (error, _) = try await recordFailure(
                 index, .compensation, number: attempt, error: failure, willRetry: willRetry)
             guard willRetry else {
                 var stuck = SagaRecord(.sagaStuck, at: clock.now())
@@ -234,12 +306,12 @@ struct SagaExecution {
     }
 
     /// Records a failed attempt (StepFailed or CompensationFailed) and reports it to the hook.
-    /// - Returns: the error as recorded.
+    /// - Returns: the error as recorded, and whether another attempt follows: an action is not retried once the
+    ///   saga is compensating (a sibling in its parallel group failed for good first; SagaJournal records that).
     /// - Throws: CancellationError instead, if the run was cancelled: a stopped runner records nothing.
-    @discardableResult
     private mutating func recordFailure(
         _ index: Int, _ phase: StepPhase, number: Int, error: any Error, willRetry: Bool
-    ) async throws -> String {
+    ) async throws -> (error: String, willRetry: Bool) {
         if Task.isCancelled { throw CancellationError() }
         let key = invocation(index, phase, attempt: number).idempotencyKey
         var failed = stepRecord(
@@ -247,9 +319,10 @@ struct SagaExecution {
         failed.error = Self.describe(error)
         failed.willRetry = willRetry
         try await record(failed)
+        let retries = phase == .action ? willRetry && state.status == .running : willRetry
         hooks.stepFailed?(
-            event(index, phase, attempt: number, key: key, error: failed.error, willRetry: willRetry))
-        return failed.error ?? ""
+            event(index, phase, attempt: number, key: key, error: failed.error, willRetry: retries))
+        return (failed.error ?? "", retries)
     }
 
     /// Waits out the backoff after failed attempt `attempt`, keeping the saga's lease alive.
@@ -263,7 +336,7 @@ struct SagaExecution {
 
     /// Whether `error` means this runner can no longer advance the saga (rather than that the attempt failed).
     static func isSagaFatal(_ error: any Error, sagaStream: StreamName) -> Bool {
-        if error is CancellationError { return true }
+        if error is CancellationError || error is GroupStopped { return true }
         guard let error = error as? EventStoreError else { return false }
         switch error {
         case .sessionExpired, .sessionClosed, .storeFailed, .storeClosed, .corrupted, .ioFailure, .backend:
