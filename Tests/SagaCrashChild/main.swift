@@ -42,22 +42,26 @@ func crashSaga(ledger: Ledger) -> SagaDefinition<Order> {
         if step.input.number % 7 == 0 { throw ChildFailure(message: "warehouse unreachable") }
         try await effect("undo", step)
     }
-    saga.step(
-        "charge",
-        options: StepOptions(
-            semantics: .atMostOnce, retry: .never, compensationRetry: undoRetry, compensatesFailedAction: true)
-    ) { step -> NoOutput in
-        try await effect("do", step)
-        return NoOutput()
-    } compensation: { step, _ in
-        try await effect("undo", step)
-    }
-    saga.step("ship", options: StepOptions(retry: quick)) { step -> NoOutput in
-        if step.input.number % 3 == 0 { throw ChildFailure(message: "no courier") }
-        try await effect("do", step)
-        return NoOutput()
-    } compensation: { step, _ in
-        try await effect("undo", step)
+    // charge and ship run as a parallel group, so kills also land while both are in flight, or while one is still
+    // running after the other failed for good.
+    saga.inParallel { group in
+        group.step(
+            "charge",
+            options: StepOptions(
+                semantics: .atMostOnce, retry: .never, compensationRetry: undoRetry, compensatesFailedAction: true)
+        ) { step -> NoOutput in
+            try await effect("do", step)
+            return NoOutput()
+        } compensation: { step, _ in
+            try await effect("undo", step)
+        }
+        group.step("ship", options: StepOptions(retry: quick)) { step -> NoOutput in
+            if step.input.number % 3 == 0 { throw ChildFailure(message: "no courier") }
+            try await effect("do", step)
+            return NoOutput()
+        } compensation: { step, _ in
+            try await effect("undo", step)
+        }
     }
     return saga
 }

@@ -1,6 +1,7 @@
 // The crash test: a child process (Tests/SagaCrashChild) runs sagas on the page-file engine and records every side
 // effect in a ledger file; the parent SIGKILLs it at random moments, at least 30 times, then lets a last child
-// recover everything and checks the outcome against the ledger.
+// recover everything and checks the outcome against the ledger. Its saga is reserve, then charge and ship as a
+// parallel group.
 //
 // It runs in every `swift test` (about 15 s for the default 30 kills); SAGAS_CRASH_ITERATIONS selects a longer run.
 //
