@@ -29,7 +29,7 @@ public struct SagaStepEvent: Sendable, Hashable {
     public var at: Date
 }
 
-/// Callbacks for step events. Each is optional.
+/// Callbacks for step events. Each is optional. For the steps of a parallel group they can be called concurrently.
 public struct SagaHooks: Sendable {
     /// Called when an attempt of an action or compensation starts.
     public var stepStarted: (@Sendable (SagaStepEvent) -> Void)?
