@@ -100,6 +100,42 @@ actor Rendezvous {
         #expect(history.last == .sagaCompleted)
     }
 
+    @Test func consecutiveGroupsRunOneAfterTheOther() async throws {
+        let bank = Bank()
+        let first = Rendezvous(parties: 2)
+        let second = Rendezvous(parties: 2)
+        var saga = SagaDefinition<Transfer>("two-groups")
+        let (a, b) = saga.inParallel { group in
+            (
+                group.step("a", options: StepOptions(retry: .never)) { step in
+                    try bank.call("a", key: step.idempotencyKey)
+                    try await first.arrive()
+                    return Receipt(reference: "a")
+                },
+                group.step("b", options: StepOptions(retry: .never)) { step in
+                    try bank.call("b", key: step.idempotencyKey)
+                    try await first.arrive()
+                    return Receipt(reference: "b")
+                }
+            )
+        }
+        saga.inParallel { group in
+            for name in ["c", "d"] {
+                // Each step of the second group sees both outputs of the first: the groups are separate stages.
+                group.step(name, options: StepOptions(retry: .never)) { step -> NoOutput in
+                    let seen = try step.output(of: a).reference + (try step.output(of: b).reference)
+                    try bank.call("\(name) saw \(seen)", key: step.idempotencyKey)
+                    try await second.arrive()
+                    return NoOutput()
+                }
+            }
+        }
+        let runner = SagaRunner(store: makeStore(), clock: ManualSagaClock())
+        #expect(try await runner.start(saga, id: try sagaID(), input: sampleTransfer) == .completed)
+        #expect(Set(bank.names.prefix(2)) == ["a", "b"])
+        #expect(Set(bank.names.suffix(2)) == ["c saw ab", "d saw ab"])
+    }
+
     @Test func aStepNeverSeesTheOutputOfASiblingEvenOnceItHasCompleted() async throws {
         let firstDone = Signal()
         let result = Locked<[String]>([])
