@@ -46,12 +46,15 @@ public struct StepContext<Input: Codable & Sendable>: Sendable {
     public var stepKey: String { "\(sagaID.rawValue)/\(stepName)" }
 
     /// The output an earlier step recorded.
-    /// - Throws: ``EventStoreError/invalidArgument(_:)`` if that step has not completed (it is not earlier, or it
-    ///   is being compensated after failing); ``EventStoreError/codingFailed(type:reason:)`` if it does not decode.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` if that step's output is not visible here: it has not
+    ///   completed (it is not earlier, or it is being compensated after failing), or it is in the same parallel
+    ///   group as this action (siblings never see each other's outputs, completed or not);
+    ///   ``EventStoreError/codingFailed(type:reason:)`` if it does not decode.
     public func output<Output>(of step: StepHandle<Output>) throws -> Output {
         guard let data = outputs[step.index] else {
             throw EventStoreError.invalidArgument(
-                "step \"\(step.name)\" of saga \(sagaID) has no output: it has not completed")
+                "step \"\(step.name)\" of saga \(sagaID) has no output visible to \"\(stepName)\": it has not "
+                    + "completed, or it is in the same parallel group")
         }
         do {
             return try coder.decode(Output.self, from: data)

@@ -6,7 +6,10 @@
 // - A step is "open" from its StepStarted until its StepCompleted or StepFailed. Only the steps of one parallel
 //   group can be open at once (one step, outside groups).
 // - `failedStep` is the first step whose action failed for good; `finallyFailed` holds every such step (several
-//   steps of a parallel group can fail).
+//   steps of a parallel group can fail). `retryPending` holds the steps whose last attempt failed with a retry to
+//   follow: a parallel group's step in its backoff when a sibling fails for good is never retried, and the runner
+//   records its failure as final before compensating.
+// - Attempt numbers are 1 ... Int.max - 1, so the next attempt's number never overflows.
 // - Once the phase is compensating it never goes back to running; terminal phases (completed, compensated,
 //   resolved) accept no further step records.
 // - Events that contradict the phase (a StepCompleted for a step that was never started) are corruption.
@@ -46,6 +49,7 @@ struct SagaState: Sendable {
     var openSteps: [Int: Int] = [:]
     var failedStep: Int?
     var finallyFailed: Set<Int> = []
+    var retryPending: Set<Int> = []
     var failure: String?
     var compensated: Set<Int> = []
     var skipped: Set<Int> = []
@@ -74,6 +78,11 @@ struct SagaState: Sendable {
     mutating func apply(_ record: SagaRecord, version: UInt64, stream: StreamName) throws {
         let location = "saga log \"\(stream)\" version \(version)"
         func bad(_ detail: String) -> EventStoreError { .corrupted(location: location, detail: detail) }
+        func attemptNumber() throws -> Int {
+            let attempt = record.attempt ?? 1
+            guard attempt >= 1, attempt < Int.max else { throw bad("\(record.kind.rawValue) has attempt \(attempt)") }
+            return attempt
+        }
         func stepIndex() throws -> Int {
             guard let step = record.step, step >= 0, step < stepNames.count else {
                 throw bad(
@@ -93,8 +102,9 @@ struct SagaState: Sendable {
             self.stepNames = steps
         case .stepStarted:
             let step = try stepIndex()
-            let attempt = record.attempt ?? 1
+            let attempt = try attemptNumber()
             openSteps[step] = attempt
+            retryPending.remove(step)
             attempts[step] = max(attempts[step] ?? 0, attempt)
         case .stepCompleted:
             let step = try stepIndex()
@@ -104,8 +114,11 @@ struct SagaState: Sendable {
         case .stepFailed:
             let step = try stepIndex()
             openSteps[step] = nil
-            attempts[step] = max(attempts[step] ?? 0, record.attempt ?? 1)
-            if record.willRetry != true {
+            attempts[step] = max(attempts[step] ?? 0, try attemptNumber())
+            if record.willRetry == true {
+                retryPending.insert(step)
+            } else {
+                retryPending.remove(step)
                 finallyFailed.insert(step)
                 // A sibling in a parallel group may fail after the first failure: the saga's failure stays the first.
                 if status == .running {
@@ -116,7 +129,7 @@ struct SagaState: Sendable {
             }
         case .compensationStarted:
             let step = try stepIndex()
-            let attempt = record.attempt ?? 1
+            let attempt = try attemptNumber()
             openCompensation = (step, attempt)
             compensationAttempts[step] = max(compensationAttempts[step] ?? 0, attempt)
         case .stepCompensated:
@@ -125,7 +138,7 @@ struct SagaState: Sendable {
         case .compensationFailed:
             let step = try stepIndex()
             openCompensation = nil
-            compensationAttempts[step] = max(compensationAttempts[step] ?? 0, record.attempt ?? 1)
+            compensationAttempts[step] = max(compensationAttempts[step] ?? 0, try attemptNumber())
         case .compensationSkipped:
             skipped.insert(try stepIndex())
             if status == .stuck {

@@ -3,7 +3,8 @@
 // Invariants:
 // - A hook is called after the matching record is durably in the saga log (so a hook never reports something a
 //   crash could undo), except `stepStarted`, which fires after StepStarted is recorded and before the action runs.
-// - Hooks are called on the runner's task, in log order; a slow hook slows the saga.
+// - Hooks are called on the runner's task, in log order; a slow hook slows the saga. The steps of a parallel group
+//   run as tasks of their own, so their hooks can be called concurrently (each still after its own record).
 
 import Foundation
 

@@ -189,6 +189,9 @@ struct SagaExecution: Sendable {
                 index, .action, number: attempt, error: failure, willRetry: retry)
             guard willRetry else { return }
             try await pause(step.options.retry, after: attempt)
+            // A sibling failed for good during the pause: no new attempt (compensateNext records this one's failure
+            // as final).
+            if let journal, await journal.stopped { return }
             attempt += 1
             resumed = false
         }
@@ -217,6 +220,19 @@ struct SagaExecution: Sendable {
             // finish first, as they would have without the crash (an atLeastOnce one runs again under its key, an
             // atMostOnce one is recorded failed), so that compensation knows whether each took effect.
             try await advanceConcurrently(state.openSteps.keys.sorted())
+            return
+        }
+        if let index = state.retryPending.min() {
+            // A group's step was waiting to retry when a sibling failed for good: it is never retried, and its last
+            // attempt, which may have taken effect, now counts as failed for good (compensated if its options say so).
+            let attempt = state.attempts[index] ?? 1
+            let key = invocation(index, .action, attempt: attempt).idempotencyKey
+            let error = "not retried: another step of its parallel group failed for good"
+            var failed = stepRecord(.stepFailed, step: index, attempt: attempt, key: key)
+            failed.error = error
+            failed.willRetry = false
+            try await record(failed)
+            hooks.stepFailed?(event(index, .action, attempt: attempt, key: key, error: error))
             return
         }
         guard let index = pendingCompensations.first else {
@@ -325,11 +341,23 @@ struct SagaExecution: Sendable {
         return (failed.error ?? "", retries)
     }
 
-    /// Waits out the backoff after failed attempt `attempt`, keeping the saga's lease alive.
+    /// Waits out the backoff after failed attempt `attempt`, keeping the saga's lease alive. In a parallel group, the
+    /// pause ends early if a sibling fails for good meanwhile.
     private func pause(_ policy: RetryPolicy, after attempt: Int) async throws {
-        try await StepAttempt.pause(
-            for: policy.backoff(afterAttempt: attempt, random: configuration.random()), clock: clock,
-            session: session, configuration: configuration)
+        let duration = policy.backoff(afterAttempt: attempt, random: configuration.random())
+        guard let journal else {
+            try await StepAttempt.pause(for: duration, clock: clock, session: session, configuration: configuration)
+            return
+        }
+        let (clock, session, configuration) = (clock, session, configuration)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await StepAttempt.pause(for: duration, clock: clock, session: session, configuration: configuration)
+            }
+            group.addTask { await journal.untilStopped() }
+            try await group.next()
+            group.cancelAll()
+        }
     }
 
     // MARK: Helpers

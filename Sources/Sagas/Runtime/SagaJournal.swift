@@ -21,6 +21,12 @@ actor SagaJournal {
     private let session: any StreamSession
     private var busy = false
     private var waiting: [CheckedContinuation<Void, Never>] = []
+    /// Tasks waiting for the saga to stop running forward (`untilStopped`), by id.
+    private var stopWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    private var nextStopWaiter = 0
+
+    /// Whether the saga has stopped running forward (a step failed for good): no new attempt starts.
+    var stopped: Bool { state.status != .running }
 
     init(state: SagaState, session: any StreamSession) {
         self.state = state
@@ -37,7 +43,33 @@ actor SagaJournal {
             if record.kind == .stepFailed { record.willRetry = false }
         }
         state = try await SagaExecution.append(record, with: others, to: session, after: state)
+        if stopped {
+            for waiter in stopWaiters.values { waiter.resume() }
+            stopWaiters.removeAll()
+        }
         return state
+    }
+
+    /// Returns once the saga has stopped running forward, or the calling task is cancelled.
+    func untilStopped() async {
+        if stopped { return }
+        nextStopWaiter += 1
+        let id = nextStopWaiter
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                if stopped || Task.isCancelled {
+                    continuation.resume()
+                } else {
+                    stopWaiters[id] = continuation
+                }
+            }
+        } onCancel: {
+            Task { await self.stopWaiting(id) }
+        }
+    }
+
+    private func stopWaiting(_ id: Int) {
+        stopWaiters.removeValue(forKey: id)?.resume()
     }
 
     /// Waits for the records queued before this one (the actor alone does not keep them apart across the append's
