@@ -163,14 +163,9 @@ struct SagaExecution: Sendable {
         var attempt = (state.attempts[index] ?? 0) + 1
         var resumed = false
         if let openAttempt = state.openSteps[index] {
-            let key = invocation(index, .action, attempt: openAttempt).idempotencyKey
             if step.options.semantics == .atMostOnce {
-                let error = "interrupted by a crash; an atMostOnce step never runs twice"
-                var failed = stepRecord(.stepFailed, step: index, attempt: openAttempt, key: key)
-                failed.error = error
-                failed.willRetry = false
-                try await record(failed)
-                hooks.stepFailed?(event(index, .action, attempt: openAttempt, key: key, error: error))
+                try await recordFinalFailure(
+                    index, attempt: openAttempt, error: "interrupted by a crash; an atMostOnce step never runs twice")
                 return
             }
             attempt = openAttempt
@@ -225,14 +220,9 @@ struct SagaExecution: Sendable {
         if let index = state.retryPending.min() {
             // A group's step was waiting to retry when a sibling failed for good: it is never retried, and its last
             // attempt, which may have taken effect, now counts as failed for good (compensated if its options say so).
-            let attempt = state.attempts[index] ?? 1
-            let key = invocation(index, .action, attempt: attempt).idempotencyKey
-            let error = "not retried: another step of its parallel group failed for good"
-            var failed = stepRecord(.stepFailed, step: index, attempt: attempt, key: key)
-            failed.error = error
-            failed.willRetry = false
-            try await record(failed)
-            hooks.stepFailed?(event(index, .action, attempt: attempt, key: key, error: error))
+            try await recordFinalFailure(
+                index, attempt: state.attempts[index] ?? 1,
+                error: "not retried: another step of its parallel group failed for good")
             return
         }
         guard let index = pendingCompensations.first else {
@@ -339,6 +329,17 @@ struct SagaExecution: Sendable {
         hooks.stepFailed?(
             event(index, phase, attempt: number, key: key, error: failed.error, willRetry: retries))
         return (failed.error ?? "", retries)
+    }
+
+    /// Records that attempt `attempt` of step `index`'s action failed for good with `error`, for a reason decided here
+    /// rather than by running it, and reports it to the hook.
+    private mutating func recordFinalFailure(_ index: Int, attempt: Int, error: String) async throws {
+        let key = invocation(index, .action, attempt: attempt).idempotencyKey
+        var failed = stepRecord(.stepFailed, step: index, attempt: attempt, key: key)
+        failed.error = error
+        failed.willRetry = false
+        try await record(failed)
+        hooks.stepFailed?(event(index, .action, attempt: attempt, key: key, error: error))
     }
 
     /// Waits out the backoff after failed attempt `attempt`, keeping the saga's lease alive. In a parallel group, the
