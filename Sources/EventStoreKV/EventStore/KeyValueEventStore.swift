@@ -355,7 +355,10 @@ public final class KeyValueEventStore: EventStoring {
                     IndexRun.encode(count: events.count)))
         }
         var runStart = 0
-        for index in events.indices where index + 1 == events.count || events[index + 1].type != events[index].type {
+        // Types are keyed by their UTF-8 bytes: String's == would join two canonically equivalent spellings (NFC and
+        // NFD "Café") into one run filed under the second one's bytes.
+        for index in events.indices
+        where index + 1 == events.count || !events[index + 1].type.hasSameUTF8(as: events[index].type) {
             writes.append(
                 .put(
                     KeyLayout.secondaryIndex(.eventType, events[index].type, position: firstPosition + UInt64(index)),
