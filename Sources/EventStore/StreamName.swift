@@ -25,7 +25,9 @@ public struct StreamName: Sendable, Hashable, Comparable, CustomStringConvertibl
     /// Creates a system stream name; it must start with `$`.
     public static func system(_ rawValue: String) throws -> StreamName {
         try validate(rawValue, allowSystem: true)
-        guard rawValue.hasPrefix("$") else { throw EventStoreError.invalidStreamName(rawValue, rule: .systemPrefix) }
+        guard startsWithDollar(rawValue) else {
+            throw EventStoreError.invalidStreamName(rawValue, rule: .systemPrefix)
+        }
         return StreamName(unchecked: rawValue)
     }
 
@@ -40,12 +42,18 @@ public struct StreamName: Sendable, Hashable, Comparable, CustomStringConvertibl
     public static let deletedStreams = StreamName(unchecked: "$deleted")
 
     /// Whether this is a system stream (its name starts with `$`).
-    public var isSystem: Bool { rawValue.hasPrefix("$") }
+    public var isSystem: Bool { Self.startsWithDollar(rawValue) }
 
-    /// The category: the part of the name before the first `-`, or the whole name if it has none.
+    /// Whether `name`'s first byte is `$`. Not `hasPrefix("$")`, which compares characters: "$" followed by a
+    /// combining mark is one character that is not "$", though its bytes start the system key space.
+    private static func startsWithDollar(_ name: String) -> Bool { name.utf8.first == UInt8(ascii: "$") }
+
+    /// The category: the part of the name before the first `-` character, or the whole name if it has none. A `-`
+    /// that a combining mark modifies (`"a-\u{301}b"`) is a different character, not a `-`.
     public var category: String {
         // In ASCII every byte is a character, so the first "-" byte is the first "-" character: found without the
-        // character-by-character walk (grapheme breaking) that a search of the String itself does.
+        // character-by-character walk (grapheme breaking) that a search of the String itself does. Stored category
+        // index entries are keyed by this, so it must not change for existing names.
         let utf8 = rawValue.utf8
         if utf8.allSatisfy({ $0 < 0x80 }) {
             guard let dash = utf8.firstIndex(of: UInt8(ascii: "-")) else { return rawValue }
@@ -73,7 +81,9 @@ public struct StreamName: Sendable, Hashable, Comparable, CustomStringConvertibl
         if name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             throw EventStoreError.invalidStreamName(name, rule: .controlCharacter)
         }
-        if !allowSystem && name.hasPrefix("$") { throw EventStoreError.invalidStreamName(name, rule: .reservedPrefix) }
+        if !allowSystem && startsWithDollar(name) {
+            throw EventStoreError.invalidStreamName(name, rule: .reservedPrefix)
+        }
     }
 }
 

@@ -57,7 +57,7 @@ struct OpenStore {
     /// only where `allowingSystem` (reads); the tool never writes to them.
     static func stream(_ name: String, allowingSystem: Bool = false) throws -> StreamName {
         do {
-            return try allowingSystem && name.hasPrefix("$") ? StreamName.system(name) : StreamName(name)
+            return try allowingSystem && name.utf8.first == UInt8(ascii: "$") ? StreamName.system(name) : StreamName(name)
         } catch {
             throw ToolError.from(error)
         }

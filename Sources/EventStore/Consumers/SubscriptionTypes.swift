@@ -3,6 +3,9 @@
 // Invariants:
 // - A filter only decides which events are delivered; it never changes where the subscription reads next, so a
 //   filtered subscription still advances past events it skips.
+// - Prefixes and types are matched by their UTF-8 bytes, as the store keys names (StreamName's ==,
+//   listStreams(prefix:), the event-type index), never by String's canonical equivalence: "Café" spelled NFC and
+//   NFD are two types, and two prefixes.
 
 import Foundation
 
@@ -16,15 +19,16 @@ public enum SubscriptionStart: Sendable, Hashable {
     case after(UInt64)
 }
 
-/// Which events a subscription delivers. An empty list means "no restriction" for that criterion.
+/// Which events a subscription delivers. An empty list means "no restriction" for that criterion. Names are
+/// compared by their UTF-8 bytes, as the store keys them.
 public struct SubscriptionFilter: Sendable, Hashable {
-    /// Deliver only events of streams whose names start with one of these prefixes.
+    /// Deliver only events of streams whose names start with the bytes of one of these prefixes.
     public var streamPrefixes: [String]
-    /// Deliver only events of these types.
-    public var eventTypes: Set<String>
+    /// Deliver only events of these types (byte for byte).
+    public var eventTypes: [String]
 
     /// Creates a filter.
-    public init(streamPrefixes: [String] = [], eventTypes: Set<String> = []) {
+    public init(streamPrefixes: [String] = [], eventTypes: [String] = []) {
         self.streamPrefixes = streamPrefixes
         self.eventTypes = eventTypes
     }
@@ -39,16 +43,34 @@ public struct SubscriptionFilter: Sendable, Hashable {
 
     /// Events of one of `types`.
     public static func eventTypes(_ types: String...) -> SubscriptionFilter {
-        SubscriptionFilter(eventTypes: Set(types))
+        SubscriptionFilter(eventTypes: types)
     }
 
     /// Whether `event` passes the filter.
     public func matches(_ event: RecordedEvent) -> Bool {
-        if !eventTypes.isEmpty && !eventTypes.contains(event.type) { return false }
-        if !streamPrefixes.isEmpty && !streamPrefixes.contains(where: { event.stream.rawValue.hasPrefix($0) }) {
+        if !eventTypes.isEmpty && !eventTypes.contains(where: { $0.hasSameUTF8(as: event.type) }) { return false }
+        if !streamPrefixes.isEmpty
+            && !streamPrefixes.contains(where: { event.stream.rawValue.utf8.starts(with: $0.utf8) })
+        {
             return false
         }
         return true
+    }
+
+    /// Whether two filters have the same prefixes and types, byte for byte and in the same order.
+    public static func == (lhs: SubscriptionFilter, rhs: SubscriptionFilter) -> Bool {
+        func same(_ left: [String], _ right: [String]) -> Bool {
+            left.count == right.count && zip(left, right).allSatisfy { $0.hasSameUTF8(as: $1) }
+        }
+        return same(lhs.streamPrefixes, rhs.streamPrefixes) && same(lhs.eventTypes, rhs.eventTypes)
+    }
+
+    /// Hashes the prefixes' and types' UTF-8 bytes, consistently with ``==(_:_:)``.
+    public func hash(into hasher: inout Hasher) {
+        for list in [streamPrefixes, eventTypes] {
+            hasher.combine(list.count)
+            for name in list { name.hashUTF8(into: &hasher) }
+        }
     }
 }
 
