@@ -2,7 +2,7 @@
 //
 // Invariants:
 // - Records are appended one at a time, in the order they arrive, each expecting the version the previous one left;
-//   the actor alone would not keep them apart across the append's suspension, so a FIFO of waiters does.
+//   the actor alone would not keep them apart across the append's suspension, so a FIFO WriterLock does.
 // - Once the saga is compensating, no new attempt starts (StepStarted is refused with GroupStopped, unless it resumes
 //   an attempt a crash interrupted) and a failed attempt is recorded as the last one.
 
@@ -19,8 +19,7 @@ struct GroupStopped: Error {}
 actor SagaJournal {
     private(set) var state: SagaState
     private let session: any StreamSession
-    private var busy = false
-    private var waiting: [CheckedContinuation<Void, Never>] = []
+    private let writerLock = WriterLock()
     /// Tasks waiting for the saga to stop running forward (`untilStopped`), by id.
     private var stopWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
     private var nextStopWaiter = 0
@@ -35,8 +34,8 @@ actor SagaJournal {
 
     /// Appends `record` (with `others`) and returns the saga's state after it.
     func record(_ record: SagaRecord, with others: [StreamAppend]) async throws -> SagaState {
-        await enter()
-        defer { leave() }
+        await writerLock.lock()
+        defer { writerLock.unlock() }
         var record = record
         if state.status != .running {
             if record.kind == .stepStarted, record.resumed != true { throw GroupStopped() }
@@ -70,23 +69,5 @@ actor SagaJournal {
 
     private func stopWaiting(_ id: Int) {
         stopWaiters.removeValue(forKey: id)?.resume()
-    }
-
-    /// Waits for the records queued before this one (the actor alone does not keep them apart across the append's
-    /// suspension).
-    private func enter() async {
-        guard busy else {
-            busy = true
-            return
-        }
-        await withCheckedContinuation { waiting.append($0) }
-    }
-
-    private func leave() {
-        if waiting.isEmpty {
-            busy = false
-        } else {
-            waiting.removeFirst().resume()
-        }
     }
 }

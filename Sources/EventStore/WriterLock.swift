@@ -1,15 +1,15 @@
-// WriterLock: the single-writer lock, an async mutex whose waiters queue in FIFO order.
+// WriterLock: an async mutex whose waiters queue in FIFO order, for single-writer sections (the page file's writer,
+// a saga log's parallel group).
 //
 // Invariants:
 // - At most one holder at a time; `unlock` hands the lock directly to the oldest waiter, so writers are served in
 //   arrival order and none starves.
 // - Waiting suspends the task (no thread is blocked), so a long `update` body never ties up the cooperative pool.
 
-import EventStore
 import Foundation
 
 /// An async, FIFO mutual-exclusion lock.
-final class WriterLock: Sendable {
+package final class WriterLock: Sendable {
     private struct State {
         var locked = false
         var waiters: [CheckedContinuation<Void, Never>] = []
@@ -17,9 +17,12 @@ final class WriterLock: Sendable {
 
     private let state = Locked(State())
 
+    /// Creates an unlocked lock.
+    package init() {}
+
     /// Suspends until the lock is held by the caller. A free lock is taken without suspending: a continuation
     /// resumed at once still costs the task a trip through the executor on every uncontended commit.
-    func lock() async {
+    package func lock() async {
         let acquired = state.withLock { state in
             if state.locked { return false }
             state.locked = true
@@ -40,7 +43,7 @@ final class WriterLock: Sendable {
     }
 
     /// Releases the lock, handing it to the next waiter if any.
-    func unlock() {
+    package func unlock() {
         let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
             guard !state.waiters.isEmpty else {
                 state.locked = false
@@ -52,7 +55,7 @@ final class WriterLock: Sendable {
     }
 
     /// Runs `body` holding the lock.
-    func withLock<T>(_ body: () async throws -> T) async throws -> T {
+    package func withLock<T>(_ body: () async throws -> T) async throws -> T {
         await lock()
         do {
             let result = try await body()
@@ -61,17 +64,6 @@ final class WriterLock: Sendable {
         } catch {
             unlock()
             throw error
-        }
-    }
-}
-
-/// Runs blocking work (fdatasync, page writes) on its own thread, off the Swift cooperative pool.
-enum Offload {
-    /// Runs `body` on a new thread and returns its result.
-    static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread { continuation.resume(with: Result { try body() }) }
-            thread.start()
         }
     }
 }
