@@ -123,16 +123,12 @@ struct SagaExecution: Sendable {
         }
         let stage = saga.stage(of: index)
         if stage.count > 1 {
-            try await advanceGroup(stage)
+            // A parallel group: its steps that have not completed run until each has completed or failed for good
+            // (or was not started again because a sibling failed).
+            try await advanceConcurrently(stage.filter { state.outputs[$0] == nil })
         } else {
             try await advanceStep(index)
         }
-    }
-
-    /// Runs the steps of a parallel group that have not completed, concurrently, until each has completed or failed
-    /// for good (or was not started again because a sibling failed).
-    private mutating func advanceGroup(_ stage: Range<Int>) async throws {
-        try await advanceConcurrently(stage.filter { state.outputs[$0] == nil })
     }
 
     /// Runs the actions of `steps` concurrently, recording through one SagaJournal.
@@ -325,7 +321,8 @@ struct SagaExecution: Sendable {
         failed.error = Self.describe(error)
         failed.willRetry = willRetry
         try await record(failed)
-        let retries = phase == .action ? willRetry && state.status == .running : willRetry
+        // What was recorded: SagaJournal records an action's failure as final once the saga is compensating.
+        let retries = phase == .action ? state.retryPending.contains(index) : willRetry
         hooks.stepFailed?(
             event(index, phase, attempt: number, key: key, error: failed.error, willRetry: retries))
         return (failed.error ?? "", retries)
