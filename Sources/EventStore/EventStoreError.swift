@@ -45,9 +45,13 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
     case ioFailure(operation: String, path: String, errno: Int32)
     /// An earlier I/O failure put the store into a failed state; it refuses writes until reopened.
     case storeFailed(reason: String)
-    /// Another opener holds the store's directory: a writer (its pid, when known), or read-only openers while a
-    /// writable open was asked for (`holderPID` is nil then).
+    /// Another writer holds the store's directory (`holderPID` is its pid, when its lock file names it). Read-only
+    /// openers never hold it.
     case storeLocked(path: String, holderPID: Int32?)
+    /// A read-only store's snapshot is gone: a writer has checkpointed (or compacted the store) since it was
+    /// opened, so the pages it would read from disk may have been reused. Nothing is wrong with the store; open it
+    /// again to read its current state.
+    case snapshotExpired(path: String)
     /// The path is not a store this version can open (another format, a newer version, another page size).
     case incompatibleStore(path: String, reason: String)
     /// The store was closed.
@@ -91,6 +95,8 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
             "the store has failed and refuses writes: \(reason); close it and open it again to recover"
         case .storeLocked(let path, let pid):
             "the store at \(path) is in use by another process\(pid.map { " (pid \($0))" } ?? ""); close that process or use another directory"
+        case .snapshotExpired(let path):
+            "the read-only snapshot of \(path) expired: a writer has checkpointed past it; open the store again"
         case .incompatibleStore(let path, let reason):
             "\(path) cannot be opened as a store: \(reason); nothing was changed"
         case .storeClosed:

@@ -203,17 +203,24 @@ final class AdminToolTests {
         #expect(try await tool(["verify", file]).status == 3)
     }
 
-    @Test("a store held by another process is refused with exit 4, naming the holder's pid")
+    @Test("writing commands are refused with exit 4 while another process writes the store; reading ones read beside it")
     func locked() async throws {
         let directory = try await makeStore()
         let holder = try await PageFileKeyValueStore.open(directory: directory)
-        for command in [["info", directory], ["read", directory, "account-1"], ["compact", directory]] {
+        let store = KeyValueEventStore(backend: holder)
+        let appended = EventData(type: "Happened", data: Data("{\"n\":7}".utf8))
+        _ = try await store.append([appended], to: try StreamName("order-2"), expectedVersion: .noStream)
+        for command in [["compact", directory], ["scavenge", directory], ["delete", directory, "order-1"]] {
             let result = try await tool(command)
             #expect(result.status == 4, "\(command): \(result.errors)")
             #expect(result.errors.contains("locked by process \(ProcessInfo.processInfo.processIdentifier)"))
         }
+        let facts = try #require(try jsonLines(try await tool(["info", directory, "--json"]).output).first)
+        #expect(facts["events"] as? Int == 7, "the writer's acknowledged append, still only in its WAL: \(facts)")
+        let read = try jsonLines(try await tool(["read", directory, "order-2", "--json"]).output)
+        #expect(read.map { $0["data"] as? String } == ["{\"n\":7}"])
+        #expect(try await tool(["verify", directory]).status == 0)
         try await holder.close()
-        #expect(try await tool(["info", directory]).status == 0)
     }
 
     @Test("an unknown stream gets exit 5 for read, metadata and delete, and nothing changes")

@@ -44,10 +44,13 @@ final class IOFaultPlan: Sendable {
     private let state: Locked<State>
     /// Holds syncs while a test asks it to (see IOGate).
     let syncGate: IOGate?
+    /// Called with the file's path before every read, so a test can let another store act at that moment.
+    let beforeRead: (@Sendable (_ path: String) -> Void)?
 
-    init(_ faults: [IOFault], syncGate: IOGate? = nil) {
+    init(_ faults: [IOFault], syncGate: IOGate? = nil, beforeRead: (@Sendable (_ path: String) -> Void)? = nil) {
         state = Locked(State(faults: faults, counts: Array(repeating: 0, count: faults.count)))
         self.syncGate = syncGate
+        self.beforeRead = beforeRead
     }
 
     /// The fault to produce for this call, if any.
@@ -148,6 +151,7 @@ final class SystemFile: Sendable {
 
     /// Reads up to `count` bytes at `offset`; fewer only at end of file.
     func read(count: Int, at offset: UInt64) throws -> [UInt8] {
+        faults?.beforeRead?(path)
         var buffer = [UInt8](repeating: 0, count: count)
         var done = 0
         while done < count {
@@ -224,6 +228,20 @@ final class SystemFile: Sendable {
             throw EventStoreError.ioFailure(operation: "fstat", path: path, errno: errno)
         }
         return UInt64(info.st_size)
+    }
+
+    /// Whether `path` no longer names this open file: it was renamed over (compaction) or removed.
+    func isReplaced() throws -> Bool {
+        var open = stat()
+        guard fstat(descriptor, &open) == 0 else {
+            throw EventStoreError.ioFailure(operation: "fstat", path: path, errno: errno)
+        }
+        var named = stat()
+        guard stat(path, &named) == 0 else {
+            if errno == ENOENT { return true }
+            throw EventStoreError.ioFailure(operation: "stat", path: path, errno: errno)
+        }
+        return open.st_ino != named.st_ino || open.st_dev != named.st_dev
     }
 
     deinit { Glibc.close(descriptor) }

@@ -36,6 +36,8 @@ struct WriterState {
     var freedSinceCheckpoint: [UInt64] = []
     var freeList: FreeList
     var meta: MetaPage
+    /// A read-only store's: the WAL offset after the last record it has replayed, where refresh() reads on.
+    var walScanEnd: UInt64 = 0
 }
 
 /// Holds the writer state.
@@ -49,14 +51,16 @@ final class WriterBox: @unchecked Sendable {
 
 /// An ordered, durable key-value store in one directory: a B+tree page file with a write-ahead log.
 ///
-/// Open one with ``open(directory:options:)``; one process at a time may hold a directory.
+/// Open one with ``open(directory:options:)``. One writer at a time may hold a directory; read-only stores open
+/// beside it (``PageFileOptions/readOnly``).
 public final class PageFileKeyValueStore: KeyValueStore {
     /// The store's directory.
     public let directory: String
     /// The options it was opened with.
     public let options: PageFileOptions
 
-    let lock: DirectoryLock
+    /// The writer's lock on the directory; nil for a read-only store, which takes none.
+    let lock: DirectoryLock?
     let wal: SystemFile
     /// Bytes per page of the store.
     public let pageSize: Int
@@ -79,7 +83,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
     public static let maximumTransactionBytes = 256 * 1024 * 1024
 
     init(
-        directory: String, options: PageFileOptions, lock: DirectoryLock, wal: SystemFile, writer: WriterState,
+        directory: String, options: PageFileOptions, lock: DirectoryLock?, wal: SystemFile, writer: WriterState,
         walOffset: UInt64, walSize: UInt64, recovery: RecoveryReport
     ) {
         self.directory = directory
@@ -490,7 +494,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
             // Before the directory lock goes: no read of this store may see pages a later opener reuses.
             let reader = writer.state.reader
             _ = try? await Offload.run { reader.closeFileReads() }
-            lock.release()
+            lock?.release()
         }
         writerLock.unlock()
         if let failure { throw failure }
@@ -506,7 +510,7 @@ extension PageFileKeyValueStore {
         published.close()
         let reader = writer.state.reader
         _ = try? await Offload.run { reader.closeFileReads() }
-        lock.release()
+        lock?.release()
         writerLock.unlock()
     }
 }

@@ -4,10 +4,11 @@
 // - `pageSize` is a power of two in 4...64 KiB and is fixed when the store is created; reopening with another page
 //   size is refused with `incompatibleStore` (nothing is changed).
 // - Defaults are the safe choice: full durability, a 64 MiB page cache, a checkpoint every 32 MiB of WAL.
-// - `readOnly` stores never write the data file or the WAL: they are never created, never checkpointed (not on open,
-//   not on close), and every write is refused. WAL records past the last checkpoint are replayed in memory only.
-//   Their files are opened for reading only, and read-only opens share the directory's lock (DirectoryLock.swift),
-//   so a store on a read-only file system, or in files the process may only read, opens read-only.
+// - `readOnly` stores never write the data file, the WAL or the lock file: they are never created, never
+//   checkpointed (not on open, not on close), and every write is refused. WAL records past the last checkpoint are
+//   replayed in memory only. Their files are opened for reading only and they take no lock, so a store on a
+//   read-only file system, or in files the process may only read, opens read-only, and so does a store a writer in
+//   another process has open: the read-only store reads a snapshot beside it (ReadOnlySnapshot.swift).
 
 import EventStore
 
@@ -26,11 +27,17 @@ public struct PageFileOptions: Sendable {
     public var historyLimit: Int
     /// How many undelivered changes a watcher may hold before it is dropped.
     public var watchBufferLimit: Int
-    /// Opens an existing store without ever writing its data file or WAL (for inspection tools). A missing store is
-    /// an error instead of being created; commits, checkpoints and compaction are refused with `invalidArgument`.
-    /// Its files are opened for reading only, so a store on a read-only file system or in files the process may
-    /// only read can be opened this way. The directory's `lock` file is taken shared: read-only opens of one store
-    /// go on side by side, and a writer is kept out meanwhile (and keeps them out while it has the store open).
+    /// Opens an existing store as a read-only snapshot, without ever writing a file of it (for inspection tools and
+    /// readers in other processes). A missing store is an error instead of being created; commits, checkpoints and
+    /// compaction are refused with `invalidArgument`. Its files are opened for reading only and no lock is taken,
+    /// so this opens a store on a read-only file system, in files the process may only read, or held by a writer in
+    /// another process.
+    ///
+    /// The store reads the state committed when it opened (including commits a writer has written but not yet made
+    /// durable). ``PageFileKeyValueStore/refresh()`` brings it up to the writer's later commits. Once the writer
+    /// checkpoints (or compacts), the snapshot's pages may be reused: refresh(), and reads that need a page from
+    /// disk, throw `EventStoreError.snapshotExpired`; open the store again then. A read never returns bytes of
+    /// another state.
     public var readOnly: Bool
     /// Called with notable events (checkpoints, recovery, entering the failed state); see ``PageFileEvent``.
     public var observer: (@Sendable (PageFileEvent) -> Void)?

@@ -9,6 +9,9 @@
 //   still running. Otherwise a scan or backup still running after close could read pages that the next opener of the
 //   directory (this process or another) has reused, which pass their checks and would be returned as data. Pages
 //   already cached belong to the reader's snapshot and stay valid.
+// - A read-only store's reader has a SnapshotGuard: every page it reads from disk is checked against the writer's
+//   progress before it is decoded, cached or returned, so a page a writer in another process has reused comes back
+//   as `snapshotExpired`, never as data or as `corrupted`.
 
 import EventStore
 import Foundation
@@ -18,12 +21,21 @@ final class PageReader: Sendable {
     let file: SystemFile
     let pageSize: Int
     let cache: PageCache
+    /// A read-only store's check that its snapshot is still on disk; nil for a writer's reader.
+    let snapshot: SnapshotGuard?
     private let gate = FileReadGate()
 
-    init(file: SystemFile, pageSize: Int, cache: PageCache) {
+    init(file: SystemFile, pageSize: Int, cache: PageCache, snapshot: SnapshotGuard? = nil) {
         self.file = file
         self.pageSize = pageSize
         self.cache = cache
+        self.snapshot = snapshot
+    }
+
+    /// Runs `body`, which reads the data file, and for a read-only store checks its snapshot afterwards.
+    private func checked<T>(_ body: () throws -> T) throws -> T {
+        guard let snapshot else { return try body() }
+        return try snapshot.validated(body)
     }
 
     var path: String { file.path }
@@ -58,9 +70,12 @@ final class PageReader: Sendable {
 
     /// The checked raw bytes of `page`.
     func rawPage(_ page: UInt64, type: PageType?) throws -> [UInt8] {
-        let bytes = try read(count: pageSize, at: try offset(of: page))
-        try Page.check(bytes, number: page, type: type, size: pageSize, path: path)
-        return bytes
+        let offset = try offset(of: page)
+        return try checked {
+            let bytes = try read(count: pageSize, at: offset)
+            try Page.check(bytes, number: page, type: type, size: pageSize, path: path)
+            return bytes
+        }
     }
 
     /// The node stored in `page`, from the cache or disk.
@@ -69,8 +84,8 @@ final class PageReader: Sendable {
         guard page >= 2 else {
             throw EventStoreError.corrupted(location: "\(path) page \(page)", detail: "a tree points at a meta page")
         }
-        let bytes = try rawPage(page, type: nil)
-        let node = try NodeCodec.decode(bytes, number: page, path: path)
+        // rawPage has checked the snapshot: bytes that then fail to decode are damage, not a reused page.
+        let node = try NodeCodec.decode(try rawPage(page, type: nil), number: page, path: path)
         cache.insert(node, page: page)
         return node
     }
@@ -92,6 +107,10 @@ final class PageReader: Sendable {
     }
 
     private func overflow(first: UInt64, length: Int) throws -> [UInt8] {
+        try checked { try uncheckedOverflow(first: first, length: length) }
+    }
+
+    private func uncheckedOverflow(first: UInt64, length: Int) throws -> [UInt8] {
         let count = overflowPages(length)
         let run = try read(count: count * pageSize, at: try offset(of: first, pages: count))
         var value: [UInt8] = []

@@ -31,28 +31,42 @@ public struct RecoveryReport: Sendable, Hashable {
 
 extension PageFileKeyValueStore {
     /// Opens the store in `directory`, creating the directory (mode 0700) and an empty store if needed, and
-    /// recovering from the WAL after a crash.
-    /// - Throws: `storeLocked` if another process (or another open store in this process) holds the directory (read-only
-    ///   opens share it with each other, never with a writer);
+    /// recovering from the WAL after a crash. With ``PageFileOptions/readOnly`` it opens a snapshot instead, beside
+    /// any writer (see ``PageFileOptions/readOnly``).
+    /// - Throws: `storeLocked` if another writer (in this process or another) holds the directory;
     ///   `incompatibleStore` if the directory holds something this version cannot open (nothing is changed then);
     ///   `corrupted` if both meta pages are damaged; `ioFailure` for system call failures.
     public static func open(directory: String, options: PageFileOptions = PageFileOptions()) throws
         -> PageFileKeyValueStore
     {
         try options.validate()
-        if options.readOnly {
-            guard SystemFile.exists(directory + "/data") else {
-                throw EventStoreError.incompatibleStore(path: directory, reason: "no store here (no data file)")
-            }
-        } else {
-            try Directory.create(directory)
-        }
-        let lock = try DirectoryLock.acquire(directory: directory, shared: options.readOnly)
+        if options.readOnly { return try openSnapshot(directory: directory, options: options) }
+        try Directory.create(directory)
+        let lock = try DirectoryLock.acquire(directory: directory)
         do {
             return try open(directory: directory, options: options, lock: lock)
         } catch {
             lock.release()
             throw error
+        }
+    }
+
+    /// How often a read-only open starts again when a writer's checkpoint overtakes it before it has read its
+    /// snapshot (each retry needs another checkpoint during one open).
+    static let snapshotOpenAttempts = 8
+
+    /// Opens a read-only snapshot: no lock, nothing written; starts again if the snapshot expires while it is read.
+    private static func openSnapshot(directory: String, options: PageFileOptions) throws -> PageFileKeyValueStore {
+        guard SystemFile.exists(directory + "/data") else {
+            throw EventStoreError.incompatibleStore(path: directory, reason: "no store here (no data file)")
+        }
+        var attempt = 1
+        while true {
+            do {
+                return try open(directory: directory, options: options, lock: nil)
+            } catch EventStoreError.snapshotExpired where attempt < snapshotOpenAttempts {
+                attempt += 1
+            }
         }
     }
 
@@ -65,7 +79,7 @@ extension PageFileKeyValueStore {
         try await Offload.run { try open(directory: directory, options: options) as PageFileKeyValueStore }
     }
 
-    private static func open(directory: String, options: PageFileOptions, lock: DirectoryLock) throws
+    private static func open(directory: String, options: PageFileOptions, lock: DirectoryLock?) throws
         -> PageFileKeyValueStore
     {
         let dataPath = directory + "/data"
@@ -82,15 +96,52 @@ extension PageFileKeyValueStore {
         }
         let data = try SystemFile.open(dataPath, create: false, readOnly: options.readOnly, faults: options.faults)
         let meta = try readMeta(data, options: options)
+        let snapshot = options.readOnly ? SnapshotGuard(file: data, meta: meta) : nil
         let reader = PageReader(
             file: data, pageSize: meta.pageSize,
-            cache: PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize)))
-        let (free, list) = try FreeList.read(head: meta.freeListHead, reader: reader, pageCount: meta.pageCount)
-
+            cache: PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize)),
+            snapshot: snapshot)
         let wal = try SystemFile.open(
             walPath, create: !options.readOnly, readOnly: options.readOnly, faults: options.faults)
+        // A snapshot's WAL bytes belong to its meta only if no newer meta was written before they were read; any
+        // failure below (a header of the next generation, pages reused under it) is also first put to the guard.
+        let recovered = try snapshot.map { try $0.validated { try recover(meta, reader: reader, wal: wal) } }
+            ?? recover(meta, reader: reader, wal: wal)
+        var report = recovered.report
+        report.created = created
+        let store = PageFileKeyValueStore(
+            directory: directory, options: options, lock: lock, wal: wal, writer: recovered.state,
+            walOffset: recovered.walOffset, walSize: recovered.walSize, recovery: report)
+        let needsCheckpoint = recovered.replayed > 0 || report.discardedWALBytes > 0 || report.ignoredStaleWAL
+        options.observer?(.recovered(report))
+        if needsCheckpoint && !options.readOnly {
+            Failpoint.hit(Failpoint.duringRecovery)
+            do {
+                try store.checkpointLocked()
+            } catch {
+                store.pipeline.requestStop()
+                throw error
+            }
+        }
+        return store
+    }
+
+    /// What reading the free list and the WAL of a meta page found.
+    private struct Recovered {
+        var state: WriterState
+        var report: RecoveryReport
+        var replayed: Int
+        var walOffset: UInt64
+        var walSize: UInt64
+    }
+
+    /// Reads `meta`'s free list and the WAL records after its checkpoint, and replays them in memory.
+    private static func recover(_ meta: MetaPage, reader: PageReader, wal: SystemFile) throws -> Recovered {
+        let dataPath = reader.path
+        let walPath = wal.path
+        let (free, list) = try FreeList.read(head: meta.freeListHead, reader: reader, pageCount: meta.pageCount)
         let walBytes = try wal.read(count: Int(try wal.size()), at: 0)
-        var report = RecoveryReport(created: created, replayedTransactions: 0, discardedWALBytes: 0, ignoredStaleWAL: false)
+        var report = RecoveryReport(created: false, replayedTransactions: 0, discardedWALBytes: 0, ignoredStaleWAL: false)
         var transactions: [LoggedTransaction] = []
         var walOffset = UInt64(walBytes.count)
         let header: (salt: UInt64, firstLSN: UInt64)?
@@ -138,23 +189,11 @@ extension PageFileKeyValueStore {
         var state = WriterState(
             root: meta.root == 0 ? nil : .page(meta.root), reader: reader, revision: meta.revision, lsn: meta.checkpointLSN,
             keyCount: meta.keyCount, freeList: FreeList(free: free, listPages: list), meta: meta)
+        state.walScanEnd = walOffset
         try replay(transactions, into: &state, reader: reader)
-
-        let store = PageFileKeyValueStore(
-            directory: directory, options: options, lock: lock, wal: wal, writer: state, walOffset: walOffset,
-            walSize: UInt64(walBytes.count), recovery: report)
-        let needsCheckpoint = !transactions.isEmpty || report.discardedWALBytes > 0 || report.ignoredStaleWAL
-        options.observer?(.recovered(report))
-        if needsCheckpoint && !options.readOnly {
-            Failpoint.hit(Failpoint.duringRecovery)
-            do {
-                try store.checkpointLocked()
-            } catch {
-                store.pipeline.requestStop()
-                throw error
-            }
-        }
-        return store
+        return Recovered(
+            state: state, report: report, replayed: transactions.count, walOffset: walOffset,
+            walSize: UInt64(walBytes.count))
     }
 
     /// Writes an empty store's WAL and data file (meta slot 0 valid, slot 1 empty) and makes them durable; the data
@@ -231,7 +270,7 @@ extension PageFileKeyValueStore {
     }
 
     /// Re-applies logged transactions to the writer's tree.
-    private static func replay(_ transactions: [LoggedTransaction], into state: inout WriterState, reader: PageReader)
+    static func replay(_ transactions: [LoggedTransaction], into state: inout WriterState, reader: PageReader)
         throws
     {
         for transaction in transactions {

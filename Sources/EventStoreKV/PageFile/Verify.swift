@@ -69,7 +69,11 @@ extension PageFileKeyValueStore {
             let skipCheckpoint = pipeline.failed != nil || options.readOnly
             return try await Offload.run {
                 if !skipCheckpoint { try self.checkpointLocked() }
-                return self.check(self.writer.state.meta, reader: self.writer.state.reader)
+                let reader = self.writer.state.reader
+                let report = self.check(self.writer.state.meta, reader: reader)
+                // A snapshot a writer has overtaken meanwhile may show its reuse as problems: none of them count.
+                try reader.snapshot?.check()
+                return report
             }
         }
     }
@@ -89,6 +93,13 @@ extension PageFileKeyValueStore {
     }
 
     private func lastMeta(_ reader: PageReader) -> (pageCount: UInt64, freeCount: Int, epoch: UInt64) {
+        // A read-only store reports the checkpoint its snapshot reads, not a newer one a writer has made since.
+        guard let newest = reader.snapshot?.meta ?? newestMetaOnDisk(reader) else { return (0, 0, 0) }
+        let free = (try? FreeList.read(head: newest.freeListHead, reader: reader, pageCount: newest.pageCount))?.free
+        return (newest.pageCount, free?.count ?? 0, newest.epoch)
+    }
+
+    private func newestMetaOnDisk(_ reader: PageReader) -> MetaPage? {
         let meta = (try? reader.file.read(count: reader.pageSize * 2, at: 0)) ?? []
         let slots = (0..<UInt64(2)).compactMap { slot -> MetaPage? in
             let start = Int(slot) * reader.pageSize
@@ -96,9 +107,7 @@ extension PageFileKeyValueStore {
             return MetaPage.decode(
                 Array(meta[start..<(start + reader.pageSize)]), slot: slot, pageSize: reader.pageSize, path: reader.path)
         }
-        guard let newest = slots.max(by: { $0.epoch < $1.epoch }) else { return (0, 0, 0) }
-        let free = (try? FreeList.read(head: newest.freeListHead, reader: reader, pageCount: newest.pageCount))?.free
-        return (newest.pageCount, free?.count ?? 0, newest.epoch)
+        return slots.max(by: { $0.epoch < $1.epoch })
     }
 
     /// Walks the on-disk state named by `meta`.

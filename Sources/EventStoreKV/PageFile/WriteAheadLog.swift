@@ -163,11 +163,11 @@ enum WriteAheadLog {
         var discarded: Int
     }
 
-    /// Every valid record of `bytes` (a whole WAL file whose header has `salt`), from `firstLSN` on, stopping at the
-    /// first torn, damaged or out-of-sequence record.
-    static func scan(_ bytes: [UInt8], salt: UInt64, firstLSN: UInt64) -> Scan {
+    /// Every valid record of `bytes` (a whole WAL file whose header has `salt`, or with `start` 0 the part of one
+    /// that begins at a record), from `firstLSN` on, stopping at the first torn, damaged or out-of-sequence record.
+    static func scan(_ bytes: [UInt8], from start: Int = headerSize, salt: UInt64, firstLSN: UInt64) -> Scan {
         var transactions: [LoggedTransaction] = []
-        var offset = headerSize
+        var offset = start
         var expected = firstLSN
         let saltSeed = seed(salt)
         while bytes.count - offset >= frameSize {

@@ -1,0 +1,227 @@
+// Read-only snapshots beside a writer (ReadOnlySnapshot.swift): refresh() follows the writer's commits, a writer's
+// checkpoint expires the snapshot, pages a writer reused come back as snapshotExpired and never as data, and a
+// reader running against a writer that commits and checkpoints all the time only ever sees whole commits.
+
+import EventStore
+@testable import EventStoreKV
+import Dispatch
+import Foundation
+import Synchronization
+import Testing
+
+@Suite("page file: read-only snapshots beside a writer", .timeLimit(.minutes(3)))
+struct LiveSnapshotTests {
+    private func readOnly() -> PageFileOptions {
+        var options = smallOptions()
+        options.readOnly = true
+        return options
+    }
+
+    private func isExpired(_ error: any Error) -> Bool {
+        if case EventStoreError.snapshotExpired = error { return true }
+        return false
+    }
+
+    @Test("refresh() applies the writer's later commits and tells watchers; after a checkpoint it expires")
+    func refreshFollowsTheWriter() async throws {
+        let directory = TemporaryDirectory("snapshot-refresh")
+        defer { directory.remove() }
+        let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        #expect(try await reader.refresh() == 0, "nothing new")
+        let opened = try await reader.currentRevision()
+        let changes = reader.changes(after: opened, prefix: [])
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put([2], [2]), .delete([1])]))
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put([3], Array(repeating: 3, count: 20_000))]))
+        #expect(try await reader.get([2]) == nil, "a snapshot does not move by itself")
+        #expect(try await reader.refresh() == 2)
+        #expect(try await reader.get([1]) == nil)
+        #expect(try await reader.get([2])?.value == [2])
+        #expect(try await reader.get([3])?.value.count == 20_000)
+        #expect(try await reader.currentRevision() == (try await writer.currentRevision()))
+        var seen: [KeyValueChange] = []
+        for try await change in changes {
+            seen.append(change)
+            if seen.count == 3 { break }
+        }
+        #expect(seen.map(\.key) == [[2], [1], [3]])
+        #expect(seen.map(\.kind) == [.put, .delete, .put])
+        #expect(seen.map(\.revision) == [opened + 1, opened + 1, opened + 2])
+        #expect(try await reader.refresh() == 0)
+
+        try await writer.checkpoint()
+        await #expect { try await reader.refresh() } throws: { isExpired($0) }
+        try await reader.close()
+        await #expect { try await writer.refresh() } throws: { error in
+            guard case EventStoreError.invalidArgument = error else { return false }
+            return true
+        }
+        try await writer.close()
+    }
+
+    @Test("a writer's checkpoints between a reader's meta and its WAL read make the open start again, not miss commits")
+    func checkpointDuringOpen() async throws {
+        for checkpoints in [1, 2] {
+            let directory = TemporaryDirectory("snapshot-open-race")
+            defer { directory.remove() }
+            let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+            _ = try await writer.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+            try await writer.checkpoint()
+            // Acknowledged before the reader opens, and only in the WAL: the checkpoint below moves it into a new
+            // meta and starts a new WAL generation after the reader has read the old meta. With two, the WAL's
+            // header names a checkpoint newer than that meta, which a crash recovery would call damage.
+            _ = try await writer.commit(KeyValueTransaction(writes: [.put([2], [2])]))
+            let reads = SharedCounter()
+            var options = readOnly()
+            options.faults = IOFaultPlan([], beforeRead: { path in
+                guard path.hasSuffix("/wal"), reads.value.add(1, ordering: .relaxed).newValue == 1 else { return }
+                let done = DispatchSemaphore(value: 0)
+                Task {
+                    for round in 1...checkpoints {
+                        _ = try? await writer.commit(KeyValueTransaction(writes: [.put([3], [UInt8(round)])]))
+                        try? await writer.checkpoint()
+                    }
+                    done.signal()
+                }
+                done.wait()
+            })
+            let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+            #expect(reads.value.load(ordering: .relaxed) >= 2, "the open read the WAL again")
+            #expect(try await reader.get([2])?.value == [2], "checkpoints: \(checkpoints)")
+            #expect(try await reader.get([3])?.value == [UInt8(checkpoints)])
+            try await reader.close()
+            try await writer.close()
+        }
+    }
+
+    @Test("pages a writer has reused come back as snapshotExpired: never as another state's data, never as damage")
+    func reusedPagesExpire() async throws {
+        let directory = TemporaryDirectory("snapshot-reuse")
+        defer { directory.remove() }
+        let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let keys = (0..<2_000).map { index in Array("key-\(10_000 + index)".utf8) }
+        func writeAll(_ fill: UInt8) async throws {
+            for batch in stride(from: 0, to: keys.count, by: 100) {
+                let writes = keys[batch..<(batch + 100)].map { KeyWrite.put($0, Array(repeating: fill, count: 100)) }
+                _ = try await writer.commit(KeyValueTransaction(writes: writes))
+            }
+        }
+        try await writeAll(0xA)
+        try await writer.checkpoint()
+        // The snapshot has read no page of the tree yet; the writer then rewrites every key twice, and its second
+        // checkpoint puts the new tree into the pages the first one freed: the snapshot's.
+        let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        try await writeAll(0xB)
+        try await writer.checkpoint()
+        try await writeAll(0xC)
+        try await writer.checkpoint()
+
+        await #expect { _ = try await reader.get(keys[1_234]) } throws: { isExpired($0) }
+        await #expect { _ = try await reader.scan(.prefix(Array("key-".utf8)), direction: .forward, limit: .max) } throws: {
+            isExpired($0)
+        }
+        await #expect { _ = try await reader.verify() } throws: { isExpired($0) }
+        try await reader.close()
+
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        #expect(try await reopened.get(keys[1_234])?.value == Array(repeating: 0xC, count: 100))
+        #expect(try await reopened.verify().isClean)
+        try await reopened.close()
+        try await writer.close()
+    }
+
+    @Test("readers beside a writer that commits, overwrites and checkpoints all the time see only whole commits")
+    func readersBesideABusyWriter() async throws {
+        let directory = TemporaryDirectory("snapshot-busy")
+        defer { directory.remove() }
+        let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        // Commit i writes item i, rewrites item i - 300 (its old overflow page is freed, and reused two checkpoints
+        // later) and sets the counter to i: a consistent state holds items 1...counter, exactly those up to
+        // counter - 300 rewritten.
+        let prefilled = 300
+        let commits = 1_200
+        for batch in stride(from: 1, through: prefilled, by: 100) {
+            let writes = (batch..<(batch + 100)).map { KeyWrite.put(itemKey($0), item($0, rewritten: false)) }
+            _ = try await writer.commit(KeyValueTransaction(writes: writes + [.put(Array("n".utf8), bytes(of: batch + 99))]))
+        }
+        try await writer.checkpoint()
+        // The writer may run 40 commits ahead of each pass the readers complete, so it never outruns them.
+        let passes = SharedCounter()
+        let writing = Task {
+            for index in (prefilled + 1)...commits {
+                while (index - prefilled) > passes.value.load(ordering: .relaxed) * 40 + 40 {
+                    try await Task.sleep(for: .milliseconds(1))
+                }
+                _ = try await writer.commit(
+                    KeyValueTransaction(writes: [
+                        .put(Array("n".utf8), bytes(of: index)),
+                        .put(itemKey(index), item(index, rewritten: false)),
+                        .put(itemKey(index - prefilled), item(index - prefilled, rewritten: true)),
+                    ]))
+                if index % 100 == 0 { try await writer.checkpoint() }
+            }
+        }
+        var refreshed = 0
+        var expired = 0
+        var lastSeen = 0
+        // Even rounds refresh after every pass; odd rounds keep reading one snapshot until the writer has reused
+        // its pages. Bounded: a writer that fails stops the counter, and the loop must not outlive it.
+        for round in 0..<20_000 where lastSeen < commits {
+            let reader: PageFileKeyValueStore
+            do {
+                reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+            } catch let error where isExpired(error) {
+                expired += 1
+                continue
+            }
+            var snapshotSeen = -1
+            do {
+                for _ in 0..<(round % 2 == 0 ? 4 : 1_000) {
+                    let counter = try await reader.get(Array("n".utf8)).map { integer($0.value) } ?? 0
+                    let items = try await reader.scan(.prefix(Array("item-".utf8)), direction: .forward, limit: .max)
+                    #expect(items.count == counter, "items \(items.count), counter \(counter)")
+                    for (offset, entry) in items.enumerated() {
+                        let index = integer(Array(entry.key.dropFirst(5)))
+                        #expect(index == offset + 1)
+                        #expect(entry.value == item(index, rewritten: index + prefilled <= counter), "item \(index) of \(counter)")
+                    }
+                    #expect(counter >= lastSeen, "a later snapshot never goes back")
+                    lastSeen = counter
+                    passes.value.add(1, ordering: .relaxed)
+                    if counter == commits { break }
+                    if round % 2 == 0 {
+                        if try await reader.refresh() > 0 { refreshed += 1 }
+                    } else {
+                        #expect(snapshotSeen == -1 || counter == snapshotSeen, "a snapshot does not move")
+                        snapshotSeen = counter
+                    }
+                }
+            } catch let error where isExpired(error) {
+                expired += 1
+            }
+            try await reader.close()
+        }
+        try await writing.value
+        try await writer.close()
+        #expect(lastSeen == commits)
+        #expect(refreshed > 0, "refreshed \(refreshed)")
+        #expect(expired > 0, "expired \(expired)")
+    }
+
+    private func itemKey(_ index: Int) -> [UInt8] { Array("item-".utf8) + bytes(of: index) }
+
+    /// 1,500 bytes: an overflow page of its own.
+    private func item(_ index: Int, rewritten: Bool) -> [UInt8] {
+        Array(repeating: UInt8(index % 251), count: 1_499) + [rewritten ? 1 : 0]
+    }
+
+    private func bytes(of value: Int) -> [UInt8] { withUnsafeBytes(of: UInt64(value).bigEndian) { Array($0) } }
+
+    private func integer(_ bytes: [UInt8]) -> Int { bytes.reduce(0) { $0 << 8 | Int($1) } }
+}
+
+/// A counter tasks and threads share: the readers' passes, the reads of a file.
+private final class SharedCounter: Sendable {
+    let value = Atomic<Int>(0)
+}
