@@ -100,28 +100,47 @@ enum Inspection {
         }
     }
 
+    /// How long `tail --follow` waits, once it has printed everything, before it looks for new events.
+    static let followInterval = Duration.milliseconds(200)
+
     static func tail(_ words: [String], _ json: Bool) async throws -> ToolExit {
         let arguments = try Arguments(words, flags: ["follow"], options: ["from"], positionals: ["dir"])
-        let from = max(1, try arguments.number("from") ?? 1)
+        let directory = arguments.positionals[0]
         let output = Output(json: json)
-        return try await OpenStore.with(arguments.positionals[0], writable: false) { store in
-            guard arguments.has("follow") else {
-                var position = from
-                while true {
-                    let events = try await store.events.readAll(from: position, limit: pageSize)
-                    try printEvents(events, output, header: position == from)
-                    guard let last = events.last, events.count == pageSize else { return .success }
-                    position = last.position + 1
-                }
-            }
-            Output.progress("following the global log from position \(from); stop with Ctrl-C")
-            var header = true
-            for try await message in store.events.subscribeToAll(from: from <= 1 ? .start : .after(from - 1)) {
-                guard let event = message.event else { continue }
-                try printEvents([event], output, header: header)
+        // Kept outside the store's body, so a rerun on a new snapshot goes on where the last one stopped.
+        var position = max(1, try arguments.number("from") ?? 1)
+        var header = true
+        func printPage(_ store: OpenStore) async throws -> Bool {
+            let events = try await store.events.readAll(from: position, limit: pageSize)
+            if let last = events.last {
+                try printEvents(events, output, header: header)
                 header = false
+                position = last.position + 1
             }
-            return .success
+            return events.count == pageSize
+        }
+        guard arguments.has("follow") else {
+            return try await OpenStore.with(directory, writable: false) { store in
+                while try await printPage(store) {}
+                if header { try printEvents([], output) }
+                return .success
+            }
+        }
+        Output.progress("following the global log from position \(position); stop with Ctrl-C")
+        // Each pass reads one snapshot and refreshes it with what the writer commits; a writer's checkpoint ends it,
+        // and the next pass opens the store again.
+        while true {
+            do {
+                try await OpenStore.with(directory, writable: false) { store in
+                    while true {
+                        if try await printPage(store) { continue }
+                        try await Task.sleep(for: followInterval)
+                        try await store.engine.refresh()
+                    }
+                }
+            } catch EventStoreError.snapshotExpired {
+                try await Task.sleep(for: followInterval)
+            }
         }
     }
 

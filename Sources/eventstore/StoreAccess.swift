@@ -3,10 +3,13 @@
 // Invariants:
 // - A store is never created: the directory must exist and hold a `data` file before the engine is asked to open
 //   it, so a typo gets "not a store" (status 3) and leaves nothing behind.
-// - Read-only commands open with PageFileOptions.readOnly: the engine then never writes the data file or the WAL
-//   (no recovery checkpoint, no checkpoint on close; WAL records past the last checkpoint are replayed in memory
-//   only), and opens every file for reading only; several read-only commands may run at once. Only writing commands
-//   put this process's pid in `lock`.
+// - Read-only commands open with PageFileOptions.readOnly: the engine then never writes the data file, the WAL or
+//   the lock file (no recovery checkpoint, no checkpoint on close; WAL records past the last checkpoint are replayed
+//   in memory only), opens every file for reading only and takes no lock, so they run beside each other and beside
+//   an application writing the store, each reading one snapshot. When the writer overtakes a snapshot during a
+//   command (`snapshotExpired`), the command runs again on a new one; commands print nothing before they have read
+//   everything, or keep their place outside the retried body (tail), so a rerun never prints a line twice. Only
+//   writing commands take the lock and put this process's pid in `lock`.
 // - Every opened store is closed before the command returns, whatever happened.
 
 import EventStore
@@ -20,11 +23,28 @@ struct OpenStore {
     /// The event store on it.
     let events: KeyValueEventStore
 
-    /// Opens the store in `directory`, read-only unless `writable`, runs `body` and closes the store.
+    /// How often a read-only command starts again on a new snapshot before it gives up.
+    static let snapshotAttempts = 5
+
+    /// Opens the store in `directory`, read-only unless `writable`, runs `body` and closes the store. A read-only
+    /// `body` runs again on a new snapshot when a writer overtakes the one it reads (see the invariants above).
     static func with<Result>(
         _ directory: String, writable: Bool, _ body: (OpenStore) async throws -> Result
     ) async throws -> Result {
         try checkIsStore(directory)
+        var attempt = 1
+        while true {
+            do {
+                return try await once(directory, writable: writable, body)
+            } catch EventStoreError.snapshotExpired where !writable && attempt < snapshotAttempts {
+                attempt += 1
+            }
+        }
+    }
+
+    private static func once<Result>(
+        _ directory: String, writable: Bool, _ body: (OpenStore) async throws -> Result
+    ) async throws -> Result {
         var options = PageFileOptions()
         options.readOnly = !writable
         // A store keeps the page size it was created with; open it with that one.

@@ -50,6 +50,11 @@ struct ToolError: Error {
             return ToolError(.unknownStream, "no stream named \(stream)")
         case .streamDeleted(let stream):
             return ToolError(.unknownStream, "the stream \(stream) was deleted")
+        case .snapshotExpired(let path):
+            return ToolError(
+                .failure,
+                "\(path) changed under every attempt to read it: the application writing it checkpointed during each "
+                    + "of \(OpenStore.snapshotAttempts) reads; try again")
         case .invalidStreamName, .invalidArgument:
             return ToolError(.usage, error.description)
         default:

@@ -134,9 +134,8 @@ final class AdminToolTests {
         #expect(later.map { $0["stream"] as? String } == ["account-2", "order-1"])
     }
 
-    @Test("tail --follow prints the log, then waits for more instead of exiting")
-    func tailFollow() async throws {
-        let directory = try await makeStore()
+    /// Starts `eventstore tail <directory> --follow --json` and collects what it prints.
+    private func follow(_ directory: String) throws -> (Process, LineCollector) {
         let process = Process()
         process.executableURL = try ToolRunner.executable("eventstore")
         process.arguments = ["tail", directory, "--follow", "--json"]
@@ -144,22 +143,45 @@ final class AdminToolTests {
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
         try process.run()
-        // Read until all six events arrived; the process must still be running (it follows), then stop it.
-        let lines = await withCheckedContinuation { (continuation: CheckedContinuation<Int, Never>) in
-            Thread {
-                var text = ""
-                while text.split(separator: "\n").count < 6 {
-                    let chunk = output.fileHandleForReading.availableData
-                    if chunk.isEmpty { break }
-                    text += String(decoding: chunk, as: UTF8.self)
-                }
-                continuation.resume(returning: text.split(separator: "\n").count)
-            }.start()
-        }
-        #expect(lines == 6)
+        return (process, LineCollector(output.fileHandleForReading))
+    }
+
+    @Test("tail --follow prints the log, then waits for more instead of exiting")
+    func tailFollow() async throws {
+        let directory = try await makeStore()
+        let (process, lines) = try follow(directory)
+        defer { process.terminate() }
+        #expect(await lines.wait(for: 6), "\(lines.text)")
+        // The process must still be running (it follows), then stop it.
         #expect(process.isRunning, "--follow keeps waiting for new events")
         process.terminate()
         await process.exited()
+    }
+
+    @Test("tail --follow prints what another process appends, across that writer's checkpoints")
+    func tailFollowsAWriter() async throws {
+        let directory = try await makeStore()
+        let holder = try await PageFileKeyValueStore.open(directory: directory)
+        let store = KeyValueEventStore(backend: holder)
+        let (process, lines) = try follow(directory)
+        defer { process.terminate() }
+        #expect(await lines.wait(for: 6), "the six events already stored: \(lines.text)")
+        let stream = try StreamName("order-9")
+        for round in 1...3 {
+            let events = (1...2).map { EventData(type: "Happened", data: Data("{\"round\":\(round),\"n\":\($0)}".utf8)) }
+            _ = try await store.append(events, to: stream, expectedVersion: .any)
+            #expect(await lines.wait(for: 6 + 2 * round), "round \(round): \(lines.text)")
+            // Two checkpoints let the writer reuse the pages of the follower's snapshot: it must open a new one.
+            try await holder.checkpoint()
+            try await holder.checkpoint()
+        }
+        let printed = try jsonLines(lines.text)
+        #expect(printed.map { $0["position"] as? Int } == Array(1...12))
+        #expect(printed.suffix(6).map { $0["stream"] as? String } == Array(repeating: "order-9", count: 6))
+        #expect(process.isRunning)
+        process.terminate()
+        await process.exited()
+        try await holder.close()
     }
 
     @Test("read-only commands leave the data file and the WAL byte for byte unchanged, even with WAL to replay")
@@ -322,5 +344,34 @@ final class AdminToolTests {
         #expect(info.output.contains("lastPosition"))
         let verify = try await tool(["verify", data])
         #expect(verify.status == 0, "\(verify.output)\(verify.errors)")
+    }
+}
+
+/// Collects a child's output lines on a thread of its own; waits for them with a deadline, so a follower that
+/// never prints fails the test instead of hanging it.
+private final class LineCollector: @unchecked Sendable {
+    // @unchecked: `collected` is guarded by `lock`.
+    private let lock = NSLock()
+    private var collected = ""
+
+    init(_ handle: FileHandle) {
+        Thread { [self] in
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { return }
+                lock.withLock { collected += String(decoding: chunk, as: UTF8.self) }
+            }
+        }.start()
+    }
+
+    var text: String { lock.withLock { collected } }
+
+    /// Whether `count` whole lines arrived within 20 seconds.
+    func wait(for count: Int) async -> Bool {
+        for _ in 0..<400 {
+            if text.split(separator: "\n").count >= count, text.hasSuffix("\n") { return true }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return false
     }
 }
