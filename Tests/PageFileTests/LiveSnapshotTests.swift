@@ -95,6 +95,64 @@ struct LiveSnapshotTests {
         }
     }
 
+    @Test("a writer that checkpoints during every attempt to open a snapshot gets snapshotExpired after the last one")
+    func openGivesUp() async throws {
+        let directory = TemporaryDirectory("snapshot-open-gives-up")
+        defer { directory.remove() }
+        let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        let reads = SharedCounter()
+        var options = readOnly()
+        options.faults = IOFaultPlan([], beforeRead: { path in
+            guard path.hasSuffix("/wal") else { return }
+            reads.value.add(1, ordering: .relaxed)
+            let done = DispatchSemaphore(value: 0)
+            Task {
+                try? await writer.checkpoint()
+                done.signal()
+            }
+            done.wait()
+        })
+        await #expect { try await PageFileKeyValueStore.open(directory: directory.path, options: options) } throws: {
+            isExpired($0)
+        }
+        #expect(reads.value.load(ordering: .relaxed) == PageFileKeyValueStore.snapshotOpenAttempts)
+        try await writer.close()
+    }
+
+    @Test("a snapshot's statistics are its own: its checkpoint's free pages after a writer moved on, the WAL it took in")
+    func statisticsOfASnapshot() async throws {
+        let directory = TemporaryDirectory("snapshot-statistics")
+        defer { directory.remove() }
+        let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let keys = (0..<400).map { Array("key-\(10_000 + $0)".utf8) }
+        func rewrite(_ fill: UInt8) async throws {
+            _ = try await writer.commit(KeyValueTransaction(writes: keys.map { .put($0, Array(repeating: fill, count: 100)) }))
+            try await writer.checkpoint()
+        }
+        try await rewrite(1)
+        try await rewrite(2)
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        let opened = try reader.statistics()
+        #expect(opened.freePages > 0)
+        #expect(opened.walBytes == (try writer.statistics().walBytes))
+        for index: UInt8 in 2...10 {
+            _ = try await writer.commit(KeyValueTransaction(writes: [.put([index], Array(repeating: index, count: 1_000))]))
+        }
+        #expect(try await reader.refresh() == 9)
+        #expect(try reader.statistics().walBytes == (try writer.statistics().walBytes))
+        #expect(reader.metrics().walBytes == writer.metrics().walBytes)
+        // Two more checkpoints reuse the pages of the snapshot's free list.
+        try await rewrite(3)
+        try await rewrite(4)
+        let later = try reader.statistics()
+        #expect(later.freePages == opened.freePages)
+        #expect(later.pageCount == opened.pageCount && later.checkpoints == opened.checkpoints)
+        try await reader.close()
+        try await writer.close()
+    }
+
     @Test("pages a writer has reused come back as snapshotExpired: never as another state's data, never as damage")
     func reusedPagesExpire() async throws {
         let directory = TemporaryDirectory("snapshot-reuse")

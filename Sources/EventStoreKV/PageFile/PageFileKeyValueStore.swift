@@ -74,6 +74,9 @@ public final class PageFileKeyValueStore: KeyValueStore {
     let counters: StoreMetrics
     /// Facts recovery established on open.
     public let recovery: RecoveryReport
+    /// A read-only store's: the pages free in its snapshot's checkpoint (read on open; later reads of the free list
+    /// could meet pages a writer has reused).
+    let snapshotFreePages: Int?
 
     /// Longest key accepted, in bytes.
     public var maximumKeyLength: Int { (pageSize - Page.headerSize) / 4 - LeafEntry.overhead - 8 }
@@ -93,6 +96,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
         pageSize = writer.reader.pageSize
         self.writer = WriterBox(writer)
         self.recovery = recovery
+        snapshotFreePages = options.readOnly ? writer.freeList.free.count : nil
         let published = PublishedState(
             root: writer.root, reader: writer.reader, revision: writer.revision, keyCount: writer.keyCount, epoch: writer.meta.epoch,
             historyLimit: options.historyLimit)

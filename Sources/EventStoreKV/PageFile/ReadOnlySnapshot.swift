@@ -109,6 +109,7 @@ extension PageFileKeyValueStore {
         // Only a checkpoint uses the freed pages, and a read-only store never runs one.
         state.freedSinceCheckpoint.removeAll()
         writer.state = state
+        pipeline.noteReplayed(upTo: state.walScanEnd)
         let commits = transactions.map { transaction in
             PendingCommit(
                 lsn: transaction.lsn, revision: transaction.revision, root: state.root, keyCount: state.keyCount,

@@ -35,7 +35,8 @@ extension PageFileKeyValueStore {
     /// any writer (see ``PageFileOptions/readOnly``).
     /// - Throws: `storeLocked` if another writer (in this process or another) holds the directory;
     ///   `incompatibleStore` if the directory holds something this version cannot open (nothing is changed then);
-    ///   `corrupted` if both meta pages are damaged; `ioFailure` for system call failures.
+    ///   `corrupted` if both meta pages are damaged; `ioFailure` for system call failures; for a read-only open,
+    ///   `snapshotExpired` if a writer checkpointed during each of ``snapshotOpenAttempts`` attempts to read it.
     public static func open(directory: String, options: PageFileOptions = PageFileOptions()) throws
         -> PageFileKeyValueStore
     {
@@ -53,7 +54,7 @@ extension PageFileKeyValueStore {
 
     /// How often a read-only open starts again when a writer's checkpoint overtakes it before it has read its
     /// snapshot (each retry needs another checkpoint during one open).
-    static let snapshotOpenAttempts = 8
+    public static let snapshotOpenAttempts = 8
 
     /// Opens a read-only snapshot: no lock, nothing written; starts again if the snapshot expires while it is read.
     private static func openSnapshot(directory: String, options: PageFileOptions) throws -> PageFileKeyValueStore {

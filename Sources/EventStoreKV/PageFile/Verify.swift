@@ -78,7 +78,8 @@ extension PageFileKeyValueStore {
         }
     }
 
-    /// Counters for monitoring; cheap, and never blocks on the writer.
+    /// Counters for monitoring; cheap, and never blocks on the writer. A read-only store reports its snapshot: the
+    /// pages of the checkpoint it reads, and the WAL bytes it has taken in (on open and by ``refresh()``).
     public func statistics() throws -> PageFileStatistics {
         let (revision, keys, reader) = try published.read { _, reader in
             published.state.withLock { ($0.revision, $0.keyCount, reader) }
@@ -94,7 +95,10 @@ extension PageFileKeyValueStore {
 
     private func lastMeta(_ reader: PageReader) -> (pageCount: UInt64, freeCount: Int, epoch: UInt64) {
         // A read-only store reports the checkpoint its snapshot reads, not a newer one a writer has made since.
-        guard let newest = reader.snapshot?.meta ?? newestMetaOnDisk(reader) else { return (0, 0, 0) }
+        if let snapshot = reader.snapshot, let free = snapshotFreePages {
+            return (snapshot.meta.pageCount, free, snapshot.meta.epoch)
+        }
+        guard let newest = newestMetaOnDisk(reader) else { return (0, 0, 0) }
         let free = (try? FreeList.read(head: newest.freeListHead, reader: reader, pageCount: newest.pageCount))?.free
         return (newest.pageCount, free?.count ?? 0, newest.epoch)
     }
