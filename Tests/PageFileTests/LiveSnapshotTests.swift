@@ -194,21 +194,26 @@ struct LiveSnapshotTests {
         let directory = TemporaryDirectory("snapshot-busy")
         defer { directory.remove() }
         let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
-        // Commit i writes item i, rewrites item i - 300 (its old overflow page is freed, and reused two checkpoints
+        // Commit i writes item i, rewrites item i - 200 (its old overflow page is freed, and reused two checkpoints
         // later) and sets the counter to i: a consistent state holds items 1...counter, exactly those up to
-        // counter - 300 rewritten.
-        let prefilled = 300
-        let commits = 1_200
+        // counter - 200 rewritten.
+        let prefilled = 200
+        let commits = 700
         for batch in stride(from: 1, through: prefilled, by: 100) {
             let writes = (batch..<(batch + 100)).map { KeyWrite.put(itemKey($0), item($0, rewritten: false)) }
             _ = try await writer.commit(KeyValueTransaction(writes: writes + [.put(Array("n".utf8), bytes(of: batch + 99))]))
         }
         try await writer.checkpoint()
-        // The writer may run 40 commits ahead of each pass the readers complete, so it never outruns them.
+        // The two sides pace each other, so neither outruns the other however loaded the machine is: the writer runs
+        // at most 20 commits ahead of each pass the readers complete, and a reader waits for 5 new commits after
+        // each pass (or for the writer's end).
         let passes = SharedCounter()
+        let written = SharedCounter()
+        let writerEnded = SharedCounter()
         let writing = Task {
+            defer { writerEnded.value.store(1, ordering: .relaxed) }
             for index in (prefilled + 1)...commits {
-                while (index - prefilled) > passes.value.load(ordering: .relaxed) * 40 + 40 {
+                while (index - prefilled) > passes.value.load(ordering: .relaxed) * 20 + 20 {
                     try await Task.sleep(for: .milliseconds(1))
                 }
                 _ = try await writer.commit(
@@ -217,7 +222,8 @@ struct LiveSnapshotTests {
                         .put(itemKey(index), item(index, rewritten: false)),
                         .put(itemKey(index - prefilled), item(index - prefilled, rewritten: true)),
                     ]))
-                if index % 100 == 0 { try await writer.checkpoint() }
+                written.value.add(1, ordering: .relaxed)
+                if index % 50 == 0 { try await writer.checkpoint() }
             }
         }
         var refreshed = 0
@@ -248,6 +254,10 @@ struct LiveSnapshotTests {
                     lastSeen = counter
                     passes.value.add(1, ordering: .relaxed)
                     if counter == commits { break }
+                    let seen = written.value.load(ordering: .relaxed)
+                    while written.value.load(ordering: .relaxed) < seen + 5, writerEnded.value.load(ordering: .relaxed) == 0 {
+                        try await Task.sleep(for: .milliseconds(1))
+                    }
                     if round % 2 == 0 {
                         if try await reader.refresh() > 0 { refreshed += 1 }
                     } else {
