@@ -95,6 +95,60 @@ struct LiveSnapshotTests {
         }
     }
 
+    @Test("an event store on a read-only snapshot reads a writer's appends after refresh(), and its subscriptions see them")
+    func eventStoreBesideAWriter() async throws {
+        let directory = TemporaryDirectory("snapshot-events")
+        defer { directory.remove() }
+        let writerEngine = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let writer = KeyValueEventStore(backend: writerEngine)
+        let stream = try StreamName("order-1")
+        func append(_ count: Int) async throws {
+            let events = (0..<count).map { EventData(type: "Placed", data: Data("{\"n\":\($0)}".utf8)) }
+            _ = try await writer.append(events, to: stream, expectedVersion: .any)
+        }
+        try await append(3)
+        let readerEngine = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        let reader = KeyValueEventStore(backend: readerEngine)
+        #expect(try await reader.read(stream).map(\.version) == [1, 2, 3])
+        try await append(2)
+        #expect(try await reader.lastPosition() == 3, "the snapshot does not move by itself")
+        #expect(try await readerEngine.refresh() == 1)
+        #expect(try await reader.read(stream).map(\.version) == [1, 2, 3, 4, 5])
+
+        // A live subscription on the reader is woken by refresh(), like one on the writer by its commits.
+        let subscription = Task {
+            var positions: [UInt64] = []
+            for try await message in reader.subscribeToAll(from: .after(5)) {
+                guard let event = message.event else { continue }
+                positions.append(event.position)
+                if positions.count == 2 { break }
+            }
+            return positions
+        }
+        try await append(1)
+        try await append(1)
+        var refreshes = 0
+        while try await readerEngine.refresh() == 0, refreshes < 100 {
+            refreshes += 1
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        // Bounded: a subscription that is never woken is cancelled instead of hanging the suite.
+        let deadline = Task {
+            try await Task.sleep(for: .seconds(20))
+            subscription.cancel()
+        }
+        #expect(try await subscription.value == [6, 7])
+        deadline.cancel()
+
+        try await writerEngine.checkpoint()
+        await #expect { try await readerEngine.refresh() } throws: { isExpired($0) }
+        try await readerEngine.close()
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        #expect(try await KeyValueEventStore(backend: reopened).lastPosition() == 7)
+        try await reopened.close()
+        try await writerEngine.close()
+    }
+
     @Test("a writer that checkpoints during every attempt to open a snapshot gets snapshotExpired after the last one")
     func openGivesUp() async throws {
         let directory = TemporaryDirectory("snapshot-open-gives-up")
