@@ -74,7 +74,7 @@ struct LiveSnapshotTests {
             _ = try await writer.commit(KeyValueTransaction(writes: [.put([2], [2])]))
             let reads = SharedCounter()
             var options = readOnly()
-            options.faults = IOFaultPlan([], beforeRead: { path in
+            options.faults = IOFaultPlan([], beforeRead: { path, _ in
                 guard path.hasSuffix("/wal"), reads.value.add(1, ordering: .relaxed).newValue == 1 else { return }
                 let done = DispatchSemaphore(value: 0)
                 Task {
@@ -149,6 +149,41 @@ struct LiveSnapshotTests {
         try await writerEngine.close()
     }
 
+    @Test("refresh() with nothing new reads one chunk of the WAL, not the older generation's bytes the file still holds")
+    func refreshReadsLittle() async throws {
+        let directory = TemporaryDirectory("snapshot-refresh-cost")
+        defer { directory.remove() }
+        var options = PageFileOptions(pageSize: 4096, checkpointThresholdMB: 32)
+        options.durability = .none
+        let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+        for index in 0..<100 {
+            _ = try await writer.commit(
+                KeyValueTransaction(writes: [.put(Array("key-\(index)".utf8), Array(repeating: 7, count: 100_000))]))
+        }
+        // The checkpoint keeps the WAL file (10 MB, under twice the threshold) for the next generation.
+        try await writer.checkpoint()
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put(Array("small".utf8), [1])]))
+        let walReads = SharedCounter()
+        var readOnly = options
+        readOnly.readOnly = true
+        readOnly.faults = IOFaultPlan([], beforeRead: { path, count in
+            if path.hasSuffix("/wal") { walReads.value.add(count, ordering: .relaxed) }
+        })
+        let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly)
+        #expect(try await reader.get(Array("small".utf8))?.value == [1])
+        walReads.value.store(0, ordering: .relaxed)
+        #expect(try await reader.refresh() == 0)
+        #expect(walReads.value.load(ordering: .relaxed) <= PageFileKeyValueStore.walChunk)
+        // A record larger than a chunk is still read whole.
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put(Array("large".utf8), Array(repeating: 9, count: 300_000))]))
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put(Array("after".utf8), [2])]))
+        #expect(try await reader.refresh() == 2)
+        #expect(try await reader.get(Array("large".utf8))?.value == Array(repeating: 9, count: 300_000))
+        #expect(try await reader.get(Array("after".utf8))?.value == [2])
+        try await reader.close()
+        try await writer.close()
+    }
+
     @Test("a writer that checkpoints during every attempt to open a snapshot gets snapshotExpired after the last one")
     func openGivesUp() async throws {
         let directory = TemporaryDirectory("snapshot-open-gives-up")
@@ -157,7 +192,7 @@ struct LiveSnapshotTests {
         _ = try await writer.commit(KeyValueTransaction(writes: [.put([1], [1])]))
         let reads = SharedCounter()
         var options = readOnly()
-        options.faults = IOFaultPlan([], beforeRead: { path in
+        options.faults = IOFaultPlan([], beforeRead: { path, _ in
             guard path.hasSuffix("/wal") else { return }
             reads.value.add(1, ordering: .relaxed)
             let done = DispatchSemaphore(value: 0)

@@ -44,10 +44,13 @@ final class IOFaultPlan: Sendable {
     private let state: Locked<State>
     /// Holds syncs while a test asks it to (see IOGate).
     let syncGate: IOGate?
-    /// Called with the file's path before every read, so a test can let another store act at that moment.
-    let beforeRead: (@Sendable (_ path: String) -> Void)?
+    /// Called with the file's path and the bytes asked for before every read, so a test can let another store act
+    /// at that moment, or count what is read.
+    let beforeRead: (@Sendable (_ path: String, _ count: Int) -> Void)?
 
-    init(_ faults: [IOFault], syncGate: IOGate? = nil, beforeRead: (@Sendable (_ path: String) -> Void)? = nil) {
+    init(
+        _ faults: [IOFault], syncGate: IOGate? = nil, beforeRead: (@Sendable (_ path: String, _ count: Int) -> Void)? = nil
+    ) {
         state = Locked(State(faults: faults, counts: Array(repeating: 0, count: faults.count)))
         self.syncGate = syncGate
         self.beforeRead = beforeRead
@@ -151,7 +154,7 @@ final class SystemFile: Sendable {
 
     /// Reads up to `count` bytes at `offset`; fewer only at end of file.
     func read(count: Int, at offset: UInt64) throws -> [UInt8] {
-        faults?.beforeRead?(path)
+        faults?.beforeRead?(path, count)
         var buffer = [UInt8](repeating: 0, count: count)
         var done = 0
         while done < count {

@@ -76,7 +76,8 @@ final class SnapshotGuard: Sendable {
 extension PageFileKeyValueStore {
     /// Brings a read-only store up to the commits a writer has made since it was opened or last refreshed: the
     /// writer's WAL records after the snapshot are replayed in memory and published, so later reads see them and
-    /// ``changes(after:prefix:)`` watchers are told. Cheap when nothing is new (an fstat and a meta check).
+    /// ``changes(after:prefix:)`` watchers are told. Cheap when nothing is new: an fstat, one read of at most 64 KiB
+    /// of the WAL, and a meta check.
     /// - Returns: how many committed transactions were applied; 0 when nothing is new.
     /// - Throws: `snapshotExpired` once a writer has checkpointed since the store was opened (its later commits are
     ///   in a WAL generation this snapshot cannot continue): close the store and open it again. `invalidArgument`
@@ -97,13 +98,10 @@ extension PageFileKeyValueStore {
         var state = writer.state
         guard let snapshot = state.reader.snapshot else { return 0 }
         let transactions = try snapshot.validated { () throws -> [LoggedTransaction] in
-            let size = try wal.size()
-            guard size > state.walScanEnd else { return [] }
-            let tail = try wal.read(count: Int(size - state.walScanEnd), at: state.walScanEnd)
-            let scan = WriteAheadLog.scan(tail, from: 0, salt: snapshot.meta.walSalt, firstLSN: state.lsn + 1)
-            state.walScanEnd += UInt64(scan.validEnd)
-            try Self.replay(scan.transactions, into: &state, reader: state.reader)
-            return scan.transactions
+            let (found, end) = try readRecords(after: state.walScanEnd, salt: snapshot.meta.walSalt, firstLSN: state.lsn + 1)
+            state.walScanEnd = end
+            try Self.replay(found, into: &state, reader: state.reader)
+            return found
         }
         guard !transactions.isEmpty else { return 0 }
         // Only a checkpoint uses the freed pages, and a read-only store never runs one.
@@ -123,4 +121,40 @@ extension PageFileKeyValueStore {
         _ = published.publish(commits)
         return transactions.count
     }
+
+    /// The whole records of the snapshot's WAL generation from `offset` on, and the offset after the last one. Reads
+    /// in chunks and stops at the first byte that is not a record: a checkpoint reuses the WAL file without
+    /// truncating it, so what follows the last record can be megabytes of an older generation.
+    private func readRecords(after offset: UInt64, salt: UInt64, firstLSN: UInt64) throws
+        -> (records: [LoggedTransaction], end: UInt64)
+    {
+        let size = try wal.size()
+        var records: [LoggedTransaction] = []
+        var offset = offset
+        var chunk = Self.walChunk
+        while offset < size {
+            let bytes = try wal.read(count: Int(min(UInt64(chunk), size - offset)), at: offset)
+            let scan = WriteAheadLog.scan(bytes, from: 0, salt: salt, firstLSN: firstLSN + UInt64(records.count))
+            records += scan.transactions
+            offset += UInt64(scan.validEnd)
+            // Read on only when the chunk ended inside what may be the next record: one whose frame carries the next
+            // LSN (older bytes after the last record must not make it read the rest of the file).
+            let rest = bytes.count - scan.validEnd
+            guard bytes.count == chunk, offset < size else { break }
+            if rest >= WriteAheadLog.frameSize {
+                let length = Int(bytes.loadLE(UInt32.self, at: scan.validEnd))
+                let lsn = bytes.loadLE(UInt64.self, at: scan.validEnd + 8)
+                guard lsn == firstLSN + UInt64(records.count), length <= WriteAheadLog.maximumPayload,
+                    WriteAheadLog.frameSize + length > rest
+                else { break }
+                chunk = max(Self.walChunk, WriteAheadLog.frameSize + length)
+            } else {
+                chunk = Self.walChunk
+            }
+        }
+        return (records, offset)
+    }
+
+    /// The bytes refresh() reads of the WAL at a time.
+    static let walChunk = 64 * 1024
 }
