@@ -110,20 +110,33 @@ enum Inspection {
         // Kept outside the store's body, so a rerun on a new snapshot goes on where the last one stopped.
         var position = max(1, try arguments.number("from") ?? 1)
         var header = true
-        func printPage(_ store: OpenStore) async throws -> Bool {
+        /// Prints the next page, up to position `end`; whether more may follow.
+        func printPage(_ store: OpenStore, through end: UInt64 = .max) async throws -> Bool {
             let events = try await store.events.readAll(from: position, limit: pageSize)
-            if let last = events.last {
-                try printEvents(events, output, header: header)
+            let shown = events.prefix { $0.position <= end }
+            if let last = shown.last {
+                try printEvents(Array(shown), output, header: header)
                 header = false
                 position = last.position + 1
             }
-            return events.count == pageSize
+            return events.count == pageSize && shown.count == events.count
         }
         guard arguments.has("follow") else {
-            return try await OpenStore.with(directory, writable: false) { store in
-                while try await printPage(store) {}
-                if header { try printEvents([], output) }
-                return .success
+            // The log as it was when the command started (later appends are for --follow). A rerun on a new snapshot
+            // goes on from where the last one stopped, so only attempts in a row that printed nothing make it give up.
+            var end: UInt64?
+            while true {
+                let before = position
+                do {
+                    return try await OpenStore.with(directory, writable: false) { store in
+                        if end == nil { end = try await store.events.lastPosition() }
+                        while try await printPage(store, through: end ?? .max) {}
+                        if header { try printEvents([], output) }
+                        return .success
+                    }
+                } catch EventStoreError.snapshotExpired where position > before {
+                    continue
+                }
             }
         }
         Output.progress("following the global log from position \(position); stop with Ctrl-C")
@@ -168,12 +181,13 @@ enum Inspection {
     static let eventColumns = ["position", "stream", "version", "type", "recordedAt", "id", "data"]
 
     static func printEvents(_ events: [RecordedEvent], _ output: Output, header: Bool = true) throws {
+        let dates = ISO8601DateFormatter()  // one per page: making one per event took most of a long tail's time
         let rows = events.map { event -> [Value] in
             let data = String(data: event.data, encoding: .utf8) ?? "base64:" + event.data.base64EncodedString()
             let shown = output.json || data.count <= 60 ? data : String(data.prefix(57)) + "..."
             return [
                 .number(event.position), .text(event.stream.rawValue), .number(event.version), .text(event.type),
-                .text(ISO8601DateFormatter().string(from: event.recordedAt)), .text(event.id.uuidString), .text(shown),
+                .text(dates.string(from: event.recordedAt)), .text(event.id.uuidString), .text(shown),
             ]
         }
         if output.json || header {

@@ -184,6 +184,40 @@ final class AdminToolTests {
         try await holder.close()
     }
 
+    @Test("tail beside a writer that checkpoints every 150 ms prints the log as it was, each position once, and exits 0")
+    func tailBesideACheckpointingWriter() async throws {
+        let directory = try ToolRunner.temporaryDirectory(under: scratch) + "/store"
+        var options = PageFileOptions(pageSize: 4096, checkpointThresholdMB: 1)
+        options.durability = .none
+        let engine = try await PageFileKeyValueStore.open(directory: directory, options: options)
+        let store = KeyValueEventStore(backend: engine)
+        let payload = Data(String(repeating: "y", count: 300).utf8)
+        for batch in 0..<200 {
+            let events = (0..<100).map { _ in EventData(type: "Happened", data: payload) }
+            _ = try await store.append(events, to: try StreamName("s-\(batch % 10)"), expectedVersion: .any)
+        }
+        // Appends every few milliseconds and a checkpoint about every 150 ms: a tail of 20,000 events meets several,
+        // each of which expires the snapshot it reads.
+        let writing = Task {
+            var round = 0
+            while !Task.isCancelled {
+                round += 1
+                _ = try await store.append(
+                    [EventData(type: "More", data: payload)], to: try StreamName("s-\(round % 10)"), expectedVersion: .any)
+                if round % 60 == 0 { try await engine.checkpoint() }
+                try await Task.sleep(for: .milliseconds(2))
+            }
+        }
+        let tail = try await tool(["tail", directory, "--json"])
+        writing.cancel()
+        _ = await writing.result
+        try await engine.close()
+        #expect(tail.status == 0, "\(tail.errors)")
+        let positions = try jsonLines(tail.output).compactMap { $0["position"] as? Int }
+        #expect(positions.count >= 20_000)
+        #expect(positions == Array(1...(positions.last ?? 0)), "every position once, in order")
+    }
+
     @Test("read-only commands leave the data file and the WAL byte for byte unchanged, even with WAL to replay")
     func readOnlyCommandsChangeNothing() async throws {
         for checkpointed in [true, false] {
