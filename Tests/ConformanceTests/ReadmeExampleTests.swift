@@ -66,6 +66,35 @@ struct ReadmeExampleTests {
         #expect(payloadBytes == 2 + 2 + 2 + 6)
     }
 
+    @Test("the example of a reader beside the writer runs and matches README.md")
+    func readerBesideTheWriter() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("readme-reader-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let writerEngine = try await PageFileKeyValueStore.open(directory: path)
+        let writer = KeyValueEventStore(backend: writerEngine)
+        let stream = try uniqueStream()
+        _ = try await writer.append(makeEvents(2), to: stream, expectedVersion: .noStream)
+        // READER-BEGIN
+        let engine = try await PageFileKeyValueStore.open(directory: path, options: PageFileOptions(readOnly: true))
+        let reader = KeyValueEventStore(backend: engine)
+        let recent = try await reader.readAll(from: 1, limit: 100)  // what the writer had acknowledged at open
+        try await engine.refresh()  // takes in the writer's later commits; its subscriptions see them
+        // Once the writer has checkpointed, refresh() throws EventStoreError.snapshotExpired: open the store again.
+        // READER-END
+        #expect(recent.count == 2)
+        _ = try await writer.append(makeEvents(1), to: stream, expectedVersion: .exact(2))
+        #expect(try await reader.lastPosition() == 2)
+        #expect(try await engine.refresh() == 1)
+        #expect(try await reader.read(stream).count == 3)
+        try await writerEngine.checkpoint()
+        await #expect { try await engine.refresh() } throws: { error in
+            guard case EventStoreError.snapshotExpired = error else { return false }
+            return true
+        }
+        try await engine.close()
+        try await writerEngine.close()
+    }
+
     /// This file's examples as README.md quotes them (without the test's indentation).
     static func dedentedSource() throws -> String {
         try String(contentsOfFile: #filePath, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
