@@ -1,5 +1,5 @@
 // DirectoryLock: one writer per store directory, enforced with flock on the directory's `lock` file. Read-only
-// stores take no lock: they read a snapshot beside the writer (SnapshotGuard.swift).
+// stores take no lock: they read a snapshot beside the writer (ReadOnlySnapshot.swift).
 //
 // Invariants:
 // - While a writable store is open its process holds an exclusive flock on `<dir>/lock`, and the file holds its
