@@ -2,7 +2,9 @@
 // options, delete and scavenge change the store itself).
 //
 // Invariants:
-// - These open the store writable with full durability, so what they report done is durable when they exit.
+// - `backup` opens the source read-only and copies its snapshot, so it runs beside an application writing the store;
+//   the copy is fsynced before it is reported done.
+// - The others open the store writable with full durability, so what they report done is durable when they exit.
 // - A stream command on a stream that does not exist fails with status 5 and changes nothing: the stream is looked
 //   up with a read-only open first, so not even a checkpoint is written.
 // - `metadata` without options only reads, and opens the store read-only.
@@ -30,7 +32,8 @@ enum Maintenance {
                 throw ToolError(.failure, "backup destination \(destination) is not empty; choose a new or empty directory")
             }
         }
-        return try await OpenStore.with(directory, writable: true) { store in
+        // Read-only: the copy is a snapshot, taken beside the application that may be writing the store.
+        return try await OpenStore.with(directory, writable: false) { store in
             Output.progress("backing up \(directory) to \(destination)")
             try await store.engine.backup(to: destination)
             Output.progress("backup written and synced")

@@ -242,6 +242,42 @@ struct LiveSnapshotTests {
         try await writer.close()
     }
 
+    @Test("a snapshot's backup, taken beside the writer, holds its checkpoint and the WAL records it took in")
+    func backupOfASnapshot() async throws {
+        let directory = TemporaryDirectory("snapshot-backup")
+        let copy = TemporaryDirectory("snapshot-backup-copy")
+        let late = TemporaryDirectory("snapshot-backup-late")
+        defer {
+            directory.remove()
+            copy.remove()
+            late.remove()
+        }
+        let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        try await writer.checkpoint()
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put([2], Array(repeating: 2, count: 10_000))]))
+        let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put([3], [3]), .delete([1])]))
+        #expect(try await reader.refresh() == 1)
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put([4], [4])]))
+        try await reader.backup(to: copy.path)
+        let restored = try await PageFileKeyValueStore.open(directory: copy.path, options: smallOptions())
+        #expect(restored.recovery.replayedTransactions == 2, "the snapshot's WAL records, replayed by the copy")
+        #expect(try await restored.get([1]) == nil)
+        #expect(try await restored.get([2])?.value == Array(repeating: 2, count: 10_000))
+        #expect(try await restored.get([3])?.value == [3])
+        #expect(try await restored.get([4]) == nil, "committed after the snapshot's last refresh")
+        #expect(try await restored.verify().isClean)
+        try await restored.close()
+
+        // A writer's checkpoint during the copy: refused, and nothing is put in place.
+        try await writer.checkpoint()
+        await #expect { try await reader.backup(to: late.path) } throws: { isExpired($0) }
+        #expect(!FileManager.default.fileExists(atPath: late.file("data")))
+        try await reader.close()
+        try await writer.close()
+    }
+
     @Test("pages a writer has reused come back as snapshotExpired: never as another state's data, never as damage")
     func reusedPagesExpire() async throws {
         let directory = TemporaryDirectory("snapshot-reuse")

@@ -259,7 +259,7 @@ final class AdminToolTests {
         #expect(try await tool(["verify", file]).status == 3)
     }
 
-    @Test("writing commands are refused with exit 4 while another process writes the store; reading ones read beside it")
+    @Test("writing commands are refused with exit 4 while another process writes the store; reading ones and backup run beside it")
     func locked() async throws {
         let directory = try await makeStore()
         let holder = try await PageFileKeyValueStore.open(directory: directory)
@@ -276,6 +276,11 @@ final class AdminToolTests {
         let read = try jsonLines(try await tool(["read", directory, "order-2", "--json"]).output)
         #expect(read.map { $0["data"] as? String } == ["{\"n\":7}"])
         #expect(try await tool(["verify", directory]).status == 0)
+        let copy = try ToolRunner.temporaryDirectory(under: scratch) + "/copy"
+        let backup = try await tool(["backup", directory, copy])
+        #expect(backup.status == 0, "\(backup.errors)")
+        let copied = try #require(try jsonLines(try await tool(["info", copy, "--json"]).output).first)
+        #expect(copied["events"] as? Int == 7, "the copy holds the append that was only in the WAL: \(copied)")
         try await holder.close()
     }
 

@@ -8,6 +8,10 @@
 //   nothing reads them.
 // - The copy is written as `data.creating`, fsynced and renamed, with a fresh WAL of the checkpoint's generation,
 //   so it opens as a store; a destination that already holds a store is refused and left untouched.
+// - A read-only store copies its snapshot, beside a writer in another process: its checkpoint's pages, and its WAL
+//   generation's records up to the last one it has taken in, which the copy replays when it is opened. Nothing is
+//   renamed into place unless the snapshot is still intact after every byte was read (ReadOnlySnapshot.swift);
+//   otherwise the backup fails with `snapshotExpired` and can simply be run again.
 
 import EventStore
 
@@ -15,7 +19,10 @@ extension PageFileKeyValueStore {
     /// Writes a consistent copy of the store into `destination` (created with mode 0700 if needed) while writes
     /// continue. The copy opens as a store holding every commit acknowledged before `backup` was called.
     /// - Throws: `invalidArgument` if `destination` already holds a store; `storeLocked` if it is in use.
+    /// A read-only store copies the snapshot it reads (see ``PageFileOptions/readOnly``); it throws
+    /// `snapshotExpired` if a writer checkpoints while it copies.
     public func backup(to destination: String) async throws {
+        if options.readOnly { return try await backupSnapshot(to: destination) }
         let (meta, source, pin) = try await writerLock.withLock { () -> (MetaPage, PageReader, @Sendable () -> Void) in
             try checkWritable()
             try await Offload.run { try self.checkpointLocked() }
@@ -26,7 +33,25 @@ extension PageFileKeyValueStore {
         try await Offload.run { try Self.copy(meta, from: source, to: destination) }
     }
 
-    private static func copy(_ meta: MetaPage, from source: PageReader, to destination: String) throws {
+    private func backupSnapshot(to destination: String) async throws {
+        let (state, wal) = try await writerLock.withLock { () -> (WriterState, SystemFile) in
+            if published.state.withLock({ $0.closed }) { throw KeyValueStoreError.closed }
+            return (writer.state, self.wal)
+        }
+        guard let snapshot = state.reader.snapshot else { return }
+        try await Offload.run {
+            let start = UInt64(WriteAheadLog.headerSize)
+            let records = state.walScanEnd > start ? try wal.read(count: Int(state.walScanEnd - start), at: start) : []
+            try Self.copy(snapshot.meta, from: state.reader, to: destination, records: records) { try snapshot.check() }
+        }
+    }
+
+    /// Copies the tree and free list of `meta` from `source` into a new store in `destination`, with `records` (whole
+    /// WAL records of `meta`'s generation) after its WAL header; `beforeRename` may still refuse the copy.
+    private static func copy(
+        _ meta: MetaPage, from source: PageReader, to destination: String, records: [UInt8] = [],
+        beforeRename: () throws -> Void = {}
+    ) throws {
         try Directory.create(destination)
         let lock = try DirectoryLock.acquire(directory: destination)
         defer { lock.release() }
@@ -52,8 +77,9 @@ extension PageFileKeyValueStore {
         try copy.sync()
         let wal = try SystemFile.open(destination + "/wal", create: true, faults: nil)
         try wal.truncate(to: 0)
-        try wal.write(WriteAheadLog.header(salt: meta.walSalt, firstLSN: meta.checkpointLSN + 1), at: 0)
+        try wal.write(WriteAheadLog.header(salt: meta.walSalt, firstLSN: meta.checkpointLSN + 1) + records, at: 0)
         try wal.sync()
+        try beforeRename()
         try Directory.rename(temporary, to: dataPath)
         try Directory.sync(destination)
     }
