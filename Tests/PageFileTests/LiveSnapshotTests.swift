@@ -270,11 +270,18 @@ struct LiveSnapshotTests {
         #expect(try await restored.verify().isClean)
         try await restored.close()
 
-        // A writer's checkpoint during the copy: refused, and nothing is put in place.
+        // A writer's checkpoint since the snapshot was opened: refused, and the destination is left as it was found,
+        // so the same backup from a new snapshot goes into it.
         try await writer.checkpoint()
         await #expect { try await reader.backup(to: late.path) } throws: { isExpired($0) }
-        #expect(!FileManager.default.fileExists(atPath: late.file("data")))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: late.path).isEmpty)
         try await reader.close()
+        let again = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        try await again.backup(to: late.path)
+        try await again.close()
+        let restoredLate = try await PageFileKeyValueStore.open(directory: late.path, options: smallOptions())
+        #expect(try await restoredLate.get([4])?.value == [4])
+        try await restoredLate.close()
         try await writer.close()
     }
 

@@ -11,16 +11,22 @@
 // - A read-only store copies its snapshot, beside a writer in another process: its checkpoint's pages, and its WAL
 //   generation's records up to the last one it has taken in, which the copy replays when it is opened. Nothing is
 //   renamed into place unless the snapshot is still intact after every byte was read (ReadOnlySnapshot.swift);
-//   otherwise the backup fails with `snapshotExpired` and can simply be run again.
+//   otherwise the backup fails with `snapshotExpired`.
+// - A backup that fails removes what it wrote into the destination (and the lock file, if it created it), so it
+//   can simply be run again into the same place.
 
 import EventStore
+import Glibc
 
 extension PageFileKeyValueStore {
     /// Writes a consistent copy of the store into `destination` (created with mode 0700 if needed) while writes
-    /// continue. The copy opens as a store holding every commit acknowledged before `backup` was called.
-    /// - Throws: `invalidArgument` if `destination` already holds a store; `storeLocked` if it is in use.
-    /// A read-only store copies the snapshot it reads (see ``PageFileOptions/readOnly``); it throws
-    /// `snapshotExpired` if a writer checkpoints while it copies.
+    /// continue. The copy opens as a store holding every commit acknowledged before `backup` was called; a
+    /// read-only store's copy holds exactly its snapshot (see ``PageFileOptions/readOnly``): what it had taken in at
+    /// its open or last ``refresh()``. A backup that fails leaves no file of its own in `destination`, so it can be
+    /// run again into the same place.
+    /// - Throws: `invalidArgument` if `destination` already holds a store; `storeLocked` if it is in use; for a
+    ///   read-only store, `snapshotExpired` if a writer has checkpointed (or compacted) since the store was opened,
+    ///   before or while it copies.
     public func backup(to destination: String) async throws {
         if options.readOnly { return try await backupSnapshot(to: destination) }
         let (meta, source, pin) = try await writerLock.withLock { () -> (MetaPage, PageReader, @Sendable () -> Void) in
@@ -53,6 +59,8 @@ extension PageFileKeyValueStore {
         beforeRename: () throws -> Void = {}
     ) throws {
         try Directory.create(destination)
+        let lockPath = destination + "/lock"
+        let hadLock = SystemFile.exists(lockPath)
         let lock = try DirectoryLock.acquire(directory: destination)
         defer { lock.release() }
         let dataPath = destination + "/data"
@@ -60,6 +68,22 @@ extension PageFileKeyValueStore {
             throw EventStoreError.invalidArgument("the backup destination \(destination) already holds a store")
         }
         let temporary = dataPath + ".creating"
+        do {
+            try write(meta, from: source, to: temporary, wal: destination + "/wal", records: records)
+            try beforeRename()
+            try Directory.rename(temporary, to: dataPath)
+        } catch {
+            // Leave the destination as it was found, so the same backup can be run into it again.
+            for path in [temporary, destination + "/wal"] + (hadLock ? [] : [lockPath]) { unlink(path) }
+            throw error
+        }
+        try Directory.sync(destination)
+    }
+
+    /// Writes the copy's data file as `temporary` and its WAL, and syncs both.
+    private static func write(
+        _ meta: MetaPage, from source: PageReader, to temporary: String, wal walPath: String, records: [UInt8]
+    ) throws {
         let copy = try SystemFile.open(temporary, create: true, faults: nil)
         try copy.truncate(to: 0)
         let pageSize = UInt64(meta.pageSize)
@@ -75,12 +99,9 @@ extension PageFileKeyValueStore {
         metas.replaceSubrange(Int(meta.epoch % 2 * pageSize)..<Int((meta.epoch % 2 + 1) * pageSize), with: meta.encoded())
         try copy.write(metas, at: 0)
         try copy.sync()
-        let wal = try SystemFile.open(destination + "/wal", create: true, faults: nil)
+        let wal = try SystemFile.open(walPath, create: true, faults: nil)
         try wal.truncate(to: 0)
         try wal.write(WriteAheadLog.header(salt: meta.walSalt, firstLSN: meta.checkpointLSN + 1) + records, at: 0)
         try wal.sync()
-        try beforeRename()
-        try Directory.rename(temporary, to: dataPath)
-        try Directory.sync(destination)
     }
 }
