@@ -76,15 +76,12 @@ struct LiveSnapshotTests {
             var options = readOnly()
             options.faults = IOFaultPlan([], beforeRead: { path, _ in
                 guard path.hasSuffix("/wal"), reads.value.add(1, ordering: .relaxed).newValue == 1 else { return }
-                let done = DispatchSemaphore(value: 0)
-                Task {
+                runToEnd {
                     for round in 1...checkpoints {
                         _ = try? await writer.commit(KeyValueTransaction(writes: [.put([3], [UInt8(round)])]))
                         try? await writer.checkpoint()
                     }
-                    done.signal()
                 }
-                done.wait()
             })
             let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
             #expect(reads.value.load(ordering: .relaxed) >= 2, "the open read the WAL again")
@@ -195,12 +192,7 @@ struct LiveSnapshotTests {
         options.faults = IOFaultPlan([], beforeRead: { path, _ in
             guard path.hasSuffix("/wal") else { return }
             reads.value.add(1, ordering: .relaxed)
-            let done = DispatchSemaphore(value: 0)
-            Task {
-                try? await writer.checkpoint()
-                done.signal()
-            }
-            done.wait()
+            runToEnd { try? await writer.checkpoint() }
         })
         await #expect { try await PageFileKeyValueStore.open(directory: directory.path, options: options) } throws: {
             isExpired($0)
@@ -424,4 +416,15 @@ struct LiveSnapshotTests {
 /// A counter tasks and threads share: the readers' passes, the reads of a file.
 private final class SharedCounter: Sendable {
     let value = Atomic<Int>(0)
+}
+
+/// Runs the writer's `action` to its end from a read hook. The hook runs on the reader's own thread (the open and
+/// refresh() run off the cooperative pool), so waiting there blocks no task the action needs.
+private func runToEnd(_ action: @escaping @Sendable () async -> Void) {
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        await action()
+        done.signal()
+    }
+    done.wait()
 }
