@@ -388,22 +388,20 @@ final class AdminToolTests {
 
 /// Collects a child's output lines on a thread of its own; waits for them with a deadline, so a follower that
 /// never prints fails the test instead of hanging it.
-private final class LineCollector: @unchecked Sendable {
-    // @unchecked: `collected` is guarded by `lock`.
-    private let lock = NSLock()
-    private var collected = ""
+private final class LineCollector: Sendable {
+    private let collected = Locked("")
 
     init(_ handle: FileHandle) {
-        Thread { [self] in
+        Thread { [collected] in
             while true {
                 let chunk = handle.availableData
                 if chunk.isEmpty { return }
-                lock.withLock { collected += String(decoding: chunk, as: UTF8.self) }
+                collected.withLock { $0 += String(decoding: chunk, as: UTF8.self) }
             }
         }.start()
     }
 
-    var text: String { lock.withLock { collected } }
+    var text: String { collected.withLock { $0 } }
 
     /// Whether `count` whole lines arrived within 20 seconds.
     func wait(for count: Int) async -> Bool {
