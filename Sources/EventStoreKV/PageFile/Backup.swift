@@ -44,7 +44,11 @@ extension PageFileKeyValueStore {
             if published.state.withLock({ $0.closed }) { throw KeyValueStoreError.closed }
             return (writer.state, self.wal)
         }
-        guard let snapshot = state.reader.snapshot else { return }
+        // Every read-only store reads through a guard; without one there is no snapshot to vouch for, and returning
+        // would report a copy that was never made.
+        guard let snapshot = state.reader.snapshot else {
+            throw EventStoreError.invalidArgument("the store in \(directory) has no snapshot to back up")
+        }
         try await Offload.run {
             let start = UInt64(WriteAheadLog.headerSize)
             let records = state.walScanEnd > start ? try wal.read(count: Int(state.walScanEnd - start), at: start) : []
