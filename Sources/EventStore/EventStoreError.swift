@@ -48,9 +48,9 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
     /// Another writer holds the store's directory (`holderPID` is its pid, when its lock file names it). Read-only
     /// openers never hold it.
     case storeLocked(path: String, holderPID: Int32?)
-    /// A read-only store's snapshot is gone: a writer has checkpointed (or compacted the store) since it was
-    /// opened, so the pages it would read from disk may have been reused. Nothing is wrong with the store; open it
-    /// again to read its current state.
+    /// A read-only store's snapshot is gone: it could not be pinned (or the writer did not honour the pin), and a
+    /// writer has checkpointed (or compacted the store) since it was opened, so the pages it would read from disk
+    /// may have been reused. Nothing is wrong with the store; refresh it or open it again to read its current state.
     case snapshotExpired(path: String)
     /// The path is not a store this version can open (another format, a newer version, another page size).
     case incompatibleStore(path: String, reason: String)
@@ -96,7 +96,7 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
         case .storeLocked(let path, let pid):
             "the store at \(path) is in use by another process\(pid.map { " (pid \($0))" } ?? ""); close that process or use another directory"
         case .snapshotExpired(let path):
-            "the read-only snapshot of \(path) expired: a writer has checkpointed past it; open the store again"
+            "the read-only snapshot of \(path) expired: a writer has checkpointed past it; refresh or open the store again"
         case .incompatibleStore(let path, let reason):
             "\(path) cannot be opened as a store: \(reason); nothing was changed"
         case .storeClosed:

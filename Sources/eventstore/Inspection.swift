@@ -140,8 +140,8 @@ enum Inspection {
             }
         }
         Output.progress("following the global log from position \(position); stop with Ctrl-C")
-        // Each pass reads one snapshot and refreshes it with what the writer commits; a writer's checkpoint ends it,
-        // and the next pass opens the store again.
+        // Each pass reads one snapshot and refreshes it with what the writer commits and checkpoints. An unpinned
+        // snapshot (ReadOnlySnapshot.swift) can expire under a page read; the next pass opens the store again.
         while true {
             do {
                 try await OpenStore.with(directory, writable: false) { store in

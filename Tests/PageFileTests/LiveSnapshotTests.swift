@@ -1,6 +1,7 @@
-// Read-only snapshots beside a writer (ReadOnlySnapshot.swift): refresh() follows the writer's commits, a writer's
-// checkpoint expires the snapshot, pages a writer reused come back as snapshotExpired and never as data, and a
-// reader running against a writer that commits and checkpoints all the time only ever sees whole commits.
+// Read-only snapshots beside a writer (ReadOnlySnapshot.swift, ReaderPins.swift): refresh() follows the writer's
+// commits and moves to its checkpoints, a pinned snapshot keeps its pages however far the writer goes (also across
+// the writer's restart), an unpinned one gets snapshotExpired and never another state's data, and a reader running
+// against a writer that commits and checkpoints all the time only ever sees whole commits.
 
 import EventStore
 @testable import EventStoreKV
@@ -22,7 +23,7 @@ struct LiveSnapshotTests {
         return false
     }
 
-    @Test("refresh() applies the writer's later commits and tells watchers; after a checkpoint it expires")
+    @Test("refresh() applies the writer's later commits and tells watchers, and moves to the writer's checkpoints")
     func refreshFollowsTheWriter() async throws {
         let directory = TemporaryDirectory("snapshot-refresh")
         defer { directory.remove() }
@@ -40,18 +41,39 @@ struct LiveSnapshotTests {
         #expect(try await reader.get([2])?.value == [2])
         #expect(try await reader.get([3])?.value.count == 20_000)
         #expect(try await reader.currentRevision() == (try await writer.currentRevision()))
-        var seen: [KeyValueChange] = []
-        for try await change in changes {
-            seen.append(change)
-            if seen.count == 3 { break }
-        }
-        #expect(seen.map(\.key) == [[2], [1], [3]])
-        #expect(seen.map(\.kind) == [.put, .delete, .put])
-        #expect(seen.map(\.revision) == [opened + 1, opened + 1, opened + 2])
+        var seen = changes.makeAsyncIterator()
+        var first: [KeyValueChange] = []
+        for _ in 0..<3 { if let change = try await seen.next() { first.append(change) } }
+        #expect(first.map(\.key) == [[2], [1], [3]])
+        #expect(first.map(\.kind) == [.put, .delete, .put])
+        #expect(first.map(\.revision) == [opened + 1, opened + 1, opened + 2])
         #expect(try await reader.refresh() == 0)
 
+        // A checkpoint of exactly what the snapshot holds: the store moves to it, and its watchers go on.
         try await writer.checkpoint()
-        await #expect { try await reader.refresh() } throws: { isExpired($0) }
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put([4], [4])]))
+        #expect(try await reader.refresh() == 1)
+        #expect(try reader.statistics().checkpoints == (try writer.statistics().checkpoints))
+        #expect(try await reader.get([3])?.value.count == 20_000)
+        #expect(try await seen.next()?.key == [4])
+
+        // A checkpoint holding a commit the snapshot never took in: the store moves to it, and its watchers end with
+        // historyUnavailable, so they re-read.
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put([5], [5])]))
+        try await writer.checkpoint()
+        _ = try await writer.commit(KeyValueTransaction(writes: [.delete([2])]))
+        #expect(try await reader.refresh() == 2)
+        #expect(try await reader.get([5])?.value == [5])
+        #expect(try await reader.get([2]) == nil)
+        #expect(try await reader.currentRevision() == (try await writer.currentRevision()))
+        await #expect { _ = try await seen.next() } throws: { error in
+            guard case KeyValueStoreError.historyUnavailable = error else { return false }
+            return true
+        }
+        // A watcher from the new checkpoint on gets the commit after it.
+        let checkpointRevision = try await reader.currentRevision() - 1
+        var later = reader.changes(after: checkpointRevision, prefix: []).makeAsyncIterator()
+        #expect(try await later.next()?.key == [2])
         try await reader.close()
         await #expect { try await writer.refresh() } throws: { error in
             guard case EventStoreError.invalidArgument = error else { return false }
@@ -137,12 +159,32 @@ struct LiveSnapshotTests {
         #expect(try await subscription.value == [6, 7])
         deadline.cancel()
 
+        // A subscription lives on across the writer's checkpoints: one holding events the reader never took in,
+        // and one of exactly what it had.
+        let across = Task {
+            var positions: [UInt64] = []
+            for try await message in reader.subscribeToAll(from: .after(7)) {
+                guard let event = message.event else { continue }
+                positions.append(event.position)
+                if positions.count == 3 { break }
+            }
+            return positions
+        }
+        try await append(1)
         try await writerEngine.checkpoint()
-        await #expect { try await readerEngine.refresh() } throws: { isExpired($0) }
+        try await append(1)
+        #expect(try await readerEngine.refresh() == 2)
+        try await writerEngine.checkpoint()
+        try await append(1)
+        #expect(try await readerEngine.refresh() == 1)
+        let acrossDeadline = Task {
+            try await Task.sleep(for: .seconds(20))
+            across.cancel()
+        }
+        #expect(try await across.value == [8, 9, 10])
+        acrossDeadline.cancel()
+        #expect(try await reader.read(stream).map(\.version) == Array(1...10))
         try await readerEngine.close()
-        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
-        #expect(try await KeyValueEventStore(backend: reopened).lastPosition() == 7)
-        try await reopened.close()
         try await writerEngine.close()
     }
 
@@ -230,6 +272,12 @@ struct LiveSnapshotTests {
         let later = try reader.statistics()
         #expect(later.freePages == opened.freePages)
         #expect(later.pageCount == opened.pageCount && later.checkpoints == opened.checkpoints)
+        // Moved to the writer's newest checkpoint, it reports that one.
+        #expect(try await reader.refresh() == 2)
+        let moved = try reader.statistics()
+        let written = try writer.statistics()
+        #expect(moved.checkpoints == written.checkpoints && moved.pageCount == written.pageCount)
+        #expect(moved.freePages == written.freePages && moved.walBytes == written.walBytes)
         try await reader.close()
         try await writer.close()
     }
@@ -262,23 +310,39 @@ struct LiveSnapshotTests {
         #expect(try await restored.verify().isClean)
         try await restored.close()
 
-        // A writer's checkpoint since the snapshot was opened: refused, and the destination is left as it was found,
-        // so the same backup from a new snapshot goes into it.
+        // A writer's checkpoint since the last refresh, and a commit that overwrites the snapshot's WAL records:
+        // refused, and the destination is left as it was found, so the same backup after a refresh goes into it.
         try await writer.checkpoint()
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put([5], [5])]))
         await #expect { try await reader.backup(to: late.path) } throws: { isExpired($0) }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: late.path).isEmpty)
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: late.path))?.isEmpty ?? true)
+        #expect(try await reader.refresh() == 2)
+        try await reader.backup(to: late.path)
         try await reader.close()
-        let again = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
-        try await again.backup(to: late.path)
-        try await again.close()
         let restoredLate = try await PageFileKeyValueStore.open(directory: late.path, options: smallOptions())
         #expect(try await restoredLate.get([4])?.value == [4])
+        #expect(try await restoredLate.get([5])?.value == [5])
+        #expect(try await restoredLate.verify().isClean)
         try await restoredLate.close()
         try await writer.close()
     }
 
-    @Test("pages a writer has reused come back as snapshotExpired: never as another state's data, never as damage")
-    func reusedPagesExpire() async throws {
+    /// How a snapshot in `pagesOfASnapshot` stands towards the writer.
+    enum Pinning: String, CaseIterable, CustomTestStringConvertible {
+        /// Pinned where the writer looks.
+        case pinned
+        /// No lock file to pin in.
+        case unpinned
+        /// Pinned in a lock file the writer does not look at (as with a writer of an older build).
+        case unseen
+
+        var testDescription: String { rawValue }
+    }
+
+    @Test(
+        "a pinned snapshot keeps its pages while a writer checkpoints past it; otherwise it expires, never reads another state",
+        arguments: Pinning.allCases)
+    func pagesOfASnapshot(_ pinning: Pinning) async throws {
         let directory = TemporaryDirectory("snapshot-reuse")
         defer { directory.remove() }
         let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
@@ -291,19 +355,30 @@ struct LiveSnapshotTests {
         }
         try await writeAll(0xA)
         try await writer.checkpoint()
+        // Without the lock file (a copied store, a directory this process may not open it in) nothing is pinned. A
+        // new lock file is not the one the writer holds open, so it never sees the pin there.
+        if pinning != .pinned { try FileManager.default.removeItem(atPath: directory.path + "/lock") }
+        if pinning == .unseen { #expect(FileManager.default.createFile(atPath: directory.path + "/lock", contents: nil)) }
         // The snapshot has read no page of the tree yet; the writer then rewrites every key twice, and its second
-        // checkpoint puts the new tree into the pages the first one freed: the snapshot's.
+        // checkpoint would put the new tree into the pages the first one freed: the snapshot's.
         let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
         try await writeAll(0xB)
         try await writer.checkpoint()
         try await writeAll(0xC)
         try await writer.checkpoint()
 
-        await #expect { _ = try await reader.get(keys[1_234]) } throws: { isExpired($0) }
-        await #expect { _ = try await reader.scan(.prefix(Array("key-".utf8)), direction: .forward, limit: .max) } throws: {
-            isExpired($0)
+        if pinning == .pinned {
+            #expect(try await reader.get(keys[1_234])?.value == Array(repeating: 0xA, count: 100))
+            let all = try await reader.scan(.prefix(Array("key-".utf8)), direction: .forward, limit: .max)
+            #expect(all.count == keys.count && all.allSatisfy { $0.value == Array(repeating: 0xA, count: 100) })
+            #expect(try await reader.verify().isClean)
+        } else {
+            await #expect { _ = try await reader.get(keys[1_234]) } throws: { isExpired($0) }
+            await #expect { _ = try await reader.scan(.prefix(Array("key-".utf8)), direction: .forward, limit: .max) } throws: {
+                isExpired($0)
+            }
+            await #expect { _ = try await reader.verify() } throws: { isExpired($0) }
         }
-        await #expect { _ = try await reader.verify() } throws: { isExpired($0) }
         try await reader.close()
 
         let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
@@ -313,11 +388,96 @@ struct LiveSnapshotTests {
         try await writer.close()
     }
 
-    @Test("readers beside a writer that commits, overwrites and checkpoints all the time see only whole commits")
-    func readersBesideABusyWriter() async throws {
+    @Test("a writer that restarts does not reuse the pages a snapshot pinned before it opened")
+    func pinsOutliveTheWritersRestart() async throws {
+        let directory = TemporaryDirectory("snapshot-restart")
+        defer { directory.remove() }
+        var writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let keys = (0..<2_000).map { index in Array("key-\(10_000 + index)".utf8) }
+        func writeAll(_ fill: UInt8) async throws {
+            for batch in stride(from: 0, to: keys.count, by: 100) {
+                let writes = keys[batch..<(batch + 100)].map { KeyWrite.put($0, Array(repeating: fill, count: 100)) }
+                _ = try await writer.commit(KeyValueTransaction(writes: writes))
+            }
+            try await writer.checkpoint()
+        }
+        try await writeAll(0xA)
+        let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        // The snapshot's pages are freed by this checkpoint, then written to disk as free when the writer closes.
+        try await writeAll(0xB)
+        try await writer.close()
+        writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        try await writeAll(0xC)
+        try await writeAll(0xD)
+        let all = try await reader.scan(.prefix(Array("key-".utf8)), direction: .forward, limit: .max)
+        #expect(all.count == keys.count && all.allSatisfy { $0.value == Array(repeating: 0xA, count: 100) })
+        try await reader.close()
+        try await writer.close()
+    }
+
+    @Test("a snapshot's pin goes when its store closes or moves on: the writer then reuses its pages")
+    func pinsAreReleased() async throws {
+        let directory = TemporaryDirectory("snapshot-release")
+        defer { directory.remove() }
+        let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let keys = (0..<1_000).map { index in Array("key-\(10_000 + index)".utf8) }
+        func rewrite(_ fill: UInt8) async throws -> UInt64 {
+            _ = try await writer.commit(KeyValueTransaction(writes: keys.map { .put($0, Array(repeating: fill, count: 100)) }))
+            try await writer.checkpoint()
+            return try writer.statistics().pageCount
+        }
+        // Without readers the file settles: each checkpoint reuses what the one before the last freed.
+        for fill: UInt8 in 1...3 { _ = try await rewrite(fill) }
+        let settled = try await rewrite(4)
+        #expect(try await rewrite(5) == settled)
+
+        // A pinned snapshot makes every checkpoint take new pages.
+        let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        let openedAt = try reader.statistics().checkpoints
+        #expect(writer.lock?.oldestPinnedEpoch() == openedAt)
+        let pinned = [try await rewrite(6), try await rewrite(7), try await rewrite(8)]
+        #expect(pinned[2] > pinned[0], "\(pinned)")
+        // Moving the snapshot to the newest checkpoint moves its pin: the old snapshot's goes with it.
+        #expect(try await reader.refresh() > 0)
+        let movedTo = try reader.statistics().checkpoints
+        #expect(movedTo > openedAt)
+        #expect(writer.lock?.oldestPinnedEpoch() == movedTo)
+        // Closing the store takes the pin away, and the file settles again.
+        try await reader.close()
+        #expect(writer.lock?.oldestPinnedEpoch() == nil)
+        for fill: UInt8 in 9...10 { _ = try await rewrite(fill) }
+        let closed = try await rewrite(11)
+        #expect(try await rewrite(12) == closed)
+        try await writer.close()
+    }
+
+    @Test("the writer finds the oldest of several pins, in this process or another")
+    func oldestPin() throws {
+        let directory = TemporaryDirectory("snapshot-pins")
+        defer { directory.remove() }
+        try FileManager.default.createDirectory(atPath: directory.path, withIntermediateDirectories: true)
+        let lock = try DirectoryLock.acquire(directory: directory.path)
+        defer { lock.release() }
+        #expect(lock.oldestPinnedEpoch() == nil)
+        var pins = [9, 3, 5, 3].map { ReaderPin.take(directory: directory.path, epoch: $0) }
+        #expect(pins.allSatisfy { $0 != nil })
+        #expect(lock.oldestPinnedEpoch() == 3)
+        pins[1] = nil
+        #expect(lock.oldestPinnedEpoch() == 3, "another reader still pins 3")
+        pins[3] = nil
+        #expect(lock.oldestPinnedEpoch() == 5)
+        pins.removeAll()
+        #expect(lock.oldestPinnedEpoch() == nil)
+    }
+
+    @Test(
+        "readers beside a writer that commits, overwrites and checkpoints all the time see only whole commits",
+        arguments: [true, false])
+    func readersBesideABusyWriter(pinned: Bool) async throws {
         let directory = TemporaryDirectory("snapshot-busy")
         defer { directory.remove() }
         let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        if !pinned { try FileManager.default.removeItem(atPath: directory.path + "/lock") }
         // Commit i writes item i, rewrites item i - 200 (its old overflow page is freed, and reused two checkpoints
         // later) and sets the counter to i: a consistent state holds items 1...counter, exactly those up to
         // counter - 200 rewritten.
@@ -353,8 +513,9 @@ struct LiveSnapshotTests {
         var refreshed = 0
         var expired = 0
         var lastSeen = 0
-        // Even rounds refresh after every pass; odd rounds keep reading one snapshot until the writer has reused
-        // its pages. Bounded: a writer that fails stops the counter, and the loop must not outlive it.
+        // Even rounds refresh after every pass, across the writer's checkpoints; odd rounds keep reading one
+        // snapshot while the writer goes on (an unpinned one until the writer has reused its pages). Bounded: a
+        // writer that fails stops the counter, and the loop must not outlive it.
         for round in 0..<20_000 where lastSeen < commits {
             let reader: PageFileKeyValueStore
             do {
@@ -398,7 +559,8 @@ struct LiveSnapshotTests {
         try await writer.close()
         #expect(lastSeen == commits)
         #expect(refreshed > 0, "refreshed \(refreshed)")
-        #expect(expired > 0, "expired \(expired)")
+        // Pinned snapshots never expire; unpinned ones do once the writer reuses their pages.
+        #expect(pinned ? expired == 0 : expired > 0, "expired \(expired)")
     }
 
     private func itemKey(_ index: Int) -> [UInt8] { Array("item-".utf8) + bytes(of: index) }

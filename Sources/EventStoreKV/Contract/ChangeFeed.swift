@@ -68,6 +68,14 @@ struct ChangeFeed {
 
     mutating func unregister(_ id: UInt64) { watchers.removeValue(forKey: id) }
 
+    /// Starts the history again after `floor`, for a backend that moved to a state whose changes since the last
+    /// recorded one are unknown; returns every watcher, removed, for the caller to end with `historyUnavailable`.
+    mutating func restart(floor: UInt64) -> [Continuation] {
+        history.removeAll()
+        self.floor = floor
+        return removeAll()
+    }
+
     /// Removes every watcher, for closing; the caller finishes them.
     mutating func removeAll() -> [Continuation] {
         defer { watchers.removeAll() }

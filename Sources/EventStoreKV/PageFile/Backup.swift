@@ -10,8 +10,9 @@
 //   so it opens as a store; a destination that already holds a store is refused and left untouched.
 // - A read-only store copies its snapshot, beside a writer in another process: its checkpoint's pages, and its WAL
 //   generation's records up to the last one it has taken in, which the copy replays when it is opened. Nothing is
-//   renamed into place unless the snapshot is still intact after every byte was read (ReadOnlySnapshot.swift);
-//   otherwise the backup fails with `snapshotExpired`.
+//   renamed into place unless the snapshot's pages are intact after every byte was read (a pinned snapshot's
+//   always are; ReadOnlySnapshot.swift) and the WAL bytes read are exactly those records; otherwise the backup
+//   fails with `snapshotExpired`.
 // - A backup that fails removes what it wrote into the destination (and the lock file, if it created it), so it
 //   can simply be run again into the same place.
 
@@ -25,8 +26,9 @@ extension PageFileKeyValueStore {
     /// its open or last ``refresh()``. A backup that fails leaves no file of its own in `destination`, so it can be
     /// run again into the same place.
     /// - Throws: `invalidArgument` if `destination` already holds a store; `storeLocked` if it is in use; for a
-    ///   read-only store, `snapshotExpired` if a writer has checkpointed (or compacted) since the store was opened,
-    ///   before or while it copies.
+    ///   read-only store, `snapshotExpired` if a writer has checkpointed since the snapshot's records were taken in
+    ///   (``refresh()`` and try again), or if the snapshot is unpinned and a writer checkpointed before or while it
+    ///   copies.
     public func backup(to destination: String) async throws {
         if options.readOnly { return try await backupSnapshot(to: destination) }
         let (meta, source, pin) = try await writerLock.withLock { () -> (MetaPage, PageReader, @Sendable () -> Void) in
@@ -52,7 +54,19 @@ extension PageFileKeyValueStore {
         try await Offload.run {
             let start = UInt64(WriteAheadLog.headerSize)
             let records = state.walScanEnd > start ? try wal.read(count: Int(state.walScanEnd - start), at: start) : []
-            try Self.copy(snapshot.meta, from: state.reader, to: destination, records: records) { try snapshot.check() }
+            try Self.checkRecords(records, of: snapshot.meta, through: state.lsn, path: wal.path)
+            try Self.copy(snapshot.meta, from: state.reader, to: destination, records: records) {
+                try snapshot.checkPages()
+            }
+        }
+    }
+
+    /// Throws `snapshotExpired` unless `records` are exactly the records of `meta`'s WAL generation through `lsn`:
+    /// once the writer has started a new generation, the file holds other bytes there.
+    private static func checkRecords(_ records: [UInt8], of meta: MetaPage, through lsn: UInt64, path: String) throws {
+        let scan = WriteAheadLog.scan(records, from: 0, salt: meta.walSalt, firstLSN: meta.checkpointLSN + 1)
+        guard scan.validEnd == records.count, UInt64(scan.transactions.count) == lsn - meta.checkpointLSN else {
+            throw EventStoreError.snapshotExpired(path: path)
         }
     }
 

@@ -14,7 +14,8 @@
 //    truncated (as SQLite reuses its WAL), unless it grew past twice the checkpoint threshold: records of the old
 //    generation fail the new salt's CRC, so leftovers are never replayed and a crash inside this step loses nothing
 //    (they are all in the tree already).
-// Pages replaced by this checkpoint become reusable only when no reader from an older epoch remains (FreeList).
+// Pages replaced by this checkpoint become reusable only when no reader from an older epoch remains (FreeList):
+// neither one of this process nor a read-only store of another process that has pinned it (ReaderPins.swift).
 // Any I/O error puts the store into its failed state; nothing is retried.
 
 import EventStore
@@ -223,7 +224,9 @@ extension PageFileKeyValueStore {
         var state = writer.state
         let epoch = state.meta.epoch + 1
         let syncs = options.durability != .none
-        state.freeList.release(oldestReaderEpoch: published.oldestReaderEpoch)
+        // Readers of this process register their epochs; read-only stores in other processes pin theirs.
+        let pinned = lock?.oldestPinnedEpoch() ?? .max
+        state.freeList.release(oldestReaderEpoch: min(published.oldestReaderEpoch, pinned))
         let reader = state.reader
         let data = reader.file
         var pages = CheckpointWriter(

@@ -1,5 +1,6 @@
 // DirectoryLock: one writer per store directory, enforced with flock on the directory's `lock` file. Read-only
-// stores take no lock: they read a snapshot beside the writer (ReadOnlySnapshot.swift).
+// stores take no flock: they read a snapshot beside the writer (ReadOnlySnapshot.swift), pinned by byte-range read
+// locks on the same file that the writer looks up before each checkpoint (ReaderPins.swift).
 //
 // Invariants:
 // - While a writable store is open its process holds an exclusive flock on `<dir>/lock`, and the file holds its
@@ -47,6 +48,12 @@ final class DirectoryLock: Sendable {
         guard count > 0 else { return nil }
         let text = String(decoding: buffer[0..<count], as: UTF8.self).trimmingCharacters(in: " \n")
         return Int32(text)
+    }
+
+    /// The lowest checkpoint epoch a read-only store in any process has pinned in this directory (ReaderPins.swift),
+    /// or nil when none has.
+    func oldestPinnedEpoch() -> UInt64? {
+        descriptor.withLock { descriptor in descriptor.flatMap { ReaderPins.oldestPinnedEpoch(descriptor: $0) } }
     }
 
     /// Releases the lock (idempotent).

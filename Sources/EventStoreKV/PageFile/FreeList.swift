@@ -8,8 +8,9 @@
 //   because such a reader's snapshot may still reference it. Nothing else ever delays reuse.
 // - The list has no size limit: it is stored in as many chained free-list pages as it needs (the seed's single
 //   allocation-map page capped the file size).
-// - On disk the list records every page that is free as of that meta, pending or not: after a restart there are
-//   no readers, so all of them are reusable.
+// - On disk the list records every page that is free as of that meta, pending or not. A writer that opens the
+//   store no longer knows when each was freed, so all of them count as freed at its meta's epoch: reusable at the
+//   first checkpoint unless a read-only store of another process still pins an older epoch (ReaderPins.swift).
 
 import EventStore
 
@@ -25,6 +26,13 @@ struct FreeList {
     init(free: [UInt64], listPages: [UInt64]) {
         self.free = free.sorted(by: >)
         self.listPages = listPages
+    }
+
+    /// The free list a writer opens with: `pages` count as freed at `epoch`, the epoch of the meta they were read
+    /// from (see the invariants above).
+    init(freedAt epoch: UInt64, pages: [UInt64], listPages: [UInt64]) {
+        self.listPages = listPages
+        retire(pages, at: epoch)
     }
 
     /// Every free page, reusable or pending.

@@ -74,9 +74,6 @@ public final class PageFileKeyValueStore: KeyValueStore {
     let counters: StoreMetrics
     /// Facts recovery established on open.
     public let recovery: RecoveryReport
-    /// A read-only store's: the pages free in its snapshot's checkpoint (read on open; later reads of the free list
-    /// could meet pages a writer has reused).
-    let snapshotFreePages: Int?
 
     /// Longest key accepted, in bytes.
     public var maximumKeyLength: Int { (pageSize - Page.headerSize) / 4 - LeafEntry.overhead - 8 }
@@ -96,7 +93,6 @@ public final class PageFileKeyValueStore: KeyValueStore {
         pageSize = writer.reader.pageSize
         self.writer = WriterBox(writer)
         self.recovery = recovery
-        snapshotFreePages = options.readOnly ? writer.freeList.free.count : nil
         let published = PublishedState(
             root: writer.root, reader: writer.reader, revision: writer.revision, keyCount: writer.keyCount, epoch: writer.meta.epoch,
             historyLimit: options.historyLimit)
@@ -499,6 +495,8 @@ public final class PageFileKeyValueStore: KeyValueStore {
             let reader = writer.state.reader
             _ = try? await Offload.run { reader.closeFileReads() }
             lock?.release()
+            // A read-only store's pin: the writer may reuse the snapshot's pages once nothing reads them.
+            reader.snapshot?.pin?.release()
         }
         writerLock.unlock()
         if let failure { throw failure }

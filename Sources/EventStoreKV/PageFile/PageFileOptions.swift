@@ -6,9 +6,10 @@
 // - Defaults are the safe choice: full durability, a 64 MiB page cache, a checkpoint every 32 MiB of WAL.
 // - `readOnly` stores never write the data file, the WAL or the lock file: they are never created, never
 //   checkpointed (not on open, not on close), and every write is refused. WAL records past the last checkpoint are
-//   replayed in memory only. Their files are opened for reading only and they take no lock, so a store on a
-//   read-only file system, or in files the process may only read, opens read-only, and so does a store a writer in
-//   another process has open: the read-only store reads a snapshot beside it (ReadOnlySnapshot.swift).
+//   replayed in memory only. Their files are opened for reading only and they take no flock (only a read lock that
+//   pins their snapshot, ReaderPins.swift), so a store on a read-only file system, or in files the process may only
+//   read, opens read-only, and so does a store a writer in another process has open: the read-only store reads a
+//   snapshot beside it (ReadOnlySnapshot.swift).
 
 import EventStore
 
@@ -29,15 +30,17 @@ public struct PageFileOptions: Sendable {
     public var watchBufferLimit: Int
     /// Opens an existing store as a read-only snapshot, without ever writing a file of it (for inspection tools and
     /// readers in other processes). A missing store is an error instead of being created; commits, checkpoints and
-    /// compaction are refused with `invalidArgument`. Its files are opened for reading only and no lock is taken,
-    /// so this opens a store on a read-only file system, in files the process may only read, or held by a writer in
-    /// another process.
+    /// compaction are refused with `invalidArgument`. Its files are opened for reading only and the writer's lock is
+    /// not taken, so this opens a store on a read-only file system, in files the process may only read, or held by a
+    /// writer in another process.
     ///
     /// The store reads the state committed when it opened (including commits a writer has written but not yet made
-    /// durable). ``PageFileKeyValueStore/refresh()`` brings it up to the writer's later commits. Once the writer
-    /// checkpoints (or compacts), the snapshot's pages may be reused: refresh(), and reads that need a page from
-    /// disk, throw `EventStoreError.snapshotExpired`; open the store again then. A read never returns bytes of
-    /// another state.
+    /// durable). ``PageFileKeyValueStore/refresh()`` brings it up to the writer's later commits and checkpoints.
+    /// The snapshot is pinned with a byte-range lock on the directory's `lock` file, so a writer does not reuse its
+    /// pages while it is open. Where it cannot be pinned (the `lock` file is missing or cannot be opened, or the
+    /// writer is an older build that does not look for pins), reads that need a page the writer may have reused
+    /// throw `EventStoreError.snapshotExpired`; refresh() or open the store again then. A read never returns bytes
+    /// of another state.
     public var readOnly: Bool
     /// Called with notable events (checkpoints, recovery, entering the failed state); see ``PageFileEvent``.
     public var observer: (@Sendable (PageFileEvent) -> Void)?

@@ -10,8 +10,9 @@
 //   directory (this process or another) has reused, which pass their checks and would be returned as data. Pages
 //   already cached belong to the reader's snapshot and stay valid.
 // - A read-only store's reader has a SnapshotGuard: every page it reads from disk is checked against the writer's
-//   progress before it is decoded, cached or returned, so a page a writer in another process has reused comes back
-//   as `snapshotExpired`, never as data or as `corrupted`.
+//   progress (unless the snapshot is pinned) and against the snapshot's checkpoint LSN before it is decoded, cached
+//   or returned, so a page a writer in another process has reused comes back as `snapshotExpired`, never as data
+//   or as `corrupted` (ReadOnlySnapshot.swift).
 
 import EventStore
 import Foundation
@@ -35,7 +36,7 @@ final class PageReader: Sendable {
     /// Runs `body`, which reads the data file, and for a read-only store checks its snapshot afterwards.
     private func checked<T>(_ body: () throws -> T) throws -> T {
         guard let snapshot else { return try body() }
-        return try snapshot.validated(body)
+        return try snapshot.validatedPages(body)
     }
 
     var path: String { file.path }
@@ -74,6 +75,7 @@ final class PageReader: Sendable {
         return try checked {
             let bytes = try read(count: pageSize, at: offset)
             try Page.check(bytes, number: page, type: type, size: pageSize, path: path)
+            try snapshot?.checkWritten(bytes)
             return bytes
         }
     }
@@ -124,6 +126,7 @@ final class PageReader: Sendable {
             }
             let page = Array(run[start..<(start + pageSize)])
             try Page.check(page, number: number, type: .overflow, size: pageSize, path: path)
+            try snapshot?.checkWritten(page)
             let take = min(overflowChunk, length - value.count)
             value.append(contentsOf: page[Page.headerSize..<(Page.headerSize + take)])
         }

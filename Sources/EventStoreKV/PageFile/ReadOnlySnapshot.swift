@@ -1,49 +1,67 @@
 // ReadOnlySnapshot: how a read-only store reads a consistent snapshot while a writer in another process goes on,
-// and how refresh() brings it up to the writer's later commits.
+// and how refresh() brings it up to the writer's later commits and checkpoints.
 //
-// A read-only store takes no lock. It reads the tree of the newest meta page at its open (epoch E) plus the WAL
+// A read-only store takes no flock. It reads the tree of the newest meta page at its open (epoch E) plus the WAL
 // records then written, and a writer may meanwhile commit, checkpoint and compact. Its reads stay sound because of
 // the order a checkpoint keeps (Checkpoint.swift):
 // - Checkpoint E+1 writes only pages that are free in meta E; no page of E's tree or free list is among them.
 // - Checkpoint E+2 may reuse the pages E+1 freed, which E's tree reaches, but it starts only after meta E+1 has been
-//   written whole (and synced).
+//   written whole (and synced), and it reuses none while a reader pins E or an older epoch (ReaderPins.swift).
 // - The WAL header of generation E+1 is rewritten only after meta E+1 has been written too.
 // So bytes of E's pages or E's WAL generation read before a check that still finds no valid meta newer than E were
 // read before either could be overwritten: a pread that starts after meta E+1's pwrite returned sees it (and a slot
 // caught mid-write fails its checksum, which is correct: its write had not returned).
 //
 // Invariants:
-// - Every page a read-only store reads from disk is checked after the read and before it is decoded, cached or
-//   returned (PageReader); opening checks after reading the meta's WAL; so no byte the snapshot did not hold ever
-//   reaches a caller. A failed check is `snapshotExpired`, never `corrupted`: when a read also failed its own
-//   checks, the guard is asked first, so a page overwritten under the reader is not reported as damage.
+// - An open pins E before it checks, after reading E's free list and WAL, that E is still the newest meta: a pinned
+//   snapshot's pages then stay intact for as long as it lives, however far the writer moves on.
+// - A snapshot that could not be pinned checks the meta slots after every page it reads from disk, before the page
+//   is decoded, cached or returned (PageReader), so no byte the snapshot did not hold ever reaches a caller. Every
+//   snapshot also checks each page's LSN against its meta's checkpoint LSN: a page written by a later checkpoint
+//   is never taken for one of its own, whatever went wrong with the pin. A failed check is `snapshotExpired`, never
+//   `corrupted`: when a read also failed its own checks, the newest meta is looked at first, so a page overwritten
+//   under the reader is not reported as damage.
 // - Expiry is final: epochs only grow, so once a check fails every later one fails too.
-// - A data file replaced by compaction (another inode at the path) also expires the snapshot: the old file is never
-//   written again, but its meta would never move, so a refresh could never see past it.
-// - refresh() applies only whole records of the snapshot's own WAL generation, in LSN order, read before a check
-//   that still finds the snapshot current: exactly what the writer's recovery would replay from the same bytes.
-//   A checkpoint since the open starts a new generation, whose records it cannot see: that is `snapshotExpired`.
+// - A data file replaced by compaction (another inode at the path) counts as a newer meta: the old file is never
+//   written again, but its meta would never move.
+// - refresh() applies only whole records of the snapshot's own WAL generation (their CRC is seeded with its salt),
+//   in LSN order: exactly what the writer's recovery would replay from the same bytes.
+// - Once the writer has checkpointed, refresh() opens a new snapshot of the newest checkpoint and swaps it in whole
+//   (writer state and published state): reads already running finish on the old one, which stays pinned until its
+//   last reader is done. Watchers go on with the new commits if the checkpoint holds exactly the commits the old
+//   snapshot had; otherwise commits in between are unknown, so every watcher ends with `historyUnavailable` and
+//   re-reads (the event store's subscriptions do that by themselves).
 // - A snapshot may hold the last commits a writer has written but not yet made durable (fdatasync): after a power
 //   failure those may be gone from the store although a reader saw them. A process crash loses nothing a reader
 //   saw: the writer's next recovery replays those records from the page cache.
 
 import EventStore
 import Glibc
+import Synchronization
 
 /// Checks that the snapshot a read-only store reads is still intact on disk.
 final class SnapshotGuard: Sendable {
     /// The meta page the snapshot reads.
     let meta: MetaPage
+    /// The snapshot's pin on its epoch; nil when it reads unpinned.
+    let pin: ReaderPin?
+    /// Pages free in the snapshot's checkpoint, once its free list has been read (statistics report them).
+    var freePages: Int {
+        get { freePageCount.load(ordering: .relaxed) }
+        set { freePageCount.store(newValue, ordering: .relaxed) }
+    }
+    private let freePageCount = Atomic<Int>(0)
     private let file: SystemFile
 
-    init(file: SystemFile, meta: MetaPage) {
+    init(file: SystemFile, meta: MetaPage, pin: ReaderPin?) {
         self.file = file
         self.meta = meta
+        self.pin = pin
     }
 
     /// Throws `snapshotExpired` if the writer has written a newer meta page, or replaced the data file, since the
     /// snapshot's meta was read.
-    func check() throws {
+    func checkCurrent() throws {
         let size = meta.pageSize
         let pages = try file.read(count: 2 * size, at: 0)
         for slot in 0..<2 where pages.count >= (slot + 1) * size {
@@ -57,15 +75,37 @@ final class SnapshotGuard: Sendable {
         if try file.isReplaced() { throw EventStoreError.snapshotExpired(path: file.path) }
     }
 
-    /// Runs `read`, a read of the snapshot's bytes, then checks the snapshot. When `read` throws (a page that fails
-    /// its checks, a short read), the check decides: `snapshotExpired` if the writer overwrote the snapshot,
-    /// otherwise `read`'s own error.
-    func validated<T>(_ read: () throws -> T) throws -> T {
+    /// Throws `snapshotExpired` if pages the snapshot read may have been reused since: never while it is pinned.
+    func checkPages() throws {
+        if pin == nil { try checkCurrent() }
+    }
+
+    /// Throws `snapshotExpired` if `page`, read from disk, was written by a checkpoint after the snapshot's.
+    func checkWritten(_ page: [UInt8]) throws {
+        if page.loadLE(UInt64.self, at: Page.lsnOffset) > meta.checkpointLSN {
+            throw EventStoreError.snapshotExpired(path: file.path)
+        }
+    }
+
+    /// Runs `read`, a read of the snapshot's pages, then `checkPages()`. When `read` throws (a page that fails its
+    /// checks, a short read), the newest meta decides: `snapshotExpired` if the writer has moved on, otherwise
+    /// `read`'s own error.
+    func validatedPages<T>(_ read: () throws -> T) throws -> T {
+        try validated(read, then: checkPages)
+    }
+
+    /// Runs `read`, a read of the snapshot's WAL or of the meta's free list, then `checkCurrent()`: only bytes read
+    /// while the snapshot was still the newest belong to it.
+    func validatedCurrent<T>(_ read: () throws -> T) throws -> T {
+        try validated(read, then: checkCurrent)
+    }
+
+    private func validated<T>(_ read: () throws -> T, then check: () throws -> Void) throws -> T {
         let result: T
         do {
             result = try read()
         } catch {
-            try check()
+            try checkCurrent()
             throw error
         }
         try check()
@@ -74,14 +114,20 @@ final class SnapshotGuard: Sendable {
 }
 
 extension PageFileKeyValueStore {
-    /// Brings a read-only store up to the commits a writer has made since it was opened or last refreshed: the
-    /// writer's WAL records after the snapshot are replayed in memory and published, so later reads see them and
-    /// ``changes(after:prefix:)`` watchers are told. Cheap when nothing is new: an fstat, one read of at most 64 KiB
-    /// of the WAL, and a meta check.
-    /// - Returns: how many committed transactions were applied; 0 when nothing is new.
-    /// - Throws: `snapshotExpired` once a writer has checkpointed since the store was opened (its later commits are
-    ///   in a WAL generation this snapshot cannot continue): close the store and open it again. `invalidArgument`
-    ///   on a writable store, which is always current; ``KeyValueStoreError/closed`` after ``close()``.
+    /// Brings a read-only store up to the commits a writer has made since it was opened or last refreshed, and
+    /// publishes them, so later reads see them and ``changes(after:prefix:)`` watchers are told. Cheap when nothing
+    /// is new: an fstat, one read of at most 64 KiB of the WAL, and a meta check.
+    ///
+    /// The writer's commits since the snapshot's checkpoint are replayed from its WAL. Once the writer has
+    /// checkpointed (or compacted), the store moves to its newest checkpoint instead: reads already running finish
+    /// on the snapshot they started on. Watchers go on across the move when that checkpoint holds exactly the
+    /// commits the store had taken in; otherwise they end with ``KeyValueStoreError/historyUnavailable(requested:oldest:)``
+    /// (the event store's subscriptions then re-read by themselves). Call it more often than the writer checkpoints
+    /// to keep watchers going.
+    /// - Returns: how many committed transactions the store moved forward by; 0 when nothing is new.
+    /// - Throws: `snapshotExpired` when a writer's checkpoints overtook each of ``snapshotOpenAttempts`` attempts to
+    ///   read its newest checkpoint; `invalidArgument` on a writable store, which is always current;
+    ///   ``KeyValueStoreError/closed`` after ``close()``.
     @discardableResult
     public func refresh() async throws -> Int {
         guard options.readOnly else {
@@ -97,18 +143,56 @@ extension PageFileKeyValueStore {
     private func refreshLocked() throws -> Int {
         var state = writer.state
         guard let snapshot = state.reader.snapshot else { return 0 }
-        let transactions = try snapshot.validated { () throws -> [LoggedTransaction] in
-            let (found, end) = try readRecords(after: state.walScanEnd, salt: snapshot.meta.walSalt, firstLSN: state.lsn + 1)
-            state.walScanEnd = end
-            try Self.replay(found, into: &state, reader: state.reader)
-            return found
+        let transactions: [LoggedTransaction]
+        do {
+            transactions = try snapshot.validatedCurrent { () throws -> [LoggedTransaction] in
+                let (found, end) = try readRecords(
+                    after: state.walScanEnd, salt: snapshot.meta.walSalt, firstLSN: state.lsn + 1)
+                state.walScanEnd = end
+                try Self.replay(found, into: &state, reader: state.reader)
+                return found
+            }
+        } catch EventStoreError.snapshotExpired {
+            return try reloadLocked()
         }
         guard !transactions.isEmpty else { return 0 }
         // Only a checkpoint uses the freed pages, and a read-only store never runs one.
         state.freedSinceCheckpoint.removeAll()
         writer.state = state
         pipeline.noteReplayed(upTo: state.walScanEnd)
-        let commits = transactions.map { transaction in
+        _ = published.publish(Self.commits(transactions, state: state))
+        return transactions.count
+    }
+
+    /// Moves a read-only store to the writer's newest checkpoint and the records after it (see refresh()).
+    private func reloadLocked() throws -> Int {
+        let previous = writer.state
+        var attempt = 1
+        var loaded: Recovered
+        while true {
+            do {
+                loaded = try Self.readSnapshot(directory: directory, options: options, wal: wal)
+                break
+            } catch EventStoreError.snapshotExpired where attempt < Self.snapshotOpenAttempts {
+                attempt += 1
+            }
+        }
+        var state = loaded.state
+        state.freedSinceCheckpoint.removeAll()
+        writer.state = state
+        pipeline.noteReplayed(upTo: state.walScanEnd)
+        // The checkpoint holds exactly the commits this store had: watchers only miss the records after it.
+        let continues = state.meta.checkpointLSN == previous.lsn
+        published.reload(
+            root: state.root, reader: state.reader, revision: state.revision, keyCount: state.keyCount,
+            epoch: state.meta.epoch, restartAfter: continues ? nil : state.meta.revision,
+            changes: Self.commits(loaded.transactions, state: state).map(\.changes))
+        return state.lsn > previous.lsn ? Int(state.lsn - previous.lsn) : 0
+    }
+
+    /// The replayed `transactions` as commits to publish, all ending in `state`.
+    private static func commits(_ transactions: [LoggedTransaction], state: WriterState) -> [PendingCommit] {
+        transactions.map { transaction in
             PendingCommit(
                 lsn: transaction.lsn, revision: transaction.revision, root: state.root, keyCount: state.keyCount,
                 changes: transaction.writes.map { write in
@@ -118,8 +202,6 @@ extension PageFileKeyValueStore {
                     }
                 })
         }
-        _ = published.publish(commits)
-        return transactions.count
     }
 
     /// The whole records of the snapshot's WAL generation from `offset` on, and the offset after the last one. Reads

@@ -95,19 +95,19 @@ extension PageFileKeyValueStore {
             try createDataFile(dataPath, directory: directory, options: options)
             created = true
         }
-        let data = try SystemFile.open(dataPath, create: false, readOnly: options.readOnly, faults: options.faults)
-        let meta = try readMeta(data, options: options)
-        let snapshot = options.readOnly ? SnapshotGuard(file: data, meta: meta) : nil
-        let reader = PageReader(
-            file: data, pageSize: meta.pageSize,
-            cache: PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize)),
-            snapshot: snapshot)
-        let wal = try SystemFile.open(
-            walPath, create: !options.readOnly, readOnly: options.readOnly, faults: options.faults)
-        // A snapshot's WAL bytes belong to its meta only if no newer meta was written before they were read; any
-        // failure below (a header of the next generation, pages reused under it) is also first put to the guard.
-        let recovered = try snapshot.map { try $0.validated { try recover(meta, reader: reader, wal: wal) } }
-            ?? recover(meta, reader: reader, wal: wal)
+        let wal: SystemFile
+        let recovered: Recovered
+        if options.readOnly {
+            wal = try SystemFile.open(walPath, create: false, readOnly: true, faults: options.faults)
+            recovered = try readSnapshot(directory: directory, options: options, wal: wal)
+        } else {
+            let data = try SystemFile.open(dataPath, create: false, faults: options.faults)
+            let meta = try readMeta(data, options: options)
+            let cache = PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize))
+            let reader = PageReader(file: data, pageSize: meta.pageSize, cache: cache)
+            wal = try SystemFile.open(walPath, create: true, faults: options.faults)
+            recovered = try recover(meta, reader: reader, wal: wal)
+        }
         var report = recovered.report
         report.created = created
         let store = PageFileKeyValueStore(
@@ -128,12 +128,32 @@ extension PageFileKeyValueStore {
     }
 
     /// What reading the free list and the WAL of a meta page found.
-    private struct Recovered {
+    struct Recovered {
         var state: WriterState
         var report: RecoveryReport
-        var replayed: Int
+        /// The WAL records replayed into `state`.
+        var transactions: [LoggedTransaction]
+        var replayed: Int { transactions.count }
         var walOffset: UInt64
         var walSize: UInt64
+    }
+
+    /// Reads a read-only snapshot of `directory`: the newest meta page, pinned (ReaderPins.swift), its free list and
+    /// its WAL generation's records in `wal`.
+    /// - Throws: `snapshotExpired` if a writer's checkpoint overtook the read (the caller starts again).
+    static func readSnapshot(directory: String, options: PageFileOptions, wal: SystemFile) throws -> Recovered {
+        let data = try SystemFile.open(directory + "/data", create: false, readOnly: true, faults: options.faults)
+        let meta = try readMeta(data, options: options)
+        // The pin comes before the check below that finds meta still the newest (see ReaderPins.swift).
+        let snapshot = SnapshotGuard(file: data, meta: meta, pin: ReaderPin.take(directory: directory, epoch: meta.epoch))
+        let cache = PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize))
+        let reader = PageReader(file: data, pageSize: meta.pageSize, cache: cache, snapshot: snapshot)
+        // A snapshot's free list and WAL bytes belong to its meta only if no newer meta was written before they were
+        // read; any failure below (a header of the next generation, pages reused under it) is also first put to the
+        // guard.
+        let recovered = try snapshot.validatedCurrent { try recover(meta, reader: reader, wal: wal) }
+        snapshot.freePages = recovered.state.freeList.all.count
+        return recovered
     }
 
     /// Reads `meta`'s free list and the WAL records after its checkpoint, and replays them in memory.
@@ -189,11 +209,11 @@ extension PageFileKeyValueStore {
 
         var state = WriterState(
             root: meta.root == 0 ? nil : .page(meta.root), reader: reader, revision: meta.revision, lsn: meta.checkpointLSN,
-            keyCount: meta.keyCount, freeList: FreeList(free: free, listPages: list), meta: meta)
+            keyCount: meta.keyCount, freeList: FreeList(freedAt: meta.epoch, pages: free, listPages: list), meta: meta)
         state.walScanEnd = walOffset
         try replay(transactions, into: &state, reader: reader)
         return Recovered(
-            state: state, report: report, replayed: transactions.count, walOffset: walOffset,
+            state: state, report: report, transactions: transactions, walOffset: walOffset,
             walSize: UInt64(walBytes.count))
     }
 

@@ -8,6 +8,9 @@
 //   pages freed at epoch e until no reader from before e remains. A reader never waits for I/O or fsync here.
 // - `changes` (a ChangeFeed) holds the most recent changes; watchers get them, then live changes as groups are
 //   published.
+// - A read-only store moves to a writer's newer checkpoint by swapping root, reader, revision and epoch in one step
+//   (`reload`); readers already running keep the old root and reader, whose pin holds their pages
+//   (ReadOnlySnapshot.swift).
 // - All of it is guarded by one lock (`Locked`); no I/O happens while it is held.
 
 import EventStore
@@ -84,6 +87,34 @@ final class PublishedState: Sendable {
         // Outside the lock: finishing runs the watcher's onTermination, which takes the same lock.
         for continuation in dropped { continuation.finish(throwing: KeyValueStoreError.watcherOverflow) }
         return replaced
+    }
+
+    /// Moves a read-only store to a new snapshot (ReadOnlySnapshot.swift), in one step for readers, and records
+    /// `changes` (one element per commit after the new snapshot's checkpoint). With `restartAfter`, the revision of
+    /// that checkpoint, the commits between the old snapshot and the checkpoint are unknown: every watcher ends with
+    /// `historyUnavailable` and the history starts again after that revision.
+    func reload(
+        root: ChildRef?, reader: PageReader, revision: UInt64, keyCount: UInt64, epoch: UInt64,
+        restartAfter floor: UInt64?, changes: [[KeyValueChange]]
+    ) {
+        let (previous, dropped, ended) = state.withLock { state in
+            let previous = state.revision
+            state.root = root
+            state.reader = reader
+            state.revision = revision
+            state.keyCount = keyCount
+            state.epoch = epoch
+            let ended = floor.map { state.changes.restart(floor: $0) } ?? []
+            var dropped: [ChangeFeed.Continuation] = []
+            for commit in changes { dropped += state.changes.record(commit) }
+            return (previous, dropped, ended)
+        }
+        // Outside the lock: finishing runs the watcher's onTermination, which takes the same lock.
+        for continuation in dropped { continuation.finish(throwing: KeyValueStoreError.watcherOverflow) }
+        for continuation in ended {
+            continuation.finish(
+                throwing: KeyValueStoreError.historyUnavailable(requested: previous, oldest: floor ?? previous))
+        }
     }
 
     /// Installs the checkpointed form of the current tree.

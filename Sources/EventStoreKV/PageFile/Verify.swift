@@ -70,9 +70,16 @@ extension PageFileKeyValueStore {
             return try await Offload.run {
                 if !skipCheckpoint { try self.checkpointLocked() }
                 let reader = self.writer.state.reader
-                let report = self.check(self.writer.state.meta, reader: reader)
-                // A snapshot a writer has overtaken meanwhile may show its reuse as problems: none of them count.
-                try reader.snapshot?.check()
+                let meta = self.writer.state.meta
+                guard let snapshot = reader.snapshot else { return self.check(meta, reader: reader) }
+                var report = self.check(meta, reader: reader, otherMetaSlot: false)
+                // A snapshot a writer has overtaken meanwhile may show its reuse as problems (unpinned, or pinned where
+                // the writer did not look, as a writer of an older build does not): none of them count.
+                try snapshot.checkPages()
+                if !report.problems.isEmpty { try snapshot.checkCurrent() }
+                // The other meta slot is the snapshot's to judge only while no writer has moved past it.
+                let slot = self.otherMetaSlotProblems(meta, reader: reader)
+                if (try? snapshot.checkCurrent()) != nil { report.problems += slot }
                 return report
             }
         }
@@ -95,8 +102,8 @@ extension PageFileKeyValueStore {
 
     private func lastMeta(_ reader: PageReader) -> (pageCount: UInt64, freeCount: Int, epoch: UInt64) {
         // A read-only store reports the checkpoint its snapshot reads, not a newer one a writer has made since.
-        if let snapshot = reader.snapshot, let free = snapshotFreePages {
-            return (snapshot.meta.pageCount, free, snapshot.meta.epoch)
+        if let snapshot = reader.snapshot {
+            return (snapshot.meta.pageCount, snapshot.freePages, snapshot.meta.epoch)
         }
         guard let newest = newestMetaOnDisk(reader) else { return (0, 0, 0) }
         let free = (try? FreeList.read(head: newest.freeListHead, reader: reader, pageCount: newest.pageCount))?.free
@@ -114,18 +121,27 @@ extension PageFileKeyValueStore {
         return slots.max(by: { $0.epoch < $1.epoch })
     }
 
-    /// Walks the on-disk state named by `meta`.
-    func check(_ meta: MetaPage, reader: PageReader) -> PageFileVerifyReport {
+    /// Walks the on-disk state named by `meta`, and with `otherMetaSlot` the meta slot it is not in.
+    func check(_ meta: MetaPage, reader: PageReader, otherMetaSlot: Bool = true) -> PageFileVerifyReport {
         var walk = VerifyWalk(reader: reader, pageCount: meta.pageCount)
         walk.report.pageCount = meta.pageCount
         if meta.root != 0 { walk.tree(meta.root, lower: nil, upper: nil, depth: 1) }
         walk.freeList(head: meta.freeListHead)
         walk.findLeaks()
-        walk.otherMetaSlot(current: meta)
+        if otherMetaSlot { walk.otherMetaSlot(current: meta) }
         if UInt64(walk.report.keys) != meta.keyCount {
             walk.report.problems.append("meta: key count \(meta.keyCount) but the tree holds \(walk.report.keys) keys")
         }
         return walk.report
+    }
+}
+
+extension PageFileKeyValueStore {
+    /// What is wrong with the meta slot `meta` is not in.
+    fileprivate func otherMetaSlotProblems(_ meta: MetaPage, reader: PageReader) -> [String] {
+        var walk = VerifyWalk(reader: reader, pageCount: meta.pageCount)
+        walk.otherMetaSlot(current: meta)
+        return walk.report.problems
     }
 }
 

@@ -1,0 +1,106 @@
+// ReaderPins: how a read-only store in another process keeps the writer from reusing the pages of its snapshot, as
+// LMDB's reader table does, with byte-range locks on the directory's `lock` file instead of shared memory.
+//
+// Invariants:
+// - A pinned snapshot of checkpoint epoch E holds a read lock on byte `pinBase + E` of `<dir>/lock`, on a descriptor
+//   of its own (an open-file-description lock, F_OFD_SETLK: it is not dropped when the process closes another
+//   descriptor of the file, as a classic POSIX lock would be). The lock goes when that descriptor is closed, when
+//   the last reader of the snapshot is done, or by the kernel when the process dies, so a crashed reader never
+//   holds pages back.
+// - The pin is taken before the opener checks that meta E is still the newest. So a writer that has not yet seen
+//   the pin has not yet written meta E+1 either, and E's pages are reused by no checkpoint before E+2: by then the
+//   pin is visible to the writer.
+// - Before each checkpoint the writer asks the kernel for the lowest pinned byte (F_OFD_GETLK) and counts it as a
+//   reader of that epoch: pages freed at checkpoint e are reused only once no pin below e remains (FreeList).
+// - Pages freed before the writer opened carry no epoch: they count as freed at the epoch it opened at, so a
+//   restarted writer does not reuse the pages of a reader that pinned an older checkpoint.
+// - A pin is an optimisation of a check that stays: when no pin can be taken (no `lock` file the process may open,
+//   a kernel or file system without OFD locks), the snapshot reads unpinned, guarded as before (ReadOnlySnapshot).
+//   The writer's own lock is a flock, which Linux keeps apart from byte-range locks on local file systems.
+
+import EventStore
+import Glibc
+
+/// Reader pins in a store directory's `lock` file: one byte per pinned checkpoint epoch.
+enum ReaderPins {
+    /// The byte of epoch 0. The writer's pid is written at the start of the file; the pins lie far beyond it (a
+    /// lock may cover bytes the file does not have).
+    static let base: off_t = 1 << 40
+
+    // Linux's open-file-description lock commands (<fcntl.h> defines them only under _GNU_SOURCE, which Swift's
+    // Glibc module does not set); the same numbers on every Linux architecture.
+    static let getLock: Int32 = 36  // F_OFD_GETLK
+    static let setLock: Int32 = 37  // F_OFD_SETLK
+
+    /// The lowest epoch a reader in any process has pinned through `descriptor` (an open descriptor of the `lock`
+    /// file), or nil when none has (or the kernel cannot say).
+    static func oldestPinnedEpoch(descriptor: Int32) -> UInt64? {
+        // F_OFD_GETLK reports one conflicting lock, not the lowest: ask again below each one found.
+        var end: off_t = 0  // 0: to the end of any file
+        var oldest: UInt64?
+        while true {
+            var query = flock()
+            query.l_type = Int16(F_WRLCK)
+            query.l_whence = Int16(SEEK_SET)
+            query.l_start = base
+            query.l_len = end
+            guard fcntl(descriptor, getLock, &query) == 0, query.l_type != Int16(F_UNLCK), query.l_start >= base else {
+                return oldest
+            }
+            oldest = UInt64(query.l_start - base)
+            guard query.l_start > base else { return oldest }
+            end = query.l_start - base
+        }
+    }
+}
+
+/// A read lock on a snapshot's epoch byte in the `lock` file (see the invariants above); released by `release()`
+/// (its store's close) or when the last reference goes.
+final class ReaderPin: Sendable {
+    /// The checkpoint epoch it pins.
+    let epoch: UInt64
+    private let descriptor: Locked<Int32?>
+
+    private init(epoch: UInt64, descriptor: Int32) {
+        self.epoch = epoch
+        self.descriptor = Locked(descriptor)
+    }
+
+    /// Pins `epoch` in `directory`, or returns nil when it cannot (no `lock` file this process may open, no OFD
+    /// locks): the snapshot then reads unpinned.
+    static func take(directory: String, epoch: UInt64) -> ReaderPin? {
+        guard epoch < UInt64(off_t.max - ReaderPins.base) else { return nil }
+        let descriptor = open(directory + "/lock", O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        var lock = flock()
+        lock.l_type = Int16(F_RDLCK)
+        lock.l_whence = Int16(SEEK_SET)
+        lock.l_start = ReaderPins.base + off_t(epoch)
+        lock.l_len = 1
+        guard fcntl(descriptor, ReaderPins.setLock, &lock) == 0 else {
+            close(descriptor)
+            return nil
+        }
+        return ReaderPin(epoch: epoch, descriptor: descriptor)
+    }
+
+    /// Lets the writer reuse the snapshot's pages (idempotent). Only once nothing reads the snapshot any more.
+    func release() {
+        descriptor.withLock { descriptor in
+            // Unlock before closing: a child process being spawned holds a copy of the descriptor until it execs,
+            // and the lock lives as long as any copy of the open file description does (as in DirectoryLock).
+            if let open = descriptor {
+                var lock = flock()
+                lock.l_type = Int16(F_UNLCK)
+                lock.l_whence = Int16(SEEK_SET)
+                lock.l_start = ReaderPins.base + off_t(epoch)
+                lock.l_len = 1
+                _ = fcntl(open, ReaderPins.setLock, &lock)
+                close(open)
+            }
+            descriptor = nil
+        }
+    }
+
+    deinit { release() }
+}
