@@ -135,15 +135,7 @@ struct LiveSnapshotTests {
         #expect(try await reader.read(stream).map(\.version) == [1, 2, 3, 4, 5])
 
         // A live subscription on the reader is woken by refresh(), like one on the writer by its commits.
-        let subscription = Task {
-            var positions: [UInt64] = []
-            for try await message in reader.subscribeToAll(from: .after(5)) {
-                guard let event = message.event else { continue }
-                positions.append(event.position)
-                if positions.count == 2 { break }
-            }
-            return positions
-        }
+        let subscription = await liveSubscription(reader, after: 5, count: 2)
         try await append(1)
         try await append(1)
         var refreshes = 0
@@ -151,25 +143,11 @@ struct LiveSnapshotTests {
             refreshes += 1
             try await Task.sleep(for: .milliseconds(10))
         }
-        // Bounded: a subscription that is never woken is cancelled instead of hanging the suite.
-        let deadline = Task {
-            try await Task.sleep(for: .seconds(20))
-            subscription.cancel()
-        }
-        #expect(try await subscription.value == [6, 7])
-        deadline.cancel()
+        #expect(try await collect(subscription) == [6, 7])
 
-        // A subscription lives on across the writer's checkpoints: one holding events the reader never took in,
+        // A live subscription goes on across the writer's checkpoints: one holding events the reader never took in,
         // and one of exactly what it had.
-        let across = Task {
-            var positions: [UInt64] = []
-            for try await message in reader.subscribeToAll(from: .after(7)) {
-                guard let event = message.event else { continue }
-                positions.append(event.position)
-                if positions.count == 3 { break }
-            }
-            return positions
-        }
+        let across = await liveSubscription(reader, after: 7, count: 3)
         try await append(1)
         try await writerEngine.checkpoint()
         try await append(1)
@@ -177,12 +155,7 @@ struct LiveSnapshotTests {
         try await writerEngine.checkpoint()
         try await append(1)
         #expect(try await readerEngine.refresh() == 1)
-        let acrossDeadline = Task {
-            try await Task.sleep(for: .seconds(20))
-            across.cancel()
-        }
-        #expect(try await across.value == [8, 9, 10])
-        acrossDeadline.cancel()
+        #expect(try await collect(across) == [8, 9, 10])
         #expect(try await reader.read(stream).map(\.version) == Array(1...10))
         try await readerEngine.close()
         try await writerEngine.close()
@@ -561,6 +534,41 @@ struct LiveSnapshotTests {
         #expect(refreshed > 0, "refreshed \(refreshed)")
         // Pinned snapshots never expire; unpinned ones do once the writer reuses their pages.
         #expect(pinned ? expired == 0 : expired > 0, "expired \(expired)")
+    }
+
+    /// Subscribes `reader` to the log after `position` and returns once the subscription has read the history:
+    /// what it delivers from then on comes live. The task collects the next `count` positions.
+    private func liveSubscription(_ reader: KeyValueEventStore, after position: UInt64, count: Int) async
+        -> Task<[UInt64], any Error>
+    {
+        let (caughtUp, signal) = AsyncStream<Void>.makeStream()
+        let task = Task {
+            defer { signal.finish() }
+            var positions: [UInt64] = []
+            for try await message in reader.subscribeToAll(from: .after(position)) {
+                switch message {
+                case .caughtUp: signal.yield()
+                case .event(let event):
+                    positions.append(event.position)
+                    if positions.count == count { return positions }
+                }
+            }
+            return positions
+        }
+        var waiting = caughtUp.makeAsyncIterator()
+        _ = await waiting.next()
+        return task
+    }
+
+    /// What `subscription` collects. Bounded: a subscription that is never woken is cancelled instead of hanging
+    /// the suite.
+    private func collect(_ subscription: Task<[UInt64], any Error>) async throws -> [UInt64] {
+        let deadline = Task {
+            try await Task.sleep(for: .seconds(20))
+            subscription.cancel()
+        }
+        defer { deadline.cancel() }
+        return try await subscription.value
     }
 
     private func itemKey(_ index: Int) -> [UInt8] { Array("item-".utf8) + bytes(of: index) }
