@@ -536,6 +536,132 @@ struct LiveSnapshotTests {
         #expect(pinned ? expired == 0 : expired > 0, "expired \(expired)")
     }
 
+    @Test("a pinned snapshot's backup never copies pages a writer rewrote, even where the pin was not honoured")
+    func backupOfAnUnhonouredPin() async throws {
+        let directory = TemporaryDirectory("snapshot-backup-unseen")
+        let copy = TemporaryDirectory("snapshot-backup-unseen-copy")
+        defer {
+            directory.remove()
+            copy.remove()
+        }
+        let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let keys = (0..<2_000).map { index in Array("key-\(10_000 + index)".utf8) }
+        func writeAll(_ fill: UInt8) async throws {
+            for batch in stride(from: 0, to: keys.count, by: 100) {
+                let writes = keys[batch..<(batch + 100)].map { KeyWrite.put($0, Array(repeating: fill, count: 100)) }
+                _ = try await writer.commit(KeyValueTransaction(writes: writes))
+            }
+            try await writer.checkpoint()
+        }
+        try await writeAll(0xA)
+        // As in pagesOfASnapshot(.unseen): the pin goes into a lock file the writer does not look at.
+        try FileManager.default.removeItem(atPath: directory.path + "/lock")
+        #expect(FileManager.default.createFile(atPath: directory.path + "/lock", contents: nil))
+        let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        try await writeAll(0xB)
+        try await writeAll(0xC)
+        await #expect { try await reader.backup(to: copy.path) } throws: { isExpired($0) }
+        #expect(!FileManager.default.fileExists(atPath: copy.path + "/data"))
+        try await reader.close()
+        try await writer.close()
+    }
+
+    @Test("a damaged page of a snapshot whose pin the writer honours is corrupted, naming the page, not an expiry")
+    func damageUnderAPin() async throws {
+        let directory = TemporaryDirectory("snapshot-pinned-damage")
+        defer { directory.remove() }
+        let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let keys = (0..<2_000).map { index in Array("key-\(10_000 + index)".utf8) }
+        func writeAll(_ fill: UInt8) async throws {
+            for batch in stride(from: 0, to: keys.count, by: 100) {
+                let writes = keys[batch..<(batch + 100)].map { KeyWrite.put($0, Array(repeating: fill, count: 100)) }
+                _ = try await writer.commit(KeyValueTransaction(writes: writes))
+            }
+            try await writer.checkpoint()
+        }
+        try await writeAll(0xA)
+        let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        let root = reader.writer.state.meta.root
+        // The writer moves on; the pin keeps the snapshot's pages, its old root among them, as they were.
+        try await writeAll(0xB)
+        try await writeAll(0xC)
+        // Damage to the snapshot's root page, which only the snapshot still uses.
+        let data = try #require(FileHandle(forWritingAtPath: directory.path + "/data"))
+        try data.seek(toOffset: root * UInt64(reader.pageSize) + 200)
+        try data.write(contentsOf: Data(repeating: 0x5A, count: 16))
+        try data.close()
+        await #expect { _ = try await reader.get(keys[1_234]) } throws: { error in
+            guard case EventStoreError.corrupted(let location, _) = error else { return false }
+            return location.hasSuffix("page \(root)")
+        }
+        let report = try await reader.verify()
+        #expect(report.problems.contains { $0.contains("page \(root)") }, "\(report.problems)")
+        try await reader.close()
+        try await writer.close()
+    }
+
+    @Test("a snapshot's cache counters run from its open, across refresh() to the writer's checkpoints")
+    func cacheCountersAcrossRefresh() async throws {
+        let directory = TemporaryDirectory("snapshot-cache-counters")
+        defer { directory.remove() }
+        let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let keys = (0..<300).map { Array("key-\(10_000 + $0)".utf8) }
+        _ = try await writer.commit(KeyValueTransaction(writes: keys.map { .put($0, Array(repeating: 1, count: 100)) }))
+        try await writer.checkpoint()
+        let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        for key in keys { _ = try await reader.get(key) }
+        let before = reader.metrics()
+        #expect(before.cacheHits > 0 && before.cacheMisses > 0)
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        try await writer.checkpoint()
+        #expect(try await reader.refresh() == 1)
+        for key in keys.prefix(10) { _ = try await reader.get(key) }
+        let after = reader.metrics()
+        #expect(after.cacheHits >= before.cacheHits && after.cacheMisses > before.cacheMisses, "\(before) \(after)")
+        #expect(try reader.statistics().cacheHits == after.cacheHits)
+        try await reader.close()
+        try await writer.close()
+    }
+
+    @Test("statistics() while refresh() moves to a checkpoint report one snapshot: never one's WAL with another's revision")
+    func statisticsDuringRefresh() async throws {
+        let directory = TemporaryDirectory("snapshot-statistics-race")
+        defer { directory.remove() }
+        var options = smallOptions()
+        options.durability = .none
+        options.checkpointThresholdMB = 64
+        let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+        _ = try await writer.commit(KeyValueTransaction(writes: [.put([0], [0])]))
+        let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        let before = try reader.statistics()
+        try await writer.checkpoint()
+        for index in 0..<4_000 {
+            _ = try await writer.commit(KeyValueTransaction(writes: [.put(Array("k-\(index)".utf8), [1, 2, 3])]))
+        }
+        // A thread samples statistics() for as long as the refresh takes (replaying 4,000 records).
+        let stop = SharedCounter()
+        let samples = Locked<[PageFileStatistics]>([])
+        let sampler = Thread {
+            while stop.value.load(ordering: .relaxed) == 0 {
+                if let statistics = try? reader.statistics() { samples.withLock { $0.append(statistics) } }
+            }
+            stop.value.store(2, ordering: .relaxed)
+        }
+        sampler.start()
+        #expect(try await reader.refresh() == 4_000)
+        let after = try reader.statistics()
+        stop.value.store(1, ordering: .relaxed)
+        while stop.value.load(ordering: .relaxed) != 2 { try await Task.sleep(for: .milliseconds(1)) }
+        let mixed = samples.withLock { $0 }.filter { sample in
+            let facts = [sample.checkpoints, sample.walBytes, sample.revision, sample.pageCount]
+            return facts != [before.checkpoints, before.walBytes, before.revision, before.pageCount]
+                && facts != [after.checkpoints, after.walBytes, after.revision, after.pageCount]
+        }
+        #expect(mixed.isEmpty, "\(mixed.count) samples mix two snapshots, the first: \(String(describing: mixed.first))")
+        try await reader.close()
+        try await writer.close()
+    }
+
     /// Subscribes `reader` to the log after `position` and returns once the subscription has read the history:
     /// what it delivers from then on comes live. The task collects the next `count` positions.
     private func liveSubscription(_ reader: KeyValueEventStore, after position: UInt64, count: Int) async

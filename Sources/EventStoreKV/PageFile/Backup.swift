@@ -10,9 +10,9 @@
 //   so it opens as a store; a destination that already holds a store is refused and left untouched.
 // - A read-only store copies its snapshot, beside a writer in another process: its checkpoint's pages, and its WAL
 //   generation's records up to the last one it has taken in, which the copy replays when it is opened. Nothing is
-//   renamed into place unless the snapshot's pages are intact after every byte was read (a pinned snapshot's
-//   always are; ReadOnlySnapshot.swift) and the WAL bytes read are exactly those records; otherwise the backup
-//   fails with `snapshotExpired`.
+//   renamed into place unless the snapshot's pages are intact after every byte was read (an unpinned snapshot
+//   checks the meta slots; every copy is walked, and a page a writer rewrote shows its later checkpoint's LSN) and
+//   the WAL bytes read are exactly those records; otherwise the backup fails with `snapshotExpired`.
 // - A backup that fails removes what it wrote into the destination (and the lock file, if it created it), so it
 //   can simply be run again into the same place.
 
@@ -55,10 +55,25 @@ extension PageFileKeyValueStore {
             let start = UInt64(WriteAheadLog.headerSize)
             let records = state.walScanEnd > start ? try wal.read(count: Int(state.walScanEnd - start), at: start) : []
             try Self.checkRecords(records, of: snapshot.meta, through: state.lsn, path: wal.path)
-            try Self.copy(snapshot.meta, from: state.reader, to: destination, records: records) {
+            try Self.copy(snapshot.meta, from: state.reader, to: destination, records: records) { copied in
                 try snapshot.checkPages()
+                try self.checkCopy(copied, of: snapshot)
             }
         }
+    }
+
+    /// Walks the tree and free list the copy `path` holds of `snapshot`'s checkpoint: a page of them that a writer
+    /// rewrote before it was copied (a pin no writer honoured) shows there as a page written after the checkpoint.
+    /// Throws `snapshotExpired` if such a failure may be reuse, `corrupted` naming the first problem otherwise.
+    private func checkCopy(_ path: String, of snapshot: SnapshotGuard) throws {
+        let meta = snapshot.meta
+        let copy = PageReader(
+            file: try SystemFile.open(path, create: false, readOnly: true, faults: nil), pageSize: meta.pageSize,
+            cache: PageCache(capacity: 16))
+        let report = check(meta, reader: copy, otherMetaSlot: false)
+        guard let problem = report.problems.first else { return }
+        try snapshot.explainFailedRead()
+        throw EventStoreError.corrupted(location: directory + "/data", detail: "the backup's copy: \(problem)")
     }
 
     /// Throws `snapshotExpired` unless `records` are exactly the records of `meta`'s WAL generation through `lsn`:
@@ -71,10 +86,11 @@ extension PageFileKeyValueStore {
     }
 
     /// Copies the tree and free list of `meta` from `source` into a new store in `destination`, with `records` (whole
-    /// WAL records of `meta`'s generation) after its WAL header; `beforeRename` may still refuse the copy.
+    /// WAL records of `meta`'s generation) after its WAL header; `beforeRename`, given the copy's data file, may still
+    /// refuse the copy.
     private static func copy(
         _ meta: MetaPage, from source: PageReader, to destination: String, records: [UInt8] = [],
-        beforeRename: () throws -> Void = {}
+        beforeRename: (_ copied: String) throws -> Void = { _ in }
     ) throws {
         try Directory.create(destination)
         let lockPath = destination + "/lock"
@@ -88,7 +104,7 @@ extension PageFileKeyValueStore {
         let temporary = dataPath + ".creating"
         do {
             try write(meta, from: source, to: temporary, wal: destination + "/wal", records: records)
-            try beforeRename()
+            try beforeRename(temporary)
             try Directory.rename(temporary, to: dataPath)
         } catch {
             // Leave the destination as it was found, so the same backup can be run into it again.

@@ -175,7 +175,7 @@ extension PageFileKeyValueStore {
 
         let reader = PageReader(
             file: try SystemFile.open(dataPath, create: false, faults: options.faults), pageSize: pageSize,
-            cache: PageCache(capacity: old.cache.capacity))
+            cache: PageCache(capacity: old.cache.capacity, counts: old.cache.counts))
         let report = PageFileCompactionReport(pagesBefore: state.meta.pageCount, pagesAfter: meta.pageCount)
         state.meta = meta
         state.reader = reader

@@ -36,6 +36,9 @@ final class DirectoryLock: Sendable {
             if code == EWOULDBLOCK { throw EventStoreError.storeLocked(path: directory, holderPID: holder) }
             throw EventStoreError.ioFailure(operation: "flock", path: path, errno: code)
         }
+        // Readers learn from this byte that their pins are honoured (ReaderPins.swift); a kernel without OFD locks
+        // refuses it, and then it refuses readers' pins too.
+        _ = ReaderPins.lock(descriptor, at: ReaderPins.honouredBy)
         let pid = Array("\(getpid())\n".utf8)
         _ = ftruncate(descriptor, 0)
         _ = pid.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
@@ -65,6 +68,7 @@ final class DirectoryLock: Sendable {
             // storeLocked naming our own pid.
             if let open = descriptor {
                 _ = ftruncate(open, 0)
+                _ = ReaderPins.lock(open, at: ReaderPins.honouredBy, type: F_UNLCK)
                 flock(open, LOCK_UN)
                 close(open)
             }

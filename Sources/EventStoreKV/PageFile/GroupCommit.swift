@@ -205,11 +205,6 @@ final class GroupCommit: @unchecked Sendable {
         }
     }
 
-    /// A read-only store's: refresh() has taken in the writer's WAL records up to `offset`, which `walBytes` reports.
-    func noteReplayed(upTo offset: UInt64) {
-        locked { walOffset = offset }
-    }
-
     /// Gives the WAL back after a checkpoint; the next record goes at `offset`, and the file is `size` bytes long.
     /// `synced` says the WAL needs no pending deferred fdatasync any more.
     func releaseWAL(offset: UInt64, size: UInt64, synced: Bool) {

@@ -115,7 +115,8 @@ extension PageFileKeyValueStore {
     /// The store's counters since it was opened: cheap (atomic loads), never blocks on the writer.
     public func metrics() -> PageFileMetrics {
         // The published reader's cache is the one reads use; after close, the counters keep their last values.
-        let cache = (try? published.read { _, reader in reader.cache.statistics }) ?? (pages: 0, hits: 0, misses: 0)
+        let facts = published.facts()
+        let cache = facts.reader.cache.statistics
         return PageFileMetrics(
             commits: counters.commits.load(ordering: .relaxed),
             walBytesWritten: counters.walBytesWritten.load(ordering: .relaxed),
@@ -124,7 +125,7 @@ extension PageFileKeyValueStore {
             checkpoints: counters.checkpoints.load(ordering: .relaxed),
             checkpointDuration: .nanoseconds(Int64(counters.checkpointNanoseconds.load(ordering: .relaxed))),
             lastCheckpointDuration: .nanoseconds(Int64(counters.lastCheckpointNanoseconds.load(ordering: .relaxed))),
-            walBytes: pipeline.walBytes)
+            walBytes: facts.walEnd ?? pipeline.walBytes)
     }
 
     /// The on-disk format version this build reads and writes.

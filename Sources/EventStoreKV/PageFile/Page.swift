@@ -6,7 +6,8 @@
 // - Every written page carries its own page number, the checkpoint LSN it was written at and a CRC32C over bytes
 //   4 ..< pageSize. `Page.check` verifies the checksum, the page number and (when asked) the type on every read
 //   from disk, so a misdirected or torn write and a flipped bit are all reported as `corrupted` naming the file and
-//   the page, never returned as data. The LSN is informational (for `eventstore verify` and debugging).
+//   the page, never returned as data. A page's LSN is never above the checkpoint LSN of a meta that reaches it:
+//   verify checks that, and read-only snapshots rely on it to tell a page a writer reused (ReadOnlySnapshot.swift).
 
 import EventStore
 

@@ -11,6 +11,7 @@
 // - All state is guarded by one lock (`Locked`); no I/O happens while it is held.
 
 import EventStore
+import Synchronization
 
 /// A bounded cache of decoded pages, keyed by page number.
 final class PageCache: Sendable {
@@ -26,14 +27,25 @@ final class PageCache: Sendable {
         /// Ring positions of pages removed (tombstones), filled before anything is evicted.
         var holes: [Int] = []
         var hand = 0
-        var hits: UInt64 = 0
-        var misses: UInt64 = 0
+    }
+
+    /// Hits and misses, shared by the caches that follow one another in a store (a read-only store's refresh() and
+    /// compact() give it a new cache), so its counters run from its open.
+    final class Counts: Sendable {
+        let hits = Atomic<UInt64>(0)
+        let misses = Atomic<UInt64>(0)
+
+        init() {}
     }
 
     private let state = Locked(State())
     let capacity: Int
+    let counts: Counts
 
-    init(capacity: Int) { self.capacity = max(16, capacity) }
+    init(capacity: Int, counts: Counts = Counts()) {
+        self.capacity = max(16, capacity)
+        self.counts = counts
+    }
 
     /// Pages that fit `megabytes` of memory. A cached leaf is its page body (in an array of exactly its size) plus
     /// 4 bytes of offset per entry and a small object: about 1.06 times the page size (measured: the default 64 MiB
@@ -44,10 +56,10 @@ final class PageCache: Sendable {
     func node(_ page: UInt64) -> Node? {
         state.withLock { state in
             guard let slot = state.slots[page] else {
-                state.misses += 1
+                counts.misses.add(1, ordering: .relaxed)
                 return nil
             }
-            state.hits += 1
+            counts.hits.add(1, ordering: .relaxed)
             if !slot.referenced { state.slots[page]?.referenced = true }
             return slot.node
         }
@@ -110,6 +122,7 @@ final class PageCache: Sendable {
 
     /// Pages cached, hits and misses so far.
     var statistics: (pages: Int, hits: UInt64, misses: UInt64) {
-        state.withLock { ($0.slots.count, $0.hits, $0.misses) }
+        let pages = state.withLock { $0.slots.count }
+        return (pages, counts.hits.load(ordering: .relaxed), counts.misses.load(ordering: .relaxed))
     }
 }

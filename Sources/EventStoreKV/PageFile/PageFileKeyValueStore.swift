@@ -94,8 +94,8 @@ public final class PageFileKeyValueStore: KeyValueStore {
         self.writer = WriterBox(writer)
         self.recovery = recovery
         let published = PublishedState(
-            root: writer.root, reader: writer.reader, revision: writer.revision, keyCount: writer.keyCount, epoch: writer.meta.epoch,
-            historyLimit: options.historyLimit)
+            root: writer.root, reader: writer.reader, revision: writer.revision, keyCount: writer.keyCount,
+            epoch: writer.meta.epoch, walEnd: options.readOnly ? walOffset : nil, historyLimit: options.historyLimit)
         self.published = published
         let counters = StoreMetrics(observer: options.observer)
         self.counters = counters

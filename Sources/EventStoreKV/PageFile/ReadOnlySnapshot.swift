@@ -19,8 +19,9 @@
 //   is decoded, cached or returned (PageReader), so no byte the snapshot did not hold ever reaches a caller. Every
 //   snapshot also checks each page's LSN against its meta's checkpoint LSN: a page written by a later checkpoint
 //   is never taken for one of its own, whatever went wrong with the pin. A failed check is `snapshotExpired`, never
-//   `corrupted`: when a read also failed its own checks, the newest meta is looked at first, so a page overwritten
-//   under the reader is not reported as damage.
+//   `corrupted`. When a read fails its own checks, the snapshot first asks whether the page may have been reused
+//   (pinned where no writer honours the pin, or unpinned, and a writer has moved on): then it is `snapshotExpired`,
+//   not damage; otherwise the damage is reported as `corrupted`, naming the page.
 // - Expiry is final: epochs only grow, so once a check fails every later one fails too.
 // - A data file replaced by compaction (another inode at the path) counts as a newer meta: the old file is never
 //   written again, but its meta would never move.
@@ -87,20 +88,33 @@ final class SnapshotGuard: Sendable {
         }
     }
 
+    /// After a read of the snapshot's pages failed its checks: throws `snapshotExpired` if the failure may come from
+    /// a writer reusing them, so that it is not reported as damage. It cannot while a writer that honours the pin
+    /// holds the store (ReaderPins.swift), or while no writer has moved past the snapshot.
+    func explainFailedRead() throws {
+        if pin?.isHonoured == true { return }
+        try checkCurrent()
+    }
+
     /// Runs `read`, a read of the snapshot's pages, then `checkPages()`. When `read` throws (a page that fails its
-    /// checks, a short read), the newest meta decides: `snapshotExpired` if the writer has moved on, otherwise
-    /// `read`'s own error.
+    /// checks, a short read), `explainFailedRead()` decides: `snapshotExpired`, or `read`'s own error.
     func validatedPages<T>(_ read: () throws -> T) throws -> T {
-        try validated(read, then: checkPages)
+        let result: T
+        do {
+            result = try read()
+        } catch {
+            try explainFailedRead()
+            throw error
+        }
+        try checkPages()
+        return result
     }
 
     /// Runs `read`, a read of the snapshot's WAL or of the meta's free list, then `checkCurrent()`: only bytes read
-    /// while the snapshot was still the newest belong to it.
+    /// while the snapshot was still the newest belong to it. When `read` throws, the newest meta decides:
+    /// `snapshotExpired` if the writer has moved on (the WAL may be of its next generation), otherwise `read`'s own
+    /// error.
     func validatedCurrent<T>(_ read: () throws -> T) throws -> T {
-        try validated(read, then: checkCurrent)
-    }
-
-    private func validated<T>(_ read: () throws -> T, then check: () throws -> Void) throws -> T {
         let result: T
         do {
             result = try read()
@@ -108,7 +122,7 @@ final class SnapshotGuard: Sendable {
             try checkCurrent()
             throw error
         }
-        try check()
+        try checkCurrent()
         return result
     }
 }
@@ -159,8 +173,7 @@ extension PageFileKeyValueStore {
         // Only a checkpoint uses the freed pages, and a read-only store never runs one.
         state.freedSinceCheckpoint.removeAll()
         writer.state = state
-        pipeline.noteReplayed(upTo: state.walScanEnd)
-        _ = published.publish(Self.commits(transactions, state: state))
+        _ = published.publish(Self.commits(transactions, state: state), walEnd: state.walScanEnd)
         return transactions.count
     }
 
@@ -171,7 +184,8 @@ extension PageFileKeyValueStore {
         var loaded: Recovered
         while true {
             do {
-                loaded = try Self.readSnapshot(directory: directory, options: options, wal: wal)
+                loaded = try Self.readSnapshot(
+                    directory: directory, options: options, wal: wal, cacheCounts: previous.reader.cache.counts)
                 break
             } catch EventStoreError.snapshotExpired where attempt < Self.snapshotOpenAttempts {
                 attempt += 1
@@ -180,12 +194,11 @@ extension PageFileKeyValueStore {
         var state = loaded.state
         state.freedSinceCheckpoint.removeAll()
         writer.state = state
-        pipeline.noteReplayed(upTo: state.walScanEnd)
         // The checkpoint holds exactly the commits this store had: watchers only miss the records after it.
         let continues = state.meta.checkpointLSN == previous.lsn
         published.reload(
             root: state.root, reader: state.reader, revision: state.revision, keyCount: state.keyCount,
-            epoch: state.meta.epoch, restartAfter: continues ? nil : state.meta.revision,
+            epoch: state.meta.epoch, walEnd: state.walScanEnd, restartAfter: continues ? nil : state.meta.revision,
             changes: Self.commits(loaded.transactions, state: state).map(\.changes))
         return state.lsn > previous.lsn ? Int(state.lsn - previous.lsn) : 0
     }

@@ -14,6 +14,10 @@
 //   reader of that epoch: pages freed at checkpoint e are reused only once no pin below e remains (FreeList).
 // - Pages freed before the writer opened carry no epoch: they count as freed at the epoch it opened at, so a
 //   restarted writer does not reuse the pages of a reader that pinned an older checkpoint.
+// - A writer that honours pins says so while it holds the store: a read lock on byte `pinBase - 1`. A pinned reader
+//   that finds it there knows its pages cannot have been reused, so a page that fails its checks is damage, reported
+//   as such; without it (no writer, or a writer of an older build that does not look for pins) such a failure after
+//   the writer moved on counts as reuse (`snapshotExpired`).
 // - A pin is an optimisation of a check that stays: when no pin can be taken (no `lock` file the process may open,
 //   a kernel or file system without OFD locks), the snapshot reads unpinned, guarded as before (ReadOnlySnapshot).
 //   The writer's own lock is a flock, which Linux keeps apart from byte-range locks on local file systems.
@@ -31,6 +35,30 @@ enum ReaderPins {
     // Glibc module does not set); the same numbers on every Linux architecture.
     static let getLock: Int32 = 36  // F_OFD_GETLK
     static let setLock: Int32 = 37  // F_OFD_SETLK
+
+    /// The byte a writer that honours pins holds a read lock on.
+    static let honouredBy: off_t = base - 1
+
+    /// Locks one byte at `start` of the file open as `descriptor` (F_RDLCK, or F_UNLCK to unlock); false if the kernel
+    /// refuses.
+    static func lock(_ descriptor: Int32, at start: off_t, type: Int32 = F_RDLCK) -> Bool {
+        var lock = flock()
+        lock.l_type = Int16(type)
+        lock.l_whence = Int16(SEEK_SET)
+        lock.l_start = start
+        lock.l_len = 1
+        return fcntl(descriptor, setLock, &lock) == 0
+    }
+
+    /// Whether another open file description holds a lock on the byte at `start`.
+    static func isLocked(_ descriptor: Int32, at start: off_t) -> Bool {
+        var query = flock()
+        query.l_type = Int16(F_WRLCK)
+        query.l_whence = Int16(SEEK_SET)
+        query.l_start = start
+        query.l_len = 1
+        return fcntl(descriptor, getLock, &query) == 0 && query.l_type != Int16(F_UNLCK)
+    }
 
     /// The lowest epoch a reader in any process has pinned through `descriptor` (an open descriptor of the `lock`
     /// file), or nil when none has (or the kernel cannot say).
@@ -72,16 +100,18 @@ final class ReaderPin: Sendable {
         guard epoch < UInt64(off_t.max - ReaderPins.base) else { return nil }
         let descriptor = open(directory + "/lock", O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return nil }
-        var lock = flock()
-        lock.l_type = Int16(F_RDLCK)
-        lock.l_whence = Int16(SEEK_SET)
-        lock.l_start = ReaderPins.base + off_t(epoch)
-        lock.l_len = 1
-        guard fcntl(descriptor, ReaderPins.setLock, &lock) == 0 else {
+        guard ReaderPins.lock(descriptor, at: ReaderPins.base + off_t(epoch)) else {
             close(descriptor)
             return nil
         }
         return ReaderPin(epoch: epoch, descriptor: descriptor)
+    }
+
+    /// Whether a writer that honours pins holds the store now (see the invariants above).
+    var isHonoured: Bool {
+        descriptor.withLock { descriptor in
+            descriptor.map { ReaderPins.isLocked($0, at: ReaderPins.honouredBy) } ?? false
+        }
     }
 
     /// Lets the writer reuse the snapshot's pages (idempotent). Only once nothing reads the snapshot any more.
@@ -90,12 +120,7 @@ final class ReaderPin: Sendable {
             // Unlock before closing: a child process being spawned holds a copy of the descriptor until it execs,
             // and the lock lives as long as any copy of the open file description does (as in DirectoryLock).
             if let open = descriptor {
-                var lock = flock()
-                lock.l_type = Int16(F_UNLCK)
-                lock.l_whence = Int16(SEEK_SET)
-                lock.l_start = ReaderPins.base + off_t(epoch)
-                lock.l_len = 1
-                _ = fcntl(open, ReaderPins.setLock, &lock)
+                _ = ReaderPins.lock(open, at: ReaderPins.base + off_t(epoch), type: F_UNLCK)
                 close(open)
             }
             descriptor = nil

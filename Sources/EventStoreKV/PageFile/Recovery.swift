@@ -139,14 +139,17 @@ extension PageFileKeyValueStore {
     }
 
     /// Reads a read-only snapshot of `directory`: the newest meta page, pinned (ReaderPins.swift), its free list and
-    /// its WAL generation's records in `wal`.
+    /// its WAL generation's records in `wal`. Its cache counts into `cacheCounts`.
     /// - Throws: `snapshotExpired` if a writer's checkpoint overtook the read (the caller starts again).
-    static func readSnapshot(directory: String, options: PageFileOptions, wal: SystemFile) throws -> Recovered {
+    static func readSnapshot(
+        directory: String, options: PageFileOptions, wal: SystemFile, cacheCounts: PageCache.Counts = PageCache.Counts()
+    ) throws -> Recovered {
         let data = try SystemFile.open(directory + "/data", create: false, readOnly: true, faults: options.faults)
         let meta = try readMeta(data, options: options)
         // The pin comes before the check below that finds meta still the newest (see ReaderPins.swift).
         let snapshot = SnapshotGuard(file: data, meta: meta, pin: ReaderPin.take(directory: directory, epoch: meta.epoch))
-        let cache = PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize))
+        let cache = PageCache(
+            capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize), counts: cacheCounts)
         let reader = PageReader(file: data, pageSize: meta.pageSize, cache: cache, snapshot: snapshot)
         // A snapshot's free list and WAL bytes belong to its meta only if no newer meta was written before they were
         // read; any failure below (a header of the next generation, pages reused under it) is also first put to the

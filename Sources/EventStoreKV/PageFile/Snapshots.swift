@@ -24,6 +24,8 @@ final class PublishedState: Sendable {
         var revision: UInt64
         var keyCount: UInt64
         var epoch: UInt64
+        /// A read-only store's: the WAL offset after the records its snapshot holds; nil for a writer.
+        var walEnd: UInt64?
         var readers: [UInt64: Int] = [:]
         var changes: ChangeFeed
         var closed = false
@@ -31,11 +33,19 @@ final class PublishedState: Sendable {
 
     let state: Locked<State>
 
-    init(root: ChildRef?, reader: PageReader, revision: UInt64, keyCount: UInt64, epoch: UInt64, historyLimit: Int) {
+    init(
+        root: ChildRef?, reader: PageReader, revision: UInt64, keyCount: UInt64, epoch: UInt64, walEnd: UInt64?,
+        historyLimit: Int
+    ) {
         state = Locked(
             State(
-                root: root, reader: reader, revision: revision, keyCount: keyCount, epoch: epoch,
+                root: root, reader: reader, revision: revision, keyCount: keyCount, epoch: epoch, walEnd: walEnd,
                 changes: ChangeFeed(floor: revision, historyLimit: historyLimit)))
+    }
+
+    /// What statistics and metrics report of the published state, all of one snapshot.
+    func facts() -> (reader: PageReader, revision: UInt64, keyCount: UInt64, walEnd: UInt64?, closed: Bool) {
+        state.withLock { ($0.reader, $0.revision, $0.keyCount, $0.walEnd, $0.closed) }
     }
 
     /// Runs `body` on the current snapshot's root, registered as a reader of its epoch.
@@ -73,9 +83,11 @@ final class PublishedState: Sendable {
 
     /// Makes a durable group visible and tells the watchers. Returns the replaced root, so the caller can release
     /// it (freeing the nodes only it held can take a while) after acknowledging the group's committers.
-    func publish(_ group: [PendingCommit]) -> ChildRef? {
+    /// A read-only store passes `walEnd`, the WAL offset after the group's records.
+    func publish(_ group: [PendingCommit], walEnd: UInt64? = nil) -> ChildRef? {
         guard let last = group.last else { return nil }
         let (replaced, dropped) = state.withLock { state in
+            if let walEnd { state.walEnd = walEnd }
             let replaced = state.root
             state.root = last.root
             state.revision = last.revision
@@ -94,11 +106,12 @@ final class PublishedState: Sendable {
     /// that checkpoint, the commits between the old snapshot and the checkpoint are unknown: every watcher ends with
     /// `historyUnavailable` and the history starts again after that revision.
     func reload(
-        root: ChildRef?, reader: PageReader, revision: UInt64, keyCount: UInt64, epoch: UInt64,
+        root: ChildRef?, reader: PageReader, revision: UInt64, keyCount: UInt64, epoch: UInt64, walEnd: UInt64,
         restartAfter floor: UInt64?, changes: [[KeyValueChange]]
     ) {
         let (previous, dropped, ended) = state.withLock { state in
             let previous = state.revision
+            state.walEnd = walEnd
             state.root = root
             state.reader = reader
             state.revision = revision

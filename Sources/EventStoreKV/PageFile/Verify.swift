@@ -74,9 +74,9 @@ extension PageFileKeyValueStore {
                 guard let snapshot = reader.snapshot else { return self.check(meta, reader: reader) }
                 var report = self.check(meta, reader: reader, otherMetaSlot: false)
                 // A snapshot a writer has overtaken meanwhile may show its reuse as problems (unpinned, or pinned where
-                // the writer did not look, as a writer of an older build does not): none of them count.
+                // no writer honours the pin): then none of them count.
                 try snapshot.checkPages()
-                if !report.problems.isEmpty { try snapshot.checkCurrent() }
+                if !report.problems.isEmpty { try snapshot.explainFailedRead() }
                 // The other meta slot is the snapshot's to judge only while no writer has moved past it.
                 let slot = self.otherMetaSlotProblems(meta, reader: reader)
                 if (try? snapshot.checkCurrent()) != nil { report.problems += slot }
@@ -88,14 +88,13 @@ extension PageFileKeyValueStore {
     /// Counters for monitoring; cheap, and never blocks on the writer. A read-only store reports its snapshot: the
     /// pages of the checkpoint it reads, and the WAL bytes it has taken in (on open and by ``refresh()``).
     public func statistics() throws -> PageFileStatistics {
-        let (revision, keys, reader) = try published.read { _, reader in
-            published.state.withLock { ($0.revision, $0.keyCount, reader) }
-        }
+        let (reader, revision, keys, walEnd, closed) = published.facts()
+        if closed { throw KeyValueStoreError.closed }
         let cache = reader.cache.statistics
         // The meta and free list belong to the writer; read the last durable ones from disk instead of waiting.
         let meta = lastMeta(reader)
         return PageFileStatistics(
-            pageSize: reader.pageSize, pageCount: meta.pageCount, freePages: meta.freeCount, walBytes: pipeline.walBytes,
+            pageSize: reader.pageSize, pageCount: meta.pageCount, freePages: meta.freeCount, walBytes: walEnd ?? pipeline.walBytes,
             revision: revision, keys: keys, checkpoints: meta.epoch, cachedPages: cache.pages, cacheHits: cache.hits,
             cacheMisses: cache.misses)
     }
@@ -123,7 +122,7 @@ extension PageFileKeyValueStore {
 
     /// Walks the on-disk state named by `meta`, and with `otherMetaSlot` the meta slot it is not in.
     func check(_ meta: MetaPage, reader: PageReader, otherMetaSlot: Bool = true) -> PageFileVerifyReport {
-        var walk = VerifyWalk(reader: reader, pageCount: meta.pageCount)
+        var walk = VerifyWalk(reader: reader, pageCount: meta.pageCount, checkpointLSN: meta.checkpointLSN)
         walk.report.pageCount = meta.pageCount
         if meta.root != 0 { walk.tree(meta.root, lower: nil, upper: nil, depth: 1) }
         walk.freeList(head: meta.freeListHead)
@@ -174,9 +173,23 @@ private struct VerifyWalk {
     var owner: [UInt64: String] = [:]
     var leafDepth: Int?
 
-    init(reader: PageReader, pageCount: UInt64) {
+    /// The checkpoint LSN of the meta walked: no page it reaches was written later.
+    let checkpointLSN: UInt64
+
+    init(reader: PageReader, pageCount: UInt64, checkpointLSN: UInt64 = .max) {
         self.reader = reader
         self.pageCount = pageCount
+        self.checkpointLSN = checkpointLSN
+    }
+
+    /// Records a problem if `bytes`, page `page` as read, was written after the meta's checkpoint: a page the meta
+    /// reaches that a later checkpoint overwrote.
+    private mutating func checkWritten(_ bytes: [UInt8], page: UInt64) {
+        let lsn = bytes.loadLE(UInt64.self, at: Page.lsnOffset)
+        if lsn > checkpointLSN {
+            report.problems.append(
+                "\(path) page \(page): written at LSN \(lsn), after the meta's checkpoint at LSN \(checkpointLSN)")
+        }
     }
 
     private var path: String { reader.path }
@@ -199,7 +212,9 @@ private struct VerifyWalk {
         guard claim(page, as: "tree") else { return }
         let node: Node
         do {
-            node = try NodeCodec.decode(try reader.rawPage(page, type: nil), number: page, path: path)
+            let bytes = try reader.rawPage(page, type: nil)
+            checkWritten(bytes, page: page)
+            node = try NodeCodec.decode(bytes, number: page, path: path)
         } catch {
             report.problems.append("\(error)")
             return
@@ -242,7 +257,14 @@ private struct VerifyWalk {
         let count = reader.overflowPages(length)
         for offset in 0..<UInt64(count) where !claim(first + offset, as: "overflow") { return }
         report.overflowPages += count
-        do { _ = try reader.value(value) } catch { report.problems.append("\(error)") }
+        do {
+            _ = try reader.value(value)
+            for offset in 0..<UInt64(count) {
+                checkWritten(try reader.rawPage(first + offset, type: .overflow), page: first + offset)
+            }
+        } catch {
+            report.problems.append("\(error)")
+        }
     }
 
     mutating func freeList(head: UInt64) {
@@ -257,6 +279,7 @@ private struct VerifyWalk {
                 report.problems.append("\(error)")
                 return
             }
+            checkWritten(page, page: next)
             let count = Int(page.loadLE(UInt32.self, at: Page.countOffset))
             guard count <= FreeList.capacity(pageSize: reader.pageSize) else {
                 report.problems.append("\(path) page \(next): free-list count \(count) too large")
