@@ -33,6 +33,8 @@ enum Inspection {
                 "pagesUsed": .number(statistics.pageCount - UInt64(statistics.freePages)),
                 "pagesFree": .number(UInt64(statistics.freePages)),
                 "walBytes": .number(statistics.walBytes),
+                "checkpoints": .number(statistics.checkpoints),
+                "oldestPinnedCheckpoint": statistics.oldestPinnedCheckpoint.map { .number($0) } ?? .text("none"),
                 "pendingWALTransactions": .number(UInt64(store.engine.recovery.replayedTransactions)),
                 "keys": .number(statistics.keys),
                 "streams": .number(streams),

@@ -408,6 +408,7 @@ struct LiveSnapshotTests {
         let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
         let openedAt = try reader.statistics().checkpoints
         #expect(writer.lock?.oldestPinnedEpoch() == openedAt)
+        #expect(try writer.statistics().oldestPinnedCheckpoint == openedAt)
         let pinned = [try await rewrite(6), try await rewrite(7), try await rewrite(8)]
         #expect(pinned[2] > pinned[0], "\(pinned)")
         // Moving the snapshot to the newest checkpoint moves its pin: the old snapshot's goes with it.
@@ -418,6 +419,7 @@ struct LiveSnapshotTests {
         // Closing the store takes the pin away, and the file settles again.
         try await reader.close()
         #expect(writer.lock?.oldestPinnedEpoch() == nil)
+        #expect(try writer.statistics().oldestPinnedCheckpoint == nil)
         for fill: UInt8 in 9...10 { _ = try await rewrite(fill) }
         let closed = try await rewrite(11)
         #expect(try await rewrite(12) == closed)
@@ -435,10 +437,12 @@ struct LiveSnapshotTests {
         var pins = [9, 3, 5, 3].map { ReaderPin.take(directory: directory.path, epoch: $0) }
         #expect(pins.allSatisfy { $0 != nil })
         #expect(lock.oldestPinnedEpoch() == 3)
+        #expect(pins[0]?.oldestOtherPinnedEpoch == 3 && pins[1]?.oldestOtherPinnedEpoch == 3)
         pins[1] = nil
         #expect(lock.oldestPinnedEpoch() == 3, "another reader still pins 3")
         pins[3] = nil
         #expect(lock.oldestPinnedEpoch() == 5)
+        #expect(pins[2]?.oldestOtherPinnedEpoch == 9, "a reader does not see its own pin")
         pins.removeAll()
         #expect(lock.oldestPinnedEpoch() == nil)
     }

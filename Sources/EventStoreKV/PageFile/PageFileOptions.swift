@@ -37,7 +37,8 @@ public struct PageFileOptions: Sendable {
     /// The store reads the state committed when it opened (including commits a writer has written but not yet made
     /// durable). ``PageFileKeyValueStore/refresh()`` brings it up to the writer's later commits and checkpoints.
     /// The snapshot is pinned with a byte-range lock on the directory's `lock` file, so a writer does not reuse its
-    /// pages while it is open. Where it cannot be pinned (the `lock` file is missing or cannot be opened, or the
+    /// pages while it is open (which makes the writer's file grow while a reader keeps an old snapshot: refresh it
+    /// or close it; ``PageFileStatistics/oldestPinnedCheckpoint`` shows the oldest one pinned). Where it cannot be pinned (the `lock` file is missing or cannot be opened, or the
     /// writer is an older build that does not look for pins), reads that need a page the writer may have reused
     /// throw `EventStoreError.snapshotExpired`; refresh() or open the store again then. A read never returns bytes
     /// of another state.

@@ -107,6 +107,11 @@ final class ReaderPin: Sendable {
         return ReaderPin(epoch: epoch, descriptor: descriptor)
     }
 
+    /// The lowest epoch pinned by any reader but this one.
+    var oldestOtherPinnedEpoch: UInt64? {
+        descriptor.withLock { descriptor in descriptor.flatMap { ReaderPins.oldestPinnedEpoch(descriptor: $0) } }
+    }
+
     /// Whether a writer that honours pins holds the store now (see the invariants above).
     var isHonoured: Bool {
         descriptor.withLock { descriptor in

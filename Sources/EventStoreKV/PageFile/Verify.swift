@@ -58,6 +58,10 @@ public struct PageFileStatistics: Sendable, Hashable {
     public var cacheHits: UInt64
     /// Page lookups that had to read the disk since open.
     public var cacheMisses: UInt64
+    /// The oldest checkpoint a read-only store (of another process, or another store of this one) still pins, or nil
+    /// if none does. The writer reuses none of the pages that checkpoint reaches, so while it stays behind
+    /// ``checkpoints`` the data file grows: ``PageFileKeyValueStore/refresh()`` or close the reader that holds it.
+    public var oldestPinnedCheckpoint: UInt64?
 }
 
 extension PageFileKeyValueStore {
@@ -96,7 +100,8 @@ extension PageFileKeyValueStore {
         return PageFileStatistics(
             pageSize: reader.pageSize, pageCount: meta.pageCount, freePages: meta.freeCount, walBytes: walEnd ?? pipeline.walBytes,
             revision: revision, keys: keys, checkpoints: meta.epoch, cachedPages: cache.pages, cacheHits: cache.hits,
-            cacheMisses: cache.misses)
+            cacheMisses: cache.misses,
+            oldestPinnedCheckpoint: lock?.oldestPinnedEpoch() ?? reader.snapshot?.pin?.oldestOtherPinnedEpoch)
     }
 
     private func lastMeta(_ reader: PageReader) -> (pageCount: UInt64, freeCount: Int, epoch: UInt64) {
