@@ -171,7 +171,8 @@ final class AdminToolTests {
             let events = (1...2).map { EventData(type: "Happened", data: Data("{\"round\":\(round),\"n\":\($0)}".utf8)) }
             _ = try await store.append(events, to: stream, expectedVersion: .any)
             #expect(await lines.wait(for: 6 + 2 * round), "round \(round): \(lines.text)")
-            // Two checkpoints let the writer reuse the pages of the follower's snapshot: it must open a new one.
+            // Two checkpoints would let the writer reuse the pages of an unpinned snapshot; the follower's is pinned,
+            // and it moves on to the newest checkpoint by refresh().
             try await holder.checkpoint()
             try await holder.checkpoint()
         }
@@ -181,6 +182,20 @@ final class AdminToolTests {
         #expect(process.isRunning)
         process.terminate()
         await process.exited()
+        try await holder.close()
+    }
+
+    @Test("a reader killed with SIGKILL holds no pin: the writer sees it go and may reuse its pages")
+    func killedReaderLeavesNoPin() async throws {
+        let directory = try await makeStore()
+        let holder = try await PageFileKeyValueStore.open(directory: directory)
+        let (process, lines) = try follow(directory)
+        defer { process.terminate() }
+        #expect(await lines.wait(for: 6), "\(lines.text)")
+        #expect(try holder.statistics().oldestPinnedCheckpoint != nil, "the follower pins its snapshot")
+        kill(process.processIdentifier, SIGKILL)
+        await process.exited()
+        #expect(try holder.statistics().oldestPinnedCheckpoint == nil)
         try await holder.close()
     }
 
@@ -197,7 +212,7 @@ final class AdminToolTests {
             _ = try await store.append(events, to: try StreamName("s-\(batch % 10)"), expectedVersion: .any)
         }
         // Appends every few milliseconds and a checkpoint about every 150 ms: a tail of 20,000 events meets several,
-        // each of which expires the snapshot it reads.
+        // which its pinned snapshot does not notice.
         let writing = Task {
             var round = 0
             while !Task.isCancelled {
