@@ -30,7 +30,8 @@ enum Inspection {
                 "formatVersion": .number(UInt64(PageFileKeyValueStore.formatVersion)),
                 "pageSize": .number(UInt64(statistics.pageSize)),
                 "pages": .number(statistics.pageCount),
-                "pagesUsed": .number(statistics.pageCount - UInt64(statistics.freePages)),
+                // Saturating: the counts come from the store's files, which the tool must not trap on.
+                "pagesUsed": .number(statistics.pageCount - min(statistics.pageCount, UInt64(statistics.freePages))),
                 "pagesFree": .number(UInt64(statistics.freePages)),
                 "walBytes": .number(statistics.walBytes),
                 "checkpoints": .number(statistics.checkpoints),

@@ -435,4 +435,39 @@ struct DamageTests {
             }
         }
     }
+
+    @Test("a free list that names a page outside the file, or one page twice, is corruption naming its page", arguments: [0, 1])
+    func freeListEntries(_ kind: Int) async throws {
+        let directory = TemporaryDirectory("free-list-entries")
+        defer { directory.remove() }
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        try await store.close()
+        // A newer meta whose free list, one page appended to the file, names a page past its end, or page 2 twice.
+        let data = try #require(FileHandle(forUpdatingAtPath: directory.file("data")))
+        defer { try? data.close() }
+        let pageSize = 4096
+        let metas = try #require(try data.readToEnd()).prefix(2 * pageSize)
+        let current = try #require(
+            (0..<2).compactMap { slot in
+                MetaPage.decode(Array(metas[(slot * pageSize)..<((slot + 1) * pageSize)]), slot: UInt64(slot), pageSize: pageSize, path: "")
+            }.max { $0.epoch < $1.epoch })
+        let listPage = current.pageCount
+        let entries: [UInt64] = kind == 0 ? [listPage + 5] : [2, 2]
+        let list = FreeList.encode(entries, into: [listPage], lsn: current.checkpointLSN, pageSize: pageSize)[0]
+        var next = current
+        next.epoch += 1
+        next.freeListHead = listPage
+        next.pageCount = listPage + 1
+        try data.seek(toOffset: listPage * UInt64(pageSize))
+        try data.write(contentsOf: Data(list))
+        try data.seek(toOffset: (next.epoch % 2) * UInt64(pageSize))
+        try data.write(contentsOf: Data(next.encoded()))
+        try data.synchronize()
+        await #expect { _ = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions()) } throws: {
+            error in
+            guard case EventStoreError.corrupted(let location, _) = error else { return false }
+            return location.hasSuffix("page \(listPage)")
+        }
+    }
 }

@@ -604,6 +604,56 @@ struct LiveSnapshotTests {
         try await writer.close()
     }
 
+    @Test("pages an earlier writer reused under a pin it did not honour are an expiry, also once an honouring writer holds the store")
+    func reuseBeforeAnHonouringWriter() async throws {
+        let directory = TemporaryDirectory("snapshot-honour-later")
+        let copy = TemporaryDirectory("snapshot-honour-later-copy")
+        defer {
+            directory.remove()
+            copy.remove()
+        }
+        let first = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let big = (0..<200).map { Array("big-\(10_000 + $0)".utf8) }
+        _ = try await first.commit(KeyValueTransaction(writes: big.map { .put($0, Array(repeating: 7, count: 9_000)) }))
+        try await first.checkpoint()
+        // As in pagesOfASnapshot(.unseen): the pin goes into a lock file this writer does not look at, as a writer of
+        // an older build looks at none.
+        try FileManager.default.removeItem(atPath: directory.path + "/lock")
+        #expect(FileManager.default.createFile(atPath: directory.path + "/lock", contents: nil))
+        let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        for key in big { _ = try await reader.get(key) }  // the tree's pages are cached now; the values are not
+        // The writer frees the overflow pages, reuses them for leaves and free-list pages, and exits.
+        _ = try await first.commit(KeyValueTransaction(writes: big.map { .put($0, [1]) }))
+        try await first.checkpoint()
+        for batch in 0..<20 {
+            let writes = (0..<100).map { KeyWrite.put(Array("new-\(batch)-\(10_000 + $0)".utf8), Array(repeating: 3, count: 60)) }
+            _ = try await first.commit(KeyValueTransaction(writes: writes))
+        }
+        try await first.checkpoint()
+        try await first.checkpoint()
+        try await first.close()
+        // A writer that honours pins holds the store now, but it opened after the snapshot's checkpoint: it cannot
+        // vouch for what happened before.
+        let second = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        var outcomes: [String: Int] = [:]
+        for key in big {
+            do {
+                _ = try await reader.get(key)
+                outcomes["value", default: 0] += 1
+            } catch let error where isExpired(error) {
+                outcomes["expired", default: 0] += 1
+            } catch {
+                outcomes["\(error)", default: 0] += 1
+            }
+        }
+        #expect(outcomes["expired", default: 0] > 0)
+        #expect(outcomes.keys.allSatisfy { $0 == "value" || $0 == "expired" }, "\(outcomes)")
+        await #expect { try await reader.backup(to: copy.path) } throws: { isExpired($0) }
+        await #expect { _ = try await reader.verify() } throws: { isExpired($0) }
+        try await reader.close()
+        try await second.close()
+    }
+
     @Test("a snapshot's cache counters run from its open, across refresh() to the writer's checkpoints")
     func cacheCountersAcrossRefresh() async throws {
         let directory = TemporaryDirectory("snapshot-cache-counters")

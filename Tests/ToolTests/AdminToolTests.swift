@@ -185,6 +185,34 @@ final class AdminToolTests {
         try await holder.close()
     }
 
+    @Test("info on a store whose free list names more pages than the file has reports damage instead of trapping")
+    func infoWithAnImpossibleFreeList() async throws {
+        let directory = try await makeStore()
+        // A newer meta whose free list, one page appended to the file, names every page a free-list page can hold.
+        let data = try #require(FileHandle(forUpdatingAtPath: directory + "/data"))
+        let head = try #require(try data.readToEnd())
+        let pageSize = 8192
+        let current = try #require(
+            (0..<2).compactMap { slot in
+                MetaPage.decode(
+                    Array(head[(slot * pageSize)..<((slot + 1) * pageSize)]), slot: UInt64(slot), pageSize: pageSize, path: "")
+            }.max { $0.epoch < $1.epoch })
+        let listPage = current.pageCount
+        let entries = Array(repeating: UInt64(2), count: FreeList.capacity(pageSize: pageSize))
+        var next = current
+        next.epoch += 1
+        next.freeListHead = listPage
+        next.pageCount = listPage + 1
+        try data.seek(toOffset: listPage * UInt64(pageSize))
+        try data.write(contentsOf: Data(FreeList.encode(entries, into: [listPage], lsn: current.checkpointLSN, pageSize: pageSize)[0]))
+        try data.seek(toOffset: (next.epoch % 2) * UInt64(pageSize))
+        try data.write(contentsOf: Data(next.encoded()))
+        try data.close()
+        let info = try await tool(["info", directory])
+        #expect(info.status == 1, "\(info.errors)")
+        #expect(info.errors.contains("corrupted") && !info.errors.contains("runtime failure"), "\(info.errors)")
+    }
+
     @Test("a reader killed with SIGKILL holds no pin: the writer sees it go and may reuse its pages")
     func killedReaderLeavesNoPin() async throws {
         let directory = try await makeStore()

@@ -73,7 +73,10 @@ extension PageFileKeyValueStore {
         let report = check(meta, reader: copy, otherMetaSlot: false)
         guard let problem = report.problems.first else { return }
         try snapshot.explainFailedRead()
-        throw EventStoreError.corrupted(location: directory + "/data", detail: "the backup's copy: \(problem)")
+        // The problem names the copy's file, which is removed: the page is the same in the store's own.
+        throw EventStoreError.corrupted(
+            location: directory + "/data",
+            detail: "the snapshot fails verification in its backup copy: " + problem.replacing(path, with: "copy"))
     }
 
     /// Throws `snapshotExpired` unless `records` are exactly the records of `meta`'s WAL generation through `lsn`:

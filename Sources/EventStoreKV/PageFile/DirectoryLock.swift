@@ -36,9 +36,6 @@ final class DirectoryLock: Sendable {
             if code == EWOULDBLOCK { throw EventStoreError.storeLocked(path: directory, holderPID: holder) }
             throw EventStoreError.ioFailure(operation: "flock", path: path, errno: code)
         }
-        // Readers learn from this byte that their pins are honoured (ReaderPins.swift); a kernel without OFD locks
-        // refuses it, and then it refuses readers' pins too.
-        _ = ReaderPins.lock(descriptor, at: ReaderPins.honouredBy)
         let pid = Array("\(getpid())\n".utf8)
         _ = ftruncate(descriptor, 0)
         _ = pid.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
@@ -51,6 +48,15 @@ final class DirectoryLock: Sendable {
         guard count > 0 else { return nil }
         let text = String(decoding: buffer[0..<count], as: UTF8.self).trimmingCharacters(in: " \n")
         return Int32(text)
+    }
+
+    /// Tells pinned readers that this writer honours their pins and opened on the meta of `epoch` (ReaderPins.swift).
+    /// A kernel without OFD locks refuses it, and then it refuses readers' pins too.
+    func announcePinsHonoured(since epoch: UInt64) {
+        descriptor.withLock { descriptor in
+            guard let descriptor, let byte = ReaderPins.honouringWriter(since: epoch) else { return }
+            _ = ReaderPins.lock(descriptor, at: byte)
+        }
     }
 
     /// The lowest checkpoint epoch a read-only store in any process has pinned in this directory (ReaderPins.swift),
@@ -68,7 +74,7 @@ final class DirectoryLock: Sendable {
             // storeLocked naming our own pid.
             if let open = descriptor {
                 _ = ftruncate(open, 0)
-                _ = ReaderPins.lock(open, at: ReaderPins.honouredBy, type: F_UNLCK)
+                _ = ReaderPins.lock(open, at: 0, length: ReaderPins.base, type: F_UNLCK)
                 flock(open, LOCK_UN)
                 close(open)
             }

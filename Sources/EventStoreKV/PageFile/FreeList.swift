@@ -108,8 +108,21 @@ struct FreeList {
             guard count <= perPage else {
                 throw EventStoreError.corrupted(location: location, detail: "free-list page count \(count) too large")
             }
-            for index in 0..<count { free.append(page.loadLE(UInt64.self, at: Page.headerSize + 8 + index * 8)) }
+            for index in 0..<count {
+                let page = page.loadLE(UInt64.self, at: Page.headerSize + 8 + index * 8)
+                // A checkpoint would write into a page listed here: one outside the file (or a meta page) is damage.
+                guard page >= 2, page < pageCount else {
+                    throw EventStoreError.corrupted(location: location, detail: "lists page \(page), outside the file")
+                }
+                free.append(page)
+            }
             next = page.loadLE(UInt64.self, at: Page.headerSize)
+        }
+        // Two checkpoints' nodes in one page, or a node over the list itself, would be damage too.
+        var seen = Set(list)
+        for page in free where !seen.insert(page).inserted {
+            throw EventStoreError.corrupted(
+                location: "\(reader.path) page \(head)", detail: "the free list names page \(page) more than once, or one of its own pages")
         }
         return (free, list)
     }

@@ -20,8 +20,8 @@
 //   snapshot also checks each page's LSN against its meta's checkpoint LSN: a page written by a later checkpoint
 //   is never taken for one of its own, whatever went wrong with the pin. A failed check is `snapshotExpired`, never
 //   `corrupted`. When a read fails its own checks, the snapshot first asks whether the page may have been reused
-//   (pinned where no writer honours the pin, or unpinned, and a writer has moved on): then it is `snapshotExpired`,
-//   not damage; otherwise the damage is reported as `corrupted`, naming the page.
+//   (unpinned, or pinned but not provably honoured by every writer since its checkpoint, and a writer has moved
+//   on): then it is `snapshotExpired`, not damage; otherwise the damage is reported as `corrupted`, naming the page.
 // - Expiry is final: epochs only grow, so once a check fails every later one fails too.
 // - A data file replaced by compaction (another inode at the path) counts as a newer meta: the old file is never
 //   written again, but its meta would never move.
@@ -89,8 +89,9 @@ final class SnapshotGuard: Sendable {
     }
 
     /// After a read of the snapshot's pages failed its checks: throws `snapshotExpired` if the failure may come from
-    /// a writer reusing them, so that it is not reported as damage. It cannot while a writer that honours the pin
-    /// holds the store (ReaderPins.swift), or while no writer has moved past the snapshot.
+    /// a writer reusing them, so that it is not reported as damage. It cannot while the store is held by a writer
+    /// that honours the pin and has held it since before the snapshot's checkpoint (ReaderPins.swift), or while no
+    /// writer has moved past the snapshot.
     func explainFailedRead() throws {
         if pin?.isHonoured == true { return }
         try checkCurrent()

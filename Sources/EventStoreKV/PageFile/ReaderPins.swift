@@ -14,10 +14,12 @@
 //   reader of that epoch: pages freed at checkpoint e are reused only once no pin below e remains (FreeList).
 // - Pages freed before the writer opened carry no epoch: they count as freed at the epoch it opened at, so a
 //   restarted writer does not reuse the pages of a reader that pinned an older checkpoint.
-// - A writer that honours pins says so while it holds the store: a read lock on byte `pinBase - 1`. A pinned reader
-//   that finds it there knows its pages cannot have been reused, so a page that fails its checks is damage, reported
-//   as such; without it (no writer, or a writer of an older build that does not look for pins) such a failure after
-//   the writer moved on counts as reuse (`snapshotExpired`).
+// - A writer that honours pins says so while it holds the store, and since which checkpoint: a read lock on byte
+//   `pinBase - 1 - W`, W being the epoch of the meta it opened on. For a reader pinned at E >= W, every checkpoint
+//   that could have reused E's pages (E+2 and later) was this writer's, so they cannot have been reused, and a page
+//   that fails its checks is damage, reported as such. Otherwise (no writer, a writer that opened after E, one of
+//   an older build that does not look for pins) such a failure after a writer moved on counts as reuse
+//   (`snapshotExpired`).
 // - A pin is an optimisation of a check that stays: when no pin can be taken (no `lock` file the process may open,
 //   a kernel or file system without OFD locks), the snapshot reads unpinned, guarded as before (ReadOnlySnapshot).
 //   The writer's own lock is a flock, which Linux keeps apart from byte-range locks on local file systems.
@@ -36,28 +38,34 @@ enum ReaderPins {
     static let getLock: Int32 = 36  // F_OFD_GETLK
     static let setLock: Int32 = 37  // F_OFD_SETLK
 
-    /// The byte a writer that honours pins holds a read lock on.
-    static let honouredBy: off_t = base - 1
+    /// The byte a writer that honours pins, and opened on the meta of `epoch`, holds a read lock on; nil for an
+    /// epoch too large to say so.
+    static func honouringWriter(since epoch: UInt64) -> off_t? {
+        epoch < UInt64(base - 1) ? base - 1 - off_t(epoch) : nil
+    }
 
-    /// Locks one byte at `start` of the file open as `descriptor` (F_RDLCK, or F_UNLCK to unlock); false if the kernel
-    /// refuses.
-    static func lock(_ descriptor: Int32, at start: off_t, type: Int32 = F_RDLCK) -> Bool {
+    /// The epoch a writer that honours pins opened on, if one holds the store (see the invariants above).
+    static func honouringWriterSince(descriptor: Int32) -> UInt64? {
+        var query = flock()
+        query.l_type = Int16(F_WRLCK)
+        query.l_whence = Int16(SEEK_SET)
+        query.l_start = 0
+        query.l_len = base
+        guard fcntl(descriptor, getLock, &query) == 0, query.l_type != Int16(F_UNLCK), query.l_start < base else {
+            return nil
+        }
+        return UInt64(base - 1 - query.l_start)
+    }
+
+    /// Locks `length` bytes at `start` of the file open as `descriptor` (F_RDLCK, or F_UNLCK to unlock); false if the
+    /// kernel refuses.
+    static func lock(_ descriptor: Int32, at start: off_t, length: off_t = 1, type: Int32 = F_RDLCK) -> Bool {
         var lock = flock()
         lock.l_type = Int16(type)
         lock.l_whence = Int16(SEEK_SET)
         lock.l_start = start
-        lock.l_len = 1
+        lock.l_len = length
         return fcntl(descriptor, setLock, &lock) == 0
-    }
-
-    /// Whether another open file description holds a lock on the byte at `start`.
-    static func isLocked(_ descriptor: Int32, at start: off_t) -> Bool {
-        var query = flock()
-        query.l_type = Int16(F_WRLCK)
-        query.l_whence = Int16(SEEK_SET)
-        query.l_start = start
-        query.l_len = 1
-        return fcntl(descriptor, getLock, &query) == 0 && query.l_type != Int16(F_UNLCK)
     }
 
     /// The lowest epoch a reader in any process has pinned through `descriptor` (an open descriptor of the `lock`
@@ -112,10 +120,12 @@ final class ReaderPin: Sendable {
         descriptor.withLock { descriptor in descriptor.flatMap { ReaderPins.oldestPinnedEpoch(descriptor: $0) } }
     }
 
-    /// Whether a writer that honours pins holds the store now (see the invariants above).
+    /// Whether the writer holding the store now honours pins and has held it since before this pin's checkpoint, so
+    /// that no checkpoint could have reused the pinned pages (see the invariants above).
     var isHonoured: Bool {
         descriptor.withLock { descriptor in
-            descriptor.map { ReaderPins.isLocked($0, at: ReaderPins.honouredBy) } ?? false
+            guard let descriptor, let since = ReaderPins.honouringWriterSince(descriptor: descriptor) else { return false }
+            return since <= epoch
         }
     }
 

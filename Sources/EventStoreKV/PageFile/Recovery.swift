@@ -103,6 +103,8 @@ extension PageFileKeyValueStore {
         } else {
             let data = try SystemFile.open(dataPath, create: false, faults: options.faults)
             let meta = try readMeta(data, options: options)
+            // Every checkpoint from here on is this writer's, and honours readers' pins.
+            lock?.announcePinsHonoured(since: meta.epoch)
             let cache = PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize))
             let reader = PageReader(file: data, pageSize: meta.pageSize, cache: cache)
             wal = try SystemFile.open(walPath, create: true, faults: options.faults)

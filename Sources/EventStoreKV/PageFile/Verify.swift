@@ -187,6 +187,12 @@ private struct VerifyWalk {
         self.checkpointLSN = checkpointLSN
     }
 
+    /// A failed read as a problem: for damage, where and what (without the advice an error's description adds).
+    private static func problem(_ error: any Error) -> String {
+        if case EventStoreError.corrupted(let location, let detail) = error { return "\(location): \(detail)" }
+        return "\(error)"
+    }
+
     /// Records a problem if `bytes`, page `page` as read, was written after the meta's checkpoint: a page the meta
     /// reaches that a later checkpoint overwrote.
     private mutating func checkWritten(_ bytes: [UInt8], page: UInt64) {
@@ -221,7 +227,7 @@ private struct VerifyWalk {
             checkWritten(bytes, page: page)
             node = try NodeCodec.decode(bytes, number: page, path: path)
         } catch {
-            report.problems.append("\(error)")
+            report.problems.append(Self.problem(error))
             return
         }
         report.treePages += 1
@@ -268,7 +274,7 @@ private struct VerifyWalk {
                 checkWritten(try reader.rawPage(first + offset, type: .overflow), page: first + offset)
             }
         } catch {
-            report.problems.append("\(error)")
+            report.problems.append(Self.problem(error))
         }
     }
 
@@ -281,7 +287,7 @@ private struct VerifyWalk {
             report.freeListPages += 1
             let page: [UInt8]
             do { page = try reader.rawPage(next, type: .freeList) } catch {
-                report.problems.append("\(error)")
+                report.problems.append(Self.problem(error))
                 return
             }
             checkWritten(page, page: next)
