@@ -122,7 +122,8 @@ struct FreeList {
         var seen = Set(list)
         for page in free where !seen.insert(page).inserted {
             throw EventStoreError.corrupted(
-                location: "\(reader.path) page \(head)", detail: "the free list names page \(page) more than once, or one of its own pages")
+                location: "\(reader.path) page \(head)",
+                detail: "the free list names page \(page) more than once, or one of its own pages")
         }
         return (free, list)
     }
