@@ -436,38 +436,91 @@ struct DamageTests {
         }
     }
 
-    @Test("a free list that names a page outside the file, or one page twice, is corruption naming its page", arguments: [0, 1])
-    func freeListEntries(_ kind: Int) async throws {
-        let directory = TemporaryDirectory("free-list-entries")
-        defer { directory.remove() }
-        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
-        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
-        try await store.close()
-        // A newer meta whose free list, one page appended to the file, names a page past its end, or page 2 twice.
+    /// Writes the newest meta of the store in `directory` (a closed store of 4 KiB pages), changed by `change`, as a
+    /// newer meta whose checksum holds, and returns it. `listed`, if given, is written as a free-list page appended to
+    /// the file and made the meta's free list (`linked`: its chain comes back to itself).
+    @discardableResult
+    private func rewriteMeta(
+        _ directory: TemporaryDirectory, listing listed: [UInt64]? = nil, linked: Bool = false,
+        _ change: (inout MetaPage) -> Void = { _ in }
+    ) throws -> MetaPage {
         let data = try #require(FileHandle(forUpdatingAtPath: directory.file("data")))
         defer { try? data.close() }
         let pageSize = 4096
         let metas = try #require(try data.readToEnd()).prefix(2 * pageSize)
         let current = try #require(
             (0..<2).compactMap { slot in
-                MetaPage.decode(Array(metas[(slot * pageSize)..<((slot + 1) * pageSize)]), slot: UInt64(slot), pageSize: pageSize, path: "")
+                MetaPage.decode(
+                    Array(metas[(slot * pageSize)..<((slot + 1) * pageSize)]), slot: UInt64(slot), pageSize: pageSize, path: "")
             }.max { $0.epoch < $1.epoch })
         let listPage = current.pageCount
-        let entries: [UInt64] = kind == 0 ? [listPage + 5] : [2, 2]
-        let list = FreeList.encode(entries, into: [listPage], lsn: current.checkpointLSN, pageSize: pageSize)[0]
         var next = current
         next.epoch += 1
-        next.freeListHead = listPage
-        next.pageCount = listPage + 1
-        try data.seek(toOffset: listPage * UInt64(pageSize))
-        try data.write(contentsOf: Data(list))
+        if let listed {
+            var list = FreeList.encode(listed, into: [listPage], lsn: current.checkpointLSN, pageSize: pageSize)[0]
+            if linked {
+                list.storeLE(listPage, at: Page.headerSize)  // the chain goes on to this same page
+                Page.seal(&list)
+            }
+            next.freeListHead = listPage
+            next.pageCount = listPage + 1
+            try data.seek(toOffset: listPage * UInt64(pageSize))
+            try data.write(contentsOf: Data(list))
+        }
+        change(&next)
         try data.seek(toOffset: (next.epoch % 2) * UInt64(pageSize))
         try data.write(contentsOf: Data(next.encoded()))
         try data.synchronize()
-        await #expect { _ = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions()) } throws: {
-            error in
-            guard case EventStoreError.corrupted(let location, _) = error else { return false }
-            return location.hasSuffix("page \(listPage)")
+        return next
+    }
+
+    private func expectCorrupted(_ directory: TemporaryDirectory, at suffix: String) async {
+        for readOnly in [false, true] {
+            var options = smallOptions()
+            options.readOnly = readOnly
+            await #expect {
+                _ = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+            } throws: { error in
+                guard case EventStoreError.corrupted(let location, _) = error else { return false }
+                return location.hasSuffix(suffix)
+            }
         }
+    }
+
+    @Test(
+        "a free list that names a page outside the file, one page twice, or comes back to itself is corruption naming it",
+        arguments: ["outside", "twice", "loop"])
+    func freeListEntries(_ kind: String) async throws {
+        let directory = TemporaryDirectory("free-list-entries")
+        defer { directory.remove() }
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        try await store.close()
+        let entries: [UInt64] = kind == "outside" ? [1_000] : kind == "twice" ? [2, 2] : []
+        let meta = try rewriteMeta(directory, listing: entries, linked: kind == "loop")
+        await expectCorrupted(directory, at: "page \(meta.freeListHead)")
+    }
+
+    @Test(
+        "a meta page whose checksum holds over a page count or page numbers the file cannot have is corruption",
+        arguments: ["huge", "max", "beyond the file", "root", "free list"])
+    func impossibleMeta(_ kind: String) async throws {
+        let directory = TemporaryDirectory("impossible-meta")
+        defer { directory.remove() }
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], Array(repeating: 7, count: 20_000))]))
+        // WAL records to replay: a writable open would checkpoint by the meta's numbers at once.
+        await store.closeWithoutCheckpoint()
+        let meta = try rewriteMeta(directory) { meta in
+            switch kind {
+            case "huge": meta.pageCount = 1 << 63
+            case "max": meta.pageCount = .max
+            case "beyond the file": meta.pageCount += 1
+            case "root": meta.root = meta.pageCount
+            default: meta.freeListHead = 1
+            }
+        }
+        // Named by the meta page's slot.
+        await expectCorrupted(directory, at: "page \(meta.epoch % 2)")
     }
 }

@@ -95,12 +95,16 @@ struct FreeList {
     static func read(head: UInt64, reader: PageReader, pageCount: UInt64) throws -> (free: [UInt64], list: [UInt64]) {
         var free: [UInt64] = []
         var list: [UInt64] = []
+        var chain: Set<UInt64> = []
         var next = head
         let perPage = capacity(pageSize: reader.pageSize)
         while next != 0 {
             let location = "\(reader.path) page \(next)"
-            guard next >= 2, next < pageCount, list.count < Int(pageCount) else {
+            guard next >= 2, next < pageCount else {
                 throw EventStoreError.corrupted(location: location, detail: "free-list chain points outside the file")
+            }
+            guard chain.insert(next).inserted else {
+                throw EventStoreError.corrupted(location: location, detail: "the free-list chain comes back to this page")
             }
             let page = try reader.rawPage(next, type: .freeList)
             list.append(next)
@@ -119,7 +123,7 @@ struct FreeList {
             next = page.loadLE(UInt64.self, at: Page.headerSize)
         }
         // Two checkpoints' nodes in one page, or a node over the list itself, would be damage too.
-        var seen = Set(list)
+        var seen = chain
         for page in free where !seen.insert(page).inserted {
             throw EventStoreError.corrupted(
                 location: "\(reader.path) page \(head)",

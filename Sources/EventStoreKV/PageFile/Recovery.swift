@@ -292,7 +292,27 @@ extension PageFileKeyValueStore {
         guard let newest = slots.max(by: { $0.epoch < $1.epoch }) else {
             throw EventStoreError.corrupted(location: "\(path) pages 0 and 1", detail: "both meta pages are damaged")
         }
+        try checkBounds(newest, file: data)
         return newest
+    }
+
+    /// Throws `corrupted` unless the pages `meta` names lie in the file: a checkpoint writes every page below its
+    /// page count, and syncs them, before the meta that counts them. So a checksum that holds over impossible numbers
+    /// is refused here, before anything walks or allocates by them.
+    private static func checkBounds(_ meta: MetaPage, file: SystemFile) throws {
+        let pages = try file.size() / UInt64(meta.pageSize)
+        let location = "\(file.path) page \(meta.epoch % 2)"
+        guard meta.pageCount >= 2, meta.pageCount <= pages else {
+            throw EventStoreError.corrupted(
+                location: location,
+                detail: "the meta page counts \(meta.pageCount) pages, but the file holds \(pages)")
+        }
+        for (name, page) in [("root", meta.root), ("free-list head", meta.freeListHead)] where page != 0 {
+            guard page >= 2, page < meta.pageCount else {
+                throw EventStoreError.corrupted(
+                    location: location, detail: "the meta page's \(name) is page \(page), outside the store")
+            }
+        }
     }
 
     /// Re-applies logged transactions to the writer's tree.
