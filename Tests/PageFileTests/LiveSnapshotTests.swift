@@ -161,6 +161,40 @@ struct LiveSnapshotTests {
         try await writerEngine.close()
     }
 
+    @Test("followWriter() keeps a reader's live subscription fed across checkpoints, and ends on cancellation or close")
+    func followWriter() async throws {
+        let directory = TemporaryDirectory("snapshot-follow")
+        defer { directory.remove() }
+        let writerEngine = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let writer = KeyValueEventStore(backend: writerEngine)
+        let stream = try StreamName("order-1")
+        func append() async throws {
+            _ = try await writer.append([EventData(type: "Placed", data: Data("{}".utf8))], to: stream, expectedVersion: .any)
+        }
+        try await append()
+        let readerEngine = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
+        let reader = KeyValueEventStore(backend: readerEngine)
+        let following = Task { try await readerEngine.followWriter(checkingEvery: .milliseconds(10)) }
+        let subscription = await liveSubscription(reader, after: 1, count: 3)
+        try await append()
+        try await writerEngine.checkpoint()
+        try await append()
+        try await writerEngine.checkpoint()
+        try await append()
+        #expect(try await collect(subscription) == [2, 3, 4], "no refresh() by the caller")
+        following.cancel()
+        try await following.value
+        // Closing the store ends it too.
+        let again = Task { try await readerEngine.followWriter(checkingEvery: .milliseconds(10)) }
+        try await readerEngine.close()
+        try await again.value
+        await #expect { try await writerEngine.followWriter() } throws: { error in
+            guard case EventStoreError.invalidArgument = error else { return false }
+            return true
+        }
+        try await writerEngine.close()
+    }
+
     @Test("refresh() with nothing new reads one chunk of the WAL, not the older generation's bytes the file still holds")
     func refreshReadsLittle() async throws {
         let directory = TemporaryDirectory("snapshot-refresh-cost")

@@ -136,9 +136,10 @@ extension PageFileKeyValueStore {
     /// The writer's commits since the snapshot's checkpoint are replayed from its WAL. Once the writer has
     /// checkpointed (or compacted), the store moves to its newest checkpoint instead: reads already running finish
     /// on the snapshot they started on. Watchers go on across the move when that checkpoint holds exactly the
-    /// commits the store had taken in; otherwise they end with ``KeyValueStoreError/historyUnavailable(requested:oldest:)``
-    /// (the event store's subscriptions then re-read by themselves). Call it more often than the writer checkpoints
-    /// to keep watchers going.
+    /// commits the store had taken in; otherwise they end with
+    /// ``KeyValueStoreError/historyUnavailable(requested:oldest:)`` (the event store's subscriptions then re-read by
+    /// themselves). Call it more often than the writer checkpoints to keep watchers going, or let
+    /// ``followWriter(checkingEvery:)`` call it.
     /// - Returns: how many committed transactions the store moved forward by; 0 when nothing is new.
     /// - Throws: `snapshotExpired` when a writer's checkpoints overtook each of ``snapshotOpenAttempts`` attempts to
     ///   read its newest checkpoint; `invalidArgument` on a writable store, which is always current;
@@ -151,6 +152,28 @@ extension PageFileKeyValueStore {
         return try await writerLock.withLock {
             if published.state.withLock({ $0.closed }) { throw KeyValueStoreError.closed }
             return try await Offload.run { try self.refreshLocked() }
+        }
+    }
+
+    /// Keeps a read-only store following the writer: calls ``refresh()`` every `interval` until the calling task is
+    /// cancelled or the store is closed, so that reads and live subscriptions see the writer's commits without the
+    /// caller refreshing. Run it in a task of its own, beside the subscriptions it feeds.
+    /// - Throws: what ``refresh()`` throws, except ``KeyValueStoreError/closed`` and cancellation, which end it
+    ///   normally; `invalidArgument` on a writable store.
+    public func followWriter(checkingEvery interval: Duration = .milliseconds(200)) async throws {
+        guard options.readOnly else {
+            throw EventStoreError.invalidArgument(
+                "followWriter is for read-only stores; a writable store is always current")
+        }
+        while !Task.isCancelled {
+            do {
+                try await refresh()
+                try await Task.sleep(for: interval)
+            } catch KeyValueStoreError.closed {
+                return
+            } catch is CancellationError {
+                return
+            }
         }
     }
 
