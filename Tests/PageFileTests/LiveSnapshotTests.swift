@@ -10,7 +10,9 @@ import Foundation
 import Synchronization
 import Testing
 
-@Suite("page file: read-only snapshots beside a writer", .timeLimit(.minutes(3)))
+// Serialized: several of these tests keep a core busy with a writer and readers, and run side by side they starve
+// the cooperative pool that wall-clock lease tests elsewhere in the suite need.
+@Suite("page file: read-only snapshots beside a writer", .serialized, .timeLimit(.minutes(3)))
 struct LiveSnapshotTests {
     private func readOnly() -> PageFileOptions {
         var options = smallOptions()
@@ -174,7 +176,7 @@ struct LiveSnapshotTests {
         try await append()
         let readerEngine = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
         let reader = KeyValueEventStore(backend: readerEngine)
-        let following = Task { try await readerEngine.followWriter(checkingEvery: .milliseconds(10)) }
+        let following = Task { try await readerEngine.followWriter(checkingEvery: .milliseconds(50)) }
         let subscription = await liveSubscription(reader, after: 1, count: 3)
         try await append()
         try await writerEngine.checkpoint()
@@ -185,7 +187,7 @@ struct LiveSnapshotTests {
         following.cancel()
         try await following.value
         // Closing the store ends it too.
-        let again = Task { try await readerEngine.followWriter(checkingEvery: .milliseconds(10)) }
+        let again = Task { try await readerEngine.followWriter(checkingEvery: .milliseconds(50)) }
         try await readerEngine.close()
         try await again.value
         await #expect { try await writerEngine.followWriter() } throws: { error in
@@ -481,11 +483,9 @@ struct LiveSnapshotTests {
         #expect(lock.oldestPinnedEpoch() == nil)
     }
 
-    // Serialized: each case keeps a core busy for seconds, and two at once starve the cooperative pool that the
-    // saga lease tests running beside this suite need.
     @Test(
         "readers beside a writer that commits, overwrites and checkpoints all the time see only whole commits",
-        .serialized, arguments: [true, false])
+        arguments: [true, false])
     func readersBesideABusyWriter(pinned: Bool) async throws {
         let directory = TemporaryDirectory("snapshot-busy")
         defer { directory.remove() }

@@ -81,9 +81,9 @@ struct SagaReviewedEdgeTests {
             }
             return NoOutput()
         }
-        // Sessions of 6 s, renewed every 2 s while the step runs (long enough that a loaded CI machine does not
-        // lose them between the saga's own appends).
-        let configuration = SagaRunnerConfiguration(sessionTimeout: .seconds(6), lockWait: .seconds(60))
+        // Sessions of 10 s, renewed every 3.3 s while the step runs (long enough that a loaded CI machine does not
+        // lose them between the saga's own appends: 6 s leases were lost in clean-clone runs).
+        let configuration = SagaRunnerConfiguration(sessionTimeout: .seconds(10), lockWait: .seconds(60))
         let runnerA = SagaRunner(store: store, configuration: configuration)
         let runnerB = SagaRunner(store: store, configuration: configuration)
         try runnerB.register(saga)
@@ -121,7 +121,7 @@ struct SagaReviewedEdgeTests {
         // A gave up renewing after that one failure, the lock ran out while A's step was in flight, and B ran the
         // step too. Give it two lease lengths and more to do so, then let A's step finish.
         let second = Task { try await runnerB.resume(id) }
-        try await Task.sleep(for: .seconds(14))
+        try await Task.sleep(for: .seconds(22))
         #expect(invocations.withLock { $0 } == 1, "a second runner ran the step while the first still held it")
         gate.continuation.yield()
         #expect(try await first.value == .completed)
@@ -132,17 +132,18 @@ struct SagaReviewedEdgeTests {
     @Test("waiting for a resource within resourceWait must not lose the saga's own lease")
     func waitingForAResourceLosesTheSaga() async throws {
         let store = makeStore()
-        // Another saga's step holds resource "alice" with a 20 s lease that runs out on its own (its runner died).
+        // Another saga's step holds resource "alice" with a 32 s lease that runs out on its own (its runner died).
         _ = try await store.openSession(
-            on: try StreamName.system("$saga-resource-alice"), sessionTimeout: .seconds(20), openTimeout: .zero)
+            on: try StreamName.system("$saga-resource-alice"), sessionTimeout: .seconds(32), openTimeout: .zero)
         var saga = SagaDefinition<Transfer>("waits")
         saga.step("debit", options: StepOptions(retry: .never), resources: { [$0.from] }) { _ in NoOutput() }
-        // The saga's lease (8 s, renewed every 2.7 s) is shorter than the wait allowed for resources (60 s), as with
-        // the defaults (30 s and 60 s). The resource frees up after about 20 s, well within resourceWait. (Leases
-        // this long keep a loaded CI machine from losing the saga between its own appends.)
+        // The saga's lease (14 s, renewed every 4.7 s) is shorter than the wait allowed for resources (60 s), as with
+        // the defaults (30 s and 60 s). The resource frees up after about 32 s, well within resourceWait. (Leases
+        // this long keep a loaded CI machine from losing the saga between its own appends: 8 s leases were lost in
+        // clean-clone runs.)
         let runner = SagaRunner(
             store: store,
-            configuration: SagaRunnerConfiguration(sessionTimeout: .seconds(8), resourceWait: .seconds(60)))
+            configuration: SagaRunnerConfiguration(sessionTimeout: .seconds(14), resourceWait: .seconds(60)))
         let outcome = try await runner.start(saga, id: try sagaID(), input: sampleTransfer)
         #expect(outcome == .completed)
     }
