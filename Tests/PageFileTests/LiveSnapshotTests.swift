@@ -355,15 +355,8 @@ struct LiveSnapshotTests {
         let directory = TemporaryDirectory("snapshot-reuse")
         defer { directory.remove() }
         let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
-        let keys = (0..<2_000).map { index in Array("key-\(10_000 + index)".utf8) }
-        func writeAll(_ fill: UInt8) async throws {
-            for batch in stride(from: 0, to: keys.count, by: 100) {
-                let writes = keys[batch..<(batch + 100)].map { KeyWrite.put($0, Array(repeating: fill, count: 100)) }
-                _ = try await writer.commit(KeyValueTransaction(writes: writes))
-            }
-        }
-        try await writeAll(0xA)
-        try await writer.checkpoint()
+        let keys = Self.manyKeys
+        try await rewrite(writer, with: 0xA)
         // Without the lock file (a copied store, a directory this process may not open it in) nothing is pinned. A
         // new lock file is not the one the writer holds open, so it never sees the pin there.
         if pinning != .pinned { try FileManager.default.removeItem(atPath: directory.path + "/lock") }
@@ -371,10 +364,8 @@ struct LiveSnapshotTests {
         // The snapshot has read no page of the tree yet; the writer then rewrites every key twice, and its second
         // checkpoint would put the new tree into the pages the first one freed: the snapshot's.
         let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
-        try await writeAll(0xB)
-        try await writer.checkpoint()
-        try await writeAll(0xC)
-        try await writer.checkpoint()
+        try await rewrite(writer, with: 0xB)
+        try await rewrite(writer, with: 0xC)
 
         if pinning == .pinned {
             #expect(try await reader.get(keys[1_234])?.value == Array(repeating: 0xA, count: 100))
@@ -402,22 +393,15 @@ struct LiveSnapshotTests {
         let directory = TemporaryDirectory("snapshot-restart")
         defer { directory.remove() }
         var writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
-        let keys = (0..<2_000).map { index in Array("key-\(10_000 + index)".utf8) }
-        func writeAll(_ fill: UInt8) async throws {
-            for batch in stride(from: 0, to: keys.count, by: 100) {
-                let writes = keys[batch..<(batch + 100)].map { KeyWrite.put($0, Array(repeating: fill, count: 100)) }
-                _ = try await writer.commit(KeyValueTransaction(writes: writes))
-            }
-            try await writer.checkpoint()
-        }
-        try await writeAll(0xA)
+        let keys = Self.manyKeys
+        try await rewrite(writer, with: 0xA)
         let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
         // The snapshot's pages are freed by this checkpoint, then written to disk as free when the writer closes.
-        try await writeAll(0xB)
+        try await rewrite(writer, with: 0xB)
         try await writer.close()
         writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
-        try await writeAll(0xC)
-        try await writeAll(0xD)
+        try await rewrite(writer, with: 0xC)
+        try await rewrite(writer, with: 0xD)
         let all = try await reader.scan(.prefix(Array("key-".utf8)), direction: .forward, limit: .max)
         #expect(all.count == keys.count && all.allSatisfy { $0.value == Array(repeating: 0xA, count: 100) })
         try await reader.close()
@@ -585,21 +569,13 @@ struct LiveSnapshotTests {
             copy.remove()
         }
         let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
-        let keys = (0..<2_000).map { index in Array("key-\(10_000 + index)".utf8) }
-        func writeAll(_ fill: UInt8) async throws {
-            for batch in stride(from: 0, to: keys.count, by: 100) {
-                let writes = keys[batch..<(batch + 100)].map { KeyWrite.put($0, Array(repeating: fill, count: 100)) }
-                _ = try await writer.commit(KeyValueTransaction(writes: writes))
-            }
-            try await writer.checkpoint()
-        }
-        try await writeAll(0xA)
+        try await rewrite(writer, with: 0xA)
         // As in pagesOfASnapshot(.unseen): the pin goes into a lock file the writer does not look at.
         try FileManager.default.removeItem(atPath: directory.path + "/lock")
         #expect(FileManager.default.createFile(atPath: directory.path + "/lock", contents: nil))
         let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
-        try await writeAll(0xB)
-        try await writeAll(0xC)
+        try await rewrite(writer, with: 0xB)
+        try await rewrite(writer, with: 0xC)
         await #expect { try await reader.backup(to: copy.path) } throws: { isExpired($0) }
         #expect(!FileManager.default.fileExists(atPath: copy.path + "/data"))
         try await reader.close()
@@ -611,20 +587,13 @@ struct LiveSnapshotTests {
         let directory = TemporaryDirectory("snapshot-pinned-damage")
         defer { directory.remove() }
         let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
-        let keys = (0..<2_000).map { index in Array("key-\(10_000 + index)".utf8) }
-        func writeAll(_ fill: UInt8) async throws {
-            for batch in stride(from: 0, to: keys.count, by: 100) {
-                let writes = keys[batch..<(batch + 100)].map { KeyWrite.put($0, Array(repeating: fill, count: 100)) }
-                _ = try await writer.commit(KeyValueTransaction(writes: writes))
-            }
-            try await writer.checkpoint()
-        }
-        try await writeAll(0xA)
+        let keys = Self.manyKeys
+        try await rewrite(writer, with: 0xA)
         let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: readOnly())
         let root = reader.writer.state.meta.root
         // The writer moves on; the pin keeps the snapshot's pages, its old root among them, as they were.
-        try await writeAll(0xB)
-        try await writeAll(0xC)
+        try await rewrite(writer, with: 0xB)
+        try await rewrite(writer, with: 0xC)
         // Damage to the snapshot's root page, which only the snapshot still uses.
         let data = try #require(FileHandle(forWritingAtPath: directory.path + "/data"))
         try data.seek(toOffset: root * UInt64(reader.pageSize) + 200)
@@ -752,6 +721,19 @@ struct LiveSnapshotTests {
         #expect(mixed.isEmpty, "\(mixed.count) samples mix two snapshots, the first: \(String(describing: mixed.first))")
         try await reader.close()
         try await writer.close()
+    }
+
+    /// 2,000 keys: their tree spans many pages of the small test stores.
+    private static let manyKeys = (0..<2_000).map { index in Array("key-\(10_000 + index)".utf8) }
+
+    /// Writes every key of `manyKeys` with 100 bytes of `fill`, in commits of 100, then checkpoints: the writer's
+    /// whole tree is new, in pages the checkpoint before the last one freed.
+    private func rewrite(_ writer: PageFileKeyValueStore, with fill: UInt8) async throws {
+        for batch in stride(from: 0, to: Self.manyKeys.count, by: 100) {
+            let writes = Self.manyKeys[batch..<(batch + 100)].map { KeyWrite.put($0, Array(repeating: fill, count: 100)) }
+            _ = try await writer.commit(KeyValueTransaction(writes: writes))
+        }
+        try await writer.checkpoint()
     }
 
     /// Subscribes `reader` to the log after `position` and returns once the subscription has read the history:

@@ -100,15 +100,7 @@ final class SnapshotGuard: Sendable {
     /// Runs `read`, a read of the snapshot's pages, then `checkPages()`. When `read` throws (a page that fails its
     /// checks, a short read), `explainFailedRead()` decides: `snapshotExpired`, or `read`'s own error.
     func validatedPages<T>(_ read: () throws -> T) throws -> T {
-        let result: T
-        do {
-            result = try read()
-        } catch {
-            try explainFailedRead()
-            throw error
-        }
-        try checkPages()
-        return result
+        try validated(read, onFailure: explainFailedRead, then: checkPages)
     }
 
     /// Runs `read`, a read of the snapshot's WAL or of the meta's free list, then `checkCurrent()`: only bytes read
@@ -116,14 +108,22 @@ final class SnapshotGuard: Sendable {
     /// `snapshotExpired` if the writer has moved on (the WAL may be of its next generation), otherwise `read`'s own
     /// error.
     func validatedCurrent<T>(_ read: () throws -> T) throws -> T {
+        try validated(read, onFailure: checkCurrent, then: checkCurrent)
+    }
+
+    /// Runs `read`; if it throws, `onFailure` may throw instead (a newer meta explains it), else `read`'s error
+    /// stands; if it returns, `check` must pass.
+    private func validated<T>(
+        _ read: () throws -> T, onFailure: () throws -> Void, then check: () throws -> Void
+    ) throws -> T {
         let result: T
         do {
             result = try read()
         } catch {
-            try checkCurrent()
+            try onFailure()
             throw error
         }
-        try checkCurrent()
+        try check()
         return result
     }
 }

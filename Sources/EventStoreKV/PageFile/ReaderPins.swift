@@ -46,15 +46,20 @@ enum ReaderPins {
 
     /// The epoch a writer that honours pins opened on, if one holds the store (see the invariants above).
     static func honouringWriterSince(descriptor: Int32) -> UInt64? {
+        guard let start = lockedByte(descriptor, from: 0, length: base), start < base else { return nil }
+        return UInt64(base - 1 - start)
+    }
+
+    /// The start of a lock another open file description holds on bytes `from ..< from + length` (`length` 0: to
+    /// the end of any file), or nil if there is none (or the kernel cannot say). Any one such lock, not the lowest.
+    private static func lockedByte(_ descriptor: Int32, from start: off_t, length: off_t) -> off_t? {
         var query = flock()
         query.l_type = Int16(F_WRLCK)
         query.l_whence = Int16(SEEK_SET)
-        query.l_start = 0
-        query.l_len = base
-        guard fcntl(descriptor, getLock, &query) == 0, query.l_type != Int16(F_UNLCK), query.l_start < base else {
-            return nil
-        }
-        return UInt64(base - 1 - query.l_start)
+        query.l_start = start
+        query.l_len = length
+        guard fcntl(descriptor, getLock, &query) == 0, query.l_type != Int16(F_UNLCK) else { return nil }
+        return query.l_start
     }
 
     /// Locks `length` bytes at `start` of the file open as `descriptor` (F_RDLCK, or F_UNLCK to unlock); false if the
@@ -72,21 +77,14 @@ enum ReaderPins {
     /// file), or nil when none has (or the kernel cannot say).
     static func oldestPinnedEpoch(descriptor: Int32) -> UInt64? {
         // F_OFD_GETLK reports one conflicting lock, not the lowest: ask again below each one found.
-        var end: off_t = 0  // 0: to the end of any file
+        var length: off_t = 0  // 0: to the end of any file
         var oldest: UInt64?
-        while true {
-            var query = flock()
-            query.l_type = Int16(F_WRLCK)
-            query.l_whence = Int16(SEEK_SET)
-            query.l_start = base
-            query.l_len = end
-            guard fcntl(descriptor, getLock, &query) == 0, query.l_type != Int16(F_UNLCK), query.l_start >= base else {
-                return oldest
-            }
-            oldest = UInt64(query.l_start - base)
-            guard query.l_start > base else { return oldest }
-            end = query.l_start - base
+        while let start = lockedByte(descriptor, from: base, length: length), start >= base {
+            oldest = UInt64(start - base)
+            guard start > base else { break }
+            length = start - base
         }
+        return oldest
     }
 }
 
