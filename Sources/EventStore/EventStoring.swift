@@ -75,8 +75,8 @@ public protocol EventStoring: Sendable {
     /// Subscriptions (``subscribeToAll(from:filter:bufferSize:)``) are built on it.
     func logNotifications() async throws -> AsyncThrowingStream<Void, any Error>
 
-    /// Up to `limit` events of streams in `category` (the part of a stream name before its first `-`), from global
-    /// `position` (inclusive), in position order. Served by an index written with each append: the cost is
+    /// Up to `limit` events of streams in `category` (the part of a stream name before its first `-`; empty for a
+    /// name that starts with `-`), from global `position` (inclusive), in position order. Served by an index written with each append: the cost is
     /// O(log n + k) for k events returned, independent of the rest of the log.
     func readCategory(_ category: String, from position: UInt64, limit: Int) async throws -> [RecordedEvent]
 
@@ -91,7 +91,8 @@ public protocol EventStoring: Sendable {
     /// The last position the named consumer stored, or nil if it never stored one.
     func checkpoint(of consumer: String) async throws -> UInt64?
 
-    /// Stores `position` as the named consumer's checkpoint: on restart it resumes after that position.
+    /// Stores `position` as the named consumer's checkpoint: on restart it resumes after that position. A position
+    /// past the log's last is refused (``EventStoreError/invalidArgument(_:)``).
     func saveCheckpoint(_ position: UInt64, for consumer: String) async throws
 
     // MARK: Retention (metadata and deletion)

@@ -13,6 +13,7 @@ import Testing
     func checkpointsAreStoredPerConsumer(backend: Backend) async throws {
         try await backend.withStore { store in
             #expect(try await store.checkpoint(of: "billing") == nil)
+            _ = try await store.append(samples(42), to: try stream("billing-1"), expectedVersion: .noStream)
             try await store.saveCheckpoint(41, for: "billing")
             try await store.saveCheckpoint(7, for: "shipping")
             try await store.saveCheckpoint(42, for: "billing")
@@ -20,6 +21,24 @@ import Testing
             #expect(try await store.checkpoint(of: "shipping") == 7)
             await #expect(throws: EventStoreError.self) { try await store.saveCheckpoint(1, for: "") }
             await #expect(throws: EventStoreError.self) { try await store.saveCheckpoint(1, for: "bad\u{0}name") }
+        }
+    }
+
+    @Test("a checkpoint past the log's last position is refused, and the stored one stays", arguments: Backends.all)
+    func aCheckpointPastTheEndIsRefused(backend: Backend) async throws {
+        try await backend.withStore { store in
+            _ = try await store.append(samples(2), to: try stream("beyond-1"), expectedVersion: .noStream)
+            try await store.saveCheckpoint(2, for: "beyond")
+            // Resuming after 10 would skip the events later written at positions 3 to 10.
+            await #expect {
+                try await store.saveCheckpoint(10, for: "beyond")
+            } throws: { error in
+                guard case EventStoreError.invalidArgument(let message) = error else { return false }
+                return message == "checkpoint 10 for consumer \"beyond\" is past the log's last position, 2"
+            }
+            #expect(try await store.checkpoint(of: "beyond") == 2)
+            try await store.saveCheckpoint(0, for: "beyond")  // moving back (a rebuild) is allowed
+            #expect(try await store.checkpoint(of: "beyond") == 0)
         }
     }
 

@@ -6,6 +6,8 @@
 //   handlers must be idempotent (or store their own position atomically with their effects).
 // - The checkpoint is saved every `checkpointInterval` handled events, and whenever the subscription catches up (so
 //   a consumer whose filter skips most events still records its progress).
+// - A cancelled run checkpoints the last event its handler returned for, whether the handler ignored the
+//   cancellation or threw because of it.
 
 import Foundation
 
@@ -46,7 +48,9 @@ public struct CheckpointedProjection: Sendable {
     /// Resumes after the stored checkpoint and calls `handler` for each event, in position order.
     ///
     /// If `handler` throws, the run stops with that error; the failed event and those after the last checkpoint are
-    /// delivered again by the next run. On cancellation, the position of the last handled event is checkpointed.
+    /// delivered again by the next run. On cancellation, the position of the last handled event is checkpointed and
+    /// the run returns normally, also when `handler` ends the cancelled run by throwing (the event it was handling
+    /// counts as not handled).
     /// - Returns: the last checkpointed position (0 if none).
     @discardableResult
     public func run(
@@ -60,10 +64,17 @@ public struct CheckpointedProjection: Sendable {
         var handled = resumeAfter
         var sinceCheckpoint = 0
         let subscription = store.subscribeToAll(from: .after(resumeAfter), filter: filter, bufferSize: bufferSize)
-        for try await message in subscription {
+        messages: for try await message in subscription {
             switch message {
             case .event(let event):
-                try await handler(event)
+                do {
+                    try await handler(event)
+                } catch {
+                    // A handler that honours cancellation throws when the run is cancelled: that event was not
+                    // handled, the ones before it were, and the run ends as a cancelled run does.
+                    if Task.isCancelled { break messages }
+                    throw error
+                }
                 handled = event.position
                 sinceCheckpoint += 1
                 if sinceCheckpoint >= checkpointInterval {

@@ -3,6 +3,7 @@
 // Invariants:
 // - A checkpoint is one key written in its own transaction; it is as durable as any acknowledged append.
 // - Consumer names are validated like stream names (non-empty, at most 255 UTF-8 bytes, no control characters).
+// - A checkpoint never names a position past the log's last: resuming after it would skip events written later.
 
 import EventStore
 import Foundation
@@ -18,8 +19,16 @@ extension KeyValueEventStore {
     }
 
     /// Stores `position` as the named consumer's checkpoint, durably, in its own transaction.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` for a position past the log's last: a consumer resuming
+    ///   after it would skip the events later written up to it.
     public func saveCheckpoint(_ position: UInt64, for consumer: String) async throws {
         try Self.validateConsumer(consumer)
+        // The head only grows, so a position at or below it now stays so: no need to check it in the transaction.
+        let last = try await lastPosition()
+        guard position <= last else {
+            throw EventStoreError.invalidArgument(
+                "checkpoint \(position) for consumer \"\(consumer)\" is past the log's last position, \(last)")
+        }
         let write = KeyWrite.put(KeyLayout.checkpoint(consumer), CheckpointRecord.encode(position))
         _ = try await backendCall { try await self.backend.commit(KeyValueTransaction(writes: [write])) }
     }

@@ -15,10 +15,11 @@ import EventStore
 import Foundation
 
 extension KeyValueEventStore {
-    /// Up to `limit` events of streams in `category`, from `position`, through the category index.
+    /// Up to `limit` events of streams in `category`, from `position`, through the category index. The empty
+    /// category is that of streams whose names start with `-`.
     public func readCategory(_ category: String, from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
-        guard !category.isEmpty, category.utf8.count <= StreamName.maximumLength else {
-            throw EventStoreError.invalidArgument("a category must be 1 to \(StreamName.maximumLength) UTF-8 bytes")
+        guard category.utf8.count <= StreamName.maximumLength else {
+            throw EventStoreError.invalidArgument("a category must be at most \(StreamName.maximumLength) UTF-8 bytes")
         }
         return try await readIndex(.category, category, from: position, limit: limit)
     }
