@@ -42,14 +42,14 @@ struct TransferRefunded: DomainEvent {
 }
 
 /// Every ledger event type, for decoding.
-func ledgerRegistry() -> EventTypeRegistry {
+func ledgerRegistry() throws -> EventTypeRegistry {
     var registry = EventTypeRegistry()
-    registry.register(AccountOpened.self)
-    registry.register(Deposited.self)
-    registry.register(Withdrawn.self)
-    registry.register(TransferDebited.self)
-    registry.register(TransferCredited.self)
-    registry.register(TransferRefunded.self)
+    try registry.register(AccountOpened.self)
+    try registry.register(Deposited.self)
+    try registry.register(Withdrawn.self)
+    try registry.register(TransferDebited.self)
+    try registry.register(TransferCredited.self)
+    try registry.register(TransferRefunded.self)
     return registry
 }
 

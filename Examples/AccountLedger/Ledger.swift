@@ -34,7 +34,7 @@ enum TransferOutcome: Equatable {
 final class Ledger: Sendable {
     let store: KeyValueEventStore
     let engine: PageFileKeyValueStore
-    let registry = ledgerRegistry()
+    let registry: EventTypeRegistry
     let accounts: SnapshottingRepository<Account>
     let sagas: SagaRunner
     let transferSaga: SagaDefinition<TransferRequest>
@@ -62,6 +62,7 @@ final class Ledger: Sendable {
     }
 
     init(store: KeyValueEventStore, engine: PageFileKeyValueStore) throws {
+        self.registry = try ledgerRegistry()
         self.store = store
         self.engine = engine
         let accounts = try SnapshottingRepository<Account>(

@@ -64,32 +64,71 @@ enum ExactISO8601 {
     static let writable = -62_135_596_800.0..<253_402_300_800.0
 
     static func string(from date: Date) -> String {
-        // Whole seconds through the standard format; the rest, at most 1, as a decimal fraction. Subtracting the
-        // floor is exact, and 17 decimals are within half a unit in the last place of any date's seconds.
+        // Whole seconds through the standard format; the rest, less than 1, as the shortest decimal fraction that
+        // reads back as the same Double. `reference - whole` is exact unless the date lies in the second before the
+        // reference date (whole == -1), where it would round: there the digits written are 1 minus the shortest
+        // digits of -reference, and `date(from:)` takes that complement back.
         let reference = date.timeIntervalSinceReferenceDate
         let whole = reference.rounded(.down)
         var text = Date(timeIntervalSinceReferenceDate: whole).formatted(Date.ISO8601FormatStyle())
-        let fraction = reference - whole
-        guard fraction > 0, text.hasSuffix("Z") else { return text }
-        var digits = String(format: "%.17f", fraction)
-        while digits.hasSuffix("0") { digits.removeLast() }
-        guard digits.hasPrefix("0."), digits.count > 2 else { return text }
-        text.insert(contentsOf: digits.dropFirst(), at: text.index(before: text.endIndex))
+        guard reference > whole, text.hasSuffix("Z") else { return text }
+        let digits = whole == -1 ? complement(of: shortestDigits(of: -reference)) : shortestDigits(of: reference - whole)
+        guard let digits else { return text }
+        text.insert(contentsOf: "." + digits, at: text.index(before: text.endIndex))
         return text
     }
 
     static func date(from text: String) -> Date? {
         // A fractional part right after the seconds is split off, the rest parsed as before, and the fraction added.
         var whole = text
-        var fraction = 0.0
+        var digits = ""
         if let dot = text.firstIndex(of: ".") {
-            let digits = text[text.index(after: dot)...].prefix { $0.isASCII && $0.isNumber }
-            guard !digits.isEmpty, let value = Double("0." + digits) else { return nil }
-            fraction = value
-            whole = String(text[..<dot]) + String(text[digits.endIndex...])
+            let fraction = text[text.index(after: dot)...].prefix { $0.isASCII && $0.isNumber }
+            guard !fraction.isEmpty else { return nil }
+            digits = String(fraction)
+            whole = String(text[..<dot]) + String(text[fraction.endIndex...])
         }
-        guard let seconds = try? Date.ISO8601FormatStyle().parse(whole) else { return nil }
-        return Date(timeIntervalSinceReferenceDate: seconds.timeIntervalSinceReferenceDate + fraction)
+        guard let seconds = try? Date.ISO8601FormatStyle().parse(whole).timeIntervalSinceReferenceDate else {
+            return nil
+        }
+        guard !digits.isEmpty else { return Date(timeIntervalSinceReferenceDate: seconds) }
+        if seconds == -1 {
+            // -1 + 0.d, computed as -(0.(1 - 0.d)) so that it is exact (see `string(from:)`).
+            guard let rest = complement(of: digits) else { return Date(timeIntervalSinceReferenceDate: seconds) }
+            guard let value = Double("0." + rest) else { return nil }
+            return Date(timeIntervalSinceReferenceDate: -value)
+        }
+        guard let fraction = Double("0." + digits) else { return nil }
+        return Date(timeIntervalSinceReferenceDate: seconds + fraction)
+    }
+
+    /// The digits after "0." of the shortest decimal that reads back as `value` (0 < value < 1), without an exponent.
+    static func shortestDigits(of value: Double) -> String? {
+        let description = "\(value)"  // shortest round-trip form: "0.25", "1.5e-05", "1e-20"
+        guard let e = description.firstIndex(of: "e") else {
+            guard description.hasPrefix("0.") else { return nil }
+            let digits = description.dropFirst(2)
+            return digits.allSatisfy({ $0 == "0" }) ? nil : String(digits)
+        }
+        guard let exponent = Int(description[description.index(after: e)...]), exponent < 0 else { return nil }
+        let mantissa = description[..<e].filter { $0 != "." }
+        return String(repeating: "0", count: -exponent - 1) + mantissa
+    }
+
+    /// The digits after "0." of 1 - 0.`digits`, trailing zeros removed; nil when `digits` are all zeros (1 - 0 is
+    /// not a fraction).
+    static func complement(of digits: String?) -> String? {
+        guard let digits, digits.contains(where: { $0 != "0" }) else { return nil }
+        // 10^n - D: the nines' complement of every digit, plus one at the last.
+        var result = digits.utf8.map { 9 - ($0 - UInt8(ascii: "0")) }
+        var index = result.count - 1
+        while result[index] == 9 {
+            result[index] = 0
+            index -= 1
+        }
+        result[index] += 1
+        while result.last == 0 { result.removeLast() }
+        return String(decoding: result.map { $0 + UInt8(ascii: "0") }, as: UTF8.self)
     }
 }
 
@@ -100,6 +139,8 @@ public struct EventTypeRegistry: Sendable {
     public typealias Upcaster = @Sendable (Data) throws -> (type: String, data: Data)
 
     private var decoders: [String: @Sendable (Data, any EventCoder) throws -> any DomainEvent] = [:]
+    /// The Swift type registered under each name, so that a second type claiming a name is refused.
+    private var registeredTypes: [String: ObjectIdentifier] = [:]
     private var upcasters: [String: Upcaster] = [:]
     /// The coder for payloads.
     public let coder: any EventCoder
@@ -109,24 +150,42 @@ public struct EventTypeRegistry: Sendable {
         self.coder = coder
     }
 
-    /// Registers a domain event type under its ``DomainEvent/eventType``.
-    public mutating func register<Event: DomainEvent>(_ type: Event.Type) {
-        decoders[Event.eventType] = { data, coder in try coder.decode(Event.self, from: data) }
+    /// Registers a domain event type under its ``DomainEvent/eventType``. Registering the same type again does
+    /// nothing.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` if another Swift type is already registered under that name:
+    ///   events of one would otherwise decode as the other.
+    public mutating func register<Event: DomainEvent>(_ type: Event.Type) throws {
+        let name = Event.eventType
+        if let existing = registeredTypes[name] {
+            guard existing == ObjectIdentifier(Event.self) else {
+                throw EventStoreError.invalidArgument(
+                    "event type \"\(name)\" is already registered for another Swift type than \(Event.self)")
+            }
+            return
+        }
+        registeredTypes[name] = ObjectIdentifier(Event.self)
+        decoders[name] = { data, coder in try coder.decode(Event.self, from: data) }
     }
 
     /// Registers a raw upcaster for payloads stored under `oldType`. Upcasters chain: the result may be another old
-    /// type with its own upcaster.
-    public mutating func registerUpcaster(from oldType: String, _ upcaster: @escaping Upcaster) {
+    /// type with its own upcaster. A payload stored under `oldType` always goes through the upcaster, even if a
+    /// type is registered under that name too.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` if `oldType` already has an upcaster.
+    public mutating func registerUpcaster(from oldType: String, _ upcaster: @escaping Upcaster) throws {
+        guard upcasters[oldType] == nil else {
+            throw EventStoreError.invalidArgument("event type \"\(oldType)\" already has an upcaster")
+        }
         upcasters[oldType] = upcaster
     }
 
     /// Registers a typed upcaster: payloads stored as `Old.eventType` decode as `Old`, then `convert` makes the
-    /// current event.
+    /// current event. This holds even if `Old` is registered too (to keep encoding it, say).
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` if `Old.eventType` already has an upcaster.
     public mutating func registerUpcaster<Old: DomainEvent, New: DomainEvent>(
         from old: Old.Type, to new: New.Type, _ convert: @escaping @Sendable (Old) throws -> New
-    ) {
+    ) throws {
         let coder = self.coder
-        upcasters[Old.eventType] = { data in
+        try registerUpcaster(from: Old.eventType) { data in
             let upgraded = try convert(try coder.decode(Old.self, from: data))
             return (New.eventType, try coder.encode(upgraded))
         }
@@ -156,7 +215,7 @@ public struct EventTypeRegistry: Sendable {
         var type = recorded.type
         var data = recorded.data
         var hops = 0
-        while decoders[type] == nil, let upcaster = upcasters[type] {
+        while let upcaster = upcasters[type] {
             hops += 1
             guard hops <= 64 else {
                 throw EventStoreError.codingFailed(type: recorded.type, reason: "upcasters form a cycle")

@@ -17,7 +17,7 @@ struct ReadmeExampleTests {
         }
 
         var registry = EventTypeRegistry()
-        registry.register(Deposited.self)
+        try registry.register(Deposited.self)
 
         let store = KeyValueEventStore.inMemory()
         let stream = try StreamName("account-42")

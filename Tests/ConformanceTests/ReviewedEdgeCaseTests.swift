@@ -165,7 +165,7 @@ struct ReviewedEdgeCaseTests {
     func aggregateLoadWithZeroBatchSizeEnds() async throws {
         let store = KeyValueEventStore.inMemory()
         var registry = EventTypeRegistry()
-        registry.register(ReviewNoted.self)
+        try registry.register(ReviewNoted.self)
         let stream = try uniqueStream("notebook")
         _ = try await store.append(
             [try registry.encode(ReviewNoted(text: "hello"))], to: stream, expectedVersion: .noStream)

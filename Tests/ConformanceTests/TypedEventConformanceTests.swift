@@ -41,12 +41,12 @@ struct Account: Aggregate {
     }
 }
 
-func accountRegistry() -> EventTypeRegistry {
+func accountRegistry() throws -> EventTypeRegistry {
     var registry = EventTypeRegistry()
-    registry.register(Opened.self)
-    registry.register(Deposited.self)
-    registry.register(Withdrawn.self)
-    registry.registerUpcaster(from: OpenedV1.self, to: Opened.self) { Opened(owner: $0.name, currency: "EUR") }
+    try registry.register(Opened.self)
+    try registry.register(Deposited.self)
+    try registry.register(Withdrawn.self)
+    try registry.registerUpcaster(from: OpenedV1.self, to: Opened.self) { Opened(owner: $0.name, currency: "EUR") }
     return registry
 }
 
@@ -55,7 +55,7 @@ struct TypedEventConformanceTests {
     @Test("typed events round-trip through the store", arguments: Backends.all)
     func roundTrip(backend: Backend) async throws {
         try await backend.withStore { store in
-            let registry = accountRegistry()
+            let registry = try accountRegistry()
             let stream = try uniqueStream("account")
             let events: [any DomainEvent] = [Opened(owner: "ada", currency: "GBP"), Deposited(amount: 1_050)]
             _ = try await store.append(try events.map { try registry.encode(any: $0) }, to: stream, expectedVersion: .noStream)
@@ -70,7 +70,7 @@ struct TypedEventConformanceTests {
     @Test("older payload versions are upcast on read", arguments: Backends.all)
     func upcasting(backend: Backend) async throws {
         try await backend.withStore { store in
-            let registry = accountRegistry()
+            let registry = try accountRegistry()
             let stream = try uniqueStream("account")
             _ = try await store.append(
                 [try registry.encode(OpenedV1(name: "grace"))], to: stream, expectedVersion: .noStream)
@@ -78,7 +78,7 @@ struct TypedEventConformanceTests {
             #expect(decoded as? Opened == Opened(owner: "grace", currency: "EUR"))
             // Raw upcasters chain, too.
             var raw = registry
-            raw.registerUpcaster(from: "Opened.v0") { data in
+            try raw.registerUpcaster(from: "Opened.v0") { data in
                 let name = String(decoding: data, as: UTF8.self)
                 return ("Opened.v1", Data("{\"name\":\"\(name)\"}".utf8))
             }
@@ -91,7 +91,7 @@ struct TypedEventConformanceTests {
 
     @Test("unknown types and bad payloads give typed errors")
     func decodingErrors() throws {
-        let registry = accountRegistry()
+        let registry = try accountRegistry()
         let unknown = RecordedEvent(
             id: UUID(), stream: try StreamName("a"), version: 1, position: 1, recordedAt: Date(), type: "Mystery",
             data: Data(), metadata: EventMetadata())
@@ -105,7 +105,7 @@ struct TypedEventConformanceTests {
     @Test("aggregates load by replay and save with the loaded version", arguments: Backends.all)
     func aggregateLoadSave(backend: Backend) async throws {
         try await backend.withStore { store in
-            let repository = AggregateRepository<Account>(store: store, registry: accountRegistry(), readBatchSize: 7)
+            let repository = AggregateRepository<Account>(store: store, registry: try accountRegistry(), readBatchSize: 7)
             let stream = try uniqueStream("account")
             try await repository.save([Opened(owner: "ada", currency: "EUR")], to: stream, loadedAt: 0)
             for amount in 1...20 { try await repository.save([Deposited(amount: Int64(amount))], to: stream, loadedAt: UInt64(amount)) }
@@ -120,7 +120,7 @@ struct TypedEventConformanceTests {
     @Test("a save against a stale version conflicts, and execute retries it", arguments: Backends.all)
     func aggregateConflict(backend: Backend) async throws {
         try await backend.withStore { store in
-            let repository = AggregateRepository<Account>(store: store, registry: accountRegistry())
+            let repository = AggregateRepository<Account>(store: store, registry: try accountRegistry())
             let stream = try uniqueStream("account")
             try await repository.save([Opened(owner: "ada", currency: "EUR")], to: stream, loadedAt: 0)
             let stale = try await repository.load(stream)

@@ -32,7 +32,7 @@ struct DocumentationExampleTests {
     func example() async throws {
         // --- docs/SNAPSHOTS.md example, from here ---
         var registry = EventTypeRegistry()
-        registry.register(Deposit.self)
+        try registry.register(Deposit.self)
         let store = KeyValueEventStore.inMemory()
 
         var schema = SnapshotSchema<Account>(version: 2)

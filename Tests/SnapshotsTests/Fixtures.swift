@@ -72,11 +72,13 @@ struct SeededGenerator: RandomNumberGenerator {
 
 enum Fixtures {
     static var registry: EventTypeRegistry {
-        var registry = EventTypeRegistry()
-        registry.register(Deposited.self)
-        registry.register(Withdrawn.self)
-        registry.register(Renamed.self)
-        return registry
+        get throws {
+            var registry = EventTypeRegistry()
+            try registry.register(Deposited.self)
+            try registry.register(Withdrawn.self)
+            try registry.register(Renamed.self)
+            return registry
+        }
     }
 
     static func stream(_ name: String = "ledger-\(UUID().uuidString.prefix(8))") throws -> StreamName {

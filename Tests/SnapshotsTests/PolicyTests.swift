@@ -187,7 +187,7 @@ struct PolicyTests {
     func snapshotOnSaveMatchesReplay(backend: SnapshotBackend) async throws {
         try await backend.withStore { store in
             var registry = EventTypeRegistry()
-            registry.register(Stamped.self)
+            try registry.register(Stamped.self)
             let repository = try SnapshottingRepository<StampLog>(
                 events: store, registry: registry, policy: .every(2))
             let stream = try Fixtures.stream()
@@ -208,7 +208,7 @@ struct PolicyTests {
     func undecodableEventRefused(backend: SnapshotBackend) async throws {
         try await backend.withStore { store in
             var registry = EventTypeRegistry()
-            registry.register(Deposited.self)
+            try registry.register(Deposited.self)
             let repository = try SnapshottingRepository<Ledger>(events: store, registry: registry, policy: .every(1))
             let stream = try Fixtures.stream()
 

@@ -48,7 +48,7 @@ struct HiddenTailSaveTests {
         let store = KeyValueEventStore(backend: InMemoryKeyValueStore())
         let stream = try Fixtures.stream()
         var registry = EventTypeRegistry()
-        registry.register(Deposited.self)
+        try registry.register(Deposited.self)
         let repository = AggregateRepository<Ledger>(store: store, registry: registry)
         for amount in [1, 2, 3] { try await repository.execute(on: stream) { _ in [Deposited(amount: amount)] } }
         try await store.setMetadata(StreamMetadata(truncateBefore: 4), for: stream)
@@ -65,7 +65,7 @@ struct HiddenTailSaveTests {
         let store = KeyValueEventStore(backend: InMemoryKeyValueStore(), clock: { now.withLock { $0 } })
         let stream = try Fixtures.stream()
         var registry = EventTypeRegistry()
-        registry.register(Deposited.self)
+        try registry.register(Deposited.self)
         let repository = AggregateRepository<Ledger>(store: store, registry: registry)
         try await repository.execute(on: stream) { _ in [Deposited(amount: 5)] }
         try await store.setMetadata(StreamMetadata(maxAge: .seconds(3_600)), for: stream)
