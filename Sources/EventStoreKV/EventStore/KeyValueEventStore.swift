@@ -478,6 +478,16 @@ public final class KeyValueEventStore: EventStoring {
         return try StreamHead.decode(entry.value, stream: stream).visibleVersion
     }
 
+    /// The last version appended to `stream`, whether or not readers still see it: unlike ``version(of:)``, a deleted
+    /// stream keeps the version it reached. 0 if the stream never had an event. For the packages built on the store
+    /// (snapshots tell a deleted version from one never written).
+    package func lastWrittenVersion(of stream: StreamName) async throws -> UInt64 {
+        guard let entry = try await backendCall({ try await self.backend.get(KeyLayout.streamHead(stream)) }) else {
+            return 0
+        }
+        return try StreamHead.decode(entry.value, stream: stream).version
+    }
+
     public func lastPosition() async throws -> UInt64 {
         guard let entry = try await backendCall({ try await self.backend.get(KeyLayout.globalHead) }) else { return 0 }
         return try PositionValue.decode(entry.value, location: "the global head")

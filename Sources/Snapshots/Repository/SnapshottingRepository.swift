@@ -75,6 +75,24 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     private func load(
         _ stream: StreamName, upTo version: UInt64?, usingSnapshots: Bool
     ) async throws -> LoadedAggregate<State> {
+        // A deletion between choosing a snapshot and reading the stream leaves the snapshot ahead of what readers see:
+        // the load starts again (the snapshot is no longer usable then). The last attempt replays without snapshots,
+        // so that deletions racing every attempt cannot keep a load from ending.
+        var attempt = 1
+        while true {
+            let withSnapshots = usingSnapshots && attempt < Self.loadAttempts
+            if let loaded = try await attemptLoad(stream, upTo: version, usingSnapshots: withSnapshots) { return loaded }
+            attempt += 1
+        }
+    }
+
+    /// How many times a load starts again after a deletion overtook the snapshot it chose.
+    private static var loadAttempts: Int { 4 }
+
+    /// One load; nil if the stream was deleted after the snapshot it started from was chosen.
+    private func attemptLoad(
+        _ stream: StreamName, upTo version: UInt64?, usingSnapshots: Bool
+    ) async throws -> LoadedAggregate<State>? {
         var start = LoadedAggregate(state: State(), version: 0, replayedEvents: 0)
         if usingSnapshots, let snapshot = try await latestUsableSnapshot(of: stream, atOrBefore: version) {
             start = LoadedAggregate(
@@ -86,13 +104,14 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         let current = version == nil ? try await snapshots.events.version(of: stream) : nil
         var loaded = try await aggregates.replay(stream, onto: start, upTo: version ?? current)
         if start.version > 0, loaded.replayedEvents == 0 {
-            try await checkStreamReached(start.version, of: stream)
+            guard try await streamStillReaches(start.version, of: stream) else { return nil }
         }
         if let current, current > loaded.version { loaded.version = current }
         if let version, loaded.version < version {
-            let streamVersion = try await snapshots.events.version(of: stream)
-            if streamVersion >= version { throw SnapshotError.versionNotVisible(stream: stream, version: version) }
-            throw SnapshotError.versionBeyondStream(stream: stream, requested: version, streamVersion: streamVersion)
+            // Deleted versions count as written: they are not visible, rather than beyond the stream.
+            let written = try await snapshots.events.lastWrittenVersion(of: stream)
+            if written >= version { throw SnapshotError.versionNotVisible(stream: stream, version: version) }
+            throw SnapshotError.versionBeyondStream(stream: stream, requested: version, streamVersion: written)
         }
         return loaded
     }
@@ -104,21 +123,50 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     private func latestUsableSnapshot(of stream: StreamName, atOrBefore version: UInt64?) async throws -> Snapshot? {
         guard let firstVisible = try await snapshots.events.firstVisibleVersion(of: stream) else { return nil }
         let schema = self.schema
-        return try await snapshots.latestSnapshot(of: stream, atOrBefore: version) { descriptor in
+        let chosen = try await snapshots.latestSnapshot(of: stream, atOrBefore: version) { descriptor in
             descriptor.firstVersion == firstVisible && descriptor.version >= firstVisible
                 && schema.canRead(schemaVersion: descriptor.schemaVersion)
         }
+        guard let chosen else { return nil }
+        // maxAge hides each event by its own recordedAt, and a wall clock that stepped back leaves an older event
+        // after newer ones: an event inside the snapshot's range can then be hidden while the first is not.
+        if try await snapshots.events.metadata(of: stream).maxAge != nil,
+            try await !isVisibleThroughout(chosen.firstVersion...chosen.version, of: stream)
+        {
+            return nil
+        }
+        return chosen
     }
 
-    /// A snapshot with no events after it must not be newer than its stream: that would be a state for events
-    /// that do not exist.
-    private func checkStreamReached(_ version: UInt64, of stream: StreamName) async throws {
-        let streamVersion = try await snapshots.events.version(of: stream)
-        guard streamVersion >= version else {
+    /// Whether readers see every version in `versions` of `stream` (a visiting read of their records, nothing
+    /// decoded).
+    private func isVisibleThroughout(_ versions: ClosedRange<UInt64>, of stream: StreamName) async throws -> Bool {
+        let span = versions.upperBound - versions.lowerBound
+        guard span < UInt64(Int.max) else { return false }
+        var seen = 0
+        try await snapshots.events.read(
+            stream, from: .version(versions.lowerBound), direction: .forward, limit: Int(span) + 1
+        ) { event in
+            guard event.version <= versions.upperBound else { return false }
+            seen += 1
+            return true
+        }
+        return UInt64(seen) == span + 1
+    }
+
+    /// Whether `stream` still reaches `version`, which a snapshot with no events after it was taken at: false if
+    /// the stream was deleted since (its versions were written but are no longer visible).
+    /// - Throws: ``EventStoreError/corrupted(location:detail:)`` if the stream never reached `version`: the snapshot
+    ///   would be a state for events that do not exist.
+    private func streamStillReaches(_ version: UInt64, of stream: StreamName) async throws -> Bool {
+        if try await snapshots.events.version(of: stream) >= version { return true }
+        let written = try await snapshots.events.lastWrittenVersion(of: stream)
+        guard written >= version else {
             throw EventStoreError.corrupted(
                 location: "snapshot of stream \"\(stream)\" at version \(version)",
-                detail: "the snapshot is newer than its stream, which is at version \(streamVersion)")
+                detail: "the snapshot is newer than its stream, which is at version \(written)")
         }
+        return false
     }
 
     // MARK: Saving
@@ -152,8 +200,12 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         let result = try await aggregates.store.append(data, to: stream, expectedVersion: .exact(loaded.version))
         var aggregate = loaded
         for event in replayed { aggregate.state.apply(event) }
-        // A state that folded nothing before starts with the first event appended here.
-        if loaded.version == 0, !replayed.isEmpty { aggregate.firstVersion = result.version - UInt64(replayed.count) + 1 }
+        // A state that folded nothing before (a new stream, or one whose events retention all hid) starts with the
+        // first event appended here. A state whose first version is unknown gets it too: its snapshot is then used
+        // only while readers see nothing before these events, never to stand for events it may not fold.
+        if loaded.firstVersion == nil, !replayed.isEmpty {
+            aggregate.firstVersion = result.version - UInt64(replayed.count) + 1
+        }
         aggregate.version = result.version
         guard policy.isDue(from: loaded.version, to: result.version) else {
             return SavedAggregate(result: result, aggregate: aggregate, snapshot: .notDue)
@@ -236,11 +288,17 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     }
 
     /// Saves `loaded`'s state as the snapshot at its version, recording the first version it folds: if retention
-    /// has hidden that version since the state was built, nothing is saved (`versionNotVisible`).
+    /// has hidden that version since the state was built, or the state folds no event (retention hid them all when
+    /// it was loaded), nothing is saved (`versionNotVisible`).
     private func saveSnapshot(of loaded: LoadedAggregate<State>, in stream: StreamName) async throws {
+        // Without a first version the snapshot would record the first version readers see when it is saved, which
+        // a lifted truncation may have moved before events this state never folded.
+        guard let foldStart = loaded.firstVersion else {
+            throw SnapshotError.versionNotVisible(stream: stream, version: loaded.version)
+        }
         try await snapshots.save(
             try schema.encode(loaded.state), schemaVersion: schema.version, of: stream, at: loaded.version,
-            keepingLast: policy.retention, foldedFrom: loaded.firstVersion)
+            keepingLast: policy.retention, foldedFrom: foldStart)
     }
 
     // MARK: Managing snapshots

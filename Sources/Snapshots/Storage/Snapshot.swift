@@ -25,9 +25,10 @@ public struct SnapshotDescriptor: Sendable, Hashable, Comparable {
         self.firstVersion = firstVersion
     }
 
-    /// Orders descriptors by version.
+    /// Orders descriptors by version, then by schema version and first version, so that the order agrees with
+    /// equality (two descriptors neither before the other are equal).
     public static func < (lhs: SnapshotDescriptor, rhs: SnapshotDescriptor) -> Bool {
-        lhs.version < rhs.version
+        (lhs.version, lhs.schemaVersion, lhs.firstVersion) < (rhs.version, rhs.schemaVersion, rhs.firstVersion)
     }
 }
 

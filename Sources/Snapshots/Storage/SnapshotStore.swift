@@ -29,9 +29,10 @@ public struct SnapshotStore: Sendable {
     public let collection: String
     private let keys: SnapshotKeys
 
-    /// How many snapshots ``deleteAll(of:)`` removes per transaction, so that a large collection never needs one
-    /// oversized transaction.
-    public static let deletionBatchSize = 256
+    /// How many snapshots ``deleteAll(of:)`` removes per transaction at first, so that a large collection never needs
+    /// one oversized transaction: below etcd's default `--max-txn-ops` of 128, with room for the index write. A
+    /// backend that refuses a batch as too large gets half as many, down to one.
+    public static let deletionBatchSize = 100
 
     /// Creates the snapshot collection named `collection` on the backend of `events`.
     /// - Throws: ``EventStoreError/invalidArgument(_:)`` for a name containing U+0000 or longer than 255 UTF-8
@@ -73,7 +74,8 @@ public struct SnapshotStore: Sendable {
         guard data.count <= Int(UInt32.max) else {
             throw EventStoreError.invalidArgument("a snapshot must be smaller than 4 GiB, got \(data.count) bytes")
         }
-        let streamVersion = try await events.version(of: stream)
+        // The versions written, deleted ones included: a deleted version is not visible, rather than beyond the stream.
+        let streamVersion = try await events.lastWrittenVersion(of: stream)
         guard version <= streamVersion else {
             throw SnapshotError.versionBeyondStream(stream: stream, requested: version, streamVersion: streamVersion)
         }
@@ -117,14 +119,22 @@ public struct SnapshotStore: Sendable {
     @discardableResult
     public func deleteAll(of stream: StreamName) async throws -> Int {
         var deleted = 0
+        var batchSize = Self.deletionBatchSize
         while true {
             try Task.checkCancellation()
-            let batch = try await changeIndex(of: stream) { index in
-                let removed = index.removeOldest(Self.deletionBatchSize)
-                return (removed.map { .delete(keys.record(of: stream, at: $0)) }, removed.count)
+            let size = batchSize
+            let batch: Int
+            do {
+                batch = try await changeIndex(of: stream) { index in
+                    let removed = index.removeOldest(size)
+                    return (removed.map { .delete(keys.record(of: stream, at: $0)) }, removed.count)
+                }
+            } catch KeyValueStoreError.transactionTooLarge where size > 1 {
+                batchSize = size / 2
+                continue
             }
             deleted += batch
-            if batch < Self.deletionBatchSize { return deleted }
+            if batch < size { return deleted }
         }
     }
 
@@ -142,12 +152,14 @@ public struct SnapshotStore: Sendable {
     /// Runs `change` on the index of `stream` as it is now and commits the record writes it returns together with
     /// the changed index, in one transaction conditioned on the index being unchanged. `change` may run more than
     /// once (when another writer got there first) and must have no side effects; returning no writes commits nothing.
+    /// Changes the index of `stream` and writes the records `change` returns, in one transaction conditioned on the
+    /// index as read. A backend's `transactionTooLarge` passes through untranslated, for `deleteAll` to split.
     private func changeIndex<Value: Sendable>(
         of stream: StreamName,
         _ change: @escaping @Sendable (inout SnapshotIndex) throws -> (writes: [KeyWrite], value: Value)
     ) async throws -> Value {
         let indexKey = keys.index(of: stream)
-        let outcome = try await translatingErrors {
+        let outcome = try await translatingErrors(except: { if case .transactionTooLarge = $0 { true } else { false } }) {
             try await backend.update { context -> (transaction: KeyValueTransaction, value: Value) in
                 let entry = try await context.get(indexKey)
                 var index = try entry.map { try SnapshotIndex.decode($0.value, stream: stream) } ?? SnapshotIndex()
@@ -238,10 +250,13 @@ public struct SnapshotStore: Sendable {
 }
 
 /// Runs a backend call, reporting key-value contract errors as ``EventStoreError`` like the event store does.
-func translatingErrors<T>(_ body: () async throws -> T) async throws -> T {
+func translatingErrors<T>(
+    except passes: (KeyValueStoreError) -> Bool = { _ in false }, _ body: () async throws -> T
+) async throws -> T {
     do {
         return try await body()
     } catch let error as KeyValueStoreError {
+        if passes(error) { throw error }
         switch error {
         case .closed: throw EventStoreError.storeClosed
         default: throw EventStoreError.backend(error.description)
