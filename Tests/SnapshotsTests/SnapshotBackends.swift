@@ -9,6 +9,9 @@ import Testing
 /// Makes fresh, empty event stores of one backend kind, for one test each.
 struct SnapshotBackend: Sendable, CustomTestStringConvertible {
     let name: String
+    /// How much smaller long property runs are on this backend (1: full size), to keep a networked backend's run
+    /// within the CI budget.
+    var workloadDivisor = 1
     /// Makes a store and the clean-up to run after the test.
     let make: @Sendable () async throws -> (store: KeyValueEventStore, cleanup: @Sendable () async -> Void)
 
@@ -48,9 +51,36 @@ struct SnapshotBackend: Sendable, CustomTestStringConvertible {
     }
 }
 
+extension SnapshotBackend {
+    /// The etcd cluster named by `ETCD_ENDPOINTS`, or nil when it is not set; each store gets a namespace of its own,
+    /// whose keys are removed after the test.
+    static let etcd: SnapshotBackend? = {
+        guard let list = ProcessInfo.processInfo.environment["ETCD_ENDPOINTS"], !list.isEmpty else { return nil }
+        return etcd(endpoints: list, maximumTransactionOperations: 10_000)  // scripts/etcd-cluster.sh's limit
+    }()
+
+    /// An etcd backend on `endpoints` that refuses transactions of more than `maximumTransactionOperations`, as a
+    /// server started with that `--max-txn-ops` does.
+    static func etcd(endpoints: String, maximumTransactionOperations: Int) -> SnapshotBackend {
+        SnapshotBackend(name: "etcd", workloadDivisor: 25) {
+            let backend = try EtcdKeyValueStore(
+                configuration: EtcdConfiguration(
+                    endpoints: try EtcdConfiguration.endpoints(parsing: endpoints),
+                    namespace: Array("snapshots/\(UUID().uuidString)/".utf8),
+                    maximumTransactionOperations: maximumTransactionOperations, maximumRequestBytes: 10 << 20))
+            let store = KeyValueEventStore(backend: backend)
+            return (store, {
+                try? await backend.removeAllKeys()
+                try? await store.close()
+            })
+        }
+    }
+}
+
 enum SnapshotBackends {
-    /// Every backend the snapshot tests run on.
+    /// Every backend the snapshot tests run on; etcd joins when `ETCD_ENDPOINTS` names a cluster.
     static var all: [SnapshotBackend] {
-        [.inMemory, .onDisk("page-file") { try PageFileKeyValueStore.open(directory: $0) }]
+        [.inMemory, .onDisk("page-file") { try PageFileKeyValueStore.open(directory: $0) }] + [SnapshotBackend.etcd]
+            .compactMap { $0 }
     }
 }

@@ -113,6 +113,26 @@ struct SnapshotReviewTests {
         #expect(backend.refusals.withLock { $0 } > 0, "the backend refused the first, larger batches")
     }
 
+    @Test(
+        "deleteAll of 130 snapshots succeeds on etcd with its default --max-txn-ops of 128",
+        .enabled(
+            if: ProcessInfo.processInfo.environment["ETCD_ENDPOINTS"].map { !$0.isEmpty } ?? false,
+            "ETCD_ENDPOINTS is not set, so this etcd test is skipped: run scripts/etcd-cluster.sh start and export it"))
+    func deleteAllOnEtcdWithItsDefaultLimit() async throws {
+        let endpoints = try #require(ProcessInfo.processInfo.environment["ETCD_ENDPOINTS"])
+        // The client refuses what a server with the default limit would, before sending it.
+        try await SnapshotBackend.etcd(endpoints: endpoints, maximumTransactionOperations: 128).withStore { store in
+            let stream = try Fixtures.stream()
+            try await Fixtures.fill(stream, in: store, events: 130, batch: 20)
+            let snapshots = try SnapshotStore(events: store)
+            for version: UInt64 in 1...130 {
+                try await snapshots.save(Data([UInt8(version % 256)]), schemaVersion: 1, of: stream, at: version)
+            }
+            #expect(try await snapshots.deleteAll(of: stream) == 130)
+            #expect(try await snapshots.versions(of: stream).isEmpty)
+        }
+    }
+
     @Test("a load racing a soft delete is not reported as corruption", arguments: [true, false])
     func loadRacingASoftDelete(asOf: Bool) async throws {
         let backend = SnapshotRecordHook(InMemoryKeyValueStore())
