@@ -71,6 +71,14 @@ let package = Package(
             path: "Tests/SagaCrashChild",
             swiftSettings: strict
         ),
+        // The child process of the saga lease tests (SagasTests/SagaReviewedEdgeTests): runs a scenario whose leases
+        // run in real time away from the test run's other tasks.
+        .executableTarget(
+            name: "SagaLeaseChild",
+            dependencies: ["Sagas", "EventStore", "EventStoreKV"],
+            path: "Tests/SagaLeaseChild",
+            swiftSettings: strict
+        ),
         // Drives the example ledger and the benchmark harness as the user would: through their command lines.
         .testTarget(
             name: "ToolTests",

@@ -32,16 +32,21 @@ import Testing
         var errors: String
     }
 
-    static func childPath() -> URL {
-        if let path = ProcessInfo.processInfo.environment["SAGAS_CRASH_CHILD"] { return URL(fileURLWithPath: path) }
+    /// The child executable `name`, built beside the test bundle (SAGAS_CRASH_CHILD overrides the crash child's).
+    static func childPath(_ name: String = "SagaCrashChild") -> URL {
+        if name == "SagaCrashChild", let path = ProcessInfo.processInfo.environment["SAGAS_CRASH_CHILD"] {
+            return URL(fileURLWithPath: path)
+        }
         return URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-            .appendingPathComponent("SagaCrashChild")
+            .appendingPathComponent(name)
     }
 
-    /// Runs the child with `arguments`, SIGKILLing it after `killAfter` if it is still running.
-    static func runChild(_ arguments: [String], killAfter: Duration?) async throws -> ChildResult {
+    /// Runs the child `executable` with `arguments`, SIGKILLing it after `killAfter` if it is still running.
+    static func runChild(
+        _ arguments: [String], killAfter: Duration?, executable: String = "SagaCrashChild"
+    ) async throws -> ChildResult {
         let process = Process()
-        process.executableURL = childPath()
+        process.executableURL = childPath(executable)
         process.arguments = arguments
         let out = Pipe()
         let err = Pipe()
