@@ -162,6 +162,10 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
         } catch {
             problems.append("\(error)")
         }
+        // A timeout that is not positive would fail every attempt at once, as timed out.
+        for (what, timeout) in [("timeout", options.timeout), ("compensationTimeout", options.compensationTimeout)] {
+            if let timeout, timeout <= .zero { problems.append("step \"\(name)\" \(what) must be positive, got \(timeout)") }
+        }
         let index = steps.count
         steps.append(
             ErasedStep(
@@ -177,7 +181,17 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
         if let problem = problems.first {
             throw EventStoreError.invalidArgument("saga definition \"\(name)\": \(problem)")
         }
-        return ErasedSaga(name: name, steps: steps, coder: coder)
+        let coder = self.coder
+        return ErasedSaga(
+            name: name, steps: steps, coder: coder,
+            readsInput: { data in
+                do {
+                    _ = try coder.decode(Input.self, from: data)
+                    return nil
+                } catch {
+                    return "\(error)"
+                }
+            })
     }
 
     func encodeInput(_ input: Input) throws -> Data {
@@ -219,6 +233,8 @@ struct ErasedSaga: Sendable {
     let name: String
     let steps: [ErasedStep]
     let coder: any EventCoder
+    /// Why the definition's `Input` type cannot read a recorded input, or nil when it can.
+    let readsInput: @Sendable (Data) -> String?
 
     /// The steps that run together with step `index`: its parallel group, or just the step.
     func stage(of index: Int) -> Range<Int> {

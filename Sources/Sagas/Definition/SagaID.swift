@@ -32,7 +32,7 @@ public struct SagaID: Sendable, Hashable, Comparable, Codable, CustomStringConve
 
     /// An id as stored: the rules of ``init(_:)`` but the reserved prefix, which ids stored before it was reserved
     /// may have, so that those sagas stay readable.
-    private init(stored rawValue: String) throws {
+    init(stored rawValue: String) throws {
         guard !rawValue.isEmpty, rawValue.utf8.count <= 200 else {
             throw EventStoreError.invalidArgument(
                 "a saga id must be 1 to 200 UTF-8 bytes, got \"\(rawValue.prefix(64))\"")

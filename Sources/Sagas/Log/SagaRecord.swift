@@ -56,6 +56,9 @@ struct SagaRecord: Codable, Sendable, Hashable {
     var willRetry: Bool?
     var resumed: Bool?
     var note: String?
+    /// On SagaStuck: the steps whose compensation is still to run, the stuck one first, as the runner's definition
+    /// said, so that an operator's runner without the definition can list them.
+    var pending: [Int]?
 
     init(_ kind: SagaEventKind, at: Date) {
         self.kind = kind

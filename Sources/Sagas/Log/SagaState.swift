@@ -57,6 +57,9 @@ struct SagaState: Sendable {
     var openCompensation: (index: Int, attempt: Int)?
     var stuckStep: Int?
     var stuckError: String?
+    /// The compensations still to run when the saga got stuck, as its SagaStuck recorded them (nil in logs written
+    /// before they were recorded).
+    var stuckPending: [Int]?
     /// Compensation attempts made before the last operator retry: each retry grants a fresh retry budget.
     var compensationRetryBase: [Int: Int] = [:]
 
@@ -145,18 +148,24 @@ struct SagaState: Sendable {
                 status = .compensating
                 stuckStep = nil
                 stuckError = nil
+                stuckPending = nil
             }
         case .sagaStuck:
             status = .stuck
             // The step is optional here, but when named it is checked like every other record's.
             stuckStep = record.step == nil ? nil : try stepIndex()
             stuckError = record.error
+            if let pending = record.pending, let outside = pending.first(where: { !stepNames.indices.contains($0) }) {
+                throw bad("SagaStuck names pending step \(outside) of \(stepNames.count)")
+            }
+            stuckPending = record.pending
         case .sagaRetried:
             guard status == .stuck else { throw bad("SagaRetried for a saga that is \(status.rawValue)") }
             status = .compensating
             compensationRetryBase = compensationAttempts
             stuckStep = nil
             stuckError = nil
+            stuckPending = nil
         case .sagaCompleted: status = .completed
         case .sagaCompensated: status = .compensated
         case .sagaResolved: status = .resolved

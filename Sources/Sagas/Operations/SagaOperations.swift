@@ -20,7 +20,8 @@ public struct StuckSaga: Sendable, Hashable {
     public var step: String
     /// The last error of that compensation.
     public var error: String
-    /// The steps whose compensation is still to run, the stuck one first.
+    /// The steps whose compensation is still to run, the stuck one first: as the runner that got stuck recorded
+    /// them, so a runner without the saga's definition lists them too.
     public var pendingCompensations: [String]
 
     /// Creates a stuck-saga report entry.
@@ -84,13 +85,16 @@ extension SagaRunner {
         }
     }
 
-    /// Marks a stuck saga resolved by hand: it is finished, and recovery no longer lists it.
+    /// Marks a stuck saga resolved by hand: it is finished, and recovery no longer lists it. It runs no step, so
+    /// the saga's definition need not be registered with this runner (a console, or a retired workflow).
     public func markResolved(_ id: SagaID, note: String) async throws {
-        try await withExecution(id, lockWait: configuration.lockWait) { execution in
-            try Self.requireStuck(execution.state)
+        try await withLockedLog(id, lockWait: configuration.lockWait) { state, session in
+            try Self.requireStuck(state)
             var resolved = SagaRecord(.sagaResolved, at: clock.now())
             resolved.note = note
-            try await execution.record(resolved, with: [try execution.indexClosed()])
+            _ = try await SagaExecution.append(
+                resolved, with: [try SagaExecution.indexClosed(id, definition: state.definition)], to: session,
+                after: state)
         }
     }
 
@@ -100,8 +104,17 @@ extension SagaRunner {
         }
     }
 
+    /// As the saga's SagaStuck recorded them; for logs from before that was recorded, from the registered
+    /// definition, or failing that every step that took effect and was neither compensated nor skipped (the log
+    /// alone cannot tell which steps have a compensation).
     private func pendingCompensations(of state: SagaState) -> [String] {
-        guard let saga = try? definition(for: state) else { return [] }
-        return SagaExecution.pendingCompensations(saga: saga, state: state).map { state.stepNames[$0] }
+        if let pending = state.stuckPending { return pending.map { state.stepNames[$0] } }
+        if let saga = try? definition(for: state) {
+            return SagaExecution.pendingCompensations(saga: saga, state: state).map { state.stepNames[$0] }
+        }
+        return state.stepNames.indices.reversed().filter { index in
+            (state.outputs[index] != nil || state.finallyFailed.contains(index))
+                && !state.compensated.contains(index) && !state.skipped.contains(index)
+        }.map { state.stepNames[$0] }
     }
 }

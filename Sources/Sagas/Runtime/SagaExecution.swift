@@ -77,11 +77,15 @@ struct SagaExecution: Sendable {
     }
 
     func indexClosed() throws -> StreamAppend {
+        try Self.indexClosed(state.id, definition: saga.name)
+    }
+
+    /// The index event that closes saga `id` of `definition`.
+    static func indexClosed(_ id: SagaID, definition: String) throws -> StreamAppend {
         StreamAppend(
             stream: try SagaStreams.index(), expectedVersion: .any,
             events: [
-                try SagaIndexRecord(saga: state.id.rawValue, definition: saga.name).eventData(
-                    type: SagaIndexRecord.closed)
+                try SagaIndexRecord(saga: id.rawValue, definition: definition).eventData(type: SagaIndexRecord.closed)
             ])
     }
 
@@ -253,6 +257,7 @@ struct SagaExecution: Sendable {
                 stuck.step = index
                 stuck.stepName = step.name
                 stuck.error = error
+                stuck.pending = Self.pendingCompensations(saga: saga, state: state)
                 try await record(stuck)
                 return
             }

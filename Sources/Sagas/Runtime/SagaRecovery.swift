@@ -53,10 +53,8 @@ extension SagaRunner {
     /// reported as they are, not retried. Call it when the process starts.
     /// - Returns: one entry per unfinished saga found, oldest first.
     public func recover() async throws -> [SagaRecovery] {
+        try configuration.validate()
         let width = configuration.recoveryConcurrency
-        guard width >= 1 else {
-            throw EventStoreError.invalidArgument("recoveryConcurrency must be at least 1, got \(width)")
-        }
         let (open, head, mark) = try await openSagas()
         let recoverAt = { @Sendable (index: Int) async throws -> (Int, SagaRecovery.Result) in
             (index, try await self.recoverOne(open[index].id))
@@ -102,24 +100,30 @@ extension SagaRunner {
         let mark = try await checkpoint()
         let index = try SagaStreams.index()
         let events = try await store.read(index, from: .version(mark))
-        var open: [String: UInt64] = [:]
+        // Keyed by SagaID, which compares bytes as the sagas' streams do: two canonically equivalent ids are two
+        // sagas, and closing one must not drop the other.
+        var open: [SagaID: UInt64] = [:]
         for event in events {
             let record = try SagaIndexRecord.decode(event)
+            let location = "\"\(index)\" version \(event.version)"
             guard let saga = record.saga else {
-                throw EventStoreError.corrupted(
-                    location: "\"\(index)\" version \(event.version)", detail: "\(event.type) names no saga")
+                throw EventStoreError.corrupted(location: location, detail: "\(event.type) names no saga")
+            }
+            // Read as stored: ids from before the reserved prefix stay recoverable.
+            let id: SagaID
+            do {
+                id = try SagaID(stored: saga)
+            } catch {
+                throw EventStoreError.corrupted(location: location, detail: "\(event.type) names an invalid saga id: \(error)")
             }
             switch event.type {
-            case SagaIndexRecord.opened: open[saga] = event.version
-            case SagaIndexRecord.closed: open[saga] = nil
+            case SagaIndexRecord.opened: open[id] = event.version
+            case SagaIndexRecord.closed: open[id] = nil
             default:
-                throw EventStoreError.corrupted(
-                    location: "\"\(index)\" version \(event.version)", detail: "unknown index event \(event.type)")
+                throw EventStoreError.corrupted(location: location, detail: "unknown index event \(event.type)")
             }
         }
-        let sagas = try open.sorted { $0.value < $1.value }.map {
-            OpenSaga(id: try SagaID($0.key), indexVersion: $0.value)
-        }
+        let sagas = open.sorted { $0.value < $1.value }.map { OpenSaga(id: $0.key, indexVersion: $0.value) }
         return (sagas, events.last?.version ?? (mark - 1), mark)
     }
 

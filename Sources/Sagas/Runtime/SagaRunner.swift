@@ -57,6 +57,7 @@ public final class SagaRunner: Sendable {
     /// Does nothing if the saga already exists.
     /// - Throws: ``EventStoreError/invalidArgument(_:)`` if a saga with this id exists under another definition.
     public func create<Input>(_ definition: SagaDefinition<Input>, id: SagaID, input: Input) async throws {
+        try configuration.validate()
         let erased = try definition.erased()
         let stream = try id.stream
         var started = SagaRecord(.sagaStarted, at: clock.now())
@@ -133,16 +134,27 @@ public final class SagaRunner: Sendable {
     func withExecution<Value: Sendable>(
         _ id: SagaID, lockWait: Duration, _ body: (inout SagaExecution) async throws -> Value
     ) async throws -> Value {
+        try await withLockedLog(id, lockWait: lockWait) { state, session in
+            var execution = SagaExecution(
+                saga: try definition(for: state), session: session, store: store, clock: clock, hooks: hooks,
+                configuration: configuration, state: state)
+            return try await body(&execution)
+        }
+    }
+
+    /// Locks the saga and hands `body` its state and the session holding it, without needing its definition;
+    /// always releases the lock.
+    func withLockedLog<Value: Sendable>(
+        _ id: SagaID, lockWait: Duration, _ body: (SagaState, any StreamSession) async throws -> Value
+    ) async throws -> Value {
+        try configuration.validate()
         let stream = try id.stream
         let session = try await store.openSession(
             on: stream, sessionTimeout: configuration.sessionTimeout, openTimeout: lockWait)
         do {
             let state = try SagaState.replay(try await store.read(stream), id: id)
             guard state.version > 0 else { throw EventStoreError.streamNotFound(stream) }
-            var execution = SagaExecution(
-                saga: try definition(for: state), session: session, store: store, clock: clock, hooks: hooks,
-                configuration: configuration, state: state)
-            let value = try await body(&execution)
+            let value = try await body(state, session)
             await StepAttempt.release([session])
             return value
         } catch {
@@ -160,6 +172,13 @@ public final class SagaRunner: Sendable {
             throw EventStoreError.invalidArgument(
                 "saga \(state.id) was started with steps \(state.stepNames), but definition \"\(saga.name)\" now has "
                     + "\(saga.steps.map(\.name)); keep the old definition under its name to finish old sagas")
+        }
+        // Checked before any step runs: an input the definition cannot read would otherwise fail the next step and
+        // compensate a healthy saga for good.
+        if let problem = saga.readsInput(state.input) {
+            throw EventStoreError.invalidArgument(
+                "saga \(state.id) was started with an input that definition \"\(saga.name)\" cannot read (\(problem)); "
+                    + "keep the old definition under its name to finish old sagas")
         }
         return saga
     }

@@ -5,6 +5,7 @@
 // - While a step runs, the runner renews its leases every third of `sessionTimeout`, so a step may run longer
 //   than the lease; a runner that cannot renew in time loses the saga and its next append fails.
 
+import EventStore
 import Foundation
 
 /// How a ``SagaRunner`` holds its locks.
@@ -35,6 +36,21 @@ public struct SagaRunnerConfiguration: Sendable {
         self.resourceWait = resourceWait
         self.recoveryConcurrency = recoveryConcurrency
         self.random = random
+    }
+
+    /// Refuses values no lock can be held or waited for with, before a runner writes anything: a negative
+    /// `resourceWait` would otherwise fail every step that takes a resource and compensate its saga for good.
+    func validate() throws {
+        guard sessionTimeout > .zero else {
+            throw EventStoreError.invalidArgument("sessionTimeout must be positive, got \(sessionTimeout)")
+        }
+        for (name, wait) in [("lockWait", lockWait), ("recoveryLockWait", recoveryLockWait), ("resourceWait", resourceWait)]
+        where wait < .zero {
+            throw EventStoreError.invalidArgument("\(name) must not be negative, got \(wait)")
+        }
+        guard recoveryConcurrency >= 1 else {
+            throw EventStoreError.invalidArgument("recoveryConcurrency must be at least 1, got \(recoveryConcurrency)")
+        }
     }
 }
 
