@@ -63,7 +63,8 @@ public protocol EventStoring: Sendable {
     /// Waits up to `openTimeout` for another session's lease to end. The lease lasts `sessionTimeout` (positive, at
     /// most 100 years); every append through the session and every ``StreamSession/renew()`` extends it.
     /// - Throws: ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)`` when the wait times out;
-    ///   ``EventStoreError/invalidArgument(_:)`` for a timeout out of range.
+    ///   ``EventStoreError/invalidArgument(_:)`` for a timeout out of range, or for ``StreamName/deletedStreams``,
+    ///   which the store appends to with every deletion.
     func openSession(on stream: StreamName, sessionTimeout: Duration, openTimeout: Duration) async throws
         -> any StreamSession
 
@@ -101,6 +102,7 @@ public protocol EventStoring: Sendable {
     func metadata(of stream: StreamName) async throws -> StreamMetadata
 
     /// Sets the retention rules of `stream`; stream reads honour them at once. Empty metadata removes every limit.
+    /// Refused with ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)`` while a session holds the stream.
     func setMetadata(_ metadata: StreamMetadata, for stream: StreamName) async throws
 
     /// Deletes `stream` if its version meets `expectedVersion`, and records the deletion as a ``StreamDeletion``
@@ -201,7 +203,8 @@ extension EventStoring {
 }
 
 /// Exclusive write access to one stream, held through a lease in the store. Other writers, with or without a
-/// session, get ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)`` until it is closed or expires.
+/// session, get ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)`` until it is closed or expires: their
+/// appends, deletions and metadata changes alike.
 public protocol StreamSession: Sendable {
     /// The session's unique id.
     var id: UUID { get }
@@ -210,7 +213,8 @@ public protocol StreamSession: Sendable {
 
     /// Appends through the session. The transaction itself checks that this session still holds the lease, so an
     /// expired session can never write; the append also renews the lease.
-    /// - Throws: ``EventStoreError/sessionExpired(stream:sessionID:)`` once the lease is lost.
+    /// - Throws: ``EventStoreError/sessionExpired(stream:sessionID:)`` once the lease is lost,
+    ///   ``EventStoreError/sessionClosed(stream:sessionID:)`` after ``close()``.
     func append(_ events: [EventData], expectedVersion: ExpectedVersion) async throws -> AppendResult
 
     /// Appends atomically to the session's stream and to other streams: every part is written, or none is.
@@ -225,12 +229,14 @@ public protocol StreamSession: Sendable {
     func append(_ appends: [StreamAppend]) async throws -> [AppendResult]
 
     /// Extends the lease by the session timeout from now.
-    /// - Throws: ``EventStoreError/sessionExpired(stream:sessionID:)`` if it had already ended.
+    /// - Throws: ``EventStoreError/sessionExpired(stream:sessionID:)`` if it had already ended,
+    ///   ``EventStoreError/sessionClosed(stream:sessionID:)`` after ``close()``.
     func renew() async throws
 
     /// When the lease ends unless renewed, by this process's clock.
     func leaseExpiresAt() async -> Date
 
-    /// Releases the lock at once. Closing twice is harmless.
+    /// Releases the lock at once, also when the calling task is cancelled. Closing twice is harmless; after a close
+    /// that threw (the backend failed), closing again tries the release again.
     func close() async throws
 }

@@ -17,7 +17,10 @@ public final class KeyValueStreamSession: StreamSession {
     private let store: KeyValueEventStore
     private struct State {
         var leaseExpiresAt: Date
+        /// Set by the first `close()`: the session takes no more appends or renewals.
         var closed = false
+        /// Set once a `close()` has released the lease (or found it gone); until then a later `close()` tries again.
+        var released = false
     }
     private let state: Locked<State>
 
@@ -42,6 +45,11 @@ public final class KeyValueStreamSession: StreamSession {
     static func open(
         store: KeyValueEventStore, stream: StreamName, sessionTimeout: Duration, openTimeout: Duration
     ) async throws -> KeyValueStreamSession {
+        // The store itself appends to `$deleted` with every deletion: a session could not keep it exclusive.
+        guard stream != .deletedStreams else {
+            throw EventStoreError.invalidArgument(
+                "\"\(stream)\" is written by the store with every deletion, so no session can hold it")
+        }
         guard sessionTimeout > .zero, sessionTimeout <= maximumTimeout else {
             throw EventStoreError.invalidArgument(
                 "sessionTimeout must be positive and at most 100 years, got \(sessionTimeout)")
@@ -129,21 +137,27 @@ public final class KeyValueStreamSession: StreamSession {
     }
 
     public func close() async throws {
-        let alreadyClosed = state.withLock { state in
-            defer { state.closed = true }
-            return state.closed
+        let alreadyReleased = state.withLock { state in
+            state.closed = true
+            return state.released
         }
-        guard !alreadyClosed else { return }
+        guard !alreadyReleased else { return }
+        // The release runs in a task of its own: a close from a cancelled task (the usual clean-up on the way out)
+        // must still release the stream rather than leave it locked until the lease ends. If it fails (a backend
+        // error), the session stays unreleased and a later close() tries again.
         let key = KeyLayout.lease(stream)
-        let (stream, id) = (self.stream, self.id)
-        _ = try await store.backendCall {
-            try await store.backend.update { context -> (transaction: KeyValueTransaction, value: Bool) in
-                guard let entry = try await context.get(key),
-                    try LeaseRecord.decode(entry.value, stream: stream).sessionID == id
-                else { return (KeyValueTransaction(), false) }  // already expired or taken over: nothing to release
-                return (KeyValueTransaction(writes: [.delete(key)]), true)
+        let (store, stream, id) = (self.store, self.stream, self.id)
+        try await Task {
+            _ = try await store.backendCall {
+                try await store.backend.update { context -> (transaction: KeyValueTransaction, value: Bool) in
+                    guard let entry = try await context.get(key),
+                        try LeaseRecord.decode(entry.value, stream: stream).sessionID == id
+                    else { return (KeyValueTransaction(), false) }  // already expired or taken over: nothing to release
+                    return (KeyValueTransaction(writes: [.delete(key)]), true)
+                }
             }
-        }
+        }.value
+        state.withLock { $0.released = true }
     }
 
     private func checkOpen() throws {

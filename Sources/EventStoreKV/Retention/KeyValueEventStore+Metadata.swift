@@ -4,6 +4,8 @@
 // - Metadata is validated before it is written; invalid metadata writes nothing.
 // - Setting empty metadata deletes the key, so "no metadata" has one representation.
 // - Metadata of a hard-deleted stream cannot be changed (the stream can never hold events again).
+// - Metadata of a stream a session holds cannot be changed from outside it (streamLocked), as it cannot be deleted:
+//   retention can hide every event the holder wrote.
 
 import EventStore
 import Foundation
@@ -18,17 +20,24 @@ extension KeyValueEventStore {
     }
 
     /// Sets the retention rules of `stream`; reads honour them at once.
+    /// - Throws: ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)`` while a session holds the stream,
+    ///   ``EventStoreError/streamDeleted(_:)`` for a hard-deleted stream.
     public func setMetadata(_ metadata: StreamMetadata, for stream: StreamName) async throws {
         try metadata.validate()
         let key = KeyLayout.streamMetadata(stream)
         let write: KeyWrite = metadata.isEmpty ? .delete(key) : .put(key, StreamMetadataRecord.encode(metadata))
-        let headKey = KeyLayout.streamHead(stream)
+        let (headKey, leaseKey) = (KeyLayout.streamHead(stream), KeyLayout.lease(stream))
         _ = try await backendCall {
             try await self.backend.update { context -> (transaction: KeyValueTransaction, value: Bool) in
-                if let entry = try await context.get(headKey),
-                    try StreamHead.decode(entry.value, stream: stream).state == .hardDeleted
-                {
+                let entries = try await context.get([headKey, leaseKey])
+                if let entry = entries[0], try StreamHead.decode(entry.value, stream: stream).state == .hardDeleted {
                     throw EventStoreError.streamDeleted(stream)
+                }
+                // Retention can hide every event of a stream, as a deletion does: a session's stream is as safe
+                // from it as from a deletion.
+                if let lease = entries[1] {
+                    let holder = try LeaseRecord.decode(lease.value, stream: stream)
+                    throw EventStoreError.streamLocked(stream: stream, holder: holder.holder, leaseExpiresAt: holder.expiresAt)
                 }
                 return (KeyValueTransaction(writes: [write]), true)
             }
