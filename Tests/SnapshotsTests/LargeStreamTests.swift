@@ -9,7 +9,7 @@ import Testing
 struct LargeStreamTests {
     @Test(
         "loading a 100,000-event stream through a snapshot at 99,990 replays at most 10 events",
-        arguments: SnapshotBackends.all)
+        arguments: SnapshotBackends.local)
     func hundredThousandEvents(backend: SnapshotBackend) async throws {
         try await backend.withStore { store in
             let stream = try Fixtures.stream()
