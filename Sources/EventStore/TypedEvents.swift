@@ -169,7 +169,8 @@ public struct EventTypeRegistry: Sendable {
 
     /// Registers a raw upcaster for payloads stored under `oldType`. Upcasters chain: the result may be another old
     /// type with its own upcaster. A payload stored under `oldType` always goes through the upcaster, even if a
-    /// type is registered under that name too.
+    /// type is registered under that name too; an upcaster that returns `oldType` itself upgrades the payload in
+    /// place (it runs once, then the payload decodes as the type registered under that name).
     /// - Throws: ``EventStoreError/invalidArgument(_:)`` if `oldType` already has an upcaster.
     public mutating func registerUpcaster(from oldType: String, _ upcaster: @escaping Upcaster) throws {
         guard upcasters[oldType] == nil else {
@@ -220,11 +221,14 @@ public struct EventTypeRegistry: Sendable {
             guard hops <= 64 else {
                 throw EventStoreError.codingFailed(type: recorded.type, reason: "upcasters form a cycle")
             }
+            let previous = type
             do {
                 (type, data) = try upcaster(data)
             } catch {
                 throw EventStoreError.codingFailed(type: type, reason: "upcaster failed: \(error)")
             }
+            // An upcaster that keeps its type's name upgrades the payload in place: it runs once.
+            if type == previous { break }
         }
         guard let decoder = decoders[type] else { throw EventStoreError.unknownEventType(type) }
         do {

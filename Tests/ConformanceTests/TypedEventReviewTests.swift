@@ -1,7 +1,8 @@
 // Defects found by the fifteenth session's review of typed events, each of which failed before its fix:
 // - a second Swift type registered under a taken event type name silently replaced the first, so stored events
 //   decoded as the wrong type with default field values;
-// - a typed upcaster never ran when its old type was registered too;
+// - a typed upcaster never ran when its old type was registered too (and, once it did, an upcaster that keeps its
+//   type's name looped until the cycle limit);
 // - JSONEventCoder wrote dates in the second around 2001-01-01T00:00:00Z with too few digits (or, just before it,
 //   a whole second off), so they did not read back exactly.
 
@@ -96,4 +97,26 @@ struct TypedEventReviewTests {
         }
         #expect(failures.isEmpty, "\(failures)")
     }
+
+    @Test("an upcaster that keeps its type's name upgrades the payload in place, once")
+    func inPlaceUpcaster() throws {
+        var registry = EventTypeRegistry()
+        try registry.register(Priced.self)
+        // Old payloads of the same name get the new field.
+        try registry.registerUpcaster(from: Priced.eventType) { data in
+            var object = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
+            if object["currency"] == nil { object["currency"] = "EUR" }
+            return (Priced.eventType, try JSONSerialization.data(withJSONObject: object))
+        }
+        let old = RecordedEvent(
+            id: UUID(), stream: try StreamName("priced-1"), version: 1, position: 1, recordedAt: Date(),
+            type: Priced.eventType, data: Data(#"{"amount":5}"#.utf8), metadata: EventMetadata())
+        #expect((try registry.decode(old) as? Priced) == Priced(amount: 5, currency: "EUR"))
+    }
+}
+
+private struct Priced: DomainEvent, Equatable {
+    static let eventType = "Priced"
+    var amount: Int
+    var currency: String
 }
