@@ -6,7 +6,9 @@
 // - a recorded input the definition cannot decode failed the next step and compensated a healthy saga for good;
 // - a negative resourceWait compensated every saga that takes a resource, and a negative step timeout failed every
 //   attempt at once, instead of being refused;
-// - an operator's runner without the saga's definition listed no pending compensations and could not resolve it.
+// - an operator's runner without the saga's definition listed no pending compensations and could not resolve it;
+// - (from a review of those fixes) an input that does not read back, and a session timeout over 100 years, were
+//   still written before being refused.
 // The others pin down behaviour the review found sound: hooks against the log, cancellation during a backoff or a
 // lock wait, resuming an unknown id.
 
@@ -254,5 +256,44 @@ struct SagaAPIReviewTests {
         let third = SagaRunner(store: store, clock: ManualSagaClock())
         try third.register(transferSaga(bank: bank))
         #expect(try await third.resume(id) == .completed)
+    }
+
+    @Test("an input that does not read back as its own Input type is refused before anything is written")
+    func unreadableInputIsRefusedBeforeWriting() async throws {
+        let runner = SagaRunner(store: makeStore(), clock: ManualSagaClock())
+        var saga = SagaDefinition<LopsidedInput>("lopsided")
+        saga.step("only", options: StepOptions(retry: .never, compensationRetry: .never)) { _ in NoOutput() }
+            compensation: { _, _ in }
+        let id = try sagaID()
+        await #expect(throws: EventStoreError.self) { _ = try await runner.start(saga, id: id, input: LopsidedInput(amount: 1)) }
+        await #expect(throws: EventStoreError.self) { _ = try await runner.status(of: id) }
+        #expect(try await runner.recover().isEmpty)
+    }
+
+    @Test("a session timeout no lease can have is refused before anything is written")
+    func oversizedSessionTimeoutIsRefusedBeforeWriting() async throws {
+        let runner = SagaRunner(
+            store: makeStore(), clock: ManualSagaClock(),
+            configuration: SagaRunnerConfiguration(sessionTimeout: .seconds(Int64.max)))
+        var saga = SagaDefinition<Transfer>("plain")
+        saga.step("only", options: StepOptions(retry: .never, compensationRetry: .never)) { _ in NoOutput() }
+            compensation: { _, _ in }
+        let id = try sagaID()
+        await #expect(throws: EventStoreError.self) { _ = try await runner.start(saga, id: id, input: sampleTransfer) }
+        await #expect(throws: EventStoreError.self) { _ = try await runner.status(of: id) }
+    }
+}
+
+/// Writes "amount", reads "value": an input its own definition cannot read back.
+private struct LopsidedInput: Codable, Sendable {
+    var amount: Int
+    init(amount: Int) { self.amount = amount }
+    private enum Keys: String, CodingKey { case amount, value }
+    init(from decoder: any Decoder) throws {
+        amount = try decoder.container(keyedBy: Keys.self).decode(Int.self, forKey: .value)
+    }
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: Keys.self)
+        try container.encode(amount, forKey: .amount)
     }
 }

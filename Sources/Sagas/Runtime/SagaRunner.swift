@@ -62,7 +62,13 @@ public final class SagaRunner: Sendable {
         let stream = try id.stream
         var started = SagaRecord(.sagaStarted, at: clock.now())
         started.definition = erased.name
-        started.input = try definition.encodeInput(input)
+        let encoded = try definition.encodeInput(input)
+        // An input whose Codable does not read back what it wrote could never be resumed: refuse it before writing.
+        if let problem = erased.readsInput(encoded) {
+            throw EventStoreError.invalidArgument(
+                "the input of saga \(id) does not read back as \(Input.self) (\(problem)), so it could never be resumed")
+        }
+        started.input = encoded
         started.steps = erased.steps.map(\.name)
         let opened = try SagaIndexRecord(saga: id.rawValue, definition: erased.name).eventData(
             type: SagaIndexRecord.opened)

@@ -41,8 +41,9 @@ public struct SagaRunnerConfiguration: Sendable {
     /// Refuses values no lock can be held or waited for with, before a runner writes anything: a negative
     /// `resourceWait` would otherwise fail every step that takes a resource and compensate its saga for good.
     func validate() throws {
-        guard sessionTimeout > .zero else {
-            throw EventStoreError.invalidArgument("sessionTimeout must be positive, got \(sessionTimeout)")
+        // The stores grant leases of up to 100 years (their expiries are nanoseconds in an Int64).
+        guard sessionTimeout > .zero, sessionTimeout <= .seconds(100 * 365 * 86_400) else {
+            throw EventStoreError.invalidArgument("sessionTimeout must be positive and at most 100 years, got \(sessionTimeout)")
         }
         for (name, wait) in [("lockWait", lockWait), ("recoveryLockWait", recoveryLockWait), ("resourceWait", resourceWait)]
         where wait < .zero {
