@@ -21,8 +21,10 @@ public struct LoadedAggregate<State: Aggregate>: Sendable {
     /// How many events were replayed to build the state (for checking snapshot use).
     public var replayedEvents: Int
     /// The version of the first event folded into ``state``, directly or through the snapshot it started from; nil
-    /// when no event was, or when not known. A snapshot of the state records it, so that a snapshot of a state that
-    /// still folds events retention has hidden since is never used.
+    /// when no event was, or when not known. A snapshotting load of a stream whose events retention all hides gives
+    /// ``version`` + 1: the state folds none of them, and the events a save appends start there. A snapshot of the
+    /// state records it, so that a snapshot of a state that still folds events retention has hidden since is never
+    /// used.
     public var firstVersion: UInt64?
 
     /// Creates a loaded aggregate.

@@ -6,6 +6,9 @@
 // - deleteAll sent batches of 256 deletes, more than etcd's default --max-txn-ops of 128, so it never succeeded;
 // - a load racing a soft delete reported the snapshot as corrupted;
 // - SnapshotDescriptor's order disagreed with its equality.
+// A second review, of those fixes, found three more, also fixed: the batch split let a raw KeyValueStoreError out of
+// save, prune and delete; a load overtaken by a deletion with events appended after it still mixed the two; and a
+// saved state whose first version is not known got the save's first event as its first version.
 
 import EventStore
 import EventStoreKV
@@ -25,7 +28,7 @@ struct SnapshotReviewTests {
             try await Fixtures.fill(stream, in: store, events: 5)
             try await store.setMetadata(StreamMetadata(truncateBefore: 6), for: stream)
             let loaded = try await repository.load(stream)
-            #expect(loaded.version == 5 && loaded.replayedEvents == 0 && loaded.firstVersion == nil)
+            #expect(loaded.version == 5 && loaded.replayedEvents == 0 && loaded.firstVersion == 6, "folds none of 1...5")
             // A state that folds nothing is not snapshotted: it stands for no event.
             await #expect(throws: SnapshotError.versionNotVisible(stream: stream, version: 5)) {
                 try await repository.takeSnapshot(of: stream)
@@ -154,6 +157,65 @@ struct SnapshotReviewTests {
             #expect(loaded.version == 0 && loaded.state == Ledger())
         }
         #expect(backend.onRecordRead.withLock { $0 == nil }, "the hook ran")
+    }
+
+    @Test("a backend's refusal of an oversized transaction is an EventStoreError from every snapshot call")
+    func tooLargeIsAnEventStoreError() async throws {
+        let store = KeyValueEventStore(backend: OperationLimitedBackend(InMemoryKeyValueStore(), maximumOperations: 40))
+        let stream = try Fixtures.stream()
+        try await Fixtures.fill(stream, in: store, events: 60, batch: 5)
+        let snapshots = try SnapshotStore(events: store)
+        for version: UInt64 in 1...60 { try await snapshots.save(Data([1]), schemaVersion: 1, of: stream, at: version) }
+        await #expect(throws: EventStoreError.self) { _ = try await snapshots.prune(stream, keepingLast: 1) }
+        await #expect(throws: EventStoreError.self) {
+            try await snapshots.save(Data([1]), schemaVersion: 1, of: stream, at: 60, keepingLast: 1)
+        }
+        #expect(try await snapshots.deleteAll(of: stream) == 60, "deleteAll still splits its batches")
+    }
+
+    @Test(
+        "a load that a deletion or more retention overtakes, with events appended after, equals a replay",
+        arguments: ["soft delete", "truncateBefore"])
+    func loadRacingAHideThenAppends(how: String) async throws {
+        let backend = SnapshotRecordHook(InMemoryKeyValueStore())
+        let store = KeyValueEventStore(backend: backend)
+        let stream = try Fixtures.stream()
+        let repository = try Fixtures.repository(store)
+        try await Fixtures.fill(stream, in: store, events: 10)
+        try await repository.takeSnapshot(of: stream, at: 10)
+        // While the load reads the snapshot record, another client hides 1...10 (or 1...4) and appends 11 and 12.
+        backend.onRecordRead.withLock {
+            $0 = {
+                if how == "soft delete" {
+                    _ = try? await store.delete(stream, expectedVersion: .any, mode: .soft)
+                } else {
+                    try? await store.setMetadata(StreamMetadata(truncateBefore: 5), for: stream)
+                }
+                _ = try? await Fixtures.fill(stream, in: store, events: 2, startingAt: 10, expectingAny: true)
+            }
+        }
+        let loaded = try await repository.load(stream)
+        #expect(backend.onRecordRead.withLock { $0 == nil }, "the hook ran")
+        let replay = try await repository.load(stream, usingSnapshots: false)
+        #expect(loaded.state == replay.state && loaded.version == 12)
+    }
+
+    @Test("a saved state whose first version is not known makes a snapshot that never stands for hidden events")
+    func unknownFirstVersion() async throws {
+        let store = KeyValueEventStore(backend: InMemoryKeyValueStore())
+        let stream = try Fixtures.stream()
+        let repository = try Fixtures.repository(store, policy: .every(1))
+        try await Fixtures.fill(stream, in: store, events: 10)
+        let replayed = try await repository.load(stream, usingSnapshots: false)
+        // The application kept its state and version only: firstVersion is "nil ... when not known".
+        let kept = LoadedAggregate(state: replayed.state, version: replayed.version, replayedEvents: 0)
+        let saved = try await repository.save([Deposited(amount: 7)], to: stream, from: kept)
+        #expect(saved.aggregate.state.events == 11, "the state folds versions 1...11")
+        try await store.setMetadata(StreamMetadata(truncateBefore: 11), for: stream)  // retention hides 1...10
+        let viaSnapshot = try await repository.load(stream)
+        let replay = try await repository.load(stream, usingSnapshots: false)
+        #expect(replay.state.events == 1)
+        #expect(viaSnapshot.state == replay.state)
     }
 
     @Test("SnapshotDescriptor's order agrees with its equality")

@@ -94,7 +94,11 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         _ stream: StreamName, upTo version: UInt64?, usingSnapshots: Bool
     ) async throws -> LoadedAggregate<State>? {
         var start = LoadedAggregate(state: State(), version: 0, replayedEvents: 0)
-        if usingSnapshots, let snapshot = try await latestUsableSnapshot(of: stream, atOrBefore: version) {
+        var snapshot: Snapshot?
+        if usingSnapshots {
+            snapshot = try await latestUsableSnapshot(of: stream, atOrBefore: version)
+        }
+        if let snapshot {
             start = LoadedAggregate(
                 state: try schema.decode(snapshot), version: snapshot.version, replayedEvents: 0,
                 firstVersion: snapshot.firstVersion)
@@ -103,10 +107,20 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         // first, so that a save expects it and an append racing the load is caught by that save.
         let current = version == nil ? try await snapshots.events.version(of: stream) : nil
         var loaded = try await aggregates.replay(stream, onto: start, upTo: version ?? current)
-        if start.version > 0, loaded.replayedEvents == 0 {
-            guard try await streamStillReaches(start.version, of: stream) else { return nil }
+        if let snapshot {
+            // A deletion or more retention since the snapshot was chosen hides events it folds, whatever was
+            // appended after them: the load starts again.
+            guard try await snapshots.events.firstVisibleVersion(of: stream) == snapshot.firstVersion else { return nil }
+            if loaded.replayedEvents == 0 {
+                guard try await streamStillReaches(snapshot.version, of: stream) else { return nil }
+            }
         }
         if let current, current > loaded.version { loaded.version = current }
+        // A state that folds no event of a stream at version v (retention hid them all) says so with first version
+        // v + 1: the events a save appends start there.
+        if loaded.firstVersion == nil, loaded.version > 0, loaded.version < .max {
+            loaded.firstVersion = loaded.version + 1
+        }
         if let version, loaded.version < version {
             // Deleted versions count as written: they are not visible, rather than beyond the stream.
             let written = try await snapshots.events.lastWrittenVersion(of: stream)
@@ -200,10 +214,10 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         let result = try await aggregates.store.append(data, to: stream, expectedVersion: .exact(loaded.version))
         var aggregate = loaded
         for event in replayed { aggregate.state.apply(event) }
-        // A state that folded nothing before (a new stream, or one whose events retention all hid) starts with the
-        // first event appended here. A state whose first version is unknown gets it too: its snapshot is then used
-        // only while readers see nothing before these events, never to stand for events it may not fold.
-        if loaded.firstVersion == nil, !replayed.isEmpty {
+        // A state that folded nothing before, of a new stream, starts with the first event appended here. (One whose
+        // events retention all hid says so with a first version after its own, where these events start; one whose
+        // first version is not known stays unknown, and its snapshot records the first version readers see.)
+        if loaded.version == 0, !replayed.isEmpty {
             aggregate.firstVersion = result.version - UInt64(replayed.count) + 1
         }
         aggregate.version = result.version
@@ -287,18 +301,17 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         return taken
     }
 
-    /// Saves `loaded`'s state as the snapshot at its version, recording the first version it folds: if retention
-    /// has hidden that version since the state was built, or the state folds no event (retention hid them all when
-    /// it was loaded), nothing is saved (`versionNotVisible`).
+    /// Saves `loaded`'s state as the snapshot at its version, recording the first version it folds (the first version
+    /// readers see, when not known): if retention has hidden that version since the state was built, or the state
+    /// folds no event (retention hid them all when it was loaded), nothing is saved (`versionNotVisible`).
     private func saveSnapshot(of loaded: LoadedAggregate<State>, in stream: StreamName) async throws {
-        // Without a first version the snapshot would record the first version readers see when it is saved, which
-        // a lifted truncation may have moved before events this state never folded.
-        guard let foldStart = loaded.firstVersion else {
+        // A state that folds no event stands for none: it is not snapshotted.
+        if let foldStart = loaded.firstVersion, foldStart > loaded.version {
             throw SnapshotError.versionNotVisible(stream: stream, version: loaded.version)
         }
         try await snapshots.save(
             try schema.encode(loaded.state), schemaVersion: schema.version, of: stream, at: loaded.version,
-            keepingLast: policy.retention, foldedFrom: foldStart)
+            keepingLast: policy.retention, foldedFrom: loaded.firstVersion)
     }
 
     // MARK: Managing snapshots

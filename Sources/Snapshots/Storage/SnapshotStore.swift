@@ -125,11 +125,12 @@ public struct SnapshotStore: Sendable {
             let size = batchSize
             let batch: Int
             do {
-                batch = try await changeIndex(of: stream) { index in
+                batch = try await changeIndex(of: stream, passingTooLarge: true) { index in
                     let removed = index.removeOldest(size)
                     return (removed.map { .delete(keys.record(of: stream, at: $0)) }, removed.count)
                 }
-            } catch KeyValueStoreError.transactionTooLarge where size > 1 {
+            } catch let error as KeyValueStoreError {
+                guard case .transactionTooLarge = error, size > 1 else { throw translated(error) }
                 batchSize = size / 2
                 continue
             }
@@ -153,13 +154,18 @@ public struct SnapshotStore: Sendable {
     /// the changed index, in one transaction conditioned on the index being unchanged. `change` may run more than
     /// once (when another writer got there first) and must have no side effects; returning no writes commits nothing.
     /// Changes the index of `stream` and writes the records `change` returns, in one transaction conditioned on the
-    /// index as read. A backend's `transactionTooLarge` passes through untranslated, for `deleteAll` to split.
+    /// index as read. With `passingTooLarge`, a backend's `transactionTooLarge` passes through untranslated, for
+    /// `deleteAll` to split its batch; every other error is an ``EventStoreError``.
     private func changeIndex<Value: Sendable>(
-        of stream: StreamName,
+        of stream: StreamName, passingTooLarge: Bool = false,
         _ change: @escaping @Sendable (inout SnapshotIndex) throws -> (writes: [KeyWrite], value: Value)
     ) async throws -> Value {
         let indexKey = keys.index(of: stream)
-        let outcome = try await translatingErrors(except: { if case .transactionTooLarge = $0 { true } else { false } }) {
+        let passes = { (error: KeyValueStoreError) -> Bool in
+            guard passingTooLarge, case .transactionTooLarge = error else { return false }
+            return true
+        }
+        let outcome = try await translatingErrors(except: passes) {
             try await backend.update { context -> (transaction: KeyValueTransaction, value: Value) in
                 let entry = try await context.get(indexKey)
                 var index = try entry.map { try SnapshotIndex.decode($0.value, stream: stream) } ?? SnapshotIndex()
@@ -257,10 +263,15 @@ func translatingErrors<T>(
         return try await body()
     } catch let error as KeyValueStoreError {
         if passes(error) { throw error }
-        switch error {
-        case .closed: throw EventStoreError.storeClosed
-        default: throw EventStoreError.backend(error.description)
-        }
+        throw translated(error)
+    }
+}
+
+/// A key-value contract error as the event store reports it.
+func translated(_ error: KeyValueStoreError) -> EventStoreError {
+    switch error {
+    case .closed: .storeClosed
+    default: .backend(error.description)
     }
 }
 
