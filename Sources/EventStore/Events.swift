@@ -146,7 +146,8 @@ public struct StreamAppend: Sendable, Hashable {
 public enum ReadStart: Sendable, Hashable {
     /// The first event (version 1).
     case start
-    /// The last event; with a backward read, the newest events first.
+    /// After the last event: a backward read starts at the last event (the newest first), and a forward read returns
+    /// nothing (as in KurrentDB; subscriptions use it for "live events only").
     case end
     /// The event at this version (inclusive).
     case version(UInt64)

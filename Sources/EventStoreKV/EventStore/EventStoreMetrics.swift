@@ -43,7 +43,9 @@ extension KeyValueEventStore {
     /// The store's counters: appends, events and bytes appended through this instance, open sessions in the store,
     /// and the engine's metrics if it is the page-file engine.
     public func metrics() async throws -> EventStoreMetrics {
-        let leases = try await backend.scan(.prefix([KeyTag.lease.rawValue]), direction: .forward, limit: .max)
+        let leases = try await backendCall {
+            try await self.backend.scan(.prefix([KeyTag.lease.rawValue]), direction: .forward, limit: .max)
+        }
         return EventStoreMetrics(
             appends: counters.appends.load(ordering: .relaxed), eventsAppended: counters.events.load(ordering: .relaxed),
             eventBytesAppended: counters.bytes.load(ordering: .relaxed), openSessions: leases.count,

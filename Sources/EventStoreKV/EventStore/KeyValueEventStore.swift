@@ -471,6 +471,9 @@ public final class KeyValueEventStore: EventStoring {
 
     // MARK: Reading
 
+    /// The most events a read reserves room for up front; a longer read grows its result as it goes.
+    static let largestReservation: UInt64 = 1 << 16
+
     public func version(of stream: StreamName) async throws -> UInt64 {
         guard let entry = try await backendCall({ try await self.backend.get(KeyLayout.streamHead(stream)) }) else {
             return 0
@@ -541,12 +544,18 @@ public final class KeyValueEventStore: EventStoring {
             expecting(0)
             return 0
         }
-        expecting(Int(min(UInt64(limit), direction == .forward ? highest - next + 1 : next - lowest + 1)))
+        // The versions in range bound the visible events from above, but maxAge hides events one by one and scavenged
+        // versions leave no event: the reservation is capped, and skipped under maxAge, so that a range of versions
+        // long gone does not reserve room (or trap reserving it) for events that do not exist.
+        let range = direction == .forward ? highest - next + 1 : next - lowest + 1
+        expecting(visibility.notBefore == nil ? Int(min(UInt64(limit), range, Self.largestReservation)) : 0)
         var names = StreamNameCache()
         var lent = 0
         while lent < limit {
             try Task.checkCancellation()
-            let chunk = min(limit - lent, readBatchSize)
+            // Under maxAge many versions may be hidden: whole batches, not one version per round trip for a small
+            // limit.
+            let chunk = visibility.notBefore == nil ? min(limit - lent, readBatchSize) : readBatchSize
             let batch = try await streamIndexBatch(
                 of: stream, from: next, direction: direction, within: lowest...highest, limit: chunk)
             guard let lastVersion = batch.versions.last else { break }
@@ -692,7 +701,8 @@ public final class KeyValueEventStore: EventStoring {
             // A long read: size the result once from the global head instead of growing it by doubling (each growth
             // moves every event read so far). Appends racing the read only make it grow again.
             let head = try await lastPosition()
-            if head >= next { expecting(Int(min(UInt64(limit), head - next + 1))) }
+            // Scavenged positions hold no event: capped, as for stream reads.
+            if head >= next { expecting(Int(min(UInt64(limit), head - next + 1, Self.largestReservation))) }
         }
         var lent = 0
         var stopped = false

@@ -169,7 +169,10 @@ extension PageFileKeyValueStore {
         let slot = Int(meta.epoch % 2) * pageSize
         metas.replaceSubrange(slot..<(slot + pageSize), with: meta.encoded())
         try file.write(metas, at: 0)
-        if options.durability != .none { try file.sync() }
+        if options.durability != .none {
+            try file.sync()
+            counters.recordSync()
+        }
         try Directory.rename(temporary, to: dataPath)
         if options.durability != .none { try Directory.sync(directory) }
 

@@ -36,7 +36,8 @@ public struct PageFileMetrics: Sendable, Hashable {
     public var cacheHits: UInt64
     /// Page-cache lookups that read the file.
     public var cacheMisses: UInt64
-    /// Checkpoints completed.
+    /// Checkpoints completed since the store was opened (a compaction's own checkpoint included, not the rewrite that
+    /// follows it; ``PageFileStatistics/checkpoints`` counts both, since the store was created).
     public var checkpoints: UInt64
     /// Time spent in those checkpoints, in total.
     public var checkpointDuration: Duration

@@ -50,7 +50,8 @@ public struct PageFileStatistics: Sendable, Hashable {
     public var revision: UInt64
     /// Keys stored (expired TTL keys included until overwritten).
     public var keys: UInt64
-    /// Checkpoints completed since the store was created.
+    /// Meta pages written since the store was created: one per checkpoint and one per compaction (its rewritten
+    /// file starts at the next epoch), the meta page's epoch.
     public var checkpoints: UInt64
     /// Pages in the page cache.
     public var cachedPages: Int
