@@ -8,7 +8,9 @@ import Sagas
 import Testing
 
 /// A one-shot signal that tasks can wait for. A wait throws after `limit` instead of hanging: a test whose steps did
-/// not overlap as they should fails.
+/// not overlap as they should fails. The limit only tells "never" from "eventually": in a full `swift test` run,
+/// hundreds of tasks queue for two cooperative threads, and a chain of hops that takes milliseconds alone took over
+/// 30 s (SagaParallelReviewTests measured 33 s), so it is generous.
 actor Signal {
     private var raised = false
     private var waiting: [Int: CheckedContinuation<Bool, Never>] = [:]
@@ -20,7 +22,7 @@ actor Signal {
         waiting.removeAll()
     }
 
-    func wait(limit: Duration = .seconds(30)) async throws {
+    func wait(limit: Duration = .seconds(180)) async throws {
         if raised { return }
         nextID += 1
         let id = nextID
