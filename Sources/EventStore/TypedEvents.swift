@@ -181,10 +181,17 @@ public struct EventTypeRegistry: Sendable {
 
     /// Registers a typed upcaster: payloads stored as `Old.eventType` decode as `Old`, then `convert` makes the
     /// current event. This holds even if `Old` is registered too (to keep encoding it, say).
-    /// - Throws: ``EventStoreError/invalidArgument(_:)`` if `Old.eventType` already has an upcaster.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` if `Old.eventType` already has an upcaster, or if it is
+    ///   `New.eventType`: every payload under that name, the current ones too, would be read as `Old` and converted.
+    ///   To upgrade old payloads in place under one name, register a raw upcaster that leaves current ones alone.
     public mutating func registerUpcaster<Old: DomainEvent, New: DomainEvent>(
         from old: Old.Type, to new: New.Type, _ convert: @escaping @Sendable (Old) throws -> New
     ) throws {
+        guard Old.eventType != New.eventType else {
+            throw EventStoreError.invalidArgument(
+                "a typed upcaster from \(Old.self) to \(New.self) must change the type name \"\(Old.eventType)\"; "
+                    + "upgrade payloads in place with a raw upcaster that leaves current ones alone")
+        }
         let coder = self.coder
         try registerUpcaster(from: Old.eventType) { data in
             let upgraded = try convert(try coder.decode(Old.self, from: data))

@@ -12,7 +12,9 @@ struct SessionConformanceTests {
     func secondOpenWaitsThenFails(backend: Backend) async throws {
         try await backend.withStore { store in
             let stream = try uniqueStream()
-            let first = try await store.openSession(on: stream, sessionTimeout: .seconds(30), openTimeout: .zero)
+            // An hour: the holder's lease must still run when the refusal names it, however slowly the waiting open
+            // is scheduled (under TSan in a full run, its 300 ms wait ended after more than 30 s).
+            let first = try await store.openSession(on: stream, sessionTimeout: .seconds(3_600), openTimeout: .zero)
             let clock = ContinuousClock()
             let started = clock.now
             do {

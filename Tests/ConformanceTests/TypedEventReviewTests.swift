@@ -113,6 +113,25 @@ struct TypedEventReviewTests {
             type: Priced.eventType, data: Data(#"{"amount":5}"#.utf8), metadata: EventMetadata())
         #expect((try registry.decode(old) as? Priced) == Priced(amount: 5, currency: "EUR"))
     }
+
+    @Test("a typed upcaster that keeps its type's name is refused: it would rewrite the current payloads too")
+    func typedUpcasterKeepingItsName() throws {
+        var registry = EventTypeRegistry()
+        try registry.register(Priced.self)
+        #expect(throws: EventStoreError.self) {
+            try registry.registerUpcaster(from: PricedBefore.self, to: Priced.self) { Priced(amount: $0.amount, currency: "EUR") }
+        }
+        let current = try registry.encode(Priced(amount: 5, currency: "USD"))
+        let recorded = RecordedEvent(
+            id: current.id, stream: try StreamName("priced-2"), version: 1, position: 1, recordedAt: Date(),
+            type: current.type, data: current.data, metadata: current.metadata)
+        #expect((try registry.decode(recorded) as? Priced) == Priced(amount: 5, currency: "USD"))
+    }
+}
+
+private struct PricedBefore: DomainEvent, Equatable {
+    static let eventType = "Priced"
+    var amount: Int
 }
 
 private struct Priced: DomainEvent, Equatable {

@@ -175,12 +175,15 @@ struct SagaAPIReviewTests {
         #expect(bank.calls.map(\.key) == ["cb/reserve/1", "cb/debit/1", "cb/debit/2", "cb/credit/1"])
     }
 
-    @Test(.timeLimit(.minutes(1)))
+    // The lock wait (10 minutes) is far longer than the bound on `took` (1 minute), which is far longer than a
+    // cancellation takes even in a loaded run under TSan: a resume that ignored its cancellation would hit the time
+    // limit instead.
+    @Test(.timeLimit(.minutes(5)))
     func cancellingAResumeThatWaitsForTheSagasLockEndsItPromptly() async throws {
         let store = makeStore()
         let blocked = try await BlockedTransfer.start(on: store)
         let other = SagaRunner(
-            store: store, clock: ManualSagaClock(), configuration: SagaRunnerConfiguration(lockWait: .seconds(20)))
+            store: store, clock: ManualSagaClock(), configuration: SagaRunnerConfiguration(lockWait: .seconds(600)))
         try other.register(transferSaga(bank: Bank()))
         let waiting = Task { try await other.resume(blocked.id) }
         try await Task.sleep(for: .milliseconds(200))
@@ -189,7 +192,7 @@ struct SagaAPIReviewTests {
         _ = await waiting.result
         let took = ContinuousClock.now - cancelledAt
         await blocked.stop()
-        #expect(took < .seconds(2), "resume went on waiting for the lock \(took) after it was cancelled")
+        #expect(took < .seconds(60), "resume went on waiting for the lock \(took) after it was cancelled")
     }
 
     @Test func aNegativeResourceWaitIsRefusedRatherThanCompensatingEverySaga() async throws {

@@ -8,7 +8,9 @@
 // - SnapshotDescriptor's order disagreed with its equality.
 // A second review, of those fixes, found three more, also fixed: the batch split let a raw KeyValueStoreError out of
 // save, prune and delete; a load overtaken by a deletion with events appended after it still mixed the two; and a
-// saved state whose first version is not known got the save's first event as its first version.
+// saved state whose first version is not known got the save's first event as its first version. A third found that
+// recording the first version readers see for such a state misleads loads once a truncation is lifted: such states
+// are not snapshotted.
 
 import EventStore
 import EventStoreKV
@@ -216,6 +218,38 @@ struct SnapshotReviewTests {
         let replay = try await repository.load(stream, usingSnapshots: false)
         #expect(replay.state.events == 1)
         #expect(viaSnapshot.state == replay.state)
+    }
+
+    @Test("a state whose first version is not known is not snapshotted, so a lifted truncation cannot mislead loads")
+    func unknownFirstVersionAfterALiftedTruncation() async throws {
+        let store = KeyValueEventStore(backend: InMemoryKeyValueStore())
+        let stream = try Fixtures.stream()
+        let repository = try Fixtures.repository(store, policy: .every(1))
+        try await Fixtures.fill(stream, in: store, events: 10)
+        try await store.setMetadata(StreamMetadata(truncateBefore: 6), for: stream)
+        let replayed = try await repository.load(stream, usingSnapshots: false)  // folds 6...10
+        let kept = LoadedAggregate(state: replayed.state, version: replayed.version, replayedEvents: 0)
+        try await store.setMetadata(StreamMetadata(), for: stream)  // the truncation is lifted: 1...10 visible again
+        let saved = try await repository.save([Deposited(amount: 7)], to: stream, from: kept)
+        #expect(saved.aggregate.state.events == 6, "the state folds versions 6...11")
+        guard case .failed = saved.snapshot else {
+            Issue.record("a snapshot was taken of a state of unknown first version: \(saved.snapshot)")
+            return
+        }
+        let viaSnapshot = try await repository.load(stream)
+        let replay = try await repository.load(stream, usingSnapshots: false)
+        #expect(replay.state.events == 11 && viaSnapshot.state == replay.state)
+        // The plain repository's load of a stream retention all hides says nothing of its first version either.
+        try await store.setMetadata(StreamMetadata(truncateBefore: 12), for: stream)
+        let plain = try await repository.aggregates.load(stream)
+        #expect(plain.version == 11 && plain.replayedEvents == 0 && plain.firstVersion == nil)
+        try await store.setMetadata(StreamMetadata(), for: stream)
+        let again = try await repository.save([Deposited(amount: 1)], to: stream, from: plain)
+        guard case .failed = again.snapshot else {
+            Issue.record("a snapshot was taken of a state of unknown first version: \(again.snapshot)")
+            return
+        }
+        #expect(try await repository.load(stream).state == (try await repository.load(stream, usingSnapshots: false)).state)
     }
 
     @Test("SnapshotDescriptor's order agrees with its equality")

@@ -216,7 +216,7 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         for event in replayed { aggregate.state.apply(event) }
         // A state that folded nothing before, of a new stream, starts with the first event appended here. (One whose
         // events retention all hid says so with a first version after its own, where these events start; one whose
-        // first version is not known stays unknown, and its snapshot records the first version readers see.)
+        // first version is not known stays unknown, and is not snapshotted.)
         if loaded.version == 0, !replayed.isEmpty {
             aggregate.firstVersion = result.version - UInt64(replayed.count) + 1
         }
@@ -301,17 +301,25 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         return taken
     }
 
-    /// Saves `loaded`'s state as the snapshot at its version, recording the first version it folds (the first version
-    /// readers see, when not known): if retention has hidden that version since the state was built, or the state
-    /// folds no event (retention hid them all when it was loaded), nothing is saved (`versionNotVisible`).
+    /// Saves `loaded`'s state as the snapshot at its version, recording the first version it folds: if retention
+    /// has hidden that version since the state was built, or the state folds no event (retention hid them all when
+    /// it was loaded), nothing is saved (`versionNotVisible`); nor for a state whose first version is not known
+    /// (`invalidArgument`).
     private func saveSnapshot(of loaded: LoadedAggregate<State>, in stream: StreamName) async throws {
+        // Which events a state of unknown first version folds cannot be told, and the first version readers see now
+        // may lie before them (a truncation lifted since): such a snapshot could stand for events it does not fold.
+        guard let foldStart = loaded.firstVersion else {
+            throw EventStoreError.invalidArgument(
+                "the state of \"\(stream)\" at version \(loaded.version) does not say which version it folds from "
+                    + "(LoadedAggregate.firstVersion is nil), so it is not snapshotted; load it through this repository")
+        }
         // A state that folds no event stands for none: it is not snapshotted.
-        if let foldStart = loaded.firstVersion, foldStart > loaded.version {
+        if foldStart > loaded.version {
             throw SnapshotError.versionNotVisible(stream: stream, version: loaded.version)
         }
         try await snapshots.save(
             try schema.encode(loaded.state), schemaVersion: schema.version, of: stream, at: loaded.version,
-            keepingLast: policy.retention, foldedFrom: loaded.firstVersion)
+            keepingLast: policy.retention, foldedFrom: foldStart)
     }
 
     // MARK: Managing snapshots
