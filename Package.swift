@@ -49,11 +49,17 @@ let package = Package(
             name: "EtcdNode", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
         // Waiting for child processes off the cooperative pool, shared by the tests that start processes.
         .target(name: "ProcessSupport", path: "Tests/Support/ProcessSupport", swiftSettings: strict),
+        // A key-value store that forwards every call, for tests that change one of them (faults, hooks, counters).
+        .target(
+            name: "KeyValueTestSupport", dependencies: ["EventStore", "EventStoreKV"],
+            path: "Tests/Support/KeyValueTestSupport", swiftSettings: strict),
         .testTarget(
             name: "EtcdTests", dependencies: ["EventStore", "EventStoreKV", "EtcdNode", "ProcessSupport"],
             swiftSettings: strict),
         .testTarget(name: "EventStoreKVTests", dependencies: ["EventStoreKV"], swiftSettings: strict),
-        .testTarget(name: "ConformanceTests", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
+        .testTarget(
+            name: "ConformanceTests", dependencies: ["EventStore", "EventStoreKV", "KeyValueTestSupport"],
+            swiftSettings: strict),
         .testTarget(
             name: "PageFileTests", dependencies: ["EventStore", "EventStoreKV", "ProcessSupport"], swiftSettings: strict),
         .executableTarget(
@@ -75,7 +81,7 @@ let package = Package(
         // run in real time away from the test run's other tasks.
         .executableTarget(
             name: "SagaLeaseChild",
-            dependencies: ["Sagas", "EventStore", "EventStoreKV"],
+            dependencies: ["Sagas", "EventStore", "EventStoreKV", "KeyValueTestSupport"],
             path: "Tests/SagaLeaseChild",
             swiftSettings: strict
         ),
@@ -85,6 +91,7 @@ let package = Package(
             dependencies: ["AccountLedger", "EventStoreBench", "eventstore", "EventStore", "EventStoreKV", "ProcessSupport"],
             swiftSettings: strict),
         .testTarget(
-            name: "SnapshotsTests", dependencies: ["EventStore", "EventStoreKV", "Snapshots"], swiftSettings: strict),
+            name: "SnapshotsTests", dependencies: ["EventStore", "EventStoreKV", "Snapshots", "KeyValueTestSupport"],
+            swiftSettings: strict),
     ]
 )

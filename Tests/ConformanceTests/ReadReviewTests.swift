@@ -8,6 +8,7 @@
 import EventStore
 @testable import EventStoreKV
 import Foundation
+import KeyValueTestSupport
 import Synchronization
 import Testing
 
@@ -103,40 +104,33 @@ struct ReadReviewTests {
     }
 }
 
-/// Forwards to an in-memory store, counting the reads that reach it.
-final class CallCountingStore: KeyValueStore {
-    let inner = InMemoryKeyValueStore()
+/// An in-memory store that counts the reads that reach it.
+final class CallCountingStore: ForwardingKeyValueStore, @unchecked Sendable {
+    // `@unchecked Sendable`: `calls` is an Atomic; the rest is immutable.
     let calls = Atomic<Int>(0)
 
-    func get(_ key: Key) async throws -> KeyValueEntry? {
+    init() { super.init(InMemoryKeyValueStore()) }
+
+    override func get(_ key: Key) async throws -> KeyValueEntry? {
         calls.add(1, ordering: .relaxed)
         return try await inner.get(key)
     }
-    func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
+    override func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
         calls.add(1, ordering: .relaxed)
         return try await inner.get(keys)
     }
-    func get(_ keys: [Key], visiting visit: (Int, BorrowedEntry?) throws -> Void) async throws {
+    override func get(_ keys: [Key], visiting visit: (Int, BorrowedEntry?) throws -> Void) async throws {
         calls.add(1, ordering: .relaxed)
         try await inner.get(keys, visiting: visit)
     }
-    func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
+    override func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
         calls.add(1, ordering: .relaxed)
         return try await inner.scan(range, direction: direction, limit: limit)
     }
-    func scan(_ range: KeyRange, direction: ScanDirection, limit: Int, visiting visit: (BorrowedEntry) throws -> Bool)
-        async throws -> Int
-    {
+    override func scan(
+        _ range: KeyRange, direction: ScanDirection, limit: Int, visiting visit: (BorrowedEntry) throws -> Bool
+    ) async throws -> Int {
         calls.add(1, ordering: .relaxed)
         return try await inner.scan(range, direction: direction, limit: limit, visiting: visit)
     }
-    func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 { try await inner.commit(transaction) }
-    func update<Value: Sendable>(
-        _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
-    ) async throws -> KeyValueUpdateResult<Value> { try await inner.update(body) }
-    func currentRevision() async throws -> UInt64 { try await inner.currentRevision() }
-    func changes(after revision: UInt64, prefix: Key) -> AsyncThrowingStream<KeyValueChange, any Error> {
-        inner.changes(after: revision, prefix: prefix)
-    }
-    func close() async throws { try await inner.close() }
 }

@@ -8,6 +8,7 @@
 import EventStore
 import EventStoreKV
 import Foundation
+import KeyValueTestSupport
 import Testing
 
 @Suite("Sessions: release from a cancelled task, $deleted, metadata under a lock")
@@ -83,28 +84,15 @@ struct SessionWriteReviewTests {
     }
 }
 
-/// Forwards to `inner`, failing every `update` with `unavailable` while `failing` is set.
-final class FailingUpdatesBackend: KeyValueStore {
-    let inner: any KeyValueStore
+/// Fails every `update` with `unavailable` while `failing` is set.
+final class FailingUpdatesBackend: ForwardingKeyValueStore, @unchecked Sendable {
+    // `@unchecked Sendable`: `failing` is a Locked (pthread mutex); the rest is immutable.
     let failing = Locked(false)
 
-    init(_ inner: any KeyValueStore) { self.inner = inner }
-
-    func get(_ key: Key) async throws -> KeyValueEntry? { try await inner.get(key) }
-    func get(_ keys: [Key]) async throws -> [KeyValueEntry?] { try await inner.get(keys) }
-    func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
-        try await inner.scan(range, direction: direction, limit: limit)
-    }
-    func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 { try await inner.commit(transaction) }
-    func update<Value: Sendable>(
+    override func update<Value: Sendable>(
         _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
     ) async throws -> KeyValueUpdateResult<Value> {
         if failing.withLock({ $0 }) { throw KeyValueStoreError.unavailable("injected: the backend is down") }
         return try await inner.update(body)
     }
-    func currentRevision() async throws -> UInt64 { try await inner.currentRevision() }
-    func changes(after revision: UInt64, prefix: Key) -> AsyncThrowingStream<KeyValueChange, any Error> {
-        inner.changes(after: revision, prefix: prefix)
-    }
-    func close() async throws { try await inner.close() }
 }

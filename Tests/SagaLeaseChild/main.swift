@@ -12,6 +12,7 @@
 import EventStore
 import EventStoreKV
 import Foundation
+import KeyValueTestSupport
 import Sagas
 
 struct Transfer: Codable, Sendable {
@@ -32,24 +33,21 @@ func check(_ condition: Bool, _ message: String) {
 func sagaID() throws -> SagaID { try SagaID("t-\(UUID().uuidString.prefix(8))") }
 
 /// An in-memory backend whose next `update` can be made to fail once with a transient error.
-final class FlakyOnceKeyValueStore: KeyValueStore {
-    let inner = InMemoryKeyValueStore()
+final class FlakyOnceKeyValueStore: ForwardingKeyValueStore, @unchecked Sendable {
+    // `@unchecked Sendable`: `armed` is a Locked (pthread mutex); the streams are Sendable and set once.
     private let armed = Locked(false)
     private let injected: AsyncStream<Void>.Continuation
     let injections: AsyncStream<Void>
 
-    init() { (injections, injected) = AsyncStream.makeStream(of: Void.self) }
+    init() {
+        (injections, injected) = AsyncStream.makeStream(of: Void.self)
+        super.init(InMemoryKeyValueStore())
+    }
 
     /// Makes the next `update` throw `unavailable` (as a member failing over would).
     func failNextUpdate() { armed.withLock { $0 = true } }
 
-    func get(_ key: Key) async throws -> KeyValueEntry? { try await inner.get(key) }
-    func get(_ keys: [Key]) async throws -> [KeyValueEntry?] { try await inner.get(keys) }
-    func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
-        try await inner.scan(range, direction: direction, limit: limit)
-    }
-    func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 { try await inner.commit(transaction) }
-    func update<Value: Sendable>(
+    override func update<Value: Sendable>(
         _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
     ) async throws -> KeyValueUpdateResult<Value> {
         let fail = armed.withLock { armed -> Bool in
@@ -62,11 +60,6 @@ final class FlakyOnceKeyValueStore: KeyValueStore {
         }
         return try await inner.update(body)
     }
-    func currentRevision() async throws -> UInt64 { try await inner.currentRevision() }
-    func changes(after revision: UInt64, prefix: Key) -> AsyncThrowingStream<KeyValueChange, any Error> {
-        inner.changes(after: revision, prefix: prefix)
-    }
-    func close() async throws { try await inner.close() }
 }
 
 /// One failed lease renewal during a long step must not let a second runner run the step at the same time.

@@ -15,6 +15,7 @@
 import EventStore
 import EventStoreKV
 import Foundation
+import KeyValueTestSupport
 import Snapshots
 import Testing
 
@@ -262,16 +263,15 @@ struct SnapshotReviewTests {
     }
 }
 
-/// Forwards to `inner`, refusing (as etcd's --max-txn-ops does) any transaction of more than `maximumOperations`
-/// conditions and writes.
-final class OperationLimitedBackend: KeyValueStore {
-    let inner: any KeyValueStore
+/// Refuses (as etcd's --max-txn-ops does) any transaction of more than `maximumOperations` conditions and writes.
+final class OperationLimitedBackend: ForwardingKeyValueStore, @unchecked Sendable {
+    // `@unchecked Sendable`: `refusals` is a Locked (pthread mutex); the rest is immutable.
     let maximumOperations: Int
     let refusals = Locked(0)
 
     init(_ inner: any KeyValueStore, maximumOperations: Int) {
-        self.inner = inner
         self.maximumOperations = maximumOperations
+        super.init(inner)
     }
 
     private func check(_ transaction: KeyValueTransaction) throws {
@@ -283,16 +283,12 @@ final class OperationLimitedBackend: KeyValueStore {
         }
     }
 
-    func get(_ key: Key) async throws -> KeyValueEntry? { try await inner.get(key) }
-    func get(_ keys: [Key]) async throws -> [KeyValueEntry?] { try await inner.get(keys) }
-    func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
-        try await inner.scan(range, direction: direction, limit: limit)
-    }
-    func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 {
+    override func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 {
         try check(transaction)
         return try await inner.commit(transaction)
     }
-    func update<Value: Sendable>(
+
+    override func update<Value: Sendable>(
         _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
     ) async throws -> KeyValueUpdateResult<Value> {
         try await inner.update { context in
@@ -301,26 +297,18 @@ final class OperationLimitedBackend: KeyValueStore {
             return (transaction, value)
         }
     }
-    func currentRevision() async throws -> UInt64 { try await inner.currentRevision() }
-    func changes(after revision: UInt64, prefix: Key) -> AsyncThrowingStream<KeyValueChange, any Error> {
-        inner.changes(after: revision, prefix: prefix)
-    }
-    func close() async throws { try await inner.close() }
 }
 
-/// Forwards to `inner`; the first time a snapshot record (`0x08 stream 0x00 collection 0x00 0x02 version`) is read,
-/// runs the hook first.
-final class SnapshotRecordHook: KeyValueStore {
-    let inner: any KeyValueStore
+/// The first time a snapshot record (`0x08 stream 0x00 collection 0x00 0x02 version`) is read, runs the hook first.
+final class SnapshotRecordHook: ForwardingKeyValueStore, @unchecked Sendable {
+    // `@unchecked Sendable`: `onRecordRead` is a Locked (pthread mutex); the rest is immutable.
     let onRecordRead = Locked<(@Sendable () async -> Void)?>(nil)
-
-    init(_ inner: any KeyValueStore) { self.inner = inner }
 
     private func isRecord(_ key: Key) -> Bool {
         key.first == 0x08 && key.count > 10 && key[key.count - 9] == 0x02 && key[key.count - 10] == 0x00
     }
 
-    func get(_ key: Key) async throws -> KeyValueEntry? {
+    override func get(_ key: Key) async throws -> KeyValueEntry? {
         if isRecord(key), let hook = onRecordRead.withLock({ hook in
             defer { hook = nil }
             return hook
@@ -329,17 +317,4 @@ final class SnapshotRecordHook: KeyValueStore {
         }
         return try await inner.get(key)
     }
-    func get(_ keys: [Key]) async throws -> [KeyValueEntry?] { try await inner.get(keys) }
-    func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
-        try await inner.scan(range, direction: direction, limit: limit)
-    }
-    func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 { try await inner.commit(transaction) }
-    func update<Value: Sendable>(
-        _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
-    ) async throws -> KeyValueUpdateResult<Value> { try await inner.update(body) }
-    func currentRevision() async throws -> UInt64 { try await inner.currentRevision() }
-    func changes(after revision: UInt64, prefix: Key) -> AsyncThrowingStream<KeyValueChange, any Error> {
-        inner.changes(after: revision, prefix: prefix)
-    }
-    func close() async throws { try await inner.close() }
 }
