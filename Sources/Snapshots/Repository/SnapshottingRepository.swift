@@ -75,9 +75,9 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     private func load(
         _ stream: StreamName, upTo version: UInt64?, usingSnapshots: Bool
     ) async throws -> LoadedAggregate<State> {
-        // A deletion between choosing a snapshot and reading the stream leaves the snapshot ahead of what readers see:
-        // the load starts again (the snapshot is no longer usable then). The last attempt replays without snapshots,
-        // so that deletions racing every attempt cannot keep a load from ending.
+        // A deletion, or more retention, between choosing a snapshot and reading the stream hides events the snapshot
+        // folds: the load starts again (the snapshot is no longer usable then). The last attempt replays without
+        // snapshots, so that changes racing every attempt cannot keep a load from ending.
         var attempt = 1
         while true {
             let withSnapshots = usingSnapshots && attempt < Self.loadAttempts
@@ -86,10 +86,10 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         }
     }
 
-    /// How many times a load starts again after a deletion overtook the snapshot it chose.
+    /// How many attempts a load makes in all; only the last runs without snapshots.
     private static var loadAttempts: Int { 4 }
 
-    /// One load; nil if the stream was deleted after the snapshot it started from was chosen.
+    /// One load; nil if a deletion or more retention hid events of the snapshot it started from after choosing it.
     private func attemptLoad(
         _ stream: StreamName, upTo version: UInt64?, usingSnapshots: Bool
     ) async throws -> LoadedAggregate<State>? {
