@@ -139,14 +139,24 @@ struct SnapshotReviewTests {
         }
     }
 
-    @Test("a load racing a soft delete is not reported as corruption", arguments: [true, false])
-    func loadRacingASoftDelete(asOf: Bool) async throws {
+    /// An in-memory store whose stream holds 10 events and a snapshot at 10, behind a hook that runs when a load reads
+    /// that snapshot's record.
+    static func snapshotAtTen() async throws -> (
+        backend: SnapshotRecordHook, store: KeyValueEventStore, stream: StreamName,
+        repository: SnapshottingRepository<Ledger>
+    ) {
         let backend = SnapshotRecordHook(InMemoryKeyValueStore())
         let store = KeyValueEventStore(backend: backend)
         let stream = try Fixtures.stream()
         let repository = try Fixtures.repository(store)
         try await Fixtures.fill(stream, in: store, events: 10)
         try await repository.takeSnapshot(of: stream, at: 10)
+        return (backend, store, stream, repository)
+    }
+
+    @Test("a load racing a soft delete is not reported as corruption", arguments: [true, false])
+    func loadRacingASoftDelete(asOf: Bool) async throws {
+        let (backend, store, stream, repository) = try await Self.snapshotAtTen()
         // When the load reads the snapshot record, another client soft-deletes the stream.
         backend.onRecordRead.withLock {
             $0 = { _ = try? await store.delete(stream, expectedVersion: .any, mode: .soft) }
@@ -180,12 +190,7 @@ struct SnapshotReviewTests {
         "a load that a deletion or more retention overtakes, with events appended after, equals a replay",
         arguments: ["soft delete", "truncateBefore"])
     func loadRacingAHideThenAppends(how: String) async throws {
-        let backend = SnapshotRecordHook(InMemoryKeyValueStore())
-        let store = KeyValueEventStore(backend: backend)
-        let stream = try Fixtures.stream()
-        let repository = try Fixtures.repository(store)
-        try await Fixtures.fill(stream, in: store, events: 10)
-        try await repository.takeSnapshot(of: stream, at: 10)
+        let (backend, store, stream, repository) = try await Self.snapshotAtTen()
         // While the load reads the snapshot record, another client hides 1...10 (or 1...4) and appends 11 and 12.
         backend.onRecordRead.withLock {
             $0 = {

@@ -369,7 +369,7 @@ public final class KeyValueEventStore: EventStoring {
         position += UInt64(events.count)
     }
 
-    private static func checkLease(_ entry: KeyValueEntry?, stream: StreamName, session: SessionClaim?) throws {
+    static func checkLease(_ entry: KeyValueEntry?, stream: StreamName, session: SessionClaim?) throws {
         if let session {
             guard let entry, try LeaseRecord.decode(entry.value, stream: stream).sessionID == session.id else {
                 throw EventStoreError.sessionExpired(stream: stream, sessionID: session.id)
@@ -462,7 +462,8 @@ public final class KeyValueEventStore: EventStoring {
         return try EventRecord.identity(entry.value, position: position)
     }
 
-    static func translate(_ error: KeyValueStoreError) -> EventStoreError {
+    /// A key-value contract error as the event store reports it (also for the packages built on the store).
+    package static func translate(_ error: KeyValueStoreError) -> EventStoreError {
         switch error {
         case .closed: .storeClosed
         default: .backend(error.description)
@@ -475,20 +476,22 @@ public final class KeyValueEventStore: EventStoring {
     static let largestReservation: UInt64 = 1 << 16
 
     public func version(of stream: StreamName) async throws -> UInt64 {
-        guard let entry = try await backendCall({ try await self.backend.get(KeyLayout.streamHead(stream)) }) else {
-            return 0
-        }
-        return try StreamHead.decode(entry.value, stream: stream).visibleVersion
+        try await head(of: stream)?.visibleVersion ?? 0
     }
 
     /// The last version appended to `stream`, whether or not readers still see it: unlike ``version(of:)``, a deleted
     /// stream keeps the version it reached. 0 if the stream never had an event. For the packages built on the store
     /// (snapshots tell a deleted version from one never written).
     package func lastWrittenVersion(of stream: StreamName) async throws -> UInt64 {
+        try await head(of: stream)?.version ?? 0
+    }
+
+    /// The stored head of `stream`, or nil if it never had an event.
+    private func head(of stream: StreamName) async throws -> StreamHead? {
         guard let entry = try await backendCall({ try await self.backend.get(KeyLayout.streamHead(stream)) }) else {
-            return 0
+            return nil
         }
-        return try StreamHead.decode(entry.value, stream: stream).version
+        return try StreamHead.decode(entry.value, stream: stream)
     }
 
     public func lastPosition() async throws -> UInt64 {

@@ -67,10 +67,7 @@ extension KeyValueEventStore {
         mode: DeletionMode
     ) throws {
         if head?.state == .hardDeleted { throw EventStoreError.streamDeleted(stream) }
-        if let lease {
-            let holder = try LeaseRecord.decode(lease.value, stream: stream)
-            throw EventStoreError.streamLocked(stream: stream, holder: holder.holder, leaseExpiresAt: holder.expiresAt)
-        }
+        try checkLease(lease, stream: stream, session: nil)
         let visible = head?.visibleVersion ?? 0
         // A soft delete needs something to delete; a tombstone may be placed on any name not yet tombstoned.
         if mode == .soft && visible == 0 { throw EventStoreError.streamNotFound(stream) }

@@ -34,11 +34,8 @@ extension KeyValueEventStore {
                     throw EventStoreError.streamDeleted(stream)
                 }
                 // Retention can hide every event of a stream, as a deletion does: a session's stream is as safe
-                // from it as from a deletion.
-                if let lease = entries[1] {
-                    let holder = try LeaseRecord.decode(lease.value, stream: stream)
-                    throw EventStoreError.streamLocked(stream: stream, holder: holder.holder, leaseExpiresAt: holder.expiresAt)
-                }
+                // from it as from a deletion, or from an append without the session.
+                try Self.checkLease(entries[1], stream: stream, session: nil)
                 return (KeyValueTransaction(writes: [write]), true)
             }
         }

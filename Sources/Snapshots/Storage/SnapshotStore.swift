@@ -130,7 +130,7 @@ public struct SnapshotStore: Sendable {
                     return (removed.map { .delete(keys.record(of: stream, at: $0)) }, removed.count)
                 }
             } catch let error as KeyValueStoreError {
-                guard case .transactionTooLarge = error, size > 1 else { throw translated(error) }
+                guard case .transactionTooLarge = error, size > 1 else { throw KeyValueEventStore.translate(error) }
                 batchSize = size / 2
                 continue
             }
@@ -263,15 +263,7 @@ func translatingErrors<T>(
         return try await body()
     } catch let error as KeyValueStoreError {
         if passes(error) { throw error }
-        throw translated(error)
-    }
-}
-
-/// A key-value contract error as the event store reports it.
-func translated(_ error: KeyValueStoreError) -> EventStoreError {
-    switch error {
-    case .closed: .storeClosed
-    default: .backend(error.description)
+        throw KeyValueEventStore.translate(error)
     }
 }
 
