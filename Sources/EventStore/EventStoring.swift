@@ -233,6 +233,15 @@ public protocol StreamSession: Sendable {
     ///   ``EventStoreError/sessionClosed(stream:sessionID:)`` after ``close()``.
     func renew() async throws
 
+    /// Stores `position` as the named consumer's checkpoint, in a transaction that checks this session still holds
+    /// its lease, and renews it: a holder whose lease ran out can never move the checkpoint. Runs of a consumer that
+    /// must not overlap hold a session for it and save their checkpoints this way
+    /// (``CheckpointedProjection/Exclusivity/exclusive(lease:)``).
+    /// - Throws: ``EventStoreError/sessionExpired(stream:sessionID:)`` once the lease is lost,
+    ///   ``EventStoreError/sessionClosed(stream:sessionID:)`` after ``close()``, and the errors of
+    ///   ``EventStoring/saveCheckpoint(_:for:)``.
+    func saveCheckpoint(_ position: UInt64, for consumer: String) async throws
+
     /// When the lease ends unless renewed, by this process's clock.
     func leaseExpiresAt() async -> Date
 

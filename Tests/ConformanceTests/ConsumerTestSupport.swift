@@ -109,3 +109,49 @@ func secondaryIndexPositions(_ store: KeyValueEventStore, kind: UInt8) async thr
         return Array((last - count + 1)...last)
     }
 }
+
+/// A store that forwards everything to `base` but leaves the visiting reads to the protocol's default
+/// implementation, as a store that cannot lend events in place would, and hands out its sessions through
+/// `sessions` (to inject a session's failures).
+struct ForwardingEventStore: EventStoring {
+    let base: KeyValueEventStore
+    var sessions: @Sendable (any StreamSession) -> any StreamSession = { $0 }
+
+    var limits: EventStoreLimits { base.limits }
+    func append(_ events: [EventData], to stream: StreamName, expectedVersion: ExpectedVersion) async throws
+        -> AppendResult
+    { try await base.append(events, to: stream, expectedVersion: expectedVersion) }
+    func append(_ appends: [StreamAppend]) async throws -> [AppendResult] { try await base.append(appends) }
+    func read(_ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int) async throws
+        -> [RecordedEvent]
+    { try await base.read(stream, from: start, direction: direction, limit: limit) }
+    func version(of stream: StreamName) async throws -> UInt64 { try await base.version(of: stream) }
+    func readAll(from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
+        try await base.readAll(from: position, limit: limit)
+    }
+    func lastPosition() async throws -> UInt64 { try await base.lastPosition() }
+    func openSession(on stream: StreamName, sessionTimeout: Duration, openTimeout: Duration) async throws
+        -> any StreamSession
+    { sessions(try await base.openSession(on: stream, sessionTimeout: sessionTimeout, openTimeout: openTimeout)) }
+    func logNotifications() async throws -> AsyncThrowingStream<Void, any Error> { try await base.logNotifications() }
+    func readCategory(_ category: String, from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
+        try await base.readCategory(category, from: position, limit: limit)
+    }
+    func readEvents(ofType type: String, from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
+        try await base.readEvents(ofType: type, from: position, limit: limit)
+    }
+    func listStreams(prefix: String, after: StreamName?, limit: Int) async throws -> [StreamSummary] {
+        try await base.listStreams(prefix: prefix, after: after, limit: limit)
+    }
+    func checkpoint(of consumer: String) async throws -> UInt64? { try await base.checkpoint(of: consumer) }
+    func saveCheckpoint(_ position: UInt64, for consumer: String) async throws {
+        try await base.saveCheckpoint(position, for: consumer)
+    }
+    func metadata(of stream: StreamName) async throws -> StreamMetadata { try await base.metadata(of: stream) }
+    func setMetadata(_ metadata: StreamMetadata, for stream: StreamName) async throws {
+        try await base.setMetadata(metadata, for: stream)
+    }
+    func delete(_ stream: StreamName, expectedVersion: ExpectedVersion, mode: DeletionMode) async throws -> UInt64 {
+        try await base.delete(stream, expectedVersion: expectedVersion, mode: mode)
+    }
+}

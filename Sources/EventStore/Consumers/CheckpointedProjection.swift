@@ -8,6 +8,9 @@
 //   a consumer whose filter skips most events still records its progress).
 // - A cancelled run checkpoints the last event its handler returned for, whether the handler ignored the
 //   cancellation or threw because of it.
+// - An exclusive run handles events only while it holds the consumer's lease (a session on `$consumer-<name>`),
+//   checked before each event, and saves checkpoints only in transactions that check the lease: once another run
+//   holds it, this one can neither handle another event nor move the checkpoint.
 
 import Foundation
 
@@ -23,18 +26,36 @@ public struct CheckpointedProjection: Sendable {
     public let filter: SubscriptionFilter
     /// How many events the subscription reads ahead at most.
     public let bufferSize: Int
+    /// Whether runs of this consumer in other tasks, processes or nodes may handle events at the same time.
+    public let exclusivity: Exclusivity
 
     /// Creates a projection runner.
     /// - Parameter checkpointEvery: how many handled events between checkpoints; at least 1.
+    /// - Parameter exclusivity: ``Exclusivity/exclusive(lease:)`` for one run at a time across every process that
+    ///   shares the store.
     public init(
         store: any EventStoring, consumer: String, checkpointEvery: Int = 100, filter: SubscriptionFilter = .all,
-        bufferSize: Int = 256
+        bufferSize: Int = 256, exclusivity: Exclusivity = .shared
     ) {
         self.store = store
         self.consumer = consumer
         self.checkpointInterval = checkpointEvery
         self.filter = filter
         self.bufferSize = bufferSize
+        self.exclusivity = exclusivity
+    }
+
+    /// Whether runs of one consumer may overlap.
+    public enum Exclusivity: Sendable, Hashable {
+        /// Runs do not coordinate: each one handles every event after the checkpoint it started from, and the last
+        /// checkpoint saved wins.
+        case shared
+        /// One run at a time across every task, process and node that shares the store. A run holds a lease on the
+        /// consumer (a session on the system stream `$consumer-<name>`, so the name must be at most 245 UTF-8
+        /// bytes), renews it every third of `lease`, and saves checkpoints only while it holds it. Other runs wait
+        /// until it is released or expires, then resume after the last checkpoint. Every run of the consumer must be
+        /// exclusive: a shared run's checkpoints are not fenced.
+        case exclusive(lease: Duration)
     }
 
     /// How a run ends.
@@ -51,6 +72,14 @@ public struct CheckpointedProjection: Sendable {
     /// delivered again by the next run. On cancellation, the position of the last handled event is checkpointed and
     /// the run returns normally, also when `handler` ends the cancelled run by throwing (the event it was handling
     /// counts as not handled).
+    ///
+    /// An exclusive run (``Exclusivity/exclusive(lease:)``) first waits, as long as it takes, for the consumer's
+    /// lease, and releases it when it ends. If it loses the lease (a renewal was refused, or none succeeded before
+    /// the lease ran out), it throws ``EventStoreError/sessionExpired(stream:sessionID:)`` before it handles another
+    /// event, saving nothing more; a run that is waiting for events notices when the next one arrives. A lease
+    /// bounds how long two runs can overlap, it does not rule it out: a run that stalls for longer than its lease
+    /// (a paused process) may finish the event in hand after another run took over. Handlers must still be
+    /// idempotent.
     /// - Returns: the last checkpointed position (0 if none).
     @discardableResult
     public func run(
@@ -59,6 +88,25 @@ public struct CheckpointedProjection: Sendable {
         guard checkpointInterval > 0 else {
             throw EventStoreError.invalidArgument("checkpointEvery must be at least 1, got \(checkpointInterval)")
         }
+        guard case .exclusive(let duration) = exclusivity else {
+            return try await consume(until: stop, holding: nil, handler)
+        }
+        let lease = try await ConsumerLease.acquire(for: consumer, in: store, lasting: duration)
+        do {
+            let saved = try await consume(until: stop, holding: lease, handler)
+            await lease.release()
+            return saved
+        } catch {
+            await lease.release()
+            throw error
+        }
+    }
+
+    /// The run itself: resumes after the checkpoint and handles events until `stop`, cancellation or an error,
+    /// checking `lease` (when exclusive) before each event and saving checkpoints through it.
+    private func consume(
+        until stop: Stop, holding lease: ConsumerLease?, _ handler: (RecordedEvent) async throws -> Void
+    ) async throws -> UInt64 {
         let resumeAfter = try await store.checkpoint(of: consumer) ?? 0
         var saved = resumeAfter
         var handled = resumeAfter
@@ -67,6 +115,7 @@ public struct CheckpointedProjection: Sendable {
         messages: for try await message in subscription {
             switch message {
             case .event(let event):
+                try await lease?.check()
                 do {
                     try await handler(event)
                 } catch {
@@ -78,7 +127,7 @@ public struct CheckpointedProjection: Sendable {
                 handled = event.position
                 sinceCheckpoint += 1
                 if sinceCheckpoint >= checkpointInterval {
-                    try await Self.save(handled, for: consumer, in: store)
+                    try await save(handled, holding: lease)
                     saved = handled
                     sinceCheckpoint = 0
                 }
@@ -86,25 +135,30 @@ public struct CheckpointedProjection: Sendable {
                 // Everything through `through` was either handled or filtered out.
                 handled = max(handled, through)
                 if handled != saved {
-                    try await Self.save(handled, for: consumer, in: store)
+                    try await save(handled, holding: lease)
                     saved = handled
                     sinceCheckpoint = 0
                 }
                 if stop == .whenCaughtUp { return saved }
             }
         }
-        // Cancelled or closed: record progress outside the cancelled task, so that the save itself is not refused.
+        // Cancelled or closed: record progress (outside the cancelled task, see `save`).
         if handled != saved {
-            let (store, consumer, position) = (store, consumer, handled)
-            try await Task { try await store.saveCheckpoint(position, for: consumer) }.value
+            try await save(handled, holding: lease)
             saved = handled
         }
         return saved
     }
 
-    /// Saves a checkpoint outside the calling task, so that a cancellation arriving mid-save (on a backend whose
-    /// requests honour cancellation, such as etcd) neither refuses nor loses it; the loop then ends normally.
-    private static func save(_ position: UInt64, for consumer: String, in store: any EventStoring) async throws {
-        try await Task { try await store.saveCheckpoint(position, for: consumer) }.value
+    /// Saves a checkpoint (through the lease's session when exclusive) outside the calling task, so that a
+    /// cancellation arriving mid-save (on a backend whose requests honour cancellation, such as etcd) neither refuses
+    /// nor loses it; the loop then ends normally.
+    private func save(_ position: UInt64, holding lease: ConsumerLease?) async throws {
+        let (store, consumer) = (store, consumer)
+        if let session = lease?.session {
+            try await Task { try await session.saveCheckpoint(position, for: consumer) }.value
+        } else {
+            try await Task { try await store.saveCheckpoint(position, for: consumer) }.value
+        }
     }
 }

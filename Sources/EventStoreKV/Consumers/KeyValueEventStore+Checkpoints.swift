@@ -1,7 +1,8 @@
 // Durable consumer checkpoints: one key per consumer name (`0x09 name`), holding the last processed position.
 //
 // Invariants:
-// - A checkpoint is one key written in its own transaction; it is as durable as any acknowledged append.
+// - A checkpoint is one key written in its own transaction (with a session's lease check and renewal, when saved
+//   through a session); it is as durable as any acknowledged append.
 // - Consumer names are validated like stream names (non-empty, at most 255 UTF-8 bytes, no control characters).
 // - A checkpoint never names a position past the log's last: resuming after it would skip events written later.
 
@@ -22,6 +23,12 @@ extension KeyValueEventStore {
     /// - Throws: ``EventStoreError/invalidArgument(_:)`` for a position past the log's last: a consumer resuming
     ///   after it would skip the events later written up to it.
     public func saveCheckpoint(_ position: UInt64, for consumer: String) async throws {
+        let write = try await checkpointWrite(position, for: consumer)
+        _ = try await backendCall { try await self.backend.commit(KeyValueTransaction(writes: [write])) }
+    }
+
+    /// The write that stores `position` as the consumer's checkpoint, once the name and the position are checked.
+    func checkpointWrite(_ position: UInt64, for consumer: String) async throws -> KeyWrite {
         try Self.validateConsumer(consumer)
         // The head only grows, so a position at or below it now stays so: no need to check it in the transaction.
         let last = try await lastPosition()
@@ -29,8 +36,7 @@ extension KeyValueEventStore {
             throw EventStoreError.invalidArgument(
                 "checkpoint \(position) for consumer \"\(consumer)\" is past the log's last position, \(last)")
         }
-        let write = KeyWrite.put(KeyLayout.checkpoint(consumer), CheckpointRecord.encode(position))
-        _ = try await backendCall { try await self.backend.commit(KeyValueTransaction(writes: [write])) }
+        return KeyWrite.put(KeyLayout.checkpoint(consumer), CheckpointRecord.encode(position))
     }
 
     static func validateConsumer(_ consumer: String) throws {

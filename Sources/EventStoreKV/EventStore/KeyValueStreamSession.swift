@@ -116,6 +116,18 @@ public final class KeyValueStreamSession: StreamSession {
 
     public func renew() async throws {
         try checkOpen()
+        try await commitHoldingLease(with: [])
+    }
+
+    public func saveCheckpoint(_ position: UInt64, for consumer: String) async throws {
+        try checkOpen()
+        let write = try await store.checkpointWrite(position, for: consumer)
+        try await commitHoldingLease(with: [write])
+    }
+
+    /// Commits `writes` with a renewal of the lease, in one transaction that checks the lease is still this
+    /// session's: nothing is written once it is lost.
+    private func commitHoldingLease(with writes: [KeyWrite]) async throws {
         let key = KeyLayout.lease(stream)
         let started = Date()
         let lease = LeaseRecord(
@@ -126,7 +138,7 @@ public final class KeyValueStreamSession: StreamSession {
                 guard let entry = try await context.get(key),
                     try LeaseRecord.decode(entry.value, stream: stream).sessionID == id
                 else { throw EventStoreError.sessionExpired(stream: stream, sessionID: id) }
-                return (KeyValueTransaction(writes: [.put(key, try lease.encoded(), ttl: timeout)]), true)
+                return (KeyValueTransaction(writes: [.put(key, try lease.encoded(), ttl: timeout)] + writes), true)
             }
         }
         extendLocalExpiry(from: started)

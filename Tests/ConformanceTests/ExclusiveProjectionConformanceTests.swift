@@ -1,0 +1,156 @@
+// Exclusive projections: runs of one consumer that must not overlap, across tasks, processes and nodes. Each run
+// holds a lease on the consumer (a session on `$consumer-<name>`) and saves its checkpoints through it, in
+// transactions that check the lease.
+
+import EventStore
+import EventStoreKV
+import Foundation
+import Testing
+
+@Suite("Consumers: exclusive projections and fenced checkpoints")
+struct ExclusiveProjectionConformanceTests {
+    @Test("exclusive runs take turns: a second run waits, then resumes after the first one's checkpoint",
+        arguments: Backends.all)
+    func runsTakeTurns(backend: Backend) async throws {
+        try await backend.withStore { store in
+            let name = try stream("turns-1")
+            _ = try await store.append(samples(10), to: name, expectedVersion: .noStream)
+            let projection = CheckpointedProjection(
+                store: store, consumer: "turns", checkpointEvery: 1_000,
+                exclusivity: .exclusive(lease: backend.leaseTimeout(.seconds(60))))
+            let (first, second) = (Locked<[UInt64]>([]), Locked<[UInt64]>([]))
+            let (progress, signal) = AsyncStream<UInt64>.makeStream()
+            var handledByFirst = progress.makeAsyncIterator()
+            let runner = Task {
+                try await projection.run { event in
+                    first.withLock { $0.append(event.position) }
+                    signal.yield(event.position)
+                }
+            }
+            while let position = await handledByFirst.next(), position < 10 {}
+            // The first run holds the lease (it has handled events): the second waits, and handles nothing while
+            // the first goes on with new events.
+            let waiting = Task {
+                try await projection.run(until: .whenCaughtUp) { event in second.withLock { $0.append(event.position) } }
+            }
+            _ = try await store.append(samples(5), to: name, expectedVersion: .exact(10))
+            while let position = await handledByFirst.next(), position < 15 {}
+            runner.cancel()
+            #expect(try await runner.value == 15)
+            #expect(try await waiting.value == 15)
+            #expect(first.withLock { $0 } == Array(1...15))
+            #expect(second.withLock { $0 }.isEmpty)
+            // Both released the lease: the next run takes it at once and handles only what came later.
+            _ = try await store.append(samples(3), to: name, expectedVersion: .exact(15))
+            #expect(try await projection.run(until: .whenCaughtUp) { event in second.withLock { $0.append(event.position) } } == 18)
+        }
+    }
+
+    @Test("a checkpoint saved through a session is refused once another session holds the stream, and after close",
+        arguments: Backends.all)
+    func fencedCheckpoint(backend: Backend) async throws {
+        try await backend.withStore { store in
+            _ = try await store.append(samples(4), to: try stream("fence-1"), expectedVersion: .noStream)
+            let lock = try StreamName.system("$consumer-fence")
+            let stale = try await store.openSession(
+                on: lock, sessionTimeout: backend.leaseTimeout(.milliseconds(300)), openTimeout: .zero)
+            try await stale.saveCheckpoint(1, for: "fence")
+            #expect(try await store.checkpoint(of: "fence") == 1)
+            // The next holder waits for the stale session's lease to run out.
+            let current = try await store.openSession(
+                on: lock, sessionTimeout: backend.leaseTimeout(.seconds(60)), openTimeout: .seconds(120))
+            do {
+                try await stale.saveCheckpoint(2, for: "fence")
+                Issue.record("a session whose lease was taken over saved a checkpoint")
+            } catch EventStoreError.sessionExpired(let expired, let id) {
+                #expect(expired == lock)
+                #expect(id == stale.id)
+            }
+            #expect(try await store.checkpoint(of: "fence") == 1)
+            try await current.saveCheckpoint(3, for: "fence")
+            #expect(try await store.checkpoint(of: "fence") == 3)
+            await #expect(throws: EventStoreError.self) { try await current.saveCheckpoint(5, for: "fence") }
+            await #expect(throws: EventStoreError.self) { try await current.saveCheckpoint(1, for: "") }
+            try await current.close()
+            do {
+                try await current.saveCheckpoint(4, for: "fence")
+                Issue.record("a closed session saved a checkpoint")
+            } catch EventStoreError.sessionClosed {}
+            #expect(try await store.checkpoint(of: "fence") == 3)
+            try await stale.close()
+        }
+    }
+
+    @Test("a run that cannot renew its lease stops before the next event, and the run that took over handles it",
+        arguments: Backends.all)
+    func lostLeaseStopsTheRun(backend: Backend) async throws {
+        try await backend.withStore { store in
+            let name = try stream("lost-1")
+            _ = try await store.append(samples(2), to: name, expectedVersion: .noStream)
+            let refusing = ForwardingEventStore(base: store, sessions: { RenewalFailingSession(base: $0) })
+            let stalled = CheckpointedProjection(
+                store: refusing, consumer: "lost", checkpointEvery: 1,
+                exclusivity: .exclusive(lease: backend.leaseTimeout(.milliseconds(500))))
+            let healthy = CheckpointedProjection(
+                store: store, consumer: "lost", checkpointEvery: 1,
+                exclusivity: .exclusive(lease: backend.leaseTimeout(.seconds(60))))
+            let (stalledHandled, healthyHandled) = (Locked<[UInt64]>([]), Locked<[UInt64]>([]))
+            let (progress, signal) = AsyncStream<UInt64>.makeStream()
+            var handled = progress.makeAsyncIterator()
+            let runner = Task {
+                try await stalled.run { event in
+                    stalledHandled.withLock { $0.append(event.position) }
+                    signal.yield(event.position)
+                    // Ends a run that went on without its lease, rather than leave the test waiting for it.
+                    if event.position > 2 { throw HandledWithoutLease() }
+                }
+            }
+            while let position = await handled.next(), position < 2 {}
+            // Its renewals fail, so its lease runs out: a healthy run gets it, catches up and releases it.
+            #expect(try await healthy.run(until: .whenCaughtUp) { event in healthyHandled.withLock { $0.append(event.position) } } == 2)
+            _ = try await store.append(samples(1), to: name, expectedVersion: .exact(2))
+            do {
+                _ = try await runner.value
+                Issue.record("a run that lost its lease went on")
+            } catch EventStoreError.sessionExpired(let lock, _) {
+                #expect(lock == (try StreamName.system("$consumer-lost")))
+            }
+            #expect(stalledHandled.withLock { $0 } == [1, 2])
+            #expect(try await healthy.run(until: .whenCaughtUp) { event in healthyHandled.withLock { $0.append(event.position) } } == 3)
+            #expect(healthyHandled.withLock { $0 } == [3])
+        }
+    }
+
+    @Test("an exclusive consumer's name must leave room for the lease stream's prefix")
+    func nameTooLongForTheLease() async throws {
+        try await Backend.inMemory.withStore { store in
+            let projection = CheckpointedProjection(
+                store: store, consumer: String(repeating: "n", count: 246), exclusivity: .exclusive(lease: .seconds(5)))
+            await #expect(throws: EventStoreError.self) { try await projection.run(until: .whenCaughtUp) { _ in } }
+            let longest = CheckpointedProjection(
+                store: store, consumer: String(repeating: "n", count: 245), exclusivity: .exclusive(lease: .seconds(5)))
+            let saved = try await longest.run(until: .whenCaughtUp) { _ in }
+            #expect(saved == 0)
+        }
+    }
+}
+
+private struct HandledWithoutLease: Error {}
+
+/// A session whose renewals fail as a backend outage would, so its lease runs out unless something else extends it.
+private struct RenewalFailingSession: StreamSession {
+    let base: any StreamSession
+
+    var id: UUID { base.id }
+    var stream: StreamName { base.stream }
+    func append(_ events: [EventData], expectedVersion: ExpectedVersion) async throws -> AppendResult {
+        try await base.append(events, expectedVersion: expectedVersion)
+    }
+    func append(_ appends: [StreamAppend]) async throws -> [AppendResult] { try await base.append(appends) }
+    func renew() async throws { throw EventStoreError.backend("renewals fail in this test") }
+    func saveCheckpoint(_ position: UInt64, for consumer: String) async throws {
+        try await base.saveCheckpoint(position, for: consumer)
+    }
+    func leaseExpiresAt() async -> Date { await base.leaseExpiresAt() }
+    func close() async throws { try await base.close() }
+}
