@@ -220,7 +220,11 @@ struct EtcdHTTPResponseReader {
                 let pair = header.split(separator: ":", maxSplits: 1).map(Self.trimmed)
                 guard pair.count == 2 else { continue }
                 switch pair[0].lowercased() {
-                case "content-length": contentLength = Int(pair[1])
+                case "content-length":
+                    guard let length = Self.size(pair[1], radix: 10) else {
+                        throw EtcdCallError.outcomeUnknown("malformed Content-Length \(pair[1].prefix(20))")
+                    }
+                    contentLength = length
                 case "transfer-encoding": chunked = pair[1].lowercased().contains("chunked")
                 case "connection": if pair[1].lowercased().contains("close") { serverKeepsAlive = false }
                 default: break
@@ -237,12 +241,21 @@ struct EtcdHTTPResponseReader {
         return result
     }
 
+    /// A chunk size (`radix` 16) or Content-Length (10): digits only, no sign, at most 15 of them, so it is below
+    /// 2^60 and no arithmetic on it can overflow; nil otherwise.
+    private static func size(_ text: Substring, radix: Int) -> Int? {
+        let digits = radix == 16 ? "0123456789abcdefABCDEF" : "0123456789"
+        guard !text.isEmpty, text.count <= 15, text.allSatisfy({ digits.contains($0) }) else { return nil }
+        return Int(text, radix: radix)
+    }
+
     /// Reads the body, handing each piece to `receive` as it arrives.
     mutating func readBody(_ receive: ([UInt8]) throws -> Void) throws {
         if chunked {
             while true {
                 let sizeLine = try line()
-                guard let size = Int(sizeLine.split(separator: ";")[0], radix: 16) else {
+                let sizeField = sizeLine.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false)[0]
+                guard let size = Self.size(Self.trimmed(sizeField), radix: 16) else {
                     throw EtcdCallError.outcomeUnknown("malformed chunk size \(sizeLine.prefix(20))")
                 }
                 if size == 0 {
