@@ -43,9 +43,12 @@ final class EtcdConnectionPool: Sendable {
         }
     }
 
-    /// Opens a new connection to the member serving `url` (when none is idle), counting it.
-    func open(for url: URL, deadline: ContinuousClock.Instant) throws -> EtcdHTTPConnection {
-        let connection = try EtcdHTTP.open(url, deadline: deadline)
+    /// Opens a new connection to the member serving `url` (when none is idle), counting it; cancelling `request`
+    /// aborts the connect.
+    func open(for url: URL, deadline: ContinuousClock.Instant, request: EtcdCancellableRequest? = nil) throws
+        -> EtcdHTTPConnection
+    {
+        let connection = try EtcdHTTP.open(url, deadline: deadline, request: request)
         state.withLock { $0.opened += 1 }
         return connection
     }

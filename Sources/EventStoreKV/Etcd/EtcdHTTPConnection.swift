@@ -7,7 +7,8 @@
 // - A failure before the request's first byte is written means nothing was sent (`unreachable`); any failure after
 //   that may have reached the server (`outcomeUnknown`). Callers rely on this split to decide what may be retried.
 // - Every blocking call waits in poll() with the remaining time of the request's deadline; `abort()` (cancellation)
-//   shuts the socket down, which wakes any poll at once. Writes use MSG_NOSIGNAL, so a closed peer never raises
+//   shuts the socket down, which wakes any poll at once. A new socket is attached to its request before it waits to
+//   connect, so cancellation wakes the connect too. Writes use MSG_NOSIGNAL, so a closed peer never raises
 //   SIGPIPE.
 // - The descriptor is guarded by a lock (`Locked`) and closed exactly once.
 // - Bodies are read by Content-Length, by chunked transfer encoding, or to end of stream (a watch's request says
@@ -32,8 +33,11 @@ final class EtcdHTTPConnection: Sendable {
     /// Wraps a connected, non-blocking socket; the connection owns it from now on.
     init(descriptor fd: Int32) { descriptor = Locked(fd) }
 
-    /// Connects to `host:port` before `deadline`.
-    static func open(host: String, port: Int, deadline: ContinuousClock.Instant) throws -> EtcdHTTPConnection {
+    /// Connects to `host:port` before `deadline`. Each socket is attached to `request` before it waits to connect, so
+    /// cancelling the request wakes the wait at once.
+    static func open(host: String, port: Int, deadline: ContinuousClock.Instant, request: EtcdCancellableRequest?)
+        throws -> EtcdHTTPConnection
+    {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -45,6 +49,7 @@ final class EtcdHTTPConnection: Sendable {
         var lastError = "no address"
         var current: UnsafeMutablePointer<addrinfo>? = first
         while let info = current {
+            guard request?.isCancelled != true else { throw EtcdCallError.unreachable("cancelled while connecting") }
             current = info.pointee.ai_next
             let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { continue }
@@ -54,6 +59,7 @@ final class EtcdHTTPConnection: Sendable {
             _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             if connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 || errno == EINPROGRESS {
                 let connection = EtcdHTTPConnection(descriptor: fd)
+                request?.attach(connection)
                 if let failure = connection.finishConnect(deadline: deadline) {
                     connection.close()
                     lastError = failure
@@ -300,12 +306,15 @@ enum EtcdHTTP {
         return Array(head.utf8)
     }
 
-    /// Opens a new connection to `url`.
-    static func open(_ url: URL, deadline: ContinuousClock.Instant) throws -> EtcdHTTPConnection {
+    /// Opens a new connection to `url`; cancelling `request` aborts the connect.
+    static func open(_ url: URL, deadline: ContinuousClock.Instant, request: EtcdCancellableRequest? = nil)
+        throws -> EtcdHTTPConnection
+    {
         guard url.scheme?.lowercased() == "http" else {
             throw EtcdCallError.unreachable("\(url): only http:// endpoints are supported")
         }
-        return try EtcdHTTPConnection.open(host: url.host ?? "localhost", port: url.port ?? 80, deadline: deadline)
+        return try EtcdHTTPConnection.open(
+            host: url.host ?? "localhost", port: url.port ?? 80, deadline: deadline, request: request)
     }
 
     /// Opens a connection to `url` and sends a request that ends it (for streams); the caller reads the response.
@@ -374,7 +383,7 @@ enum EtcdHTTP {
     ) throws -> (status: Int, body: Data) {
         let pooled = pool.checkOut(for: url)
         var reused = pooled != nil
-        var connection = try pooled ?? pool.open(for: url, deadline: deadline)
+        var connection = try pooled ?? pool.open(for: url, deadline: deadline, request: request)
         while true {
             request.attach(connection)
             do {
@@ -387,7 +396,7 @@ enum EtcdHTTP {
                 // Not one byte was written: the member had closed this idle connection. A new one tells more.
                 _ = request.detach()
                 guard !request.isCancelled else { throw EtcdCallError.unreachable(detail) }
-                connection = try pool.open(for: url, deadline: deadline)
+                connection = try pool.open(for: url, deadline: deadline, request: request)
                 reused = false
             }
         }
