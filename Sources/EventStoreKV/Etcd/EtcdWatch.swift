@@ -62,7 +62,7 @@ final class EtcdWatch: Sendable {
             state.buffer.removeAll()
             let body = EtcdWire.WatchRequest(createRequest: EtcdWire.WatchCreateRequest(
                 key: EtcdWire.encode(key), rangeEnd: EtcdWire.encode(rangeEnd),
-                startRevision: String(state.lastRevision + 1)))
+                startRevision: String(Self.startRevision(after: state.lastRevision))))
             return (state.generation, (try? JSONEncoder().encode(body)) ?? Data())
         }
         guard let claim else { return }
@@ -94,6 +94,12 @@ final class EtcdWatch: Sendable {
             }
             if retry { reconnect(after: reason, from: endpoint) }
         }
+    }
+
+    /// The revision a watch after `revision` starts from. etcd's revisions are int64, so a start past Int64.max is
+    /// clamped to it: no revision after it can come, and the watch waits, delivering nothing, as the contract says.
+    static func startRevision(after revision: UInt64) -> UInt64 {
+        min(revision, UInt64(Int64.max) - 1) + 1
     }
 
     /// Ends the stream (with `error`, or normally when nil) and releases the connection.
