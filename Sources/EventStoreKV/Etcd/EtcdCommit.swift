@@ -102,11 +102,17 @@ extension EtcdKeyValueStore {
         }
     }
 
-    /// The revision of a Txn etcd answered, or the failed condition it names.
+    /// The revision of a Txn etcd answered, or the failed condition it names. An answer without a usable revision
+    /// is `outcomeUnknown`: the Txn may have been applied, so it is resolved by reading back, like a lost answer.
     private func settle(_ response: EtcdWire.TxnResponse, transaction: KeyValueTransaction, built: EtcdTransaction)
         throws -> UInt64
     {
-        observe(response.header)
+        let revision: UInt64
+        do {
+            revision = try observe(response.header)
+        } catch {
+            throw EtcdCallError.outcomeUnknown("etcd answered the transaction without a usable revision: \(error)")
+        }
         guard response.succeeded == true else {
             leases.revokeLater(built.grantedLeases)
             throw failedCondition(transaction, failureReads: response.responses ?? [])
@@ -117,7 +123,7 @@ extension EtcdKeyValueStore {
             for previous in operation.responseDeleteRange?.prevKVs ?? [] { replaced.append(EtcdWire.signed(previous.lease)) }
         }
         leases.revokeLater(replaced.filter { $0 != 0 })
-        return EtcdWire.number(response.header?.revision)
+        return revision
     }
 
     /// Names the first condition that did not hold, from the failure branch's reads (taken atomically with the
@@ -127,9 +133,14 @@ extension EtcdKeyValueStore {
     {
         for (index, condition) in transaction.conditions.enumerated() {
             let kv = index < failureReads.count ? failureReads[index].responseRange?.kvs?.first : nil
-            let entry = kv.map {
-                KeyValueEntry(key: condition.key, value: [], version: EtcdWire.number($0.version),
-                              modRevision: EtcdWire.number($0.modRevision))
+            let entry: KeyValueEntry?
+            do {
+                entry = try kv.map {
+                    KeyValueEntry(key: condition.key, value: [], version: EtcdWire.number($0.version),
+                                  modRevision: try EtcdWire.revision($0.modRevision, field: "mod_revision"))
+                }
+            } catch {
+                return .unavailable("etcd rejected the transaction's compares, but its failure reads are unusable: \(error)")
             }
             if !condition.isSatisfied(by: entry) { return .conditionFailed(index: index, condition: condition) }
         }
@@ -173,8 +184,14 @@ extension EtcdKeyValueStore {
             throw KeyValueStoreError.unavailable(
                 "the outcome of a transaction is unknown (\(detail); then \(Self.contractError(error))); re-read before retrying")
         }
-        if response.succeeded == true { return try settle(response, transaction: transaction, built: built) }
-        observe(response.header)
+        if response.succeeded == true {
+            do {
+                return try settle(response, transaction: transaction, built: built)
+            } catch EtcdCallError.outcomeUnknown(let again) {
+                throw KeyValueStoreError.unavailable(
+                    "the outcome of a transaction is unknown (\(detail); then \(again)); it may have committed: re-read before retrying")
+            }
+        }
         if let revision = try await committedRevision(of: built, after: sentAfter) { return revision }
         // The repeat's compares failed and nothing of ours is visible: either the first attempt committed and was
         // overwritten since, or a condition really failed. Neither can be told apart, so say so.

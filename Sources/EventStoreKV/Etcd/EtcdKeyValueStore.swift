@@ -3,8 +3,11 @@
 // Invariants:
 // - Every contract key `k` is stored as etcd key `namespace + k`; nothing outside the namespace is read or written.
 //   The etcd key equal to the namespace itself is this store's revision marker: every transaction also writes it,
-//   so its mod_revision is the revision of the namespace's last commit (`currentRevision`), unaffected by other
-//   tenants of the cluster. The contract's empty key is therefore refused with a non-empty namespace.
+//   so its mod_revision is the revision of the namespace's last commit. It is never read as a contract key, and the
+//   contract's empty key is therefore refused with a non-empty namespace.
+// - `currentRevision` is the cluster's current revision (a read's header revision), not the marker's: revisions are
+//   cluster-wide, so it bounds every change of the namespace visible to reads, and a watch from it is never refused
+//   as compacted (the marker's revision can be older than the cluster's compaction point).
 // - Versions, mod revisions and revisions are etcd's own (`version`, `mod_revision`, `header.revision`), so the
 //   contract's semantics (version resets on delete or expiry; revisions strictly increase) are etcd's.
 // - Reads are linearizable (etcd's default): they observe every commit acknowledged before they started.
@@ -76,9 +79,13 @@ public final class EtcdKeyValueStore: KeyValueStore {
         if state.withLock({ $0.closed }) { throw KeyValueStoreError.closed }
     }
 
-    func observe(_ header: EtcdWire.Header?) {
-        let revision = EtcdWire.number(header?.revision)
+    /// The revision of an answer's `header`, which also raises `observedRevision`.
+    /// - Throws: ``KeyValueStoreError/unavailable(_:)`` when the header has no usable revision.
+    @discardableResult
+    func observe(_ header: EtcdWire.Header?) throws -> UInt64 {
+        let revision = try EtcdWire.revision(header?.revision, field: "header revision")
         state.withLock { $0.observedRevision = max($0.observedRevision, revision) }
+        return revision
     }
 
     /// A safe-to-retry call, with transport failures turned into contract errors.
@@ -107,7 +114,7 @@ public final class EtcdKeyValueStore: KeyValueStore {
     public func get(_ key: Key) async throws -> KeyValueEntry? {
         let request = EtcdWire.RangeRequest(key: EtcdWire.encode(try etcdKey(key)))
         let response = try await read("v3/kv/range", body: request, as: EtcdWire.RangeResponse.self)
-        observe(response.header)
+        try observe(response.header)
         return try response.kvs?.first.map { try $0.entry(droppingNamespace: namespace.count) }
     }
 
@@ -131,8 +138,8 @@ public final class EtcdKeyValueStore: KeyValueStore {
             }
             let request = EtcdWire.TxnRequest(compare: [], success: operations, failure: [])
             let response = try await read("v3/kv/txn", body: request, as: EtcdWire.TxnResponse.self)
-            observe(response.header)
-            if pinned == nil { pinned = EtcdWire.number(response.header?.revision) }
+            let revision = try observe(response.header)
+            if pinned == nil { pinned = revision }
             let ranges = response.responses ?? []
             guard ranges.count == chunk.count else {
                 throw KeyValueStoreError.unavailable("etcd answered \(ranges.count) reads for \(chunk.count) keys")
@@ -153,7 +160,7 @@ public final class EtcdKeyValueStore: KeyValueStore {
             key: EtcdWire.encode(key), rangeEnd: EtcdWire.encode(end), limit: String(limit),
             sortOrder: direction == .backward ? "DESCEND" : nil, sortTarget: direction == .backward ? "KEY" : nil)
         let response = try await read("v3/kv/range", body: request, as: EtcdWire.RangeResponse.self)
-        observe(response.header)
+        try observe(response.header)
         let marker = namespace
         return try (response.kvs ?? []).compactMap { kv in
             let entry = try kv.entry(droppingNamespace: marker.count)
@@ -161,17 +168,13 @@ public final class EtcdKeyValueStore: KeyValueStore {
         }
     }
 
+    /// The cluster's current revision, from a count-only read of one key of the namespace: every change of the
+    /// namespace visible to reads has a revision at or below it, every later one a larger revision. etcd's revisions
+    /// are cluster-wide, so a watch from it is never refused as compacted, whatever other tenants wrote meanwhile.
     public func currentRevision() async throws -> UInt64 {
-        if namespace.isEmpty {
-            let request = EtcdWire.RangeRequest(key: EtcdWire.encode([0]), rangeEnd: EtcdWire.encode([0]), countOnly: true)
-            let response = try await read("v3/kv/range", body: request, as: EtcdWire.RangeResponse.self)
-            observe(response.header)
-            return EtcdWire.number(response.header?.revision)
-        }
-        let request = EtcdWire.RangeRequest(key: EtcdWire.encode(namespace), keysOnly: true)
+        let request = EtcdWire.RangeRequest(key: EtcdWire.encode(namespace + [0]), countOnly: true)
         let response = try await read("v3/kv/range", body: request, as: EtcdWire.RangeResponse.self)
-        observe(response.header)
-        return EtcdWire.number(response.kvs?.first?.modRevision)
+        return try observe(response.header)
     }
 
     // MARK: Updates

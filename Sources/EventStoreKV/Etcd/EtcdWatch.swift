@@ -3,10 +3,12 @@
 //
 // Invariants:
 // - `lastRevision` is the revision of the last change handed to the consumer (initially the requested `after`);
-//   a reconnect asks for `lastRevision + 1`, so nothing is skipped. etcd sends all events of one revision in one
+//   a reconnect asks for `lastRevision + 1` (clamped to Int64.max, etcd's last revision), so nothing is skipped. etcd sends all events of one revision in one
 //   message, so a revision is never half-delivered across a reconnect.
 // - Only event revisions advance `lastRevision`, never header revisions (a catching-up watch's header is ahead).
 // - The namespace's revision marker is never delivered.
+// - An event the client cannot decode (no kv, a malformed key, no usable mod_revision) ends the stream with
+//   unavailable, never skipped: a skipped event would be a change the consumer never sees.
 // - Compacted history ends the stream with historyUnavailable; a full buffer ends it with watcherOverflow; members
 //   unreachable for longer than the retry budget end it with unavailable. Once finished, nothing more is yielded.
 // - All mutable state is in `state`, a `Locked`. Each connection is read by its own thread; `generation` tells a thread
@@ -172,24 +174,43 @@ final class EtcdWatch: Sendable {
         }
         guard let result = message.result else { return }
         if result.canceled == true {
-            let compacted = EtcdWire.number(result.compactRevision)
-            let requested = state.withLock { $0.lastRevision }
-            if compacted > 0 {
-                finish(throwing: KeyValueStoreError.historyUnavailable(requested: requested, oldest: compacted - 1))
-            } else {
-                finish(throwing: KeyValueStoreError.unavailable(
-                    "etcd cancelled the watch: \(result.cancelReason ?? "no reason given")"))
-            }
+            cancelled(result)
             return
         }
         if result.created == true { state.withLock { $0.failingSince = nil } }
         deliver(result.events ?? [])
     }
 
+    /// Ends the stream etcd cancelled: historyUnavailable when it names a compact revision (etcd omits a zero one).
+    private func cancelled(_ result: EtcdWire.WatchResult) {
+        let compacted: UInt64
+        do {
+            compacted = try EtcdWire.revision(orZero: result.compactRevision, field: "compact_revision")
+        } catch {
+            finish(throwing: KeyValueStoreError.unavailable("etcd cancelled the watch: \(error)"))
+            return
+        }
+        let requested = state.withLock { $0.lastRevision }
+        if compacted > 0 {
+            finish(throwing: KeyValueStoreError.historyUnavailable(requested: requested, oldest: compacted - 1))
+        } else {
+            finish(throwing: KeyValueStoreError.unavailable(
+                "etcd cancelled the watch: \(result.cancelReason ?? "no reason given")"))
+        }
+    }
+
     private func deliver(_ events: [EtcdWire.WatchEvent]) {
         for event in events {
-            guard let kv = event.kv, let fullKey = try? EtcdWire.decode(kv.key, field: "key") else { continue }
-            let revision = EtcdWire.number(kv.modRevision)
+            let fullKey: [UInt8], revision: UInt64
+            do {
+                guard let kv = event.kv else { throw KeyValueStoreError.unavailable("etcd sent a watch event without a kv") }
+                fullKey = try EtcdWire.decode(kv.key, field: "key of a watch event")
+                revision = try EtcdWire.revision(kv.modRevision, field: "mod_revision of a watch event")
+            } catch {
+                // Skipping it would lose a change: end the stream, as for a line that is not JSON.
+                finish(throwing: error)
+                return
+            }
             let stillOpen = state.withLock { state -> Bool in
                 guard !state.finished else { return false }
                 state.lastRevision = max(state.lastRevision, revision)

@@ -3,7 +3,10 @@
 // Invariants:
 // - Field names are the protobuf names (snake_case, and `ID`/`TTL` for leases), spelled out in CodingKeys.
 // - Bytes (keys, values) travel as standard base64; int64 and uint64 fields travel as JSON strings. The gateway
-//   omits fields holding their zero value, so every decoded field is optional and reads as zero when missing.
+//   omits fields holding their zero value, so every decoded field is optional. A field whose zero is meaningful
+//   (a version, a lease, a compact revision) reads as zero when missing (`number`); a revision etcd always sends
+//   (header and mod revisions start at 1) is parsed strictly (`revision`), so a missing or garbled one is an error,
+//   never revision 0.
 // - Nothing here knows about namespaces or the key-value contract; EtcdKeyValueStore maps between the two.
 
 import Foundation
@@ -20,6 +23,20 @@ enum EtcdWire {
     }
 
     static func number(_ text: String?) -> UInt64 { text.flatMap { UInt64($0) } ?? 0 }
+
+    /// The revision in `field`, which etcd always sends: a decimal from 1 to Int64.max (etcd's revisions are int64).
+    /// - Throws: ``KeyValueStoreError/unavailable(_:)`` when it is missing, zero or not such a number.
+    static func revision(_ text: String?, field: String) throws -> UInt64 {
+        guard let text, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let value = Int64(text), value > 0 else {
+            throw KeyValueStoreError.unavailable("etcd sent no usable \(field): \(text.map { "\"\($0.prefix(40))\"" } ?? "missing")")
+        }
+        return UInt64(value)
+    }
+
+    /// A revision field etcd omits when it is zero (`compact_revision`): 0 when missing, otherwise as `revision`.
+    static func revision(orZero text: String?, field: String) throws -> UInt64 {
+        text == nil ? 0 : try revision(text, field: field)
+    }
     static func signed(_ text: String?) -> Int64 { text.flatMap { Int64($0) } ?? 0 }
 
     struct Header: Decodable {
@@ -242,6 +259,6 @@ extension EtcdWire.KeyValue {
         let fullKey = try EtcdWire.decode(key, field: "key")
         return KeyValueEntry(
             key: Array(fullKey.dropFirst(namespace)), value: try EtcdWire.decode(value, field: "value"),
-            version: EtcdWire.number(version), modRevision: EtcdWire.number(modRevision))
+            version: EtcdWire.number(version), modRevision: try EtcdWire.revision(modRevision, field: "mod_revision"))
     }
 }
