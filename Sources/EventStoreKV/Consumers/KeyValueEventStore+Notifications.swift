@@ -7,7 +7,8 @@
 //   caller reads before it starts waiting.
 // - At most one ring is buffered (rings are merged), so a slow subscriber never grows memory. If the backend drops
 //   the watch (overflow, history gone), it is re-opened and one ring is sent, so the reader re-reads and loses
-//   nothing.
+//   nothing. A watch that is dropped again before delivering a change is re-opened after a pause growing from
+//   10 ms to 1 s, so the doorbell never spins.
 // - Closing the store finishes the doorbell normally, so live subscriptions end without an error.
 
 import EventStore
@@ -21,14 +22,17 @@ extension KeyValueEventStore {
         let backend = self.backend
         let watcher = Task {
             var after = start
+            var pause = Duration.zero
             while !Task.isCancelled {
                 do {
                     for try await change in backend.changes(after: after, prefix: KeyLayout.globalHead) {
                         after = change.revision
+                        pause = .zero
                         continuation.yield(())
                     }
                     break  // the backend closed, or we were cancelled
                 } catch KeyValueStoreError.watcherOverflow, KeyValueStoreError.historyUnavailable {
+                    guard await Self.backOff(&pause) else { break }
                     do {
                         after = try await backend.currentRevision()
                     } catch {
@@ -47,6 +51,16 @@ extension KeyValueEventStore {
         }
         continuation.onTermination = { _ in watcher.cancel() }
         return rings
+    }
+
+    /// Waits `pause` (nothing the first time), then lengthens it for the next time, from 10 ms up to 1 s: a watch
+    /// that fails again before delivering anything never makes the doorbell spin. Returns false when cancelled.
+    private static func backOff(_ pause: inout Duration) async -> Bool {
+        if pause > .zero {
+            do { try await Task.sleep(for: pause) } catch { return false }
+        }
+        pause = pause == .zero ? .milliseconds(10) : min(pause * 2, .seconds(1))
+        return true
     }
 
     /// Translates contract errors; other errors pass unchanged.

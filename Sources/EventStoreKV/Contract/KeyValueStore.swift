@@ -236,7 +236,9 @@ public protocol KeyValueStore: AnyObject, Sendable {
         _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
     ) async throws -> KeyValueUpdateResult<Value>
 
-    /// The revision of the last commit visible to reads (0 for an empty store).
+    /// The revision of the last commit visible to reads (0 for an empty store). A backend whose revisions are shared
+    /// with other tenants (etcd's are cluster-wide) may return a later shared revision instead: every change visible
+    /// to reads has a revision at or below the value returned, and every later commit a larger one.
     func currentRevision() async throws -> UInt64
 
     /// Changes to keys starting with `prefix` made by transactions with a revision greater than `revision`, in
