@@ -186,18 +186,37 @@ enum Inspection {
     static func printEvents(_ events: [RecordedEvent], _ output: Output, header: Bool = true) throws {
         let dates = ISO8601DateFormatter()  // one per page: making one per event took most of a long tail's time
         let rows = events.map { event -> [Value] in
-            let data = String(data: event.data, encoding: .utf8) ?? "base64:" + event.data.base64EncodedString()
-            let shown = output.json || data.count <= 60 ? data : String(data.prefix(57)) + "..."
-            return [
+            [
                 .number(event.position), .text(event.stream.rawValue), .number(event.version), .text(event.type),
-                .text(dates.string(from: event.recordedAt)), .text(event.id.uuidString), .text(shown),
+                .text(dates.string(from: event.recordedAt)), .text(event.id.uuidString),
             ]
         }
-        if output.json || header {
-            try output.table(eventColumns, rows)
+        if output.json {
+            // UTF-8 data is "data", exactly as stored; other bytes are "dataBase64", so neither passes for the other.
+            for (event, row) in zip(events, rows) {
+                let data = shown(event.data)
+                var fields = Dictionary(uniqueKeysWithValues: zip(eventColumns.dropLast(), row))
+                fields[data.isText ? "data" : "dataBase64"] = .text(data.text)
+                try output.object(fields)
+            }
+            return
+        }
+        let cells = zip(events, rows).map { event, row -> [Value] in
+            let data = shown(event.data)
+            let text = data.isText ? data.text : "base64:" + data.text
+            return row + [.text(text.count <= 60 ? text : String(text.prefix(57)) + "...")]
+        }
+        if header {
+            try output.table(eventColumns, cells)
         } else {
             // A following tail prints its header once; later events continue the same table.
-            for row in rows { output.line(row.map(\.text).joined(separator: "  ")) }
+            for row in cells { try output.line(row.map { Output.escaped($0.text) }.joined(separator: "  ")) }
         }
+    }
+
+    /// `bytes` as text if they are UTF-8 (kept exactly, a byte order mark too), else as base64.
+    static func shown(_ bytes: Data) -> (isText: Bool, text: String) {
+        let text = String(decoding: bytes, as: UTF8.self)  // repairs bad bytes, so compare: equal iff valid UTF-8
+        return text.utf8.elementsEqual(bytes) ? (true, text) : (false, bytes.base64EncodedString())
     }
 }

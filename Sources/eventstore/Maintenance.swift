@@ -94,7 +94,7 @@ enum Maintenance {
             try Output(json: json).report([
                 "stream": .text(stream.rawValue),
                 "maxCount": metadata.maxCount.map { .number($0) } ?? .none,
-                "maxAgeSeconds": metadata.maxAge.map { .number(UInt64(max(0, $0.components.seconds))) } ?? .none,
+                "maxAgeSeconds": metadata.maxAge.map { .exact(seconds($0)) } ?? .none,
                 "truncateBefore": metadata.truncateBefore.map { .number($0) } ?? .none,
             ])
             return .success
@@ -105,9 +105,11 @@ enum Maintenance {
         let arguments = try Arguments(words, flags: ["hard"], options: [], positionals: ["dir", "stream"])
         let stream = try OpenStore.stream(arguments.positionals[1])
         let mode: DeletionMode = arguments.has("hard") ? .hard : .soft
-        try await requireExisting(stream, in: arguments.positionals[0])
+        // A hard delete may tombstone a soft-deleted stream, as the store allows; the store refuses a second tombstone.
+        let includingDeleted = mode == .hard
+        try await requireExisting(stream, in: arguments.positionals[0], includingDeleted: includingDeleted)
         return try await OpenStore.with(arguments.positionals[0], writable: true) { store in
-            try await store.requireExisting(stream)
+            try await store.requireExisting(stream, includingDeleted: includingDeleted)
             let position = try await store.events.delete(stream, expectedVersion: .any, mode: mode)
             try Output(json: json).report([
                 "status": .text("deleted"), "stream": .text(stream.rawValue), "mode": .text(mode.rawValue),
@@ -135,9 +137,25 @@ enum Maintenance {
         }
     }
 
+    /// `duration` in seconds, exactly: "0.5" for 500 ms, "90" for 90 s. Built from its integer components, with the
+    /// fraction's trailing zeros trimmed.
+    static func seconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components  // both have the duration's sign
+        let sign = seconds < 0 || attoseconds < 0 ? "-" : ""
+        guard attoseconds != 0 else { return sign + String(seconds.magnitude) }
+        let digits = String(attoseconds.magnitude)
+        var fraction = String(repeating: "0", count: max(0, 18 - digits.count)) + digits
+        while fraction.last == "0" { fraction.removeLast() }
+        return sign + String(seconds.magnitude) + "." + fraction
+    }
+
     /// Throws "unknown stream" unless `stream` exists, looking with a read-only open so a mistyped name changes
     /// nothing at all.
-    private static func requireExisting(_ stream: StreamName, in directory: String) async throws {
-        try await OpenStore.with(directory, writable: false) { try await $0.requireExisting(stream) }
+    private static func requireExisting(
+        _ stream: StreamName, in directory: String, includingDeleted: Bool = false
+    ) async throws {
+        try await OpenStore.with(directory, writable: false) {
+            try await $0.requireExisting(stream, includingDeleted: includingDeleted)
+        }
     }
 }

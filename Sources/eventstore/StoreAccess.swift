@@ -84,9 +84,11 @@ struct OpenStore {
     }
 
     /// Throws "unknown stream" unless `stream` has events or metadata (retention may be set before the first
-    /// event).
-    func requireExisting(_ stream: StreamName) async throws {
+    /// event). `includingDeleted` also accepts a stream whose events a deletion hides (a tombstone may be placed on a
+    /// soft-deleted stream); a name that never had an event or metadata is unknown either way.
+    func requireExisting(_ stream: StreamName, includingDeleted: Bool = false) async throws {
         if try await events.version(of: stream) > 0 { return }
+        if includingDeleted, try await events.lastWrittenVersion(of: stream) > 0 { return }
         if try await events.metadata(of: stream) != StreamMetadata() { return }
         throw ToolError(.unknownStream, "no stream named \(stream)")
     }

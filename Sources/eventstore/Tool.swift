@@ -34,12 +34,12 @@ enum Tool {
     /// Runs the command line `words` and returns the exit status.
     static func run(_ words: [String]) async -> ToolExit {
         guard let name = words.first, !["help", "--help", "-h"].contains(name) else {
-            FileHandle.standardError.write(Data(usage.utf8))
+            _ = Output.writeAll(usage, to: STDERR_FILENO)
             return words.isEmpty ? .usage : .success
         }
         guard let command = commands.first(where: { $0.0 == name })?.1 else {
             Output.progress("unknown command \"\(name)\"")
-            FileHandle.standardError.write(Data(usage.utf8))
+            _ = Output.writeAll(usage, to: STDERR_FILENO)
             return .usage
         }
         var rest = Array(words.dropFirst())

@@ -11,10 +11,12 @@ import Foundation
 // bytes) and name some other path, so it is refused as a usage error before anything is opened.
 for index in 1..<Int(CommandLine.argc) {
     if let raw = CommandLine.unsafeArgv[index], String(validatingCString: raw) == nil {
-        FileHandle.standardError.write(
-            Data("eventstore: argument \(index) is not valid UTF-8; paths and names must be UTF-8\n".utf8))
+        Output.progress("argument \(index) is not valid UTF-8; paths and names must be UTF-8")
         exit(ToolExit.usage.rawValue)
     }
 }
+// A reader that closes the pipe early (`eventstore tail D | head`) makes the next write fail with EPIPE instead of
+// killing the process silently: the command then ends with status 1 and one line on stderr, like any failed write.
+signal(SIGPIPE, SIG_IGN)
 let status = await Tool.run(Array(CommandLine.arguments.dropFirst()))
 exit(status.rawValue)
