@@ -60,6 +60,9 @@ struct Account: Aggregate, Codable {
     var deposited = Cents.zero
     var withdrawn = Cents.zero
     var events = 0
+    /// Why the stored events cannot be folded, from the first that cannot (an amount that is not positive, or a sum
+    /// past what an Int64 holds); nil when every event folded. Once set, later events change nothing but `events`.
+    var unfoldable: String?
 
     init() {}
 
@@ -67,24 +70,48 @@ struct Account: Aggregate, Codable {
 
     mutating func apply(_ event: any DomainEvent) {
         events += 1
+        guard unfoldable == nil else { return }
         switch event {
         case let opened as AccountOpened: name = opened.name
-        case let deposit as Deposited:
-            balance = balance + deposit.amount
-            deposited = deposited + deposit.amount
-        case let withdrawal as Withdrawn:
-            balance = balance - withdrawal.amount
-            withdrawn = withdrawn + withdrawal.amount
-        case let debit as TransferDebited: balance = balance - debit.amount
-        case let credit as TransferCredited: balance = balance + credit.amount
-        case let refund as TransferRefunded: balance = balance + refund.amount
+        case let deposit as Deposited: fold(deposit, deposit.amount, total: \.deposited)
+        case let withdrawal as Withdrawn: fold(withdrawal, withdrawal.amount, debit: true, total: \.withdrawn)
+        case let debit as TransferDebited: fold(debit, debit.amount, debit: true)
+        case let credit as TransferCredited: fold(credit, credit.amount)
+        case let refund as TransferRefunded: fold(refund, refund.amount)
         default: break
         }
+    }
+
+    /// Adds `amount` to the balance (subtracts it for a `debit`) and to the running `total`, with checked arithmetic:
+    /// stored bytes may hold any Int64, and a sum that does not fit marks the state `unfoldable` instead of trapping.
+    private mutating func fold(
+        _ event: any DomainEvent, _ amount: Cents, debit: Bool = false, total: WritableKeyPath<Account, Cents>? = nil
+    ) {
+        let what = "event \(events) (\(type(of: event).eventType) of \(amount))"
+        guard amount > .zero else {
+            unfoldable = "\(what) does not hold a positive amount"
+            return
+        }
+        let newBalance = debit
+            ? balance.value.subtractingReportingOverflow(amount.value) : balance.value.addingReportingOverflow(amount.value)
+        let newTotal = total.map { self[keyPath: $0].value.addingReportingOverflow(amount.value) }
+        guard !newBalance.overflow, newTotal?.overflow != true else {
+            unfoldable = "\(what) takes the balance or a running total past \(Cents(Int64.max)), the most the ledger holds"
+            return
+        }
+        balance = Cents(newBalance.partialValue)
+        if let total, let newTotal { self[keyPath: total] = Cents(newTotal.partialValue) }
+    }
+
+    /// Throws unless every stored event of the account folded (see `unfoldable`).
+    func requireFoldable(account: String) throws {
+        if let unfoldable { throw LedgerError.unfoldable(account: account, detail: unfoldable) }
     }
 
     /// Money may arrive only if the account's balance and its running totals stay within the cents an Int64 holds
     /// (about 92 quadrillion units): folding an event past that would trap, so the command is refused instead.
     func requireRoom(for amount: Cents, account: String, deposit: Bool = false) throws {
+        try requireFoldable(account: account)
         guard isOpen else { throw LedgerError.unknownAccount(account) }
         let (_, balanceOverflows) = balance.value.addingReportingOverflow(amount.value)
         let (_, totalOverflows) = deposited.value.addingReportingOverflow(amount.value)
@@ -93,6 +120,7 @@ struct Account: Aggregate, Codable {
 
     /// Money may leave only if it is there, and the account's withdrawn total stays within an Int64.
     func requireFunds(_ amount: Cents, account: String) throws {
+        try requireFoldable(account: account)
         guard isOpen else { throw LedgerError.unknownAccount(account) }
         guard balance >= amount else {
             throw LedgerError.insufficientFunds(account: account, balance: balance, requested: amount)
@@ -111,6 +139,8 @@ enum LedgerError: Error, CustomStringConvertible, Equatable {
     case insufficientFunds(account: String, balance: Cents, requested: Cents)
     case sameAccount(String)
     case balanceLimit(account: String)
+    /// The account's stored events cannot be folded into a balance (Account.unfoldable).
+    case unfoldable(account: String, detail: String)
     /// No ledger in the `--data` directory (only `open` and `demo` create one).
     case noLedger(directory: String)
     case transferFailed(String)
@@ -128,6 +158,7 @@ enum LedgerError: Error, CustomStringConvertible, Equatable {
             "no ledger in \(directory); open an account first (`open` creates the ledger) or pass the right --data"
         case .balanceLimit(let account):
             "\"\(account)\" cannot hold more: its balance or running totals would pass \(Cents(Int64.max)), the most the ledger holds"
+        case .unfoldable(let account, let detail): "account \"\(account)\": its stored events cannot be folded: \(detail)"
         case .transferFailed(let detail): "transfer failed: \(detail)"
         case .verificationFailed(let problems): "verify found \(problems.count) problem(s):\n" + problems.joined(separator: "\n")
         }

@@ -192,8 +192,11 @@ final class Ledger: Sendable {
 
     // MARK: Queries
 
+    /// The account's state; throws if its stored events cannot be folded into a balance.
     func account(_ name: String) async throws -> Account {
-        try await accounts.load(try accountStream(try validateAccountName(name))).state
+        let state = try await accounts.load(try accountStream(try validateAccountName(name))).state
+        try state.requireFoldable(account: name)
+        return state
     }
 
     func existingAccount(_ name: String) async throws -> Account {

@@ -4,7 +4,9 @@
 // - every account replays to the same state with and without snapshots;
 // - no account is negative;
 // - the sum of balances equals deposits minus withdrawals (transfers only move money);
-// - every transfer's debit is matched by exactly one credit or one refund once its saga finished;
+// - every transfer's debit is matched by exactly one credit or one refund once its saga finished: a credit of the
+//   same amount in the stream of the account the debit names, naming the debited account as its source, or a refund
+//   in the debited account's stream;
 // - every saga finished (completed, compensated or resolved) or is visibly stuck;
 // - the storage engine's own structural check is clean.
 
@@ -30,6 +32,9 @@ extension Ledger {
             let stream = try accountStream(name)
             let replayed = try await accounts.load(stream, usingSnapshots: false).state
             let viaSnapshot = try await accounts.load(stream).state
+            if let unfoldable = replayed.unfoldable ?? viaSnapshot.unfoldable {
+                report.problems.append("account \(name): its stored events cannot be folded: \(unfoldable)")
+            }
             if replayed.balance != viaSnapshot.balance || replayed.events != viaSnapshot.events {
                 report.problems.append(
                     "account \(name): snapshot load gives \(viaSnapshot.balance) after \(viaSnapshot.events) events, full replay \(replayed.balance) after \(replayed.events)")
@@ -47,41 +52,17 @@ extension Ledger {
         }
         report.lines.append("sum of balances \(total) = deposits \(deposits) - withdrawals \(withdrawals)")
 
-        var transfers: [UUID: (debited: Cents, credited: Cents, refunded: Cents, debits: Int, settlements: Int)] = [:]
-        for type in [TransferDebited.eventType, TransferCredited.eventType, TransferRefunded.eventType] {
-            var position: UInt64 = 1
-            while true {
-                let page = try await store.readEvents(ofType: type, from: position, limit: 4_096)
-                for event in page {
-                    switch try registry.decode(event) {
-                    case let debit as TransferDebited:
-                        transfers[debit.transfer, default: (.zero, .zero, .zero, 0, 0)].debited = debit.amount
-                        transfers[debit.transfer, default: (.zero, .zero, .zero, 0, 0)].debits += 1
-                    case let credit as TransferCredited:
-                        transfers[credit.transfer, default: (.zero, .zero, .zero, 0, 0)].credited = credit.amount
-                        transfers[credit.transfer, default: (.zero, .zero, .zero, 0, 0)].settlements += 1
-                    case let refund as TransferRefunded:
-                        transfers[refund.transfer, default: (.zero, .zero, .zero, 0, 0)].refunded = refund.amount
-                        transfers[refund.transfer, default: (.zero, .zero, .zero, 0, 0)].settlements += 1
-                    default: break
-                    }
-                }
-                guard let last = page.last, page.count == 4_096 else { break }
-                position = last.position + 1
-            }
-        }
+        let transfers = try await tallyTransfers()
         var unsettled = 0
         for (id, transfer) in transfers {
-            if transfer.debits != 1 {
-                report.problems.append("transfer \(id) was debited \(transfer.debits) times")
-            } else if transfer.settlements == 0 {
+            if transfer.debits == 1 && transfer.settlements.isEmpty {
                 unsettled += 1
-            } else if transfer.settlements > 1 || transfer.credited + transfer.refunded != transfer.debited {
-                report.problems.append(
-                    "transfer \(id): debited \(transfer.debited) but credited \(transfer.credited) and refunded \(transfer.refunded)")
+            } else {
+                report.problems.append(contentsOf: transfer.problems.map { "transfer \(id): \($0)" })
             }
         }
-        report.lines.append("transfers: \(transfers.count) debited, each credited or refunded exactly once")
+        report.lines.append(
+            "transfers: \(transfers.count) debited, each credited to the account debited for or refunded, exactly once")
 
         let sagaStatus = try await sagaSummary()
         for (id, status) in sagaStatus.unfinished {
@@ -100,6 +81,34 @@ extension Ledger {
         report.lines.append(
             "storage verify: \(structure.pageCount) pages, \(structure.keys) keys, depth \(structure.depth), \(structure.problems.count) problems")
         return report
+    }
+
+    /// Every transfer's debits, credits and refunds, from the indexed reads of their event types.
+    func tallyTransfers() async throws -> [UUID: TransferTally] {
+        var transfers: [UUID: TransferTally] = [:]
+        for type in [TransferDebited.eventType, TransferCredited.eventType, TransferRefunded.eventType] {
+            var position: UInt64 = 1
+            while true {
+                let page = try await store.readEvents(ofType: type, from: position, limit: 4_096)
+                for event in page {
+                    let account = TransferTally.account(of: event.stream)
+                    switch try registry.decode(event) {
+                    case let debit as TransferDebited:
+                        transfers[debit.transfer, default: TransferTally()].debit(debit, from: account)
+                    case let credit as TransferCredited:
+                        transfers[credit.transfer, default: TransferTally()].settlements.append(
+                            .init(account: account, credit: credit.from, refund: nil, amount: credit.amount))
+                    case let refund as TransferRefunded:
+                        transfers[refund.transfer, default: TransferTally()].settlements.append(
+                            .init(account: account, credit: nil, refund: refund.to, amount: refund.amount))
+                    default: break
+                    }
+                }
+                guard let last = page.last, page.count == 4_096 else { break }
+                position = last.position + 1
+            }
+        }
+        return transfers
     }
 
     /// Every saga's status, from the SagaStarted events in the global log (an indexed read).
@@ -125,5 +134,55 @@ extension Ledger {
             position = last.position + 1
         }
         return (total, stuck, unfinished)
+    }
+}
+
+/// One transfer as its events tell it: the debit, and each credit or refund that settles it.
+struct TransferTally {
+    /// A credit (naming the account it came from) or a refund (naming the account the transfer was for).
+    struct Settlement {
+        var account: String
+        var credit: String?
+        var refund: String?
+        var amount: Cents
+    }
+
+    var debits = 0
+    /// The debited account, the account the debit names as the destination, and the amount.
+    var from = ""
+    var to = ""
+    var debited = Cents.zero
+    var settlements: [Settlement] = []
+
+    mutating func debit(_ debit: TransferDebited, from account: String) {
+        debits += 1
+        (from, to, debited) = (account, debit.to, debit.amount)
+    }
+
+    /// What is wrong with a transfer that has one debit and is settled (or that has not exactly one debit).
+    var problems: [String] {
+        guard debits == 1 else { return ["debited \(debits) times"] }
+        guard settlements.count == 1, let settlement = settlements.first else {
+            return ["debited \(debited) from \(from) but settled \(settlements.count) times"]
+        }
+        var problems: [String] = []
+        if settlement.amount != debited {
+            problems.append("debited \(debited) but \(settlement.credit == nil ? "refunded" : "credited") \(settlement.amount)")
+        }
+        if let source = settlement.credit, settlement.account != to || source != from {
+            problems.append(
+                "\(from) was debited for \(to), but the credit is in \(settlement.account)'s stream and names \(source) as its source")
+        }
+        if let destination = settlement.refund, settlement.account != from || destination != to {
+            problems.append(
+                "\(from) was debited for \(to), but the refund is in \(settlement.account)'s stream and names \(destination)")
+        }
+        return problems
+    }
+
+    /// The account whose stream is `stream` ("account-amy" is amy); another stream keeps its full name in brackets.
+    static func account(of stream: StreamName) -> String {
+        let name = stream.rawValue
+        return name.hasPrefix("account-") ? String(name.dropFirst("account-".count)) : "[\(name)]"
     }
 }

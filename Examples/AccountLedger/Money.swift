@@ -29,8 +29,6 @@ struct Cents: Hashable, Comparable, Codable, Sendable, CustomStringConvertible {
     static let zero = Cents(0)
 
     static func < (lhs: Cents, rhs: Cents) -> Bool { lhs.value < rhs.value }
-    static func + (lhs: Cents, rhs: Cents) -> Cents { Cents(lhs.value + rhs.value) }
-    static func - (lhs: Cents, rhs: Cents) -> Cents { Cents(lhs.value - rhs.value) }
 
     /// "12.50" for 1250 cents; "-0.05" for -5.
     var description: String { Self.format(Int128(value)) }
@@ -43,6 +41,7 @@ struct Cents: Hashable, Comparable, Codable, Sendable, CustomStringConvertible {
         return "\(sign)\(magnitude / 100).\(fraction < 10 ? "0" : "")\(fraction)"
     }
 
+    /// Any Int64 decodes: stored amounts are checked where they are folded (Account.apply), with checked arithmetic.
     init(from decoder: any Decoder) throws { value = try decoder.singleValueContainer().decode(Int64.self) }
     func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
