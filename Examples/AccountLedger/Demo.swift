@@ -28,7 +28,8 @@ struct Demo {
     let crashTests: Int?
     let child: Bool
     let seed: UInt64
-    let initialBalance = Cents(100_000)
+    /// Each demo account's opening deposit, in cents like every amount the ledger takes (--initial-balance).
+    let initialBalance: Cents
 
     init(_ arguments: Arguments) throws {
         data = arguments.dataDirectory
@@ -38,6 +39,8 @@ struct Demo {
         crashTests = try arguments.flags["--crash-test"].map { _ in
             try arguments.count("--crash-test", default: 5, range: 1...10_000)
         }
+        initialBalance = try arguments.flags["--initial-balance"].map { try Cents.parse($0, what: "--initial-balance") }
+            ?? Cents(100_000)
         child = arguments.flags["--child"] != nil
         seed = UInt64(try arguments.count("--seed", default: Int(Date().timeIntervalSince1970), range: 0...Int.max))
     }
@@ -47,7 +50,7 @@ struct Demo {
         return try await workload()
     }
 
-    private func log(_ text: String) { FileHandle.standardError.write(Data(text.utf8)) }
+    private func log(_ text: String) { complain(text) }
 
     /// The demo's account names: demo-0000, demo-0001, ...
     private func accountName(_ index: Int) -> String {
@@ -64,7 +67,7 @@ struct Demo {
             try await ledger.open(accountName(index), initial: initialBalance)
             opened += 1
         }
-        if !child { print("accounts: \(accounts) (\(opened) opened now, \(accounts - opened) already there)") }
+        if !child { try say("accounts: \(accounts) (\(opened) opened now, \(accounts - opened) already there)") }
 
         let counters = DemoCounters()
         let started = clock.now
@@ -94,7 +97,7 @@ struct Demo {
         log("\n")
         let written = try await ledger.store.lastPosition() - firstPosition
         let done = counters.done.load(ordering: .relaxed)
-        print("""
+        try say("""
             summary:
               transfers         \(done) in \(String(format: "%.2f", elapsed)) s (\(Int(Double(done) / max(elapsed, 0.001)))/s, \(workers) workers)
               completed         \(counters.completed.load(ordering: .relaxed))
@@ -112,9 +115,9 @@ struct Demo {
         let report = try await ledger.verify { log("\r\($0)   ") }
         log("\n")
         try await ledger.close()
-        for line in report.lines { print("ok: \(line)") }
-        for problem in report.problems { print("FAIL: \(problem)") }
-        print(report.isClean ? "verify: passed" : "verify: FAILED with \(report.problems.count) problem(s)")
+        for line in report.lines { try say("ok: \(line)") }
+        for problem in report.problems { try say("FAIL: \(problem)") }
+        try say(report.isClean ? "verify: passed" : "verify: FAILED with \(report.problems.count) problem(s)")
         return report.isClean ? 0 : 1
     }
 
@@ -143,36 +146,57 @@ struct Demo {
     // MARK: Crash test
 
     func crashLoop(_ iterations: Int) async throws -> Int32 {
-        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         var random = DemoRandom(seed: seed)
-        print("crash test: \(iterations) kills of a child running the demo workload on \(data)")
+        try say("crash test: \(iterations) kills of a child running the demo workload on \(data)")
         for iteration in 1...iterations {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = [
-                "demo", "--child", "--data", data, "--accounts", String(accounts), "--workers", String(workers),
-                "--transfers", "10000000", "--seed", String(random.next() % 1_000_000),
-            ]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
             let delay = 300 + Int(random.next() % 1_700)
-            try await Task.sleep(for: .milliseconds(delay))
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            let childSeed = random.next() % 1_000_000
+            if let failure = try await runAndKillChild(after: delay, seed: childSeed) {
+                try say("crash \(iteration)/\(iterations): FAILED: \(failure)")
+                return 1
+            }
             let ledger = try await Ledger.open(directory: data)  // recovers interrupted sagas
             let report = try await ledger.verify()
             let events = try await ledger.store.lastPosition()
             try await ledger.close()
             if !report.isClean {
-                for problem in report.problems { print("FAIL: \(problem)") }
-                print("crash \(iteration)/\(iterations): verify FAILED after a kill at \(delay) ms")
+                for problem in report.problems { try say("FAIL: \(problem)") }
+                try say("crash \(iteration)/\(iterations): verify FAILED after a kill at \(delay) ms")
                 return 1
             }
-            print("crash \(iteration)/\(iterations): killed after \(delay) ms; recovered; verify passed (\(events) events)")
+            try say("crash \(iteration)/\(iterations): killed after \(delay) ms; recovered; verify passed (\(events) events)")
         }
-        print("crash test: passed \(iterations) kills")
+        try say("crash test: passed \(iterations) kills")
         return 0
+    }
+
+    /// Runs the workload in a child process and SIGKILLs it after `delay` ms. Nil if the kill ended it; otherwise why
+    /// not: a child that exited by itself before the kill was due (it could not run the workload) is no kill, and
+    /// fails the crash test with its stderr.
+    private func runAndKillChild(after delay: Int, seed childSeed: UInt64) async throws -> String? {
+        let errors = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-child-\(UUID().uuidString)")
+        guard FileManager.default.createFile(atPath: errors.path, contents: nil) else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: errors.path])
+        }
+        defer { try? FileManager.default.removeItem(at: errors) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        process.arguments = [
+            "demo", "--child", "--data", data, "--accounts", String(accounts), "--workers", String(workers),
+            "--transfers", "10000000", "--seed", String(childSeed), "--initial-balance", String(initialBalance.value),
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = try FileHandle(forWritingTo: errors)
+        try process.run()
+        try await Task.sleep(for: .milliseconds(delay))
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        if process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL { return nil }
+        // Progress lines end in "\r"; the last few hundred characters hold the child's error.
+        let stderr = String(decoding: (try? Data(contentsOf: errors)) ?? Data(), as: UTF8.self)
+        let ending = process.terminationReason == .exit ? "exited with status" : "died of signal"
+        return "the child \(ending) \(process.terminationStatus) before the kill at \(delay) ms: "
+            + String(stderr.suffix(600)).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
 

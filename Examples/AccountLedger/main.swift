@@ -18,7 +18,7 @@ let usage = """
       history <name>                      show an account's events with versions and timestamps
       accounts                            list every account with its balance
       verify                              replay everything and check that money is conserved
-      demo [--accounts N] [--transfers N] [--workers N] [--crash-test N]
+      demo [--accounts N] [--transfers N] [--workers N] [--initial-balance <cents>] [--seed N] [--crash-test N]
                                           the main job: many concurrent transfers, then verify
 
     Amounts are whole numbers of cents: 1250 means 12.50. Data lives in ./ledger-data unless --data DIR is given.
@@ -72,6 +72,12 @@ struct Arguments {
         }
     }
 
+    /// Checks the account names among the positional arguments at `indices` before the ledger is opened, so a refused
+    /// name neither creates a ledger nor changes one.
+    func validateNames(_ indices: Int...) throws {
+        for index in indices { _ = try validateAccountName(positional[index]) }
+    }
+
     func expect(_ count: Int, _ names: String) throws {
         guard positional.count == count else {
             throw LedgerError.invalidInput("\(command) takes \(names); got \(positional.count) argument(s)")
@@ -80,7 +86,7 @@ struct Arguments {
 }
 
 func fail(_ message: String, code: Int32) -> Never {
-    FileHandle.standardError.write(Data("AccountLedger: \(message)\n".utf8))
+    complain("AccountLedger: \(message)\n")
     exit(code)
 }
 
@@ -89,47 +95,52 @@ func run(_ arguments: Arguments) async throws -> Int32 {
     case "open":
         try arguments.allow(["--initial"])
         try arguments.expect(1, "<name>")
+        try arguments.validateNames(0)
         let initial = try arguments.flags["--initial"].map { try Cents.parse($0, what: "--initial") }
-        let ledger = try await Ledger.open(directory: arguments.dataDirectory)
+        let ledger = try await Ledger.open(directory: arguments.dataDirectory)  // creates the ledger if needed
         try await ledger.open(arguments.positional[0], initial: initial)
-        print("opened \(arguments.positional[0]) with balance \(initial ?? .zero)")
         try await ledger.close()
+        try say("opened \(arguments.positional[0]) with balance \(initial ?? .zero)")
     case "deposit", "withdraw":
         try arguments.allow()
         try arguments.expect(2, "<name> <cents>")
+        try arguments.validateNames(0)
         let amount = try Cents.parse(arguments.positional[1])
         let ledger = try await Ledger.open(existing: arguments.dataDirectory)
         let name = arguments.positional[0]
         let account = arguments.command == "deposit"
             ? try await ledger.deposit(name, amount) : try await ledger.withdraw(name, amount)
-        print("\(arguments.command == "deposit" ? "deposited" : "withdrew") \(amount); \(name) balance \(account.balance)")
+        try say("\(arguments.command == "deposit" ? "deposited" : "withdrew") \(amount); \(name) balance \(account.balance)")
         try await ledger.close()
     case "transfer":
         try arguments.allow()
         try arguments.expect(3, "<from> <to> <cents>")
+        try arguments.validateNames(0, 1)
         let amount = try Cents.parse(arguments.positional[2])
         let ledger = try await Ledger.open(existing: arguments.dataDirectory)
         let outcome = try await ledger.transfer(from: arguments.positional[0], to: arguments.positional[1], amount: amount)
         try await ledger.close()
         switch outcome {
-        case .completed: print("transferred \(amount) from \(arguments.positional[0]) to \(arguments.positional[1])")
+        case .completed: try say("transferred \(amount) from \(arguments.positional[0]) to \(arguments.positional[1])")
         case .compensated(let error): throw LedgerError.transferFailed("\(error); the debit was refunded")
         case .stuck(let error): throw LedgerError.transferFailed("\(error); the saga is stuck and needs an operator")
         }
     case "balance":
         try arguments.allow()
         try arguments.expect(1, "<name>")
+        try arguments.validateNames(0)
         let ledger = try await Ledger.open(existing: arguments.dataDirectory)
         let account = try await ledger.existingAccount(arguments.positional[0])
-        print("\(arguments.positional[0]): \(account.balance)")
+        try say("\(arguments.positional[0]): \(account.balance)")
         try await ledger.close()
     case "history":
         try arguments.allow()
         try arguments.expect(1, "<name>")
+        try arguments.validateNames(0)
         let ledger = try await Ledger.open(existing: arguments.dataDirectory)
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        print("version  position  recorded at                type              amount")
+        try say("version  position  recorded at                type              amount")
         for event in try await ledger.history(arguments.positional[0]) {
             let amount: String
             switch try ledger.registry.decode(event) {
@@ -146,7 +157,7 @@ func run(_ arguments: Arguments) async throws -> Int32 {
                 formatter.string(from: event.recordedAt).padding(toLength: 26, withPad: " ", startingAt: 0),
                 event.type.padding(toLength: 17, withPad: " ", startingAt: 0), amount,
             ]
-            print(columns.joined(separator: " "))
+            try say(columns.joined(separator: " "))
         }
         try await ledger.close()
     case "accounts":
@@ -158,19 +169,19 @@ func run(_ arguments: Arguments) async throws -> Int32 {
         for name in names {
             let account = try await ledger.account(name)
             total = total + account.balance
-            print("\(name.padding(toLength: 24, withPad: " ", startingAt: 0)) \(account.balance)")
+            try say("\(name.padding(toLength: 24, withPad: " ", startingAt: 0)) \(account.balance)")
         }
-        print("\(names.count) accounts, total \(total)")
+        try say("\(names.count) accounts, total \(total)")
         try await ledger.close()
     case "verify":
         try arguments.allow()
         try arguments.expect(0, "no arguments")
         let ledger = try await Ledger.open(existing: arguments.dataDirectory)
-        let report = try await ledger.verify { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
+        let report = try await ledger.verify { complain("\($0)\n") }
         try await ledger.close()
-        for line in report.lines { print("ok: \(line)") }
-        for problem in report.problems { print("FAIL: \(problem)") }
-        print(report.isClean ? "verify: passed" : "verify: FAILED with \(report.problems.count) problem(s)")
+        for line in report.lines { try say("ok: \(line)") }
+        for problem in report.problems { try say("FAIL: \(problem)") }
+        try say(report.isClean ? "verify: passed" : "verify: FAILED with \(report.problems.count) problem(s)")
         return report.isClean ? 0 : 1
     case "demo":
         try arguments.allow(["--accounts", "--transfers", "--workers", "--crash-test", "--seed", "--initial-balance", "--child"])
@@ -184,10 +195,13 @@ func run(_ arguments: Arguments) async throws -> Int32 {
     return 0
 }
 
+// A reader that closes the pipe early (`AccountLedger history x | head`) makes the next write fail with EPIPE instead
+// of killing the process silently: the command then fails with status 1 and a message, like any failed write.
+signal(SIGPIPE, SIG_IGN)
 do {
     let arguments = try Arguments(Array(CommandLine.arguments.dropFirst()))
     if arguments.flags["--help"] != nil || arguments.flags["-h"] != nil || arguments.command == "help" {
-        print(usage)
+        try say(usage)
         exit(0)
     }
     exit(try await run(arguments))
