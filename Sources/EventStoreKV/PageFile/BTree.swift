@@ -16,16 +16,82 @@
 //   leaves keep arrays the size of their page, which the checkpoint caches without copying.
 // - Deletes remove empty nodes and collapse a root with one child; underfull nodes are not merged (compact()
 //   rebuilds the tree densely).
+// - Stored pages are not trusted to form a tree: every descent (`Descent`) stops with `corrupted` past
+//   `maximumDepth` levels (a child naming an ancestor would loop forever), and a leaf reached whose first or last
+//   key lies outside the separators that routed to it (a child naming another subtree) is `corrupted` too, never
+//   returned as data.
 
 import EventStore
 
+/// One descent from the root: its depth, and the bounds of the keys the separators passed route to the node
+/// reached (nil: unbounded). See the invariants at the top of this file.
+struct Descent {
+    private(set) var depth = 1
+    private(set) var lower: Key?
+    private(set) var upper: Key?
+
+    init(depth: Int = 1, lower: Key? = nil, upper: Key? = nil) {
+        self.depth = depth
+        self.lower = lower
+        self.upper = upper
+    }
+
+    /// The descent into child `index` of `branch`.
+    /// - Throws: `corrupted` naming `branch`'s page if the child would lie deeper than ``BTree/maximumDepth``.
+    func child(_ index: Int, of branch: Node, reader: PageReader) throws -> Descent {
+        guard depth < BTree.maximumDepth else {
+            throw EventStoreError.corrupted(
+                location: "\(reader.path) page \(branch.origin)",
+                detail: "the tree is deeper than \(BTree.maximumDepth) levels here (a child names an ancestor)")
+        }
+        return Descent(
+            depth: depth + 1, lower: index > 0 ? branch.keys[index] : lower,
+            upper: index + 1 < branch.keys.count ? branch.keys[index + 1] : upper)
+    }
+
+    /// Throws `corrupted` naming `leaf`'s page unless its keys lie in `lower ..< upper`: two key comparisons.
+    func check(_ leaf: Node, reader: PageReader) throws {
+        let count = leaf.count
+        guard count > 0 else { return }
+        if let lower, leaf.compareKey(at: 0, with: lower) < 0 {
+            throw misplaced(leaf, reader: reader, "its first key lies below the separator that routes to it")
+        }
+        if let upper, leaf.compareKey(at: count - 1, with: upper) >= 0 {
+            throw misplaced(leaf, reader: reader, "its last key is not below the next separator")
+        }
+    }
+
+    private func misplaced(_ leaf: Node, reader: PageReader, _ detail: String) -> EventStoreError {
+        EventStoreError.corrupted(
+            location: "\(reader.path) page \(leaf.origin)", detail: "a leaf in the wrong place in the tree: \(detail)")
+    }
+}
+
 /// Read operations on a tree snapshot.
 enum BTree {
+    /// The most levels a tree may have, root and leaf included (docs/FORMAT.md): a tree grows a level only when its
+    /// root splits, so no file can hold one nearly as deep.
+    static let maximumDepth = 64
+
+    /// The leaf whose key range holds `key`, found from `top` through `resolve`, checked as ``Descent`` says.
+    static func leaf(
+        for key: Key, from top: Node, reader: PageReader, resolve: (ChildRef) throws -> Node
+    ) throws -> (leaf: Node, descent: Descent) {
+        var node = top
+        var descent = Descent()
+        while !node.isLeaf {
+            let index = node.childIndex(for: key)
+            descent = try descent.child(index, of: node, reader: reader)
+            node = try resolve(node.children[index])
+        }
+        try descent.check(node, reader: reader)
+        return (node, descent)
+    }
+
     /// The entry stored under `key` (expired or not), or nil.
     static func find(_ key: Key, root: ChildRef?, reader: PageReader) throws -> LeafEntry? {
         guard let root else { return nil }
-        var node = try reader.resolve(root)
-        while !node.isLeaf { node = try reader.resolve(node.children[node.childIndex(for: key)]) }
+        let node = try leaf(for: key, from: try reader.resolve(root), reader: reader, resolve: reader.resolve).leaf
         let index = node.lowerBound(key)
         return node.hasKey(key, at: index) ? node.entry(at: index) : nil
     }
@@ -57,16 +123,10 @@ enum BTree {
                 leaf != nil && !(lower.map { key.precedes($0) } ?? false)
                 && (upper.map { key.precedes($0) } ?? true)
             if !inLeaf {
-                var node = top
-                lower = nil
-                upper = nil
-                while !node.isLeaf {
-                    let index = node.childIndex(for: key)
-                    if index > 0 { lower = node.keys[index] }
-                    if index + 1 < node.keys.count { upper = node.keys[index + 1] }
-                    node = try reader.resolve(node.children[index])
-                }
-                leaf = node
+                let found = try self.leaf(for: key, from: top, reader: reader, resolve: reader.resolve)
+                leaf = found.leaf
+                lower = found.descent.lower
+                upper = found.descent.upper
             }
             guard let leaf else { break }
             let index = leaf.lowerBound(key)
@@ -97,14 +157,16 @@ enum BTree {
         visit: (Node, Range<Int>) throws -> Bool
     ) throws {
         guard let root else { return }
-        _ = try scanLeaves(try reader.resolve(root), range: range, direction: direction, reader: reader, visit: visit)
+        _ = try scanLeaves(
+            try reader.resolve(root), Descent(), range: range, direction: direction, reader: reader, visit: visit)
     }
 
     private static func scanLeaves(
-        _ node: Node, range: KeyRange, direction: ScanDirection, reader: PageReader,
+        _ node: Node, _ descent: Descent, range: KeyRange, direction: ScanDirection, reader: PageReader,
         visit: (Node, Range<Int>) throws -> Bool
     ) throws -> Bool {
         if node.isLeaf {
+            try descent.check(node, reader: reader)
             // Only the first and last leaves of a scan need a search; the ones between lie wholly in the range.
             let count = node.count
             guard count > 0 else { return true }
@@ -119,17 +181,17 @@ enum BTree {
         guard first <= last else { return true }
         if direction == .forward {
             for index in first...last {
+                let below = try descent.child(index, of: node, reader: reader)
                 let child = try reader.resolve(node.children[index])
-                guard try scanLeaves(child, range: range, direction: direction, reader: reader, visit: visit) else {
-                    return false
-                }
+                guard try scanLeaves(child, below, range: range, direction: direction, reader: reader, visit: visit)
+                else { return false }
             }
         } else {
             for index in (first...last).reversed() {
+                let below = try descent.child(index, of: node, reader: reader)
                 let child = try reader.resolve(node.children[index])
-                guard try scanLeaves(child, range: range, direction: direction, reader: reader, visit: visit) else {
-                    return false
-                }
+                guard try scanLeaves(child, below, range: range, direction: direction, reader: reader, visit: visit)
+                else { return false }
             }
         }
         return true
@@ -200,11 +262,14 @@ struct TreeWriter {
         let top = try own(current)
         path.removeAll(keepingCapacity: true)
         var node = top
+        var descent = Descent()
         while !node.isLeaf {
             let index = node.childIndex(for: key)
+            descent = try descent.child(index, of: node, reader: reader)
             path.append((node, index))
             node = try ownChild(of: node, at: index)
         }
+        try descent.check(node, reader: reader)
         let (old, version, leafSplit) = insert(key, value, intoLeaf: node)
         if leafSplit == nil { rememberLastLeaf(node) } else { lastLeaf = nil }
         var split = leafSplit
@@ -256,6 +321,7 @@ struct TreeWriter {
     }
 
     /// Removes `key`; returns the fields of the entry removed, or nil if it was absent (then nothing changes).
+    /// `contains` has walked the path first, so the removal's descent is as bounded as its.
     @discardableResult
     mutating func delete(_ key: Key, root: inout ChildRef?) throws -> EntryHeader? {
         lastLeaf = nil
@@ -277,6 +343,7 @@ struct TreeWriter {
     /// place (a later commit of an open group) calls it for each key it will write, then cannot fail half way.
     mutating func readAhead(_ key: Key, root: ChildRef?) throws {
         guard var reference = root else { return }
+        var descent = Descent()
         while true {
             let node: Node
             switch reference {
@@ -289,8 +356,10 @@ struct TreeWriter {
                     readAheadPages[page] = node
                 }
             }
-            if node.isLeaf { return }
-            reference = node.children[node.childIndex(for: key)]
+            if node.isLeaf { return try descent.check(node, reader: reader) }
+            let index = node.childIndex(for: key)
+            descent = try descent.child(index, of: node, reader: reader)
+            reference = node.children[index]
         }
     }
 
@@ -304,8 +373,7 @@ struct TreeWriter {
 
     /// Whether `key` is stored under `root` (expired or not).
     private func contains(_ key: Key, root: ChildRef) throws -> Bool {
-        var node = try resolve(root)
-        while !node.isLeaf { node = try resolve(node.children[node.childIndex(for: key)]) }
+        let node = try BTree.leaf(for: key, from: try resolve(root), reader: reader, resolve: resolve).leaf
         return node.hasKey(key, at: node.lowerBound(key))
     }
 
