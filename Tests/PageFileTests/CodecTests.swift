@@ -131,7 +131,7 @@ struct CodecTests {
                 LeafEntry(value: .inline([9, 9]), version: 1, modRevision: 4, expiresAt: 0),
                 LeafEntry(value: .overflow(page: 12, length: 99_999), version: 3, modRevision: 5, expiresAt: -1),
             ], owner: 0)
-        let page = NodeCodec.encode(node, number: 7, lsn: 1, pageSize: 4096)
+        let page = try NodeCodec.encode(node, number: 7, lsn: 1, pageSize: 4096, path: "test")
         try Page.check(page, number: 7, type: .leaf, size: 4096, path: "test")
         let decoded = try NodeCodec.decode(page, number: 7, path: "test")
         #expect(decoded.allKeys == node.allKeys && decoded.allKeys == [[1], [2, 3]])
@@ -148,7 +148,7 @@ struct CodecTests {
         let node = Node(
             leaf: [[1]], entries: [LeafEntry(value: .overflow(page: 12, length: 99), version: 1, modRevision: 1, expiresAt: 0)],
             owner: 0)
-        let page = NodeCodec.encode(node, number: 9, lsn: 1, pageSize: 4096)
+        let page = try NodeCodec.encode(node, number: 9, lsn: 1, pageSize: 4096, path: "test")
         // Entry 0: u16 key length, 1 key byte, then the flags byte; the value length is 25 bytes after the flags.
         let flags = Page.headerSize + 2 + 1
         for damage in [(flags, [UInt8(2)]), (flags, [0x81]), (flags + 25, [0xFF, 0xFF, 0xFF, 0xFF])] {

@@ -19,7 +19,7 @@
 // - Stored pages are not trusted to form a tree: every descent (`Descent`) stops with `corrupted` past
 //   `maximumDepth` levels (a child naming an ancestor would loop forever), and a leaf reached whose first or last
 //   key lies outside the separators that routed to it (a child naming another subtree) is `corrupted` too, never
-//   returned as data.
+//   returned as data. Overflow runs a replaced entry frees must lie in the store's pages.
 
 import EventStore
 
@@ -219,6 +219,8 @@ struct TreeWriter {
     let transaction: UInt64
     /// Largest encoded node body.
     let capacity: Int
+    /// The pages of the store: an overflow run an entry names must lie below this.
+    let pageCount: UInt64
     /// Pages no longer referenced by the tree being built (replaced nodes, overwritten overflow runs).
     var freed: [UInt64] = []
     /// Nodes this transaction added to the set of nodes not yet checkpointed (copies of clean pages, splits).
@@ -237,9 +239,10 @@ struct TreeWriter {
     /// puts so its storage is allocated once per writer).
     private var path: [(node: Node, index: Int)] = []
 
-    init(reader: PageReader, transaction: UInt64) {
+    init(reader: PageReader, transaction: UInt64, pageCount: UInt64) {
         self.reader = reader
         self.transaction = transaction
+        self.pageCount = pageCount
         capacity = reader.pageSize - Page.headerSize
     }
 
@@ -249,7 +252,7 @@ struct TreeWriter {
     mutating func put(_ key: Key, _ value: PutValue, root: inout ChildRef?) throws -> (
         old: EntryHeader?, version: UInt64
     ) {
-        if let stored = putInLastLeaf(key, value) { return stored }
+        if let stored = try putInLastLeaf(key, value) { return stored }
         guard let current = root else {
             dirtied += 1
             let entry = entry(key, value, replacing: nil)
@@ -270,7 +273,7 @@ struct TreeWriter {
             node = try ownChild(of: node, at: index)
         }
         try descent.check(node, reader: reader)
-        let (old, version, leafSplit) = insert(key, value, intoLeaf: node)
+        let (old, version, leafSplit) = try insert(key, value, intoLeaf: node)
         if leafSplit == nil { rememberLastLeaf(node) } else { lastLeaf = nil }
         var split = leafSplit
         var level = path.count
@@ -403,14 +406,21 @@ struct TreeWriter {
     }
 
     /// Frees the overflow run an entry being replaced or removed pointed to.
-    private mutating func release(_ old: EntryHeader) {
+    /// - Throws: `corrupted` (having freed nothing) if the run does not lie in 2 ..< pageCount.
+    private mutating func release(_ old: EntryHeader) throws {
         guard old.flags == LeafLayout.overflowFlag else { return }
-        for offset in 0..<reader.overflowPages(old.valueLength) { freed.append(old.reference + UInt64(offset)) }
+        let pages = UInt64(reader.overflowPages(old.valueLength))
+        guard old.reference >= 2, old.reference < pageCount, pages <= pageCount - old.reference else {
+            throw EventStoreError.corrupted(
+                location: "\(reader.path) page \(old.reference)",
+                detail: "a leaf entry names an overflow run of \(pages) pages outside the store's \(pageCount)")
+        }
+        for offset in 0..<pages { freed.append(old.reference + offset) }
     }
 
     /// Puts `value` under `key` straight into the last leaf a put landed in, when `key` belongs there and the leaf
     /// has room. Returns nil (having changed nothing) otherwise; then the caller descends from the root.
-    private mutating func putInLastLeaf(_ key: Key, _ value: PutValue) -> (old: EntryHeader?, version: UInt64)? {
+    private mutating func putInLastLeaf(_ key: Key, _ value: PutValue) throws -> (old: EntryHeader?, version: UInt64)? {
         guard let leaf = lastLeaf else { return nil }
         if lastLower.map({ key.precedes($0) }) == true { return nil }
         if lastUpper.map({ !key.precedes($0) }) == true { return nil }
@@ -421,7 +431,7 @@ struct TreeWriter {
             let entry = entry(key, value, replacing: old)
             let oldSize = leaf.entryEnd(index) - Int(leaf.offsets[index])
             guard leaf.byteSize - oldSize + Node.leafSize(key: key, value: entry.value) <= capacity else { return nil }
-            release(old)
+            try release(old)
             leaf.replaceEntry(at: index, key: key, with: entry)
             return (old, entry.version)
         }
@@ -431,14 +441,14 @@ struct TreeWriter {
         return (nil, entry.version)
     }
 
-    private mutating func insert(_ key: Key, _ value: PutValue, intoLeaf node: Node)
+    private mutating func insert(_ key: Key, _ value: PutValue, intoLeaf node: Node) throws
         -> (old: EntryHeader?, version: UInt64, split: (Key, Node)?)
     {
         let index = node.lowerBound(key)
         if node.hasKey(key, at: index) {
             let old = node.header(at: index)
             let entry = entry(key, value, replacing: old)
-            release(old)
+            try release(old)
             node.replaceEntry(at: index, key: key, with: entry)
             return (old, entry.version, node.byteSize > capacity ? split(node, rightEdge: false) : nil)
         }
@@ -517,7 +527,7 @@ struct TreeWriter {
             let index = node.lowerBound(key)
             guard node.hasKey(key, at: index) else { return (nil, node.count == 0) }
             let old = node.header(at: index)
-            release(old)
+            try release(old)
             node.removeEntry(at: index)
             return (old, node.count == 0)
         }

@@ -122,7 +122,8 @@ private struct CheckpointWriter {
         var run = WriteOutRun()
         for placed in nodes {
             try reader.file.write(
-                NodeCodec.encode(placed.node, number: placed.page, lsn: lsn, pageSize: reader.pageSize),
+                try NodeCodec.encode(
+                    placed.node, number: placed.page, lsn: lsn, pageSize: reader.pageSize, path: reader.path),
                 at: placed.page * UInt64(reader.pageSize))
             run.note(placed.page..<(placed.page + 1), file: reader.file, pageSize: reader.pageSize)
             reader.cache.insert(placed.node, page: placed.page)

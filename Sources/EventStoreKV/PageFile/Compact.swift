@@ -83,7 +83,7 @@ private struct BulkLoader {
         guard let first = leafKeys.first else { return }
         let node = Node(leaf: leafKeys, entries: leafEntries, owner: 0)
         leaves.append((first, nextPage))
-        try append(NodeCodec.encode(node, number: nextPage, lsn: lsn, pageSize: pageSize))
+        try append(NodeCodec.encode(node, number: nextPage, lsn: lsn, pageSize: pageSize, path: file.path))
         leafKeys.removeAll(keepingCapacity: true)
         leafEntries.removeAll(keepingCapacity: true)
         leafSize = 0
@@ -103,7 +103,7 @@ private struct BulkLoader {
                 if size + entrySize > capacity {
                     parents.append((keys[0], nextPage))
                     try append(NodeCodec.encode(
-                        Node(branch: keys, children: children, owner: 0), number: nextPage, lsn: lsn, pageSize: pageSize))
+                        Node(branch: keys, children: children, owner: 0), number: nextPage, lsn: lsn, pageSize: pageSize, path: file.path))
                     keys.removeAll()
                     children.removeAll()
                     size = 0
@@ -114,7 +114,7 @@ private struct BulkLoader {
             }
             parents.append((keys[0], nextPage))
             try append(NodeCodec.encode(
-                Node(branch: keys, children: children, owner: 0), number: nextPage, lsn: lsn, pageSize: pageSize))
+                Node(branch: keys, children: children, owner: 0), number: nextPage, lsn: lsn, pageSize: pageSize, path: file.path))
             level = parents
         }
         try drain()

@@ -8,6 +8,8 @@
 //   anything is written.
 // - `walSalt` is the salt the WAL must carry for its records to belong to this state; a WAL with another salt is a
 //   stale generation and is ignored (SQLite's WAL salts).
+// - The counters (epoch, checkpoint LSN, revision, key count) stay below `counterCeiling`: open refuses a meta whose
+//   counters reach it, and every step of a counter goes through `counterStep`, which throws instead of trapping.
 
 import EventStore
 
@@ -36,6 +38,20 @@ struct MetaPage: Equatable {
     var walSalt: UInt64
     /// Live keys in the tree (for stats).
     var keyCount: UInt64
+
+    /// Every counter of a meta page (and every LSN, revision and per-key version) stays below this: 2^62 steps are
+    /// more than any store takes, so a value at or above it is damage, and one more step can never overflow.
+    static let counterCeiling: UInt64 = 1 << 62
+
+    /// `value` moved by `delta` (+1 or -1): `corrupted` at `location`, naming `name`, if that leaves 0 ..< the ceiling.
+    static func counterStep(_ value: UInt64, by delta: Int, _ name: String, location: String) throws -> UInt64 {
+        let next = delta < 0 ? value.subtractingReportingOverflow(1) : value.addingReportingOverflow(1)
+        guard !next.overflow, next.partialValue < counterCeiling else {
+            throw EventStoreError.corrupted(
+                location: location, detail: "the \(name) \(value) cannot \(delta < 0 ? "go below 0" : "grow past 2^62")")
+        }
+        return next.partialValue
+    }
 
     // Body offsets (after the common page header).
     private static let magicOffset = Page.headerSize

@@ -475,7 +475,14 @@ enum LeafLayout {
 enum NodeCodec {
     /// The page bytes of `node`, sealed. A branch's children must all be pages; a leaf must hold no pending values
     /// (a checkpoint writes them to overflow pages first, see ``Node/cleanBody(storing:)``).
-    static func encode(_ node: Node, number: UInt64, lsn: UInt64, pageSize: Int) -> [UInt8] {
+    /// - Throws: `corrupted` naming page `number` of `path` if the node does not fit a page (the tree it came from
+    ///   was built from damaged pages that decoding let through): a last line of defence, never a trap.
+    static func encode(_ node: Node, number: UInt64, lsn: UInt64, pageSize: Int, path: String) throws -> [UInt8] {
+        guard node.byteSize <= pageSize - Page.headerSize, node.count <= Int(UInt16.max) else {
+            throw EventStoreError.corrupted(
+                location: "\(path) page \(number)",
+                detail: "a node of \(node.byteSize) bytes and \(node.count) entries does not fit a \(pageSize)-byte page")
+        }
         var page = Page.blank(size: pageSize, type: node.isLeaf ? .leaf : .branch, number: number, lsn: lsn)
         page.storeLE(UInt16(node.count), at: Page.countOffset)
         if node.isLeaf {
@@ -522,13 +529,19 @@ enum NodeCodec {
         }
     }
 
-    /// Walks a leaf's entries once, checking that each lies inside the page and has known flags, and keeps the body
-    /// as it is: later reads of the entries trust these bounds.
+    /// Walks a leaf's entries (at least one) once, checking that each lies inside the page, follows the one before in
+    /// key order, has known flags, takes at most a quarter of the page body (the rule that keeps every split
+    /// fitting), has a version below the counter ceiling and names an overflow run a file can hold, and keeps the
+    /// body as it is: later reads of the entries trust these bounds.
     private static func decodeLeaf(_ page: [UInt8], count: Int, number: UInt64, location: String) throws -> Node {
+        // Deletes drop empty leaves (and an empty tree has no root), so an empty leaf page is damage that hides keys.
+        guard count > 0 else { throw EventStoreError.corrupted(location: location, detail: "empty leaf page") }
         var offsets: [Int32] = []
         offsets.reserveCapacity(count)
         let end = try page.withUnsafeBytes { raw -> Int in
             let limit = raw.count
+            let quarter = (limit - Page.headerSize) / 4
+            var previous: UnsafeRawBufferPointer?
             var at = Page.headerSize
             for _ in 0..<count {
                 offsets.append(Int32(at - Page.headerSize))
@@ -536,6 +549,12 @@ enum NodeCodec {
                 let keyLength = Int(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt16.self)))
                 let fields = at + 2 + keyLength
                 guard fields + LeafLayout.valueFromFlags <= limit else { throw overrun(location) }
+                let key = LeafLayout.key(raw, at: at)
+                if let previous, LeafLayout.compare(previous, key) >= 0 {
+                    throw EventStoreError.corrupted(
+                        location: location, detail: "entry \(offsets.count - 1)'s key is not above the one before")
+                }
+                previous = key
                 let flags = raw[fields]
                 guard flags <= LeafLayout.overflowFlag else {
                     throw EventStoreError.corrupted(
@@ -549,14 +568,42 @@ enum NodeCodec {
                         location: location,
                         detail: "entry \(offsets.count - 1) claims a \(valueLength)-byte value, over the limit")
                 }
+                let start = Page.headerSize + Int(offsets[offsets.count - 1])
                 at = fields + LeafLayout.valueFromFlags + (flags == LeafLayout.overflowFlag ? 8 : valueLength)
                 guard at <= limit else { throw overrun(location) }
+                try checkEntry(raw, fields: fields, size: at - start, quarter: quarter, index: offsets.count - 1, location)
             }
             return at
         }
         return Node(
             leafBody: Array(page[Page.headerSize..<end]), offsets: offsets, pendingValues: [], owner: 0,
             origin: number)
+    }
+
+    /// The checks of one leaf entry beyond its bounds (see `decodeLeaf`), given its fields' offset and its size.
+    private static func checkEntry(
+        _ raw: UnsafeRawBufferPointer, fields: Int, size: Int, quarter: Int, index: Int, _ location: String
+    ) throws {
+        func load(_ offset: Int) -> UInt64 {
+            UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: fields + offset, as: UInt64.self))
+        }
+        guard size <= quarter else {
+            throw EventStoreError.corrupted(
+                location: location, detail: "entry \(index) takes \(size) bytes, over a quarter of the page body")
+        }
+        guard load(1) < MetaPage.counterCeiling, load(9) < MetaPage.counterCeiling else {
+            throw EventStoreError.corrupted(location: location, detail: "entry \(index) has an impossible version or revision")
+        }
+        guard raw[fields] == LeafLayout.overflowFlag else { return }
+        let first = load(LeafLayout.valueFromFlags)
+        let length = UInt64(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: fields + 25, as: UInt32.self)))
+        let chunk = UInt64(raw.count - Page.headerSize)
+        // Pages below the last one any file can reach (as PageReader's offsets): runs' arithmetic cannot overflow.
+        let reachable = UInt64(Int64.max) / UInt64(raw.count)
+        guard first >= 2, first < reachable, max(1, (length + chunk - 1) / chunk) <= reachable - first else {
+            throw EventStoreError.corrupted(
+                location: location, detail: "entry \(index) names overflow page \(first), outside any file")
+        }
     }
 
     private static func overrun(_ location: String) -> EventStoreError {

@@ -355,7 +355,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
         let group = pipeline.beginApply()
         let joins = writer.state.group == group
         let transactionID = joins ? writer.state.transaction : writer.state.transaction + 1
-        var tree = TreeWriter(reader: reader, transaction: transactionID)
+        var tree = TreeWriter(reader: reader, transaction: transactionID, pageCount: writer.state.meta.pageCount)
         if joins {
             do {
                 for write in transaction.writes { try tree.readAhead(write.key, root: base) }

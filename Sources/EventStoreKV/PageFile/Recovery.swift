@@ -321,7 +321,7 @@ extension PageFileKeyValueStore {
     {
         for transaction in transactions {
             state.transaction += 1
-            var tree = TreeWriter(reader: reader, transaction: state.transaction)
+            var tree = TreeWriter(reader: reader, transaction: state.transaction, pageCount: state.meta.pageCount)
             var root = state.root
             for write in transaction.writes {
                 switch write {
