@@ -223,7 +223,7 @@ extension PageFileKeyValueStore {
     /// Returns the WAL's size afterwards.
     private func writeCheckpoint() throws -> UInt64 {
         var state = writer.state
-        let epoch = state.meta.epoch + 1
+        let epoch = try MetaPage.counterStep(state.meta.epoch, by: 1, "epoch", location: state.metaLocation)
         let syncs = options.durability != .none
         // Readers of this process register their epochs; read-only stores in other processes pin theirs.
         let pinned = lock?.oldestPinnedEpoch() ?? .max

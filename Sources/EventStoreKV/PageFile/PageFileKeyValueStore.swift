@@ -38,6 +38,9 @@ struct WriterState {
     var meta: MetaPage
     /// A read-only store's: the WAL offset after the last record it has replayed, where refresh() reads on.
     var walScanEnd: UInt64 = 0
+
+    /// The meta page this state continues, for errors about its counters.
+    var metaLocation: String { "\(reader.path) page \(meta.epoch % 2)" }
 }
 
 /// Holds the writer state.
@@ -385,8 +388,9 @@ public final class PageFileKeyValueStore: KeyValueStore {
     /// With the writer lock held and an apply begun: applies `writes` through `tree`, queues the WAL record (which
     /// ends the apply) and advances the writer's state. Returns the commit's LSN.
     private func applyWrites(_ writes: [KeyWrite], to tree: inout TreeWriter, now: Int64) throws -> UInt64 {
-        let revision = writer.state.revision + 1
-        let lsn = writer.state.lsn + 1
+        let location = writer.state.metaLocation
+        let revision = try MetaPage.counterStep(writer.state.revision, by: 1, "revision", location: location)
+        let lsn = try MetaPage.counterStep(writer.state.lsn, by: 1, "LSN", location: location)
         var keyCount = writer.state.keyCount
         var root = writer.state.root
         var payload = 0
@@ -405,12 +409,14 @@ public final class PageFileKeyValueStore: KeyValueStore {
                 let (old, version) = try tree.put(
                     key, PutValue(bytes: value, modRevision: revision, expiresAt: expiresAt, version: nil, now: now),
                     root: &root)
-                if old == nil { keyCount += 1 }
+                if old == nil { keyCount = try MetaPage.counterStep(keyCount, by: 1, "key count", location: location) }
                 record.put(key, value, version: version, expiresAt: expiresAt)
                 changes.append(KeyValueChange(revision: revision, kind: .put, key: key))
             case .delete(let key):
                 record.delete(key)
-                if try tree.delete(key, root: &root) != nil { keyCount -= 1 }
+                if try tree.delete(key, root: &root) != nil {
+                    keyCount = try MetaPage.counterStep(keyCount, by: -1, "key count", location: location)
+                }
                 changes.append(KeyValueChange(revision: revision, kind: .delete, key: key))
             }
         }

@@ -296,9 +296,10 @@ extension PageFileKeyValueStore {
         return newest
     }
 
-    /// Throws `corrupted` unless the pages `meta` names lie in the file: a checkpoint writes every page below its
-    /// page count, and syncs them, before the meta that counts them. So a checksum that holds over impossible numbers
-    /// is refused here, before anything walks or allocates by them.
+    /// Throws `corrupted` unless the pages `meta` names lie in the file (a checkpoint writes every page below its
+    /// page count, and syncs them, before the meta that counts them) and its counters are possible: below the
+    /// counter ceiling, and no more keys than its pages can hold. So a checksum that holds over impossible numbers
+    /// is refused here, before anything walks, allocates or counts on by them.
     private static func checkBounds(_ meta: MetaPage, file: SystemFile) throws {
         let pages = try file.size() / UInt64(meta.pageSize)
         let location = "\(file.path) page \(meta.epoch % 2)"
@@ -313,12 +314,28 @@ extension PageFileKeyValueStore {
                     location: location, detail: "the meta page's \(name) is page \(page), outside the store")
             }
         }
+        let counters = [
+            ("epoch", meta.epoch), ("checkpoint LSN", meta.checkpointLSN), ("revision", meta.revision),
+            ("key count", meta.keyCount),
+        ]
+        for (name, value) in counters where value >= MetaPage.counterCeiling {
+            throw EventStoreError.corrupted(location: location, detail: "the meta page's \(name) \(value) is impossible")
+        }
+        // Every entry takes at least its fixed fields in a leaf page.
+        let perPage = UInt64((meta.pageSize - Page.headerSize) / LeafEntry.overhead)
+        guard meta.keyCount <= (meta.pageCount - 2) * perPage else {
+            throw EventStoreError.corrupted(
+                location: location,
+                detail: "the meta page counts \(meta.keyCount) keys, more than its \(meta.pageCount) pages can hold")
+        }
     }
 
     /// Re-applies logged transactions to the writer's tree.
+    /// - Throws: `corrupted` if the key count would go below 0 or past the counter ceiling.
     static func replay(_ transactions: [LoggedTransaction], into state: inout WriterState, reader: PageReader)
         throws
     {
+        let location = state.metaLocation
         for transaction in transactions {
             state.transaction += 1
             var tree = TreeWriter(reader: reader, transaction: state.transaction, pageCount: state.meta.pageCount)
@@ -328,9 +345,13 @@ extension PageFileKeyValueStore {
                 case .put(let key, let value, let version, let expiresAt):
                     let put = PutValue(
                         bytes: value, modRevision: transaction.revision, expiresAt: expiresAt, version: version, now: 0)
-                    if try tree.put(key, put, root: &root).old == nil { state.keyCount += 1 }
+                    if try tree.put(key, put, root: &root).old == nil {
+                        state.keyCount = try MetaPage.counterStep(state.keyCount, by: 1, "key count", location: location)
+                    }
                 case .delete(let key):
-                    if try tree.delete(key, root: &root) != nil { state.keyCount -= 1 }
+                    if try tree.delete(key, root: &root) != nil {
+                        state.keyCount = try MetaPage.counterStep(state.keyCount, by: -1, "key count", location: location)
+                    }
                 }
             }
             state.root = root
