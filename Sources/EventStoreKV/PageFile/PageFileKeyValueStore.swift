@@ -79,7 +79,10 @@ public final class PageFileKeyValueStore: KeyValueStore {
     public let recovery: RecoveryReport
 
     /// Longest key accepted, in bytes.
-    public var maximumKeyLength: Int { (pageSize - Page.headerSize) / 4 - LeafEntry.overhead - 8 }
+    public var maximumKeyLength: Int { Self.maximumKeyLength(pageSize: pageSize) }
+    /// Longest key accepted with `pageSize`-byte pages: an entry with it and an overflow reference takes a quarter
+    /// of the page body.
+    static func maximumKeyLength(pageSize: Int) -> Int { (pageSize - Page.headerSize) / 4 - LeafEntry.overhead - 8 }
     /// Largest value accepted, in bytes (room for a 16 MiB event plus its record).
     public static let maximumValueLength = 32 * 1024 * 1024
     /// Largest transaction accepted, in bytes of keys and values.

@@ -187,7 +187,7 @@ extension PageFileKeyValueStore {
                 let (found, end) = try readRecords(
                     after: state.walScanEnd, salt: snapshot.meta.walSalt, firstLSN: state.lsn + 1)
                 state.walScanEnd = end
-                try Self.replay(found, into: &state, reader: state.reader)
+                try Self.replay(found, into: &state, reader: state.reader, walPath: wal.path)
                 return found
             }
         } catch EventStoreError.snapshotExpired {

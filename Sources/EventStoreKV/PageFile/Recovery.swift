@@ -10,6 +10,9 @@
 //   checkpointLSN + 1. A torn or damaged tail is cut at the last whole record; a WAL of another generation (salt)
 //   is ignored as a whole (its records are all in the tree already). A damaged header does not hide records that
 //   carry the meta's salt and those LSNs: only the current generation's can, so they are replayed.
+// - A record whose checksum holds but that the writer could not have logged (a revision out of sequence, a key or
+//   value over the commit limits, an impossible version) is not cut like a torn tail: the commits after it may have
+//   been acknowledged, so the open fails with `corrupted` naming the WAL and the record, before anything is changed.
 // - If anything was replayed or cut, recovery checkpoints at once: the recovered state goes into the page file and
 //   the WAL starts a new generation, so stale bytes past the cut can never be mistaken for records later.
 
@@ -216,7 +219,7 @@ extension PageFileKeyValueStore {
             root: meta.root == 0 ? nil : .page(meta.root), reader: reader, revision: meta.revision, lsn: meta.checkpointLSN,
             keyCount: meta.keyCount, freeList: FreeList(freedAt: meta.epoch, pages: free, listPages: list), meta: meta)
         state.walScanEnd = walOffset
-        try replay(transactions, into: &state, reader: reader)
+        try replay(transactions, into: &state, reader: reader, walPath: walPath)
         return Recovered(
             state: state, report: report, transactions: transactions, walOffset: walOffset,
             walSize: UInt64(walBytes.count))
@@ -330,13 +333,14 @@ extension PageFileKeyValueStore {
         }
     }
 
-    /// Re-applies logged transactions to the writer's tree.
-    /// - Throws: `corrupted` if the key count would go below 0 or past the counter ceiling.
-    static func replay(_ transactions: [LoggedTransaction], into state: inout WriterState, reader: PageReader)
-        throws
-    {
+    /// Re-applies logged transactions (records of the WAL at `walPath`) to the writer's tree.
+    /// - Throws: `corrupted` for a record the writer could not have logged (see `checkLogged`), before applying it.
+    static func replay(
+        _ transactions: [LoggedTransaction], into state: inout WriterState, reader: PageReader, walPath: String
+    ) throws {
         let location = state.metaLocation
         for transaction in transactions {
+            try checkLogged(transaction, after: state, walPath: walPath)
             state.transaction += 1
             var tree = TreeWriter(reader: reader, transaction: state.transaction, pageCount: state.meta.pageCount)
             var root = state.root
@@ -358,6 +362,31 @@ extension PageFileKeyValueStore {
             state.revision = transaction.revision
             state.lsn = transaction.lsn
             state.freedSinceCheckpoint.append(contentsOf: tree.freed)
+        }
+    }
+
+    /// Throws `corrupted` naming the record unless `transaction` is one the writer could have logged after `state`:
+    /// the next revision, keys and values within the limits a commit is held to, versions in 1 ..< the counter
+    /// ceiling. Its checksum held, so the commits after it may have been acknowledged: it is refused, never cut.
+    private static func checkLogged(_ transaction: LoggedTransaction, after state: WriterState, walPath: String) throws {
+        func refuse(_ detail: String) -> EventStoreError {
+            EventStoreError.corrupted(location: "\(walPath) record LSN \(transaction.lsn)", detail: detail)
+        }
+        guard state.revision < MetaPage.counterCeiling - 1, transaction.revision == state.revision + 1 else {
+            throw refuse("revision \(transaction.revision) does not follow \(state.revision)")
+        }
+        let keyLimit = maximumKeyLength(pageSize: state.reader.pageSize)
+        for (index, write) in transaction.writes.enumerated() {
+            guard write.key.count <= keyLimit else {
+                throw refuse("write \(index) has a \(write.key.count)-byte key, over the \(keyLimit)-byte limit")
+            }
+            guard case .put(_, let value, let version, _) = write else { continue }
+            guard value.count <= maximumValueLength else {
+                throw refuse("write \(index) has a \(value.count)-byte value, over the limit")
+            }
+            guard version >= 1, version < MetaPage.counterCeiling else {
+                throw refuse("write \(index) has the impossible version \(version)")
+            }
         }
     }
 }
