@@ -523,6 +523,7 @@ enum NodeCodec {
                 throw EventStoreError.corrupted(location: location, detail: "an entry runs past the end of the page")
             }
             guard count > 0 else { throw EventStoreError.corrupted(location: location, detail: "empty branch page") }
+            try checkZeroTail(page, from: reader.offset, location)
             return Node(branch: keys, children: children, owner: 0, origin: number)
         default:
             throw EventStoreError.corrupted(location: location, detail: "not a B+tree page (type \(page[4]))")
@@ -531,8 +532,8 @@ enum NodeCodec {
 
     /// Walks a leaf's entries (at least one) once, checking that each lies inside the page, follows the one before in
     /// key order, has known flags, takes at most a quarter of the page body (the rule that keeps every split
-    /// fitting), has a version below the counter ceiling and names an overflow run a file can hold, and keeps the
-    /// body as it is: later reads of the entries trust these bounds.
+    /// fitting), has a version below the counter ceiling and names an overflow run a file can hold, and that only
+    /// zeros follow the last; keeps the body as it is: later reads of the entries trust these bounds.
     private static func decodeLeaf(_ page: [UInt8], count: Int, number: UInt64, location: String) throws -> Node {
         // Deletes drop empty leaves (and an empty tree has no root), so an empty leaf page is damage that hides keys.
         guard count > 0 else { throw EventStoreError.corrupted(location: location, detail: "empty leaf page") }
@@ -575,6 +576,7 @@ enum NodeCodec {
             }
             return at
         }
+        try checkZeroTail(page, from: end, location)
         return Node(
             leafBody: Array(page[Page.headerSize..<end]), offsets: offsets, pendingValues: [], owner: 0,
             origin: number)
@@ -603,6 +605,15 @@ enum NodeCodec {
         guard first >= 2, first < reachable, max(1, (length + chunk - 1) / chunk) <= reachable - first else {
             throw EventStoreError.corrupted(
                 location: location, detail: "entry \(index) names overflow page \(first), outside any file")
+        }
+    }
+
+    /// Throws `corrupted` unless the page's bytes from `start` (where its entries end) are zero, as every written
+    /// page's are: a count lowered under a valid checksum would otherwise hide the entries after it.
+    private static func checkZeroTail(_ page: [UInt8], from start: Int, _ location: String) throws {
+        let clean = page.withUnsafeBytes { raw in raw[start...].allSatisfy { $0 == 0 } }
+        guard clean else {
+            throw EventStoreError.corrupted(location: location, detail: "bytes after the last entry are not zero")
         }
     }
 
