@@ -11,6 +11,8 @@
 //   its category and type index runs (a run is trimmed, split or removed). Every run rewritten is rewritten on the
 //   condition that it is unchanged since read. Readers never see a
 //   half-removed event; they only see holes in positions, which they skip.
+// - Only records the stream index names correctly are removed: a run naming a record of another stream or version
+//   is reported as corruption (as reads report it), and the batch commits nothing.
 // - Global positions and versions of surviving events never change; stream heads (versions, tombstones) stay.
 // - On a backend that reuses freed space (the page file), the deleted keys' pages become free for reuse.
 
@@ -150,6 +152,8 @@ extension KeyValueEventStore {
                 continue
             }
             let event = try EventRecord.decode(record.value, position: item.position, names: &names)
+            // As for reads: a damaged run must not make scavenge remove another stream's event, or another version.
+            try Self.checkIndexed(event.stream, event.version, at: item.position, as: item.version, of: stream)
             let expired = notBefore.map { event.recordedAt < $0 } ?? false
             guard event.version < floor || expired else {
                 plan.reachedVisible = true

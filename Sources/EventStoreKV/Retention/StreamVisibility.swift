@@ -6,7 +6,8 @@
 //   and it never depends on whether scavenge has run.
 // - A version whose event is missing is a scavenged event only if its stream index run no longer names it when
 //   checked again (scavenge removes both in one transaction). A run that still names a missing event is corruption,
-//   reported with its location.
+//   reported with its location; so is a run naming a record of another stream or version, which neither reads nor
+//   scavenge act on.
 
 import EventStore
 import Foundation
@@ -42,6 +43,20 @@ struct StreamVisibility: Sendable {
 }
 
 extension KeyValueEventStore {
+    /// Checks that the record at `position`, of `recordedStream` at `recordedVersion`, is the one the stream index of
+    /// `stream` names there as `version`: reads and scavenge act on no other.
+    /// - Throws: ``EventStoreError/corrupted(location:detail:)`` naming the position when it is not.
+    static func checkIndexed(
+        _ recordedStream: StreamName, _ recordedVersion: UInt64, at position: UInt64, as version: UInt64,
+        of stream: StreamName
+    ) throws {
+        guard recordedVersion != version || recordedStream != stream else { return }
+        throw EventStoreError.corrupted(
+            location: "global position \(position)",
+            detail: "the stream index of \"\(stream)\" names version \(version) there, but it holds "
+                + "version \(recordedVersion) of stream \"\(recordedStream)\"")
+    }
+
     /// The head and metadata of `stream`, read together from one consistent state.
     func headAndMetadata(of stream: StreamName) async throws -> (head: StreamHead?, metadata: StreamMetadata?) {
         let entries = try await backendCall {
@@ -78,12 +93,8 @@ extension KeyValueEventStore {
             let event = try EventRecord.borrowed(record.value, position: positions[index], names: &names)
             // A damaged run must not pass off another stream's event, or another version, as this one: readers
             // (and subscriptions, which resume from the versions they saw) would go wrong or round in circles.
-            guard event.version == versions[index], event.stream == stream else {
-                throw EventStoreError.corrupted(
-                    location: "global position \(positions[index])",
-                    detail: "the stream index of \"\(stream)\" names version \(versions[index]) there, but it holds "
-                        + "version \(event.version) of stream \"\(event.stream)\"")
-            }
+            try Self.checkIndexed(
+                event.stream, event.version, at: positions[index], as: versions[index], of: stream)
             if visibility.isVisible(event), !(try visit(event)) { stopped = true }
         }
         guard !missing.isEmpty else { return !stopped }
