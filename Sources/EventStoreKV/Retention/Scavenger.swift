@@ -13,6 +13,9 @@
 //   half-removed event; they only see holes in positions, which they skip.
 // - Only records the stream index names correctly are removed: a run naming a record of another stream or version
 //   is reported as corruption (as reads report it), and the batch commits nothing.
+// - A batch's work is proportional to the events it removes (times log n), not to the log: the category and type
+//   index runs holding them are found by a bounded scan and seeks, never by scanning other streams' runs in between,
+//   and a run is trimmed or split by range arithmetic on the removed positions, never by listing its own.
 // - Global positions and versions of surviving events never change; stream heads (versions, tombstones) stay.
 // - On a backend that reuses freed space (the page file), the deleted keys' pages become free for reuse.
 
@@ -184,17 +187,69 @@ extension KeyValueEventStore {
         return plan
     }
 
+    /// A category or type index run as scavenge read it.
+    private typealias IndexRunEntry = (key: Key, positions: ClosedRange<UInt64>, modRevision: UInt64)
+
     /// Adds to `plan` the rewrites of the index runs under `prefix` that name any of `removed` (ascending positions
-    /// of one stream's events): each such run is replaced by the runs of its remaining positions, on the condition
-    /// that it is unchanged. Runs never span streams (ConsumerKeys.swift), so other runs are left alone.
+    /// of one stream's events): each such run is replaced by the runs of its remaining positions, computed from the
+    /// removed ones alone (a run may name millions), on the condition that it is unchanged. Runs never span streams
+    /// (ConsumerKeys.swift), so other runs are left alone.
     private func trimIndexRuns(_ prefix: Key, removing removed: [UInt64], into plan: inout ScavengePlan) async throws {
-        guard let first = removed.first, let last = removed.last else { return }
-        let removedSet = Set(removed)
-        var runs: [(key: Key, positions: ClosedRange<UInt64>, modRevision: UInt64)] = []
+        var next = 0  // the first of `removed` not in an earlier run
+        for run in try await indexRuns(prefix, holding: removed) {
+            next = removed[next...].firstIndex { $0 >= run.positions.lowerBound } ?? removed.count
+            let end = removed[next...].firstIndex { $0 > run.positions.upperBound } ?? removed.count
+            guard next < end else { continue }  // another stream's run
+            let kept = Self.remaining(of: run.positions, without: removed[next..<end])
+            plan.conditions.append(.modRevision(run.key, equals: run.modRevision))
+            if kept.last?.upperBound != run.positions.upperBound { plan.writes.append(.delete(run.key)) }
+            plan.writes += kept.map {
+                .put(KeyLayout.appending($0.upperBound, to: prefix), IndexRun.encode(count: $0.count))
+            }
+            next = end
+        }
+    }
+
+    /// The stretches of `run` left once `removed` (ascending positions, all in `run`) are taken out.
+    static func remaining(of run: ClosedRange<UInt64>, without removed: ArraySlice<UInt64>) -> [ClosedRange<UInt64>] {
+        var kept: [ClosedRange<UInt64>] = []
+        var start = run.lowerBound
+        for position in removed {
+            if position > start { kept.append(start...(position - 1)) }
+            start = position &+ 1  // wraps only at the last position possible, which is then the run's last
+        }
+        if let last = removed.last, last < run.upperBound { kept.append(start...run.upperBound) }
+        return kept
+    }
+
+    /// The index runs under `prefix` that may hold any of `removed` (ascending), in order: those a scan from the first
+    /// position meets, bounded to a few runs per position so that other streams' runs in between cannot make it long
+    /// (streams interleave in the log), then, for the positions beyond what it reached, a seek for the run holding
+    /// each (skipping the positions that run holds). The work is proportional to `removed`, not to the log.
+    private func indexRuns(_ prefix: Key, holding removed: [UInt64]) async throws -> [IndexRunEntry] {
+        guard let first = removed.first, let last = removed.last else { return [] }
+        var (runs, complete) = try await scanIndexRuns(prefix, from: first, through: last, limit: 2 * removed.count)
+        guard !complete, let reached = runs.last?.positions.upperBound else { return runs }
+        var next = removed.firstIndex { $0 > reached } ?? removed.count
+        while next < removed.count {
+            let (found, _) = try await scanIndexRuns(prefix, from: removed[next], through: last, limit: 1)
+            guard let run = found.first else { break }  // no run at or after it: none of the rest is indexed
+            runs.append(run)
+            next = removed[next...].firstIndex { $0 > run.positions.upperBound } ?? removed.count
+        }
+        return runs
+    }
+
+    /// Up to `limit` index runs under `prefix` from the one holding (or following) position `first`, stopping before
+    /// the first run past `last`; `complete` if the scan saw every run up to `last`.
+    private func scanIndexRuns(_ prefix: Key, from first: UInt64, through last: UInt64, limit: Int) async throws
+        -> (runs: [IndexRunEntry], complete: Bool)
+    {
+        var runs: [IndexRunEntry] = []
         _ = try await backendCall {
             try await self.backend.scan(
                 KeyRange(from: KeyLayout.appending(first, to: prefix), to: Key.successor(ofPrefix: prefix)),
-                direction: .forward, limit: .max
+                direction: .forward, limit: limit
             ) { entry in
                 let positions = try IndexRun.positions(of: entry, prefixLength: prefix.count)
                 guard positions.lowerBound <= last else { return false }
@@ -202,11 +257,9 @@ extension KeyValueEventStore {
                 return true
             }
         }
-        for run in runs where run.positions.contains(where: removedSet.contains) {
-            let kept = run.positions.filter { !removedSet.contains($0) }
-            plan.conditions.append(.modRevision(run.key, equals: run.modRevision))
-            if kept.last != run.positions.upperBound { plan.writes.append(.delete(run.key)) }
-            plan.writes += IndexRun.writes(prefix: prefix, positions: kept)
-        }
+        // Stopped by the limit short of `last` (not by a run past it, nor the end of the index): runs beyond it may
+        // hold positions up to `last`.
+        let reached = runs.last?.positions.upperBound ?? last
+        return (runs, runs.count < limit || reached >= last)
     }
 }
