@@ -30,12 +30,17 @@ public protocol EventStoring: Sendable {
     func append(_ appends: [StreamAppend]) async throws -> [AppendResult]
 
     /// Up to `limit` events of `stream`, starting at `start`, in `direction` order. A missing stream reads as empty.
+    ///
+    /// The versions returned follow one another, but for those maxAge hides. A read racing a scavenge that removes
+    /// versions it was about to return stops before them: it returns fewer than `limit` events, a consecutive part of
+    /// the stream as it was, and the stream may go on. A later read (from the next version, or from the start) sees
+    /// the stream as it is: readers skip the versions scavenged, which retention hid already.
     func read(_ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int) async throws
         -> [RecordedEvent]
 
     /// Visits up to `limit` events of `stream`, starting at `start`, in `direction` order, lending each in place:
     /// the same events ``read(_:from:direction:limit:)`` returns, without a copy of each payload. `visit` returns
-    /// false to stop early. A missing stream visits nothing.
+    /// false to stop early. A missing stream visits nothing. A read racing a scavenge stops as the array read does.
     /// - Returns: the number of events visited.
     @discardableResult
     func read(

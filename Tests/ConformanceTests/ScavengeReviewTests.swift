@@ -1,4 +1,5 @@
-// Review of scavenge: a damaged index must not make it delete live events, and its cost is not quadratic.
+// Review of scavenge: a damaged index must not make it delete live events, a read racing it returns consecutive
+// versions, and its cost is not quadratic.
 import EventStore
 @testable import EventStoreKV
 import Foundation
@@ -31,6 +32,125 @@ struct ScavengeReviewTests {
             #expect(survivors.map(\.version) == [1, 2, 3], "kept-1's acknowledged events in the log after scavenge")
             #expect(try await store.read(kept).map(\.version) == [1, 2, 3])
         }
+    }
+}
+
+/// Runs `action` once, just before the `trigger`-th scan of the stream index (`0x03`).
+final class StreamIndexScanHook: ForwardingKeyValueStore, @unchecked Sendable {
+    let scans = Locked(0)
+    let trigger: Int
+    let action: Locked<(@Sendable () async throws -> Void)?>
+    init(_ inner: any KeyValueStore, trigger: Int, action: @escaping @Sendable () async throws -> Void) {
+        self.trigger = trigger
+        self.action = Locked(action)
+        super.init(inner)
+    }
+    override func scan(
+        _ range: KeyRange, direction: ScanDirection, limit: Int, visiting visit: (BorrowedEntry) throws -> Bool
+    ) async throws -> Int {
+        if range.lowerBound.first == 0x03 {
+            let count = scans.withLock { $0 += 1; return $0 }
+            if count == trigger, let action = action.withLock({ let taken = $0; $0 = nil; return taken }) {
+                try await action()
+            }
+        }
+        return try await super.scan(range, direction: direction, limit: limit, visiting: visit)
+    }
+}
+
+@Suite("Scavenge review: a read racing scavenge")
+struct TornReadReviewTests {
+    @Test("a stream read racing appends and a scavenge returns consecutive versions")
+    func forwardReadHasNoHoleInTheMiddle() async throws {
+        let inner = InMemoryKeyValueStore()
+        let writer = KeyValueEventStore(backend: inner)
+        let name = try StreamName("torn-1")
+        _ = try await writer.append(makeEvents(5), to: name, expectedVersion: .noStream)
+        try await writer.setMetadata(StreamMetadata(maxCount: 3), for: name)  // visible: 3, 4, 5
+        // Before the reader's second batch, two appends move the window to 5...7 and a scavenge removes 1...4.
+        let hooked = StreamIndexScanHook(inner, trigger: 2) {
+            _ = try await writer.append(makeEvents(2, label: "late"), to: name, expectedVersion: .exact(5))
+            try await writer.scavenge()
+        }
+        let reader = KeyValueEventStore(backend: hooked, readBatchSize: 1)
+        let versions = try await reader.read(name).map(\.version)
+        // Either the stream as it was (3, 4, 5) or a consecutive part of it; never 3 then 5.
+        #expect(zip(versions, versions.dropFirst()).allSatisfy { $0 + 1 == $1 }, "read returned versions \(versions)")
+    }
+    /// A stream of five events under maxCount 3 (visible: 3, 4, 5), read by a reader with one event per batch through
+    /// a store that, just before the reader's `trigger`-th stream-index scan, appends `appended` events and scavenges.
+    func racingRead(
+        trigger: Int, appended: Int,
+        _ read: @escaping @Sendable (KeyValueEventStore, StreamName) async throws -> [UInt64]
+    ) async throws -> [UInt64] {
+        let inner = InMemoryKeyValueStore()
+        let writer = KeyValueEventStore(backend: inner)
+        let name = try StreamName("torn-1")
+        _ = try await writer.append(makeEvents(5), to: name, expectedVersion: .noStream)
+        try await writer.setMetadata(StreamMetadata(maxCount: 3), for: name)
+        let hooked = StreamIndexScanHook(inner, trigger: trigger) {
+            _ = try await writer.append(makeEvents(appended, label: "late"), to: name, expectedVersion: .exact(5))
+            try await writer.scavenge()
+        }
+        return try await read(KeyValueEventStore(backend: hooked, readBatchSize: 1), name)
+    }
+
+    @Test("a visiting stream read racing appends and a scavenge lends consecutive versions")
+    func visitingReadHasNoHoleInTheMiddle() async throws {
+        let versions = try await racingRead(trigger: 2, appended: 2) { store, name in
+            var seen: [UInt64] = []
+            try await store.read(name, from: .start, direction: .forward, limit: .max) { event in
+                seen.append(event.version)
+                return true
+            }
+            return seen
+        }
+        #expect(versions == [3], "visited versions \(versions)")
+    }
+
+    @Test("a backward stream read racing appends and a scavenge returns consecutive versions")
+    func backwardReadHasNoHoleInTheMiddle() async throws {
+        // Backward, the first batch takes two scans (the run holding version 5, then the runs below it).
+        let versions = try await racingRead(trigger: 3, appended: 2) { store, name in
+            try await store.readBackward(name).map(\.version)
+        }
+        #expect(versions == [5], "read returned versions \(versions)")
+    }
+
+    @Test("a stream subscription whose read stops at a scavenged version reads on, not reporting itself caught up")
+    func subscriptionReadsPastAStop() async throws {
+        let inner = InMemoryKeyValueStore()
+        let writer = KeyValueEventStore(backend: inner)
+        let name = try StreamName("torn-2")
+        _ = try await writer.append(makeEvents(5), to: name, expectedVersion: .noStream)
+        // After the reader's first batch (version 1), retention hides 1...2 and a scavenge removes them: nothing
+        // rings the subscription's doorbell (no event is appended).
+        let hooked = StreamIndexScanHook(inner, trigger: 2) {
+            try await writer.setMetadata(StreamMetadata(truncateBefore: 3), for: name)
+            try await writer.scavenge()
+        }
+        let reader = KeyValueEventStore(backend: hooked, readBatchSize: 1)
+        var versions: [UInt64] = []
+        for try await message in reader.subscribe(to: name) {
+            switch message {
+            case .event(let event): versions.append(event.version)
+            case .caughtUp(let through):
+                #expect(through == 5)
+                #expect(versions == [1, 3, 4, 5])
+                return
+            }
+        }
+    }
+
+    @Test("a stream read that finds every version it computed scavenged reads the stream as it is now",
+          arguments: [ReadDirection.forward, .backward])
+    func readStartingInAScavengedRangeRecomputes(direction: ReadDirection) async throws {
+        // Three appends move the window to 6...8 and a scavenge removes 1...5, before the reader's first scan.
+        let versions = try await racingRead(trigger: 1, appended: 3) { store, name in
+            try await store.read(name, from: direction == .forward ? .start : .end, direction: direction, limit: .max)
+                .map(\.version)
+        }
+        #expect(versions == (direction == .forward ? [6, 7, 8] : [8, 7, 6]), "read returned versions \(versions)")
     }
 }
 

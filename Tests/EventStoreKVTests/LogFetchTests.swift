@@ -72,7 +72,7 @@ struct LogFetchTests {
         return (store, backend, stream)
     }
 
-    @Test("events scavenged from the middle and the ends of a scanned run are skipped")
+    @Test("events missing from the middle and the ends of a scanned run are skipped, and end a stream read")
     func scavengedGapsInRunsAreSkipped() async throws {
         let (store, backend, stream) = try await storeWithOneRun()
         // The records gone and the stream index naming only the rest (as runs 2...16 and 19...39), as a scavenge
@@ -88,9 +88,17 @@ struct LogFetchTests {
             .put(KeyLayout.streamIndex(stream, version: 39), StreamIndexRun.value(lastPosition: 39, count: 21)),
         ]))
         let remaining = (1...40).filter { !gone.contains($0) }
-        #expect(try await store.read(stream, from: .start, direction: .forward, limit: .max).map(\.version) == remaining)
+        // A stream read returns consecutive versions: it stops at the hole in the middle once it has returned
+        // versions before it, and the next read, from the version after them, starts past it.
         #expect(
-            try await store.read(stream, from: .end, direction: .backward, limit: .max).map(\.version) == remaining.reversed())
+            try await store.read(stream, from: .start, direction: .forward, limit: .max).map(\.version) == Array(2...16))
+        #expect(try await store.read(stream, from: .version(17), direction: .forward, limit: .max).map(\.version)
+            == Array(19...39))
+        #expect(
+            try await store.read(stream, from: .end, direction: .backward, limit: .max).map(\.version)
+                == Array((19...39).reversed()))
+        #expect(try await store.read(stream, from: .version(18), direction: .backward, limit: .max).map(\.version)
+            == Array((2...16).reversed()))
         #expect(try await store.readEvents(ofType: "Posted", from: 1, limit: .max).map(\.position) == remaining)
     }
 

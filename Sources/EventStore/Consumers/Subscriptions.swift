@@ -63,14 +63,31 @@ public struct StreamSubscription: AsyncSequence, Sendable {
                 case .end: try await store.version(of: stream) + 1
                 }
             },
-            read: { cursor, limit in
-                try await store.read(stream, from: .version(cursor), direction: .forward, limit: limit)
-            },
+            read: { cursor, limit in try await Self.read(stream, of: store, from: cursor, limit: limit) },
             cursorOf: { $0.version })
     }
 
     /// Creates an iterator; each iterator is an independent subscription.
     public func makeAsyncIterator() -> Iterator { Iterator(state: CatchUpState(reader: reader)) }
+
+    /// Up to `limit` events of `stream` from version `cursor`. A read that meets a version scavenged under it stops
+    /// there (``EventStoring/read(_:from:direction:limit:)``), short of the stream's end: the subscription would
+    /// take that for the end and report itself caught up. This reads on past the hole (versions retention hides
+    /// anyway) while the stream has later versions.
+    private static func read(_ stream: StreamName, of store: any EventStoring, from cursor: UInt64, limit: Int)
+        async throws -> [RecordedEvent]
+    {
+        var events = try await store.read(stream, from: .version(cursor), direction: .forward, limit: limit)
+        while events.count < limit, let last = events.last?.version, last < .max,
+            try await store.version(of: stream) > last
+        {
+            let more = try await store.read(
+                stream, from: .version(last + 1), direction: .forward, limit: limit - events.count)
+            guard !more.isEmpty else { break }  // the later versions are hidden (maxAge)
+            events += more
+        }
+        return events
+    }
 
     /// Iterates a ``StreamSubscription``.
     public struct Iterator: AsyncIteratorProtocol {

@@ -14,7 +14,8 @@
 // - The same transaction refuses a hard-deleted stream, checks a soft-deleted one as version 0 while continuing its
 //   versions, and writes the category and event-type index entries of each event (Consumers/ConsumerKeys.swift).
 // - Stream reads hide what deletion and metadata hide (Retention/StreamVisibility.swift) and tolerate events that
-//   scavenge removed; readAll simply skips scavenged positions.
+//   scavenge removed; readAll simply skips scavenged positions. A stream read never skips a version in the middle:
+//   one that finds a version scavenged after lending earlier ones ends there (see `readStream`).
 // - Reads decode each event in place from the bytes the backend lends (borrowed scan and batch get, BorrowedEntry):
 //   positions come from the lent keys and index values, and only the payload is copied out of the backend.
 
@@ -524,34 +525,26 @@ public final class KeyValueEventStore: EventStoring {
 
     /// Lends the visible events of `stream` in the read's range to `visit`, after telling `expecting` how many there
     /// can be at most. Returns how many were lent.
+    ///
+    /// The versions it lends follow one another (but for those maxAge hides). A version found missing, scavenged
+    /// since the read computed what is visible, ends the read if it lent anything already: what it lent is then a
+    /// consecutive part of the stream as it was, and a later read sees the stream as it is. Before anything is lent,
+    /// the read starts at the oldest version still stored; if it finds none in its range, or one goes missing, it
+    /// recomputes what is visible, and starts over if the stream moved on.
     private func readStream(
         _ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int,
         expecting: (Int) -> Void, visiting visit: (BorrowedEvent) throws -> Bool
     ) async throws -> Int {
         guard limit >= 0 else { throw EventStoreError.invalidArgument("limit must not be negative, got \(limit)") }
         guard limit > 0 else { return 0 }
-        guard let visibility = try await visibility(of: stream) else { return 0 }
         // Versions hidden by deletion or metadata are never read, nor versions appended after the head the limits
         // were computed from.
-        let (lowest, highest) = (visibility.firstVersion, visibility.lastVersion)
-        var next: UInt64
-        switch (direction, start) {
-        case (.forward, .start): next = lowest
-        case (.forward, .version(let version)): next = max(version, lowest)
-        case (.forward, .end): return 0
-        case (.backward, .end): next = highest
-        case (.backward, .start): next = min(1, highest)
-        case (.backward, .version(let version)): next = min(version, highest)
-        }
-        guard lowest <= highest, next >= lowest, next <= highest else {
+        guard var visibility = try await visibility(of: stream) else { return 0 }
+        guard var next = Self.startVersion(of: visibility, from: start, direction: direction) else {
             expecting(0)
             return 0
         }
-        // The versions in range bound the visible events from above, but maxAge hides events one by one and scavenged
-        // versions leave no event: the reservation is capped, and skipped under maxAge, so that a range of versions
-        // long gone does not reserve room (or trap reserving it) for events that do not exist.
-        let range = direction == .forward ? highest - next + 1 : next - lowest + 1
-        expecting(visibility.notBefore == nil ? Int(min(UInt64(limit), range, Self.largestReservation)) : 0)
+        expecting(Self.reservation(visibility, from: next, direction: direction, limit: limit))
         var names = StreamNameCache()
         var lent = 0
         while lent < limit {
@@ -559,27 +552,113 @@ public final class KeyValueEventStore: EventStoring {
             // Under maxAge many versions may be hidden: whole batches, not one version per round trip for a small
             // limit.
             let chunk = visibility.notBefore == nil ? min(limit - lent, readBatchSize) : readBatchSize
+            let bounds = visibility.firstVersion...visibility.lastVersion
             let batch = try await streamIndexBatch(
-                of: stream, from: next, direction: direction, within: lowest...highest, limit: chunk)
-            guard let lastVersion = batch.versions.last else { break }
-            let more = try await fetchVisible(
-                positions: batch.positions, versions: batch.versions, runEnds: batch.runEnds, of: stream,
-                visibility: visibility, names: &names
+                of: stream, from: next, direction: direction, within: bounds, limit: chunk)
+            // Nothing lent yet: start at the oldest version still stored (scavenge removes a stream's oldest first).
+            if lent == 0, let first = batch.versions.first, first != next { next = first }
+            let count = Self.consecutive(batch.versions, from: next, direction: direction)
+            let outcome = try await fetchVisible(
+                positions: Array(batch.positions.prefix(count)), versions: Array(batch.versions.prefix(count)),
+                runEnds: Array(batch.runEnds.prefix(count)), of: stream, visibility: visibility, names: &names
             ) { event in
                 lent += 1
                 return try visit(event) && lent < limit
             }
-            if !more || batch.versions.count < chunk { break }
-            switch direction {
-            case .forward:
-                guard lastVersion < highest else { return lent }
-                next = lastVersion + 1
-            case .backward:
-                guard lastVersion > lowest else { return lent }
-                next = lastVersion - 1
+            if outcome == .stopped { return lent }
+            let done = if case .missing(let index) = outcome { index } else { count }
+            // The version after the ones done: the next batch's first, a hole, or past the read's range.
+            guard let after = Self.version(next, movedBy: done, direction: direction, within: bounds) else {
+                return lent
             }
+            if done == chunk {
+                next = after
+                continue
+            }
+            // A hole (or the index ends early): stop at it once anything was lent, so that no version is skipped.
+            guard lent == 0 else { return lent }
+            let found = count < batch.versions.count ? batch.versions[count] : nil
+            let missing = outcome != .complete
+            guard let resumed = try await resume(
+                stream, from: start, direction: direction, visibility: visibility, hole: after, missing: missing,
+                found: found)
+            else { return 0 }
+            (visibility, next) = resumed
         }
         return lent
+    }
+
+    /// Where a read of `stream` that has lent nothing goes on from a hole at version `hole` (its event `missing`,
+    /// or absent from the stream index, which next holds `found`), or nil if it ends. If the stream moved on since
+    /// `visibility` was computed, the read starts over on the stream as it is; otherwise it goes on past the hole,
+    /// which scavenge made before the read began.
+    private func resume(
+        _ stream: StreamName, from start: ReadStart, direction: ReadDirection, visibility: StreamVisibility,
+        hole: UInt64, missing: Bool, found: UInt64?
+    ) async throws -> (visibility: StreamVisibility, next: UInt64)? {
+        guard let fresh = try await self.visibility(of: stream) else { return nil }
+        if fresh.firstVersion != visibility.firstVersion || fresh.lastVersion != visibility.lastVersion {
+            return Self.startVersion(of: fresh, from: start, direction: direction).map { (fresh, $0) }
+        }
+        let bounds = fresh.firstVersion...fresh.lastVersion
+        let next = missing ? Self.version(hole, movedBy: 1, direction: direction, within: bounds) : found
+        return next.map { (fresh, $0) }
+    }
+
+    /// Where a read of `visibility` from `start` in `direction` begins, or nil if its range is empty.
+    private static func startVersion(of visibility: StreamVisibility, from start: ReadStart, direction: ReadDirection)
+        -> UInt64?
+    {
+        let (lowest, highest) = (visibility.firstVersion, visibility.lastVersion)
+        let next: UInt64
+        switch (direction, start) {
+        case (.forward, .start): next = lowest
+        case (.forward, .version(let version)): next = max(version, lowest)
+        case (.forward, .end): return nil
+        case (.backward, .end): next = highest
+        case (.backward, .start): next = min(1, highest)
+        case (.backward, .version(let version)): next = min(version, highest)
+        }
+        guard lowest <= highest, next >= lowest, next <= highest else { return nil }
+        return next
+    }
+
+    /// How many events a read of `visibility` from `next` reserves room for.
+    ///
+    /// The versions in range bound the visible events from above, but maxAge hides events one by one and scavenged
+    /// versions leave no event: the reservation is capped, and skipped under maxAge, so that a range of versions
+    /// long gone does not reserve room (or trap reserving it) for events that do not exist.
+    private static func reservation(
+        _ visibility: StreamVisibility, from next: UInt64, direction: ReadDirection, limit: Int
+    ) -> Int {
+        guard visibility.notBefore == nil else { return 0 }
+        let range = direction == .forward ? visibility.lastVersion - next + 1 : next - visibility.firstVersion + 1
+        return Int(min(UInt64(limit), range, largestReservation))
+    }
+
+    /// How many of `versions` follow one another from `next` on in `direction`, from the first.
+    private static func consecutive(_ versions: [UInt64], from next: UInt64, direction: ReadDirection) -> Int {
+        var expected = next
+        for (index, version) in versions.enumerated() {
+            guard version == expected else { return index }
+            expected = direction == .forward ? expected &+ 1 : expected &- 1
+        }
+        return versions.count
+    }
+
+    /// The version `steps` versions from `version` in `direction`, or nil if that lies outside `bounds`.
+    private static func version(
+        _ version: UInt64, movedBy steps: Int, direction: ReadDirection, within bounds: ClosedRange<UInt64>
+    ) -> UInt64? {
+        let distance = UInt64(steps)
+        switch direction {
+        case .forward:
+            guard bounds.upperBound - version >= distance else { return nil }
+            return version + distance
+        case .backward:
+            guard version - bounds.lowerBound >= distance else { return nil }
+            return version - distance
+        }
     }
 
     /// Up to `limit` versions of `stream` from `next` on in `direction`, all within `bounds`, with the global positions

@@ -74,20 +74,29 @@ extension KeyValueEventStore {
         return StreamVisibility(head: head, metadata: metadata, now: clock())
     }
 
+    /// How a ``fetchVisible(positions:versions:runEnds:of:visibility:names:visit:)`` ended.
+    enum FetchOutcome: Equatable {
+        /// Every record was fetched.
+        case complete
+        /// `visit` asked to stop.
+        case stopped
+        /// The event of the version at this index (of the versions fetched) is gone, scavenged since the stream index
+        /// was read; nothing from there on was lent.
+        case missing(Int)
+    }
+
     /// Fetches the log records at `positions` (where the stream index runs ending at `runEnds` put `versions`, in
     /// read order) through borrowed reads (EventStore/LogFetch.swift), decodes each in place and lends the visible
-    /// ones to `visit`, skipping scavenged ones, until `visit` returns false.
-    /// - Returns: false if `visit` asked to stop.
+    /// ones to `visit`, until `visit` returns false or an event is missing.
     func fetchVisible(
         positions: [UInt64], versions: [UInt64], runEnds: [UInt64], of stream: StreamName,
         visibility: StreamVisibility, names: inout StreamNameCache, visit: (BorrowedEvent) throws -> Bool
-    ) async throws -> Bool {
-        var missing: [Int] = []
-        var stopped = false
+    ) async throws -> FetchOutcome {
+        var outcome = FetchOutcome.complete
         try await fetchLogRecords(at: positions) { index, record in
-            guard !stopped else { return }
+            guard outcome == .complete else { return }
             guard let record else {
-                missing.append(index)
+                outcome = .missing(index)
                 return
             }
             let event = try EventRecord.borrowed(record.value, position: positions[index], names: &names)
@@ -95,24 +104,20 @@ extension KeyValueEventStore {
             // (and subscriptions, which resume from the versions they saw) would go wrong or round in circles.
             try Self.checkIndexed(
                 event.stream, event.version, at: positions[index], as: versions[index], of: stream)
-            if visibility.isVisible(event), !(try visit(event)) { stopped = true }
+            if visibility.isVisible(event), !(try visit(event)) { outcome = .stopped }
         }
-        guard !missing.isEmpty else { return !stopped }
+        guard case .missing(let index) = outcome else { return outcome }
         // Scavenge removes an event and its version from its run together: a run still naming it is corruption.
         let prefix = KeyLayout.streamIndexPrefix(stream)
-        let recheck = try await backendCall {
-            try await self.backend.get(missing.map { KeyLayout.appending(runEnds[$0], to: prefix) })
+        let key = KeyLayout.appending(runEnds[index], to: prefix)
+        if let entry = try await backendCall({ try await self.backend.get(key) }),
+            try StreamIndexRun.decode(entry, versionOffset: prefix.count, location: "stream index of \"\(stream)\"")
+                .versions.contains(versions[index])
+        {
+            throw EventStoreError.corrupted(
+                location: "global position \(positions[index])",
+                detail: "the stream index of \"\(stream)\" names version \(versions[index]) there, but the event is missing")
         }
-        for (index, entry) in zip(missing, recheck) {
-            guard let entry else { continue }
-            let run = try StreamIndexRun.decode(
-                entry, versionOffset: prefix.count, location: "stream index of \"\(stream)\"")
-            if run.versions.contains(versions[index]) {
-                throw EventStoreError.corrupted(
-                    location: "global position \(positions[index])",
-                    detail: "the stream index of \"\(stream)\" names version \(versions[index]) there, but the event is missing")
-            }
-        }
-        return !stopped
+        return outcome
     }
 }
