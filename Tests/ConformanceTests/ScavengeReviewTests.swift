@@ -1,5 +1,5 @@
 // Review of scavenge: a damaged index must not make it delete live events, a read racing it returns consecutive
-// versions, and its cost is not quadratic.
+// versions, its cost is not quadratic, and what it removes under maxAge.
 import EventStore
 @testable import EventStoreKV
 import Foundation
@@ -31,6 +31,29 @@ struct ScavengeReviewTests {
             let survivors = try await store.readAll(from: 1, limit: 100).filter { $0.stream == kept }
             #expect(survivors.map(\.version) == [1, 2, 3], "kept-1's acknowledged events in the log after scavenge")
             #expect(try await store.read(kept).map(\.version) == [1, 2, 3])
+        }
+    }
+
+    @Test("scavenge removes expired events up to the first unexpired one; one behind a fresher event stays hidden",
+          arguments: Backends.all)
+    func scavengeLeavesHiddenExpiredEvents(backend: Backend) async throws {
+        try await backend.withStore { store in
+            let name = try StreamName("aged-1")
+            let behind = KeyValueEventStore(backend: store.backend, clock: { Date().addingTimeInterval(-7_200) })
+            _ = try await store.append([makeEvent("fresh")], to: name, expectedVersion: .noStream)
+            _ = try await behind.append([makeEvent("stale")], to: name, expectedVersion: .exact(1))
+            try await store.setMetadata(StreamMetadata(maxAge: .seconds(3_600)), for: name)
+            #expect(try await store.read(name).map(\.version) == [1])
+            let report = try await store.scavenge()
+            // Version 2 expired but lies behind the fresh version 1: it stays stored (StreamMetadata's doc) ...
+            #expect(report.eventsRemoved == 0)
+            #expect(try await store.readAll(from: 1, limit: 10).filter { $0.stream == name }.map(\.version) == [1, 2])
+            // ... and hidden from stream reads, both ways, until version 1 expires too and a scavenge removes both.
+            #expect(try await store.read(name).map(\.version) == [1])
+            #expect(try await store.readBackward(name).map(\.version) == [1])
+            let later = KeyValueEventStore(backend: store.backend, clock: { Date().addingTimeInterval(7_200) })
+            #expect(try await later.scavenge().eventsRemoved == 2)
+            #expect(try await store.readAll(from: 1, limit: 10).filter { $0.stream == name }.isEmpty)
         }
     }
 }

@@ -9,11 +9,14 @@
 import Foundation
 
 /// Retention rules for one stream, stored in the store. Events beyond any limit are hidden from stream reads as soon
-/// as the metadata is set, and removed from storage by the next scavenge.
+/// as the metadata is set, and removed from storage by the next scavenge; under maxAge, only the expired events up
+/// to the first unexpired one in version order (see ``maxAge``).
 public struct StreamMetadata: Sendable, Hashable {
     /// Keep only the newest `maxCount` events; older ones are hidden. Must be at least 1.
     public var maxCount: UInt64?
     /// Hide events recorded longer ago than this, by the reader's clock. Must be positive, and at most 292 years.
+    /// Scavenge removes the expired events up to the first unexpired one, in version order: an expired event after a
+    /// fresher one (recorded by a clock that was behind) stays stored, and hidden, until those before it expire too.
     public var maxAge: Duration?
     /// Hide every event whose version is lower than this.
     public var truncateBefore: UInt64?

@@ -3,7 +3,8 @@
 //
 // Invariants:
 // - Only hidden events are removed: versions below the stream's visible floor (deletion, truncateBefore, maxCount)
-//   and the leading run of events older than maxAge. Each of these only grows as time passes and events are
+//   and the leading run of events older than maxAge (an expired event after an unexpired one waits: scavenge reads
+//   a stream only as far as the first event it keeps). Each of these only grows as time passes and events are
 //   appended, except through a metadata change, so every batch is committed on the condition that the stream's
 //   metadata is still the one it was computed from; a change makes it recompute.
 // - An event is removed in one transaction with everything that points to it: its log record (`L`), its version in
@@ -40,8 +41,11 @@ extension KeyValueEventStore {
     /// How many events one scavenge transaction removes at most.
     static let scavengeBatchSize = 128
 
-    /// Removes every event hidden by deletion or metadata from storage. Runs online; safe to run at any time and to
-    /// cancel (each batch is atomic, and a later run continues).
+    /// Removes from storage the events hidden by deletion, truncateBefore and maxCount, and under maxAge the expired
+    /// events up to the first unexpired one in version order: an expired event behind a fresher one (a writer's clock
+    /// behind, or stepped back) stays, hidden from stream reads, until those before it expire too. Finding it would
+    /// mean reading every maxAge stream in full. Runs online; safe to run at any time and to cancel (each batch is
+    /// atomic, and a later run continues).
     @discardableResult
     public func scavenge() async throws -> ScavengeReport {
         var report = ScavengeReport()
