@@ -44,11 +44,13 @@ struct MetaPage: Equatable {
     static let counterCeiling: UInt64 = 1 << 62
 
     /// `value` moved by `delta` (+1 or -1): `corrupted` at `location`, naming `name`, if that leaves 0 ..< the ceiling.
-    static func counterStep(_ value: UInt64, by delta: Int, _ name: String, location: String) throws -> UInt64 {
+    static func counterStep(
+        _ value: UInt64, by delta: Int, _ name: String, location: @autoclosure () -> String
+    ) throws -> UInt64 {
         let next = delta < 0 ? value.subtractingReportingOverflow(1) : value.addingReportingOverflow(1)
         guard !next.overflow, next.partialValue < counterCeiling else {
             throw EventStoreError.corrupted(
-                location: location, detail: "the \(name) \(value) cannot \(delta < 0 ? "go below 0" : "grow past 2^62")")
+                location: location(), detail: "the \(name) \(value) cannot \(delta < 0 ? "go below 0" : "grow past 2^62")")
         }
         return next.partialValue
     }

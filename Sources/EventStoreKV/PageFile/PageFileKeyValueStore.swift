@@ -391,9 +391,10 @@ public final class PageFileKeyValueStore: KeyValueStore {
     /// With the writer lock held and an apply begun: applies `writes` through `tree`, queues the WAL record (which
     /// ends the apply) and advances the writer's state. Returns the commit's LSN.
     private func applyWrites(_ writes: [KeyWrite], to tree: inout TreeWriter, now: Int64) throws -> UInt64 {
-        let location = writer.state.metaLocation
-        let revision = try MetaPage.counterStep(writer.state.revision, by: 1, "revision", location: location)
-        let lsn = try MetaPage.counterStep(writer.state.lsn, by: 1, "LSN", location: location)
+        // Locations are built only for an error: this runs for every commit.
+        let revision = try MetaPage.counterStep(
+            writer.state.revision, by: 1, "revision", location: self.writer.state.metaLocation)
+        let lsn = try MetaPage.counterStep(writer.state.lsn, by: 1, "LSN", location: self.writer.state.metaLocation)
         var keyCount = writer.state.keyCount
         var root = writer.state.root
         var payload = 0
@@ -412,13 +413,17 @@ public final class PageFileKeyValueStore: KeyValueStore {
                 let (old, version) = try tree.put(
                     key, PutValue(bytes: value, modRevision: revision, expiresAt: expiresAt, version: nil, now: now),
                     root: &root)
-                if old == nil { keyCount = try MetaPage.counterStep(keyCount, by: 1, "key count", location: location) }
+                if old == nil {
+                    keyCount = try MetaPage.counterStep(
+                        keyCount, by: 1, "key count", location: self.writer.state.metaLocation)
+                }
                 record.put(key, value, version: version, expiresAt: expiresAt)
                 changes.append(KeyValueChange(revision: revision, kind: .put, key: key))
             case .delete(let key):
                 record.delete(key)
                 if try tree.delete(key, root: &root) != nil {
-                    keyCount = try MetaPage.counterStep(keyCount, by: -1, "key count", location: location)
+                    keyCount = try MetaPage.counterStep(
+                        keyCount, by: -1, "key count", location: self.writer.state.metaLocation)
                 }
                 changes.append(KeyValueChange(revision: revision, kind: .delete, key: key))
             }
