@@ -22,7 +22,8 @@ struct ExclusiveProjectionConformanceTests {
             let (progress, signal) = AsyncStream<UInt64>.makeStream()
             var handledByFirst = progress.makeAsyncIterator()
             let runner = Task {
-                try await projection.run { event in
+                defer { signal.finish() }  // so that no wait below outlives the run
+                return try await projection.run { event in
                     first.withLock { $0.append(event.position) }
                     signal.yield(event.position)
                 }
@@ -54,11 +55,10 @@ struct ExclusiveProjectionConformanceTests {
             let lock = try StreamName.system("$consumer-fence")
             let stale = try await store.openSession(
                 on: lock, sessionTimeout: backend.leaseTimeout(.milliseconds(300)), openTimeout: .zero)
-            try await stale.saveCheckpoint(1, for: "fence")
-            #expect(try await store.checkpoint(of: "fence") == 1)
             // The next holder waits for the stale session's lease to run out.
             let current = try await store.openSession(
                 on: lock, sessionTimeout: backend.leaseTimeout(.seconds(60)), openTimeout: .seconds(120))
+            try await current.saveCheckpoint(1, for: "fence")
             do {
                 try await stale.saveCheckpoint(2, for: "fence")
                 Issue.record("a session whose lease was taken over saved a checkpoint")
@@ -90,7 +90,7 @@ struct ExclusiveProjectionConformanceTests {
             let refusing = ForwardingEventStore(base: store, sessions: { RenewalFailingSession(base: $0) })
             let stalled = CheckpointedProjection(
                 store: refusing, consumer: "lost", checkpointEvery: 1,
-                exclusivity: .exclusive(lease: backend.leaseTimeout(.milliseconds(500))))
+                exclusivity: .exclusive(lease: backend.leaseTimeout(.seconds(5))))
             let healthy = CheckpointedProjection(
                 store: store, consumer: "lost", checkpointEvery: 1,
                 exclusivity: .exclusive(lease: backend.leaseTimeout(.seconds(60))))
@@ -98,7 +98,8 @@ struct ExclusiveProjectionConformanceTests {
             let (progress, signal) = AsyncStream<UInt64>.makeStream()
             var handled = progress.makeAsyncIterator()
             let runner = Task {
-                try await stalled.run { event in
+                defer { signal.finish() }  // so that no wait below outlives the run
+                return try await stalled.run { event in
                     stalledHandled.withLock { $0.append(event.position) }
                     signal.yield(event.position)
                     // Ends a run that went on without its lease, rather than leave the test waiting for it.
