@@ -129,6 +129,64 @@ struct ExclusiveProjectionConformanceTests {
         }
     }
 
+    @Test("an exclusive run cancelled while it waits for the lease returns the stored checkpoint, as run's doc says")
+    func cancelledWhileWaitingForTheLease() async throws {
+        try await Backend.inMemory.withStore { store in
+            _ = try await store.append(samples(2), to: try stream("wait-1"), expectedVersion: .noStream)
+            try await store.saveCheckpoint(1, for: "wait")
+            let holder = try await store.openSession(
+                on: try StreamName.system("$consumer-wait"), sessionTimeout: .seconds(60), openTimeout: .zero)
+            let projection = CheckpointedProjection(
+                store: store, consumer: "wait", exclusivity: .exclusive(lease: .seconds(60)))
+            let waiting = Task { try await projection.run { _ in } }
+            try await Task.sleep(for: .milliseconds(300))
+            waiting.cancel()
+            switch await waiting.result {
+            case .success(let saved): #expect(saved == 1)
+            case .failure(let error): Issue.record("a cancelled run threw instead of returning normally: \(error)")
+            }
+            try await holder.close()
+        }
+    }
+
+    @Test("an exclusive run whose handler throws releases the lease: the next run takes it at once")
+    func handlerErrorReleasesTheLease() async throws {
+        try await Backend.inMemory.withStore { store in
+            _ = try await store.append(samples(3), to: try stream("throw-1"), expectedVersion: .noStream)
+            let projection = CheckpointedProjection(
+                store: store, consumer: "throws", checkpointEvery: 1, exclusivity: .exclusive(lease: .seconds(60)))
+            struct Boom: Error {}
+            await #expect(throws: Boom.self) {
+                try await projection.run(until: .whenCaughtUp) { event in if event.position == 2 { throw Boom() } }
+            }
+            let session = try await store.openSession(
+                on: try StreamName.system("$consumer-throws"), sessionTimeout: .seconds(5), openTimeout: .zero)
+            try await session.close()
+            let saved = try await projection.run(until: .whenCaughtUp) { _ in }
+            #expect(saved == 3)
+        }
+    }
+
+    @Test("an exclusive run waiting for the lease ends with storeClosed when the store closes; a live one returns")
+    func storeClosesUnderExclusiveRuns() async throws {
+        let store = KeyValueEventStore(backend: InMemoryKeyValueStore())
+        _ = try await store.append(samples(2), to: try stream("close-1"), expectedVersion: .noStream)
+        let projection = CheckpointedProjection(
+            store: store, consumer: "close", exclusivity: .exclusive(lease: .seconds(60)))
+        let (progress, signal) = AsyncStream<UInt64>.makeStream()
+        let live = Task {
+            defer { signal.finish() }
+            return try await projection.run { event in signal.yield(event.position) }
+        }
+        var handled = progress.makeAsyncIterator()
+        while let position = await handled.next(), position < 2 {}
+        let waiting = Task { try await projection.run { _ in } }
+        try await Task.sleep(for: .milliseconds(200))
+        try await store.close()
+        await #expect(throws: EventStoreError.self) { try await waiting.value }
+        #expect(try await live.value == 2)
+    }
+
     @Test("an exclusive consumer's name must leave room for the lease stream's prefix")
     func nameTooLongForTheLease() async throws {
         try await Backend.inMemory.withStore { store in

@@ -74,7 +74,7 @@ public struct CheckpointedProjection: Sendable {
     /// counts as not handled).
     ///
     /// An exclusive run (``Exclusivity/exclusive(lease:)``) first waits, as long as it takes, for the consumer's
-    /// lease, and releases it when it ends. If it loses the lease (a renewal was refused, or none succeeded before
+    /// lease (cancelled meanwhile, it returns the stored checkpoint), and releases it when it ends. If it loses the lease (a renewal was refused, or none succeeded before
     /// the lease ran out), it throws ``EventStoreError/sessionExpired(stream:sessionID:)`` before it handles another
     /// event, saving nothing more; a run that is waiting for events notices when the next one arrives. A lease
     /// bounds how long two runs can overlap, it does not rule it out: a run that stalls for longer than its lease
@@ -91,7 +91,15 @@ public struct CheckpointedProjection: Sendable {
         guard case .exclusive(let duration) = exclusivity else {
             return try await consume(until: stop, holding: nil, handler)
         }
-        let lease = try await ConsumerLease.acquire(for: consumer, in: store, lasting: duration)
+        let lease: ConsumerLease
+        do {
+            lease = try await ConsumerLease.acquire(for: consumer, in: store, lasting: duration)
+        } catch is CancellationError {
+            // Cancelled while waiting: nothing was handled, and the run ends as a cancelled run does, returning the
+            // stored checkpoint (read outside the cancelled task, which a backend would refuse).
+            let (store, consumer) = (store, consumer)
+            return try await Task { try await store.checkpoint(of: consumer) ?? 0 }.value
+        }
         do {
             let saved = try await consume(until: stop, holding: lease, handler)
             await lease.release()
