@@ -1,6 +1,6 @@
 // demo: the main job. Opens accounts, runs concurrent transfers (some designed to fail), shows live progress,
 // prints a summary, then verifies. `--crash-test N` runs the workload in a child process, kills it N times at
-// random moments, and after each kill recovers the sagas and verifies.
+// random moments after its first finished transfer, and after each kill recovers the sagas and verifies.
 
 import EventStore
 import EventStoreKV
@@ -18,6 +18,8 @@ final class DemoCounters: Sendable {
     let compensated = Atomic<Int>(0)
     let rejected = Atomic<Int>(0)
     let stuck = Atomic<Int>(0)
+    /// Set by the first transfer a crash-test child finishes, which then tells its parent it is running.
+    let announced = Atomic<Bool>(false)
 }
 
 struct Demo {
@@ -87,6 +89,11 @@ struct Demo {
                     for _ in 0..<share {
                         try Task.checkCancellation()
                         try await oneTransfer(ledger, &random, counters)
+                        if child, counters.announced.compareExchange(expected: false, desired: true, ordering: .relaxed)
+                            .exchanged
+                        {
+                            try say(Self.runningLine)  // the crash test's parent starts its kill timer now
+                        }
                     }
                 }
             }
@@ -170,33 +177,70 @@ struct Demo {
         return 0
     }
 
-    /// Runs the workload in a child process and SIGKILLs it after `delay` ms. Nil if the kill ended it; otherwise why
-    /// not: a child that exited by itself before the kill was due (it could not run the workload) is no kill, and
-    /// fails the crash test with its stderr.
+    /// What a crash-test child prints on stdout once it has finished its first transfer.
+    static let runningLine = "running"
+
+    /// Runs the workload in a child process and SIGKILLs it `delay` ms after it reports its first finished transfer.
+    /// Nil if the kill ended it; otherwise why not: a child that exited by itself, or never got to a transfer (on a
+    /// slow machine a kill on a timer alone could land before it did anything), is no kill, and fails the crash test
+    /// with its stderr.
     private func runAndKillChild(after delay: Int, seed childSeed: UInt64) async throws -> String? {
-        let errors = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-child-\(UUID().uuidString)")
-        guard FileManager.default.createFile(atPath: errors.path, contents: nil) else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: errors.path])
+        let errors = try Self.scratchFile("ledger-child-errors")
+        let output = try Self.scratchFile("ledger-child-output")
+        defer {
+            try? FileManager.default.removeItem(at: errors)
+            try? FileManager.default.removeItem(at: output)
         }
-        defer { try? FileManager.default.removeItem(at: errors) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         process.arguments = [
             "demo", "--child", "--data", data, "--accounts", String(accounts), "--workers", String(workers),
             "--transfers", "10000000", "--seed", String(childSeed), "--initial-balance", String(initialBalance.value),
         ]
-        process.standardOutput = FileHandle.nullDevice
+        process.standardOutput = try FileHandle(forWritingTo: output)
         process.standardError = try FileHandle(forWritingTo: errors)
         try process.run()
-        try await Task.sleep(for: .milliseconds(delay))
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        let running = try await Self.waitUntilRunning(process, output: output)
+        if running {
+            try await Task.sleep(for: .milliseconds(delay))
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        } else if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return "the child did not finish a transfer within \(Self.startLimit)"
+        }
         process.waitUntilExit()
-        if process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL { return nil }
+        if running && process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL { return nil }
         // Progress lines end in "\r"; the last few hundred characters hold the child's error.
         let stderr = String(decoding: (try? Data(contentsOf: errors)) ?? Data(), as: UTF8.self)
         let ending = process.terminationReason == .exit ? "exited with status" : "died of signal"
         return "the child \(ending) \(process.terminationStatus) before the kill at \(delay) ms: "
             + String(stderr.suffix(600)).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// How long a child may take to finish its first transfer.
+    private static let startLimit = Duration.seconds(300)
+
+    /// Waits until `process` has printed ``runningLine`` to `output` (true), or has exited, or ``startLimit`` has
+    /// passed (false).
+    private static func waitUntilRunning(_ process: Process, output: URL) async throws -> Bool {
+        let deadline = ContinuousClock.now.advanced(by: startLimit)
+        while ContinuousClock.now < deadline {
+            let printed = String(decoding: (try? Data(contentsOf: output)) ?? Data(), as: UTF8.self)
+            if printed.split(separator: "\n").contains(Substring(runningLine)) { return true }
+            guard process.isRunning else { return false }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return false
+    }
+
+    /// A new empty file in the temporary directory, named from `prefix`.
+    private static func scratchFile(_ prefix: String) throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
+        guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: url.path])
+        }
+        return url
     }
 }
 

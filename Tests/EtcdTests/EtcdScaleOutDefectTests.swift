@@ -8,7 +8,8 @@ import Testing
 
 @Suite(
     "etcd: scale-out defects", .enabled(if: EtcdTestCluster.isConfigured, EtcdTestCluster.skipReason),
-    .serialized, .timeLimit(.minutes(3)))
+    // A hang guard: the suite takes seconds alone, but minutes inside a full ThreadSanitizer run.
+    .serialized, .timeLimit(.minutes(6)))
 struct EtcdScaleOutDefectTests {
     /// Node A re-sends (same ids) a batch of a soft-deleted stream while node B scavenges it. The docs allow two
     /// outcomes: the original result (ids still stored) or a fresh append (scavenge forgot the ids). The update's
