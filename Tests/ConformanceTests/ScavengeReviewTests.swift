@@ -60,6 +60,7 @@ struct ScavengeReviewTests {
 
 /// Runs `action` once, just before the `trigger`-th scan of the stream index (`0x03`).
 final class StreamIndexScanHook: ForwardingKeyValueStore, @unchecked Sendable {
+    // `@unchecked Sendable`: `scans` and `action` are Locked (pthread mutex); `trigger` is immutable.
     let scans = Locked(0)
     let trigger: Int
     let action: Locked<(@Sendable () async throws -> Void)?>
@@ -179,6 +180,7 @@ struct TornReadReviewTests {
 
 /// Counts the scans of the category and type indexes (`0x0A`) and the entries they visit, while `counting` is set.
 final class IndexScanCounter: ForwardingKeyValueStore, @unchecked Sendable {
+    // `@unchecked Sendable`: `counting` and `work` are Locked (pthread mutex); nothing else is stored.
     let counting = Locked(false)
     let work = Locked((scans: 0, entries: 0))
 

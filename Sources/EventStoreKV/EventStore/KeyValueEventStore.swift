@@ -553,14 +553,22 @@ public final class KeyValueEventStore: EventStoring {
             // limit.
             let chunk = visibility.notBefore == nil ? min(limit - lent, readBatchSize) : readBatchSize
             let bounds = visibility.firstVersion...visibility.lastVersion
-            let batch = try await streamIndexBatch(
+            var batch = try await streamIndexBatch(
                 of: stream, from: next, direction: direction, within: bounds, limit: chunk)
             // Nothing lent yet: start at the oldest version still stored (scavenge removes a stream's oldest first).
             if lent == 0, let first = batch.versions.first, first != next { next = first }
             let count = Self.consecutive(batch.versions, from: next, direction: direction)
+            // The version the stream index holds after a hole, if the batch has one: only the versions before it
+            // are fetched (trimmed in place, so a batch without a hole, the usual case, is not copied).
+            let found = count < batch.versions.count ? batch.versions[count] : nil
+            if found != nil {
+                batch.versions.removeSubrange(count...)
+                batch.positions.removeSubrange(count...)
+                batch.runEnds.removeSubrange(count...)
+            }
             let outcome = try await fetchVisible(
-                positions: Array(batch.positions.prefix(count)), versions: Array(batch.versions.prefix(count)),
-                runEnds: Array(batch.runEnds.prefix(count)), of: stream, visibility: visibility, names: &names
+                positions: batch.positions, versions: batch.versions, runEnds: batch.runEnds, of: stream,
+                visibility: visibility, names: &names
             ) { event in
                 lent += 1
                 return try visit(event) && lent < limit
@@ -577,7 +585,6 @@ public final class KeyValueEventStore: EventStoring {
             }
             // A hole (or the index ends early): stop at it once anything was lent, so that no version is skipped.
             guard lent == 0 else { return lent }
-            let found = count < batch.versions.count ? batch.versions[count] : nil
             let missing = outcome != .complete
             guard let resumed = try await resume(
                 stream, from: start, direction: direction, visibility: visibility, hole: after, missing: missing,

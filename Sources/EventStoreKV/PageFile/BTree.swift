@@ -36,14 +36,29 @@ struct Descent {
         self.upper = upper
     }
 
-    /// The descent into child `index` of `branch`.
-    /// - Throws: `corrupted` naming `branch`'s page if the child would lie deeper than ``BTree/maximumDepth``.
-    func child(_ index: Int, of branch: Node, reader: PageReader) throws -> Descent {
+    /// The descent `path` describes (each branch passed, from the root, and the child taken): the bounds are the
+    /// nearest branches' separators, found once at the leaf rather than carried down level by level, as a writer's
+    /// descent, which keeps the path anyway, can do.
+    init(path: [(node: Node, index: Int)]) {
+        depth = path.count + 1
+        lower = path.last { $0.index > 0 }.map { $0.node.keys[$0.index] }
+        upper = path.last { $0.index + 1 < $0.node.keys.count }.map { $0.node.keys[$0.index + 1] }
+    }
+
+    /// Throws `corrupted` naming `branch`'s page if its children, at `depth` + 1, would lie deeper than
+    /// ``BTree/maximumDepth``.
+    static func checkDepth(_ depth: Int, below branch: Node, reader: PageReader) throws {
         guard depth < BTree.maximumDepth else {
             throw EventStoreError.corrupted(
                 location: "\(reader.path) page \(branch.origin)",
                 detail: "the tree is deeper than \(BTree.maximumDepth) levels here (a child names an ancestor)")
         }
+    }
+
+    /// The descent into child `index` of `branch`.
+    /// - Throws: `corrupted` naming `branch`'s page if the child would lie deeper than ``BTree/maximumDepth``.
+    func child(_ index: Int, of branch: Node, reader: PageReader) throws -> Descent {
+        try Self.checkDepth(depth, below: branch, reader: reader)
         return Descent(
             depth: depth + 1, lower: index > 0 ? branch.keys[index] : lower,
             upper: index + 1 < branch.keys.count ? branch.keys[index + 1] : upper)
@@ -265,14 +280,13 @@ struct TreeWriter {
         let top = try own(current)
         path.removeAll(keepingCapacity: true)
         var node = top
-        var descent = Descent()
         while !node.isLeaf {
+            try Descent.checkDepth(path.count + 1, below: node, reader: reader)
             let index = node.childIndex(for: key)
-            descent = try descent.child(index, of: node, reader: reader)
             path.append((node, index))
             node = try ownChild(of: node, at: index)
         }
-        try descent.check(node, reader: reader)
+        try Descent(path: path).check(node, reader: reader)
         let (old, version, leafSplit) = try insert(key, value, intoLeaf: node)
         if leafSplit == nil { rememberLastLeaf(node) } else { lastLeaf = nil }
         var split = leafSplit
