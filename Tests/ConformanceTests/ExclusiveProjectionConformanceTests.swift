@@ -129,6 +129,30 @@ struct ExclusiveProjectionConformanceTests {
         }
     }
 
+    @Test("an idle exclusive run that loses its lease stops without waiting for another event",
+        .timeLimit(.minutes(2)), arguments: Backends.all)
+    func idleRunStopsWhenItLosesItsLease(backend: Backend) async throws {
+        try await backend.withStore { store in
+            _ = try await store.append(samples(2), to: try stream("idle-1"), expectedVersion: .noStream)
+            let refusing = ForwardingEventStore(base: store, sessions: { RenewalFailingSession(base: $0) })
+            let stalled = CheckpointedProjection(
+                store: refusing, consumer: "idle", checkpointEvery: 1,
+                exclusivity: .exclusive(lease: backend.leaseTimeout(.seconds(2))))
+            // No event is appended after these two: only the lost lease can end the live run. Before the doorbell
+            // ended with the lease, it waited for the next event forever (the time limit turns that into a failure).
+            do {
+                _ = try await stalled.run { _ in }
+                Issue.record("a live run that lost its lease returned")
+            } catch EventStoreError.sessionExpired(let lock, _) {
+                #expect(lock == (try StreamName.system("$consumer-idle")))
+            }
+            // The lease is free again: the next run takes it and catches up.
+            let healthy = CheckpointedProjection(
+                store: store, consumer: "idle", exclusivity: .exclusive(lease: backend.leaseTimeout(.seconds(60))))
+            #expect(try await healthy.run(until: .whenCaughtUp) { _ in } == 2)
+        }
+    }
+
     @Test("an exclusive run cancelled while it waits for the lease returns the stored checkpoint, as run's doc says")
     func cancelledWhileWaitingForTheLease() async throws {
         try await Backend.inMemory.withStore { store in

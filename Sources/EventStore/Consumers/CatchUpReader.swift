@@ -26,6 +26,9 @@ struct CatchUpReader: Sendable {
     let read: Read
     /// The cursor value of an event (its position, or its version).
     let cursorOf: @Sendable (RecordedEvent) -> UInt64
+    /// Opens the doorbell: the store's ``EventStoring/logNotifications()``, or a stream that also ends when the
+    /// consumer must stop (an exclusive projection's lost lease).
+    var openDoorbell: @Sendable () async throws -> AsyncThrowingStream<Void, any Error>
 }
 
 /// The iteration state shared by both subscription iterators.
@@ -73,7 +76,8 @@ struct CatchUpState {
                 return .caughtUp(through: readThrough)
             }
             if atEnd {
-                // Nil means the task was cancelled or the store closed: either way the subscription is over.
+                // Nil means the task was cancelled or the store closed: either way the subscription is over. A
+                // doorbell that throws ends it with that error.
                 guard try await doorbell?.next() != nil else { break }
                 atEnd = false
             }
@@ -90,7 +94,7 @@ struct CatchUpState {
         guard reader.bufferSize > 0 else {
             throw EventStoreError.invalidArgument("a subscription's bufferSize must be positive, got \(reader.bufferSize)")
         }
-        doorbell = try await reader.store.logNotifications().makeAsyncIterator()
+        doorbell = try await reader.openDoorbell().makeAsyncIterator()
         cursor = try await reader.resolveStart()
     }
 

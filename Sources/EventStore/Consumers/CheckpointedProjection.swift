@@ -10,7 +10,8 @@
 //   cancellation or threw because of it.
 // - An exclusive run handles events only while it holds the consumer's lease (a session on `$consumer-<name>`),
 //   checked before each event, and saves checkpoints only in transactions that check the lease: once another run
-//   holds it, this one can neither handle another event nor move the checkpoint.
+//   holds it, this one can neither handle another event nor move the checkpoint. A run waiting for events waits on
+//   a doorbell that the lease's loss ends, so an idle run stops too.
 
 import Foundation
 
@@ -76,7 +77,7 @@ public struct CheckpointedProjection: Sendable {
     /// An exclusive run (``Exclusivity/exclusive(lease:)``) first waits, as long as it takes, for the consumer's
     /// lease (cancelled meanwhile, it returns the stored checkpoint), and releases it when it ends. If it loses the lease (a renewal was refused, or none succeeded before
     /// the lease ran out), it throws ``EventStoreError/sessionExpired(stream:sessionID:)`` before it handles another
-    /// event, saving nothing more; a run that is waiting for events notices when the next one arrives. A lease
+    /// event, saving nothing more; a run that is waiting for events stops as soon as the loss is known. A lease
     /// bounds how long two runs can overlap, it does not rule it out: a run that stalls for longer than its lease
     /// (a paused process) may finish the event in hand after another run took over. Handlers must still be
     /// idempotent.
@@ -119,7 +120,15 @@ public struct CheckpointedProjection: Sendable {
         var saved = resumeAfter
         var handled = resumeAfter
         var sinceCheckpoint = 0
-        let subscription = store.subscribeToAll(from: .after(resumeAfter), filter: filter, bufferSize: bufferSize)
+        // An exclusive run waits for events on a doorbell that ends as soon as the lease is lost.
+        var openDoorbell: (@Sendable () async throws -> AsyncThrowingStream<Void, any Error>)?
+        if let lease {
+            let store = store
+            openDoorbell = { try await lease.doorbell(of: store) }
+        }
+        let subscription = AllSubscription(
+            store: store, start: .after(resumeAfter), filter: filter, bufferSize: bufferSize,
+            openDoorbell: openDoorbell)
         messages: for try await message in subscription {
             switch message {
             case .event(let event):

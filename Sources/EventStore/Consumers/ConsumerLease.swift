@@ -6,8 +6,9 @@
 //   polling, at most once a second and at least every tenth of the lease.
 // - The lease counts as lost once a renewal is refused (`sessionExpired`) or once its local expiry passed without a
 //   successful renewal; a failed renewal for any other reason is retried every twelfth of the lease until then.
-// - Losing it is final for this holder: `check()` throws from then on, and the session's fenced checkpoint saves
-//   are refused by the store itself.
+// - Losing it is final for this holder: `check()` throws from then on, the doorbells made by `doorbell(of:)` end
+//   with `sessionExpired` at once (so a run waiting for events stops without waiting for one), and the session's
+//   fenced checkpoint saves are refused by the store itself.
 
 import Foundation
 
@@ -15,14 +16,14 @@ import Foundation
 final class ConsumerLease: Sendable {
     /// The session that holds the lease; checkpoints are saved through it.
     let session: any StreamSession
-    private let lost: Locked<Bool>
+    private let loss: Loss
     private let keeper: Task<Void, Never>
 
     private init(session: any StreamSession, renewEvery interval: Duration) {
-        let lost = Locked(false)
+        let loss = Loss(EventStoreError.sessionExpired(stream: session.stream, sessionID: session.id))
         self.session = session
-        self.lost = lost
-        self.keeper = Self.keepRenewed(session, every: interval, lost: lost)
+        self.loss = loss
+        self.keeper = Self.keepRenewed(session, every: interval, loss: loss)
     }
 
     /// Waits, as long as it takes (or until the task is cancelled), for the lease on `consumer`, then holds it.
@@ -56,11 +57,27 @@ final class ConsumerLease: Sendable {
 
     /// Throws ``EventStoreError/sessionExpired(stream:sessionID:)`` once the lease is lost.
     func check() async throws {
-        let expired = await session.leaseExpiresAt() <= Date()
-        if expired || lost.withLock({ $0 }) {
-            lost.withLock { $0 = true }
-            throw EventStoreError.sessionExpired(stream: session.stream, sessionID: session.id)
+        if await session.leaseExpiresAt() <= Date() { loss.record() }
+        if loss.isRecorded { throw loss.error }
+    }
+
+    /// The store's doorbell (``EventStoring/logNotifications()``), ended with
+    /// ``EventStoreError/sessionExpired(stream:sessionID:)`` as soon as the lease is lost.
+    func doorbell(of store: any EventStoring) async throws -> AsyncThrowingStream<Void, any Error> {
+        let rings = try await store.logNotifications()
+        let (doorbell, continuation) = AsyncThrowingStream<Void, any Error>.makeStream(
+            bufferingPolicy: .bufferingNewest(1))
+        let forwarder = Task {
+            do {
+                for try await _ in rings { continuation.yield() }
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
+            }
         }
+        continuation.onTermination = { _ in forwarder.cancel() }
+        loss.whenRecorded { error in continuation.finish(throwing: error) }
+        return doorbell
     }
 
     /// Stops renewing and releases the lease (also from a cancelled task); a failed release leaves it to expire.
@@ -69,8 +86,8 @@ final class ConsumerLease: Sendable {
         try? await session.close()
     }
 
-    /// Renews `session` every `interval` until cancelled or until the lease is lost, which it records in `lost`.
-    private static func keepRenewed(_ session: any StreamSession, every interval: Duration, lost: Locked<Bool>)
+    /// Renews `session` every `interval` until cancelled or until the lease is lost, which it records in `loss`.
+    private static func keepRenewed(_ session: any StreamSession, every interval: Duration, loss: Loss)
         -> Task<Void, Never>
     {
         Task {
@@ -81,17 +98,49 @@ final class ConsumerLease: Sendable {
                     try await session.renew()
                     wait = interval
                 } catch EventStoreError.sessionExpired {
-                    lost.withLock { $0 = true }
+                    loss.record()
                     return
                 } catch {
                     if Task.isCancelled { return }
                     if await session.leaseExpiresAt() <= Date() {
-                        lost.withLock { $0 = true }
+                        loss.record()
                         return
                     }
                     wait = interval / 4
                 }
             }
         }
+    }
+}
+
+/// Whether a lease was lost, and who to tell when it is: recorded once, and final.
+private final class Loss: Sendable {
+    /// The error a holder that lost the lease throws.
+    let error: EventStoreError
+    private let state = Locked<(recorded: Bool, observers: [@Sendable (EventStoreError) -> Void])>((false, []))
+
+    init(_ error: EventStoreError) { self.error = error }
+
+    var isRecorded: Bool { state.withLock { $0.recorded } }
+
+    /// Records the loss and tells every observer, once.
+    func record() {
+        let observers = state.withLock { state in
+            guard !state.recorded else { return [@Sendable (EventStoreError) -> Void]() }
+            state.recorded = true
+            defer { state.observers = [] }
+            return state.observers
+        }
+        for observer in observers { observer(error) }
+    }
+
+    /// Calls `observer` when the loss is recorded (at once if it already was).
+    func whenRecorded(_ observer: @escaping @Sendable (EventStoreError) -> Void) {
+        let now = state.withLock { state in
+            if state.recorded { return true }
+            state.observers.append(observer)
+            return false
+        }
+        if now { observer(error) }
     }
 }

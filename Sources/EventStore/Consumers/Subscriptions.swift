@@ -12,7 +12,11 @@ public struct AllSubscription: AsyncSequence, Sendable {
 
     private let reader: CatchUpReader
 
-    init(store: any EventStoring, start: SubscriptionStart, filter: SubscriptionFilter, bufferSize: Int) {
+    /// - Parameter openDoorbell: the doorbell to wait on once caught up; the store's log notifications if nil.
+    init(
+        store: any EventStoring, start: SubscriptionStart, filter: SubscriptionFilter, bufferSize: Int,
+        openDoorbell: (@Sendable () async throws -> AsyncThrowingStream<Void, any Error>)? = nil
+    ) {
         reader = CatchUpReader(
             store: store, bufferSize: bufferSize, filter: filter,
             resolveStart: {
@@ -27,7 +31,8 @@ public struct AllSubscription: AsyncSequence, Sendable {
                 }
             },
             read: { cursor, limit in try await store.readAll(from: cursor, limit: limit) },
-            cursorOf: { $0.position })
+            cursorOf: { $0.position },
+            openDoorbell: openDoorbell ?? { try await store.logNotifications() })
     }
 
     /// Creates an iterator; each iterator is an independent subscription.
@@ -64,7 +69,8 @@ public struct StreamSubscription: AsyncSequence, Sendable {
                 }
             },
             read: { cursor, limit in try await Self.read(stream, of: store, from: cursor, limit: limit) },
-            cursorOf: { $0.version })
+            cursorOf: { $0.version },
+            openDoorbell: { try await store.logNotifications() })
     }
 
     /// Creates an iterator; each iterator is an independent subscription.
