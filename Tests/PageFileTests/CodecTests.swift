@@ -97,6 +97,41 @@ struct CodecTests {
         }
     }
 
+    @Test("a damaged WAL record is damage, not a torn tail, only when a later record says it was synced")
+    func walProofOfDurability() {
+        func record(_ lsn: UInt64, synced: UInt64) -> [UInt8] {
+            WriteAheadLog.encode(
+                LoggedTransaction(lsn: lsn, revision: lsn, writes: [.put(key: [UInt8(lsn)], value: [1, 2, 3], version: 1, expiresAt: 0)]),
+                synced: synced, salt: 42)
+        }
+        let header = WriteAheadLog.header(salt: 42, firstLSN: 5)
+        let first = record(5, synced: 4)
+        let second = record(6, synced: 5)
+        let damagedAt = header.count + first.count + second.count - 2
+        // A torn group: the third record was built before the second was synced, so it proves nothing.
+        var torn = header + first + second + record(7, synced: 5)
+        torn[damagedAt] ^= 1
+        let cut = WriteAheadLog.scan(torn, salt: 42, firstLSN: 5)
+        #expect(cut.transactions.map(\.lsn) == [5] && cut.validEnd == header.count + first.count)
+        #expect(cut.discarded > 0 && cut.proofOfDamage == nil)
+        // The third record was built after the second was synced: the second was durable, so this is damage.
+        var damaged = header + first + second + record(7, synced: 6) + [UInt8](repeating: 0, count: 100)
+        damaged[damagedAt] ^= 1
+        let proven = WriteAheadLog.scan(damaged, salt: 42, firstLSN: 5)
+        #expect(proven.transactions.map(\.lsn) == [5])
+        #expect(proven.proofOfDamage?.lsn == 7 && proven.proofOfDamage?.offset == header.count + first.count + second.count)
+        // Also when the damage hides where the next record starts (its length field).
+        var lengthDamaged = header + first + second + record(7, synced: 6)
+        lengthDamaged[header.count + first.count] ^= 0x40
+        #expect(WriteAheadLog.scan(lengthDamaged, salt: 42, firstLSN: 5).proofOfDamage?.lsn == 7)
+        // A record claiming its own LSN was synced is impossible, so it is not valid (and proves nothing).
+        let impossible = header + first + record(6, synced: 6)
+        #expect(WriteAheadLog.scan(impossible, salt: 42, firstLSN: 5).transactions.map(\.lsn) == [5])
+        // Only zeros after the last record: nothing is cut and nothing is searched.
+        let clean = WriteAheadLog.scan(header + first + [UInt8](repeating: 0, count: 64), salt: 42, firstLSN: 5)
+        #expect(clean.discarded == 0 && clean.proofOfDamage == nil)
+    }
+
     @Test("a WAL record's payload is exactly as long as payloadSize says, which the commit limit relies on")
     func walPayloadSize() {
         let writes: [LoggedWrite] = [

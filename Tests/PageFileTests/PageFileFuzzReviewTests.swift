@@ -356,7 +356,7 @@ enum FuzzReview {
             // A new record after the last: a put with an odd key or value length, or a delete, at the next LSN.
             let end = records.last!.end
             let lsn = wal.loadLE(UInt64.self, at: records.last!.start + 8) + 1
-            let revision = wal.loadLE(UInt64.self, at: records.last!.start + 16) + 1
+            let revision = wal.loadLE(UInt64.self, at: records.last!.start + 24) + 1
             let keyLength = pick([0, 1, 977, 978, 2100, 4030, 4100, 9000, 65535], &random)
             let valueLength = pick([0, 10, 1000, 5000], &random)
             let key = [UInt8](repeating: 0x73, count: keyLength)
@@ -383,18 +383,18 @@ enum FuzzReview {
             wal.storeLE(value, at: record.start + 8)
             description = "WAL record at \(record.start) LSN \(original) -> \(value)"
         case 2:
-            let original = wal.loadLE(UInt64.self, at: record.start + 16)
+            let original = wal.loadLE(UInt64.self, at: record.start + 24)
             let value = pick([0, original &+ 1, original &- 1, .max, .max - 1], &random)
-            wal.storeLE(value, at: record.start + 16)
+            wal.storeLE(value, at: record.start + 24)
             description = "WAL record at \(record.start) revision \(original) -> \(value)"
         case 3:
-            let original = wal.loadLE(UInt32.self, at: record.start + 24)
+            let original = wal.loadLE(UInt32.self, at: record.start + 32)
             let value = u32Values(original, &random)
-            wal.storeLE(value, at: record.start + 24)
+            wal.storeLE(value, at: record.start + 32)
             description = "WAL record at \(record.start) write count \(original) -> \(value)"
         default:
             // The first write's kind, key length, version, or value length.
-            let at = record.start + 28
+            let at = record.start + 36
             let keyLength = Int(wal.loadLE(UInt16.self, at: at + 1))
             switch random.next() % 4 {
             case 0:

@@ -54,8 +54,11 @@ extension PageFileKeyValueStore {
         try await Offload.run {
             let start = UInt64(WriteAheadLog.headerSize)
             let records = state.walScanEnd > start ? try wal.read(count: Int(state.walScanEnd - start), at: start) : []
-            try Self.checkRecords(records, of: snapshot.meta, through: state.lsn, path: wal.path)
-            try Self.copy(snapshot.meta, from: state.reader, to: destination, records: records) { copied in
+            try Self.checkRecords(
+                records, of: snapshot.meta, through: state.lsn, version: state.walVersion, path: wal.path)
+            try Self.copy(
+                snapshot.meta, from: state.reader, to: destination, records: records, walVersion: state.walVersion
+            ) { copied in
                 try snapshot.checkPages()
                 try self.checkCopy(copied, of: snapshot)
             }
@@ -81,19 +84,22 @@ extension PageFileKeyValueStore {
 
     /// Throws `snapshotExpired` unless `records` are exactly the records of `meta`'s WAL generation through `lsn`:
     /// once the writer has started a new generation, the file holds other bytes there.
-    private static func checkRecords(_ records: [UInt8], of meta: MetaPage, through lsn: UInt64, path: String) throws {
-        let scan = WriteAheadLog.scan(records, from: 0, salt: meta.walSalt, firstLSN: meta.checkpointLSN + 1)
+    private static func checkRecords(
+        _ records: [UInt8], of meta: MetaPage, through lsn: UInt64, version: UInt32, path: String
+    ) throws {
+        let scan = WriteAheadLog.scan(
+            records, from: 0, salt: meta.walSalt, firstLSN: meta.checkpointLSN + 1, version: version)
         guard scan.validEnd == records.count, UInt64(scan.transactions.count) == lsn - meta.checkpointLSN else {
             throw EventStoreError.snapshotExpired(path: path)
         }
     }
 
     /// Copies the tree and free list of `meta` from `source` into a new store in `destination`, with `records` (whole
-    /// WAL records of `meta`'s generation) after its WAL header; `beforeRename`, given the copy's data file, may still
-    /// refuse the copy.
+    /// WAL records of `meta`'s generation, of format `walVersion`) after its WAL header; `beforeRename`, given the
+    /// copy's data file, may still refuse the copy.
     private static func copy(
         _ meta: MetaPage, from source: PageReader, to destination: String, records: [UInt8] = [],
-        beforeRename: (_ copied: String) throws -> Void = { _ in }
+        walVersion: UInt32 = WriteAheadLog.formatVersion, beforeRename: (_ copied: String) throws -> Void = { _ in }
     ) throws {
         try Directory.create(destination)
         let lockPath = destination + "/lock"
@@ -106,7 +112,8 @@ extension PageFileKeyValueStore {
         }
         let temporary = dataPath + ".creating"
         do {
-            try write(meta, from: source, to: temporary, wal: destination + "/wal", records: records)
+            try write(
+                meta, from: source, to: temporary, wal: destination + "/wal", records: records, walVersion: walVersion)
             try beforeRename(temporary)
             try Directory.rename(temporary, to: dataPath)
         } catch {
@@ -119,7 +126,8 @@ extension PageFileKeyValueStore {
 
     /// Writes the copy's data file as `temporary` and its WAL, and syncs both.
     private static func write(
-        _ meta: MetaPage, from source: PageReader, to temporary: String, wal walPath: String, records: [UInt8]
+        _ meta: MetaPage, from source: PageReader, to temporary: String, wal walPath: String, records: [UInt8],
+        walVersion: UInt32
     ) throws {
         let copy = try SystemFile.open(temporary, create: true, faults: nil)
         try copy.truncate(to: 0)
@@ -138,7 +146,8 @@ extension PageFileKeyValueStore {
         try copy.sync()
         let wal = try SystemFile.open(walPath, create: true, faults: nil)
         try wal.truncate(to: 0)
-        try wal.write(WriteAheadLog.header(salt: meta.walSalt, firstLSN: meta.checkpointLSN + 1) + records, at: 0)
+        let header = WriteAheadLog.header(salt: meta.walSalt, firstLSN: meta.checkpointLSN + 1, version: walVersion)
+        try wal.write(header + records, at: 0)
         try wal.sync()
     }
 }

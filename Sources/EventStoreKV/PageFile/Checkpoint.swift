@@ -277,6 +277,7 @@ extension PageFileKeyValueStore {
         }
 
         state.meta = meta
+        state.walVersion = WriteAheadLog.formatVersion
         state.root = root == 0 ? nil : .page(root)
         state.freeList = pages.freeList
         state.freeList.retire(retired, at: epoch)

@@ -26,6 +26,7 @@
 
 import EventStore
 import Foundation
+import Synchronization
 
 /// How much an acknowledged commit can lose, and when.
 public enum Durability: Sendable, Hashable {
@@ -76,6 +77,10 @@ final class GroupCommit: @unchecked Sendable {
     private var pending: [PendingCommit] = []
     private var waiters: [(lsn: UInt64, continuation: CheckedContinuation<DurableNotice?, any Error>)] = []
     private var durableLSN: UInt64
+    /// The last LSN whose record was fdatasynced (in `.full` durability, `durableLSN` once published); every record
+    /// carries it as proof that the records through it were durable (WriteAheadLog.swift). Written only after the
+    /// sync returned; read without the lock.
+    private let synced: Atomic<UInt64>
     private var walOffset: UInt64
     private var allocatedEnd: UInt64
     private var ioBusy = false
@@ -103,12 +108,16 @@ final class GroupCommit: @unchecked Sendable {
         self.walOffset = walOffset
         self.allocatedEnd = allocatedEnd
         self.durableLSN = durableLSN
+        self.synced = Atomic(durableLSN)
         self.durability = durability
         self.publish = publish
         let thread = Thread { [self] in run() }
         thread.name = "EventStore WAL flusher"
         thread.start()
     }
+
+    /// The last LSN whose WAL record is known to be fdatasynced.
+    var syncedLSN: UInt64 { synced.load(ordering: .relaxed) }
 
     /// The failure that stopped the pipeline, if any.
     var failed: EventStoreError? { locked { failure } }
@@ -333,6 +342,7 @@ final class GroupCommit: @unchecked Sendable {
         condition.lock()
         // Only now, after readers can see the group, may committers of it return.
         durableLSN = group.last?.lsn ?? durableLSN
+        if durability == .full { synced.store(durableLSN, ordering: .relaxed) }
         // Idle only after publishing, so a checkpoint (reserveWAL) never races an older group's publish.
         ioBusy = false
         condition.broadcast()
@@ -342,11 +352,14 @@ final class GroupCommit: @unchecked Sendable {
     /// With the lock held: fdatasyncs deferred commits.
     private func syncDeferred() {
         ioBusy = true
+        // Every record through it is written (flushQueued advances it after its write).
+        let written = durableLSN
         condition.unlock()
         var syncError: EventStoreError?
         do {
             try wal.sync()
             metrics.recordSync()
+            if written > synced.load(ordering: .relaxed) { synced.store(written, ordering: .relaxed) }
         } catch {
             syncError = error as? EventStoreError ?? .storeFailed(reason: "\(error)")
         }

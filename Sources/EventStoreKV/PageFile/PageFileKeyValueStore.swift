@@ -38,6 +38,8 @@ struct WriterState {
     var meta: MetaPage
     /// A read-only store's: the WAL offset after the last record it has replayed, where refresh() reads on.
     var walScanEnd: UInt64 = 0
+    /// The format version of the WAL generation this state continues (an older one only until the first checkpoint).
+    var walVersion = WriteAheadLog.formatVersion
 
     /// The meta page this state continues, for errors about its counters.
     var metaLocation: String { "\(reader.path) page \(meta.epoch % 2)" }
@@ -402,7 +404,8 @@ public final class PageFileKeyValueStore: KeyValueStore {
             let (keyBytes, valueBytes) = writes[index].byteCounts
             payload += valueBytes.map { keyBytes + $0 } ?? 8
         }
-        var record = WriteAheadLog.RecordWriter(lsn: lsn, revision: revision, writes: writes.count, bytes: payload)
+        var record = WriteAheadLog.RecordWriter(
+            lsn: lsn, synced: pipeline.syncedLSN, revision: revision, writes: writes.count, bytes: payload)
         var changes: [KeyValueChange] = []
         changes.reserveCapacity(writes.count)
         for index in writes.indices {

@@ -185,7 +185,8 @@ extension PageFileKeyValueStore {
         do {
             transactions = try snapshot.validatedCurrent { () throws -> [LoggedTransaction] in
                 let (found, end) = try readRecords(
-                    after: state.walScanEnd, salt: snapshot.meta.walSalt, firstLSN: state.lsn + 1)
+                    after: state.walScanEnd, salt: snapshot.meta.walSalt, firstLSN: state.lsn + 1,
+                    version: state.walVersion)
                 state.walScanEnd = end
                 try Self.replay(found, into: &state, reader: state.reader, walPath: wal.path)
                 return found
@@ -244,29 +245,36 @@ extension PageFileKeyValueStore {
     /// The whole records of the snapshot's WAL generation from `offset` on, and the offset after the last one. Reads
     /// in chunks and stops at the first byte that is not a record: a checkpoint reuses the WAL file without
     /// truncating it, so what follows the last record can be megabytes of an older generation.
-    private func readRecords(after offset: UInt64, salt: UInt64, firstLSN: UInt64) throws
+    private func readRecords(after offset: UInt64, salt: UInt64, firstLSN: UInt64, version: UInt32) throws
         -> (records: [LoggedTransaction], end: UInt64)
     {
         let size = try wal.size()
         var records: [LoggedTransaction] = []
         var offset = offset
         var chunk = Self.walChunk
+        let frameSize = WriteAheadLog.frameSize(version: version)
         while offset < size {
             let bytes = try wal.read(count: Int(min(UInt64(chunk), size - offset)), at: offset)
-            let scan = WriteAheadLog.scan(bytes, from: 0, salt: salt, firstLSN: firstLSN + UInt64(records.count))
+            let scan = WriteAheadLog.scan(
+                bytes, from: 0, salt: salt, firstLSN: firstLSN + UInt64(records.count), version: version)
+            if let proof = scan.proofOfDamage {
+                throw Self.walDamage(
+                    at: Int(offset) + scan.validEnd, lsn: firstLSN + UInt64(records.count + scan.transactions.count),
+                    proof: (proof.lsn, Int(offset) + proof.offset), wal.path)
+            }
             records += scan.transactions
             offset += UInt64(scan.validEnd)
             // Read on only when the chunk ended inside what may be the next record: one whose frame carries the next
             // LSN (older bytes after the last record must not make it read the rest of the file).
             let rest = bytes.count - scan.validEnd
             guard bytes.count == chunk, offset < size else { break }
-            if rest >= WriteAheadLog.frameSize {
+            if rest >= frameSize {
                 let length = Int(bytes.loadLE(UInt32.self, at: scan.validEnd))
                 let lsn = bytes.loadLE(UInt64.self, at: scan.validEnd + 8)
                 guard lsn == firstLSN + UInt64(records.count), length <= WriteAheadLog.maximumPayload,
-                    WriteAheadLog.frameSize + length > rest
+                    frameSize + length > rest
                 else { break }
-                chunk = max(Self.walChunk, WriteAheadLog.frameSize + length)
+                chunk = max(Self.walChunk, frameSize + length)
             } else {
                 chunk = Self.walChunk
             }

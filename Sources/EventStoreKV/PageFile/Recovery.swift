@@ -13,8 +13,10 @@
 // - A record whose checksum holds but that the writer could not have logged (a revision out of sequence, a key or
 //   value over the commit limits, an impossible version) is not cut like a torn tail: the commits after it may have
 //   been acknowledged, so the open fails with `corrupted` naming the WAL and the record, before anything is changed.
-// - If anything was replayed or cut, recovery checkpoints at once: the recovered state goes into the page file and
-//   the WAL starts a new generation, so stale bytes past the cut can never be mistaken for records later.
+//   So does a damaged record that a later record's synced LSN proves was durable (WriteAheadLog.swift).
+// - If anything was replayed or cut, or the WAL is of an older format, recovery checkpoints at once: the recovered
+//   state goes into the page file and the WAL starts a new generation (of the current format), so stale bytes past
+//   the cut can never be mistaken for records later.
 
 import EventStore
 import Foundation
@@ -38,7 +40,8 @@ extension PageFileKeyValueStore {
     /// any writer (see ``PageFileOptions/readOnly``).
     /// - Throws: `storeLocked` if another writer (in this process or another) holds the directory;
     ///   `incompatibleStore` if the directory holds something this version cannot open (nothing is changed then);
-    ///   `corrupted` if both meta pages are damaged; `ioFailure` for system call failures; for a read-only open,
+    ///   `corrupted` if both meta pages are damaged or the WAL has lost acknowledged commits to damage (a damaged
+    ///   record that a later one shows was durable); `ioFailure` for system call failures; for a read-only open,
     ///   `snapshotExpired` if a writer checkpointed during each of ``snapshotOpenAttempts`` attempts to read it.
     public static func open(directory: String, options: PageFileOptions = PageFileOptions()) throws
         -> PageFileKeyValueStore
@@ -118,7 +121,9 @@ extension PageFileKeyValueStore {
         let store = PageFileKeyValueStore(
             directory: directory, options: options, lock: lock, wal: wal, writer: recovered.state,
             walOffset: recovered.walOffset, walSize: recovered.walSize, recovery: report)
+        // An older format's WAL is replaced before anything is logged: records of this format must not follow it.
         let needsCheckpoint = recovered.replayed > 0 || report.discardedWALBytes > 0 || report.ignoredStaleWAL
+            || recovered.state.walVersion < WriteAheadLog.formatVersion
         options.observer?(.recovered(report))
         if needsCheckpoint && !options.readOnly {
             Failpoint.hit(Failpoint.duringRecovery)
@@ -173,9 +178,9 @@ extension PageFileKeyValueStore {
         var report = RecoveryReport(created: false, replayedTransactions: 0, discardedWALBytes: 0, ignoredStaleWAL: false)
         var transactions: [LoggedTransaction] = []
         var walOffset = UInt64(walBytes.count)
-        let header: (salt: UInt64, firstLSN: UInt64)?
+        let header: (salt: UInt64, firstLSN: UInt64, version: UInt32)?
         switch WriteAheadLog.decodeHeader(walBytes) {
-        case .valid(let salt, let firstLSN): header = (salt, firstLSN)
+        case .valid(let salt, let firstLSN, let version): header = (salt, firstLSN, version)
         case .damaged: header = nil
         case .newerVersion(let version):
             // Its records may be commits a newer build acknowledged: treating the WAL as stale would drop them.
@@ -197,15 +202,27 @@ extension PageFileKeyValueStore {
         // CRC with this meta's salt and carry the LSNs after its checkpoint (only the current generation's can), so
         // they are not dropped with the header. Anything else is a stale generation, already in the tree.
         var scan: WriteAheadLog.Scan?
+        var walVersion = WriteAheadLog.formatVersion
         if let header {
             if header.salt == meta.walSalt, header.firstLSN == firstLSN {
-                scan = WriteAheadLog.scan(walBytes, salt: header.salt, firstLSN: firstLSN)
+                scan = WriteAheadLog.scan(walBytes, salt: header.salt, firstLSN: firstLSN, version: header.version)
+                walVersion = header.version
             }
         } else {
-            let found = WriteAheadLog.scan(walBytes, salt: meta.walSalt, firstLSN: firstLSN)
-            if !found.transactions.isEmpty { scan = found }
+            // Behind a damaged header the version is unknown: the current format first, then the older one.
+            for version in [WriteAheadLog.formatVersion, WriteAheadLog.oldestReadableVersion] {
+                let found = WriteAheadLog.scan(walBytes, salt: meta.walSalt, firstLSN: firstLSN, version: version)
+                if !found.transactions.isEmpty || found.proofOfDamage != nil {
+                    scan = found
+                    walVersion = version
+                    break
+                }
+            }
         }
         if let scan {
+            if let proof = scan.proofOfDamage {
+                throw walDamage(at: scan.validEnd, lsn: firstLSN + UInt64(scan.transactions.count), proof: proof, walPath)
+            }
             transactions = scan.transactions
             report.discardedWALBytes = scan.discarded
             walOffset = UInt64(scan.validEnd)
@@ -219,10 +236,23 @@ extension PageFileKeyValueStore {
             root: meta.root == 0 ? nil : .page(meta.root), reader: reader, revision: meta.revision, lsn: meta.checkpointLSN,
             keyCount: meta.keyCount, freeList: FreeList(freedAt: meta.epoch, pages: free, listPages: list), meta: meta)
         state.walScanEnd = walOffset
+        state.walVersion = walVersion
         try replay(transactions, into: &state, reader: reader, walPath: walPath)
         return Recovered(
             state: state, report: report, transactions: transactions, walOffset: walOffset,
             walSize: UInt64(walBytes.count))
+    }
+
+    /// The error for a damaged WAL record that a later record proves was durable: cutting the log there would drop
+    /// acknowledged commits, so the open fails and changes nothing.
+    static func walDamage(at offset: Int, lsn: UInt64, proof: (lsn: UInt64, offset: Int), _ walPath: String)
+        -> EventStoreError
+    {
+        EventStoreError.corrupted(
+            location: "\(walPath) offset \(offset) (record LSN \(lsn))",
+            detail: "the record is damaged, but the record with LSN \(proof.lsn) at offset \(proof.offset) was logged "
+                + "after it was durable, so the commits from LSN \(lsn) on were acknowledged; restore the store from "
+                + "a backup (moving the wal file away opens the store at its last checkpoint, without those commits)")
     }
 
     /// Writes an empty store's WAL and data file (meta slot 0 valid, slot 1 empty) and makes them durable; the data

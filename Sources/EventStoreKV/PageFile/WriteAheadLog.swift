@@ -3,9 +3,16 @@
 // Invariants:
 // - The WAL holds one record per committed transaction, in LSN order, LSNs consecutive from the header's firstLSN.
 //   A commit is durable exactly when its record's bytes are fdatasynced (GroupCommit.swift does that).
-// - Each record is framed as length, CRC32C and LSN; the CRC covers the length, LSN and payload and is seeded with
-//   the WAL generation's salt. A record from a stale generation (other salt) or a torn/garbled record fails the
-//   CRC or the LSN sequence, and the scan stops there: everything before it is the committed prefix.
+// - Each record is framed as length, CRC32C, LSN and the synced LSN; the CRC covers the length, both LSNs and the
+//   payload and is seeded with the WAL generation's salt. A record from a stale generation (other salt) or a
+//   torn/garbled record fails the CRC or the LSN sequence, and the scan stops there: everything before it is the
+//   committed prefix, unless the scan finds proof that the record it stopped at was durable.
+// - A record's synced LSN is the last LSN whose record had been fdatasynced when the record was built, so it is
+//   always below the record's own LSN. A valid later record whose synced LSN reaches the record the scan stopped at
+//   proves that record was durable before a crash could tear it: it is damage, and the commits from it on were
+//   acknowledged. A torn group that never finished its fdatasync cannot hold such proof.
+// - Version 1 WALs (written before the synced LSN existed) have a 16-byte frame and no proof; they are read, and
+//   the writer starts a version 2 generation before it logs anything.
 // - Records carry the transaction's resulting writes (key, value, per-key version, expiry), never the conditions:
 //   replay re-applies them deterministically, whatever the clock says now.
 
@@ -34,18 +41,23 @@ struct LoggedTransaction: Sendable {
 enum WriteAheadLog {
     /// "EVSTWAL1": identifies an EventStore WAL.
     static let magic: [UInt8] = Array("EVSTWAL1".utf8)
-    static let formatVersion: UInt32 = 1
+    static let formatVersion: UInt32 = 2
+    /// The oldest format version this build still reads (and replaces with `formatVersion` before writing).
+    static let oldestReadableVersion: UInt32 = 1
     static let headerSize = 40
-    /// Length, CRC and LSN before each record's payload.
-    static let frameSize = 16
+    /// Length, CRC, LSN and synced LSN before each record's payload.
+    static let frameSize = 24
+
+    /// The frame before each record's payload in a WAL of format `version`.
+    static func frameSize(version: UInt32) -> Int { version >= 2 ? 24 : 16 }
     /// Largest payload a reader accepts (larger lengths are damage).
     static let maximumPayload = 1 << 30
 
-    /// The header of a WAL generation.
-    static func header(salt: UInt64, firstLSN: UInt64) -> [UInt8] {
+    /// The header of a WAL generation (of format `version`: a copy of older records keeps theirs).
+    static func header(salt: UInt64, firstLSN: UInt64, version: UInt32 = formatVersion) -> [UInt8] {
         var writer = PageBytesWriter(capacity: headerSize)
         writer.raw(magic)
-        writer.u32(formatVersion)
+        writer.u32(version)
         writer.u32(0)
         writer.u64(salt)
         writer.u64(firstLSN)
@@ -57,8 +69,8 @@ enum WriteAheadLog {
 
     /// What the first bytes of a WAL file hold.
     enum DecodedHeader: Equatable {
-        /// A whole, valid header of this format.
-        case valid(salt: UInt64, firstLSN: UInt64)
+        /// A whole, valid header of a format this build reads.
+        case valid(salt: UInt64, firstLSN: UInt64, version: UInt32)
         /// A whole header (its checksum holds) of a newer format version, which this build must not read or reset.
         case newerVersion(UInt32)
         /// Not a whole, valid header: damaged, torn or absent.
@@ -74,8 +86,9 @@ enum WriteAheadLog {
         else { return .damaged }
         let version = bytes.loadLE(UInt32.self, at: 8)
         if version > formatVersion { return .newerVersion(version) }
-        guard version == formatVersion, bytes[7] == magic[7] else { return .damaged }
-        return .valid(salt: bytes.loadLE(UInt64.self, at: 16), firstLSN: bytes.loadLE(UInt64.self, at: 24))
+        guard version >= oldestReadableVersion, bytes[7] == magic[7] else { return .damaged }
+        return .valid(
+            salt: bytes.loadLE(UInt64.self, at: 16), firstLSN: bytes.loadLE(UInt64.self, at: 24), version: version)
     }
 
     private static func seed(_ salt: UInt64) -> UInt32 {
@@ -90,14 +103,15 @@ enum WriteAheadLog {
         12 + 3 * writes + 20 * puts + keyAndValueBytes
     }
 
-    /// The framed bytes of one record.
-    static func encode(_ transaction: LoggedTransaction, salt: UInt64) -> [UInt8] {
+    /// The framed bytes of one record, built when the records through `synced` were durable.
+    static func encode(_ transaction: LoggedTransaction, synced: UInt64 = 0, salt: UInt64) -> [UInt8] {
         var capacity = 0
         for write in transaction.writes {
             if case .put(let key, let value, _, _) = write { capacity += key.count + value.count } else { capacity += 8 }
         }
         var record = RecordWriter(
-            lsn: transaction.lsn, revision: transaction.revision, writes: transaction.writes.count, bytes: capacity)
+            lsn: transaction.lsn, synced: synced, revision: transaction.revision, writes: transaction.writes.count,
+            bytes: capacity)
         for write in transaction.writes {
             switch write {
             case .put(let key, let value, let version, let expiresAt):
@@ -113,12 +127,13 @@ enum WriteAheadLog {
         private var writer: PageBytesWriter
 
         /// Starts the record of transaction `lsn` with `writes` writes, reserving room for about `bytes` bytes of
-        /// keys and values.
-        init(lsn: UInt64, revision: UInt64, writes: Int, bytes: Int) {
-            writer = PageBytesWriter(capacity: 64 + bytes + 24 * writes)
+        /// keys and values. `synced` is the last LSN whose record is known to be fdatasynced (below `lsn`).
+        init(lsn: UInt64, synced: UInt64, revision: UInt64, writes: Int, bytes: Int) {
+            writer = PageBytesWriter(capacity: 72 + bytes + 24 * writes)
             writer.u32(0)  // length, patched by finish
             writer.u32(0)  // checksum, patched by finish
             writer.u64(lsn)
+            writer.u64(synced)
             writer.u64(revision)
             writer.u32(UInt32(writes))
         }
@@ -161,32 +176,76 @@ enum WriteAheadLog {
         /// Bytes after `validEnd` that were cut (a torn or damaged tail, or an older generation's records); 0 when
         /// only zero-filled preallocated space follows.
         var discarded: Int
+        /// A valid record after `validEnd` that proves the record expected there was durable: the bytes at
+        /// `validEnd` are damage, not a torn tail, and the commits from there on were acknowledged.
+        var proofOfDamage: (lsn: UInt64, offset: Int)?
     }
 
     /// Every valid record of `bytes` (a whole WAL file whose header has `salt`, or with `start` 0 the part of one
-    /// that begins at a record), from `firstLSN` on, stopping at the first torn, damaged or out-of-sequence record.
-    static func scan(_ bytes: [UInt8], from start: Int = headerSize, salt: UInt64, firstLSN: UInt64) -> Scan {
+    /// that begins at a record) in format `version`, from `firstLSN` on, stopping at the first torn, damaged or
+    /// out-of-sequence record; then, if anything but zeros follows, looks for proof that it was damage.
+    static func scan(
+        _ bytes: [UInt8], from start: Int = headerSize, salt: UInt64, firstLSN: UInt64,
+        version: UInt32 = formatVersion
+    ) -> Scan {
         var transactions: [LoggedTransaction] = []
         var offset = start
         var expected = firstLSN
         let saltSeed = seed(salt)
-        while bytes.count - offset >= frameSize {
-            let length = Int(bytes.loadLE(UInt32.self, at: offset))
-            guard length <= maximumPayload, length <= bytes.count - offset - frameSize else { break }
-            let end = offset + frameSize + length
-            var checksum = CRC32C.checksum(bytes, offset..<(offset + 4), seed: saltSeed)
-            checksum = CRC32C.checksum(bytes, (offset + 8)..<end, seed: checksum)
-            guard checksum == bytes.loadLE(UInt32.self, at: offset + 4),
+        let frame = frameSize(version: version)
+        while bytes.count - offset >= frame {
+            guard let end = validRecord(in: bytes, at: offset, frame: frame, saltSeed: saltSeed),
                 bytes.loadLE(UInt64.self, at: offset + 8) == expected,
-                let transaction = try? decodePayload(bytes, from: offset + frameSize, to: end, lsn: expected)
+                let transaction = try? decodePayload(bytes, from: offset + frame, to: end, lsn: expected)
             else { break }
             transactions.append(transaction)
             expected += 1
             offset = end
         }
         // The zero-filled preallocated space after the last record is not damage.
-        let discarded = bytes[offset...].contains { $0 != 0 } ? bytes.count - offset : 0
-        return Scan(transactions: transactions, validEnd: offset, discarded: discarded)
+        guard bytes[offset...].contains(where: { $0 != 0 }) else {
+            return Scan(transactions: transactions, validEnd: offset, discarded: 0)
+        }
+        let proof = version >= 2 ? proofOfDurability(of: expected, in: bytes, after: offset, saltSeed: saltSeed) : nil
+        return Scan(
+            transactions: transactions, validEnd: offset, discarded: bytes.count - offset, proofOfDamage: proof)
+    }
+
+    /// The end of the record at `offset` if its length fits and its CRC holds (its LSN and payload unchecked).
+    private static func validRecord(in bytes: [UInt8], at offset: Int, frame: Int, saltSeed: UInt32) -> Int? {
+        let length = Int(bytes.loadLE(UInt32.self, at: offset))
+        guard length <= maximumPayload, length <= bytes.count - offset - frame else { return nil }
+        let end = offset + frame + length
+        var checksum = CRC32C.checksum(bytes, offset..<(offset + 4), seed: saltSeed)
+        checksum = CRC32C.checksum(bytes, (offset + 8)..<end, seed: checksum)
+        guard checksum == bytes.loadLE(UInt32.self, at: offset + 4) else { return nil }
+        // A writer's synced LSN is always below the record's own (version 2 frames).
+        guard frame < 24 || bytes.loadLE(UInt64.self, at: offset + 16) < bytes.loadLE(UInt64.self, at: offset + 8)
+        else { return nil }
+        return end
+    }
+
+    /// A valid record of this generation after `offset` whose synced LSN reaches `missing`: proof that the record
+    /// `missing`, expected at `offset`, was fdatasynced before the bytes there went bad. Every byte offset is tried
+    /// (a damaged length hides where the next record starts), but only frames whose LSNs fit are checksummed.
+    private static func proofOfDurability(of missing: UInt64, in bytes: [UInt8], after offset: Int, saltSeed: UInt32)
+        -> (lsn: UInt64, offset: Int)?
+    {
+        let frame = frameSize(version: 2)
+        // Each record after `offset` takes at least a frame, so no LSN there is past this.
+        let lastPossible = missing &+ UInt64((bytes.count - offset) / frame)
+        var candidate = offset + 1
+        while bytes.count - candidate >= frame {
+            defer { candidate += 1 }
+            let lsn = bytes.loadLE(UInt64.self, at: candidate + 8)
+            guard lsn > missing, lsn <= lastPossible else { continue }
+            let synced = bytes.loadLE(UInt64.self, at: candidate + 16)
+            guard synced >= missing, synced < lsn,
+                validRecord(in: bytes, at: candidate, frame: frame, saltSeed: saltSeed) != nil
+            else { continue }
+            return (lsn, candidate)
+        }
+        return nil
     }
 
     private static func decodePayload(_ bytes: [UInt8], from start: Int, to end: Int, lsn: UInt64) throws
