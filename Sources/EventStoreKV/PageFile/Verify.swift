@@ -3,7 +3,7 @@
 // Invariants checked (each violation is one line of the report, naming the page):
 // - every reachable page reads back with a valid checksum, its own page number and the expected type;
 // - keys are strictly ascending within each node and lie inside the bounds their parents give them, and every leaf
-//   is at the same depth;
+//   is at the same depth, at most BTree.maximumDepth (the walk never goes deeper, as reads do not);
 // - overflow runs are whole and checksummed;
 // - every page below pageCount is in exactly one place: the tree, an overflow run, the free-list chain, or the free
 //   list (none leaked, none used twice, none out of range);
@@ -241,6 +241,12 @@ private struct VerifyWalk {
             leafDepth = leafDepth ?? depth
             report.keys += node.count
             for entry in node.allEntries { overflow(entry.value) }
+            return
+        }
+        // Reads refuse a child deeper than BTree.maximumDepth, so verify must too; and a chain of branches (or a child
+        // naming an ancestor) must not recurse without end.
+        guard depth < BTree.maximumDepth else {
+            report.problems.append("\(path) page \(page): the tree is deeper than \(BTree.maximumDepth) levels here")
             return
         }
         for (index, child) in node.children.enumerated() {
