@@ -131,4 +131,43 @@ struct FreeList {
         }
         return (free, list)
     }
+
+    /// Throws `corrupted` naming the page if the free list `free` or its chain `list` names a branch or leaf page of
+    /// the tree rooted at `root`: the next checkpoint would write over it, and acknowledged data would be lost.
+    ///
+    /// A writable open calls this before anything is written. It reads only the branch pages, which name every
+    /// branch and leaf page (the children of the last branch level are known to be leaves, as every leaf lies at the
+    /// depth of the first, and are not read), so its cost is a small fraction of the tree's. Overflow pages the free
+    /// list names are found only by verify(), which reads every leaf. A page that cannot be read, and anything deeper
+    /// than ``BTree/maximumDepth``, are left to the reads and verify() that report them.
+    static func checkAgainstTree(free: [UInt64], list: [UInt64], root: UInt64, reader: PageReader) throws {
+        guard root != 0, !(free.isEmpty && list.isEmpty) else { return }
+        let chain = Set(list)
+        let listed = chain.union(free)
+        func check(_ page: UInt64) throws {
+            guard listed.contains(page) else { return }
+            throw EventStoreError.corrupted(
+                location: "\(reader.path) page \(page)",
+                detail: "the free list names this page as \(chain.contains(page) ? "one of its own" : "free"), "
+                    + "but the tree uses it")
+        }
+        try check(root)
+        var seen: Set<UInt64> = [root]
+        var level = [root]
+        var depth = 1
+        while !level.isEmpty, depth < BTree.maximumDepth {
+            var children: [UInt64] = []
+            for page in level {
+                guard let node = try? reader.node(page), !node.isLeaf else { continue }
+                for case .page(let child) in node.children where seen.insert(child).inserted {
+                    try check(child)
+                    children.append(child)
+                }
+            }
+            // Every leaf lies at one depth: if the first child is a leaf, this level holds the leaves.
+            guard let first = children.first, let node = try? reader.node(first), !node.isLeaf else { return }
+            level = children
+            depth += 1
+        }
+    }
 }

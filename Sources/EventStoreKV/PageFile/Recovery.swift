@@ -114,7 +114,7 @@ extension PageFileKeyValueStore {
             let cache = PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize))
             let reader = PageReader(file: data, pageSize: meta.pageSize, cache: cache)
             wal = try SystemFile.open(walPath, create: true, faults: options.faults)
-            recovered = try recover(meta, reader: reader, wal: wal)
+            recovered = try recover(meta, reader: reader, wal: wal, checkFreeList: true)
         }
         var report = recovered.report
         report.created = created
@@ -169,11 +169,15 @@ extension PageFileKeyValueStore {
         return recovered
     }
 
-    /// Reads `meta`'s free list and the WAL records after its checkpoint, and replays them in memory.
-    private static func recover(_ meta: MetaPage, reader: PageReader, wal: SystemFile) throws -> Recovered {
+    /// Reads `meta`'s free list and the WAL records after its checkpoint, and replays them in memory. A writer's open
+    /// (`checkFreeList`) first refuses a free list naming a page of the tree, which its checkpoints would overwrite.
+    private static func recover(
+        _ meta: MetaPage, reader: PageReader, wal: SystemFile, checkFreeList: Bool = false
+    ) throws -> Recovered {
         let dataPath = reader.path
         let walPath = wal.path
         let (free, list) = try FreeList.read(head: meta.freeListHead, reader: reader, pageCount: meta.pageCount)
+        if checkFreeList { try FreeList.checkAgainstTree(free: free, list: list, root: meta.root, reader: reader) }
         let walBytes = try wal.read(count: Int(try wal.size()), at: 0)
         var report = RecoveryReport(created: false, replayedTransactions: 0, discardedWALBytes: 0, ignoredStaleWAL: false)
         var transactions: [LoggedTransaction] = []
