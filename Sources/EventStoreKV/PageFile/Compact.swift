@@ -8,9 +8,12 @@
 // - The new file is written as `data.compact` (leaves filled completely, left to right, then each branch level),
 //   fsynced, and renamed over `data`; its meta continues the same WAL generation (same salt and checkpoint LSN). A
 //   crash before the rename leaves the old file in place (open removes the leftover); after it, the new file.
+// - A failure while `data.compact` is written changes nothing of the store: the file is removed and the store stays
+//   open and writable. A failure from the rename on fails the store.
 // - Expired TTL entries are copied like any other (they stay invisible); nothing observable changes.
 
 import EventStore
+import Glibc
 
 /// What ``PageFileKeyValueStore/compact()`` did.
 public struct PageFileCompactionReport: Sendable, Hashable {
@@ -125,14 +128,20 @@ private struct BulkLoader {
 extension PageFileKeyValueStore {
     /// Rewrites the store into a densely packed file, returning free pages to the file system, while the store stays
     /// open. Writers wait while it runs; readers go on.
+    ///
+    /// The new file is written beside the store and then switched to. If writing it fails (a full disk, an I/O error,
+    /// damage found in the tree), the error is thrown, the partial file is removed, and the store is unchanged, open
+    /// and writable. An error once the switch to the new file has begun fails the store: it refuses writes until it is
+    /// opened again, which finds the old file or the new one, whole.
     @discardableResult
     public func compact() async throws -> PageFileCompactionReport {
         try await writerLock.withLock {
             try checkWritable()
             return try await Offload.run {
                 try self.checkpointLocked()
+                let written = try self.writeCompacted(to: self.directory + "/data.compact")
                 do {
-                    return try self.rebuild()
+                    return try self.switchToCompacted(written)
                 } catch {
                     let failure = error as? EventStoreError ?? .storeFailed(reason: "\(error)")
                     self.counters.notify(.failed(reason: failure.description))
@@ -143,37 +152,51 @@ extension PageFileKeyValueStore {
         }
     }
 
-    private func rebuild() throws -> PageFileCompactionReport {
+    /// Writes the live tree densely into `temporary` with its meta page, and syncs it; returns that meta. Nothing of
+    /// the store changes: on any error the file is removed and the error thrown. A failed sync is not retried.
+    func writeCompacted(to temporary: String) throws -> MetaPage {
+        let state = writer.state
+        let old = state.reader
+        do {
+            let file = try SystemFile.open(temporary, create: true, faults: options.faults)
+            try file.truncate(to: 0)
+            var loader = BulkLoader(file: file, pageSize: pageSize, lsn: state.lsn)
+            try BTree.scan(KeyRange(from: [], to: nil), direction: .forward, root: state.root, reader: old) { node, index in
+                let key = node.key(at: index)
+                let entry = node.entry(at: index)
+                if case .overflow = entry.value {
+                    try loader.add(key, entry, value: try old.value(entry.value))
+                } else {
+                    try loader.add(key, entry, value: nil)
+                }
+                return true
+            }
+            let root = try loader.finish()
+            let meta = MetaPage(
+                epoch: state.meta.epoch + 1, pageSize: pageSize, root: root, freeListHead: 0, pageCount: loader.nextPage,
+                checkpointLSN: state.lsn, revision: state.revision, walSalt: state.meta.walSalt, keyCount: state.keyCount)
+            var metas = [UInt8](repeating: 0, count: 2 * pageSize)
+            let slot = Int(meta.epoch % 2) * pageSize
+            metas.replaceSubrange(slot..<(slot + pageSize), with: meta.encoded())
+            try file.write(metas, at: 0)
+            if options.durability != .none {
+                try file.sync()
+                counters.recordSync()
+            }
+            return meta
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+    }
+
+    /// Renames the file `writeCompacted` wrote over `data` and reads from it from now on. An error here may leave
+    /// either file in place: the caller fails the store.
+    private func switchToCompacted(_ meta: MetaPage) throws -> PageFileCompactionReport {
         var state = writer.state
         let old = state.reader
         let dataPath = directory + "/data"
-        let temporary = directory + "/data.compact"
-        let file = try SystemFile.open(temporary, create: true, faults: options.faults)
-        try file.truncate(to: 0)
-        var loader = BulkLoader(file: file, pageSize: pageSize, lsn: state.lsn)
-        try BTree.scan(KeyRange(from: [], to: nil), direction: .forward, root: state.root, reader: old) { node, index in
-            let key = node.key(at: index)
-            let entry = node.entry(at: index)
-            if case .overflow = entry.value {
-                try loader.add(key, entry, value: try old.value(entry.value))
-            } else {
-                try loader.add(key, entry, value: nil)
-            }
-            return true
-        }
-        let root = try loader.finish()
-        let meta = MetaPage(
-            epoch: state.meta.epoch + 1, pageSize: pageSize, root: root, freeListHead: 0, pageCount: loader.nextPage,
-            checkpointLSN: state.lsn, revision: state.revision, walSalt: state.meta.walSalt, keyCount: state.keyCount)
-        var metas = [UInt8](repeating: 0, count: 2 * pageSize)
-        let slot = Int(meta.epoch % 2) * pageSize
-        metas.replaceSubrange(slot..<(slot + pageSize), with: meta.encoded())
-        try file.write(metas, at: 0)
-        if options.durability != .none {
-            try file.sync()
-            counters.recordSync()
-        }
-        try Directory.rename(temporary, to: dataPath)
+        try Directory.rename(directory + "/data.compact", to: dataPath)
         if options.durability != .none { try Directory.sync(directory) }
 
         let reader = PageReader(
@@ -182,7 +205,7 @@ extension PageFileKeyValueStore {
         let report = PageFileCompactionReport(pagesBefore: state.meta.pageCount, pagesAfter: meta.pageCount)
         state.meta = meta
         state.reader = reader
-        state.root = root == 0 ? nil : .page(root)
+        state.root = meta.root == 0 ? nil : .page(meta.root)
         state.freeList = FreeList(free: [], listPages: [])
         state.freedSinceCheckpoint = []
         writer.state = state
