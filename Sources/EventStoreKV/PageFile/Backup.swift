@@ -13,8 +13,10 @@
 //   renamed into place unless the snapshot's pages are intact after every byte was read (an unpinned snapshot
 //   checks the meta slots; every copy is walked, and a page a writer rewrote shows its later checkpoint's LSN) and
 //   the WAL bytes read are exactly those records; otherwise the backup fails with `snapshotExpired`.
-// - A backup that fails removes what it wrote into the destination (and the lock file, if it created it), so it
-//   can simply be run again into the same place.
+// - A backup that fails removes what it wrote into the destination (and the lock file, and the destination
+//   itself, if it created them), so it can simply be run again into the same place.
+// - Cancellation is checked before anything is done and between chunks of the copy (every 256 pages); a cancelled
+//   backup fails like any other (`CancellationError`) and leaves the store as it was.
 
 import EventStore
 import Glibc
@@ -23,22 +25,27 @@ extension PageFileKeyValueStore {
     /// Writes a consistent copy of the store into `destination` (created with mode 0700 if needed) while writes
     /// continue. The copy opens as a store holding every commit acknowledged before `backup` was called; a
     /// read-only store's copy holds exactly its snapshot (see ``PageFileOptions/readOnly``): what it had taken in at
-    /// its open or last ``refresh()``. A backup that fails leaves no file of its own in `destination`, so it can be
-    /// run again into the same place.
+    /// its open or last ``refresh()``. A backup that fails leaves no file of its own in `destination` (nor the
+    /// directory, if it created it), so it can be run again into the same place. It honours Task cancellation: a
+    /// cancelled backup throws `CancellationError`, leaves nothing behind and does not change the store.
     /// - Throws: `invalidArgument` if `destination` already holds a store; `storeLocked` if it is in use; for a
     ///   read-only store, `snapshotExpired` if a writer has checkpointed since the snapshot's records were taken in
     ///   (``refresh()`` and try again), or if the snapshot is unpinned and a writer checkpointed before or while it
     ///   copies.
     public func backup(to destination: String) async throws {
+        try Task.checkCancellation()
         if options.readOnly { return try await backupSnapshot(to: destination) }
         let (meta, source, pin) = try await writerLock.withLock { () -> (MetaPage, PageReader, @Sendable () -> Void) in
             try checkWritable()
+            try Task.checkCancellation()
             try await Offload.run { try self.checkpointLocked() }
             let pin = published.pinEpoch()
             return (writer.state.meta, writer.state.reader, pin.unpin)
         }
         defer { pin() }
-        try await Offload.run { try Self.copy(meta, from: source, to: destination) }
+        try await Offload.run(cancellable: { cancellation in
+            try Self.copy(meta, from: source, to: destination, cancellation: cancellation)
+        })
     }
 
     private func backupSnapshot(to destination: String) async throws {
@@ -51,29 +58,30 @@ extension PageFileKeyValueStore {
         guard let snapshot = state.reader.snapshot else {
             throw EventStoreError.invalidArgument("the store in \(directory) has no snapshot to back up")
         }
-        try await Offload.run {
+        try await Offload.run(cancellable: { cancellation in
             let start = UInt64(WriteAheadLog.headerSize)
             let records = state.walScanEnd > start ? try wal.read(count: Int(state.walScanEnd - start), at: start) : []
             try Self.checkRecords(
                 records, of: snapshot.meta, through: state.lsn, version: state.walVersion, path: wal.path)
             try Self.copy(
-                snapshot.meta, from: state.reader, to: destination, records: records, walVersion: state.walVersion
+                snapshot.meta, from: state.reader, to: destination, records: records, walVersion: state.walVersion,
+                cancellation: cancellation
             ) { copied in
                 try snapshot.checkPages()
-                try self.checkCopy(copied, of: snapshot)
+                try self.checkCopy(copied, of: snapshot, cancellation: cancellation)
             }
-        }
+        })
     }
 
     /// Walks the tree and free list the copy `path` holds of `snapshot`'s checkpoint: a page of them that a writer
     /// rewrote before it was copied (a pin no writer honoured) shows there as a page written after the checkpoint.
     /// Throws `snapshotExpired` if such a failure may be reuse, `corrupted` naming the first problem otherwise.
-    private func checkCopy(_ path: String, of snapshot: SnapshotGuard) throws {
+    private func checkCopy(_ path: String, of snapshot: SnapshotGuard, cancellation: Offload.Cancellation) throws {
         let meta = snapshot.meta
         let copy = PageReader(
             file: try SystemFile.open(path, create: false, readOnly: true, faults: nil), pageSize: meta.pageSize,
             cache: PageCache(capacity: 16))
-        let report = check(meta, reader: copy, otherMetaSlot: false)
+        let report = try check(meta, reader: copy, otherMetaSlot: false, cancellation: cancellation)
         guard let problem = report.problems.first else { return }
         try snapshot.explainFailedRead()
         // The problem names the copy's file, which is removed: the page is the same in the store's own.
@@ -96,11 +104,14 @@ extension PageFileKeyValueStore {
 
     /// Copies the tree and free list of `meta` from `source` into a new store in `destination`, with `records` (whole
     /// WAL records of `meta`'s generation, of format `walVersion`) after its WAL header; `beforeRename`, given the
-    /// copy's data file, may still refuse the copy.
-    private static func copy(
+    /// copy's data file, may still refuse the copy. Throws `CancellationError`, having removed what it wrote, once
+    /// `cancellation` is set.
+    static func copy(
         _ meta: MetaPage, from source: PageReader, to destination: String, records: [UInt8] = [],
-        walVersion: UInt32 = WriteAheadLog.formatVersion, beforeRename: (_ copied: String) throws -> Void = { _ in }
+        walVersion: UInt32 = WriteAheadLog.formatVersion, cancellation: Offload.Cancellation,
+        beforeRename: (_ copied: String) throws -> Void = { _ in }
     ) throws {
+        let createdDestination = !SystemFile.exists(destination)
         try Directory.create(destination)
         let lockPath = destination + "/lock"
         let hadLock = SystemFile.exists(lockPath)
@@ -113,27 +124,30 @@ extension PageFileKeyValueStore {
         let temporary = dataPath + ".creating"
         do {
             try write(
-                meta, from: source, to: temporary, wal: destination + "/wal", records: records, walVersion: walVersion)
+                meta, from: source, to: temporary, wal: destination + "/wal", records: records, walVersion: walVersion,
+                cancellation: cancellation)
             try beforeRename(temporary)
             try Directory.rename(temporary, to: dataPath)
         } catch {
             // Leave the destination as it was found, so the same backup can be run into it again.
             for path in [temporary, destination + "/wal"] + (hadLock ? [] : [lockPath]) { unlink(path) }
+            if createdDestination { rmdir(destination) }
             throw error
         }
         try Directory.sync(destination)
     }
 
-    /// Writes the copy's data file as `temporary` and its WAL, and syncs both.
+    /// Writes the copy's data file as `temporary` and its WAL, and syncs both; polls `cancellation` every chunk.
     private static func write(
         _ meta: MetaPage, from source: PageReader, to temporary: String, wal walPath: String, records: [UInt8],
-        walVersion: UInt32
+        walVersion: UInt32, cancellation: Offload.Cancellation
     ) throws {
         let copy = try SystemFile.open(temporary, create: true, faults: nil)
         try copy.truncate(to: 0)
         let pageSize = UInt64(meta.pageSize)
         var page: UInt64 = 2
         while page < meta.pageCount {
+            try cancellation.check()
             let count = min(256, meta.pageCount - page)
             var chunk = try source.read(count: Int(count * pageSize), at: page * pageSize)
             if chunk.count < Int(count * pageSize) { chunk.append(contentsOf: [UInt8](repeating: 0, count: Int(count * pageSize) - chunk.count)) }

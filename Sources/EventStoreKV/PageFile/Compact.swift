@@ -8,8 +8,8 @@
 // - The new file is written as `data.compact` (leaves filled completely, left to right, then each branch level),
 //   fsynced, and renamed over `data`; its meta continues the same WAL generation (same salt and checkpoint LSN). A
 //   crash before the rename leaves the old file in place (open removes the leftover); after it, the new file.
-// - A failure while `data.compact` is written changes nothing of the store: the file is removed and the store stays
-//   open and writable. A failure from the rename on fails the store.
+// - A failure (or cancellation) while `data.compact` is written changes nothing of the store: the file is removed and
+//   the store stays open and writable. A failure from the rename on fails the store.
 // - Expired TTL entries are copied like any other (they stay invisible); nothing observable changes.
 
 import EventStore
@@ -133,13 +133,19 @@ extension PageFileKeyValueStore {
     /// damage found in the tree), the error is thrown, the partial file is removed, and the store is unchanged, open
     /// and writable. An error once the switch to the new file has begun fails the store: it refuses writes until it is
     /// opened again, which finds the old file or the new one, whole.
+    ///
+    /// It honours Task cancellation until the switch begins: checked before it starts (nothing is done, not even the
+    /// checkpoint it begins with) and every 256 entries while the new file is written; a cancelled compaction throws
+    /// `CancellationError`, removes the partial file and leaves the store unchanged.
     @discardableResult
     public func compact() async throws -> PageFileCompactionReport {
-        try await writerLock.withLock {
+        try Task.checkCancellation()
+        return try await writerLock.withLock {
             try checkWritable()
-            return try await Offload.run {
+            try Task.checkCancellation()
+            return try await Offload.run(cancellable: { cancellation in
                 try self.checkpointLocked()
-                let written = try self.writeCompacted(to: self.directory + "/data.compact")
+                let written = try self.writeCompacted(to: self.directory + "/data.compact", cancellation: cancellation)
                 do {
                     return try self.switchToCompacted(written)
                 } catch {
@@ -148,20 +154,24 @@ extension PageFileKeyValueStore {
                     self.pipeline.fail(failure)
                     throw failure
                 }
-            }
+            })
         }
     }
 
     /// Writes the live tree densely into `temporary` with its meta page, and syncs it; returns that meta. Nothing of
-    /// the store changes: on any error the file is removed and the error thrown. A failed sync is not retried.
-    func writeCompacted(to temporary: String) throws -> MetaPage {
+    /// the store changes: on any error, or on cancellation (polled every 256 entries), the file is removed and the
+    /// error thrown. A failed sync is not retried.
+    func writeCompacted(to temporary: String, cancellation: Offload.Cancellation) throws -> MetaPage {
         let state = writer.state
         let old = state.reader
         do {
             let file = try SystemFile.open(temporary, create: true, faults: options.faults)
             try file.truncate(to: 0)
             var loader = BulkLoader(file: file, pageSize: pageSize, lsn: state.lsn)
+            var entries = 0
             try BTree.scan(KeyRange(from: [], to: nil), direction: .forward, root: state.root, reader: old) { node, index in
+                entries += 1
+                if entries % 256 == 0 { try cancellation.check() }
                 let key = node.key(at: index)
                 let entry = node.entry(at: index)
                 if case .overflow = entry.value {
@@ -172,6 +182,7 @@ extension PageFileKeyValueStore {
                 return true
             }
             let root = try loader.finish()
+            try cancellation.check()
             let meta = MetaPage(
                 epoch: state.meta.epoch + 1, pageSize: pageSize, root: root, freeListHead: 0, pageCount: loader.nextPage,
                 checkpointLSN: state.lsn, revision: state.revision, walSalt: state.meta.walSalt, keyCount: state.keyCount)

@@ -9,7 +9,8 @@
 //   list (none leaked, none used twice, none out of range);
 // - the other meta slot holds an older meta page or zeros, never damage.
 // verify() first checkpoints (unless the store has failed) so the whole state is in the page file; it holds the
-// writer lock, so writers wait while it runs, and readers do not.
+// writer lock, so writers wait while it runs, and readers do not. Cancellation is checked before the checkpoint and
+// every 256 pages of the walk; a cancelled verify throws `CancellationError` and has written nothing more.
 
 import EventStore
 
@@ -67,17 +68,25 @@ public struct PageFileStatistics: Sendable, Hashable {
 
 extension PageFileKeyValueStore {
     /// Checks every page and structure of the store and reports what is wrong; see ``PageFileVerifyReport``.
+    ///
+    /// It honours Task cancellation: cancelled before it starts, it throws `CancellationError` having done nothing
+    /// (not even the checkpoint it begins with); cancelled during its walk, it stops within a few hundred pages and
+    /// throws `CancellationError`.
     public func verify() async throws -> PageFileVerifyReport {
-        try await writerLock.withLock {
+        try Task.checkCancellation()
+        return try await writerLock.withLock {
             if published.state.withLock({ $0.closed }) { throw KeyValueStoreError.closed }
+            try Task.checkCancellation()
             // A read-only store verifies the last checkpoint as it is on disk (WAL records are not written into it).
             let skipCheckpoint = pipeline.failed != nil || options.readOnly
-            return try await Offload.run {
+            return try await Offload.run(cancellable: { cancellation in
                 if !skipCheckpoint { try self.checkpointLocked() }
                 let reader = self.writer.state.reader
                 let meta = self.writer.state.meta
-                guard let snapshot = reader.snapshot else { return self.check(meta, reader: reader) }
-                var report = self.check(meta, reader: reader, otherMetaSlot: false)
+                guard let snapshot = reader.snapshot else {
+                    return try self.check(meta, reader: reader, cancellation: cancellation)
+                }
+                var report = try self.check(meta, reader: reader, otherMetaSlot: false, cancellation: cancellation)
                 // A snapshot a writer has overtaken meanwhile may show its reuse as problems (unpinned, or pinned where
                 // no writer honours the pin): then none of them count.
                 try snapshot.checkPages()
@@ -86,7 +95,7 @@ extension PageFileKeyValueStore {
                 let slot = self.otherMetaSlotProblems(meta, reader: reader)
                 if (try? snapshot.checkCurrent()) != nil { report.problems += slot }
                 return report
-            }
+            })
         }
     }
 
@@ -127,11 +136,16 @@ extension PageFileKeyValueStore {
     }
 
     /// Walks the on-disk state named by `meta`, and with `otherMetaSlot` the meta slot it is not in.
-    func check(_ meta: MetaPage, reader: PageReader, otherMetaSlot: Bool = true) -> PageFileVerifyReport {
-        var walk = VerifyWalk(reader: reader, pageCount: meta.pageCount, checkpointLSN: meta.checkpointLSN)
+    /// - Throws: `CancellationError` once `cancellation` is set (polled every 256 pages).
+    func check(
+        _ meta: MetaPage, reader: PageReader, otherMetaSlot: Bool = true, cancellation: Offload.Cancellation
+    ) throws -> PageFileVerifyReport {
+        var walk = VerifyWalk(
+            reader: reader, pageCount: meta.pageCount, checkpointLSN: meta.checkpointLSN, cancellation: cancellation)
         walk.report.pageCount = meta.pageCount
         if meta.root != 0 { walk.tree(meta.root, lower: nil, upper: nil, depth: 1) }
         walk.freeList(head: meta.freeListHead)
+        if walk.cancelled { throw CancellationError() }
         walk.findLeaks()
         if otherMetaSlot { walk.otherMetaSlot(current: meta) }
         if UInt64(walk.report.keys) != meta.keyCount {
@@ -175,6 +189,10 @@ private struct VerifyWalk {
 
     let reader: PageReader
     let pageCount: UInt64
+    /// Polled every 256 claimed pages; once it is set, `cancelled` is true and the walk claims nothing more.
+    let cancellation: Offload.Cancellation?
+    private(set) var cancelled = false
+    private var claims = 0
     var report = PageFileVerifyReport()
     var owner: [UInt64: String] = [:]
     var leafDepth: Int?
@@ -182,10 +200,13 @@ private struct VerifyWalk {
     /// The checkpoint LSN of the meta walked: no page it reaches was written later.
     let checkpointLSN: UInt64
 
-    init(reader: PageReader, pageCount: UInt64, checkpointLSN: UInt64 = .max) {
+    init(
+        reader: PageReader, pageCount: UInt64, checkpointLSN: UInt64 = .max, cancellation: Offload.Cancellation? = nil
+    ) {
         self.reader = reader
         self.pageCount = pageCount
         self.checkpointLSN = checkpointLSN
+        self.cancellation = cancellation
     }
 
     /// A failed read as a problem: for damage, where and what (without the advice an error's description adds).
@@ -206,8 +227,12 @@ private struct VerifyWalk {
 
     private var path: String { reader.path }
 
-    /// Claims `page` for `use`; false (and a problem) if it is out of range or already used.
+    /// Claims `page` for `use`; false (and a problem) if it is out of range or already used, and false once the walk
+    /// is cancelled.
     mutating func claim(_ page: UInt64, as use: String) -> Bool {
+        claims += 1
+        if claims % 256 == 0, cancellation?.isCancelled == true { cancelled = true }
+        guard !cancelled else { return false }
         guard page >= 2, page < pageCount else {
             report.problems.append("\(path) page \(page): \(use) page out of range (file has \(pageCount) pages)")
             return false
