@@ -221,7 +221,12 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
             aggregate.firstVersion = result.version - UInt64(replayed.count) + 1
         }
         aggregate.version = result.version
-        guard policy.isDue(from: loaded.version, to: result.version) else {
+        // Due by the stream's actual versions: the append moved it from `result.version - count` to
+        // `result.version`. `loaded.version` is only the visible version, 0 for a soft-deleted stream whose next
+        // event is numbered after the deleted ones, and would count multiples the stream never passed.
+        let appended = UInt64(replayed.count)
+        let before = result.version >= appended ? result.version - appended : 0
+        guard policy.isDue(from: before, to: result.version) else {
             return SavedAggregate(result: result, aggregate: aggregate, snapshot: .notDue)
         }
         do {
