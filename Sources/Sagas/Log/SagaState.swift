@@ -95,6 +95,7 @@ struct SagaState: Sendable {
             return step
         }
         if record.kind != .sagaStarted && self.version == 0 { throw bad("the log does not begin with SagaStarted") }
+        if record.kind != .sagaStarted { try checkPhase(of: record.kind, bad: bad) }
         switch record.kind {
         case .sagaStarted:
             guard self.version == 0, let definition = record.definition, let steps = record.steps else {
@@ -106,18 +107,45 @@ struct SagaState: Sendable {
         case .stepStarted:
             let step = try stepIndex()
             let attempt = try attemptNumber()
+            try checkForward(step, "StepStarted", bad: bad)
+            if let open = openSteps[step] {
+                // Only the attempt a crash interrupted starts again (resumed), under its own number.
+                guard attempt == open else {
+                    throw bad("StepStarted attempt \(attempt) for step \(step), whose attempt \(open) is still open")
+                }
+            } else {
+                // Once compensating, no new attempt starts; forward, the next attempt is the one after the last.
+                guard status == .running else {
+                    throw bad("StepStarted for step \(step), which is not running, while the saga is \(status.rawValue)")
+                }
+                let next = (attempts[step] ?? 0) + 1
+                guard attempt == next else {
+                    throw bad("StepStarted attempt \(attempt) for step \(step), whose next attempt is \(next)")
+                }
+            }
             openSteps[step] = attempt
             retryPending.remove(step)
             attempts[step] = max(attempts[step] ?? 0, attempt)
         case .stepCompleted:
             let step = try stepIndex()
-            guard openSteps[step] != nil else { throw bad("StepCompleted for step \(step), which is not running") }
+            guard let open = openSteps[step] else {
+                throw bad("StepCompleted for step \(step), which is not running")
+            }
+            let attempt = try attemptNumber()
+            guard attempt == open else {
+                throw bad("StepCompleted attempt \(attempt) for step \(step), whose open attempt is \(open)")
+            }
             outputs[step] = record.output ?? Data()
             openSteps[step] = nil
         case .stepFailed:
             let step = try stepIndex()
+            let attempt = try attemptNumber()
+            try checkForward(step, "StepFailed", bad: bad)
+            if let open = openSteps[step], attempt != open {
+                throw bad("StepFailed attempt \(attempt) for step \(step), whose open attempt is \(open)")
+            }
             openSteps[step] = nil
-            attempts[step] = max(attempts[step] ?? 0, try attemptNumber())
+            attempts[step] = max(attempts[step] ?? 0, attempt)
             if record.willRetry == true {
                 retryPending.insert(step)
             } else {
@@ -133,43 +161,117 @@ struct SagaState: Sendable {
         case .compensationStarted:
             let step = try stepIndex()
             let attempt = try attemptNumber()
+            try checkCompensable(step, "CompensationStarted", bad: bad)
+            guard openSteps.isEmpty, retryPending.isEmpty else {
+                throw bad("CompensationStarted for step \(step) while an action is still open or awaiting its retry")
+            }
+            if let open = openCompensation {
+                // Only the compensation a crash interrupted starts again, under its own number.
+                guard open.index == step, open.attempt == attempt else {
+                    throw bad(
+                        "CompensationStarted for step \(step) attempt \(attempt) while step \(open.index)'s "
+                            + "compensation attempt \(open.attempt) is open")
+                }
+            } else {
+                let next = (compensationAttempts[step] ?? 0) + 1
+                guard attempt == next else {
+                    throw bad("CompensationStarted attempt \(attempt) for step \(step), whose next attempt is \(next)")
+                }
+            }
             openCompensation = (step, attempt)
             compensationAttempts[step] = max(compensationAttempts[step] ?? 0, attempt)
         case .stepCompensated:
-            compensated.insert(try stepIndex())
+            let step = try stepIndex()
+            let attempt = try attemptNumber()
+            try checkCompensable(step, "StepCompensated", bad: bad)
+            guard let open = openCompensation, open.index == step, open.attempt == attempt else {
+                throw bad("StepCompensated for step \(step) attempt \(attempt), whose compensation is not running")
+            }
+            compensated.insert(step)
             openCompensation = nil
         case .compensationFailed:
             let step = try stepIndex()
-            openCompensation = nil
-            compensationAttempts[step] = max(compensationAttempts[step] ?? 0, try attemptNumber())
-        case .compensationSkipped:
-            skipped.insert(try stepIndex())
-            if status == .stuck {
-                status = .compensating
-                stuckStep = nil
-                stuckError = nil
-                stuckPending = nil
+            let attempt = try attemptNumber()
+            try checkCompensable(step, "CompensationFailed", bad: bad)
+            // Without CompensationStarted when its resources could not be taken.
+            if let open = openCompensation, open.index != step || open.attempt != attempt {
+                throw bad(
+                    "CompensationFailed for step \(step) attempt \(attempt) while step \(open.index)'s compensation "
+                        + "attempt \(open.attempt) is open")
             }
+            openCompensation = nil
+            compensationAttempts[step] = max(compensationAttempts[step] ?? 0, attempt)
+        case .compensationSkipped:
+            let step = try stepIndex()
+            try checkCompensable(step, "CompensationSkipped", bad: bad)
+            skipped.insert(step)
+            status = .compensating
+            stuckStep = nil
+            stuckError = nil
+            stuckPending = nil
         case .sagaStuck:
-            status = .stuck
+            guard openCompensation == nil else { throw bad("SagaStuck while a compensation is running") }
             // The step is optional here, but when named it is checked like every other record's.
-            stuckStep = record.step == nil ? nil : try stepIndex()
-            stuckError = record.error
+            let step = record.step == nil ? nil : try stepIndex()
+            if let step { try checkCompensable(step, "SagaStuck", bad: bad) }
             if let pending = record.pending, let outside = pending.first(where: { !stepNames.indices.contains($0) }) {
                 throw bad("SagaStuck names pending step \(outside) of \(stepNames.count)")
             }
+            status = .stuck
+            stuckStep = step
+            stuckError = record.error
             stuckPending = record.pending
         case .sagaRetried:
-            guard status == .stuck else { throw bad("SagaRetried for a saga that is \(status.rawValue)") }
             status = .compensating
             compensationRetryBase = compensationAttempts
             stuckStep = nil
             stuckError = nil
             stuckPending = nil
-        case .sagaCompleted: status = .completed
-        case .sagaCompensated: status = .compensated
+        case .sagaCompleted:
+            guard openSteps.isEmpty, outputs.count == stepNames.count else {
+                throw bad("SagaCompleted with \(outputs.count) of \(stepNames.count) steps completed")
+            }
+            status = .completed
+        case .sagaCompensated:
+            guard openSteps.isEmpty, retryPending.isEmpty, openCompensation == nil else {
+                throw bad("SagaCompensated while an action or a compensation is still open")
+            }
+            status = .compensated
         case .sagaResolved: status = .resolved
         }
         self.version = version
+    }
+
+    /// Throws unless a record of `kind` can follow in the current phase: nothing follows a terminal record; a
+    /// stuck saga takes only an operator's record; forward records come while running (or, for the attempts a
+    /// parallel group still finishes, while compensating); compensation records and the terminal records only in
+    /// the phase the runner writes them in.
+    private func checkPhase(of kind: SagaEventKind, bad: (String) -> EventStoreError) throws {
+        let allowed: Set<SagaStatus>
+        switch kind {
+        case .sagaStarted: return
+        case .stepStarted, .stepCompleted, .stepFailed: allowed = [.running, .compensating]
+        case .compensationStarted, .stepCompensated, .compensationFailed, .sagaStuck, .sagaCompensated:
+            allowed = [.compensating]
+        case .sagaCompleted: allowed = [.running]
+        case .compensationSkipped, .sagaRetried, .sagaResolved: allowed = [.stuck]
+        }
+        guard allowed.contains(status) else { throw bad("\(kind.rawValue) while the saga is \(status.rawValue)") }
+    }
+
+    /// Throws unless step `step`'s action may still be attempted: it has not completed nor failed for good.
+    private func checkForward(_ step: Int, _ kind: String, bad: (String) -> EventStoreError) throws {
+        if outputs[step] != nil { throw bad("\(kind) for step \(step), which has completed") }
+        if finallyFailed.contains(step) { throw bad("\(kind) for step \(step), which has failed for good") }
+    }
+
+    /// Throws unless step `step` has a compensation to run: its action completed (or failed for good, which
+    /// its options may compensate) and it was neither compensated nor skipped yet.
+    private func checkCompensable(_ step: Int, _ kind: String, bad: (String) -> EventStoreError) throws {
+        guard outputs[step] != nil || finallyFailed.contains(step) else {
+            throw bad("\(kind) for step \(step), whose action never took effect")
+        }
+        if compensated.contains(step) { throw bad("\(kind) for step \(step), which was already compensated") }
+        if skipped.contains(step) { throw bad("\(kind) for step \(step), whose compensation was skipped") }
     }
 }

@@ -1,0 +1,86 @@
+import EventStore
+import EventStoreKV
+import Foundation
+import Sagas
+import Testing
+
+private func appendRaw(_ store: KeyValueEventStore, _ id: SagaID, _ kind: String, _ fields: [String: Any]) async throws {
+    let stream = try StreamName.system("$saga-\(id.rawValue)")
+    let last = try await store.readBackward(stream, limit: 1)[0]
+    let previous = try #require(try JSONSerialization.jsonObject(with: last.data) as? [String: Any])
+    var object = fields
+    object["kind"] = kind
+    object["at"] = previous["at"]
+    let data = try JSONSerialization.data(withJSONObject: object)
+    _ = try await store.append([EventData(type: kind, data: data)], to: stream, expectedVersion: .any)
+}
+
+private func statusIsCorrupted(_ runner: SagaRunner, _ id: SagaID) async -> (Bool, String) {
+    do {
+        let status = try await runner.status(of: id)
+        return (false, "status read as \(status)")
+    } catch EventStoreError.corrupted {
+        return (true, "corrupted")
+    } catch {
+        return (false, "threw \(error)")
+    }
+}
+
+@Suite struct SagaLogContradictionReviewTests {
+    @Test func aSagaStuckAfterSagaCompletedIsCorruption() async throws {
+        let store = makeStore()
+        let bank = Bank()
+        let runner = SagaRunner(store: store, clock: ManualSagaClock())
+        let id = try sagaID()
+        let saga = transferSaga(bank: bank)
+        #expect(try await runner.start(saga, id: id, input: sampleTransfer) == .completed)
+        try await appendRaw(store, id, "SagaStuck", ["step": 2, "error": "bogus"])
+        let (corrupted, seen) = await statusIsCorrupted(runner, id)
+        #expect(corrupted, "a SagaStuck after SagaCompleted: \(seen)")
+        let outcome = try? await runner.retry(id)
+        #expect(!bank.names.contains { $0.hasPrefix("undo-") },
+                "a completed saga was compensated: \(bank.names), outcome \(String(describing: outcome))")
+    }
+
+    @Test func aStepStartedAfterSagaCompletedIsCorruption() async throws {
+        let store = makeStore()
+        let runner = SagaRunner(store: store, clock: ManualSagaClock())
+        let id = try sagaID()
+        #expect(try await runner.start(transferSaga(bank: Bank()), id: id, input: sampleTransfer) == .completed)
+        try await appendRaw(store, id, "StepStarted", ["step": 0, "stepName": "reserve", "attempt": 2])
+        let (corrupted, seen) = await statusIsCorrupted(runner, id)
+        #expect(corrupted, "a StepStarted after SagaCompleted: \(seen)")
+    }
+
+    @Test func aSagaCompletedBeforeAnyStepRanIsCorruption() async throws {
+        let store = makeStore()
+        let bank = Bank()
+        let runner = SagaRunner(store: store, clock: ManualSagaClock())
+        let id = try sagaID()
+        let saga = transferSaga(bank: bank)
+        try runner.register(saga)
+        try await runner.create(saga, id: id, input: sampleTransfer)
+        try await appendRaw(store, id, "SagaCompleted", [:])
+        let (corrupted, seen) = await statusIsCorrupted(runner, id)
+        #expect(corrupted, "SagaCompleted with no step run: \(seen)")
+        let outcome = try? await runner.resume(id)
+        #expect(outcome != .completed, "resume reports a saga none of whose steps ran as completed; bank: \(bank.names)")
+    }
+
+    @Test func aStepCompensatedForAStepThatNeverRanIsCorruption() async throws {
+        let store = makeStore()
+        let bank = Bank()
+        bank.fail("debit")
+        let runner = SagaRunner(store: store, clock: ManualSagaClock())
+        let id = try sagaID()
+        let saga = transferSaga(bank: bank)
+        try runner.register(saga)
+        try await runner.create(saga, id: id, input: sampleTransfer)
+        try await appendRaw(store, id, "StepCompensated", ["step": 0, "stepName": "reserve", "attempt": 1])
+        let (corrupted, seen) = await statusIsCorrupted(runner, id)
+        #expect(corrupted, "StepCompensated for a step that never ran: \(seen)")
+        let outcome = try? await runner.resume(id)
+        #expect(!bank.names.contains("reserve") || bank.names.contains("undo-reserve"),
+                "reserve took effect and was never undone: \(bank.names), outcome \(String(describing: outcome))")
+    }
+}
