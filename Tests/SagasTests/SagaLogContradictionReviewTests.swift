@@ -84,3 +84,37 @@ private func statusIsCorrupted(_ runner: SagaRunner, _ id: SagaID) async -> (Boo
                 "reserve took effect and was never undone: \(bank.names), outcome \(String(describing: outcome))")
     }
 }
+
+@Suite struct SagaCancellationReviewTests {
+    @Test func aRunnerStoppedDuringAnAtMostOnceStepLeavesItRetryableNotFailed() async throws {
+        let store = makeStore()
+        let bank = Bank()
+        let (signals, signal) = AsyncStream.makeStream(of: String.self)
+        let options = StepOptions(semantics: .atMostOnce, retry: RetryPolicy(maximumAttempts: 3))
+        var saga = SagaDefinition<Transfer>("stop-at-most-once")
+        saga.step("reserve", options: StepOptions(retry: .never)) { step in
+            try bank.call("reserve", key: step.idempotencyKey)
+            return Receipt(reference: "r")
+        } compensation: { step, _ in try bank.call("undo-reserve", key: step.idempotencyKey) }
+        saga.step("charge", options: options) { step in
+            try bank.call("charge", key: step.idempotencyKey)
+            if step.attempt == 1 {
+                signal.yield(step.idempotencyKey)
+                try await Task.sleep(for: .seconds(3_600))  // honours cancellation: throws before any effect
+            }
+            return Receipt(reference: "c")
+        } compensation: { step, _ in try bank.call("undo-charge", key: step.idempotencyKey) }
+        let id = try sagaID()
+        let first = SagaRunner(store: store, clock: ManualSagaClock())
+        let definition = saga
+        let run = Task { try await first.start(definition, id: id, input: sampleTransfer) }
+        _ = await next(signals)
+        run.cancel()  // a graceful stop, not a crash
+        _ = try? await run.value
+        let second = SagaRunner(store: store, clock: ManualSagaClock())
+        try second.register(saga)
+        let outcome = try await second.resume(id)
+        let log = try await kinds(second, id)
+        #expect(outcome == .completed, "outcome \(outcome); calls \(bank.names); log \(log)")
+    }
+}

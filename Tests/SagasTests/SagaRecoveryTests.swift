@@ -1,6 +1,6 @@
-// Resuming sagas a runner left mid-way. In-process, a runner "crashes" by having its task cancelled in the middle
-// of a step: nothing more is recorded, exactly as after a kill (the SIGKILL version is SagaCrashTests). A fresh
-// runner then resumes or recovers.
+// Resuming sagas a runner left mid-way. In-process, a runner "crashes" in the middle of a step by having its store
+// refuse every further append and its task cancelled: nothing more is recorded, exactly as after a kill (the
+// SIGKILL version is SagaCrashTests). A fresh runner then resumes or recovers.
 
 import EventStore
 import EventStoreKV
@@ -16,10 +16,14 @@ import Testing
         id: SagaID
     ) async throws -> String? {
         let (signals, signal) = AsyncStream.makeStream(of: String.self)
-        let runner = SagaRunner(store: store, clock: ManualSagaClock())
+        // A cancelled runner records how an attempt that returned, or an atMostOnce one that threw, ended; a
+        // crashed one records nothing more.
+        let crashing = CancellationCheckingStore(base: store)
+        let runner = SagaRunner(store: crashing, clock: ManualSagaClock())
         let saga = makeSaga(signal)
         let run = Task { try await runner.start(saga, id: id, input: sampleTransfer) }
         let key = await next(signals)
+        crashing.crashed.withLock { $0 = true }
         run.cancel()
         await #expect(throws: CancellationError.self) { try await run.value }
         return key

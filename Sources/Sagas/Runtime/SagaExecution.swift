@@ -15,7 +15,13 @@
 //   that compensation knows what they did.
 // - Compensation runs in reverse step order and at least once per step; a compensation a crash interrupted runs
 //   again with its attempt number.
-// - Cancellation of the calling task stops the run without recording a failure; recovery resumes it later.
+// - Cancellation of the calling task stops the run: no new attempt starts (not even after a backoff pause that
+//   ended normally), and recovery resumes the saga later. The attempt running when it came is recorded as it
+//   ended, outside the cancelled task, when that is known: one whose action or compensation returned is recorded
+//   completed (its effect happened); an atMostOnce action that threw is recorded failed, with a retry if its
+//   policy has one left (a thrown error means no effect). Any other attempt is left open, as a crash leaves it:
+//   an atLeastOnce action or a compensation runs again under the same key, an atMostOnce action is failed. So is
+//   an attempt whose record cannot be written.
 
 import EventStore
 import Foundation
@@ -61,6 +67,18 @@ struct SagaExecution: Sendable {
         } else {
             state = try await Self.append(record, with: others, to: session, after: state)
         }
+    }
+
+    /// Like `record(_:with:)`, but appends from an unstructured task, so that the end of an attempt is recorded
+    /// even when the calling task is cancelled (a backend may refuse work from a cancelled task).
+    private mutating func recordOutsideCancellation(_ record: SagaRecord, with others: [StreamAppend] = [])
+        async throws
+    {
+        let (journal, session, state) = (journal, session, state)
+        self.state = try await Task {
+            if let journal { return try await journal.record(record, with: others) }
+            return try await Self.append(record, with: others, to: session, after: state)
+        }.value
     }
 
     /// Appends `record` (with `others`, in one transaction) to the log `session` holds, expecting the version of
@@ -295,11 +313,13 @@ struct SagaExecution: Sendable {
                 } catch {
                     return error
                 }
-                // The effect's appends and the completion commit together, under the resource locks.
+                // The effect's appends and the completion commit together, under the resource locks; also when the
+                // run was cancelled meanwhile: the attempt returned, so its effect happened, and leaving it open
+                // would fail an atMostOnce step that took effect, or run an atLeastOnce one again.
                 var done = stepRecord(doneKind, step: index, attempt: number, key: call.idempotencyKey)
                 done.output = value.output
                 do {
-                    try await record(done, with: value.appends)
+                    try await recordOutsideCancellation(done, with: value.appends)
                 } catch let error where !Self.isSagaFatal(error, sagaStream: session.stream) {
                     return error
                 }
@@ -315,21 +335,33 @@ struct SagaExecution: Sendable {
     /// Records a failed attempt (StepFailed or CompensationFailed) and reports it to the hook.
     /// - Returns: the error as recorded, and whether another attempt follows: an action is not retried once the
     ///   saga is compensating (a sibling in its parallel group failed for good first; SagaJournal records that).
-    /// - Throws: CancellationError instead, if the run was cancelled: a stopped runner records nothing.
+    /// - Throws: CancellationError instead, if the run was cancelled. Only an atMostOnce action's failure is then
+    ///   recorded first (outside the cancelled task): it threw, so it had no effect, and recorded it is retried on
+    ///   resume within its policy, where left open it would be failed for good as if a crash had interrupted it.
+    ///   Any other attempt is left open, to run again under the same key on resume.
     private mutating func recordFailure(
         _ index: Int, _ phase: StepPhase, number: Int, error: any Error, willRetry: Bool
     ) async throws -> (error: String, willRetry: Bool) {
-        if Task.isCancelled { throw CancellationError() }
+        let cancelled = Task.isCancelled
+        if cancelled, phase != .action || saga.steps[index].options.semantics != .atMostOnce {
+            throw CancellationError()
+        }
         let key = invocation(index, phase, attempt: number).idempotencyKey
         var failed = stepRecord(
             phase == .action ? .stepFailed : .compensationFailed, step: index, attempt: number, key: key)
         failed.error = Self.describe(error)
         failed.willRetry = willRetry
-        try await record(failed)
+        if cancelled {
+            // Not written: the attempt stays open, and recovery treats it as a crash would have left it.
+            do { try await recordOutsideCancellation(failed) } catch { throw CancellationError() }
+        } else {
+            try await record(failed)
+        }
         // What was recorded: SagaJournal records an action's failure as final once the saga is compensating.
         let retries = phase == .action ? state.retryPending.contains(index) : willRetry
         hooks.stepFailed?(
             event(index, phase, attempt: number, key: key, error: failed.error, willRetry: retries))
+        if cancelled { throw CancellationError() }
         return (failed.error ?? "", retries)
     }
 

@@ -6,6 +6,8 @@
 //   all released after the attempt, whether it succeeded, failed or was cancelled.
 // - A timed-out attempt is cancelled and awaited before the timeout error is reported: the next attempt never
 //   overlaps the previous one (the action must honour cancellation for the timeout to take effect promptly).
+//   When the caller is cancelled instead, the timer's own cancellation is never reported: the action's result or
+//   error is, so that the attempt is recorded by how it really ended.
 // - The saga's lease is renewed from before the first resource lock is awaited until the attempt ends, and every
 //   resource lock from the moment it is held, so neither a long wait for a resource nor a long attempt lets one
 //   expire. A renewal that fails for any reason but a lost lease is retried soon (a quarter of the interval), never
@@ -22,21 +24,40 @@ struct StepTimedOut: Error, CustomStringConvertible {
     var description: String { "timed out after \(timeout)" }
 }
 
+/// How the first task of `StepAttempt.withTimeout` to finish ended.
+private enum TimedEnding<Value: Sendable>: Sendable {
+    case returned(Value)
+    case timedOut
+    case timerCancelled
+}
+
 enum StepAttempt {
-    /// Runs `body`, failing with ``StepTimedOut`` if it takes longer than `timeout` on `clock`.
+    /// Runs `body`, failing with ``StepTimedOut`` if it takes longer than `timeout` on `clock`. When the calling
+    /// task is cancelled, what `body` returned or threw is reported, never the timer's cancellation: the caller
+    /// records the attempt by how it really ended.
     static func withTimeout<Value: Sendable>(
         _ timeout: Duration?, clock: any SagaClock, _ body: @escaping @Sendable () async throws -> Value
     ) async throws -> Value {
         guard let timeout else { return try await body() }
-        return try await withThrowingTaskGroup(of: Value?.self) { group in
-            group.addTask { try await body() }
+        return try await withThrowingTaskGroup(of: TimedEnding<Value>.self) { group in
+            group.addTask { .returned(try await body()) }
             group.addTask {
-                try await clock.sleep(for: timeout)
-                return nil
+                do {
+                    try await clock.sleep(for: timeout)
+                    return .timedOut
+                } catch {
+                    return .timerCancelled
+                }
             }
             defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else { throw StepTimedOut(timeout: timeout) }
-            return value
+            while let ending = try await group.next() {
+                switch ending {
+                case .returned(let value): return value
+                case .timedOut: throw StepTimedOut(timeout: timeout)
+                case .timerCancelled: continue  // the body is cancelled too: wait for how it ends
+                }
+            }
+            throw CancellationError()  // unreachable: the body's task always ends the loop
         }
     }
 
