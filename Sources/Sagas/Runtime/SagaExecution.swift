@@ -295,6 +295,8 @@ struct SagaExecution: Sendable {
         _ index: Int, _ phase: StepPhase, number: Int, resumed: Bool, timeout: Duration?,
         _ body: @escaping @Sendable (StepInvocation) async throws -> (output: Data?, appends: [StreamAppend])
     ) async throws -> (any Error)? {
+        // A cancelled run starts no new attempt.
+        try Task.checkCancellation()
         let call = invocation(index, phase, attempt: number)
         let (startKind, doneKind): (SagaEventKind, SagaEventKind) =
             phase == .action ? (.stepStarted, .stepCompleted) : (.compensationStarted, .stepCompensated)
@@ -378,10 +380,13 @@ struct SagaExecution: Sendable {
 
     /// Waits out the backoff after failed attempt `attempt`, keeping the saga's lease alive. In a parallel group, the
     /// pause ends early if a sibling fails for good meanwhile.
+    /// - Throws: CancellationError if the run was cancelled, however the wait ended (`untilStopped` returns
+    ///   normally on cancellation, and may win the race against the clock's sleep): no attempt follows.
     private func pause(_ policy: RetryPolicy, after attempt: Int) async throws {
         let duration = policy.backoff(afterAttempt: attempt, random: configuration.random())
         guard let journal else {
             try await StepAttempt.pause(for: duration, clock: clock, session: session, configuration: configuration)
+            try Task.checkCancellation()
             return
         }
         let (clock, session, configuration) = (clock, session, configuration)
@@ -393,6 +398,7 @@ struct SagaExecution: Sendable {
             try await group.next()
             group.cancelAll()
         }
+        try Task.checkCancellation()
     }
 
     // MARK: Helpers
