@@ -11,8 +11,22 @@
 //   records its failure as final before compensating.
 // - Attempt numbers are 1 ... Int.max - 1, so the next attempt's number never overflows.
 // - Once the phase is compensating it never goes back to running; terminal phases (completed, compensated,
-//   resolved) accept no further step records.
-// - Events that contradict the phase (a StepCompleted for a step that was never started) are corruption.
+//   resolved) accept no further record.
+// - Events that contradict the phase are corruption (EventStoreError.corrupted naming the stream, the version and
+//   the record): `apply` accepts only what a runner, an operator action or recovery can write:
+//   - StepStarted while running, for a step neither completed nor failed for good, as its next attempt
+//     (attempts + 1), or the open attempt again (a resumed one; also while compensating, for a parallel group's
+//     step a crash left open). StepCompleted only for the open attempt. StepFailed while running or compensating
+//     for a step neither completed nor failed for good, with the open attempt's number if one is open (none is
+//     when its resources could not be taken, or for a final "not retried" failure).
+//   - CompensationStarted, StepCompensated, CompensationFailed, SagaStuck and SagaCompensated only while
+//     compensating; the first four only for a step whose action completed or failed for good and that was
+//     neither compensated nor skipped. CompensationStarted only once no action is open or awaiting a retry, as
+//     the next compensation attempt or the open one again; StepCompensated only for the open compensation
+//     attempt (so once per step); SagaStuck and SagaCompensated only when no compensation is open, and
+//     SagaCompensated only when no action is open or awaiting a retry.
+//   - SagaCompleted only while running, with every step completed and none open.
+//   - SagaRetried, CompensationSkipped and SagaResolved only while stuck.
 
 import EventStore
 import Foundation
