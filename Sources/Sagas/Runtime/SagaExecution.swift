@@ -19,9 +19,10 @@
 //   ended normally), and recovery resumes the saga later. The attempt running when it came is recorded as it
 //   ended, outside the cancelled task, when that is known: one whose action or compensation returned is recorded
 //   completed (its effect happened); an atMostOnce action that threw is recorded failed, with a retry if its
-//   policy has one left (a thrown error means no effect). Any other attempt is left open, as a crash leaves it:
-//   an atLeastOnce action or a compensation runs again under the same key, an atMostOnce action is failed. So is
-//   an attempt whose record cannot be written.
+//   policy has one left (a thrown error means no effect). Any other attempt (an atLeastOnce action or a
+//   compensation that threw) is left open, as a crash leaves it, and runs again under the same key on resume. An
+//   attempt whose record cannot be written is left open too, and resumed as after a crash (an atMostOnce action
+//   is then failed).
 
 import EventStore
 import Foundation
