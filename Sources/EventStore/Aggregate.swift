@@ -55,6 +55,14 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
     }
 
     /// Loads the aggregate by replaying every visible event of `stream`, at the stream's current version.
+    ///
+    /// The state is the fold of the events readers see at one moment, never a part of them: a read cut short by a
+    /// concurrent scavenge is read on past while the stream has later versions, and if a truncation, deletion or
+    /// scavenge hides events the load has folded already (the next events read do not follow the last one folded,
+    /// and the stream's first visible event moved), the load starts again from the stream's new first visible event.
+    /// - Throws: ``EventStoreError/replayInterrupted(stream:reason:)`` when that happened under each of
+    ///   ``replayAttempts`` attempts; ``EventStoreError/codingFailed(type:reason:)`` (naming the stream and version)
+    ///   or ``EventStoreError/unknownEventType(_:)`` for an event the registry cannot decode.
     public func load(_ stream: StreamName) async throws -> LoadedAggregate<State> {
         // The version first, then the events up to it: events retention hides at the end still count in the version
         // a save must expect, and an append racing the load is left for that save's version check to catch.
@@ -65,11 +73,50 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
         return loaded
     }
 
+    /// How many times a replay from the initial state starts over, in all, when a truncation, deletion or scavenge
+    /// hides events it folded already.
+    public static var replayAttempts: Int { 4 }
+
     /// Applies the events of `stream` after `loaded.version` (up to `version`, if given) to `loaded`.
     /// Snapshot-aware loading starts here from a snapshot's state.
+    ///
+    /// The events applied follow one another (but for those maxAge hides), as a read returns them; a short read is
+    /// read on past while the stream has later versions. If a truncation, deletion or scavenge hides events the
+    /// state folds (the next events read do not follow the last one folded, and the stream's first visible event is
+    /// no longer the state's ``LoadedAggregate/firstVersion``), a replay from a state that folds nothing (version
+    /// 0) starts again from the stream's new first visible event, up to ``replayAttempts`` times in all; a replay
+    /// onto a state that folds events throws, since that state stands for events readers no longer see.
+    /// - Throws: ``EventStoreError/replayInterrupted(stream:reason:)`` then;
+    ///   ``EventStoreError/codingFailed(type:reason:)`` (naming the stream and version) or
+    ///   ``EventStoreError/unknownEventType(_:)`` for an event the registry cannot decode.
     public func replay(
         _ stream: StreamName, onto loaded: LoadedAggregate<State>, upTo version: UInt64? = nil
     ) async throws -> LoadedAggregate<State> {
+        var attempt = 1
+        while true {
+            if let replayed = try await replayUnlessHidden(stream, onto: loaded, upTo: version) { return replayed }
+            guard loaded.version == 0 else {
+                throw EventStoreError.replayInterrupted(
+                    stream: stream,
+                    reason: "events the state at version \(loaded.version) folds were hidden (truncated, deleted or "
+                        + "scavenged) while it was replayed on; load the stream again")
+            }
+            guard attempt < Self.replayAttempts else {
+                throw EventStoreError.replayInterrupted(
+                    stream: stream,
+                    reason: "its first events were hidden (truncated, deleted or scavenged) under each of "
+                        + "\(Self.replayAttempts) replays")
+            }
+            attempt += 1
+        }
+    }
+
+    /// ``replay(_:onto:upTo:)`` once: nil, rather than a state folded across the hole, when a truncation, deletion
+    /// or scavenge hid events the state folds while it was replayed. For the snapshotting repository, which starts
+    /// again from another snapshot then.
+    package func replayUnlessHidden(
+        _ stream: StreamName, onto loaded: LoadedAggregate<State>, upTo version: UInt64?
+    ) async throws -> LoadedAggregate<State>? {
         guard readBatchSize > 0 else {
             throw EventStoreError.invalidArgument("readBatchSize must be positive, got \(readBatchSize)")
         }
@@ -83,18 +130,60 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
             if let version { limit = Int(min(UInt64(limit), version - result.version)) }
             let events = try await store.read(
                 stream, from: .version(result.version + 1), direction: .forward, limit: limit)
+            // Events that do not follow the last one folded: maxAge hides events one by one, but if the stream's
+            // start moved (a truncation, deletion or scavenge since the last read), the state folds events readers
+            // no longer see.
+            if result.version > 0, let first = events.first, first.version != result.version + 1,
+                try await startMoved(of: stream, since: result)
+            {
+                return nil
+            }
             for event in events {
                 // Versions hidden by a deletion or retention are skipped by reads, so a read can return events past
                 // `version`; never apply them.
                 if let version, event.version > version { return result }
-                result.state.apply(try registry.decode(event))
+                result.state.apply(try decode(event))
                 if result.version == 0 { result.firstVersion = event.version }
                 result.version = event.version
                 result.replayedEvents += 1
             }
-            if events.count < limit { break }
+            if events.count == limit { continue }
+            // A short read is the end only if the stream has no later version: one racing a scavenge stops short of
+            // the versions it removes (EventStoring.read), and the next read goes on from there.
+            let end = try await store.version(of: stream)
+            let last = events.last?.version ?? result.version
+            if !events.isEmpty, last < .max, end > last { continue }
+            // Versions after the last one folded that no read returns: hidden by retention at the stream's end (the
+            // state stands), or by a deletion or truncation since the replay began (it does not).
+            if result.version > 0, result.version < (version.map { min($0, end) } ?? end),
+                try await startMoved(of: stream, since: result)
+            {
+                return nil
+            }
+            break
         }
         return result
+    }
+
+    /// Whether the first event readers see of `stream` is no longer the first one `loaded` folds: a truncation,
+    /// deletion or scavenge hid events it folds. For a state whose first version is not known, only whether every
+    /// event it folds is hidden.
+    private func startMoved(of stream: StreamName, since loaded: LoadedAggregate<State>) async throws -> Bool {
+        let first = try await store.read(stream, from: .start, direction: .forward, limit: 1).first?.version
+        guard let first else { return true }
+        guard let folded = loaded.firstVersion else { return first > loaded.version }
+        return first != folded
+    }
+
+    /// `event` decoded; a payload that does not decode throws an error naming the stream and version.
+    private func decode(_ event: RecordedEvent) throws -> any DomainEvent {
+        do {
+            return try registry.decode(event)
+        } catch EventStoreError.codingFailed(let type, let reason) {
+            throw EventStoreError.codingFailed(
+                type: type,
+                reason: "version \(event.version) of stream \"\(event.stream)\" (position \(event.position)): \(reason)")
+        }
     }
 
     /// Appends `events` to `stream`, expecting the stream to be at `loaded.version`.

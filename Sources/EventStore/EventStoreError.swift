@@ -29,6 +29,9 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
     case streamDeleted(StreamName)
     /// The stream does not exist (or was soft-deleted).
     case streamNotFound(StreamName)
+    /// A replay (an aggregate load) could not fold the stream's events as of one moment: a truncation, deletion or
+    /// scavenge hid events it had folded, each time it tried. Nothing is wrong with the stream; load it again.
+    case replayInterrupted(stream: StreamName, reason: String)
 
     // MARK: Typed events
 
@@ -83,6 +86,8 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
             "stream \"\(stream)\" was hard-deleted and can never be written again"
         case .streamNotFound(let stream):
             "stream \"\(stream)\" does not exist"
+        case .replayInterrupted(let stream, let reason):
+            "the replay of stream \"\(stream)\" was interrupted: \(reason)"
         case .unknownEventType(let type):
             "no Swift type is registered for event type \"\(type)\"; register it (or an upcaster) with the event registry"
         case .codingFailed(let type, let reason):

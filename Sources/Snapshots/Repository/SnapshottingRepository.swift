@@ -106,7 +106,16 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         // The current state reflects the stream's version, even when retention hides its last events: read it
         // first, so that a save expects it and an append racing the load is caught by that save.
         let current = version == nil ? try await snapshots.events.version(of: stream) : nil
-        var loaded = try await aggregates.replay(stream, onto: start, upTo: version ?? current)
+        // A replay from a snapshot that meets a hole (events the snapshot folds hidden under it) starts the load
+        // again; one from the initial state starts itself again (a bounded number of times).
+        var loaded: LoadedAggregate<State>
+        if snapshot == nil {
+            loaded = try await aggregates.replay(stream, onto: start, upTo: version ?? current)
+        } else {
+            guard let replayed = try await aggregates.replayUnlessHidden(stream, onto: start, upTo: version ?? current)
+            else { return nil }
+            loaded = replayed
+        }
         if let snapshot {
             // A deletion or more retention since the snapshot was chosen hides events it folds, whatever was
             // appended after them: the load starts again.
@@ -278,13 +287,28 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     /// Replays `stream` once from its first visible event and takes a snapshot at every multiple of `interval`
     /// (`interval`, 2 × `interval`, ...; from the first multiple readers see, if deletion or retention hides the
     /// start), one after another. Existing snapshots at those versions are replaced; the policy's retention applies
-    /// to each.
-    /// - Returns: the versions snapshotted, in order.
+    /// to each. If a truncation, deletion or scavenge hides events the replay folded while it runs, it starts again
+    /// from the stream's new first visible event (the snapshots taken before stand for the events as they were, and
+    /// are not used by loads since), up to ``AggregateRepository/replayAttempts`` times in all.
+    /// - Returns: the versions snapshotted, in order, by the replay that completed.
+    /// - Throws: ``EventStoreError/replayInterrupted(stream:reason:)`` when events were hidden under every attempt.
     @discardableResult
     public func snapshotAll(of stream: StreamName, every interval: UInt64) async throws -> [UInt64] {
         guard interval >= 1 else {
             throw EventStoreError.invalidArgument("a snapshot interval must be at least 1 event, got \(interval)")
         }
+        let attempts = AggregateRepository<State>.replayAttempts
+        for _ in 0..<attempts {
+            if let taken = try await snapshotAllOnce(of: stream, every: interval) { return taken }
+        }
+        throw EventStoreError.replayInterrupted(
+            stream: stream,
+            reason: "its first events were hidden (truncated, deleted or scavenged) under each of \(attempts) "
+                + "replays taking snapshots")
+    }
+
+    /// One replay of ``snapshotAll(of:every:)``; nil if events it folded were hidden under it.
+    private func snapshotAllOnce(of stream: StreamName, every interval: UInt64) async throws -> [UInt64]? {
         let events = snapshots.events
         guard let first = try await events.read(stream, from: .start, direction: .forward, limit: 1).first else {
             return []
@@ -298,7 +322,10 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
             let (next, overflow) = target.addingReportingOverflow(interval)
             guard !overflow else { break }
             target = next
-            loaded = try await aggregates.replay(stream, onto: loaded, upTo: target)
+            guard let replayed = try await aggregates.replayUnlessHidden(stream, onto: loaded, upTo: target) else {
+                return nil
+            }
+            loaded = replayed
             guard loaded.version == target else { break }
             try await saveSnapshot(of: loaded, in: stream)
             taken.append(target)

@@ -1,0 +1,75 @@
+// A snapshot-based load racing a truncation and scavenge: the events after the snapshot must not be folded across
+// the hole the scavenge leaves.
+
+import EventStore
+import EventStoreKV
+import Foundation
+import KeyValueTestSupport
+import Snapshots
+import Testing
+
+/// An in-memory backend that runs a hook once, just before the `fireAt`-th scan of the stream index (`0x03`).
+private final class StreamScanHook: ForwardingKeyValueStore, @unchecked Sendable {
+    private let lock = NSLock()
+    private var scans = 0
+    private var fireAt = 0
+    private var hook: (@Sendable () async throws -> Void)?
+
+    init() { super.init(InMemoryKeyValueStore()) }
+
+    func arm(atScan scan: Int, _ body: @escaping @Sendable () async throws -> Void) {
+        lock.withLock { (scans, fireAt, hook) = (0, scan, body) }
+    }
+
+    private func takeHook(for range: KeyRange) -> (@Sendable () async throws -> Void)? {
+        lock.withLock {
+            guard range.lowerBound.first == 0x03, hook != nil else { return nil }
+            scans += 1
+            guard scans == fireAt else { return nil }
+            defer { hook = nil }
+            return hook
+        }
+    }
+
+    override func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
+        if let hook = takeHook(for: range) { try await hook() }
+        return try await super.scan(range, direction: direction, limit: limit)
+    }
+
+    override func scan(
+        _ range: KeyRange, direction: ScanDirection, limit: Int, visiting visit: (BorrowedEntry) throws -> Bool
+    ) async throws -> Int {
+        if let hook = takeHook(for: range) { try await hook() }
+        return try await super.scan(range, direction: direction, limit: limit, visiting: visit)
+    }
+}
+
+@Suite("Snapshot loads racing a scavenge")
+struct SnapshotReplayHoleTests {
+    @Test("a snapshot-based load never folds across versions scavenged under it", arguments: 1...8)
+    func snapshotLoadRacingScavenge(scan: Int) async throws {
+        let backend = StreamScanHook()
+        let store = KeyValueEventStore(backend: backend, readBatchSize: 10)
+        var registry = EventTypeRegistry()
+        try registry.register(Deposited.self)
+        let repository = try SnapshottingRepository<Ledger>(events: store, registry: registry)
+        let stream = try StreamName("ledger-1")
+        for batch in 0..<100 {
+            let events = try (1...10).map { try registry.encode(Deposited(amount: batch * 10 + $0)) }
+            _ = try await store.append(events, to: stream, expectedVersion: .exact(UInt64(batch * 10)))
+        }
+        try await repository.takeSnapshot(of: stream, at: 100)
+        // While the load reads the events after the snapshot, the first 499 are truncated and scavenged.
+        backend.arm(atScan: scan) {
+            try await store.setMetadata(StreamMetadata(truncateBefore: 500), for: stream)
+            try await store.scavenge()
+        }
+        let loaded = try await repository.load(stream)
+        #expect(loaded.version == 1_000)
+        // The fold of versions first...1000, as they were (first 1) or as they are (first 500); never a part.
+        let first = loaded.firstVersion ?? 0
+        #expect(first == 1 || first == 500, "first version \(first)")
+        #expect(loaded.state.events == 1_000 - Int(first) + 1, "folded \(loaded.state.events) events from \(first)")
+        #expect(loaded.state.balance == (Int(first)...1_000).reduce(0, +))
+    }
+}
