@@ -113,9 +113,13 @@ public protocol EventStoring: Sendable {
     /// Deletes `stream` if its version meets `expectedVersion`, and records the deletion as a ``StreamDeletion``
     /// event in ``StreamName/deletedStreams``.
     /// - Returns: the global position of that deletion event.
-    /// - Throws: ``EventStoreError/streamNotFound(_:)`` for a soft delete of a stream with no visible events,
-    ///   ``EventStoreError/streamDeleted(_:)`` if it was hard-deleted already, and the append errors for expected
-    ///   versions and session locks.
+    ///
+    /// A stream exists while ``version(of:)`` is above 0, even when retention hides all its events (truncateBefore
+    /// past its end, or every event past maxAge), as in KurrentDB: such a stream can be soft-deleted, and an append
+    /// after the deletion continues its versions.
+    /// - Throws: ``EventStoreError/streamNotFound(_:)`` for a soft delete of a stream at version 0 (never written to,
+    ///   or soft-deleted and not written to since), ``EventStoreError/streamDeleted(_:)`` if it was hard-deleted
+    ///   already, and the append errors for expected versions and session locks.
     func delete(_ stream: StreamName, expectedVersion: ExpectedVersion, mode: DeletionMode) async throws -> UInt64
 }
 

@@ -69,7 +69,9 @@ extension KeyValueEventStore {
         if head?.state == .hardDeleted { throw EventStoreError.streamDeleted(stream) }
         try checkLease(lease, stream: stream, session: nil)
         let visible = head?.visibleVersion ?? 0
-        // A soft delete needs something to delete; a tombstone may be placed on any name not yet tombstoned.
+        // A soft delete needs a stream: one at a version above 0, whether or not retention hides its events (as in
+        // KurrentDB, where a stream truncated past its end still exists). A tombstone may be placed on any name not
+        // yet tombstoned.
         if mode == .soft && visible == 0 { throw EventStoreError.streamNotFound(stream) }
         guard expectedVersion.isSatisfied(byVersion: visible) else {
             throw EventStoreError.wrongExpectedVersion(stream: stream, expected: expectedVersion, actual: visible)
