@@ -134,14 +134,25 @@ enum ExactISO8601 {
 
 /// Maps event type names to Swift types, encodes domain events into ``EventData`` and decodes recorded events back,
 /// running registered upcasters on older payloads first.
+///
+/// Type names are compared byte for byte (their UTF-8), as the store compares them: canonically equivalent
+/// spellings, such as "Caf\u{E9}" and "Cafe\u{301}", are different types, each with its own registration.
 public struct EventTypeRegistry: Sendable {
+    /// A type name as a dictionary key: equal and hashed by its UTF-8 bytes, not by String's canonical equivalence.
+    private struct TypeName: Hashable, Sendable {
+        let name: String
+        init(_ name: String) { self.name = name }
+        static func == (left: TypeName, right: TypeName) -> Bool { left.name.hasSameUTF8(as: right.name) }
+        func hash(into hasher: inout Hasher) { name.hashUTF8(into: &hasher) }
+    }
+
     /// Rewrites an older payload into a newer one: given the payload, returns the new type name and payload.
     public typealias Upcaster = @Sendable (Data) throws -> (type: String, data: Data)
 
-    private var decoders: [String: @Sendable (Data, any EventCoder) throws -> any DomainEvent] = [:]
+    private var decoders: [TypeName: @Sendable (Data, any EventCoder) throws -> any DomainEvent] = [:]
     /// The Swift type registered under each name, so that a second type claiming a name is refused.
-    private var registeredTypes: [String: ObjectIdentifier] = [:]
-    private var upcasters: [String: Upcaster] = [:]
+    private var registeredTypes: [TypeName: ObjectIdentifier] = [:]
+    private var upcasters: [TypeName: Upcaster] = [:]
     /// The coder for payloads.
     public let coder: any EventCoder
 
@@ -152,14 +163,14 @@ public struct EventTypeRegistry: Sendable {
 
     /// Registers a domain event type under its ``DomainEvent/eventType``. Registering the same type again does
     /// nothing.
-    /// - Throws: ``EventStoreError/invalidArgument(_:)`` if another Swift type is already registered under that name:
-    ///   events of one would otherwise decode as the other.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` if another Swift type is already registered under that name
+    ///   (the same UTF-8 bytes): events of one would otherwise decode as the other.
     public mutating func register<Event: DomainEvent>(_ type: Event.Type) throws {
-        let name = Event.eventType
+        let name = TypeName(Event.eventType)
         if let existing = registeredTypes[name] {
             guard existing == ObjectIdentifier(Event.self) else {
                 throw EventStoreError.invalidArgument(
-                    "event type \"\(name)\" is already registered for another Swift type than \(Event.self)")
+                    "event type \"\(name.name)\" is already registered for another Swift type than \(Event.self)")
             }
             return
         }
@@ -173,10 +184,10 @@ public struct EventTypeRegistry: Sendable {
     /// place (it runs once, then the payload decodes as the type registered under that name).
     /// - Throws: ``EventStoreError/invalidArgument(_:)`` if `oldType` already has an upcaster.
     public mutating func registerUpcaster(from oldType: String, _ upcaster: @escaping Upcaster) throws {
-        guard upcasters[oldType] == nil else {
+        guard upcasters[TypeName(oldType)] == nil else {
             throw EventStoreError.invalidArgument("event type \"\(oldType)\" already has an upcaster")
         }
-        upcasters[oldType] = upcaster
+        upcasters[TypeName(oldType)] = upcaster
     }
 
     /// Registers a typed upcaster: payloads stored as `Old.eventType` decode as `Old`, then `convert` makes the
@@ -187,7 +198,7 @@ public struct EventTypeRegistry: Sendable {
     public mutating func registerUpcaster<Old: DomainEvent, New: DomainEvent>(
         from old: Old.Type, to new: New.Type, _ convert: @escaping @Sendable (Old) throws -> New
     ) throws {
-        guard Old.eventType != New.eventType else {
+        guard !Old.eventType.hasSameUTF8(as: New.eventType) else {
             throw EventStoreError.invalidArgument(
                 "a typed upcaster from \(Old.self) to \(New.self) must change the type name \"\(Old.eventType)\"; "
                     + "upgrade payloads in place with a raw upcaster that leaves current ones alone")
@@ -223,7 +234,7 @@ public struct EventTypeRegistry: Sendable {
         var type = recorded.type
         var data = recorded.data
         var hops = 0
-        while let upcaster = upcasters[type] {
+        while let upcaster = upcasters[TypeName(type)] {
             hops += 1
             guard hops <= 64 else {
                 throw EventStoreError.codingFailed(type: recorded.type, reason: "upcasters form a cycle")
@@ -235,9 +246,9 @@ public struct EventTypeRegistry: Sendable {
                 throw EventStoreError.codingFailed(type: type, reason: "upcaster failed: \(error)")
             }
             // An upcaster that keeps its type's name upgrades the payload in place: it runs once.
-            if type == previous { break }
+            if type.hasSameUTF8(as: previous) { break }
         }
-        guard let decoder = decoders[type] else { throw EventStoreError.unknownEventType(type) }
+        guard let decoder = decoders[TypeName(type)] else { throw EventStoreError.unknownEventType(type) }
         do {
             return try decoder(data, coder)
         } catch {
@@ -245,8 +256,8 @@ public struct EventTypeRegistry: Sendable {
         }
     }
 
-    /// Whether a type name (or an upcaster for it) is registered.
+    /// Whether a type name (or an upcaster for it) is registered, byte for byte.
     public func isRegistered(_ type: String) -> Bool {
-        decoders[type] != nil || upcasters[type] != nil
+        decoders[TypeName(type)] != nil || upcasters[TypeName(type)] != nil
     }
 }
