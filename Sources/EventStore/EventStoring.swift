@@ -123,6 +123,11 @@ public protocol EventStoring: Sendable {
     func delete(_ stream: StreamName, expectedVersion: ExpectedVersion, mode: DeletionMode) async throws -> UInt64
 }
 
+extension StreamSession {
+    /// Whether ``leaseExpiresAt()`` has passed by the system clock, for sessions of stores that use it.
+    public func hasExpired() async -> Bool { await leaseExpiresAt() <= Date() }
+}
+
 extension EventStoring {
     /// Events a visiting read fetches per call of the array-returning read, in the default implementations.
     private static var visitingChunk: Int { 1_024 }
@@ -251,8 +256,13 @@ public protocol StreamSession: Sendable {
     ///   ``EventStoring/saveCheckpoint(_:for:)``.
     func saveCheckpoint(_ position: UInt64, for consumer: String) async throws
 
-    /// When the lease ends unless renewed, by this process's clock.
+    /// When the lease ends unless renewed, by the store's clock (`KeyValueEventStore`'s `clock`): the expiry it
+    /// stores with the lease, and reports to other writers in ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)``.
     func leaseExpiresAt() async -> Date
+
+    /// Whether ``leaseExpiresAt()`` has passed, by the store's clock: compare here rather than with `Date()`, which
+    /// is another clock when the store was given its own.
+    func hasExpired() async -> Bool
 
     /// Releases the lock at once, also when the calling task is cancelled. Closing twice is harmless; after a close
     /// that threw (the backend failed), closing again tries the release again.

@@ -219,3 +219,25 @@ struct ApiReviewDefectTests {
         try await session.close()
     }
 }
+
+@Suite("Review: session leases by the store's clock")
+struct SessionClockReviewTests {
+    @Test("an exclusive projection on a store with its own clock keeps its lease")
+    func exclusiveProjectionWithStoreClock() async throws {
+        // A store clock years behind the system clock: a lease dated by it must not count as expired by Date().
+        let store = KeyValueEventStore(
+            backend: InMemoryKeyValueStore(), clock: { Date(timeIntervalSince1970: 1_000_000_000) })
+        let stream = try StreamName("clocked-1")
+        _ = try await store.append(makeEvents(3), to: stream, expectedVersion: .noStream)
+        let projection = CheckpointedProjection(
+            store: store, consumer: "clocked", checkpointEvery: 1, exclusivity: .exclusive(lease: .seconds(60)))
+        let handled = Locked<[UInt64]>([])
+        let last = try await projection.run(until: .whenCaughtUp) { event in handled.withLock { $0.append(event.position) } }
+        #expect(last == 3)
+        #expect(handled.withLock { $0 } == [1, 2, 3])
+        let session = try await store.openSession(
+            on: try StreamName("clocked-2"), sessionTimeout: .seconds(60), openTimeout: .zero)
+        #expect(await session.hasExpired() == false)
+        try await session.close()
+    }
+}

@@ -5,7 +5,8 @@
 // - Only one session at a time holds the stream, in every process that shares the store; the others wait for it by
 //   polling, at most once a second and at least every tenth of the lease.
 // - The lease counts as lost once a renewal is refused (`sessionExpired`) or once its local expiry passed without a
-//   successful renewal; a failed renewal for any other reason is retried every twelfth of the lease until then.
+//   successful renewal, by the store's clock, which dated it (`StreamSession.hasExpired()`, never `Date()`); a
+//   failed renewal for any other reason is retried every twelfth of the lease until then.
 // - Losing it is final for this holder: `check()` throws from then on, the doorbells made by `doorbell(of:)` end
 //   with `sessionExpired` at once (so a run waiting for events stops without waiting for one), and the session's
 //   fenced checkpoint saves are refused by the store itself.
@@ -57,7 +58,7 @@ final class ConsumerLease: Sendable {
 
     /// Throws ``EventStoreError/sessionExpired(stream:sessionID:)`` once the lease is lost.
     func check() async throws {
-        if await session.leaseExpiresAt() <= Date() { loss.record() }
+        if await session.hasExpired() { loss.record() }
         if loss.isRecorded { throw loss.error }
     }
 
@@ -102,7 +103,7 @@ final class ConsumerLease: Sendable {
                     return
                 } catch {
                     if Task.isCancelled { return }
-                    if await session.leaseExpiresAt() <= Date() {
+                    if await session.hasExpired() {
                         loss.record()
                         return
                     }

@@ -32,7 +32,8 @@ public final class KeyValueEventStore: EventStoring {
     public let holderName: String
     /// How many events a read fetches per round trip to the backend.
     public let readBatchSize: Int
-    /// The wall clock this store stamps events with (`recordedAt`) and ages them by (stream metadata's maxAge).
+    /// The wall clock this store stamps events with (`recordedAt`), ages them by (stream metadata's maxAge) and
+    /// dates its sessions' leases by (``StreamSession/leaseExpiresAt()``).
     public let clock: @Sendable () -> Date
     /// Appends and events written through this instance, for ``metrics()``.
     let counters = EventStoreCounters()

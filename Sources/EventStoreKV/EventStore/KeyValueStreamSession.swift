@@ -5,7 +5,10 @@
 import EventStore
 import Foundation
 
-/// A ``StreamSession`` of a ``KeyValueEventStore``.
+/// A ``StreamSession`` of a ``KeyValueEventStore``. Its lease expiries are by the store's
+/// ``KeyValueEventStore/clock``: those it reports, those it stores, and those other writers are told in
+/// ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)``. (The backend ends the lease key after the session
+/// timeout by its own clock.)
 public final class KeyValueStreamSession: StreamSession {
     public let id: UUID
     public let stream: StreamName
@@ -72,7 +75,8 @@ public final class KeyValueStreamSession: StreamSession {
         let key = KeyLayout.lease(stream)
         while true {
             try Task.checkCancellation()
-            let expiresAt = Date().addingTimeInterval(sessionTimeout.timeInterval)
+            // By the store's clock, as every append through the session dates the stored lease.
+            let expiresAt = store.clock().addingTimeInterval(sessionTimeout.timeInterval)
             let lease = LeaseRecord(sessionID: id, expiresAt: expiresAt, holder: holder)
             let outcome = try await store.backendCall {
                 try await store.backend.update { context -> (transaction: KeyValueTransaction, value: Attempt) in
@@ -108,7 +112,7 @@ public final class KeyValueStreamSession: StreamSession {
     public func append(_ appends: [StreamAppend]) async throws -> [AppendResult] {
         try checkOpen()
         let claim = KeyValueEventStore.SessionClaim(id: id, stream: stream, holder: holder, timeout: sessionTimeout)
-        let started = Date()
+        let started = store.clock()
         let results = try await store.commit(appends, session: claim)
         extendLocalExpiry(from: started)
         return results
@@ -129,7 +133,7 @@ public final class KeyValueStreamSession: StreamSession {
     /// session's: nothing is written once it is lost.
     private func commitHoldingLease(with writes: [KeyWrite]) async throws {
         let key = KeyLayout.lease(stream)
-        let started = Date()
+        let started = store.clock()
         let lease = LeaseRecord(
             sessionID: id, expiresAt: started.addingTimeInterval(sessionTimeout.timeInterval), holder: holder)
         let (stream, id, timeout) = (self.stream, self.id, sessionTimeout)
@@ -146,6 +150,10 @@ public final class KeyValueStreamSession: StreamSession {
 
     public func leaseExpiresAt() async -> Date {
         state.withLock { $0.leaseExpiresAt }
+    }
+
+    public func hasExpired() async -> Bool {
+        state.withLock { $0.leaseExpiresAt } <= store.clock()
     }
 
     public func close() async throws {
