@@ -326,7 +326,13 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
                 return nil
             }
             loaded = replayed
-            guard loaded.version == target else { break }
+            guard loaded.version == target else {
+                // Short of the target: the stream's end, unless its start moved since the pass began (a truncation
+                // before the replay read anything leaves it reading only events past the target).
+                let now = try await events.read(stream, from: .start, direction: .forward, limit: 1).first?.version
+                if now != (loaded.firstVersion ?? first.version) { return nil }
+                break
+            }
             try await saveSnapshot(of: loaded, in: stream)
             taken.append(target)
         }
