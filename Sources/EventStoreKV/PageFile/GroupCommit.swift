@@ -11,9 +11,18 @@
 //   one queued while the flusher is idle writes the record itself (a pwrite into the page cache, which does not wait
 //   for the device) before waking the flusher, which then only syncs it. Every other record is written by the
 //   flusher.
-// - The first write or sync error puts the pipeline into its failed state for good: the failing group's committers
-//   get the I/O error, every later commit gets `storeFailed`, and fdatasync is never retried (the kernel may have
-//   dropped the dirty pages). Reopening the store recovers from the WAL's durable prefix.
+// - The first write or sync error, or a failure `fail` reports (a checkpoint's, or a commit's apply failing part way
+//   through its open group), puts the pipeline into its failed state for good; fdatasync is never retried (the kernel
+//   may have dropped the dirty pages). Reopening the store recovers from the WAL's durable prefix. Each committer then
+//   gets the outcome of its own record:
+//   - written (pwritten, by the flusher or by its lone committer) before the failure: the flusher still syncs it.
+//     If the sync succeeds the commit succeeds (a later commit's failure never fails it); if its write or sync fails,
+//     its committer gets that I/O error (`ioFailure`), which means "outcome unknown": the record may be in the store
+//     after reopening, so the caller re-sends the same events (same ids, idempotent) to find out.
+//   - never written (queued, or in a group not yet written when the store failed): `storeFailed`, nothing written.
+//   A group taken by the flusher (sealed) is published after its sync even in the failed state. A lone record written
+//   by its committer whose open group a failing apply half changed is synced but not published: it shows after
+//   reopening (`unpublishable`).
 // - While a checkpoint holds the WAL (`reserveWAL`), neither the flusher nor a committer does I/O on it (`ioBusy`).
 // - The flusher takes the queue only while no transaction is being applied (`beginApply` .. `enqueue`/`endApply`),
 //   and every take starts a new open group (`openGroup`). So the commits queued since the last take all belong to one
@@ -93,6 +102,17 @@ final class GroupCommit: @unchecked Sendable {
     private var finished = false
     private var finishWaiters: [CheckedContinuation<Void, Never>] = []
     private(set) var failure: EventStoreError?
+    /// The last LSN taken by the flusher (written, or being written). With `durableLSN` and `unknownThrough` it tells
+    /// a committer that comes to wait after a failure whether its record was written.
+    private var takenThrough: UInt64
+    /// After a failed write or sync: the records up to this LSN were (possibly) written but not made durable; their
+    /// committers get `ioError` (outcome unknown).
+    private var unknownThrough: UInt64 = 0
+    private var ioError: EventStoreError?
+    /// The queued (prewritten) commit is synced but must not be published: a failing apply half changed its nodes.
+    private var unpublishable = false
+    /// Tests only: while set, the flusher does not take the queue.
+    private var queueHeld = false
 
     private let wal: SystemFile
     private let metrics: StoreMetrics
@@ -109,6 +129,7 @@ final class GroupCommit: @unchecked Sendable {
         self.allocatedEnd = allocatedEnd
         self.durableLSN = durableLSN
         self.synced = Atomic(durableLSN)
+        self.takenThrough = durableLSN
         self.durability = durability
         self.publish = publish
         let thread = Thread { [self] in run() }
@@ -121,6 +142,18 @@ final class GroupCommit: @unchecked Sendable {
 
     /// The failure that stopped the pipeline, if any.
     var failed: EventStoreError? { locked { failure } }
+
+    /// Tests only: the committers waiting for their records.
+    var waiterCount: Int { locked { waiters.count } }
+
+    /// Tests only: keeps the flusher from taking the queue while `held`, so a test can make a commit join the open
+    /// group of a lone commit that wrote its own record.
+    func holdQueue(_ held: Bool) {
+        locked {
+            queueHeld = held
+            condition.broadcast()
+        }
+    }
 
     /// Bytes in the WAL file plus bytes queued for it.
     var walBytes: UInt64 { locked { walOffset + UInt64(prewritten + buffer.count) } }
@@ -193,9 +226,8 @@ final class GroupCommit: @unchecked Sendable {
             defer { condition.unlock() }
             if durableLSN >= lsn {
                 continuation.resume(returning: nil)
-            } else if let failure {
-                // The record was queued before the failure and will never be written: same error as its group.
-                continuation.resume(throwing: failure)
+            } else if let error = failedOutcome(lsn) {
+                continuation.resume(throwing: error)
             } else {
                 waiters.append((lsn, continuation))
             }
@@ -226,15 +258,50 @@ final class GroupCommit: @unchecked Sendable {
         }
     }
 
-    /// Marks the pipeline failed (a checkpoint's I/O error): no more writes are accepted.
+    /// Marks the pipeline failed (a checkpoint's error, or an apply that failed part way through the open group): no
+    /// more writes are accepted. Queued records not written yet are dropped and their committers get `storeFailed`.
+    /// A group the flusher took, and a lone record its committer wrote, are still synced: their committers get the
+    /// outcome of that sync (the lone record, whose nodes the failing apply may have half changed, is not published).
     func fail(_ error: EventStoreError) {
-        let failedWaiters = locked { () -> [CheckedContinuation<DurableNotice?, any Error>] in
-            if failure == nil { failure = error }
-            defer { waiters.removeAll() }
-            condition.broadcast()
-            return waiters.map(\.continuation)
+        condition.lock()
+        if failure == nil { failure = error }
+        if prewritten > 0, let first = pending.first {
+            // Written by its committer already: only its sync is left to do.
+            pending = [first]
+            unpublishable = true
+        } else {
+            pending.removeAll()
+            prewritten = 0
         }
-        for waiter in failedWaiters { waiter.resume(throwing: error) }
+        buffer.removeAll()
+        condition.broadcast()
+        failWaiters()
+        condition.unlock()
+    }
+
+    /// With the lock held, in the failed state: the error for the commit with `lsn` if its outcome is known and is a
+    /// failure; nil if it is durable or still being written or synced.
+    private func failedOutcome(_ lsn: UInt64) -> EventStoreError? {
+        guard let failure, lsn > durableLSN else { return nil }
+        if lsn <= unknownThrough, let ioError { return ioError }  // written, not made durable: outcome unknown
+        if lsn <= takenThrough { return nil }  // the flusher is writing or syncing it
+        if let last = pending.last, lsn <= last.lsn { return nil }  // written alone; the flusher will sync it
+        return .storeFailed(reason: failure.description)  // never written
+    }
+
+    /// With the lock held, in the failed state: resumes the committers whose outcome is a known failure, outside the
+    /// lock.
+    private func failWaiters() {
+        var failed: [(CheckedContinuation<DurableNotice?, any Error>, EventStoreError)] = []
+        waiters.removeAll { waiter in
+            guard let error = failedOutcome(waiter.lsn) else { return false }
+            failed.append((waiter.continuation, error))
+            return true
+        }
+        guard !failed.isEmpty else { return }
+        condition.unlock()
+        for (continuation, error) in failed { continuation.resume(throwing: error) }
+        condition.lock()
     }
 
     /// Stops the flusher after it has written what is queued, and waits for the thread to end.
@@ -295,7 +362,8 @@ final class GroupCommit: @unchecked Sendable {
     private func nextWork() -> Work {
         while true {
             if !ioBusy {
-                if failure == nil, !pending.isEmpty, !applying { return .flush }
+                // In the failed state only a record already written is left queued (see `fail`): it is synced.
+                if !pending.isEmpty, !applying, !queueHeld { return .flush }
                 if failure == nil, let since = unsyncedSince, let interval = syncInterval,
                     stopping || since.addingTimeInterval(interval) <= Date()
                 {
@@ -320,9 +388,12 @@ final class GroupCommit: @unchecked Sendable {
         let offset = walOffset
         let allocated = allocatedEnd
         let written = prewritten
+        let publishes = !unpublishable
+        unpublishable = false
         prewritten = 0
         buffer.removeAll(keepingCapacity: true)
         pending.removeAll(keepingCapacity: true)
+        takenThrough = group.last?.lsn ?? takenThrough
         // The taken group is sealed: the next transaction starts a new one and copies these nodes before changing them.
         openGroup &+= 1
         ioBusy = true
@@ -338,7 +409,7 @@ final class GroupCommit: @unchecked Sendable {
         walOffset = offset + UInt64(written + bytes.count)
         if syncInterval != nil, unsyncedSince == nil { unsyncedSince = Date() }
         condition.unlock()
-        let replaced = publish(group)
+        let replaced = publishes ? publish(group) : nil
         condition.lock()
         // Only now, after readers can see the group, may committers of it return.
         durableLSN = group.last?.lsn ?? durableLSN
@@ -347,6 +418,7 @@ final class GroupCommit: @unchecked Sendable {
         ioBusy = false
         condition.broadcast()
         resumeDurable(leaving: GroupLeftovers(replaced: replaced, group: group))
+        if failure != nil { failWaiters() }
     }
 
     /// With the lock held: fdatasyncs deferred commits.
@@ -413,18 +485,21 @@ final class GroupCommit: @unchecked Sendable {
         failAll(error, group: group)
     }
 
-    /// With the lock held: enters the failed state and fails every waiter.
+    /// With the lock held, after `error` writing or syncing `group` (empty for a deferred sync, whose commits were
+    /// acknowledged already): enters the failed state. The group's committers get `error` (outcome unknown: their
+    /// records were, or may have been, written); the queued ones, never written, get `storeFailed`.
     private func failAll(_ error: EventStoreError, group: [PendingCommit]) {
         if failure == nil { failure = error }
+        if let last = group.last?.lsn, last > unknownThrough {
+            unknownThrough = last
+            ioError = error
+        }
         buffer.removeAll()
         prewritten = 0
         pending.removeAll()
-        let failed = waiters
-        waiters.removeAll()
+        unpublishable = false
         condition.broadcast()
-        condition.unlock()
-        for waiter in failed { waiter.continuation.resume(throwing: error) }
-        condition.lock()
+        failWaiters()
     }
 
     /// With the lock held: resumes every committer whose record is durable. Only the first is resumed here; it resumes

@@ -1,0 +1,171 @@
+import EventStore
+@testable import EventStoreKV
+import Foundation
+import Glibc
+import Testing
+
+/// The group commit's failure contract (GroupCommit.swift's invariants): a commit whose WAL bytes were written when
+/// the store failed has an unknown outcome (`ioFailure`; re-sending the same events finds out), a commit never
+/// written gets `storeFailed`, and a later commit's failure never reports failure for a commit already written.
+@Suite("Durability review")
+struct DurabilityReviewTests {
+    @Test("an append that throws ioFailure after its fdatasync failed can be re-sent after reopening, exactly once")
+    func failedSyncAppendIsResolvedByResending() async throws {
+        let directory = TemporaryDirectory("eio-reappears")
+        defer { directory.remove() }
+        let faults = IOFaultPlan([IOFault(operation: .sync, onCall: 2, kind: .fail(EIO), pathSuffix: "/wal")])
+        let backend = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults))
+        let store = KeyValueEventStore(backend: backend)
+        let stream = try StreamName("orders-1")
+        _ = try await store.append([EventData(type: "Placed", data: Data([1]))], to: stream, expectedVersion: .any)
+        let paid = EventData(type: "Paid", data: Data([2]))
+        var thrown: (any Error)?
+        do {
+            _ = try await store.append([paid], to: stream, expectedVersion: .any)
+        } catch {
+            thrown = error
+        }
+        let error = try #require(thrown)
+        guard case EventStoreError.ioFailure = error else {
+            Issue.record("the append whose fdatasync failed threw \(error), not ioFailure (outcome unknown)")
+            return
+        }
+        // A store in the failed state refuses writes with storeFailed: nothing is written.
+        await #expect(throws: EventStoreError.self) {
+            _ = try await store.append([EventData(type: "Other", data: Data())], to: stream, expectedVersion: .any)
+        }
+        try await store.close()
+        // Outcome unknown: re-send the same events (same ids) to find out. The event is there exactly once.
+        let reopened = try KeyValueEventStore.open(directory: directory.path, options: smallOptions())
+        let result = try await reopened.append([paid], to: stream, expectedVersion: .any)
+        let events = try await reopened.read(stream, from: .start, direction: .forward, limit: 10)
+        try await reopened.close()
+        #expect(result.version == 2)
+        #expect(events.map(\.type) == ["Placed", "Paid"], "after the re-send the stream holds \(events.map(\.type))")
+        #expect(events.filter { $0.id == paid.id }.count == 1)
+    }
+
+    @Test("a group already being synced is not reported failed when a later joining commit fails the store")
+    func inFlightGroupNotFailedByLaterApplyFailure() async throws {
+        let directory = TemporaryDirectory("fail-inflight")
+        defer { directory.remove() }
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [0]), .put([2], [0]), .put([3], [0])]))
+        try await store.close()
+        try Self.rewriteMeta(directory) { $0.keyCount = 0 }  // checksum holds, counts 0 of 3 keys
+        let gate = IOGate(pathSuffix: "/wal")
+        let reopened = try await PageFileKeyValueStore.open(
+            directory: directory.path, options: smallOptions(faults: IOFaultPlan([], syncGate: gate)))
+        gate.hold()
+        let g0 = Task { try await reopened.commit(KeyValueTransaction(writes: [.put([1], [9])])) }
+        await gate.arrival()  // G0's fdatasync is held
+        let (signals, signal) = AsyncStream<Void>.makeStream()
+        let a = Task {
+            defer { signal.finish() }
+            return try await reopened.update { _ in
+                signal.yield()
+                return (KeyValueTransaction(writes: [.put([2], [9])]), ())
+            }.revision
+        }
+        for await _ in signals { break }  // A opens the next group; B joins it
+        await #expect(throws: EventStoreError.self) {
+            _ = try await reopened.commit(KeyValueTransaction(writes: [.delete([3])]))
+        }
+        gate.release()
+        let g0Result = await g0.result
+        let aResult = await a.result
+        let visible = try await reopened.get([1])?.value
+        try? await reopened.close()
+        let after = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let durable = try await after.get([1])?.value
+        let aDurable = try await after.get([2])?.value
+        try await after.close()
+        if case .failure(let error) = g0Result {
+            Issue.record("G0's commit threw \(error), yet it was already being synced (visible \(String(describing: visible)), durable \(String(describing: durable)))")
+        }
+        #expect(visible == [9] && durable == [9])
+        // A was queued, never written: storeFailed, and not in the store.
+        guard case .failure(EventStoreError.storeFailed) = aResult else {
+            Issue.record("the commit queued in the failed group, never written, got \(aResult)")
+            return
+        }
+        #expect(aDurable == [0])
+    }
+
+    @Test("a lone commit that wrote its own record is not reported failed when a joining commit fails the store")
+    func prewrittenLoneCommitNotFailedByLaterApplyFailure() async throws {
+        let directory = TemporaryDirectory("fail-prewritten")
+        defer { directory.remove() }
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [0]), .put([2], [0]), .put([3], [0])]))
+        try await store.close()
+        try Self.rewriteMeta(directory) { $0.keyCount = 0 }  // checksum holds, counts 0 of 3 keys
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        reopened.pipeline.holdQueue(true)  // the flusher leaves the queue alone, so the next commit joins A's group
+        let a = Task { try await reopened.commit(KeyValueTransaction(writes: [.put([1], [9])])) }
+        while reopened.pipeline.waiterCount < 1 { await Task.yield() }  // A wrote its record alone and waits
+        // B joins A's open group and fails part way (the key count cannot go below 0), failing the store. B then
+        // waits for A's record (which it observed) before it returns, so the queue is let go once the store failed.
+        let b = Task { try await reopened.commit(KeyValueTransaction(writes: [.delete([3])])) }
+        while reopened.pipeline.failed == nil { await Task.yield() }
+        reopened.pipeline.holdQueue(false)
+        guard case .failure(EventStoreError.corrupted) = await b.result else {
+            Issue.record("the failing commit did not throw corrupted")
+            return
+        }
+        let aResult = await a.result
+        try? await reopened.close()
+        let after = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let durable = try await after.get([1])?.value
+        try await after.close()
+        if case .failure(let error) = aResult {
+            Issue.record("A's commit threw \(error), yet its record was written and synced: durable \(String(describing: durable))")
+        }
+        #expect(durable == [9])
+    }
+
+    @Test("a commit queued behind a failing fdatasync gets storeFailed, not the failing group's I/O error")
+    func queuedBehindFailedSyncGetsStoreFailed() async throws {
+        let directory = TemporaryDirectory("eio-queued")
+        defer { directory.remove() }
+        let gate = IOGate(pathSuffix: "/wal")
+        let faults = IOFaultPlan([IOFault(operation: .sync, onCall: 2, kind: .fail(EIO), pathSuffix: "/wal")], syncGate: gate)
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions(faults: faults))
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        gate.hold()
+        let failing = Task { try await store.commit(KeyValueTransaction(writes: [.put([2], [2])])) }
+        await gate.arrival()
+        let queued = Task { try await store.commit(KeyValueTransaction(writes: [.put([3], [3])])) }
+        // Both committers wait: the failing group's, and the queued one's (no wall clock).
+        while store.pipeline.waiterCount < 2 { await Task.yield() }
+        gate.release()
+        let first = await failing.result
+        let second = await queued.result
+        try? await store.close()
+        guard case .failure(EventStoreError.ioFailure) = first else { Issue.record("the failing group got \(first)"); return }
+        guard case .failure(let error) = second else { Issue.record("the queued commit succeeded: \(second)"); return }
+        guard case EventStoreError.storeFailed = error else {
+            Issue.record("the queued commit, never written, got \(error)")
+            return
+        }
+    }
+
+    static func rewriteMeta(_ directory: TemporaryDirectory, _ change: (inout MetaPage) -> Void) throws {
+        let data = try #require(FileHandle(forUpdatingAtPath: directory.file("data")))
+        defer { try? data.close() }
+        let pageSize = 4096
+        let metas = try #require(try data.readToEnd()).prefix(2 * pageSize)
+        let current = try #require(
+            (0..<2).compactMap { slot in
+                MetaPage.decode(
+                    Array(metas[(slot * pageSize)..<((slot + 1) * pageSize)]), slot: UInt64(slot), pageSize: pageSize,
+                    path: "")
+            }.max { $0.epoch < $1.epoch })
+        var next = current
+        next.epoch += 1
+        change(&next)
+        try data.seek(toOffset: (next.epoch % 2) * UInt64(pageSize))
+        try data.write(contentsOf: Data(next.encoded()))
+        try data.synchronize()
+    }
+}
