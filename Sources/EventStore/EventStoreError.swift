@@ -44,9 +44,13 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
 
     /// Stored data failed a check (checksum, structure). `location` names where: a file and page, a key, a position.
     case corrupted(location: String, detail: String)
-    /// A system call failed.
+    /// A system call failed. Thrown by an append (or commit), the outcome is unknown: its records were written to
+    /// the write-ahead log, but writing or syncing them failed, so they may be in the store after reopening. After
+    /// reopening, re-send the same events (same ids), which is idempotent, to find out. The store is in its failed
+    /// state from then on (``storeFailed(reason:)``).
     case ioFailure(operation: String, path: String, errno: Int32)
-    /// An earlier I/O failure put the store into a failed state; it refuses writes until reopened.
+    /// An earlier failure (an I/O error, or damage found while writing) put the store into a failed state; it refuses
+    /// writes until reopened. Nothing was written by the append (or commit) that throws it.
     case storeFailed(reason: String)
     /// Another writer holds the store's directory (`holderPID` is its pid, when its lock file names it). Read-only
     /// openers never hold it.

@@ -15,9 +15,13 @@ public protocol EventStoring: Sendable {
     /// ``EventStoreError/duplicateEventID(_:stream:version:)`` if only part of the batch was removed), as in KurrentDB.
     /// - Throws: ``EventStoreError/wrongExpectedVersion(stream:expected:actual:)``,
     ///   ``EventStoreError/duplicateEventID(_:stream:version:)``, ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)``
-    ///   when a session holds the stream, and input errors. Nothing is written when it throws, except when a
-    ///   replicated backend could not learn the outcome of a commit it sent (``EventStoreError/backend(_:)`` says
-    ///   it "may have committed"): re-send the same events, which is idempotent, to find out.
+    ///   when a session holds the stream, and input errors. Nothing is written when it throws, except when the
+    ///   outcome is unknown: ``EventStoreError/ioFailure(operation:path:errno:)`` (the events were written to the
+    ///   write-ahead log but writing or syncing it failed, so they may be in the store after reopening) and a
+    ///   replicated backend that could not learn the outcome of a commit it sent (``EventStoreError/backend(_:)``
+    ///   says it "may have committed"). Then re-send the same events (same ids), which is idempotent, to find out:
+    ///   after reopening, in the case of `ioFailure`. ``EventStoreError/storeFailed(reason:)`` means nothing was
+    ///   written: the store had failed before the append was written.
     ///
     /// Cancellation: a cancelled task's append throws `CancellationError` and writes nothing until it is handed to
     /// the backend (queued for the write-ahead log, or sent); from then on it runs to its outcome, so a caller never
@@ -239,7 +243,9 @@ public protocol StreamSession: Sendable {
     /// - Returns: one result per part, in order.
     /// - Throws: ``EventStoreError/sessionExpired(stream:sessionID:)`` once the lease is lost,
     ///   ``EventStoreError/invalidArgument(_:)`` if the session's stream is not among the parts, and every error
-    ///   ``EventStoring/append(_:)`` throws. Nothing is written when it throws.
+    ///   ``EventStoring/append(_:)`` throws. Nothing is written when it throws, except when the outcome is unknown
+    ///   (``EventStoreError/ioFailure(operation:path:errno:)``, ``EventStoreError/backend(_:)``), as for
+    ///   ``EventStoring/append(_:)``: re-send the same events (same ids), which is idempotent, to find out.
     func append(_ appends: [StreamAppend]) async throws -> [AppendResult]
 
     /// Extends the lease by the session timeout from now.

@@ -253,7 +253,9 @@ public final class PageFileKeyValueStore: KeyValueStore {
     /// Checks and applies `transaction` atomically and returns its revision once it is durable (per
     /// ``PageFileOptions/durability``).
     /// - Throws: `conditionFailed` (nothing written); `tooLarge`/`transactionTooLarge` for oversized input;
-    ///   `ioFailure` if its WAL write or fdatasync failed (then the store refuses writes: `storeFailed`).
+    ///   `ioFailure` if its WAL write or fdatasync failed: the outcome is unknown (the record may be in the store
+    ///   after reopening), and the store refuses writes from then on with `storeFailed`, which means nothing was
+    ///   written.
     public func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 {
         try Task.checkCancellation()
         let outcome = try await writerLock.withLock { () -> WriterOutcome<Void> in
