@@ -114,10 +114,15 @@ struct DurabilityReviewTests {
             return
         }
         let aResult = await a.result
+        // B changed A's nodes part way: the failed store does not publish them (A shows after reopening).
+        let deletedByB = try await reopened.get([3])?.value
+        #expect(deletedByB == [0], "the failed commit's half-applied delete is visible: \(String(describing: deletedByB))")
         try? await reopened.close()
         let after = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         let durable = try await after.get([1])?.value
+        let three = try await after.get([3])?.value
         try await after.close()
+        #expect(three == [0])
         if case .failure(let error) = aResult {
             Issue.record("A's commit threw \(error), yet its record was written and synced: durable \(String(describing: durable))")
         }
