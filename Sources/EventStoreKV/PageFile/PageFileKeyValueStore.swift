@@ -14,8 +14,9 @@
 // Invariants:
 // - One writer at a time (WriterLock); `WriterBox.state` is touched only while holding it.
 // - Readers take the published snapshot (PublishedState) and never block on the writer or on fsync.
-// - After any write or fsync failure the store refuses writes (`storeFailed`) until reopened; reads go on serving
-//   the last durable state.
+// - After any write or fsync failure (or damage found part way through an apply) the store refuses writes
+//   (`storeFailed`) until reopened; reads go on serving the last published state. Each commit in flight gets its own
+//   record's outcome (see GroupCommit.swift): written ones are still synced, never-written ones get `storeFailed`.
 
 import EventStore
 import Foundation
@@ -350,7 +351,10 @@ public final class PageFileKeyValueStore: KeyValueStore {
     /// in place instead of copying them: the group's commits are written, synced and published together, so no
     /// reader can see the difference, and the copies and frees per commit are saved. Every clean page it needs is
     /// read first, so a read error leaves the tree unchanged; should one still happen half way, the store fails
-    /// (the nodes queued commits share are then half changed) and reopening recovers from the WAL.
+    /// (the nodes queued commits share are then half changed) and reopening recovers from the WAL. `GroupCommit.fail`
+    /// then drops the group's records not written yet (their committers get `storeFailed`), still syncs a record
+    /// already written (its committer gets that sync's outcome; its half-changed nodes are not published) and leaves
+    /// a group the flusher took alone.
     private func apply(_ transaction: KeyValueTransaction) throws -> UInt64 {
         try checkWritable()
         try validate(transaction)
