@@ -56,7 +56,9 @@ public struct SnapshotStore: Sendable {
     ///   `version`, or no longer see `foldedFrom` (the state folds events retention has hidden since);
     ///   ``EventStoreError/invalidArgument(_:)`` for version 0, a `foldedFrom` of 0 or after `version`, a
     ///   `keepingLast` below 1 or data of 4 GiB or more.
-    ///   Nothing is written when it throws.
+    ///   Nothing is written when it throws, except when the store cannot know the outcome (``EventStoreError/ioFailure(operation:path:errno:)``
+    ///   or a replicated backend's ``EventStoreError/backend(_:)``): the snapshot may then have been saved, and
+    ///   saving it again is harmless, since it replaces the one at the same version.
     public func save(
         _ data: Data, schemaVersion: UInt32, of stream: StreamName, at version: UInt64, keepingLast: Int? = nil,
         foldedFrom foldStart: UInt64? = nil
