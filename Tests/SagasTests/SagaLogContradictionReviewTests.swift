@@ -4,17 +4,6 @@ import Foundation
 import Sagas
 import Testing
 
-private func appendRaw(_ store: KeyValueEventStore, _ id: SagaID, _ kind: String, _ fields: [String: Any]) async throws {
-    let stream = try StreamName.system("$saga-\(id.rawValue)")
-    let last = try await store.readBackward(stream, limit: 1)[0]
-    let previous = try #require(try JSONSerialization.jsonObject(with: last.data) as? [String: Any])
-    var object = fields
-    object["kind"] = kind
-    object["at"] = previous["at"]
-    let data = try JSONSerialization.data(withJSONObject: object)
-    _ = try await store.append([EventData(type: kind, data: data)], to: stream, expectedVersion: .any)
-}
-
 private func statusIsCorrupted(_ runner: SagaRunner, _ id: SagaID) async -> (Bool, String) {
     do {
         let status = try await runner.status(of: id)
@@ -34,7 +23,7 @@ private func statusIsCorrupted(_ runner: SagaRunner, _ id: SagaID) async -> (Boo
         let id = try sagaID()
         let saga = transferSaga(bank: bank)
         #expect(try await runner.start(saga, id: id, input: sampleTransfer) == .completed)
-        try await appendRaw(store, id, "SagaStuck", ["step": 2, "error": "bogus"])
+        try await appendRecord(store, id, "SagaStuck", ["step": 2, "error": "bogus"])
         let (corrupted, seen) = await statusIsCorrupted(runner, id)
         #expect(corrupted, "a SagaStuck after SagaCompleted: \(seen)")
         let outcome = try? await runner.retry(id)
@@ -47,7 +36,7 @@ private func statusIsCorrupted(_ runner: SagaRunner, _ id: SagaID) async -> (Boo
         let runner = SagaRunner(store: store, clock: ManualSagaClock())
         let id = try sagaID()
         #expect(try await runner.start(transferSaga(bank: Bank()), id: id, input: sampleTransfer) == .completed)
-        try await appendRaw(store, id, "StepStarted", ["step": 0, "stepName": "reserve", "attempt": 2])
+        try await appendRecord(store, id, "StepStarted", ["step": 0, "stepName": "reserve", "attempt": 2])
         let (corrupted, seen) = await statusIsCorrupted(runner, id)
         #expect(corrupted, "a StepStarted after SagaCompleted: \(seen)")
     }
@@ -60,7 +49,7 @@ private func statusIsCorrupted(_ runner: SagaRunner, _ id: SagaID) async -> (Boo
         let saga = transferSaga(bank: bank)
         try runner.register(saga)
         try await runner.create(saga, id: id, input: sampleTransfer)
-        try await appendRaw(store, id, "SagaCompleted", [:])
+        try await appendRecord(store, id, "SagaCompleted", [:])
         let (corrupted, seen) = await statusIsCorrupted(runner, id)
         #expect(corrupted, "SagaCompleted with no step run: \(seen)")
         let outcome = try? await runner.resume(id)
@@ -76,7 +65,7 @@ private func statusIsCorrupted(_ runner: SagaRunner, _ id: SagaID) async -> (Boo
         let saga = transferSaga(bank: bank)
         try runner.register(saga)
         try await runner.create(saga, id: id, input: sampleTransfer)
-        try await appendRaw(store, id, "StepCompensated", ["step": 0, "stepName": "reserve", "attempt": 1])
+        try await appendRecord(store, id, "StepCompensated", ["step": 0, "stepName": "reserve", "attempt": 1])
         let (corrupted, seen) = await statusIsCorrupted(runner, id)
         #expect(corrupted, "StepCompensated for a step that never ran: \(seen)")
         let outcome = try? await runner.resume(id)

@@ -142,3 +142,17 @@ struct BlockedTransfer {
         _ = try? await run.value
     }
 }
+
+/// Appends a raw record of `kind` with `fields` to saga `id`'s log, as damage or a foreign writer would.
+func appendRecord(_ store: KeyValueEventStore, _ id: SagaID, _ kind: String, _ fields: [String: Any])
+    async throws
+{
+    let stream = try StreamName.system("$saga-\(id.rawValue)")
+    let last = try await store.readBackward(stream, limit: 1)[0]
+    let previous = try #require(try JSONSerialization.jsonObject(with: last.data) as? [String: Any])
+    var object = fields
+    object["kind"] = kind
+    object["at"] = previous["at"]
+    let data = try JSONSerialization.data(withJSONObject: object)
+    _ = try await store.append([EventData(type: kind, data: data)], to: stream, expectedVersion: .any)
+}
