@@ -210,9 +210,11 @@ extension PageFileKeyValueStore {
             pipeline.releaseWAL(offset: UInt64(WriteAheadLog.headerSize), size: size, synced: true)
         } catch {
             let failure = error as? EventStoreError ?? .storeFailed(reason: "\(error)")
+            // Failed before the WAL is given back: a flusher woken by the release must find the store failed, or in
+            // `.deferred` durability it would fdatasync the WAL again after this sync's error.
+            pipeline.fail(failure)
             pipeline.releaseWAL(offset: UInt64(WriteAheadLog.headerSize), size: 0, synced: false)
             counters.notify(.failed(reason: failure.description))
-            pipeline.fail(failure)
             throw failure
         }
         let duration = ContinuousClock.now - started
