@@ -119,11 +119,11 @@ struct CodecTests {
         damaged[damagedAt] ^= 1
         let proven = WriteAheadLog.scan(damaged, salt: 42, firstLSN: 5)
         #expect(proven.transactions.map(\.lsn) == [5])
-        #expect(proven.proofOfDamage?.lsn == 7 && proven.proofOfDamage?.offset == header.count + first.count + second.count)
+        #expect(proven.proofOfDamage == .found(lsn: 7, offset: header.count + first.count + second.count))
         // Also when the damage hides where the next record starts (its length field).
         var lengthDamaged = header + first + second + record(7, synced: 6)
         lengthDamaged[header.count + first.count] ^= 0x40
-        #expect(WriteAheadLog.scan(lengthDamaged, salt: 42, firstLSN: 5).proofOfDamage?.lsn == 7)
+        #expect(WriteAheadLog.scan(lengthDamaged, salt: 42, firstLSN: 5).proofOfDamage == .found(lsn: 7, offset: header.count + first.count + second.count))
         // A record claiming its own LSN was synced is impossible, so it is not valid (and proves nothing).
         let impossible = header + first + record(6, synced: 6)
         #expect(WriteAheadLog.scan(impossible, salt: 42, firstLSN: 5).transactions.map(\.lsn) == [5])

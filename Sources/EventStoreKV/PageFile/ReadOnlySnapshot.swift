@@ -253,15 +253,28 @@ extension PageFileKeyValueStore {
         var offset = offset
         var chunk = Self.walChunk
         let frameSize = WriteAheadLog.frameSize(version: version)
+        var rereads = 0
         while offset < size {
             let bytes = try wal.read(count: Int(min(UInt64(chunk), size - offset)), at: offset)
             let scan = WriteAheadLog.scan(
                 bytes, from: 0, salt: salt, firstLSN: firstLSN + UInt64(records.count), version: version)
             if let proof = scan.proofOfDamage {
+                // A read racing the writer can copy a page before a record lands in it and a later page after the
+                // next one did (pread is not atomic across pages): read again before calling it damage.
+                if rereads < 3 {
+                    rereads += 1
+                    continue
+                }
+                let inFile: WriteAheadLog.ProofOfDurability =
+                    switch proof {
+                    case .found(let lsn, let at): .found(lsn: lsn, offset: Int(offset) + at)
+                    case .undecided(let at): .undecided(offset: Int(offset) + at)
+                    }
                 throw Self.walDamage(
                     at: Int(offset) + scan.validEnd, lsn: firstLSN + UInt64(records.count + scan.transactions.count),
-                    proof: (proof.lsn, Int(offset) + proof.offset), wal.path)
+                    proof: inFile, wal.path)
             }
+            rereads = 0
             records += scan.transactions
             offset += UInt64(scan.validEnd)
             // Read on only when the chunk ended inside what may be the next record: one whose frame carries the next

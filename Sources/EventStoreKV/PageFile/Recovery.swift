@@ -249,14 +249,22 @@ extension PageFileKeyValueStore {
 
     /// The error for a damaged WAL record that a later record proves was durable: cutting the log there would drop
     /// acknowledged commits, so the open fails and changes nothing.
-    static func walDamage(at offset: Int, lsn: UInt64, proof: (lsn: UInt64, offset: Int), _ walPath: String)
+    static func walDamage(at offset: Int, lsn: UInt64, proof: WriteAheadLog.ProofOfDurability, _ walPath: String)
         -> EventStoreError
     {
-        EventStoreError.corrupted(
+        let finding =
+            switch proof {
+            case .found(let proofLSN, let proofOffset):
+                "the record is damaged, but the record with LSN \(proofLSN) at offset \(proofOffset) was logged after "
+                    + "it was durable, so the commits from LSN \(lsn) on were acknowledged"
+            case .undecided:
+                "the record is damaged, and the bytes after it hold too many record-like frames to tell whether it "
+                    + "was durable (acknowledged commits may follow)"
+            }
+        return EventStoreError.corrupted(
             location: "\(walPath) offset \(offset) (record LSN \(lsn))",
-            detail: "the record is damaged, but the record with LSN \(proof.lsn) at offset \(proof.offset) was logged "
-                + "after it was durable, so the commits from LSN \(lsn) on were acknowledged; restore the store from "
-                + "a backup (moving the wal file away opens the store at its last checkpoint, without those commits)")
+            detail: finding + "; restore the store from a backup (moving the wal file away opens the store at its "
+                + "last checkpoint, without the commits after it)")
     }
 
     /// Writes an empty store's WAL and data file (meta slot 0 valid, slot 1 empty) and makes them durable; the data

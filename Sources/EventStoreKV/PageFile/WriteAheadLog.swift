@@ -176,9 +176,19 @@ enum WriteAheadLog {
         /// Bytes after `validEnd` that were cut (a torn or damaged tail, or an older generation's records); 0 when
         /// only zero-filled preallocated space follows.
         var discarded: Int
-        /// A valid record after `validEnd` that proves the record expected there was durable: the bytes at
-        /// `validEnd` are damage, not a torn tail, and the commits from there on were acknowledged.
-        var proofOfDamage: (lsn: UInt64, offset: Int)?
+        /// What the search after the cut found: proof that the record expected at `validEnd` was durable (the bytes
+        /// there are damage, not a torn tail, and the commits from there on were acknowledged), or that the search
+        /// could not decide.
+        var proofOfDamage: ProofOfDurability?
+    }
+
+    /// The result of looking, after a record the scan stopped at, for a later record proving it was durable.
+    enum ProofOfDurability: Equatable {
+        /// The record with `lsn` at `offset` was built after the missing one was fdatasynced.
+        case found(lsn: UInt64, offset: Int)
+        /// So many frame-shaped candidates (bytes whose LSN and synced fields fit) that checksumming them all would
+        /// cost more than a bounded multiple of the bytes searched: whether the missing record was durable is unknown.
+        case undecided(offset: Int)
     }
 
     /// Every valid record of `bytes` (a whole WAL file whose header has `salt`, or with `start` 0 the part of one
@@ -227,26 +237,35 @@ enum WriteAheadLog {
 
     /// A valid record of this generation after `offset` whose synced LSN reaches `missing`: proof that the record
     /// `missing`, expected at `offset`, was fdatasynced before the bytes there went bad. Every byte offset is tried
-    /// (a damaged length hides where the next record starts), but only frames whose LSNs fit are checksummed.
+    /// (a damaged length hides where the next record starts), but only frames whose LSNs fit are checksummed, and
+    /// those checksums together may cover at most `searchBudget` times the bytes searched (plus 16 MiB): bytes shaped
+    /// like many such frames would otherwise make the search quadratic. Past that it gives up (`undecided`).
     private static func proofOfDurability(of missing: UInt64, in bytes: [UInt8], after offset: Int, saltSeed: UInt32)
-        -> (lsn: UInt64, offset: Int)?
+        -> ProofOfDurability?
     {
         let frame = frameSize(version: 2)
         // Each record after `offset` takes at least a frame, so no LSN there is past this.
         let lastPossible = missing &+ UInt64((bytes.count - offset) / frame)
+        var budget = searchBudget * (bytes.count - offset) + (16 << 20)
         var candidate = offset + 1
         while bytes.count - candidate >= frame {
             defer { candidate += 1 }
             let lsn = bytes.loadLE(UInt64.self, at: candidate + 8)
             guard lsn > missing, lsn <= lastPossible else { continue }
             let synced = bytes.loadLE(UInt64.self, at: candidate + 16)
-            guard synced >= missing, synced < lsn,
-                validRecord(in: bytes, at: candidate, frame: frame, saltSeed: saltSeed) != nil
-            else { continue }
-            return (lsn, candidate)
+            guard synced >= missing, synced < lsn else { continue }
+            let length = Int(bytes.loadLE(UInt32.self, at: candidate))
+            guard length <= maximumPayload, length <= bytes.count - candidate - frame else { continue }
+            budget -= frame + length
+            guard budget >= 0 else { return .undecided(offset: offset) }
+            guard validRecord(in: bytes, at: candidate, frame: frame, saltSeed: saltSeed) != nil else { continue }
+            return .found(lsn: lsn, offset: candidate)
         }
         return nil
     }
+
+    /// How many times the bytes after a cut the proof search may checksum (see `proofOfDurability`).
+    static let searchBudget = 4
 
     private static func decodePayload(_ bytes: [UInt8], from start: Int, to end: Int, lsn: UInt64) throws
         -> LoggedTransaction
