@@ -21,8 +21,8 @@ public struct LoadedAggregate<State: Aggregate>: Sendable {
     /// How many events were replayed to build the state (for checking snapshot use).
     public var replayedEvents: Int
     /// The version of the first event folded into ``state``, directly or through the snapshot it started from; nil
-    /// when no event was, or when not known. A snapshotting load of a stream whose events retention all hides gives
-    /// ``version`` + 1: the state folds none of them, and the events a save appends start there. A snapshot of the
+    /// when no event was, or when not known. A load of a stream whose events retention all hides gives ``version`` +
+    /// 1: the state folds none of them, and the events a save appends (or a replay folds) start there. A snapshot of the
     /// state records it, so that a snapshot of a state that still folds events retention has hidden since is never
     /// used.
     public var firstVersion: UInt64?
@@ -70,6 +70,8 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
         var loaded = try await replay(
             stream, onto: LoadedAggregate(state: State(), version: 0, replayedEvents: 0), upTo: current)
         loaded.version = current
+        // Retention hides every event: the state folds none of them, as a snapshotting load marks it.
+        if loaded.firstVersion == nil, current > 0, current < .max { loaded.firstVersion = current + 1 }
         return loaded
     }
 
@@ -143,7 +145,7 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
                 // `version`; never apply them.
                 if let version, event.version > version { return result }
                 result.state.apply(try decode(event))
-                if result.version == 0 { result.firstVersion = event.version }
+                if result.version == 0 || Self.foldsNothing(result) { result.firstVersion = event.version }
                 result.version = event.version
                 result.replayedEvents += 1
             }
@@ -169,10 +171,19 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
     /// deletion or scavenge hid events it folds. For a state whose first version is not known, only whether every
     /// event it folds is hidden.
     private func startMoved(of stream: StreamName, since loaded: LoadedAggregate<State>) async throws -> Bool {
+        // A state that folds no event cannot fold one retention has hidden since.
+        if Self.foldsNothing(loaded) { return false }
         let first = try await store.read(stream, from: .start, direction: .forward, limit: 1).first?.version
         guard let first else { return true }
         guard let folded = loaded.firstVersion else { return first > loaded.version }
         return first != folded
+    }
+
+    /// Whether `loaded` is marked as folding none of the events up to its version (``LoadedAggregate/firstVersion``
+    /// past its version: retention hid them all).
+    private static func foldsNothing(_ loaded: LoadedAggregate<State>) -> Bool {
+        guard let first = loaded.firstVersion else { return false }
+        return first > loaded.version
     }
 
     /// `event` decoded; a payload that does not decode throws an error naming the stream and version.
