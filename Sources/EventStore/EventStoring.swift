@@ -127,11 +127,6 @@ public protocol EventStoring: Sendable {
     func delete(_ stream: StreamName, expectedVersion: ExpectedVersion, mode: DeletionMode) async throws -> UInt64
 }
 
-extension StreamSession {
-    /// Whether ``leaseExpiresAt()`` has passed by the system clock, for sessions of stores that use it.
-    public func hasExpired() async -> Bool { await leaseExpiresAt() <= Date() }
-}
-
 extension EventStoring {
     /// Events a visiting read fetches per call of the array-returning read, in the default implementations.
     private static var visitingChunk: Int { 1_024 }

@@ -244,5 +244,6 @@ private struct RenewalFailingSession: StreamSession {
         try await base.saveCheckpoint(position, for: consumer)
     }
     func leaseExpiresAt() async -> Date { await base.leaseExpiresAt() }
+    func hasExpired() async -> Bool { await base.hasExpired() }
     func close() async throws { try await base.close() }
 }
