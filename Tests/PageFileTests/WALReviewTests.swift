@@ -46,8 +46,8 @@ struct WALReviewTests {
         #expect(seen.count == 1, "the WAL was fdatasynced again after its fdatasync failed: \(seen)")
     }
 
-    /// 2 MiB of frames whose LSN and synced fields fit and whose lengths run to the middle of the file: checksumming
-    /// each over its length cost n²/96 bytes (23-26 s to open). The search now gives up past a bounded multiple of the
+    /// 2 MiB of frames whose LSN, synced LSN and revision fit and whose lengths run to the middle of the file:
+    /// checksumming each over its length cost n²/96 bytes (23-26 s to open). The search now gives up past a bounded multiple of the
     /// bytes, and the open fails with `corrupted` rather than cut what may be acknowledged commits.
     @Test("a damaged WAL tail full of frame-shaped bytes: the proof search gives up within its budget, and the open fails")
     func proofSearchIsBounded() async throws {
@@ -61,17 +61,18 @@ struct WALReviewTests {
         let firstLSN = header.loadLE(UInt64.self, at: 24)
         let size = 2 << 20
         var bytes = header + [0xFF]  // the record expected at offset 40 is damaged
-        while bytes.count + 24 <= size {
+        while bytes.count + 32 <= size {
             let remaining = size - bytes.count - 24
-            var frame = PageBytesWriter(capacity: 24)
+            var frame = PageBytesWriter(capacity: 32)
             frame.u32(UInt32(min(size / 2, remaining)))  // a length that fits: the CRC would run over all of it
             frame.u32(0xDEAD_BEEF)  // a CRC that never holds
             frame.u64(firstLSN + 1)
             frame.u64(firstLSN)  // "synced" reaches the damaged record
+            frame.u64(firstLSN + 1)  // the revision a new store's records carry (revision = LSN)
             bytes += frame.bytes
         }
         bytes += [UInt8](repeating: 0xFF, count: size - bytes.count)
-        let scan = WriteAheadLog.scan(bytes, salt: salt, firstLSN: firstLSN)
+        let scan = WriteAheadLog.scan(bytes, salt: salt, firstLSN: firstLSN, revisionLead: 0)
         #expect(scan.proofOfDamage == .undecided(offset: WriteAheadLog.headerSize))
         try Data(bytes).write(to: URL(fileURLWithPath: walPath))
         await #expect {
@@ -80,5 +81,54 @@ struct WALReviewTests {
             guard case EventStoreError.corrupted(let location, let detail) = error else { return false }
             return location.hasSuffix("wal offset 40 (record LSN \(firstLSN))") && detail.contains("too many")
         }
+    }
+}
+
+extension WALReviewTests {
+    /// After a checkpoint the WAL is reused without truncating it: behind the new header lie the older generations'
+    /// records, and their payloads are the user's bytes. Numbers in them (positions, versions, amounts) can read as
+    /// frames whose length fits and whose LSN and synced LSN fit the search: an AccountLedger demo's store, closed
+    /// cleanly, then failed to open, the proof search having given up on hundreds of them. Candidates must now also
+    /// carry the generation's revision for their LSN, which no such numbers do here.
+    @Test("a cleanly closed store whose reused WAL holds older records full of frame-like numbers reopens")
+    func olderRecordsFullOfIntegersAreNotFrames() async throws {
+        let directory = TemporaryDirectory("wal-integers")
+        defer { directory.remove() }
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        for round in 0..<3 {
+            for commit in 0..<600 {
+                // A payload of numbers such as an event might hold: 200,000, 5,000, 4,000 and 7, as u32 and u64.
+                var value = PageBytesWriter(capacity: 512)
+                for _ in 0..<16 {
+                    value.u32(200_000)
+                    value.u32(0)
+                    value.u64(5_000)
+                    value.u64(4_000)
+                    value.u64(7)
+                }
+                var key = PageBytesWriter(capacity: 16)
+                key.u64(UInt64(round * 1_000 + commit))
+                _ = try await store.commit(KeyValueTransaction(writes: [.put(key.bytes, value.bytes)]))
+            }
+            if round < 2 { try await store.checkpoint() }
+        }
+        try await store.close()
+        let wal = [UInt8](try Data(contentsOf: URL(fileURLWithPath: directory.file("wal"))))
+        let meta = try #require(try Self.currentMeta(directory))
+        let scan = WriteAheadLog.scan(
+            wal, salt: meta.walSalt, firstLSN: meta.checkpointLSN + 1,
+            revisionLead: meta.revision &- meta.checkpointLSN)
+        #expect(scan.transactions.isEmpty && scan.discarded > 0, "the older records should lie behind the header")
+        #expect(scan.proofOfDamage == nil)
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        #expect(try await reopened.currentRevision() == 1_800)
+        try await reopened.close()
+    }
+
+    static func currentMeta(_ directory: TemporaryDirectory) throws -> MetaPage? {
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: directory.file("data"))).prefix(2 * 4096))
+        return (0..<2).compactMap { slot in
+            MetaPage.decode(Array(bytes[(slot * 4096)..<((slot + 1) * 4096)]), slot: UInt64(slot), pageSize: 4096, path: "")
+        }.max { $0.epoch < $1.epoch }
     }
 }

@@ -186,7 +186,7 @@ extension PageFileKeyValueStore {
             transactions = try snapshot.validatedCurrent { () throws -> [LoggedTransaction] in
                 let (found, end) = try readRecords(
                     after: state.walScanEnd, salt: snapshot.meta.walSalt, firstLSN: state.lsn + 1,
-                    version: state.walVersion)
+                    version: state.walVersion, revisionLead: state.revision &- state.lsn)
                 state.walScanEnd = end
                 try Self.replay(found, into: &state, reader: state.reader, walPath: wal.path)
                 return found
@@ -245,9 +245,9 @@ extension PageFileKeyValueStore {
     /// The whole records of the snapshot's WAL generation from `offset` on, and the offset after the last one. Reads
     /// in chunks and stops at the first byte that is not a record: a checkpoint reuses the WAL file without
     /// truncating it, so what follows the last record can be megabytes of an older generation.
-    private func readRecords(after offset: UInt64, salt: UInt64, firstLSN: UInt64, version: UInt32) throws
-        -> (records: [LoggedTransaction], end: UInt64)
-    {
+    private func readRecords(
+        after offset: UInt64, salt: UInt64, firstLSN: UInt64, version: UInt32, revisionLead: UInt64
+    ) throws -> (records: [LoggedTransaction], end: UInt64) {
         let size = try wal.size()
         var records: [LoggedTransaction] = []
         var offset = offset
@@ -257,7 +257,8 @@ extension PageFileKeyValueStore {
         while offset < size {
             let bytes = try wal.read(count: Int(min(UInt64(chunk), size - offset)), at: offset)
             let scan = WriteAheadLog.scan(
-                bytes, from: 0, salt: salt, firstLSN: firstLSN + UInt64(records.count), version: version)
+                bytes, from: 0, salt: salt, firstLSN: firstLSN + UInt64(records.count), version: version,
+                revisionLead: revisionLead)
             if let proof = scan.proofOfDamage {
                 // A read racing the writer can copy a page before a record lands in it and a later page after the
                 // next one did (pread is not atomic across pages): read again before calling it damage.

@@ -207,15 +207,19 @@ extension PageFileKeyValueStore {
         // they are not dropped with the header. Anything else is a stale generation, already in the tree.
         var scan: WriteAheadLog.Scan?
         var walVersion = WriteAheadLog.formatVersion
+        // Every record of the generation carries revision = LSN + this (each record steps both by one).
+        let lead = meta.revision &- meta.checkpointLSN
         if let header {
             if header.salt == meta.walSalt, header.firstLSN == firstLSN {
-                scan = WriteAheadLog.scan(walBytes, salt: header.salt, firstLSN: firstLSN, version: header.version)
+                scan = WriteAheadLog.scan(
+                    walBytes, salt: header.salt, firstLSN: firstLSN, version: header.version, revisionLead: lead)
                 walVersion = header.version
             }
         } else {
             // Behind a damaged header the version is unknown: the current format first, then the older one.
             for version in [WriteAheadLog.formatVersion, WriteAheadLog.oldestReadableVersion] {
-                let found = WriteAheadLog.scan(walBytes, salt: meta.walSalt, firstLSN: firstLSN, version: version)
+                let found = WriteAheadLog.scan(
+                    walBytes, salt: meta.walSalt, firstLSN: firstLSN, version: version, revisionLead: lead)
                 if !found.transactions.isEmpty || found.proofOfDamage != nil {
                     scan = found
                     walVersion = version

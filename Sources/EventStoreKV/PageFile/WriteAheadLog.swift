@@ -194,9 +194,12 @@ enum WriteAheadLog {
     /// Every valid record of `bytes` (a whole WAL file whose header has `salt`, or with `start` 0 the part of one
     /// that begins at a record) in format `version`, from `firstLSN` on, stopping at the first torn, damaged or
     /// out-of-sequence record; then, if anything but zeros follows, looks for proof that it was damage.
+    /// `revisionLead` is every record's revision minus its LSN in this generation (the meta's revision minus its
+    /// checkpoint LSN; wrapping), which the proof's record must carry too; without it, the first record read gives
+    /// it, and with no record read there is no search.
     static func scan(
         _ bytes: [UInt8], from start: Int = headerSize, salt: UInt64, firstLSN: UInt64,
-        version: UInt32 = formatVersion
+        version: UInt32 = formatVersion, revisionLead: UInt64? = nil
     ) -> Scan {
         var transactions: [LoggedTransaction] = []
         var offset = start
@@ -216,7 +219,10 @@ enum WriteAheadLog {
         guard bytes[offset...].contains(where: { $0 != 0 }) else {
             return Scan(transactions: transactions, validEnd: offset, discarded: 0)
         }
-        let proof = version >= 2 ? proofOfDurability(of: expected, in: bytes, after: offset, saltSeed: saltSeed) : nil
+        var proof: ProofOfDurability?
+        if version >= 2, let lead = revisionLead ?? transactions.first.map({ $0.revision &- $0.lsn }) {
+            proof = proofOfDurability(of: expected, in: bytes, after: offset, revisionLead: lead, saltSeed: saltSeed)
+        }
         return Scan(
             transactions: transactions, validEnd: offset, discarded: bytes.count - offset, proofOfDamage: proof)
     }
@@ -237,23 +243,27 @@ enum WriteAheadLog {
 
     /// A valid record of this generation after `offset` whose synced LSN reaches `missing`: proof that the record
     /// `missing`, expected at `offset`, was fdatasynced before the bytes there went bad. Every byte offset is tried
-    /// (a damaged length hides where the next record starts), but only frames whose LSNs fit are checksummed, and
-    /// those checksums together may cover at most `searchBudget` times the bytes searched (plus 16 MiB): bytes shaped
-    /// like many such frames would otherwise make the search quadratic. Past that it gives up (`undecided`).
-    private static func proofOfDurability(of missing: UInt64, in bytes: [UInt8], after offset: Int, saltSeed: UInt32)
-        -> ProofOfDurability?
-    {
+    /// (a damaged length hides where the next record starts), but only frames whose LSNs fit and whose revision is
+    /// the generation's for that LSN are checksummed (runs of small integers in older records' payloads, read at a
+    /// misaligned offset, often fit the LSNs alone), and those checksums together may cover at most `searchBudget`
+    /// times the bytes searched (plus 64 MiB): bytes shaped like many such frames would otherwise make the search
+    /// quadratic. Past that it gives up (`undecided`).
+    private static func proofOfDurability(
+        of missing: UInt64, in bytes: [UInt8], after offset: Int, revisionLead: UInt64, saltSeed: UInt32
+    ) -> ProofOfDurability? {
         let frame = frameSize(version: 2)
         // Each record after `offset` takes at least a frame, so no LSN there is past this.
         let lastPossible = missing &+ UInt64((bytes.count - offset) / frame)
-        var budget = searchBudget * (bytes.count - offset) + (16 << 20)
+        var budget = searchBudget * (bytes.count - offset) + (64 << 20)
         var candidate = offset + 1
-        while bytes.count - candidate >= frame {
+        // A frame and the revision that opens every payload.
+        while bytes.count - candidate >= frame + 8 {
             defer { candidate += 1 }
             let lsn = bytes.loadLE(UInt64.self, at: candidate + 8)
             guard lsn > missing, lsn <= lastPossible else { continue }
             let synced = bytes.loadLE(UInt64.self, at: candidate + 16)
-            guard synced >= missing, synced < lsn else { continue }
+            guard synced >= missing, synced < lsn, bytes.loadLE(UInt64.self, at: candidate + 24) == lsn &+ revisionLead
+            else { continue }
             let length = Int(bytes.loadLE(UInt32.self, at: candidate))
             guard length <= maximumPayload, length <= bytes.count - candidate - frame else { continue }
             budget -= frame + length
@@ -265,7 +275,7 @@ enum WriteAheadLog {
     }
 
     /// How many times the bytes after a cut the proof search may checksum (see `proofOfDurability`).
-    static let searchBudget = 4
+    static let searchBudget = 16
 
     private static func decodePayload(_ bytes: [UInt8], from start: Int, to end: Int, lsn: UInt64) throws
         -> LoggedTransaction
