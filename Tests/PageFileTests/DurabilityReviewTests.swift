@@ -174,3 +174,46 @@ struct DurabilityReviewTests {
         try data.synchronize()
     }
 }
+
+extension DurabilityReviewTests {
+    /// `.deferred` promises an acknowledged commit is fdatasynced within its delay. A store failed by damage an apply
+    /// found (no I/O error) stopped its deferred syncs for good, so such commits reached the disk only if the OS
+    /// wrote them. The WAL's next sync fails here with ENOTTY only to show that it is attempted.
+    @Test("a store failed by damage (not I/O) still fdatasyncs its acknowledged deferred commits, at close")
+    func deferredCommitsAreSyncedAfterANonIOFailure() async throws {
+        let directory = TemporaryDirectory("deferred-after-failure")
+        defer { directory.remove() }
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [0]), .put([2], [0]), .put([3], [0])]))
+        try await store.close()
+        try Self.rewriteMeta(directory) { $0.keyCount = 0 }  // checksum holds, counts 0 of 3 keys
+
+        let failures = Locked<[String]>([])
+        // The open's recovery checkpoint syncs the WAL once (the reused file holds older records); the next WAL
+        // sync is the one this test looks for.
+        var options = smallOptions(
+            faults: IOFaultPlan([IOFault(operation: .sync, onCall: 2, kind: .fail(ENOTTY), pathSuffix: "/wal")]))
+        options.durability = .deferred(maximumDelay: .seconds(3_600))
+        options.observer = { event in
+            if case .failed(let reason) = event { failures.withLock { $0.append(reason) } }
+        }
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+        _ = try await reopened.commit(KeyValueTransaction(writes: [.put([4], [4])]))  // acknowledged, not synced
+        // A commit's apply fails the store only part way through an open group: hold the queue so that the next
+        // commit opens a group and the failing one joins it. The count is 2 after the puts; the third delete would
+        // take it below 0.
+        reopened.pipeline.holdQueue(true)
+        let joined = Task { try await reopened.commit(KeyValueTransaction(writes: [.put([5], [5])])) }
+        while reopened.pipeline.waiterCount == 0 { await Task.yield() }
+        await #expect(throws: EventStoreError.self) {
+            _ = try await reopened.commit(KeyValueTransaction(writes: [.delete([1]), .delete([2]), .delete([3])]))
+        }
+        #expect(reopened.pipeline.failed != nil, "the store should have failed")
+        reopened.pipeline.holdQueue(false)
+        _ = await joined.result
+        try? await reopened.close()
+        let seen = failures.withLock { $0 }
+        #expect(seen.contains { $0.contains("fdatasync") && $0.contains("errno 25") },
+                "no fdatasync of the WAL after the failure: \(seen)")
+    }
+}

@@ -22,7 +22,8 @@
 //   - never written (queued, or in a group not yet written when the store failed): `storeFailed`, nothing written.
 //   A group taken by the flusher (sealed) is published after its sync even in the failed state. A lone record written
 //   by its committer whose open group a failing apply half changed is synced but not published: it shows after
-//   reopening (`unpublishable`).
+//   reopening (`unpublishable`). In `.deferred` durability, a store failed by anything but an I/O error (damage an
+//   apply found) still fdatasyncs its acknowledged commits within their delay, and at close (`syncForbidden`).
 // - While a checkpoint holds the WAL (`reserveWAL`), neither the flusher nor a committer does I/O on it (`ioBusy`).
 // - The flusher takes the queue only while no transaction is being applied (`beginApply` .. `enqueue`/`endApply`),
 //   and every take starts a new open group (`openGroup`). So the commits queued since the last take all belong to one
@@ -111,6 +112,10 @@ final class GroupCommit: @unchecked Sendable {
     private var ioError: EventStoreError?
     /// The queued (prewritten) commit is synced but must not be published: a failing apply half changed its nodes.
     private var unpublishable = false
+    /// A write or sync of the WAL failed (or an I/O error of unknown file failed the store): the WAL is never
+    /// fdatasynced again. Until then, a store failed for another reason (damage found by an apply) still makes its
+    /// acknowledged `.deferred` commits durable within their delay.
+    private var syncForbidden = false
     /// Tests only: while set, the flusher does not take the queue.
     private var queueHeld = false
 
@@ -265,6 +270,8 @@ final class GroupCommit: @unchecked Sendable {
     func fail(_ error: EventStoreError) {
         condition.lock()
         if failure == nil { failure = error }
+        // A checkpoint's I/O error may be the WAL's own: never sync it again then.
+        if case .ioFailure = error { syncForbidden = true }
         if prewritten > 0, let first = pending.first {
             // Written by its committer already: only its sync is left to do.
             pending = [first]
@@ -364,14 +371,14 @@ final class GroupCommit: @unchecked Sendable {
             if !ioBusy {
                 // In the failed state only a record already written is left queued (see `fail`): it is synced.
                 if !pending.isEmpty, !applying, !queueHeld { return .flush }
-                if failure == nil, let since = unsyncedSince, let interval = syncInterval,
+                if !syncForbidden, let since = unsyncedSince, let interval = syncInterval,
                     stopping || since.addingTimeInterval(interval) <= Date()
                 {
                     return .sync
                 }
                 if stopping, !applying { return .exit }
             }
-            if !ioBusy, failure == nil, let since = unsyncedSince, let interval = syncInterval {
+            if !ioBusy, !syncForbidden, let since = unsyncedSince, let interval = syncInterval {
                 // At most an hour at a time: Foundation traps on a deadline past 2262, and a delay of "never" is
                 // allowed. The loop checks again on waking.
                 _ = condition.wait(until: min(since.addingTimeInterval(interval), Date().addingTimeInterval(3_600)))
@@ -490,6 +497,7 @@ final class GroupCommit: @unchecked Sendable {
     /// records were, or may have been, written); the queued ones, never written, get `storeFailed`.
     private func failAll(_ error: EventStoreError, group: [PendingCommit]) {
         if failure == nil { failure = error }
+        syncForbidden = true
         if let last = group.last?.lsn, last > unknownThrough {
             unknownThrough = last
             ioError = error
