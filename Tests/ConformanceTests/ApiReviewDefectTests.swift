@@ -4,46 +4,6 @@ import Foundation
 import KeyValueTestSupport
 import Testing
 
-/// An in-memory backend that runs a hook once, just before the `fireAt`-th scan of the stream index (`0x03`).
-final class HookedBackend: ForwardingKeyValueStore, @unchecked Sendable {
-    private struct Armed {
-        var scans = 0
-        var fireAt = 0
-        var hook: (@Sendable () async throws -> Void)?
-    }
-    private let armed = NSLock()
-    private var state = Armed()
-
-    init() { super.init(InMemoryKeyValueStore()) }
-
-    /// Runs `body` before the `scan`-th scan of the stream index from now.
-    func arm(atScan scan: Int, _ body: @escaping @Sendable () async throws -> Void) {
-        armed.withLock { state = Armed(scans: 0, fireAt: scan, hook: body) }
-    }
-
-    private func takeHook(for range: KeyRange) -> (@Sendable () async throws -> Void)? {
-        armed.withLock {
-            guard range.lowerBound.first == 0x03, state.hook != nil else { return nil }
-            state.scans += 1
-            guard state.scans == state.fireAt else { return nil }
-            defer { state.hook = nil }
-            return state.hook
-        }
-    }
-
-    override func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
-        if let hook = takeHook(for: range) { try await hook() }
-        return try await super.scan(range, direction: direction, limit: limit)
-    }
-
-    override func scan(
-        _ range: KeyRange, direction: ScanDirection, limit: Int, visiting visit: (BorrowedEntry) throws -> Bool
-    ) async throws -> Int {
-        if let hook = takeHook(for: range) { try await hook() }
-        return try await super.scan(range, direction: direction, limit: limit, visiting: visit)
-    }
-}
-
 struct ReviewDeposited: DomainEvent { static let eventType = "ReviewDeposited"; var amount: Int }
 
 struct ReviewBalance: Aggregate {
@@ -60,7 +20,7 @@ struct ReviewCafeDecomposed: DomainEvent { static let eventType = "Cafe\u{301}";
 @Suite("Review: API layer")
 struct ApiReviewDefectTests {
     /// A store (batches of 10 per backend round trip) with a 1,000-event stream of deposits 1...1000.
-    private func depositStream(_ backend: HookedBackend) async throws
+    private func depositStream(_ backend: ScanHookedStore) async throws
         -> (KeyValueEventStore, EventTypeRegistry, StreamName)
     {
         let store = KeyValueEventStore(backend: backend, readBatchSize: 10)
@@ -76,7 +36,7 @@ struct ApiReviewDefectTests {
 
     @Test("load reads on past a read cut short by a concurrent scavenge, and folds the stream as it is")
     func loadRacingScavenge() async throws {
-        let backend = HookedBackend()
+        let backend = ScanHookedStore()
         let (store, registry, stream) = try await depositStream(backend)
         let repository = AggregateRepository<ReviewBalance>(store: store, registry: registry)
         // While the load reads, an operator truncates the stream's first 499 events and scavenge removes them.
@@ -94,7 +54,7 @@ struct ApiReviewDefectTests {
 
     @Test("load of a stream truncated already restarts when more of its start is scavenged under it")
     func loadOfTruncatedStreamRacingScavenge() async throws {
-        let backend = HookedBackend()
+        let backend = ScanHookedStore()
         let (store, registry, stream) = try await depositStream(backend)
         try await store.setMetadata(StreamMetadata(truncateBefore: 500), for: stream)
         let repository = AggregateRepository<ReviewBalance>(store: store, registry: registry, readBatchSize: 1_000)
@@ -115,7 +75,7 @@ struct ApiReviewDefectTests {
 
     @Test("replay onto a state whose events a truncation hid under it throws instead of folding across the hole")
     func replayOntoStateAcrossHole() async throws {
-        let backend = HookedBackend()
+        let backend = ScanHookedStore()
         let (store, registry, stream) = try await depositStream(backend)
         let repository = AggregateRepository<ReviewBalance>(store: store, registry: registry, readBatchSize: 1_000)
         let start = try await repository.replay(

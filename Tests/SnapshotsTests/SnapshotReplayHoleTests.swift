@@ -8,47 +8,11 @@ import KeyValueTestSupport
 import Snapshots
 import Testing
 
-/// An in-memory backend that runs a hook once, just before the `fireAt`-th scan of the stream index (`0x03`).
-private final class StreamScanHook: ForwardingKeyValueStore, @unchecked Sendable {
-    private let lock = NSLock()
-    private var scans = 0
-    private var fireAt = 0
-    private var hook: (@Sendable () async throws -> Void)?
-
-    init() { super.init(InMemoryKeyValueStore()) }
-
-    func arm(atScan scan: Int, _ body: @escaping @Sendable () async throws -> Void) {
-        lock.withLock { (scans, fireAt, hook) = (0, scan, body) }
-    }
-
-    private func takeHook(for range: KeyRange) -> (@Sendable () async throws -> Void)? {
-        lock.withLock {
-            guard range.lowerBound.first == 0x03, hook != nil else { return nil }
-            scans += 1
-            guard scans == fireAt else { return nil }
-            defer { hook = nil }
-            return hook
-        }
-    }
-
-    override func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
-        if let hook = takeHook(for: range) { try await hook() }
-        return try await super.scan(range, direction: direction, limit: limit)
-    }
-
-    override func scan(
-        _ range: KeyRange, direction: ScanDirection, limit: Int, visiting visit: (BorrowedEntry) throws -> Bool
-    ) async throws -> Int {
-        if let hook = takeHook(for: range) { try await hook() }
-        return try await super.scan(range, direction: direction, limit: limit, visiting: visit)
-    }
-}
-
 @Suite("Snapshot loads racing a scavenge")
 struct SnapshotReplayHoleTests {
     @Test("a snapshot-based load never folds across versions scavenged under it", arguments: 1...8)
     func snapshotLoadRacingScavenge(scan: Int) async throws {
-        let backend = StreamScanHook()
+        let backend = ScanHookedStore()
         let store = KeyValueEventStore(backend: backend, readBatchSize: 10)
         var registry = EventTypeRegistry()
         try registry.register(Deposited.self)
@@ -78,7 +42,7 @@ struct SnapshotReplayHoleTests {
 struct SnapshotAllHoleTests {
     @Test("snapshotAll starts its pass again when versions it folded are scavenged under it", arguments: 1...8)
     func snapshotAllRacingScavenge(scan: Int) async throws {
-        let backend = StreamScanHook()
+        let backend = ScanHookedStore()
         let store = KeyValueEventStore(backend: backend, readBatchSize: 10)
         var registry = EventTypeRegistry()
         try registry.register(Deposited.self)
