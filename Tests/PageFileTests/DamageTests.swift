@@ -520,34 +520,23 @@ struct DamageTests {
         _ directory: TemporaryDirectory, listing listed: [UInt64]? = nil, linked: Bool = false,
         _ change: (inout MetaPage) -> Void = { _ in }
     ) throws -> MetaPage {
-        let data = try #require(FileHandle(forUpdatingAtPath: directory.file("data")))
-        defer { try? data.close() }
-        let pageSize = 4096
-        let metas = try #require(try data.readToEnd()).prefix(2 * pageSize)
-        let current = try #require(
-            (0..<2).compactMap { slot in
-                MetaPage.decode(
-                    Array(metas[(slot * pageSize)..<((slot + 1) * pageSize)]), slot: UInt64(slot), pageSize: pageSize, path: "")
-            }.max { $0.epoch < $1.epoch })
-        let listPage = current.pageCount
-        var next = current
-        next.epoch += 1
-        if let listed {
-            var list = FreeList.encode(listed, into: [listPage], lsn: current.checkpointLSN, pageSize: pageSize)[0]
-            if linked {
-                list.storeLE(listPage, at: Page.headerSize)  // the chain goes on to this same page
-                Page.seal(&list)
+        try rewriteNewestMeta(in: directory) { next in
+            if let listed {
+                let listPage = next.pageCount
+                var list = FreeList.encode(listed, into: [listPage], lsn: next.checkpointLSN, pageSize: 4096)[0]
+                if linked {
+                    list.storeLE(listPage, at: Page.headerSize)  // the chain goes on to this same page
+                    Page.seal(&list)
+                }
+                next.freeListHead = listPage
+                next.pageCount = listPage + 1
+                let data = try #require(FileHandle(forUpdatingAtPath: directory.file("data")))
+                defer { try? data.close() }
+                try data.seek(toOffset: listPage * 4096)
+                try data.write(contentsOf: Data(list))
             }
-            next.freeListHead = listPage
-            next.pageCount = listPage + 1
-            try data.seek(toOffset: listPage * UInt64(pageSize))
-            try data.write(contentsOf: Data(list))
+            change(&next)
         }
-        change(&next)
-        try data.seek(toOffset: (next.epoch % 2) * UInt64(pageSize))
-        try data.write(contentsOf: Data(next.encoded()))
-        try data.synchronize()
-        return next
     }
 
     private func expectCorrupted(_ directory: TemporaryDirectory, at suffix: String) async {

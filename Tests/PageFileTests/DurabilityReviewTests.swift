@@ -52,7 +52,7 @@ struct DurabilityReviewTests {
         let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [0]), .put([2], [0]), .put([3], [0])]))
         try await store.close()
-        try Self.rewriteMeta(directory) { $0.keyCount = 0 }  // checksum holds, counts 0 of 3 keys
+        try rewriteNewestMeta(in: directory) { $0.keyCount = 0 }  // checksum holds, counts 0 of 3 keys
         let gate = IOGate(pathSuffix: "/wal")
         let reopened = try await PageFileKeyValueStore.open(
             directory: directory.path, options: smallOptions(faults: IOFaultPlan([], syncGate: gate)))
@@ -99,7 +99,7 @@ struct DurabilityReviewTests {
         let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [0]), .put([2], [0]), .put([3], [0])]))
         try await store.close()
-        try Self.rewriteMeta(directory) { $0.keyCount = 0 }  // checksum holds, counts 0 of 3 keys
+        try rewriteNewestMeta(in: directory) { $0.keyCount = 0 }  // checksum holds, counts 0 of 3 keys
         let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         reopened.pipeline.holdQueue(true)  // the flusher leaves the queue alone, so the next commit joins A's group
         let a = Task { try await reopened.commit(KeyValueTransaction(writes: [.put([1], [9])])) }
@@ -154,25 +154,6 @@ struct DurabilityReviewTests {
             return
         }
     }
-
-    static func rewriteMeta(_ directory: TemporaryDirectory, _ change: (inout MetaPage) -> Void) throws {
-        let data = try #require(FileHandle(forUpdatingAtPath: directory.file("data")))
-        defer { try? data.close() }
-        let pageSize = 4096
-        let metas = try #require(try data.readToEnd()).prefix(2 * pageSize)
-        let current = try #require(
-            (0..<2).compactMap { slot in
-                MetaPage.decode(
-                    Array(metas[(slot * pageSize)..<((slot + 1) * pageSize)]), slot: UInt64(slot), pageSize: pageSize,
-                    path: "")
-            }.max { $0.epoch < $1.epoch })
-        var next = current
-        next.epoch += 1
-        change(&next)
-        try data.seek(toOffset: (next.epoch % 2) * UInt64(pageSize))
-        try data.write(contentsOf: Data(next.encoded()))
-        try data.synchronize()
-    }
 }
 
 extension DurabilityReviewTests {
@@ -186,7 +167,7 @@ extension DurabilityReviewTests {
         let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [0]), .put([2], [0]), .put([3], [0])]))
         try await store.close()
-        try Self.rewriteMeta(directory) { $0.keyCount = 0 }  // checksum holds, counts 0 of 3 keys
+        try rewriteNewestMeta(in: directory) { $0.keyCount = 0 }  // checksum holds, counts 0 of 3 keys
 
         let failures = Locked<[String]>([])
         // The open's recovery checkpoint syncs the WAL once (the reused file holds older records); the next WAL

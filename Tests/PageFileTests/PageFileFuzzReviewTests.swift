@@ -93,12 +93,7 @@ enum FuzzReview {
     static func read(_ path: String) throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(fileURLWithPath: path))) }
     static func write(_ bytes: [UInt8], _ path: String) throws { try Data(bytes).write(to: URL(fileURLWithPath: path)) }
 
-    static func newestMeta(_ data: [UInt8]) -> MetaPage? {
-        (0..<2).compactMap { slot in
-            MetaPage.decode(
-                Array(data[(slot * pageSize)..<((slot + 1) * pageSize)]), slot: UInt64(slot), pageSize: pageSize, path: "")
-        }.max { $0.epoch < $1.epoch }
-    }
+    static func newestMeta(_ data: [UInt8]) -> MetaPage? { PageFileTests.newestMeta(in: data, pageSize: pageSize) }
 
     static func page(_ data: [UInt8], _ number: Int) -> [UInt8] { Array(data[(number * pageSize)..<((number + 1) * pageSize)]) }
 
@@ -529,10 +524,7 @@ enum FuzzChild {
     static func key(_ i: Int) -> Key { [0x6B] + withUnsafeBytes(of: UInt64(i).bigEndian) { Array($0) } }
     static func file(_ p: String) throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(fileURLWithPath: p))) }
     static func save(_ b: [UInt8], _ p: String) throws { try Data(b).write(to: URL(fileURLWithPath: p)) }
-    static func meta(_ d: [UInt8]) -> MetaPage? {
-        (0..<2).compactMap { MetaPage.decode(Array(d[($0 * size)..<(($0 + 1) * size)]), slot: UInt64($0), pageSize: size, path: "") }
-            .max { $0.epoch < $1.epoch }
-    }
+    static func meta(_ d: [UInt8]) -> MetaPage? { newestMeta(in: d, pageSize: size) }
     static func page(_ d: [UInt8], _ n: UInt64) -> [UInt8] { Array(d[(Int(n) * size)..<((Int(n) + 1) * size)]) }
     static func put(_ p: [UInt8], _ d: inout [UInt8], _ n: UInt64) {
         var p = p

@@ -70,3 +70,36 @@ func copyDirectory(_ source: String) throws -> TemporaryDirectory {
     try FileManager.default.copyItem(atPath: source, toPath: copy.path)
     return copy
 }
+
+/// The newest meta page (the higher epoch of the two slots whose checksums hold) at the start of a data file's bytes.
+func newestMeta(in bytes: [UInt8], pageSize: Int = 4096) -> MetaPage? {
+    guard bytes.count >= 2 * pageSize else { return nil }
+    return (0..<2).compactMap { slot in
+        MetaPage.decode(
+            Array(bytes[(slot * pageSize)..<((slot + 1) * pageSize)]), slot: UInt64(slot), pageSize: pageSize, path: "")
+    }.max { $0.epoch < $1.epoch }
+}
+
+/// The newest meta page of the closed store in `directory`.
+func newestMeta(of directory: TemporaryDirectory, pageSize: Int = 4096) throws -> MetaPage? {
+    let data = try #require(FileHandle(forReadingAtPath: directory.file("data")))
+    defer { try? data.close() }
+    return newestMeta(in: [UInt8](try data.read(upToCount: 2 * pageSize) ?? Data()), pageSize: pageSize)
+}
+
+/// Writes the newest meta of the closed store in `directory`, changed by `change`, as the next epoch's meta (its
+/// checksum holds) into the other slot, and returns it. `change` sees the epoch already advanced.
+@discardableResult
+func rewriteNewestMeta(
+    in directory: TemporaryDirectory, pageSize: Int = 4096, _ change: (inout MetaPage) throws -> Void
+) throws -> MetaPage {
+    var next = try #require(try newestMeta(of: directory, pageSize: pageSize))
+    next.epoch += 1
+    try change(&next)
+    let data = try #require(FileHandle(forUpdatingAtPath: directory.file("data")))
+    defer { try? data.close() }
+    try data.seek(toOffset: (next.epoch % 2) * UInt64(pageSize))
+    try data.write(contentsOf: Data(next.encoded()))
+    try data.synchronize()
+    return next
+}

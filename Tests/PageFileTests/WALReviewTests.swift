@@ -114,7 +114,7 @@ extension WALReviewTests {
         }
         try await store.close()
         let wal = [UInt8](try Data(contentsOf: URL(fileURLWithPath: directory.file("wal"))))
-        let meta = try #require(try Self.currentMeta(directory))
+        let meta = try #require(try newestMeta(of: directory))
         let scan = WriteAheadLog.scan(
             wal, salt: meta.walSalt, firstLSN: meta.checkpointLSN + 1,
             revisionLead: meta.revision &- meta.checkpointLSN)
@@ -123,12 +123,5 @@ extension WALReviewTests {
         let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         #expect(try await reopened.currentRevision() == 1_800)
         try await reopened.close()
-    }
-
-    static func currentMeta(_ directory: TemporaryDirectory) throws -> MetaPage? {
-        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: directory.file("data"))).prefix(2 * 4096))
-        return (0..<2).compactMap { slot in
-            MetaPage.decode(Array(bytes[(slot * 4096)..<((slot + 1) * 4096)]), slot: UInt64(slot), pageSize: 4096, path: "")
-        }.max { $0.epoch < $1.epoch }
     }
 }
