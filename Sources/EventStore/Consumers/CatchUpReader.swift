@@ -56,6 +56,11 @@ struct CatchUpState {
         } catch is CancellationError {
             finish()
             return nil
+        } catch EventStoreError.storeClosed where doorbell != nil {
+            // The store closed under an open subscription (a ring already buffered sent it to read the closed
+            // store): that ends the subscription, as the doorbell's own end does. Opening on a closed store throws.
+            finish()
+            return nil
         } catch {
             finish()
             throw error

@@ -72,12 +72,15 @@ public struct CheckpointedProjection: Sendable {
     /// If `handler` throws, the run stops with that error; the failed event and those after the last checkpoint are
     /// delivered again by the next run. On cancellation, the position of the last handled event is checkpointed and
     /// the run returns normally, also when `handler` ends the cancelled run by throwing (the event it was handling
-    /// counts as not handled).
+    /// counts as not handled). When the store closes under a started run, the run returns the last checkpoint it
+    /// saved (it cannot save another); the events handled since are delivered again by the next run.
     ///
     /// An exclusive run (``Exclusivity/exclusive(lease:)``) first waits, as long as it takes, for the consumer's
-    /// lease (cancelled meanwhile, it returns the stored checkpoint), and releases it when it ends. If it loses the lease (a renewal was refused, or none succeeded before
-    /// the lease ran out), it throws ``EventStoreError/sessionExpired(stream:sessionID:)`` before it handles another
-    /// event, saving nothing more; a run that is waiting for events stops as soon as the loss is known. A lease
+    /// lease (cancelled meanwhile, it returns the stored checkpoint; if the store closes meanwhile, it throws
+    /// ``EventStoreError/storeClosed``), and releases it when it ends. If it loses the lease (a renewal was refused,
+    /// or none succeeded before the lease ran out), it throws ``EventStoreError/sessionExpired(stream:sessionID:)``
+    /// before it handles another event, saving nothing more; a run that is waiting for events stops as soon as the
+    /// loss is known. A lease
     /// bounds how long two runs can overlap, it does not rule it out: a run that stalls for longer than its lease
     /// (a paused process) may finish the event in hand after another run took over. Handlers must still be
     /// idempotent.
@@ -129,40 +132,45 @@ public struct CheckpointedProjection: Sendable {
         let subscription = AllSubscription(
             store: store, start: .after(resumeAfter), filter: filter, bufferSize: bufferSize,
             openDoorbell: openDoorbell)
-        messages: for try await message in subscription {
-            switch message {
-            case .event(let event):
-                try await lease?.check()
-                do {
-                    try await handler(event)
-                } catch {
-                    // A handler that honours cancellation throws when the run is cancelled: that event was not
-                    // handled, the ones before it were, and the run ends as a cancelled run does.
-                    if Task.isCancelled { break messages }
-                    throw error
+        do {
+            messages: for try await message in subscription {
+                switch message {
+                case .event(let event):
+                    try await lease?.check()
+                    do {
+                        try await handler(event)
+                    } catch {
+                        // A handler that honours cancellation throws when the run is cancelled: that event was not
+                        // handled, the ones before it were, and the run ends as a cancelled run does.
+                        if Task.isCancelled { break messages }
+                        throw error
+                    }
+                    handled = event.position
+                    sinceCheckpoint += 1
+                    if sinceCheckpoint >= checkpointInterval {
+                        try await save(handled, holding: lease)
+                        saved = handled
+                        sinceCheckpoint = 0
+                    }
+                case .caughtUp(let through):
+                    // Everything through `through` was either handled or filtered out.
+                    handled = max(handled, through)
+                    if handled != saved {
+                        try await save(handled, holding: lease)
+                        saved = handled
+                        sinceCheckpoint = 0
+                    }
+                    if stop == .whenCaughtUp { return saved }
                 }
-                handled = event.position
-                sinceCheckpoint += 1
-                if sinceCheckpoint >= checkpointInterval {
-                    try await save(handled, holding: lease)
-                    saved = handled
-                    sinceCheckpoint = 0
-                }
-            case .caughtUp(let through):
-                // Everything through `through` was either handled or filtered out.
-                handled = max(handled, through)
-                if handled != saved {
-                    try await save(handled, holding: lease)
-                    saved = handled
-                    sinceCheckpoint = 0
-                }
-                if stop == .whenCaughtUp { return saved }
             }
-        }
-        // Cancelled or closed: record progress (outside the cancelled task, see `save`).
-        if handled != saved {
-            try await save(handled, holding: lease)
-            saved = handled
+            // Cancelled or closed: record progress (outside the cancelled task, see `save`).
+            if handled != saved {
+                try await save(handled, holding: lease)
+                saved = handled
+            }
+        } catch EventStoreError.storeClosed {
+            // The store closed under the run: it ends, as a cancelled run does, with the last checkpoint it saved.
+            // The events handled since then are delivered again by the next run.
         }
         return saved
     }

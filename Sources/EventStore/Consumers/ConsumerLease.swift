@@ -3,7 +3,7 @@
 //
 // Invariants:
 // - Only one session at a time holds the stream, in every process that shares the store; the others wait for it by
-//   polling, at most once a second and at least every tenth of the lease.
+//   polling every tenth of the lease, but never more often than every 10 ms nor less often than once a second.
 // - The lease counts as lost once a renewal is refused (`sessionExpired`) or once its local expiry passed without a
 //   successful renewal, by the store's clock, which dated it (`StreamSession.hasExpired()`, never `Date()`); a
 //   failed renewal for any other reason is retried every twelfth of the lease until then.
