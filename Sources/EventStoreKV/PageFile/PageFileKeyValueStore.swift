@@ -297,18 +297,25 @@ public final class PageFileKeyValueStore: KeyValueStore {
 
     /// Finishes a writer section outside the lock. A commit waits until it is durable. A section that wrote nothing
     /// or failed (a failed condition, a wrong expected version) returns only once every commit it could have
-    /// observed is visible to reads: otherwise a caller told "the stream is at version 3" could reload and still
-    /// read version 2 until the group fsync completes, and spin through its retries.
+    /// observed is durable and visible to reads: otherwise a caller told "the stream is at version 3" could reload
+    /// and still read version 2 until the group fsync completes, and spin through its retries.
+    ///
+    /// If a commit such a section observed then fails, the section's answer rests on state that may be lost, so the
+    /// caller gets that commit's failure instead (`ioFailure`: outcome unknown, or `storeFailed`); a section refused
+    /// with `storeFailed` (the store had failed before it ran) keeps that answer. An idempotent
+    /// re-send that found its events in a commit still queued must not be acknowledged when that commit is never
+    /// written; nor may a `duplicateEventID` or `wrongExpectedVersion` describe a commit that never became durable.
     private func settle<Value: Sendable>(_ outcome: WriterOutcome<Value>) async throws -> KeyValueUpdateResult<Value> {
         switch outcome {
         case .committed(let lsn, let value):
             return KeyValueUpdateResult(value: value, revision: try await finish(lsn))
         case .readOnly(let value, let observed):
-            try? await pipeline.waitUntilDurable(observed)
+            try await pipeline.waitUntilDurable(observed)
             return KeyValueUpdateResult(value: value, revision: nil)
         case .failed(let error, let observed):
-            // If the pipeline failed meanwhile, the caller still gets the section's own error.
-            try? await pipeline.waitUntilDurable(observed)
+            // A section refused because the store had already failed wrote nothing, whatever it observed.
+            if case EventStoreError.storeFailed = error { throw error }
+            try await pipeline.waitUntilDurable(observed)
             throw error
         }
     }
