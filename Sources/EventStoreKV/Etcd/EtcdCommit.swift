@@ -6,8 +6,8 @@
 // - A Txn that was never sent goes to the next member. A Txn whose answer was lost is never repeated blindly: the
 //   store first reads back what it wrote; it repeats the Txn only when a failed compare guarantees that at most one
 //   of the two attempts can commit (`EtcdTransaction.failsIfRepeated`), and reads back again if that repeat fails.
-//   If the outcome still cannot be known, the caller gets `unavailable` saying so, never a success or a failure
-//   that might be false.
+//   If the outcome still cannot be known (a read-back fails too, or the store is closed meanwhile), the caller gets
+//   `unavailable` saying so, never a success, a failure or `closed` that might be false.
 // - Cancellation is honoured until the Txn is sent (nothing is written then: CancellationError). Once sent, the Txn
 //   and the resolution of a lost answer run to their end, so a cancelled caller learns the outcome, as with the
 //   page-file engine, whose queued commit cannot be withdrawn either.
@@ -172,7 +172,7 @@ extension EtcdKeyValueStore {
     private func resolve(
         _ transaction: KeyValueTransaction, built: EtcdTransaction, body: Data, sentAfter: UInt64, detail: String
     ) async throws -> UInt64 {
-        if let revision = try await committedRevision(of: built, after: sentAfter) { return revision }
+        if let revision = try await readBack(built, after: sentAfter, detail: detail) { return revision }
         guard built.failsIfRepeated else {
             throw KeyValueStoreError.unavailable(
                 "the outcome of a transaction is unknown (\(detail)); it may have committed: re-read before retrying")
@@ -192,11 +192,22 @@ extension EtcdKeyValueStore {
                     "the outcome of a transaction is unknown (\(detail); then \(again)); it may have committed: re-read before retrying")
             }
         }
-        if let revision = try await committedRevision(of: built, after: sentAfter) { return revision }
+        if let revision = try await readBack(built, after: sentAfter, detail: detail) { return revision }
         // The repeat's compares failed and nothing of ours is visible: either the first attempt committed and was
         // overwritten since, or a condition really failed. Neither can be told apart, so say so.
         throw KeyValueStoreError.unavailable(
             "the outcome of a transaction is unknown (\(detail)) and its keys have changed since; re-read before retrying")
+    }
+
+    /// `committedRevision`, where a read-back that fails (no member answers, or the store was closed meanwhile) is
+    /// an unknown outcome: the Txn was sent and may have committed, so the read's own error must not stand for it.
+    private func readBack(_ built: EtcdTransaction, after sentAfter: UInt64, detail: String) async throws -> UInt64? {
+        do {
+            return try await committedRevision(of: built, after: sentAfter)
+        } catch {
+            throw KeyValueStoreError.unavailable(
+                "the outcome of a transaction is unknown (\(detail); its read-back failed: \(error)); it may have committed: re-read before retrying")
+        }
     }
 
     /// The revision at which `built` committed, if every one of its puts can be seen holding its value at one common
