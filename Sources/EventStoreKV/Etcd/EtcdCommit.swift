@@ -41,7 +41,14 @@ extension EtcdKeyValueStore {
 
     private func commitOnce(_ transaction: KeyValueTransaction) async throws -> UInt64 {
         try checkOpen()
-        let built = try await EtcdTransaction.make(transaction, store: self)
+        let built: EtcdTransaction
+        do {
+            built = try await EtcdTransaction.make(transaction, store: self)
+        } catch let error as EtcdCallError {
+            // A TTL put's lease grant failed (no member answered, or etcd refused it, e.g. NOSPACE): the Txn was not
+            // sent, so nothing was written, and the caller gets a contract error like any other failure.
+            throw Self.contractError(error)
+        }
         let sentAfter = state.withLock { $0.observedRevision }
         let body = try transport.encode(built.request)
         do {
