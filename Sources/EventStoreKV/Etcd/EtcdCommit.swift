@@ -70,8 +70,9 @@ extension EtcdKeyValueStore {
                 throw LeaseExpiredBeforeCommit()
             }
             throw Self.commitError(error, transaction: transaction, built: built)
-        } catch {
-            // Cancelled while waiting: the leases may back a commit, so they are left to expire on their own.
+        } catch let error as CancellationError {
+            // Cancelled before the Txn was sent (a sent Txn is not cancelled): nothing was written.
+            leases.revokeLater(built.grantedLeases)
             throw error
         }
     }

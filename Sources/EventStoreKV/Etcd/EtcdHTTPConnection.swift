@@ -8,8 +8,9 @@
 //   that may have reached the server (`outcomeUnknown`). Callers rely on this split to decide what may be retried.
 // - Every blocking call waits in poll() with the remaining time of the request's deadline; `abort()` (cancellation)
 //   shuts the socket down, which wakes any poll at once. A new socket is attached to its request before it waits to
-//   connect, so cancellation wakes the connect too. Writes use MSG_NOSIGNAL, so a closed peer never raises
-//   SIGPIPE.
+//   connect, so cancellation wakes the connect too. A request that must not be cut short once sent (a commit's Txn)
+//   is aborted by cancellation only until just before its first byte is written. Writes use MSG_NOSIGNAL, so a
+//   closed peer never raises SIGPIPE.
 // - The descriptor is guarded by a lock (`Locked`) and closed exactly once.
 // - Bodies are read by Content-Length, by chunked transfer encoding, or to end of stream (a watch's request says
 //   `Connection: close`).
@@ -348,13 +349,15 @@ enum EtcdHTTP {
     }
 
     /// Posts `body` to `url` over a pooled connection and returns the status and the whole body, off the cooperative
-    /// thread pool. Cancelling the calling task aborts the exchange at once when `cancellable`; otherwise the exchange
-    /// runs to its answer or its deadline (a commit, whose outcome a cancelled caller must still learn).
+    /// thread pool. Cancelling the calling task aborts the exchange at once when `cancellable`; otherwise it aborts
+    /// only a request not yet sent (its connect, or its wait for a connection to write on): once the first byte is
+    /// written, the exchange runs to its answer or its deadline (a commit, whose outcome a cancelled caller must
+    /// still learn).
     static func post(_ url: URL, body: Data, timeout: Duration, pool: EtcdConnectionPool, cancellable: Bool = true)
         async throws -> (status: Int, body: Data)
     {
         let deadline = ContinuousClock.now.advanced(by: timeout)
-        let request = EtcdCancellableRequest()
+        let request = EtcdCancellableRequest(cancellableOnceSent: cancellable)
         let exchange = {
             try await withCheckedThrowingContinuation { continuation in
                 // A serial queue of its own targets Dispatch's overcommit pool: its threads are reused between requests
@@ -368,7 +371,6 @@ enum EtcdHTTP {
                 }
             }
         }
-        guard cancellable else { return try await exchange() }
         return try await withTaskCancellationHandler {
             try await exchange()
         } onCancel: {
@@ -387,6 +389,12 @@ enum EtcdHTTP {
         while true {
             request.attach(connection)
             do {
+                try request.willSend()
+            } catch {
+                connection.close()
+                throw error
+            }
+            do {
                 let answer = try exchange(url, body: body, on: connection, deadline: deadline)
                 // Out of the cancellation handler's reach before it can carry another request.
                 let cancelled = request.detach()
@@ -403,33 +411,51 @@ enum EtcdHTTP {
     }
 }
 
-/// The connection a request is using, so that cancelling the request's task can wake its blocking calls.
+/// The connection a request is using, so that cancelling the request's task can wake its blocking calls. A request
+/// that is not `cancellableOnceSent` (a commit's Txn) is out of cancellation's reach from just before its first byte
+/// is written (`willSend`) until it is detached: the check and the mark are one step under the lock, so cancellation
+/// either aborts it before anything is sent or leaves it to run to its answer.
 final class EtcdCancellableRequest: Sendable {
-    private let state = Locked<(connection: EtcdHTTPConnection?, cancelled: Bool)>((nil, false))
+    private let cancellableOnceSent: Bool
+    private let state = Locked<(connection: EtcdHTTPConnection?, cancelled: Bool, sending: Bool)>((nil, false, false))
+
+    init(cancellableOnceSent: Bool = true) { self.cancellableOnceSent = cancellableOnceSent }
 
     /// Makes `connection` the one cancellation aborts (at once, if the request was cancelled already).
     func attach(_ connection: EtcdHTTPConnection) {
         state.withLock { state in
             state.connection = connection
-            if state.cancelled { connection.abort() }
+            if state.cancelled && !state.sending { connection.abort() }
         }
     }
 
-    /// Releases the connection from cancellation's reach; returns whether the request was cancelled.
+    /// Called just before the request's first byte is written on the attached connection.
+    /// - Throws: `EtcdCallError.unreachable` when the request was cancelled already: nothing is sent.
+    func willSend() throws {
+        try state.withLock { state in
+            guard !state.cancelled else { throw EtcdCallError.unreachable("cancelled before sending") }
+            if !cancellableOnceSent { state.sending = true }
+        }
+    }
+
+    /// Releases the connection from cancellation's reach (and back within it, for a request that must be sent
+    /// again on a new connection); returns whether the request was cancelled.
     func detach() -> Bool {
         state.withLock { state in
             state.connection = nil
+            state.sending = false
             return state.cancelled
         }
     }
 
     var isCancelled: Bool { state.withLock { $0.cancelled } }
 
-    /// Aborts the attached connection and any connection attached later.
+    /// Aborts the attached connection and any connection attached later, unless the request is being sent and is
+    /// not `cancellableOnceSent`.
     func cancel() {
         state.withLock { state in
             state.cancelled = true
-            state.connection?.abort()
+            if !state.sending { state.connection?.abort() }
         }
     }
 }

@@ -10,7 +10,8 @@
 //   "leader changed", "no leader") is retried only when `idempotent` says so; otherwise the caller gets
 //   `EtcdCallError.outcomeUnknown` and must resolve the outcome by reading, never by repeating blindly.
 // - Every retry loop is bounded by the configuration's retry budget and honours Task cancellation. A request that is
-//   not `cancellable` (a commit's Txn) is not cut short once sent: a cancelled caller still learns its outcome.
+//   not `cancellable` (a commit's Txn) is cut short only before it is sent (CancellationError, nothing written);
+//   once sent it runs to its answer, so a cancelled caller still learns its outcome.
 //   An answer that arrived is returned even if the task was cancelled meanwhile.
 
 import EventStore
@@ -26,6 +27,14 @@ enum EtcdCallError: Error {
     case server(code: Int, message: String)
     /// The store was closed; nothing was sent.
     case closed
+
+    /// Whether the request certainly did not reach the server.
+    var nothingSent: Bool {
+        switch self {
+        case .unreachable, .closed: true
+        case .outcomeUnknown, .server: false
+        }
+    }
 }
 
 /// gRPC status codes the backend acts on.
@@ -122,7 +131,8 @@ final class EtcdTransport: Sendable {
     }
 
     /// One request to one member. A `cancellable` request ends with CancellationError as soon as its task is
-    /// cancelled; one that is not (a commit) runs to its answer, and an answer in hand is returned either way.
+    /// cancelled; one that is not (a commit) ends so only while nothing was sent, and once sent runs to its answer.
+    /// An answer in hand is returned either way.
     func send<Response: Decodable>(
         _ path: String, data: Data, to endpoint: Int, as type: Response.Type, cancellable: Bool = true
     ) async throws -> Response {
@@ -135,7 +145,8 @@ final class EtcdTransport: Sendable {
             (status, body) = try await EtcdHTTP.post(
                 url, body: data, timeout: requestTimeout, pool: connections, cancellable: cancellable)
         } catch let error as EtcdCallError {
-            if cancellable, Task.isCancelled { throw CancellationError() }
+            // `unreachable` means nothing was sent, so a cancelled request that is not `cancellable` may end too.
+            if Task.isCancelled, cancellable || error.nothingSent { throw CancellationError() }
             switch error {
             case .unreachable(let detail): throw EtcdCallError.unreachable("\(url): \(detail)")
             case .outcomeUnknown(let detail): throw EtcdCallError.outcomeUnknown("\(url): \(detail)")
