@@ -35,7 +35,8 @@ extension PageFileKeyValueStore {
     public func backup(to destination: String) async throws {
         try Task.checkCancellation()
         if options.readOnly { return try await backupSnapshot(to: destination) }
-        let (meta, source, pin) = try await writerLock.withLock { () -> (MetaPage, PageReader, @Sendable () -> Void) in
+        let (meta, source, pin) = try await writerLock.withLockUnlessCancelled {
+            () -> (MetaPage, PageReader, @Sendable () -> Void) in
             try checkWritable()
             try Task.checkCancellation()
             try await Offload.run { try self.checkpointLocked() }

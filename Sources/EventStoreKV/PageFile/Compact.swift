@@ -139,8 +139,7 @@ extension PageFileKeyValueStore {
     /// `CancellationError`, removes the partial file and leaves the store unchanged.
     @discardableResult
     public func compact() async throws -> PageFileCompactionReport {
-        try Task.checkCancellation()
-        return try await writerLock.withLock {
+        return try await writerLock.withLockUnlessCancelled {
             try checkWritable()
             try Task.checkCancellation()
             return try await Offload.run(cancellable: { cancellation in

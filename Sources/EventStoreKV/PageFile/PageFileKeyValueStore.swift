@@ -258,8 +258,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
     ///   after reopening), and the store refuses writes from then on with `storeFailed`, which means nothing was
     ///   written.
     public func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 {
-        try Task.checkCancellation()
-        let outcome = try await writerLock.withLock { () -> WriterOutcome<Void> in
+        let outcome = try await writerLock.withLockUnlessCancelled { () -> WriterOutcome<Void> in
             do {
                 return .committed(try apply(transaction), ())
             } catch {
@@ -274,8 +273,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
     public func update<Value: Sendable>(
         _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
     ) async throws -> KeyValueUpdateResult<Value> {
-        try Task.checkCancellation()
-        let outcome = try await writerLock.withLock { () -> WriterOutcome<Value> in
+        let outcome = try await writerLock.withLockUnlessCancelled { () -> WriterOutcome<Value> in
             do {
                 try checkWritable()
                 let (transaction, value) = try await body(WriterReadContext(store: self))
@@ -502,7 +500,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
     }
 
     func checkpoint(ifOver threshold: UInt64) async throws {
-        try await writerLock.withLock {
+        try await writerLock.withLockUnlessCancelled {
             try checkWritable()
             guard pipeline.walBytes >= threshold else { return }
             try await Offload.run { try self.checkpointLocked() }

@@ -73,8 +73,7 @@ extension PageFileKeyValueStore {
     /// (not even the checkpoint it begins with); cancelled during its walk, it stops within a few hundred pages and
     /// throws `CancellationError`.
     public func verify() async throws -> PageFileVerifyReport {
-        try Task.checkCancellation()
-        return try await writerLock.withLock {
+        return try await writerLock.withLockUnlessCancelled {
             if published.state.withLock({ $0.closed }) { throw KeyValueStoreError.closed }
             try Task.checkCancellation()
             // A read-only store verifies the last checkpoint as it is on disk (WAL records are not written into it).
