@@ -201,6 +201,8 @@ enum WriteAheadLog {
         _ bytes: [UInt8], from start: Int = headerSize, salt: UInt64, firstLSN: UInt64,
         version: UInt32 = formatVersion, revisionLead: UInt64? = nil
     ) -> Scan {
+        // A file shorter than its header (empty, or cut short) holds no records.
+        guard start <= bytes.count else { return Scan(transactions: [], validEnd: start, discarded: 0) }
         var transactions: [LoggedTransaction] = []
         var offset = start
         var expected = firstLSN
