@@ -28,7 +28,8 @@ extension PageFileKeyValueStore {
     /// its open or last ``refresh()``. A backup that fails leaves no file of its own in `destination` (nor the
     /// directory, if it created it), so it can be run again into the same place. It honours Task cancellation: a
     /// cancelled backup throws `CancellationError`, leaves nothing behind and does not change the store.
-    /// - Throws: `invalidArgument` if `destination` already holds a store; `storeLocked` if it is in use; for a
+    /// - Throws: `invalidArgument` if `destination` already holds a store (a data file, or a wal alone, which is
+    ///   never overwritten); `storeLocked` if it is in use; for a
     ///   read-only store, `snapshotExpired` if a writer has checkpointed since the snapshot's records were taken in
     ///   (``refresh()`` and try again), or if the snapshot is unpinned and a writer checkpointed before or while it
     ///   copies.
@@ -122,6 +123,11 @@ extension PageFileKeyValueStore {
         guard !SystemFile.exists(dataPath) else {
             throw EventStoreError.invalidArgument("the backup destination \(destination) already holds a store")
         }
+        // A wal alone may be the only copy of another store's recent commits: never overwritten, never removed.
+        guard !SystemFile.exists(destination + "/wal") else {
+            throw EventStoreError.invalidArgument(
+                "the backup destination \(destination) already holds a wal file; move it away or choose another destination")
+        }
         let temporary = dataPath + ".creating"
         do {
             try write(
@@ -130,7 +136,8 @@ extension PageFileKeyValueStore {
             try beforeRename(temporary)
             try Directory.rename(temporary, to: dataPath)
         } catch {
-            // Leave the destination as it was found, so the same backup can be run into it again.
+            // Leave the destination as it was found, so the same backup can be run into it again (the wal was not
+            // there before: a destination holding one is refused above).
             for path in [temporary, destination + "/wal"] + (hadLock ? [] : [lockPath]) { unlink(path) }
             if createdDestination { rmdir(destination) }
             throw error

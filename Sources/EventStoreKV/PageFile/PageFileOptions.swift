@@ -26,7 +26,7 @@ public struct PageFileOptions: Sendable {
     /// How many recent changes are kept for ``PageFileKeyValueStore/changes(after:prefix:)`` watchers that start in
     /// the past.
     public var historyLimit: Int
-    /// How many undelivered changes a watcher may hold before it is dropped.
+    /// How many undelivered changes a watcher may hold before it is dropped (at least 1).
     public var watchBufferLimit: Int
     /// Opens an existing store as a read-only snapshot, without ever writing a file of it (for inspection tools and
     /// readers in other processes). A missing store is an error instead of being created; commits, checkpoints and
@@ -76,6 +76,9 @@ public struct PageFileOptions: Sendable {
         guard (1...(1 << 20)).contains(checkpointThresholdMB) else {
             throw EventStoreError.invalidArgument(
                 "checkpointThresholdMB must be from 1 to 1048576 (1 TiB), got \(checkpointThresholdMB)")
+        }
+        guard watchBufferLimit > 0 else {
+            throw EventStoreError.invalidArgument("watchBufferLimit must be at least 1, got \(watchBufferLimit)")
         }
         if case .deferred(let delay) = durability, delay <= .zero {
             throw EventStoreError.invalidArgument("a deferred durability delay must be positive")

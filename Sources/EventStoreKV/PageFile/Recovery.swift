@@ -39,7 +39,8 @@ extension PageFileKeyValueStore {
     /// recovering from the WAL after a crash. With ``PageFileOptions/readOnly`` it opens a snapshot instead, beside
     /// any writer (see ``PageFileOptions/readOnly``).
     /// - Throws: `storeLocked` if another writer (in this process or another) holds the directory;
-    ///   `incompatibleStore` if the directory holds something this version cannot open (nothing is changed then);
+    ///   `incompatibleStore` if the directory holds something this version cannot open, or a wal without its data
+    ///   file (nothing is changed then);
     ///   `corrupted` if both meta pages are damaged or the WAL has lost acknowledged commits to damage (a damaged
     ///   record that a later one shows was durable); `ioFailure` for system call failures; for a read-only open,
     ///   `snapshotExpired` if a writer checkpointed during each of ``snapshotOpenAttempts`` attempts to read it.
@@ -98,6 +99,7 @@ extension PageFileKeyValueStore {
             if options.readOnly {
                 throw EventStoreError.incompatibleStore(path: directory, reason: "no store here (no data file)")
             }
+            try refuseOrphanWAL(walPath, directory: directory)
             try createDataFile(dataPath, directory: directory, options: options)
             created = true
         }
@@ -269,6 +271,19 @@ extension PageFileKeyValueStore {
             location: "\(walPath) offset \(offset) (record LSN \(lsn))",
             detail: finding + "; restore the store from a backup (moving the wal file away opens the store at its "
                 + "last checkpoint, without the commits after it)")
+    }
+
+    /// Refuses to create a store beside a WAL longer than a header: without its data file, its records may be the
+    /// only copy of the commits since a checkpoint, and creating the store would overwrite them. (Creating a store
+    /// writes the header alone first, so one that crashed part way leaves no more than that.)
+    private static func refuseOrphanWAL(_ walPath: String, directory: String) throws {
+        var status = stat()
+        guard stat(walPath, &status) == 0, status.st_size > WriteAheadLog.headerSize else { return }
+        throw EventStoreError.incompatibleStore(
+            path: directory,
+            reason: "it holds a wal of \(status.st_size) bytes but no data file; the wal may hold the only copy of "
+                + "recent commits, so no new store is created over it (restore the data file, or move the wal away "
+                + "to create a new store here)")
     }
 
     /// Writes an empty store's WAL and data file (meta slot 0 valid, slot 1 empty) and makes them durable; the data
