@@ -62,7 +62,7 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
     /// and the stream's first visible event moved), the load starts again from the stream's new first visible event.
     /// - Throws: ``EventStoreError/replayInterrupted(stream:reason:)`` when that happened under each of
     ///   ``replayAttempts`` attempts; ``EventStoreError/codingFailed(type:reason:)`` (naming the stream and version)
-    ///   or ``EventStoreError/unknownEventType(_:)`` for an event the registry cannot decode.
+    ///   or ``EventStoreError/unknownEventType(type:location:)`` for an event the registry cannot decode.
     public func load(_ stream: StreamName) async throws -> LoadedAggregate<State> {
         // The version first, then the events up to it: events retention hides at the end still count in the version
         // a save must expect, and an append racing the load is left for that save's version check to catch.
@@ -90,7 +90,7 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
     /// onto a state that folds events throws, since that state stands for events readers no longer see.
     /// - Throws: ``EventStoreError/replayInterrupted(stream:reason:)`` then;
     ///   ``EventStoreError/codingFailed(type:reason:)`` (naming the stream and version) or
-    ///   ``EventStoreError/unknownEventType(_:)`` for an event the registry cannot decode.
+    ///   ``EventStoreError/unknownEventType(type:location:)`` for an event the registry cannot decode.
     public func replay(
         _ stream: StreamName, onto loaded: LoadedAggregate<State>, upTo version: UInt64? = nil
     ) async throws -> LoadedAggregate<State> {
@@ -191,9 +191,7 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
         do {
             return try registry.decode(event)
         } catch EventStoreError.codingFailed(let type, let reason) {
-            throw EventStoreError.codingFailed(
-                type: type,
-                reason: "version \(event.version) of stream \"\(event.stream)\" (position \(event.position)): \(reason)")
+            throw EventStoreError.codingFailed(type: type, reason: "\(EventTypeRegistry.location(of: event)): \(reason)")
         }
     }
 

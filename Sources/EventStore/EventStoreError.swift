@@ -35,8 +35,9 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
 
     // MARK: Typed events
 
-    /// No Swift type is registered for an event type name.
-    case unknownEventType(String)
+    /// No Swift type is registered for an event type name. `location` names the event that has it: its version,
+    /// stream and (once recorded) global position.
+    case unknownEventType(type: String, location: String)
     /// An event's payload could not be encoded or decoded.
     case codingFailed(type: String, reason: String)
 
@@ -92,8 +93,8 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
             "stream \"\(stream)\" does not exist"
         case .replayInterrupted(let stream, let reason):
             "the replay of stream \"\(stream)\" was interrupted: \(reason)"
-        case .unknownEventType(let type):
-            "no Swift type is registered for event type \"\(type)\"; register it (or an upcaster) with the event registry"
+        case .unknownEventType(let type, let location):
+            "no Swift type is registered for event type \"\(type)\" (\(location)); register it (or an upcaster) with the event registry"
         case .codingFailed(let type, let reason):
             "could not code event type \"\(type)\": \(reason)"
         case .corrupted(let location, let detail):

@@ -229,7 +229,7 @@ public struct EventTypeRegistry: Sendable {
     }
 
     /// Decodes a recorded event into its registered Swift type, upcasting older payloads first.
-    /// - Throws: ``EventStoreError/unknownEventType(_:)`` or ``EventStoreError/codingFailed(type:reason:)``.
+    /// - Throws: ``EventStoreError/unknownEventType(type:location:)`` or ``EventStoreError/codingFailed(type:reason:)``.
     public func decode(_ recorded: RecordedEvent) throws -> any DomainEvent {
         var type = recorded.type
         var data = recorded.data
@@ -248,12 +248,21 @@ public struct EventTypeRegistry: Sendable {
             // An upcaster that keeps its type's name upgrades the payload in place: it runs once.
             if type.hasSameUTF8(as: previous) { break }
         }
-        guard let decoder = decoders[TypeName(type)] else { throw EventStoreError.unknownEventType(type) }
+        guard let decoder = decoders[TypeName(type)] else {
+            throw EventStoreError.unknownEventType(type: type, location: Self.location(of: recorded))
+        }
         do {
             return try decoder(data, coder)
         } catch {
             throw EventStoreError.codingFailed(type: type, reason: "\(error)")
         }
+    }
+
+    /// Where `recorded` is, for errors: its version and stream, and its position once it has one (an event decoded
+    /// before it is appended has none yet).
+    static func location(of recorded: RecordedEvent) -> String {
+        let place = "version \(recorded.version) of stream \"\(recorded.stream)\""
+        return recorded.position == 0 ? place : place + " (position \(recorded.position))"
     }
 
     /// Whether a type name (or an upcaster for it) is registered, byte for byte.

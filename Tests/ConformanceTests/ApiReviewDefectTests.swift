@@ -110,6 +110,25 @@ struct ApiReviewDefectTests {
         }
     }
 
+    @Test("a replay's unknown event type names the stream, version and position")
+    func unknownTypeNamesEvent() async throws {
+        let store = KeyValueEventStore.inMemory()
+        var registry = EventTypeRegistry()
+        try registry.register(ReviewDeposited.self)
+        let stream = try StreamName("account-3")
+        _ = try await store.append(
+            [try registry.encode(ReviewDeposited(amount: 1)), EventData(type: "Withdrawn", data: Data("{}".utf8))],
+            to: stream, expectedVersion: .noStream)
+        let repository = AggregateRepository<ReviewBalance>(store: store, registry: registry)
+        do {
+            _ = try await repository.load(stream)
+            Issue.record("the load should fail")
+        } catch EventStoreError.unknownEventType(let type, let location) {
+            #expect(type == "Withdrawn")
+            #expect(location == "version 2 of stream \"account-3\" (position 2)")
+        }
+    }
+
     @Test("event types are byte strings to the registry, as to the store")
     func registryConflatesSpellings() async throws {
         var registry = EventTypeRegistry()
