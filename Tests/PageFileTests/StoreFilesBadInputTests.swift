@@ -62,7 +62,7 @@ struct StoreFilesBadInputTests {
         let destination = TemporaryDirectory("backup-foreign-wal")
         defer { destination.remove() }
         try FileManager.default.createDirectory(atPath: destination.path, withIntermediateDirectories: true)
-        let foreign = Data("records of another store".utf8)
+        let foreign = Data(String(repeating: "records of another store; ", count: 4).utf8)
         try foreign.write(to: URL(fileURLWithPath: destination.file("wal")))
         try await withStore { store, _ in
             _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))

@@ -58,10 +58,11 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     /// Creates an empty store.
     /// - Parameters:
     ///   - historyLimit: how many recent changes are kept for watchers that start in the past.
-    ///   - watchBufferLimit: how many undelivered changes a watcher may hold before it is dropped.
+    ///   - watchBufferLimit: how many undelivered changes a watcher may hold before it is dropped; at least 1 (a
+    ///     smaller value counts as 1, as a negative `historyLimit` counts as 0).
     public init(historyLimit: Int = 100_000, watchBufferLimit: Int = 100_000) {
         self.state = Locked(State(changes: ChangeFeed(historyLimit: historyLimit)))
-        self.watchBufferLimit = watchBufferLimit
+        self.watchBufferLimit = max(1, watchBufferLimit)
     }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000_000) }

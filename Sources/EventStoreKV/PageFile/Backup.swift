@@ -120,25 +120,31 @@ extension PageFileKeyValueStore {
         let lock = try DirectoryLock.acquire(directory: destination)
         defer { lock.release() }
         let dataPath = destination + "/data"
-        guard !SystemFile.exists(dataPath) else {
-            throw EventStoreError.invalidArgument("the backup destination \(destination) already holds a store")
-        }
-        // A wal alone may be the only copy of another store's recent commits: never overwritten, never removed.
-        guard !SystemFile.exists(destination + "/wal") else {
-            throw EventStoreError.invalidArgument(
-                "the backup destination \(destination) already holds a wal file; move it away or choose another destination")
-        }
         let temporary = dataPath + ".creating"
+        var writing = false
         do {
+            guard !SystemFile.exists(dataPath) else {
+                throw EventStoreError.invalidArgument("the backup destination \(destination) already holds a store")
+            }
+            // A wal alone may be the only copy of another store's recent commits: never overwritten, never removed.
+            // One of a header or less (what a backup or a creation that died before its rename leaves) is taken over.
+            if let size = PageFileKeyValueStore.orphanWALSize(destination + "/wal") {
+                throw EventStoreError.invalidArgument(
+                    "the backup destination \(destination) already holds a wal of \(size) bytes; move it away or "
+                        + "choose another destination")
+            }
+            writing = true
             try write(
                 meta, from: source, to: temporary, wal: destination + "/wal", records: records, walVersion: walVersion,
                 cancellation: cancellation)
             try beforeRename(temporary)
             try Directory.rename(temporary, to: dataPath)
         } catch {
-            // Leave the destination as it was found, so the same backup can be run into it again (the wal was not
-            // there before: a destination holding one is refused above).
-            for path in [temporary, destination + "/wal"] + (hadLock ? [] : [lockPath]) { unlink(path) }
+            // Leave the destination as it was found, so the same backup can be run into it again. What it wrote goes
+            // (any wal there before was a header at most); a refused backup wrote nothing, and removes only the lock
+            // file and the directory if it made them.
+            if writing { for path in [temporary, destination + "/wal"] { unlink(path) } }
+            if !hadLock { unlink(lockPath) }
             if createdDestination { rmdir(destination) }
             throw error
         }

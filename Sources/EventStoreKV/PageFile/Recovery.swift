@@ -99,7 +99,13 @@ extension PageFileKeyValueStore {
             if options.readOnly {
                 throw EventStoreError.incompatibleStore(path: directory, reason: "no store here (no data file)")
             }
-            try refuseOrphanWAL(walPath, directory: directory)
+            if let size = orphanWALSize(walPath) {
+                throw EventStoreError.incompatibleStore(
+                    path: directory,
+                    reason: "it holds a wal of \(size) bytes but no data file; the wal may hold the only copy of "
+                        + "recent commits, so no new store is created over it (restore the data file, or move the wal "
+                        + "away to create a new store here)")
+            }
             try createDataFile(dataPath, directory: directory, options: options)
             created = true
         }
@@ -270,20 +276,17 @@ extension PageFileKeyValueStore {
         return EventStoreError.corrupted(
             location: "\(walPath) offset \(offset) (record LSN \(lsn))",
             detail: finding + "; restore the store from a backup (moving the wal file away opens the store at its "
-                + "last checkpoint, without the commits after it)")
+                + "last checkpoint in a writable open, without the commits after it)")
     }
 
-    /// Refuses to create a store beside a WAL longer than a header: without its data file, its records may be the
-    /// only copy of the commits since a checkpoint, and creating the store would overwrite them. (Creating a store
-    /// writes the header alone first, so one that crashed part way leaves no more than that.)
-    private static func refuseOrphanWAL(_ walPath: String, directory: String) throws {
+    /// The size of the WAL at `walPath` if it is longer than a header: found without its data file, its records may
+    /// be the only copy of the commits since a checkpoint, so nothing may be created over it. (Creating a store, or
+    /// a backup of a writable store, writes the header alone before the data file appears, so one that crashed part
+    /// way leaves no more than that, and is taken over.)
+    static func orphanWALSize(_ walPath: String) -> Int64? {
         var status = stat()
-        guard stat(walPath, &status) == 0, status.st_size > WriteAheadLog.headerSize else { return }
-        throw EventStoreError.incompatibleStore(
-            path: directory,
-            reason: "it holds a wal of \(status.st_size) bytes but no data file; the wal may hold the only copy of "
-                + "recent commits, so no new store is created over it (restore the data file, or move the wal away "
-                + "to create a new store here)")
+        guard stat(walPath, &status) == 0, status.st_size > WriteAheadLog.headerSize else { return nil }
+        return Int64(status.st_size)
     }
 
     /// Writes an empty store's WAL and data file (meta slot 0 valid, slot 1 empty) and makes them durable; the data
