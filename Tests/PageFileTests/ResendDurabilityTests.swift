@@ -8,7 +8,7 @@ import Foundation
 import Glibc
 import Testing
 
-@Suite("Page file: a re-send is acknowledged only once the commit it found is durable")
+@Suite("Page file: a re-send is acknowledged only once the commit it found is durable", .timeLimit(.minutes(1)))
 struct ResendDurabilityTests {
     /// Holds a WAL fdatasync (group G0) and queues append A behind it; runs `retry` while A waits, then fails G0's
     /// sync with EIO. Returns A's result, the retry's, and the reopened store's events in `stream`.
@@ -32,10 +32,16 @@ struct ResendDurabilityTests {
         await gate.arrival()  // G0's fdatasync is in progress, held
         // A: queued behind G0, applied to the writer's state, not yet written to the WAL.
         let a = Task { try await store.append([placed], to: stream, expectedVersion: .noStream) }
-        while backend.pipeline.waiterCount < 2 { await Task.yield() }
+        while backend.pipeline.waiterCount < 2 {
+            try Task.checkCancellation()
+            await Task.yield()
+        }
         // The retry runs its writer section on A's state, then waits for A's durability.
         let retried = Task { try await retry(store) }
-        while backend.pipeline.waiterCount < 3 { await Task.yield() }
+        while backend.pipeline.waiterCount < 3 {
+            try Task.checkCancellation()
+            await Task.yield()
+        }
         gate.release()  // G0's sync fails: the store fails, and A, never written, gets storeFailed
 
         let g0Result = await g0.result

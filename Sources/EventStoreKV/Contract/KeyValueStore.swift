@@ -227,7 +227,8 @@ public protocol KeyValueStore: AnyObject, Sendable {
     /// Runs `body` against the current state and commits the transaction it returns, with serializable isolation:
     /// the commit fails over to a re-run of `body` if any key it read has changed since. `body` may run more than
     /// once and must have no side effects beyond its reads. Errors thrown by `body` (including a failed condition the
-    /// body added itself) end the update without committing.
+    /// body added itself) end the update without committing. A backend whose reads see commits not yet durable (the
+    /// page file) answers only once those are durable, and throws the failure of one that is not instead.
     ///
     /// A default implementation (optimistic: reads become `modRevision`/`absent` conditions) is provided; a backend
     /// with a single writer overrides it to run `body` under its writer lock, so that concurrent updates never

@@ -269,7 +269,10 @@ public final class PageFileKeyValueStore: KeyValueStore {
     }
 
     /// Runs `body` under the writer lock against the latest state (including commits not yet durable), then
-    /// commits what it returns; concurrent updates never conflict and share group commits.
+    /// commits what it returns; concurrent updates never conflict and share group commits. An update that writes
+    /// nothing, or whose `body` throws, returns or throws only once the commits it saw are durable; if one of them
+    /// fails instead, it throws that commit's failure (`ioFailure` or `storeFailed`), since its answer rests on state
+    /// that may be lost. Errors about the request or the store itself (bad input, a closed store) are kept.
     public func update<Value: Sendable>(
         _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
     ) async throws -> KeyValueUpdateResult<Value> {
@@ -299,8 +302,8 @@ public final class PageFileKeyValueStore: KeyValueStore {
     /// and still read version 2 until the group fsync completes, and spin through its retries.
     ///
     /// If a commit such a section observed then fails, the section's answer rests on state that may be lost, so the
-    /// caller gets that commit's failure instead (`ioFailure`: outcome unknown, or `storeFailed`); a section refused
-    /// with `storeFailed` (the store had failed before it ran) keeps that answer. An idempotent
+    /// caller gets that commit's failure instead (`ioFailure`: outcome unknown, or `storeFailed`); an error about the
+    /// request or the store itself (bad input, a closed or failed store) keeps its answer. An idempotent
     /// re-send that found its events in a commit still queued must not be acknowledged when that commit is never
     /// written; nor may a `duplicateEventID` or `wrongExpectedVersion` describe a commit that never became durable.
     private func settle<Value: Sendable>(_ outcome: WriterOutcome<Value>) async throws -> KeyValueUpdateResult<Value> {
@@ -311,10 +314,32 @@ public final class PageFileKeyValueStore: KeyValueStore {
             try await pipeline.waitUntilDurable(observed)
             return KeyValueUpdateResult(value: value, revision: nil)
         case .failed(let error, let observed):
-            // A section refused because the store had already failed wrote nothing, whatever it observed.
-            if case EventStoreError.storeFailed = error { throw error }
+            guard Self.restsOnObservedState(error) else { throw error }
             try await pipeline.waitUntilDurable(observed)
             throw error
+        }
+    }
+
+    /// Whether a failed section's error may describe the state it observed (a failed condition, a wrong expected
+    /// version, a duplicate id, or any error of an update's body), rather than the request itself or the store's
+    /// own condition: bad input, a closed, read-only or failed store, cancellation, damage or an I/O error the
+    /// section met. Only the former is replaced by the failure of a commit it observed.
+    private static func restsOnObservedState(_ error: any Error) -> Bool {
+        switch error {
+        case is CancellationError: false
+        case let error as KeyValueStoreError:
+            switch error {
+            case .closed, .tooLarge, .transactionTooLarge: false
+            default: true
+            }
+        case let error as EventStoreError:
+            switch error {
+            case .invalidStreamName, .invalidEventType, .eventTooLarge, .invalidArgument, .codingFailed, .corrupted,
+                .ioFailure, .storeFailed, .storeClosed, .storeLocked, .snapshotExpired, .incompatibleStore, .backend:
+                false
+            default: true
+            }
+        default: true
         }
     }
 
