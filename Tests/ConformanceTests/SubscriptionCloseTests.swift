@@ -84,4 +84,69 @@ struct SubscriptionCloseTests {
             }
         }
     }
+
+    /// `run` documents: "If `handler` throws, the run stops with that error". A handler that projects into a second
+    /// store (a read model) that was closed throws that store's `storeClosed`; the projection's own store is open and
+    /// well. The run must stop with the handler's error, not return as if its own store had closed.
+    @Test("a handler's own storeClosed (from another store) stops the run with that error", arguments: [Backend.inMemory])
+    func handlersStoreClosedIsNotSwallowed(backend: Backend) async throws {
+        try await backend.withStore { store in
+            try await backend.withStore { readModel in
+                try await readModel.close()
+                let name = try stream("projected")
+                _ = try await store.append(samples(1), to: name, expectedVersion: .noStream)
+                let projection = CheckpointedProjection(store: store, consumer: "projected", checkpointEvery: 1)
+                do {
+                    let saved = try await projection.run(until: .whenCaughtUp) { event in
+                        // Project into the closed read-model store: throws storeClosed.
+                        _ = try await readModel.append(
+                            samples(1), to: try stream("model-\(event.position)"), expectedVersion: .any)
+                    }
+                    Issue.record("the run returned \(saved) although its handler threw; its store is still open")
+                } catch EventStoreError.storeClosed {
+                    // The handler's error, as documented.
+                }
+                // The projection's own store is open.
+                #expect(try await store.lastPosition() == 1)
+            }
+        }
+    }
+
+    /// The documented clean end on close, for an exclusive run.
+    @Test("an exclusive live projection whose store closes under it returns its last checkpoint",
+        arguments: [Backend.inMemory, Backend.pageFile])
+    func exclusiveProjectionEndsWhenTheStoreCloses(backend: Backend) async throws {
+        try await backend.withStore { store in
+            let name = try stream("closing-x")
+            _ = try await store.append(samples(1), to: name, expectedVersion: .noStream)
+            let projection = CheckpointedProjection(
+                store: store, consumer: "closing-x", checkpointEvery: 100, exclusivity: .exclusive(lease: .seconds(30)))
+            let (handling, handlingSignal) = AsyncStream<UInt64>.makeStream()
+            let (gate, opener) = AsyncStream<Void>.makeStream()
+            let run = Task {
+                defer { handlingSignal.finish() }
+                return try await projection.run { event in
+                    handlingSignal.yield(event.position)
+                    if event.position > 1 { for await _ in gate { break } }
+                }
+            }
+            var handled = handling.makeAsyncIterator()
+            #expect(await handled.next() == 1)
+            while try await store.checkpoint(of: "closing-x") != 1 {
+                try Task.checkCancellation()
+                await Task.yield()
+            }
+            _ = try await store.append(samples(1), to: name, expectedVersion: .exact(1))
+            let live = try #require(await handled.next())
+            #expect(live > 1)
+            try await store.close()
+            opener.yield()
+            opener.finish()
+            do {
+                #expect(try await run.value == 1)
+            } catch {
+                Issue.record("an exclusive live projection ended with an error when its store closed: \(error)")
+            }
+        }
+    }
 }

@@ -143,7 +143,8 @@ public struct CheckpointedProjection: Sendable {
                         // A handler that honours cancellation throws when the run is cancelled: that event was not
                         // handled, the ones before it were, and the run ends as a cancelled run does.
                         if Task.isCancelled { break messages }
-                        throw error
+                        // Its own error, even a `storeClosed` of another store, stops the run with that error.
+                        throw HandlerFailure(error: error)
                     }
                     handled = event.position
                     sinceCheckpoint += 1
@@ -168,11 +169,18 @@ public struct CheckpointedProjection: Sendable {
                 try await save(handled, holding: lease)
                 saved = handled
             }
+        } catch let failure as HandlerFailure {
+            throw failure.error
         } catch EventStoreError.storeClosed {
             // The store closed under the run: it ends, as a cancelled run does, with the last checkpoint it saved.
             // The events handled since then are delivered again by the next run.
         }
         return saved
+    }
+
+    /// The handler's own error, carried past the loop's handling of the store closing.
+    private struct HandlerFailure: Error {
+        let error: any Error
     }
 
     /// Saves a checkpoint (through the lease's session when exclusive) outside the calling task, so that a
