@@ -57,22 +57,29 @@ struct StoreFilesBadInputTests {
         }
     }
 
-    @Test("a backup into a directory holding a wal but no data file does not overwrite or remove that wal")
+    @Test("a backup into a directory holding a wal but no data file is refused, and leaves that wal and no file of its own")
     func backupKeepsForeignWAL() async throws {
         let destination = TemporaryDirectory("backup-foreign-wal")
         defer { destination.remove() }
         try FileManager.default.createDirectory(atPath: destination.path, withIntermediateDirectories: true)
+        // Longer than a WAL header: it may hold records, so it is never overwritten.
         let foreign = Data(String(repeating: "records of another store; ", count: 4).utf8)
         try foreign.write(to: URL(fileURLWithPath: destination.file("wal")))
         try await withStore { store, _ in
             _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
-            do {
+            await #expect {
                 try await store.backup(to: destination.path)
-            } catch {}
+            } throws: { error in
+                guard case EventStoreError.invalidArgument = error else { return false }
+                return true
+            }
         }
         let after = try? Data(contentsOf: URL(fileURLWithPath: destination.file("wal")))
         let kept = after == foreign
         #expect(kept, "the destination's wal was replaced (\(String(describing: after?.count)) bytes)")
+        // Nor the lock file the backup made before it refused ("a backup that fails leaves no file of its own").
+        let files = try FileManager.default.contentsOfDirectory(atPath: destination.path).sorted()
+        #expect(files == ["wal"], "the refused backup left \(files) in the destination")
     }
 
     @Test("a watch buffer limit of 0 or less is refused at open like the other out-of-range options", arguments: [0, -1])
