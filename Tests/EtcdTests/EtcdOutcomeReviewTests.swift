@@ -1,5 +1,5 @@
-// Review r2 of the etcd backend, against fake members on loopback (no cluster): a commit whose outcome cannot be
-// resolved says so, a failed lease grant is a contract error, and cancelling a commit before its Txn is sent ends it.
+// The etcd backend against fake members on loopback (no cluster): a commit whose outcome cannot be resolved says so,
+// a failed lease grant is a contract error, and cancelling a commit before its Txn is sent ends it.
 import EventStore
 @testable import EventStoreKV
 import Foundation
@@ -7,24 +7,6 @@ import Testing
 #if canImport(Glibc)
     import Glibc
 #endif
-
-/// A socket on 127.0.0.1 bound to a free port, listening with `backlog` unless it is nil, and its address.
-private func loopbackSocket(listening backlog: Int32?) throws -> (fd: Int32, address: sockaddr_in) {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-    if let backlog, listen(fd, backlog) != 0 {
-        Glibc.close(fd)
-        throw KeyValueStoreError.unavailable("listen failed")
-    }
-    _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-    }
-    return (fd, address)
-}
 
 private func loopbackURL(_ address: sockaddr_in) throws -> URL {
     try #require(URL(string: "http://127.0.0.1:\(Int(UInt16(bigEndian: address.sin_port)))"))

@@ -20,16 +20,7 @@ private func compactToCurrentRevision(_ store: EtcdKeyValueStore) async throws {
 
 /// A listening socket on 127.0.0.1 (backlog `backlog`) and its port.
 private func listener(backlog: Int32) throws -> (fd: Int32, port: Int, address: sockaddr_in) {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-    guard listen(fd, backlog) == 0 else { throw KeyValueStoreError.unavailable("listen failed") }
-    _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-    }
+    let (fd, address) = try loopbackSocket(listening: backlog)
     return (fd, Int(UInt16(bigEndian: address.sin_port)), address)
 }
 

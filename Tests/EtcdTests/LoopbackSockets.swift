@@ -1,0 +1,26 @@
+// Loopback sockets for the tests that stand in for etcd members (fake gateways, members that drop requests or never
+// accept them).
+
+@testable import EventStoreKV
+import Foundation
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A socket on 127.0.0.1 bound to a free port, listening with `backlog` unless it is nil, and its address.
+func loopbackSocket(listening backlog: Int32?) throws -> (fd: Int32, address: sockaddr_in) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    if let backlog, listen(fd, backlog) != 0 {
+        Glibc.close(fd)
+        throw KeyValueStoreError.unavailable("listen failed")
+    }
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return (fd, address)
+}
