@@ -28,8 +28,11 @@ extension PageFileKeyValueStore {
     /// its open or last ``refresh()``. A backup that fails leaves no file of its own in `destination` (nor the
     /// directory, if it created it), so it can be run again into the same place. It honours Task cancellation: a
     /// cancelled backup throws `CancellationError`, leaves nothing behind and does not change the store.
-    /// - Throws: `invalidArgument` if `destination` already holds a store (a data file, or a wal alone, which is
-    ///   never overwritten); `storeLocked` if it is in use; for a
+    /// - Throws: `invalidArgument` if `destination` already holds a store (a data file, or a wal longer than a WAL
+    ///   header, which may hold another store's records and is never overwritten; a header-sized one, which a
+    ///   writable store's backup that died before its rename leaves, is taken over; a read-only store's backup
+    ///   writes records into its wal, so after such a crash its destination must be emptied by hand);
+    ///   `storeLocked` if it is in use; for a
     ///   read-only store, `snapshotExpired` if a writer has checkpointed since the snapshot's records were taken in
     ///   (``refresh()`` and try again), or if the snapshot is unpinned and a writer checkpointed before or while it
     ///   copies.
@@ -142,9 +145,10 @@ extension PageFileKeyValueStore {
         } catch {
             // Leave the destination as it was found, so the same backup can be run into it again. What it wrote goes
             // (any wal there before was a header at most); a refused backup wrote nothing, and removes only the lock
-            // file and the directory if it made them.
+            // file and the directory if it made them, and the lock file only where no store is: a store's own
+            // openers may have opened it (DirectoryLock drops a flock on an unlinked lock file, but keep it anyway).
             if writing { for path in [temporary, destination + "/wal"] { unlink(path) } }
-            if !hadLock { unlink(lockPath) }
+            if !hadLock, !SystemFile.exists(dataPath) { unlink(lockPath) }
             if createdDestination { rmdir(destination) }
             throw error
         }

@@ -10,6 +10,9 @@
 //   a stale lock behind; the pid in the file is only informational. A writer's clean release empties the file and
 //   unlocks explicitly first, so a copy of the descriptor held briefly by a child process being spawned cannot keep
 //   the store locked, and a pid left in the file names a live or a crashed writer, never a cleanly closed one.
+// - The lock held is on the file that is `<dir>/lock` once it is held: a lock file can be unlinked between an opener's
+//   open(2) and its flock (a failed backup removes the one it made), so a flock on a file no longer at that path is
+//   dropped and taken again on the current one. Otherwise two writers could each hold "the" lock.
 
 import EventStore
 import Glibc
@@ -24,18 +27,43 @@ final class DirectoryLock: Sendable {
         self.path = path
     }
 
-    /// Takes the lock on `directory`, or throws `storeLocked` naming the holder.
-    static func acquire(directory: String) throws -> DirectoryLock {
+    /// Takes the lock on `directory`, or throws `storeLocked` naming the holder. `beforeLocking` runs between the
+    /// lock file's open and its flock (for tests).
+    static func acquire(directory: String, beforeLocking: () -> Void = {}) throws -> DirectoryLock {
         let path = directory + "/lock"
-        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: errno) }
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            let code = errno
-            let holder = code == EWOULDBLOCK ? readPID(descriptor) : nil
+        var attempts = 0
+        while true {
+            let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: errno) }
+            if attempts == 0 { beforeLocking() }
+            guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+                let code = errno
+                let holder = code == EWOULDBLOCK ? readPID(descriptor) : nil
+                close(descriptor)
+                if code == EWOULDBLOCK { throw EventStoreError.storeLocked(path: directory, holderPID: holder) }
+                throw EventStoreError.ioFailure(operation: "flock", path: path, errno: code)
+            }
+            if isCurrent(descriptor, path: path) { return claim(descriptor, directory: directory) }
+            // The file was unlinked (or replaced) after the open: nobody else will ever lock this one.
+            flock(descriptor, LOCK_UN)
             close(descriptor)
-            if code == EWOULDBLOCK { throw EventStoreError.storeLocked(path: directory, holderPID: holder) }
-            throw EventStoreError.ioFailure(operation: "flock", path: path, errno: code)
+            attempts += 1
+            guard attempts < 100 else {
+                throw EventStoreError.ioFailure(operation: "flock (the lock file keeps being replaced)", path: path, errno: EAGAIN)
+            }
         }
+    }
+
+    /// Whether the open file `descriptor` is the one at `path` now.
+    private static func isCurrent(_ descriptor: Int32, path: String) -> Bool {
+        var held = stat()
+        var named = stat()
+        guard fstat(descriptor, &held) == 0, stat(path, &named) == 0 else { return false }
+        return held.st_dev == named.st_dev && held.st_ino == named.st_ino
+    }
+
+    /// Writes this process's pid into the held lock file.
+    private static func claim(_ descriptor: Int32, directory: String) -> DirectoryLock {
         let pid = Array("\(getpid())\n".utf8)
         _ = ftruncate(descriptor, 0)
         _ = pid.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
