@@ -7,7 +7,7 @@ import EventStoreKV
 import Foundation
 import Testing
 
-@Suite("Subscriptions: closing the store", .timeLimit(.minutes(1)))
+@Suite("Subscriptions: closing the store", .timeLimit(.minutes(5)))
 struct SubscriptionCloseTests {
     @Test("closing the store ends a live subscription without an error, also when a commit rang just before",
         arguments: Backends.all)

@@ -26,7 +26,7 @@ private final class UpdateSignallingStore: ForwardingKeyValueStore, @unchecked S
     }
 }
 
-@Suite("Cancellation while waiting for the writer", .timeLimit(.minutes(1)))
+@Suite("Cancellation while waiting for the writer", .timeLimit(.minutes(5)))
 struct WriterCancellationTests {
     @Test("an append cancelled while it waits for the page file's writer throws CancellationError and writes nothing")
     func appendCancelledWhileWaitingForTheWriter() async throws {

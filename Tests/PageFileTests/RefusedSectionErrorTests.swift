@@ -14,7 +14,8 @@ private final class DoneFlag: Sendable {
     let done = Atomic<Bool>(false)
 }
 
-@Suite("Page file: a refused section keeps an answer that does not rest on what it saw", .timeLimit(.minutes(1)))
+@Suite(
+    "Page file: a refused section keeps an answer that does not rest on what it saw", .timeLimit(.minutes(5)))
 struct RefusedSectionErrorTests {
     @Test("a commit on a store closed after an I/O failure throws closed, not the old commit's ioFailure")
     func commitOnClosedFailedStoreSaysClosed() async throws {

@@ -8,7 +8,8 @@ import Foundation
 import Glibc
 import Testing
 
-@Suite("Page file: a re-send is acknowledged only once the commit it found is durable", .timeLimit(.minutes(1)))
+@Suite(
+    "Page file: a re-send is acknowledged only once the commit it found is durable", .timeLimit(.minutes(5)))
 struct ResendDurabilityTests {
     /// Holds a WAL fdatasync (group G0) and queues append A behind it; runs `retry` while A waits, then fails G0's
     /// sync with EIO. Returns A's result, the retry's, and the reopened store's events in `stream`.
