@@ -5,7 +5,7 @@ import Foundation
 import Sagas
 import Testing
 
-@Suite struct ManualSagaClockTests {
+@Suite(.timeLimit(.minutes(10))) struct ManualSagaClockTests {
     @Test func sleepersWakeOnlyOnceTimeReachesTheirDeadline() async throws {
         let clock = ManualSagaClock(start: Date(timeIntervalSince1970: 0))
         let short = Task { try await clock.sleep(for: .seconds(2)) }

@@ -18,7 +18,9 @@ import Foundation
 import Sagas
 import Testing
 
-@Suite("Sagas: recovery by bytes, stored ids, unreadable inputs, bad options, operators without definitions")
+@Suite(
+    "Sagas: recovery by bytes, stored ids, unreadable inputs, bad options, operators without definitions",
+    .timeLimit(.minutes(10)))
 struct SagaAPIReviewTests {
     @Test func recoveryFindsAnUnfinishedSagaWhoseIdIsCanonicallyEquivalentToAFinishedOne() async throws {
         let store = makeStore()

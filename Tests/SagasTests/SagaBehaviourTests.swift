@@ -6,7 +6,7 @@ import Foundation
 import Sagas
 import Testing
 
-@Suite struct SagaBehaviourTests {
+@Suite(.timeLimit(.minutes(10))) struct SagaBehaviourTests {
     @Test func happyPathRunsEveryStepInOrderAndCompletes() async throws {
         let bank = Bank()
         let runner = SagaRunner(store: makeStore(), clock: ManualSagaClock())

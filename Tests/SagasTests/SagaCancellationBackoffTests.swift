@@ -15,7 +15,7 @@ private struct ReturningOnCancelClock: SagaClock {
     func sleep(for duration: Duration) async throws { try? await manual.sleep(for: duration) }
 }
 
-@Suite struct SagaCancellationBackoffTests {
+@Suite(.timeLimit(.minutes(10))) struct SagaCancellationBackoffTests {
     @Test func aCancelledRunStartsNoNewAttemptAfterAParallelStepsBackoff() async throws {
         // A store that completes appends even for a cancelled task: only the runner itself can stop a new attempt.
         let store = CancellationCheckingStore(base: makeStore(), checks: false)

@@ -143,7 +143,7 @@ private func chargeSaga(
     return saga
 }
 
-@Suite struct SagaCancellationTests {
+@Suite(.timeLimit(.minutes(10))) struct SagaCancellationTests {
     @Test func aCancelledAtMostOnceAttemptThatThrewIsRecordedAndRetriedOnAStoreThatRefusesCancelledWork()
         async throws
     {
@@ -233,7 +233,7 @@ private struct ReportingCancelClock: SagaClock {
     }
 }
 
-@Suite struct SagaCancellationTimeoutTests {
+@Suite(.timeLimit(.minutes(10))) struct SagaCancellationTimeoutTests {
     @Test func aCancelledAttemptUnderATimeoutIsRecordedByHowItsActionEnded() async throws {
         let store = makeStore()
         let bank = Bank()

@@ -28,7 +28,7 @@ final class ExampleBank: Sendable {
     }
 }
 
-@Suite struct SagaDocumentationTests {
+@Suite(.timeLimit(.minutes(10))) struct SagaDocumentationTests {
     func definition(bank: ExampleBank) -> SagaDefinition<Transfer> {
         var transfer = SagaDefinition<Transfer>("transfer")
         let debit = transfer.step(

@@ -8,7 +8,7 @@ import Sagas
 import Synchronization
 import Testing
 
-@Suite struct SagaExactlyOnceTests {
+@Suite(.timeLimit(.minutes(10))) struct SagaExactlyOnceTests {
     func depositSaga(account: StreamName, expected: ExpectedVersion = .any) -> SagaDefinition<Transfer> {
         var saga = SagaDefinition<Transfer>("deposit")
         saga.appendingStep(

@@ -7,7 +7,7 @@ import Foundation
 import Sagas
 import Testing
 
-@Suite("Sagas: extreme retry, clock and random inputs")
+@Suite("Sagas: extreme retry, clock and random inputs", .timeLimit(.minutes(10)))
 struct SagaExtremeInputTests {
     @Test("backoff after attempt Int.min or 0 is the initial pause, not a trap")
     func backoffBeforeTheFirstAttempt() {

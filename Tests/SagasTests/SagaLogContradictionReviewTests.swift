@@ -15,7 +15,7 @@ private func statusIsCorrupted(_ runner: SagaRunner, _ id: SagaID) async -> (Boo
     }
 }
 
-@Suite struct SagaLogContradictionReviewTests {
+@Suite(.timeLimit(.minutes(10))) struct SagaLogContradictionReviewTests {
     @Test func aSagaStuckAfterSagaCompletedIsCorruption() async throws {
         let store = makeStore()
         let bank = Bank()
@@ -74,7 +74,7 @@ private func statusIsCorrupted(_ runner: SagaRunner, _ id: SagaID) async -> (Boo
     }
 }
 
-@Suite struct SagaCancellationReviewTests {
+@Suite(.timeLimit(.minutes(10))) struct SagaCancellationReviewTests {
     @Test func aRunnerStoppedDuringAnAtMostOnceStepLeavesItRetryableNotFailed() async throws {
         let store = makeStore()
         let bank = Bank()

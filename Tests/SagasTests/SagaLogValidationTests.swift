@@ -18,7 +18,7 @@ private func readsAsCorrupted(_ store: KeyValueEventStore, _ id: SagaID) async -
     }
 }
 
-@Suite struct SagaLogValidationTests {
+@Suite(.timeLimit(.minutes(10))) struct SagaLogValidationTests {
     /// A saga created but not run: running, no step started.
     static var whileRunning: [(String, [String: Any])] {
         [

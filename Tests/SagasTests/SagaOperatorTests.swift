@@ -8,7 +8,7 @@ import Sagas
 import Synchronization
 import Testing
 
-@Suite struct SagaOperatorTests {
+@Suite(.timeLimit(.minutes(10))) struct SagaOperatorTests {
     /// A transfer whose credit fails and whose debit's compensation fails (twice per run) until `bank` allows it.
     func stuckTransfer(bank: Bank, runner: SagaRunner, id: SagaID) async throws -> SagaOutcome {
         bank.fail("credit")

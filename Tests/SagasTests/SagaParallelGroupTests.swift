@@ -55,7 +55,7 @@ actor Rendezvous {
     }
 }
 
-@Suite struct SagaParallelGroupTests {
+@Suite(.timeLimit(.minutes(10))) struct SagaParallelGroupTests {
     @Test func stepsOfAGroupRunConcurrentlyAndTheNextStepSeesAllTheirOutputs() async throws {
         let bank = Bank()
         let meeting = Rendezvous(parties: 3)

@@ -7,7 +7,7 @@ import Foundation
 import Sagas
 import Testing
 
-@Suite struct SagaParallelReviewTests {
+@Suite(.timeLimit(.minutes(10))) struct SagaParallelReviewTests {
     /// "flaky" takes effect and then fails (hence compensatesFailedAction); its attempt 1 fails while "bad" is
     /// still running, so it goes into its retry backoff. "bad" then fails for good. flaky never runs again, and its
     /// failed attempt, which may have taken effect, must be compensated (with a nil output), as a sequential saga

@@ -8,7 +8,7 @@ import Foundation
 import Sagas
 import Testing
 
-@Suite struct SagaRecoveryTests {
+@Suite(.timeLimit(.minutes(10))) struct SagaRecoveryTests {
     /// Starts `saga` on a runner of `store` and stops that runner once the step `blockIn` is running.
     /// - Returns: the idempotency key the interrupted attempt saw.
     func interrupt(

@@ -6,7 +6,7 @@ import Foundation
 import Sagas
 import Testing
 
-@Suite struct SagaRetryTests {
+@Suite(.timeLimit(.minutes(10))) struct SagaRetryTests {
     @Test func failedAttemptsAreRetriedWithExponentialBackoffAndJitter() async throws {
         let bank = Bank()
         bank.fail("debit", times: 2)

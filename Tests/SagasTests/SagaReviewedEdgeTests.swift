@@ -12,7 +12,7 @@ import Foundation
 import Sagas
 import Testing
 
-@Suite("Sagas: leases kept through failures and waits, and damaged or conflicting logs")
+@Suite("Sagas: leases kept through failures and waits, and damaged or conflicting logs", .timeLimit(.minutes(10)))
 struct SagaReviewedEdgeTests {
     // The two lease scenarios run in a child process (Tests/SagaLeaseChild): their leases run in real time, and
     // inside the test run hundreds of other tasks share two cooperative threads with their renewals, which loaded CI
@@ -85,7 +85,7 @@ struct SagaReviewedEdgeTests {
 ///   recovery left the saga to "another runner" that did not exist;
 /// - with no initial pause, a late attempt's backoff (0 × ∞ = NaN) came out as the maximum pause instead of none;
 /// - the real clock's sleep trapped for a timeout written as "no limit" (.seconds(Int64.max)).
-@Suite("Sagas: reserved ids, backoff without a pause, very long timeouts")
+@Suite("Sagas: reserved ids, backoff without a pause, very long timeouts", .timeLimit(.minutes(10)))
 struct SagaIDAndClockEdgeTests {
     @Test("a saga id starting with resource- is refused, while a stored one still decodes")
     func reservedPrefix() throws {
