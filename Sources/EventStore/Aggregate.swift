@@ -191,7 +191,8 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
         do {
             return try registry.decode(event)
         } catch EventStoreError.codingFailed(let type, let reason) {
-            throw EventStoreError.codingFailed(type: type, reason: "\(EventTypeRegistry.location(of: event)): \(reason)")
+            throw EventStoreError.codingFailed(
+                type: type, reason: "\(EventTypeRegistry.location(of: event)): \(reason)")
         }
     }
 

@@ -94,7 +94,8 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
         case .replayInterrupted(let stream, let reason):
             "the replay of stream \"\(stream)\" was interrupted: \(reason)"
         case .unknownEventType(let type, let location):
-            "no Swift type is registered for event type \"\(type)\" (\(location)); register it (or an upcaster) with the event registry"
+            "no Swift type is registered for event type \"\(type)\" (\(location)); register it (or an upcaster) "
+                + "with the event registry"
         case .codingFailed(let type, let reason):
             "could not code event type \"\(type)\": \(reason)"
         case .corrupted(let location, let detail):

@@ -229,7 +229,8 @@ public struct EventTypeRegistry: Sendable {
     }
 
     /// Decodes a recorded event into its registered Swift type, upcasting older payloads first.
-    /// - Throws: ``EventStoreError/unknownEventType(type:location:)`` or ``EventStoreError/codingFailed(type:reason:)``.
+    /// - Throws: ``EventStoreError/unknownEventType(type:location:)`` or
+    ///   ``EventStoreError/codingFailed(type:reason:)``.
     public func decode(_ recorded: RecordedEvent) throws -> any DomainEvent {
         var type = recorded.type
         var data = recorded.data

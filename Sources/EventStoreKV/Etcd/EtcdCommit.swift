@@ -214,7 +214,8 @@ extension EtcdKeyValueStore {
             return try await committedRevision(of: built, after: sentAfter)
         } catch {
             throw KeyValueStoreError.unavailable(
-                "the outcome of a transaction is unknown (\(detail); its read-back failed: \(error)); it may have committed: re-read before retrying")
+                "the outcome of a transaction is unknown (\(detail); its read-back failed: \(error)); it may have "
+                    + "committed: re-read before retrying")
         }
     }
 

@@ -49,7 +49,8 @@ final class DirectoryLock: Sendable {
             close(descriptor)
             attempts += 1
             guard attempts < 100 else {
-                throw EventStoreError.ioFailure(operation: "flock (the lock file keeps being replaced)", path: path, errno: EAGAIN)
+                throw EventStoreError.ioFailure(
+                    operation: "flock (the lock file keeps being replaced)", path: path, errno: EAGAIN)
             }
         }
     }

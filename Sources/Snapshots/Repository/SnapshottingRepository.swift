@@ -197,7 +197,8 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     /// Appends `events` to `stream`, expecting it to be at `loaded.version`, and takes a snapshot of the new state
     /// if the policy calls for one.
     /// - Throws: ``EventStoreError/wrongExpectedVersion(stream:expected:actual:)`` if another writer got there first;
-    ///   ``EventStoreError/unknownEventType(type:location:)`` (before writing anything) for an event the registry cannot decode.
+    ///   ``EventStoreError/unknownEventType(type:location:)`` (before writing anything) for an event the registry
+    ///   cannot decode.
     ///   A failed snapshot does not throw; it is reported in the result.
     @discardableResult
     public func save(
