@@ -1,5 +1,5 @@
 // WriterLock: an async mutex whose waiters queue in FIFO order, for single-writer sections (the page file's writer,
-// a saga log's parallel group).
+// the etcd store's updates within one process, a saga log's parallel group).
 //
 // Invariants:
 // - At most one holder at a time; `unlock` hands the lock directly to the oldest waiter, so writers are served in

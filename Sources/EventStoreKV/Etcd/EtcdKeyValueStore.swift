@@ -35,7 +35,11 @@ public final class EtcdKeyValueStore: KeyValueStore {
     }
 
     let state = Locked(State())
-    let writerLock = EtcdWriterLock()
+    /// Serializes this process's read-modify-write updates: every event-store append reads and writes the global
+    /// head, so optimistic updates from many tasks of one process would all conflict and retry round after round
+    /// against the cluster. Taking turns locally (FIFO; a task cancelled before its turn never runs its body) leaves
+    /// only other processes as a source of conflicts, which the optimistic conditions still catch.
+    let writerLock = WriterLock()
 
     /// Connects lazily to the cluster described by `configuration`; the first call reaches it.
     /// - Throws: ``KeyValueStoreError/unavailable(_:)`` when the configuration is unusable.
@@ -185,7 +189,7 @@ public final class EtcdKeyValueStore: KeyValueStore {
         _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
     ) async throws -> KeyValueUpdateResult<Value> {
         try checkOpen()
-        return try await writerLock.withLock { try await optimisticUpdate(body) }
+        return try await writerLock.withLockUnlessCancelled { try await optimisticUpdate(body) }
     }
 
     // MARK: Lifecycle
