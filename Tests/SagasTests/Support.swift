@@ -95,8 +95,12 @@ func transferSaga(
     return saga
 }
 
+/// An in-memory store whose clock stands still, so a runner's lease (a real 30 s TTL) ends only when released. The
+/// tests drive time through ManualSagaClock; on the real clock, a loaded run (ThreadSanitizer with every test at
+/// once) starved the runners' renewals past their leases, and a runner that lost its saga left its test waiting.
 func makeStore() -> KeyValueEventStore {
-    KeyValueEventStore(backend: InMemoryKeyValueStore())
+    let now = Date()
+    return KeyValueEventStore(backend: InMemoryKeyValueStore(clock: { now }), clock: { now })
 }
 
 func sagaID(_ text: String = "t-\(UUID().uuidString.prefix(8))") throws -> SagaID {

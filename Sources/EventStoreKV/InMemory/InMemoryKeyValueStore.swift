@@ -8,7 +8,8 @@
 //   (finishing runs their onTermination, which takes the lock again).
 // - `State.changes` (a ChangeFeed) holds the changes of the most recent revisions, so a watcher can start from a
 //   recent revision; older starts get `historyUnavailable`.
-// - Expired TTL keys stay in `entries` until written again but are invisible to every read and condition.
+// - Expired TTL keys stay in `entries` until written again but are invisible to every read and condition. Expiry is
+//   judged by the store's `clock`, the system clock unless the creator replaced it.
 // - The borrowed scan and get lend the stored arrays in place, under the lock, so the lent bytes cannot change
 //   during a visit; visitors are synchronous and cannot call back into the store, so the lock is never re-entered.
 // - Every operation yields its thread first. Nothing here blocks, so without a suspension point a caller's loop of
@@ -54,22 +55,37 @@ public final class InMemoryKeyValueStore: KeyValueStore {
 
     private let state: Locked<State>
     private let watchBufferLimit: Int
+    private let clock: @Sendable () -> Date
 
     /// Creates an empty store.
     /// - Parameters:
     ///   - historyLimit: how many recent changes are kept for watchers that start in the past.
     ///   - watchBufferLimit: how many undelivered changes a watcher may hold before it is dropped; at least 1 (a
     ///     smaller value counts as 1, as a negative `historyLimit` counts as 0).
-    public init(historyLimit: Int = 100_000, watchBufferLimit: Int = 100_000) {
+    ///   - clock: the wall clock TTL keys expire by; the system clock unless replaced, as a test does to hold
+    ///     leases still (or move them on) whatever the real time.
+    public init(
+        historyLimit: Int = 100_000, watchBufferLimit: Int = 100_000,
+        clock: @escaping @Sendable () -> Date = { Date() }
+    ) {
         self.state = Locked(State(changes: ChangeFeed(historyLimit: historyLimit)))
         self.watchBufferLimit = max(1, watchBufferLimit)
+        self.clock = clock
     }
 
-    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000_000) }
+    /// The clock's reading in nanoseconds since 1970, saturating: a replaced clock may read far outside what an
+    /// Int64 of nanoseconds holds (292 years either side of 1970), and a NaN reads as 1970.
+    private func now() -> Int64 {
+        let nanoseconds = clock().timeIntervalSince1970 * 1_000_000_000
+        guard nanoseconds.isFinite else { return nanoseconds.isNaN ? 0 : (nanoseconds > 0 ? .max : .min) }
+        if nanoseconds >= 9_223_372_036_854_775_807 { return .max }
+        if nanoseconds <= -9_223_372_036_854_775_808 { return .min }
+        return Int64(nanoseconds)
+    }
 
     public func get(_ key: Key) async throws -> KeyValueEntry? {
         await Task.yield()
-        let now = Self.now()
+        let now = self.now()
         return try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
             return state.live(key, now: now)
@@ -78,7 +94,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
 
     public func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
         await Task.yield()
-        let now = Self.now()
+        let now = self.now()
         return try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
             return keys.map { state.live($0, now: now) }
@@ -87,7 +103,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
 
     public func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
         await Task.yield()
-        let now = Self.now()
+        let now = self.now()
         return try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
             guard limit > 0 else { return [] }
@@ -106,7 +122,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         _ range: KeyRange, direction: ScanDirection, limit: Int, visiting visit: (BorrowedEntry) throws -> Bool
     ) async throws -> Int {
         await Task.yield()
-        let now = Self.now()
+        let now = self.now()
         return try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
             guard limit > 0 else { return 0 }
@@ -127,7 +143,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     /// Lends the stored values in place, under the lock: nothing is copied.
     public func get(_ keys: [Key], visiting visit: (Int, BorrowedEntry?) throws -> Void) async throws {
         await Task.yield()
-        let now = Self.now()
+        let now = self.now()
         try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
             var hint: (chunk: Int, index: Int)?
@@ -152,7 +168,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
 
     public func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 {
         await Task.yield()
-        let now = Self.now()
+        let now = self.now()
         let (revision, dropped) = try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
             for (index, condition) in transaction.conditions.enumerated()
