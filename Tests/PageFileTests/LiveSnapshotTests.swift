@@ -252,6 +252,53 @@ struct LiveSnapshotTests {
         try await writer.close()
     }
 
+    /// The open checked that its meta was still the newest only after it had replayed its WAL records, the longest
+    /// part of an open, so a writer checkpointing more often than an open takes (a loaded machine, a large WAL) made
+    /// every attempt expire. The check now comes once the bytes are read; the replay reads pages through the guard.
+    @Test("checkpoints while an open replays its WAL do not overtake it: it opens on the state it read, then refreshes")
+    func checkpointsDuringTheReplay() async throws {
+        let directory = TemporaryDirectory("snapshot-open-replay")
+        defer { directory.remove() }
+        let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let keys = (0..<300).map { Array("key-\(10_000 + $0)".utf8) }
+        for chunk in stride(from: 0, to: 200, by: 50) {
+            _ = try await writer.commit(KeyValueTransaction(writes: keys[chunk..<chunk + 50].map { .put($0, [1]) }))
+        }
+        try await writer.checkpoint()
+        // These are in the WAL only: the open replays them, and reads the checkpoint's pages to do so.
+        for chunk in stride(from: 200, to: 300, by: 50) {
+            _ = try await writer.commit(KeyValueTransaction(writes: keys[chunk..<chunk + 50].map { .put($0, [2]) }))
+        }
+        let walRead = Atomic<Bool>(false)
+        let checkpoints = SharedCounter()
+        var options = readOnly()
+        options.faults = IOFaultPlan([], beforeRead: { path, count in
+            if path.hasSuffix("/wal") { walRead.store(true, ordering: .relaxed) }
+            // The first page read after the WAL's (not the guard's two meta pages) is the replay's. Three checkpoints,
+            // each rewriting every key, so the pages the snapshot's tree had are freed and then reused, if unpinned.
+            guard path.hasSuffix("/data"), count == 4096, walRead.load(ordering: .relaxed),
+                checkpoints.value.load(ordering: .relaxed) == 0
+            else { return }
+            runToEnd {
+                for _ in 0..<3 {
+                    _ = try? await writer.commit(KeyValueTransaction(writes: keys.map { .put($0, [3]) }))
+                    if (try? await writer.checkpoint()) != nil { checkpoints.value.add(1, ordering: .relaxed) }
+                }
+            }
+        })
+        let reader = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+        #expect(checkpoints.value.load(ordering: .relaxed) == 3, "the writer checkpointed during the replay")
+        // The state the open read: the checkpoint and its WAL records, none of the writer's later commits.
+        let values = try await reader.scan(KeyRange(from: [], to: nil), direction: .forward, limit: 1_000)
+        #expect(values.map(\.key) == keys)
+        #expect(values.map(\.value) == Array(repeating: [1], count: 200) + Array(repeating: [2], count: 100))
+        #expect(try await reader.refresh() > 0)
+        let refreshed = try await reader.scan(KeyRange(from: [], to: nil), direction: .forward, limit: 1_000)
+        #expect(refreshed.map(\.value) == Array(repeating: [3], count: 300))
+        try await reader.close()
+        try await writer.close()
+    }
+
     @Test("a snapshot's statistics are its own: its checkpoint's free pages after a writer moved on, the WAL it took in")
     func statisticsOfASnapshot() async throws {
         let directory = TemporaryDirectory("snapshot-statistics")

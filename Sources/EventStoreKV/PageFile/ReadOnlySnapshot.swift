@@ -13,8 +13,10 @@
 // caught mid-write fails its checksum, which is correct: its write had not returned).
 //
 // Invariants:
-// - An open pins E before it checks, after reading E's free list and WAL, that E is still the newest meta: a pinned
-//   snapshot's pages then stay intact for as long as it lives, however far the writer moves on.
+// - An open pins E before it checks, after reading E's free list and WAL bytes, that E is still the newest meta: a
+//   pinned snapshot's pages then stay intact for as long as it lives, however far the writer moves on. The check
+//   comes before the WAL records are decoded and replayed (and refresh() checks before it replays), so only the reads
+//   race the writer's next checkpoint, not the replay, which reads pages only through the guard below.
 // - A snapshot that could not be pinned checks the meta slots after every page it reads from disk, before the page
 //   is decoded, cached or returned (PageReader), so no byte the snapshot did not hold ever reaches a caller. Every
 //   snapshot also checks each page's LSN against its meta's checkpoint LSN: a page written by a later checkpoint
@@ -111,6 +113,13 @@ final class SnapshotGuard: Sendable {
         try validated(read, onFailure: checkCurrent, then: checkCurrent)
     }
 
+    /// Like `validatedCurrent`, but `read` calls the check it is handed itself, once it holds the bytes that must be
+    /// the snapshot's and before the long part of its work (decoding and replaying them, which reads its pages only
+    /// through the guarded PageReader); `read` must call it exactly there.
+    func validatedCurrent<T>(checking read: (_ check: () throws -> Void) throws -> T) throws -> T {
+        try validated({ try read(checkCurrent) }, onFailure: checkCurrent, then: {})
+    }
+
     /// Runs `read`; if it throws, `onFailure` may throw instead (a newer meta explains it), else `read`'s error
     /// stands; if it returns, `check` must pass.
     private func validated<T>(
@@ -188,9 +197,10 @@ extension PageFileKeyValueStore {
                     after: state.walScanEnd, salt: snapshot.meta.walSalt, firstLSN: state.lsn + 1,
                     version: state.walVersion, revisionLead: state.revision &- state.lsn)
                 state.walScanEnd = end
-                try Self.replay(found, into: &state, reader: state.reader, walPath: wal.path)
                 return found
             }
+            // After the check: the records are the snapshot's, and the pages the replay reads are guarded one by one.
+            try Self.replay(transactions, into: &state, reader: state.reader, walPath: wal.path)
         } catch EventStoreError.snapshotExpired {
             return try reloadLocked()
         }

@@ -170,23 +170,30 @@ extension PageFileKeyValueStore {
             capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize), counts: cacheCounts)
         let reader = PageReader(file: data, pageSize: meta.pageSize, cache: cache, snapshot: snapshot)
         // A snapshot's free list and WAL bytes belong to its meta only if no newer meta was written before they were
-        // read; any failure below (a header of the next generation, pages reused under it) is also first put to the
+        // read, so the guard checks that once it holds them, before they are decoded and replayed: the long part of
+        // an open is not left for a writer's checkpoint to overtake. Pages the replay reads are guarded one by one
+        // (PageReader). Any failure (a header of the next generation, pages reused under it) is first put to the
         // guard.
-        let recovered = try snapshot.validatedCurrent { try recover(meta, reader: reader, wal: wal) }
+        let recovered = try snapshot.validatedCurrent(checking: { check in
+            try recover(meta, reader: reader, wal: wal, afterReading: check)
+        })
         snapshot.freePages = recovered.state.freeList.all.count
         return recovered
     }
 
     /// Reads `meta`'s free list and the WAL records after its checkpoint, and replays them in memory. A writer's open
     /// (`checkFreeList`) first refuses a free list naming a page of the tree, which its checkpoints would overwrite.
+    /// `afterReading` runs once the free list and the WAL's bytes are read, before anything is decoded.
     private static func recover(
-        _ meta: MetaPage, reader: PageReader, wal: SystemFile, checkFreeList: Bool = false
+        _ meta: MetaPage, reader: PageReader, wal: SystemFile, checkFreeList: Bool = false,
+        afterReading: () throws -> Void = {}
     ) throws -> Recovered {
         let dataPath = reader.path
         let walPath = wal.path
         let (free, list) = try FreeList.read(head: meta.freeListHead, reader: reader, pageCount: meta.pageCount)
         if checkFreeList { try FreeList.checkAgainstTree(free: free, list: list, root: meta.root, reader: reader) }
         let walBytes = try wal.read(count: Int(try wal.size()), at: 0)
+        try afterReading()
         var report = RecoveryReport(created: false, replayedTransactions: 0, discardedWALBytes: 0, ignoredStaleWAL: false)
         var transactions: [LoggedTransaction] = []
         var walOffset = UInt64(walBytes.count)
