@@ -24,62 +24,81 @@ struct VerifyReport {
 extension Ledger {
     func verify(progress: (String) -> Void = { _ in }) async throws -> VerifyReport {
         var report = VerifyReport()
+        // Each check's "ok" line is reported only if the check added no problem: a failed check is a FAIL line only.
+        func check(_ body: () async throws -> String) async rethrows {
+            let before = report.problems.count
+            let line = try await body()
+            if report.problems.count == before { report.lines.append(line) }
+        }
         let names = try await accountNames()
         var total = CentsTotal.zero
         var deposits = CentsTotal.zero
         var withdrawals = CentsTotal.zero
-        for (index, name) in names.enumerated() {
-            let stream = try accountStream(name)
-            let replayed = try await accounts.load(stream, usingSnapshots: false).state
-            let viaSnapshot = try await accounts.load(stream).state
-            if let unfoldable = replayed.unfoldable ?? viaSnapshot.unfoldable {
-                report.problems.append("account \(name): its stored events cannot be folded: \(unfoldable)")
+        var negative: [String] = []
+        try await check {
+            for (index, name) in names.enumerated() {
+                let stream = try accountStream(name)
+                let replayed = try await accounts.load(stream, usingSnapshots: false).state
+                let viaSnapshot = try await accounts.load(stream).state
+                if let unfoldable = replayed.unfoldable ?? viaSnapshot.unfoldable {
+                    report.problems.append("account \(name): its stored events cannot be folded: \(unfoldable)")
+                }
+                if replayed.balance != viaSnapshot.balance || replayed.events != viaSnapshot.events {
+                    report.problems.append(
+                        "account \(name): snapshot load gives \(viaSnapshot.balance) after \(viaSnapshot.events) events, full replay \(replayed.balance) after \(replayed.events)")
+                }
+                if replayed.balance < .zero { negative.append("account \(name) is negative: \(replayed.balance)") }
+                total = total + replayed.balance
+                deposits = deposits + replayed.deposited
+                withdrawals = withdrawals + replayed.withdrawn
+                if index % 200 == 199 { progress("verify: replayed \(index + 1)/\(names.count) accounts") }
             }
-            if replayed.balance != viaSnapshot.balance || replayed.events != viaSnapshot.events {
-                report.problems.append(
-                    "account \(name): snapshot load gives \(viaSnapshot.balance) after \(viaSnapshot.events) events, full replay \(replayed.balance) after \(replayed.events)")
+            return "accounts replayed: \(names.count) (with and without snapshots: identical)"
+        }
+        await check {
+            report.problems.append(contentsOf: negative)
+            return "no negative balances"
+        }
+        await check {
+            if total != deposits - withdrawals {
+                report.problems.append("balances sum to \(total), but deposits minus withdrawals is \(deposits - withdrawals)")
             }
-            if replayed.balance < .zero { report.problems.append("account \(name) is negative: \(replayed.balance)") }
-            total = total + replayed.balance
-            deposits = deposits + replayed.deposited
-            withdrawals = withdrawals + replayed.withdrawn
-            if index % 200 == 199 { progress("verify: replayed \(index + 1)/\(names.count) accounts") }
+            return "sum of balances \(total) = deposits \(deposits) - withdrawals \(withdrawals)"
         }
-        report.lines.append("accounts replayed: \(names.count) (with and without snapshots: identical)")
-        report.lines.append("no negative balances")
-        if total != deposits - withdrawals {
-            report.problems.append("balances sum to \(total), but deposits minus withdrawals is \(deposits - withdrawals)")
-        }
-        report.lines.append("sum of balances \(total) = deposits \(deposits) - withdrawals \(withdrawals)")
 
-        let transfers = try await tallyTransfers()
-        var unsettled = 0
-        for (id, transfer) in transfers {
-            if transfer.debits == 1 && transfer.settlements.isEmpty {
-                unsettled += 1
-            } else {
-                report.problems.append(contentsOf: transfer.problems.map { "transfer \(id): \($0)" })
+        try await check {
+            let transfers = try await tallyTransfers()
+            var unsettled = 0
+            for (id, transfer) in transfers {
+                if transfer.debits == 1 && transfer.settlements.isEmpty {
+                    unsettled += 1
+                } else {
+                    report.problems.append(contentsOf: transfer.problems.map { "transfer \(id): \($0)" })
+                }
             }
+            if unsettled > 0 {
+                report.problems.append("\(unsettled) debited transfer(s) have neither a credit nor a refund")
+            }
+            // A credit or refund with no debit makes a tally too: only transfers with a debit count as debited.
+            let debited = transfers.values.count(where: { $0.debits > 0 })
+            return "transfers: \(debited) debited, each credited to the account debited for or refunded, exactly once"
         }
-        report.lines.append(
-            "transfers: \(transfers.count) debited, each credited to the account debited for or refunded, exactly once")
 
-        let sagaStatus = try await sagaSummary()
-        for (id, status) in sagaStatus.unfinished {
-            report.problems.append("saga \(id) has not finished (\(status))")
+        try await check {
+            let sagaStatus = try await sagaSummary()
+            for (id, status) in sagaStatus.unfinished {
+                report.problems.append("saga \(id) has not finished (\(status))")
+            }
+            return "sagas: \(sagaStatus.total) in all, \(sagaStatus.unfinished.count) unfinished, \(sagaStatus.stuck) stuck"
         }
-        if unsettled > 0 {
-            report.problems.append("\(unsettled) debited transfer(s) have neither a credit nor a refund")
-        }
-        report.lines.append(
-            "sagas: \(sagaStatus.total) in all, \(sagaStatus.unfinished.count) unfinished, \(sagaStatus.stuck) stuck")
 
-        let structure = try await engine.verify()
-        if !structure.isClean {
-            report.problems.append(contentsOf: structure.problems.map { "storage: \($0)" })
+        try await check {
+            let structure = try await engine.verify()
+            if !structure.isClean {
+                report.problems.append(contentsOf: structure.problems.map { "storage: \($0)" })
+            }
+            return "storage verify: \(structure.pageCount) pages, \(structure.keys) keys, depth \(structure.depth), \(structure.problems.count) problems"
         }
-        report.lines.append(
-            "storage verify: \(structure.pageCount) pages, \(structure.keys) keys, depth \(structure.depth), \(structure.problems.count) problems")
         return report
     }
 
