@@ -50,6 +50,32 @@ import Testing
         #expect(bank.names == ["reserve", "debit", "credit", "credit", "undo-debit", "undo-reserve"])
     }
 
+    @Test func aPermanentFailureIsNotRetriedWhateverThePolicy() async throws {
+        let attempts = Locked(0)
+        var saga = SagaDefinition<Transfer>("refused")
+        let bank = Bank()
+        saga.step("reserve", options: StepOptions(retry: .never)) { step in
+            try bank.call("reserve", key: step.idempotencyKey)
+            return NoOutput()
+        } compensation: { step, _ in
+            try bank.call("undo-reserve", key: step.idempotencyKey)
+        }
+        let retry = RetryPolicy(maximumAttempts: 10, initialBackoff: .milliseconds(1), jitter: 0)
+        saga.step("debit", options: StepOptions(retry: retry)) { _ -> NoOutput in
+            attempts.withLock { $0 += 1 }
+            throw PermanentStepFailure(TestFailure(message: "insufficient funds"))
+        } compensation: { _, _ in }
+        let runner = SagaRunner(store: makeStore())
+        let id = try sagaID()
+        #expect(
+            try await runner.start(saga, id: id, input: sampleTransfer)
+                == .compensated(failedStep: "debit", error: "insufficient funds"))
+        #expect(attempts.withLock { $0 } == 1)
+        #expect(bank.names == ["reserve", "undo-reserve"])
+        let failures = try await runner.history(of: id).filter { $0.kind == .stepFailed }
+        #expect(failures.map(\.willRetry) == [false])
+    }
+
     @Test func backoffGrowsToItsCapAndJitterOnlyShortensIt() {
         let policy = RetryPolicy(
             maximumAttempts: 10, initialBackoff: .seconds(1), multiplier: 3, maximumBackoff: .seconds(20), jitter: 0.25)

@@ -69,6 +69,21 @@ public struct RetryPolicy: Sendable, Hashable {
     }
 }
 
+/// What a step's action throws to fail the step for good, whatever its retry policy: for a failure another attempt
+/// would only repeat (a business rule refused the request), as opposed to a transient one (a conflict, a timeout).
+/// The saga then compensates as if the retries had run out. The failure is recorded, and reported in
+/// ``SagaOutcome/compensated(failedStep:error:)``, with the wrapped error's description. A compensation that throws
+/// it is retried as usual.
+public struct PermanentStepFailure: Error, CustomStringConvertible {
+    /// The error that failed the step.
+    public let error: any Error
+
+    /// Wraps `error`, so that the step that throws it is not retried.
+    public init(_ error: any Error) { self.error = error }
+
+    public var description: String { String(describing: error) }
+}
+
 /// How one step of a saga runs.
 public struct StepOptions: Sendable, Hashable {
     /// What a crash in the middle of the action means. ``StepSemantics/atLeastOnce`` unless set.

@@ -13,6 +13,8 @@
 //   crash and resumed, still finishes); the group ends when every child has, and only then does compensation
 //   begin. Steps a crash left open while the saga was already compensating are finished the same way first, so
 //   that compensation knows what they did.
+// - An action's failed attempt is retried while its RetryPolicy has attempts left, unless it threw
+//   PermanentStepFailure: then the step has failed for good (recorded with willRetry false).
 // - Compensation runs in reverse step order and at least once per step; a compensation a crash interrupted runs
 //   again with its attempt number.
 // - Cancellation of the calling task stops the run: no new attempt starts (not even after a backoff pause that
@@ -198,7 +200,7 @@ struct SagaExecution: Sendable {
                 return (result.output, result.appends)
             }
             guard let failure else { return }
-            let retry = attempt < step.options.retry.maximumAttempts
+            let retry = attempt < step.options.retry.maximumAttempts && !(failure is PermanentStepFailure)
             let (_, willRetry) = try await recordFailure(
                 index, .action, number: attempt, error: failure, willRetry: retry)
             guard willRetry else { return }
