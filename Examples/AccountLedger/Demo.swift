@@ -109,7 +109,7 @@ struct Demo {
               transfers         \(done) in \(String(format: "%.2f", elapsed)) s (\(Int(Double(done) / max(elapsed, 0.001)))/s, \(workers) workers)
               completed         \(counters.completed.load(ordering: .relaxed))
               compensated       \(counters.compensated.load(ordering: .relaxed)) (credit failed, debit refunded)
-              rejected          \(counters.rejected.load(ordering: .relaxed)) (insufficient funds, no saga started)
+              rejected          \(counters.rejected.load(ordering: .relaxed)) (insufficient funds, nothing debited)
               stuck             \(counters.stuck.load(ordering: .relaxed))
               events written    \(written)
               snapshots taken   \(ledger.snapshotsTaken.load(ordering: .relaxed))
@@ -129,7 +129,8 @@ struct Demo {
     }
 
     /// One transfer between two random accounts: 5% ask for more than any balance (rejected), 3% have their credit
-    /// fail (compensated), the rest move 1 to 50.00.
+    /// fail (compensated), the rest move 1 to 50.00. A transfer is also rejected when its pre-check passed but the
+    /// account was drained by another transfer before its debit step ran: that saga debited nothing.
     private func oneTransfer(_ ledger: Ledger, _ random: inout DemoRandom, _ counters: DemoCounters) async throws {
         let from = Int(random.next() % UInt64(accounts))
         var to = Int(random.next() % UInt64(accounts - 1))
@@ -142,6 +143,7 @@ struct Demo {
                 from: accountName(from), to: accountName(to), amount: amount, failCredit: dice >= 5 && dice < 8)
             {
             case .completed: counters.completed.add(1, ordering: .relaxed)
+            case .notDebited: counters.rejected.add(1, ordering: .relaxed)
             case .compensated: counters.compensated.add(1, ordering: .relaxed)
             case .stuck: counters.stuck.add(1, ordering: .relaxed)
             }

@@ -27,6 +27,10 @@ struct SimulatedCreditFailure: Error, CustomStringConvertible {
 /// How a transfer ended.
 enum TransferOutcome: Equatable {
     case completed
+    /// The debit step failed (the balance fell below the amount after the pre-check, under contention): nothing was
+    /// debited, so nothing was refunded.
+    case notDebited(String)
+    /// The credit failed and the debit was refunded.
     case compensated(String)
     case stuck(String)
 }
@@ -40,6 +44,8 @@ final class Ledger: Sendable {
     let transferSaga: SagaDefinition<TransferRequest>
     /// Snapshots written by transfers (saga effects bypass the repository's save policy).
     let snapshotsTaken = Atomic<Int>(0)
+    /// The transfer saga's first step, which debits the source account.
+    static let debitStep = "debit"
     /// Snapshot an account every this many events.
     static let snapshotInterval: UInt64 = 100
 
@@ -83,18 +89,23 @@ final class Ledger: Sendable {
     private static func defineTransfer(accounts: SnapshottingRepository<Account>, registry: EventTypeRegistry)
         -> SagaDefinition<TransferRequest>
     {
-        // Conflicts with concurrent transfers on the same account are retried quickly.
+        // Conflicts with concurrent transfers on the same account are retried quickly. They are the only transient
+        // failure: a refusal (insufficient funds) would only be repeated, so it throws PermanentStepFailure.
         let quickRetry = RetryPolicy(
             maximumAttempts: 10, initialBackoff: .milliseconds(1), multiplier: 2, maximumBackoff: .milliseconds(50),
             jitter: 0.5)
         var saga = SagaDefinition<TransferRequest>("transfer")
         saga.appendingStep(
-            "debit", options: StepOptions(retry: quickRetry, compensationRetry: quickRetry),
+            debitStep, options: StepOptions(retry: quickRetry, compensationRetry: quickRetry),
             action: { step in
                 let request = step.input
                 let stream = try accountStream(request.from)
                 let loaded = try await accounts.load(stream)
-                try loaded.state.requireFunds(request.amount, account: request.from)
+                do {
+                    try loaded.state.requireFunds(request.amount, account: request.from)
+                } catch let refusal as LedgerError {
+                    throw PermanentStepFailure(refusal)
+                }
                 let debit = try registry.encode(
                     TransferDebited(transfer: request.transfer, to: request.to, amount: request.amount))
                 return StepEffect(
@@ -173,6 +184,8 @@ final class Ledger: Sendable {
         try await snapshotIfDue(to)
         switch outcome {
         case .completed, .resolved: return .completed
+        // A failed debit step debited nothing: only a failed credit step's saga refunded a debit.
+        case .compensated(Self.debitStep, let error): return .notDebited(error)
         case .compensated(_, let error): return .compensated(error)
         case .stuck(_, let error): return .stuck(error)
         }

@@ -122,6 +122,7 @@ func run(_ arguments: Arguments) async throws -> Int32 {
         try await ledger.close()
         switch outcome {
         case .completed: try say("transferred \(amount) from \(arguments.positional[0]) to \(arguments.positional[1])")
+        case .notDebited(let error): throw LedgerError.transferFailed("\(error); nothing was debited")
         case .compensated(let error): throw LedgerError.transferFailed("\(error); the debit was refunded")
         case .stuck(let error): throw LedgerError.transferFailed("\(error); the saga is stuck and needs an operator")
         }

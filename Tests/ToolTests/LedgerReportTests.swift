@@ -4,6 +4,13 @@
 //   negative balances" stood above "FAIL: account amy is negative", the sum check printed a false "ok: sum of
 //   balances", and the transfers line counted every transfer id seen (a credit with no debit too) as debited;
 //   a check that finds a problem must print no "ok:" line.
+// - demoCountsOnlyRefundedDebitsAsCompensated: the demo counted every compensated saga as "compensated (credit
+//   failed, debit refunded)", also those whose debit step itself failed (the pre-check passed, then another transfer
+//   drained the account first), which debited and refunded nothing. The test asserts only the invariant
+//   "compensated == debited - completed - stuck", which holds in every run whether or not that race happened (it
+//   failed before the fix whenever it did, as it often does with 16 workers on 2 accounts). It also checks, from the
+//   saga logs, that no debit refused for insufficient funds was retried (only conflicts are transient); that failed
+//   before the fix whenever the race happened.
 // - verifyCountsDebitedTransfers (passed before too; it pins the line the README's sample shows): on a clean ledger
 //   the transfers line counts each debited transfer once.
 
@@ -65,5 +72,59 @@ struct LedgerReportTests {
             verify.output.contains(
                 "ok: transfers: 2 debited, each credited to the account debited for or refunded, exactly once"),
             "\(verify.output)")
+    }
+
+    @Test("the demo's \"compensated (credit failed, debit refunded)\" counts only transfers whose debit was refunded")
+    func demoCountsOnlyRefundedDebitsAsCompensated() async throws {
+        let data = try ToolRunner.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        // Two accounts with little money and many workers: often a transfer's pre-check passes, but another transfer
+        // drains the account before its saga's debit step runs, so the debit step fails and nothing is debited. The
+        // invariants below hold whether or not that happens in this run.
+        let demo = try await ledger(
+            ["demo", "--accounts", "2", "--workers", "16", "--transfers", "1000", "--initial-balance", "5000",
+             "--seed", "3"], data: data)
+        #expect(demo.status == 0, "\(demo.output)")
+        func number(after prefix: String) -> Int? {
+            let line = demo.output.split(separator: "\n").first {
+                $0.trimmingCharacters(in: .whitespaces).hasPrefix(prefix)
+            }
+            return line.flatMap {
+                $0.trimmingCharacters(in: .whitespaces).dropFirst(prefix.count).split(separator: " ").first
+                    .flatMap { Int($0) }
+            }
+        }
+        let transfers = try #require(number(after: "transfers "))
+        let completed = try #require(number(after: "completed"))
+        let compensated = try #require(number(after: "compensated"))
+        let rejected = try #require(number(after: "rejected"))
+        let stuck = try #require(number(after: "stuck"))
+        let debited = try #require(number(after: "ok: transfers:"))
+        // Every debited transfer was completed, refunded or is stuck: the refunded ones are debited - completed - stuck.
+        #expect(
+            compensated == debited - completed - stuck,
+            "summary says \(compensated) debits were refunded, but only \(debited - completed - stuck) of \(debited) were:\n\(demo.output)")
+        // And every transfer is counted once: a saga whose debit step failed is rejected.
+        #expect(transfers == 1_000 && completed + compensated + rejected + stuck == transfers, "\(demo.output)")
+
+        // A refusal is not retried: no saga's log records a failed attempt for insufficient funds as to be retried.
+        let store = try KeyValueEventStore.open(directory: data)
+        var retriedRefusals = 0
+        var failures = 0
+        var position: UInt64 = 1
+        while true {
+            let page = try await store.readEvents(ofType: "StepFailed", from: position, limit: 1_000)
+            for event in page {
+                failures += 1
+                let record = try #require(try JSONSerialization.jsonObject(with: event.data) as? [String: Any])
+                let error = record["error"] as? String ?? ""
+                if error.hasPrefix("insufficient funds"), record["willRetry"] as? Bool == true { retriedRefusals += 1 }
+            }
+            guard let last = page.last, page.count == 1_000 else { break }
+            position = last.position + 1
+        }
+        try await store.close()
+        #expect(failures > 0, "the demo's failed credits record StepFailed")
+        #expect(retriedRefusals == 0, "\(retriedRefusals) failed attempts for insufficient funds were retried")
     }
 }
