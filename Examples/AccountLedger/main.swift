@@ -39,6 +39,10 @@ struct Arguments {
         var rest = arguments.makeIterator()
         var command: String?
         while let argument = rest.next() {
+            // A flag given twice is a mistake (which value was meant?), not the last value silently.
+            if Self.switches.contains(argument) || Self.valueFlags.contains(argument), flags[argument] != nil {
+                throw LedgerError.invalidInput("\(argument) is given more than once")
+            }
             if Self.switches.contains(argument) {
                 flags[argument] = ""
             } else if Self.valueFlags.contains(argument) {

@@ -11,6 +11,8 @@
 //   failed before the fix whenever it did, as it often does with 16 workers on 2 accounts). It also checks, from the
 //   saga logs, that no debit refused for insufficient funds was retried (only conflicts are transient); that failed
 //   before the fix whenever the race happened.
+// - repeatedFlagsAreRefused: a flag given twice silently took the last value (`open bob --initial 5 --initial 700`
+//   opened bob with 7.00); now it is a usage error (exit 2) and nothing is stored, for every command.
 // - verifyCountsDebitedTransfers (passed before too; it pins the line the README's sample shows): on a clean ledger
 //   the transfers line counts each debited transfer once.
 
@@ -126,5 +128,27 @@ struct LedgerReportTests {
         try await store.close()
         #expect(failures > 0, "the demo's failed credits record StepFailed")
         #expect(retriedRefusals == 0, "\(retriedRefusals) failed attempts for insufficient funds were retried")
+    }
+
+    @Test("a flag given twice is a usage error that stores nothing, not silently the last value")
+    func repeatedFlagsAreRefused() async throws {
+        let data = try ToolRunner.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let open = try await ledger(["open", "bob", "--initial", "5", "--initial", "700"], data: data)
+        #expect(open.status == 2, "open with --initial 5 --initial 700: exit \(open.status): \(open.output)")
+        #expect(open.errors.contains("--initial is given more than once"), "\(open.errors)")
+        #expect(!FileManager.default.fileExists(atPath: data + "/data"), "the refused open created a ledger")
+        #expect(try await ledger(["open", "amy", "--initial", "100"], data: data).status == 0)
+        let balance = try await ledger(["balance", "bob"], data: data)
+        #expect(balance.status != 0, "bob was opened: \(balance.output)")
+        // Every command parses its flags the same way, `--data` and switches included.
+        let demo = try await ledger(["demo", "--accounts", "2", "--accounts", "3", "--transfers", "0"], data: data)
+        #expect(demo.status == 2, "\(demo.output)")
+        let deposit = try await ToolRunner.run(
+            "AccountLedger", ["deposit", "amy", "5", "--data", data, "--data", data + "-elsewhere"])
+        #expect(deposit.status == 2, "\(deposit.output)")
+        #expect(try await ledger(["verify", "--help", "--help"], data: data).status == 2)
+        #expect(try await ledger(["balance", "amy"], data: data).output == "amy: 1.00\n")
+        #expect(try await ledger(["accounts"], data: data).output.hasSuffix("1 accounts, total 1.00\n"))
     }
 }
