@@ -41,6 +41,11 @@ struct Demo {
         crashTests = try arguments.flags["--crash-test"].map { _ in
             try arguments.count("--crash-test", default: 5, range: 1...10_000)
         }
+        // The crash test's child runs transfers until it is killed: a --transfers count would be ignored.
+        if crashTests != nil, arguments.flags["--transfers"] != nil {
+            throw LedgerError.invalidInput(
+                "--crash-test does not take --transfers: its child runs transfers until it is killed")
+        }
         initialBalance = try arguments.flags["--initial-balance"].map { try Cents.parse($0, what: "--initial-balance") }
             ?? Cents(100_000)
         child = arguments.flags["--child"] != nil

@@ -18,8 +18,11 @@ let usage = """
       history <name>                      show an account's events with versions and timestamps
       accounts                            list every account with its balance
       verify                              replay everything and check that money is conserved
-      demo [--accounts N] [--transfers N] [--workers N] [--initial-balance <cents>] [--seed N] [--crash-test N]
+      demo [--accounts N] [--transfers N] [--workers N] [--initial-balance <cents>] [--seed N]
                                           the main job: many concurrent transfers, then verify
+      demo --crash-test N [--accounts N] [--workers N] [--initial-balance <cents>] [--seed N]
+                                          kill a child running transfers N times, recovering and verifying
+                                          after each kill (the child runs until killed: no --transfers)
 
     Amounts are whole numbers of cents: 1250 means 12.50. Data lives in ./ledger-data unless --data DIR is given.
     """

@@ -13,6 +13,8 @@
 //   before the fix whenever the race happened.
 // - repeatedFlagsAreRefused: a flag given twice silently took the last value (`open bob --initial 5 --initial 700`
 //   opened bob with 7.00); now it is a usage error (exit 2) and nothing is stored, for every command.
+// - crashTestRefusesTransfers: `demo --crash-test N --transfers 5` was accepted and the count ignored (the child
+//   always runs 10,000,000 transfers until killed); now it is a usage error (exit 2), and the usage text says so.
 // - verifyCountsDebitedTransfers (passed before too; it pins the line the README's sample shows): on a clean ledger
 //   the transfers line counts each debited transfer once.
 
@@ -150,5 +152,18 @@ struct LedgerReportTests {
         #expect(try await ledger(["verify", "--help", "--help"], data: data).status == 2)
         #expect(try await ledger(["balance", "amy"], data: data).output == "amy: 1.00\n")
         #expect(try await ledger(["accounts"], data: data).output.hasSuffix("1 accounts, total 1.00\n"))
+    }
+
+    @Test("demo --crash-test refuses --transfers rather than silently ignoring it")
+    func crashTestRefusesTransfers() async throws {
+        let data = try ToolRunner.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let crash = try await ledger(
+            ["demo", "--crash-test", "1", "--accounts", "2", "--workers", "1", "--transfers", "5"], data: data)
+        #expect(crash.status == 2, "--transfers 5 was accepted with --crash-test: \(crash.output)")
+        #expect(crash.errors.contains("--crash-test does not take --transfers"), "\(crash.errors)")
+        #expect(!FileManager.default.fileExists(atPath: data + "/data"), "the refused crash test created a ledger")
+        let help = try await ToolRunner.run("AccountLedger", ["--help"])
+        #expect(help.output.contains("(the child runs until killed: no --transfers)"), "\(help.output)")
     }
 }
