@@ -29,7 +29,8 @@ public struct SnapshotSchema<State: Codable & Sendable>: Sendable {
     }
 
     /// The name of the snapshot collection these states are kept in. Snapshots saved under another name are never
-    /// read as this state.
+    /// read as this state. By default (see ``init(name:version:coder:)``) the state's fully qualified type name, or
+    /// for a `private`, `fileprivate` or function-local state type its mangled type name.
     public let name: String
     /// The schema version of states encoded by this code.
     public let version: UInt32
@@ -38,12 +39,47 @@ public struct SnapshotSchema<State: Codable & Sendable>: Sendable {
     private var steps: [UInt32: Step] = [:]
 
     /// Creates a schema at `version`, encoding with `coder`.
-    /// - Parameter name: the snapshot collection's name; by default the state's fully qualified type name (such
-    ///   as "Banking.Account"). Give a fixed name to keep snapshots readable across a rename of the type or module.
+    /// - Parameter name: the snapshot collection's name. By default the state's fully qualified type name
+    ///   (`String(reflecting:)`, such as "Banking.Account"). A `private`, `fileprivate` or function-local type has
+    ///   no such name (the runtime prints "(unknown context at $…)" with an address that changes on every launch),
+    ///   so its default is its mangled type name (`_mangledTypeName`, such as "7Banking7Account33_…LLV"), which is
+    ///   the same on every launch and tells apart same-named private types of different files (its private
+    ///   discriminator comes from the file's name); should that be unavailable, the reflected name without the
+    ///   address ("Banking.(unknown context).Account"). A private type's default therefore changes when its file
+    ///   is renamed, as any type's does when it or its module is renamed: give a fixed name to keep snapshots
+    ///   readable across such renames.
     public init(name: String? = nil, version: UInt32 = 1, coder: any EventCoder = JSONEventCoder()) {
-        self.name = name ?? String(reflecting: State.self)
+        self.name = name ?? Self.defaultName
         self.version = version
         self.coder = coder
+    }
+
+    /// The default collection name: see ``init(name:version:coder:)``.
+    static var defaultName: String {
+        let reflected = String(reflecting: State.self)
+        guard reflected.contains(unknownContext) else { return reflected }
+        if let mangled = _mangledTypeName(State.self), !mangled.isEmpty { return mangled }
+        return withoutAddresses(reflected)
+    }
+
+    /// How the runtime names the context of a type it has no name for, followed by " $<address>)".
+    private static var unknownContext: String { "(unknown context at " }
+
+    /// `reflected` with every "(unknown context at $<address>)" written "(unknown context)".
+    static func withoutAddresses(_ reflected: String) -> String {
+        var result = ""
+        var rest = Substring(reflected)
+        while let marker = rest.range(of: unknownContext) {
+            result += rest[..<marker.lowerBound]
+            result += "(unknown context)"
+            let afterMarker = rest[marker.upperBound...]
+            guard let close = afterMarker.firstIndex(of: ")") else {
+                rest = afterMarker[afterMarker.endIndex...]
+                break
+            }
+            rest = afterMarker[afterMarker.index(after: close)...]
+        }
+        return result + rest
     }
 
     /// Registers a migration of encoded state from schema `source` to schema `target`. Migrations chain: `target`
