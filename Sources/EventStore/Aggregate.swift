@@ -26,13 +26,33 @@ public struct LoadedAggregate<State: Aggregate>: Sendable {
     /// state records it, so that a snapshot of a state that still folds events retention has hidden since is never
     /// used.
     public var firstVersion: UInt64?
+    /// The first version after ``firstVersion``, up to ``version``, whose event ``state`` does not fold; nil when it
+    /// folds every one of them (or folds none). maxAge hides each event by its own `recordedAt`, so an event recorded
+    /// before the one ahead of it (a wall clock that stepped back, or two appends to one stream whose clock readings
+    /// committed in the other order) can be hidden between visible ones while a replay passes, or hide the stream's
+    /// last events so that ``version`` is raised past the last event folded. Such a state differs from a replay once
+    /// the event is visible again, so a snapshot of it (which stands for every version from ``firstVersion`` to
+    /// ``version``) is never taken.
+    public var skippedVersion: UInt64?
 
     /// Creates a loaded aggregate.
-    public init(state: State, version: UInt64, replayedEvents: Int, firstVersion: UInt64? = nil) {
+    public init(
+        state: State, version: UInt64, replayedEvents: Int, firstVersion: UInt64? = nil, skippedVersion: UInt64? = nil
+    ) {
         self.state = state
         self.version = version
         self.replayedEvents = replayedEvents
         self.firstVersion = firstVersion
+        self.skippedVersion = skippedVersion
+    }
+
+    /// Marks the versions after the last event folded, up to `version`, as not folded (retention hides them), and
+    /// moves ``version`` there. A state that folds no event stays one that folds none.
+    package mutating func raiseVersion(to newVersion: UInt64) {
+        guard newVersion > version else { return }
+        let foldsEvents = version > 0 && (firstVersion.map { $0 <= version } ?? true)
+        if foldsEvents, skippedVersion == nil { skippedVersion = version + 1 }
+        version = newVersion
     }
 }
 
@@ -69,7 +89,7 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
         let current = try await store.version(of: stream)
         var loaded = try await replay(
             stream, onto: LoadedAggregate(state: State(), version: 0, replayedEvents: 0), upTo: current)
-        loaded.version = current
+        loaded.raiseVersion(to: current)
         // Retention hides every event: the state folds none of them, as a snapshotting load marks it.
         if loaded.firstVersion == nil, current > 0, current < .max { loaded.firstVersion = current + 1 }
         return loaded
@@ -145,7 +165,13 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
                 // `version`; never apply them.
                 if let version, event.version > version { return result }
                 result.state.apply(try decode(event))
-                if result.version == 0 || Self.foldsNothing(result) { result.firstVersion = event.version }
+                if result.version == 0 || Self.foldsNothing(result) {
+                    result.firstVersion = event.version
+                } else if event.version != result.version + 1, result.skippedVersion == nil {
+                    // maxAge hid the versions in between (deletion and truncation hide a prefix, which the check
+                    // above rules out for a batch's first event): the state does not fold them.
+                    result.skippedVersion = result.version + 1
+                }
                 result.version = event.version
                 result.replayedEvents += 1
             }

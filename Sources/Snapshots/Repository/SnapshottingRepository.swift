@@ -8,6 +8,8 @@
 // - A snapshot is only ever made from a state built the way a load builds it: by replay, or by applying events
 //   decoded from the exact bytes that were appended (so lossy encodings, such as dates in JSON, cannot make a
 //   snapshot differ from a replay).
+// - A snapshot is only ever made from a state that folds every version from its first to its own: one that skipped
+//   an event maxAge hid (LoadedAggregate.skippedVersion) is refused, since that event may be visible again later.
 // - Every snapshot write goes through SnapshotStore, one atomic transaction per snapshot; snapshot-all writes its
 //   snapshots one after another, never in parallel.
 // - A save whose append succeeded never throws because of its snapshot (see SavedAggregate.swift).
@@ -124,7 +126,8 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
                 guard try await streamStillReaches(snapshot.version, of: stream) else { return nil }
             }
         }
-        if let current, current > loaded.version { loaded.version = current }
+        // Events hidden at the end (maxAge, by a recordedAt older than those before them) are not folded.
+        if let current { loaded.raiseVersion(to: current) }
         // A state that folds no event of a stream at version v (retention hid them all) says so with first version
         // v + 1: the events a save appends start there.
         if loaded.firstVersion == nil, loaded.version > 0, loaded.version < .max {
@@ -195,7 +198,9 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     // MARK: Saving
 
     /// Appends `events` to `stream`, expecting it to be at `loaded.version`, and takes a snapshot of the new state
-    /// if the policy calls for one.
+    /// if the policy calls for one. A state that cannot be snapshotted (its first version unknown, folding no event,
+    /// or lacking an event maxAge hid between visible ones: ``LoadedAggregate/skippedVersion``) is saved all the
+    /// same, with its snapshot reported as ``SnapshotOutcome/failed(_:)``.
     /// - Throws: ``EventStoreError/wrongExpectedVersion(stream:expected:actual:)`` if another writer got there first;
     ///   ``EventStoreError/unknownEventType(type:location:)`` (before writing anything) for an event the registry
     ///   cannot decode.
@@ -273,7 +278,11 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     /// newest usable snapshot before it.
     /// - Returns: the version snapshotted.
     /// - Throws: ``SnapshotError/versionBeyondStream(stream:requested:streamVersion:)`` when the stream has not
-    ///   reached `version`; ``EventStoreError/streamNotFound(_:)`` when the stream has no events.
+    ///   reached `version`; ``EventStoreError/streamNotFound(_:)`` when the stream has no events;
+    ///   ``SnapshotError/versionNotVisible(stream:version:)`` when `version` is not visible, retention hides every
+    ///   event up to it, or maxAge hides an event between the first visible one and `version` (an event recorded
+    ///   before the one ahead of it), naming that event's version: a state that lacks it would differ from a replay
+    ///   once it is visible again.
     @discardableResult
     public func takeSnapshot(of stream: StreamName, at version: UInt64? = nil) async throws -> UInt64 {
         if version == 0 {
@@ -290,7 +299,9 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     /// start), one after another. Existing snapshots at those versions are replaced; the policy's retention applies
     /// to each. If a truncation, deletion or scavenge hides events the replay folded while it runs, it starts again
     /// from the stream's new first visible event (the snapshots taken before stand for the events as they were, and
-    /// are not used by loads since), up to ``AggregateRepository/replayAttempts`` times in all.
+    /// are not used by loads since), up to ``AggregateRepository/replayAttempts`` times in all. If maxAge hides an
+    /// event between visible ones (recorded before the one ahead of it), no snapshot is taken past it: every later
+    /// state lacks that event, and would differ from a replay once it is visible again.
     /// - Returns: the versions snapshotted, in order, by the replay that completed.
     /// - Throws: ``EventStoreError/replayInterrupted(stream:reason:)`` when events were hidden under every attempt.
     @discardableResult
@@ -334,6 +345,9 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
                 if now != (loaded.firstVersion ?? first.version) { return nil }
                 break
             }
+            // maxAge hid a version the replay passed: this state and every later one lack its event, so none of
+            // them is snapshotted.
+            guard loaded.skippedVersion == nil else { break }
             try await saveSnapshot(of: loaded, in: stream)
             taken.append(target)
         }
@@ -341,9 +355,10 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     }
 
     /// Saves `loaded`'s state as the snapshot at its version, recording the first version it folds: if retention
-    /// has hidden that version since the state was built, or the state folds no event (retention hid them all when
-    /// it was loaded), nothing is saved (`versionNotVisible`); nor for a state whose first version is not known
-    /// (`invalidArgument`).
+    /// has hidden that version since the state was built, the state folds no event (retention hid them all when it
+    /// was loaded), or it skipped a version between its first and its last (``LoadedAggregate/skippedVersion``:
+    /// maxAge hid that event when it was replayed), nothing is saved (`versionNotVisible`); nor for a state whose
+    /// first version is not known (`invalidArgument`).
     private func saveSnapshot(of loaded: LoadedAggregate<State>, in stream: StreamName) async throws {
         // Which events a state of unknown first version folds cannot be told, and the first version readers see now
         // may lie before them (a truncation lifted since): such a snapshot could stand for events it does not fold.
@@ -355,6 +370,11 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         // A state that folds no event stands for none: it is not snapshotted.
         if foldStart > loaded.version {
             throw SnapshotError.versionNotVisible(stream: stream, version: loaded.version)
+        }
+        // A snapshot stands for every version from its first to its own: a state that skipped one (hidden by maxAge
+        // while it was replayed) would, once that event is visible again, give loads that differ from a replay.
+        if let skipped = loaded.skippedVersion {
+            throw SnapshotError.versionNotVisible(stream: stream, version: skipped)
         }
         try await snapshots.save(
             try schema.encode(loaded.state), schemaVersion: schema.version, of: stream, at: loaded.version,

@@ -50,7 +50,10 @@ public struct SnapshotStore: Sendable {
     /// Saves `data` as the snapshot of `stream` at `version`, replacing any snapshot already at that version; with
     /// `keepingLast`, removes all but the newest `keepingLast` snapshots in the same transaction. `data` must be the
     /// state folded from the events readers see, up to `version`. `foldedFrom` is the version of the first event it
-    /// folds, recorded with it (``Snapshot/firstVersion``); when nil, the first version readers see now is.
+    /// folds, recorded with it (``Snapshot/firstVersion``); when nil, the first version readers see now is. The
+    /// snapshot stands for every version from there to `version`, and the store cannot check which events `data`
+    /// folds: a state that skipped one maxAge hid between visible ones (``LoadedAggregate/skippedVersion``) must not
+    /// be saved, or loads from it differ from a replay once that event is visible again.
     /// - Throws: ``SnapshotError/versionBeyondStream(stream:requested:streamVersion:)`` when the stream has not
     ///   reached `version`; ``SnapshotError/versionNotVisible(stream:version:)`` when readers no longer see
     ///   `version`, or no longer see `foldedFrom` (the state folds events retention has hidden since);
