@@ -102,12 +102,15 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
     /// Applies the events of `stream` after `loaded.version` (up to `version`, if given) to `loaded`.
     /// Snapshot-aware loading starts here from a snapshot's state.
     ///
-    /// The events applied follow one another (but for those maxAge hides), as a read returns them; a short read is
-    /// read on past while the stream has later versions. If a truncation, deletion or scavenge hides events the
-    /// state folds (the next events read do not follow the last one folded, and the stream's first visible event is
-    /// no longer the state's ``LoadedAggregate/firstVersion``), a replay from a state that folds nothing (version
-    /// 0) starts again from the stream's new first visible event, up to ``replayAttempts`` times in all; a replay
-    /// onto a state that folds events throws, since that state stands for events readers no longer see.
+    /// The events applied follow one another (but for those maxAge hides, which the result's
+    /// ``LoadedAggregate/skippedVersion`` names), as a read returns them; a short read is read on past while the
+    /// stream has later versions. If a truncation, deletion or scavenge hides events the state folds (the stream's
+    /// first visible event is no longer the state's ``LoadedAggregate/firstVersion``), a replay from a state that
+    /// folds nothing (version 0) starts again from the stream's new first visible event, up to ``replayAttempts``
+    /// times in all; a replay onto a state that folds events throws, since that state stands for events readers no
+    /// longer see. That holds whether the next events read follow the state's version or not: after a soft delete
+    /// and recreation, or a truncation and new appends, the stream's versions continue, and a replay that folds any
+    /// event checks once, after reading, that the stream's first visible event is still the state's first one.
     /// - Throws: ``EventStoreError/replayInterrupted(stream:reason:)`` then;
     ///   ``EventStoreError/codingFailed(type:reason:)`` (naming the stream and version) or
     ///   ``EventStoreError/unknownEventType(type:location:)`` for an event the registry cannot decode.
@@ -116,12 +119,20 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
     ) async throws -> LoadedAggregate<State> {
         var attempt = 1
         while true {
-            if let replayed = try await replayUnlessHidden(stream, onto: loaded, upTo: version) { return replayed }
+            if let replayed = try await replayUnlessHidden(stream, onto: loaded, upTo: version) {
+                // The reads only see a hole where versions stop following one another; a stream whose versions go
+                // on past the hidden ones (recreated after a soft delete, appended to after a truncation) has none.
+                // So once the replay folded anything onto a state that folds events, its first event must still be
+                // the first readers see: otherwise the new events were folded onto ones readers no longer see.
+                guard loaded.version > 0, replayed.replayedEvents > loaded.replayedEvents,
+                    try await startMoved(of: stream, since: loaded)
+                else { return replayed }
+            }
             guard loaded.version == 0 else {
                 throw EventStoreError.replayInterrupted(
                     stream: stream,
-                    reason: "events the state at version \(loaded.version) folds were hidden (truncated, deleted or "
-                        + "scavenged) while it was replayed on; load the stream again")
+                    reason: "events the state at version \(loaded.version) folds are hidden (truncated, deleted or "
+                        + "scavenged since it was built); load the stream again")
             }
             guard attempt < Self.replayAttempts else {
                 throw EventStoreError.replayInterrupted(
