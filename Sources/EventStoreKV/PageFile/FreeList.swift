@@ -4,8 +4,9 @@
 // - A page is in exactly one of: the live tree (branch, leaf, overflow), the on-disk free-list chain, `free`,
 //   `pending`, or the writer's pages freed since the last checkpoint. verify() checks this partition.
 // - `free` pages may be overwritten by the next checkpoint. A page freed by checkpoint e is `pending` with
-//   freedAt = e until no reader that started before checkpoint e is still running (readers register their epoch),
-//   because such a reader's snapshot may still reference it. Nothing else ever delays reuse.
+//   freedAt = e until no reader that started before checkpoint e is still running (readers in this process register
+//   their epoch; read-only stores in other processes pin theirs, ReaderPins.swift), because such a reader's snapshot
+//   may still reference it. Nothing else ever delays reuse.
 // - The list has no size limit: it is stored in as many chained free-list pages as it needs (the seed's single
 //   allocation-map page capped the file size).
 // - On disk the list records every page that is free as of that meta, pending or not. A writer that opens the

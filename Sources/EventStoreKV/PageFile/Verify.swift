@@ -100,12 +100,14 @@ extension PageFileKeyValueStore {
 
     /// Counters for monitoring; cheap, and never blocks on the writer. A read-only store reports its snapshot: the
     /// pages of the checkpoint it reads, and the WAL bytes it has taken in (on open and by ``refresh()``).
+    /// - Throws: ``KeyValueStoreError/closed`` after ``close()``; `corrupted`, naming the page, for a damaged page of
+    ///   the free list of the last checkpoint.
     public func statistics() throws -> PageFileStatistics {
         let (reader, revision, keys, walEnd, closed) = published.facts()
         if closed { throw KeyValueStoreError.closed }
         let cache = reader.cache.statistics
         // The meta and free list belong to the writer; read the last durable ones from disk instead of waiting.
-        let meta = lastMeta(reader)
+        let meta = try lastMeta(reader)
         return PageFileStatistics(
             pageSize: reader.pageSize, pageCount: meta.pageCount, freePages: meta.freeCount, walBytes: walEnd ?? pipeline.walBytes,
             revision: revision, keys: keys, checkpoints: meta.epoch, cachedPages: cache.pages, cacheHits: cache.hits,
@@ -113,14 +115,18 @@ extension PageFileKeyValueStore {
             oldestPinnedCheckpoint: lock?.oldestPinnedEpoch() ?? reader.snapshot?.pin?.oldestOtherPinnedEpoch)
     }
 
-    private func lastMeta(_ reader: PageReader) -> (pageCount: UInt64, freeCount: Int, epoch: UInt64) {
+    private func lastMeta(_ reader: PageReader) throws -> (pageCount: UInt64, freeCount: Int, epoch: UInt64) {
         // A read-only store reports the checkpoint its snapshot reads, not a newer one a writer has made since.
         if let snapshot = reader.snapshot {
             return (snapshot.meta.pageCount, snapshot.freePages, snapshot.meta.epoch)
         }
+        // Registered as a reader of the published checkpoint, which the newest meta on disk is or follows: the pages
+        // of that meta's free list are freed by the checkpoint after it, so none is reused before the walk is done.
+        let (_, unpin) = published.pinEpoch()
+        defer { unpin() }
         guard let newest = newestMetaOnDisk(reader) else { return (0, 0, 0) }
-        let free = (try? FreeList.read(head: newest.freeListHead, reader: reader, pageCount: newest.pageCount))?.free
-        return (newest.pageCount, free?.count ?? 0, newest.epoch)
+        let free = try FreeList.read(head: newest.freeListHead, reader: reader, pageCount: newest.pageCount).free
+        return (newest.pageCount, free.count, newest.epoch)
     }
 
     private func newestMetaOnDisk(_ reader: PageReader) -> MetaPage? {
