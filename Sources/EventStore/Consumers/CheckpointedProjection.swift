@@ -101,8 +101,7 @@ public struct CheckpointedProjection: Sendable {
         } catch is CancellationError {
             // Cancelled while waiting: nothing was handled, and the run ends as a cancelled run does, returning the
             // stored checkpoint (read outside the cancelled task, which a backend would refuse).
-            let (store, consumer) = (store, consumer)
-            return try await Task { try await store.checkpoint(of: consumer) ?? 0 }.value
+            return try await storedCheckpoint()
         }
         do {
             let saved = try await consume(until: stop, holding: lease, handler)
@@ -119,7 +118,9 @@ public struct CheckpointedProjection: Sendable {
     private func consume(
         until stop: Stop, holding lease: ConsumerLease?, _ handler: (RecordedEvent) async throws -> Void
     ) async throws -> UInt64 {
-        let resumeAfter = try await store.checkpoint(of: consumer) ?? 0
+        // Read outside the calling task: a run started (or handed its lease) in a cancelled task still returns its
+        // stored checkpoint normally, as `run` documents, on a backend whose reads honour cancellation (etcd).
+        let resumeAfter = try await storedCheckpoint()
         var saved = resumeAfter
         var handled = resumeAfter
         var sinceCheckpoint = 0
@@ -181,6 +182,13 @@ public struct CheckpointedProjection: Sendable {
     /// The handler's own error, carried past the loop's handling of the store closing.
     private struct HandlerFailure: Error {
         let error: any Error
+    }
+
+    /// The stored checkpoint (0 if none), read outside the calling task, which a backend whose reads honour
+    /// cancellation (etcd) would refuse once cancelled; a cancelled run still ends normally with it.
+    private func storedCheckpoint() async throws -> UInt64 {
+        let (store, consumer) = (store, consumer)
+        return try await Task { try await store.checkpoint(of: consumer) ?? 0 }.value
     }
 
     /// Saves a checkpoint (through the lease's session when exclusive) outside the calling task, so that a
