@@ -220,10 +220,10 @@ struct PutValue {
     var modRevision: UInt64
     /// Expiry in nanoseconds since 1970, or 0 for none.
     var expiresAt: Int64
-    /// The version to store; nil: one more than the replaced entry's if that is live at `now`, else 1.
+    /// The version to store; nil: one more than the replaced entry's if that is live by `liveness`, else 1.
     var version: UInt64?
-    /// Now, in nanoseconds since 1970 (for a nil `version`).
-    var now: Int64
+    /// How the replaced entry's liveness is judged (for a nil `version`).
+    var liveness: Liveness
 }
 
 /// The writer's copy-on-write mutations for one transaction, or for a run of transactions published together (an
@@ -315,7 +315,7 @@ struct TreeWriter {
     /// The leaf entry for `value` under `key`, replacing an entry with the fields `old` (nil if none). A value over a
     /// quarter of the page body goes to overflow pages at the next checkpoint (pending until then).
     private func entry(_ key: Key, _ value: PutValue, replacing old: EntryHeader?) -> LeafEntry {
-        let version = value.version ?? old.map { $0.isLive(at: value.now) ? $0.version + 1 : 1 } ?? 1
+        let version = value.version ?? old.map { $0.isLive(value.liveness) ? $0.version + 1 : 1 } ?? 1
         let inline = LeafEntry.overhead + key.count + value.bytes.count <= capacity / 4
         return LeafEntry(
             value: inline ? .inline(value.bytes) : .pending(value.bytes), version: version,

@@ -44,8 +44,8 @@ struct LeafEntry: Sendable {
     /// Expiry in nanoseconds since 1970, or 0 for none.
     var expiresAt: Int64
 
-    /// Whether the entry is visible at `now` (nanoseconds since 1970).
-    func isLive(at now: Int64) -> Bool { expiresAt == 0 || now < expiresAt }
+    /// Whether the entry is visible to a read judged by `liveness`.
+    func isLive(_ liveness: Liveness) -> Bool { liveness.isLive(expiresAt: expiresAt, modRevision: modRevision) }
 
     /// Fixed bytes of a leaf entry besides its key and value bytes: key length, flags, version, modRevision,
     /// expiry and value length.
@@ -65,8 +65,32 @@ struct EntryHeader {
     /// The overflow page or pending index (0 for an inline value).
     var reference: UInt64
 
-    /// Whether the entry is visible at `now` (nanoseconds since 1970).
-    func isLive(at now: Int64) -> Bool { expiresAt == 0 || now < expiresAt }
+    /// Whether the entry is visible to a read judged by `liveness`.
+    func isLive(_ liveness: Liveness) -> Bool { liveness.isLive(expiresAt: expiresAt, modRevision: modRevision) }
+}
+
+/// How one open of a page file judges whether an entry put with a TTL is still live.
+///
+/// A TTL entry lives until its expiry, and no longer than the writable open that wrote it: the directory has one
+/// writer at a time (DirectoryLock), so a TTL key written before the current writable open (a session's lease, say)
+/// belongs to a holder that can no longer renew or release it, whether that open closed or crashed. Every entry
+/// carries the revision that wrote it, and the revisions of one store only grow, so no format change is needed: an
+/// entry with `modRevision <= openRevision` predates this open. Such an entry reads exactly as an expired one does
+/// (absent to reads, scans and conditions; a put over it starts again at version 1); it stays in the tree until
+/// overwritten or deleted, as expired entries do.
+struct Liveness: Sendable {
+    /// Now, in nanoseconds since 1970.
+    var now: Int64
+    /// The store's revision when this writable open began (after recovery replayed the WAL): TTL entries written at
+    /// or before it are dead. 0 for a read-only open, which cannot know when the writer it reads beside opened, and
+    /// so judges TTL entries by their expiry alone.
+    var openRevision: UInt64
+
+    /// Whether an entry with these fields is visible (`expiresAt` 0: no TTL).
+    @inline(__always)
+    func isLive(expiresAt: Int64, modRevision: UInt64) -> Bool {
+        expiresAt == 0 || (now < expiresAt && modRevision > openRevision)
+    }
 }
 
 /// A reference from a branch to a child: a page on disk, or a node built in memory since the last checkpoint.

@@ -80,6 +80,9 @@ public final class PageFileKeyValueStore: KeyValueStore {
     let counters: StoreMetrics
     /// Facts recovery established on open.
     public let recovery: RecoveryReport
+    /// The revision this writable open began at, once recovery replayed the WAL (0 when read-only): TTL entries
+    /// written at or before it read as expired (see Liveness).
+    let openRevision: UInt64
 
     /// Longest key accepted, in bytes.
     public var maximumKeyLength: Int { Self.maximumKeyLength(pageSize: pageSize) }
@@ -102,6 +105,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
         pageSize = writer.reader.pageSize
         self.writer = WriterBox(writer)
         self.recovery = recovery
+        openRevision = options.readOnly ? 0 : writer.revision
         let published = PublishedState(
             root: writer.root, reader: writer.reader, revision: writer.revision, keyCount: writer.keyCount,
             epoch: writer.meta.epoch, walEnd: options.readOnly ? walOffset : nil, historyLimit: options.historyLimit)
@@ -115,21 +119,24 @@ public final class PageFileKeyValueStore: KeyValueStore {
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000_000) }
 
+    /// How TTL entries are judged now: by their expiry, and (writable) by whether this open wrote them.
+    func liveness() -> Liveness { Liveness(now: Self.now(), openRevision: openRevision) }
+
     // MARK: Reads
 
     /// The entry under `key` in the last durable state, or nil if absent or expired.
     /// - Throws: `corrupted` naming the page if a page on the way fails its checks.
     public func get(_ key: Key) async throws -> KeyValueEntry? {
-        let now = Self.now()
-        return try published.read { root, reader in try liveEntry(key, root: root, reader: reader, now: now) }
+        let liveness = liveness()
+        return try published.read { root, reader in try liveEntry(key, root: root, reader: reader, liveness: liveness) }
     }
 
     /// The entries under `keys`, in order (nil where absent), all from one durable snapshot.
     public func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
-        let now = Self.now()
+        let liveness = liveness()
         return try published.read { root, reader in
             try zip(keys, try BTree.findAll(keys, root: root, reader: reader)).map { key, entry in
-                guard let entry, entry.isLive(at: now) else { return nil }
+                guard let entry, entry.isLive(liveness) else { return nil }
                 return try materialize(key, entry, reader: reader)
             }
         }
@@ -137,14 +144,14 @@ public final class PageFileKeyValueStore: KeyValueStore {
 
     /// Up to `limit` live entries in `range`, in `direction` order, from one durable snapshot.
     public func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
-        let now = Self.now()
+        let liveness = liveness()
         return try published.read { root, reader in
             var result: [KeyValueEntry] = []
             guard limit > 0 else { return result }
             result.reserveCapacity(min(limit, 4_096))
             try BTree.scan(range, direction: direction, root: root, reader: reader) { node, index in
                 let header = node.header(at: index)
-                if header.isLive(at: now) {
+                if header.isLive(liveness) {
                     result.append(
                         KeyValueEntry(
                             key: node.key(at: index), value: try reader.value(node.storedValue(header)),
@@ -161,7 +168,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
     public func scan(
         _ range: KeyRange, direction: ScanDirection, limit: Int, visiting visit: (BorrowedEntry) throws -> Bool
     ) async throws -> Int {
-        let now = Self.now()
+        let liveness = liveness()
         return try published.read { root, reader in
             var lent = 0
             guard limit > 0 else { return 0 }
@@ -171,7 +178,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
                     func lendEntry(_ index: Int) throws -> Bool {
                         let start = Int(offsets[index])
                         let header = LeafLayout.header(body, at: start)
-                        guard header.isLive(at: now) else { return true }
+                        guard header.isLive(liveness) else { return true }
                         lent += 1
                         return try lend(node, body, start, header, reader: reader, to: visit) && lent < limit
                     }
@@ -190,10 +197,10 @@ public final class PageFileKeyValueStore: KeyValueStore {
     /// Lends the entries under `keys` straight from the cached pages of one durable snapshot; see
     /// ``KeyValueStore/get(_:visiting:)``.
     public func get(_ keys: [Key], visiting visit: (Int, BorrowedEntry?) throws -> Void) async throws {
-        let now = Self.now()
+        let liveness = liveness()
         try published.read { root, reader in
             try BTree.findAll(keys, root: root, reader: reader) { index, node, slot in
-                guard let node, case let header = node.header(at: slot), header.isLive(at: now) else {
+                guard let node, case let header = node.header(at: slot), header.isLive(liveness) else {
                     try visit(index, nil)
                     return
                 }
@@ -239,8 +246,8 @@ public final class PageFileKeyValueStore: KeyValueStore {
         published.changes(after: revision, prefix: prefix, bufferLimit: options.watchBufferLimit)
     }
 
-    func liveEntry(_ key: Key, root: ChildRef?, reader: PageReader, now: Int64) throws -> KeyValueEntry? {
-        guard let entry = try BTree.find(key, root: root, reader: reader), entry.isLive(at: now) else { return nil }
+    func liveEntry(_ key: Key, root: ChildRef?, reader: PageReader, liveness: Liveness) throws -> KeyValueEntry? {
+        guard let entry = try BTree.find(key, root: root, reader: reader), entry.isLive(liveness) else { return nil }
         return try materialize(key, entry, reader: reader)
     }
 
@@ -388,12 +395,12 @@ public final class PageFileKeyValueStore: KeyValueStore {
     private func apply(_ transaction: KeyValueTransaction) throws -> UInt64 {
         try checkWritable()
         try validate(transaction)
-        let now = Self.now()
+        let liveness = liveness()
         // Copy only scalars and the root: copying the whole WriterState would duplicate its arrays on every commit.
         let reader = writer.state.reader
         let base = writer.state.root
         for (index, condition) in transaction.conditions.enumerated()
-        where !condition.isSatisfied(by: try liveEntry(condition.key, root: base, reader: reader, now: now)) {
+        where !condition.isSatisfied(by: try liveEntry(condition.key, root: base, reader: reader, liveness: liveness)) {
             throw KeyValueStoreError.conditionFailed(index: index, condition: condition)
         }
         let group = pipeline.beginApply()
@@ -410,7 +417,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
         }
         let lsn: UInt64
         do {
-            lsn = try applyWrites(transaction.writes, to: &tree, now: now)
+            lsn = try applyWrites(transaction.writes, to: &tree, liveness: liveness)
         } catch {
             // (A pipeline that failed already, which is why its enqueue threw, has told the observer.)
             if joins, pipeline.failed == nil {
@@ -428,7 +435,9 @@ public final class PageFileKeyValueStore: KeyValueStore {
 
     /// With the writer lock held and an apply begun: applies `writes` through `tree`, queues the WAL record (which
     /// ends the apply) and advances the writer's state. Returns the commit's LSN.
-    private func applyWrites(_ writes: [KeyWrite], to tree: inout TreeWriter, now: Int64) throws -> UInt64 {
+    private func applyWrites(_ writes: [KeyWrite], to tree: inout TreeWriter, liveness: Liveness) throws
+        -> UInt64
+    {
         // Locations are built only for an error: this runs for every commit.
         let revision = try MetaPage.counterStep(
             writer.state.revision, by: 1, "revision", location: self.writer.state.metaLocation)
@@ -447,10 +456,10 @@ public final class PageFileKeyValueStore: KeyValueStore {
         for index in writes.indices {
             switch writes[index] {
             case .put(let key, let value, let ttl):
-                let expiresAt = ttl.map { max(1, Duration.expiry(now: now, ttl: $0)) } ?? 0
+                let expiresAt = ttl.map { max(1, Duration.expiry(now: liveness.now, ttl: $0)) } ?? 0
                 // One descent: the new entry's version follows from the entry it replaces.
                 let (old, version) = try tree.put(
-                    key, PutValue(bytes: value, modRevision: revision, expiresAt: expiresAt, version: nil, now: now),
+                    key, PutValue(bytes: value, modRevision: revision, expiresAt: expiresAt, version: nil, liveness: liveness),
                     root: &root)
                 if old == nil {
                     keyCount = try MetaPage.counterStep(
@@ -578,15 +587,15 @@ struct WriterReadContext: KeyValueReadContext {
     // one of its fields.
     func get(_ key: Key) async throws -> KeyValueEntry? {
         let reader = store.writer.state.reader
-        return try store.liveEntry(key, root: store.writer.state.root, reader: reader, now: PageFileKeyValueStore.now())
+        return try store.liveEntry(key, root: store.writer.state.root, reader: reader, liveness: store.liveness())
     }
 
     func get(_ keys: [Key]) async throws -> [KeyValueEntry?] {
         let reader = store.writer.state.reader
-        let now = PageFileKeyValueStore.now()
+        let liveness = store.liveness()
         // findAll reuses the current leaf for consecutive keys that fall into it instead of descending again.
         return try zip(keys, try BTree.findAll(keys, root: store.writer.state.root, reader: reader)).map { key, entry in
-            guard let entry, entry.isLive(at: now) else { return nil }
+            guard let entry, entry.isLive(liveness) else { return nil }
             return KeyValueEntry(
                 key: key, value: try reader.value(entry.value), version: entry.version, modRevision: entry.modRevision)
         }

@@ -419,7 +419,8 @@ extension PageFileKeyValueStore {
                 switch write {
                 case .put(let key, let value, let version, let expiresAt):
                     let put = PutValue(
-                        bytes: value, modRevision: transaction.revision, expiresAt: expiresAt, version: version, now: 0)
+                        bytes: value, modRevision: transaction.revision, expiresAt: expiresAt, version: version,
+                        liveness: Liveness(now: 0, openRevision: 0))
                     if try tree.put(key, put, root: &root).old == nil {
                         state.keyCount = try MetaPage.counterStep(state.keyCount, by: 1, "key count", location: location)
                     }
