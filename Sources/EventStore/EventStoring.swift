@@ -70,7 +70,11 @@ public protocol EventStoring: Sendable {
     /// Opens a session with exclusive write access to `stream`.
     ///
     /// Waits up to `openTimeout` for another session's lease to end. The lease lasts `sessionTimeout` (positive, at
-    /// most 100 years); every append through the session and every ``StreamSession/renew()`` extends it.
+    /// most 100 years); every append through the session and every ``StreamSession/renew()`` extends it. A lease
+    /// also ends with the store that holds it where no other holder can be alive: in memory, with the store; on the
+    /// page file, with the writable open of the directory that took it (after a close or a crash the next writable
+    /// open finds the stream free, whatever the timeout; a read-only open still sees it until it expires); on etcd it
+    /// lasts until it expires, since other processes may share the cluster.
     /// - Throws: ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)`` when the wait times out;
     ///   ``EventStoreError/invalidArgument(_:)`` for a timeout out of range, or for ``StreamName/deletedStreams``,
     ///   which the store appends to with every deletion.
@@ -217,7 +221,8 @@ extension EventStoring {
 
 /// Exclusive write access to one stream, held through a lease in the store. Other writers, with or without a
 /// session, get ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)`` until it is closed or expires: their
-/// appends, deletions and metadata changes alike.
+/// appends, deletions and metadata changes alike. On the page file the lease also ends with the writable open of the
+/// store that took it (see ``EventStoring/openSession(on:sessionTimeout:openTimeout:)``).
 public protocol StreamSession: Sendable {
     /// The session's unique id.
     var id: UUID { get }

@@ -10,7 +10,9 @@
 //   left by every transaction ordered before it.
 // - `commit` and `update` return only once the transaction is as durable as the backend promises (fsynced for the
 //   page file in full durability; replicated to a quorum for etcd). Reads (`get`, `scan`) observe only such commits.
-// - A key written with a TTL reads as absent once the TTL has passed, everywhere: gets, scans and conditions.
+// - A key written with a TTL reads as absent once the TTL has passed, everywhere: gets, scans and conditions. A
+//   backend may end it sooner, but only once no holder of it can be alive: what a TTL key outlasts differs by
+//   backend (see `KeyWrite.put`).
 
 import EventStore
 
@@ -118,7 +120,14 @@ public enum KeyCondition: Sendable, Hashable {
 
 /// One write of a transaction.
 public enum KeyWrite: Sendable, Hashable {
-    /// Stores `value` under `key`. With a TTL the key reads as absent once the TTL has passed (a lease).
+    /// Stores `value` under `key`. With a TTL the key reads as absent once the TTL has passed (a lease), or once
+    /// nothing that could have written it is still running, whichever comes first:
+    /// - In memory (``InMemoryKeyValueStore``): nothing outlives the store anyway.
+    /// - Page file (``PageFileKeyValueStore``): until its TTL or the end of the writable open that wrote it. A
+    ///   directory has one writer at a time, so a TTL key written before the current writable open (closed or
+    ///   crashed since) belongs to no live holder; it reads as expired from the next writable open on. A read-only
+    ///   open cannot know when the writer it reads beside opened, so it judges TTL keys by their expiry alone.
+    /// - etcd (``EtcdKeyValueStore``): until its TTL (a lease of the cluster, which outlives any one client).
     case put(Key, [UInt8], ttl: Duration? = nil)
     /// Removes `key`; removing an absent key is not an error.
     case delete(Key)

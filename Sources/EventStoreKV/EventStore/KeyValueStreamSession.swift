@@ -1,6 +1,8 @@
 // A session lock on one stream, held as a TTL lease key (`K name`) in the key-value store, so that it protects the
 // stream across processes and nodes. Fencing: every append through the session checks, inside its own transaction,
 // that the lease is still this session's; a paused holder whose lease ran out can never write.
+// The lease key lasts as long as the backend keeps TTL keys (KeyWrite.put): on the page file no longer than the
+// writable open that wrote it, so a session left open by a store that closed or crashed locks nothing after reopening.
 
 import EventStore
 import Foundation
@@ -42,7 +44,8 @@ public final class KeyValueStreamSession: StreamSession {
     }
 
     /// The longest lease a session may ask for. Expiries are kept as nanoseconds since 1970 in an Int64 (until the
-    /// year 2262), so a longer one would overflow; 100 years is already "until released".
+    /// year 2262), so a longer one would overflow; 100 years is already "until released" (on the page file: until
+    /// released or the store that holds it closes or crashes, see ``KeyWrite/put(_:_:ttl:)``).
     static let maximumTimeout = Duration.seconds(100 * 365 * 86_400)
 
     static func open(

@@ -10,7 +10,8 @@
 //   crash before the rename leaves the old file in place (open removes the leftover); after it, the new file.
 // - A failure (or cancellation) while `data.compact` is written changes nothing of the store: the file is removed and
 //   the store stays open and writable. A failure from the rename on fails the store.
-// - Expired TTL entries are copied like any other (they stay invisible); nothing observable changes.
+// - Expired TTL entries, and TTL entries of earlier writable opens (Liveness in Node.swift), are copied like any
+//   other with their modRevision (they stay invisible); nothing observable changes.
 
 import EventStore
 import Glibc

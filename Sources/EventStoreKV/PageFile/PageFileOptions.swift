@@ -41,7 +41,9 @@ public struct PageFileOptions: Sendable {
     /// or close it; ``PageFileStatistics/oldestPinnedCheckpoint`` shows the oldest one pinned). Where it cannot be pinned (the `lock` file is missing or cannot be opened, or the
     /// writer is an older build that does not look for pins), reads that need a page the writer may have reused
     /// throw `EventStoreError.snapshotExpired`; refresh() or open the store again then. A read never returns bytes
-    /// of another state.
+    /// of another state. A read-only store judges keys put with a TTL by their expiry alone: it cannot know when
+    /// the writer it reads beside opened, so it still sees the TTL keys (session leases) of an earlier writable open,
+    /// which a writable open reads as expired (see ``KeyWrite/put(_:_:ttl:)``).
     public var readOnly: Bool
     /// Called with notable events (checkpoints, recovery, entering the failed state); see ``PageFileEvent``.
     public var observer: (@Sendable (PageFileEvent) -> Void)?
