@@ -193,10 +193,12 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
             let last = events.last?.version ?? result.version
             if !events.isEmpty, last < .max, end > last { continue }
             // Versions after the last one folded that no read returns: hidden by retention at the stream's end (the
-            // state stands), or by a deletion or truncation since the replay began (it does not).
-            if result.version > 0, result.version < (version.map { min($0, end) } ?? end),
-                try await startMoved(of: stream, since: result)
-            {
+            // state stands), or by a deletion or truncation since the replay began (it does not). A stream whose
+            // version fell below the last one folded was soft-deleted since: if this replay folded any of its
+            // events, its start has moved too, and the state is a part of what readers saw.
+            let behind = result.version < (version.map { min($0, end) } ?? end)
+            let deletedSince = end < result.version && result.replayedEvents > loaded.replayedEvents
+            if result.version > 0, behind || deletedSince, try await startMoved(of: stream, since: result) {
                 return nil
             }
             break
