@@ -348,7 +348,16 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
             // maxAge hid a version the replay passed: this state and every later one lack its event, so none of
             // them is snapshotted.
             guard loaded.skippedVersion == nil else { break }
-            try await saveSnapshot(of: loaded, in: stream)
+            do {
+                try await saveSnapshot(of: loaded, in: stream)
+            } catch let error as SnapshotError {
+                guard case .versionNotVisible = error else { throw error }
+                // A truncation since the last read hid events this state folds (the reads after it still follow
+                // on): the pass starts again from the new first visible event, as a hole found by a read does.
+                let now = try await events.read(stream, from: .start, direction: .forward, limit: 1).first?.version
+                if now != loaded.firstVersion { return nil }
+                throw error
+            }
             taken.append(target)
         }
         return taken
