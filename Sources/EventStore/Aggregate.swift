@@ -88,7 +88,8 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
         // a save must expect, and an append racing the load is left for that save's version check to catch.
         let current = try await store.version(of: stream)
         var loaded = try await replay(
-            stream, onto: LoadedAggregate(state: State(), version: 0, replayedEvents: 0), upTo: current)
+            stream, onto: LoadedAggregate(state: State(), version: 0, replayedEvents: 0), upTo: current,
+            withinVersionReadBefore: true)
         loaded.raiseVersion(to: current)
         // Retention hides every event: the state folds none of them, as a snapshotting load marks it.
         if loaded.firstVersion == nil, current > 0, current < .max { loaded.firstVersion = current + 1 }
@@ -109,24 +110,43 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
     /// folds nothing (version 0) starts again from the stream's new first visible event, up to ``replayAttempts``
     /// times in all; a replay onto a state that folds events throws, since that state stands for events readers no
     /// longer see. That holds whether the next events read follow the state's version or not: after a soft delete
-    /// and recreation, or a truncation and new appends, the stream's versions continue, and a replay that folds any
-    /// event checks once, after reading, that the stream's first visible event is still the state's first one.
+    /// and recreation, or a truncation and new appends, the stream's versions continue, so a replay checks once,
+    /// after reading, that the stream's first visible event is still the state's first one (a replay onto a state
+    /// that folds events, whenever its first version is known, even if nothing new was folded; a replay from the
+    /// initial state, when it folded something).
     /// - Throws: ``EventStoreError/replayInterrupted(stream:reason:)`` then;
     ///   ``EventStoreError/codingFailed(type:reason:)`` (naming the stream and version) or
     ///   ``EventStoreError/unknownEventType(type:location:)`` for an event the registry cannot decode.
     public func replay(
         _ stream: StreamName, onto loaded: LoadedAggregate<State>, upTo version: UInt64? = nil
     ) async throws -> LoadedAggregate<State> {
+        try await replay(stream, onto: loaded, upTo: version, withinVersionReadBefore: false)
+    }
+
+    /// ``replay(_:onto:upTo:)``. With `withinVersionReadBefore`, `version` is no later than the stream's version read
+    /// before the replay began: a stream deleted and recreated since continues its versions past it, so no event of
+    /// the recreation can be folded, and a replay from the initial state skips the read that checks its start.
+    package func replay(
+        _ stream: StreamName, onto loaded: LoadedAggregate<State>, upTo version: UInt64?, withinVersionReadBefore: Bool
+    ) async throws -> LoadedAggregate<State> {
         var attempt = 1
         while true {
             if let replayed = try await replayUnlessHidden(stream, onto: loaded, upTo: version) {
                 // The reads only see a hole where versions stop following one another; a stream whose versions go
                 // on past the hidden ones (recreated after a soft delete, appended to after a truncation) has none.
-                // So once the replay folded anything onto a state that folds events, its first event must still be
-                // the first readers see: otherwise the new events were folded onto ones readers no longer see.
-                guard loaded.version > 0, replayed.replayedEvents > loaded.replayedEvents,
-                    try await startMoved(of: stream, since: loaded)
-                else { return replayed }
+                // So the first event readers see must still be the state's first one: otherwise the state folds
+                // events readers no longer see (with new ones folded onto them, or not), or a replay from the
+                // initial state folded a deleted stream's first events and its recreation's next ones.
+                let folded = replayed.replayedEvents > loaded.replayedEvents
+                let moved: Bool
+                if loaded.version > 0, folded || loaded.firstVersion != nil {
+                    moved = try await startMoved(of: stream, since: loaded)
+                } else if loaded.version == 0, folded, !withinVersionReadBefore {
+                    moved = try await startMoved(of: stream, since: replayed)
+                } else {
+                    moved = false
+                }
+                guard moved else { return replayed }
             }
             guard loaded.version == 0 else {
                 throw EventStoreError.replayInterrupted(

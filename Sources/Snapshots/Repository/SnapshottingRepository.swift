@@ -112,7 +112,10 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         // again; one from the initial state starts itself again (a bounded number of times).
         var loaded: LoadedAggregate<State>
         if snapshot == nil {
-            loaded = try await aggregates.replay(stream, onto: start, upTo: version ?? current)
+            // Up to the version read first (not an asOf version, which may lie past it), a recreation's events
+            // cannot be folded: the replay need not check its start again.
+            loaded = try await aggregates.replay(
+                stream, onto: start, upTo: version ?? current, withinVersionReadBefore: version == nil)
         } else {
             guard let replayed = try await aggregates.replayUnlessHidden(stream, onto: start, upTo: version ?? current)
             else { return nil }
