@@ -105,15 +105,17 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
     ///
     /// The events applied follow one another (but for those maxAge hides, which the result's
     /// ``LoadedAggregate/skippedVersion`` names), as a read returns them; a short read is read on past while the
-    /// stream has later versions. If a truncation, deletion or scavenge hides events the state folds (the stream's
-    /// first visible event is no longer the state's ``LoadedAggregate/firstVersion``), a replay from a state that
-    /// folds nothing (version 0) starts again from the stream's new first visible event, up to ``replayAttempts``
-    /// times in all; a replay onto a state that folds events throws, since that state stands for events readers no
-    /// longer see. That holds whether the next events read follow the state's version or not: after a soft delete
-    /// and recreation, or a truncation and new appends, the stream's versions continue, so a replay checks once,
-    /// after reading, that the stream's first visible event is still the state's first one (a replay onto a state
-    /// that folds events, whenever its first version is known, even if nothing new was folded; a replay from the
-    /// initial state, when it folded something).
+    /// stream has later versions. If a truncation, deletion, scavenge or a retention window (maxCount, maxAge)
+    /// hides events the state folds (the stream's first visible event is no longer the state's
+    /// ``LoadedAggregate/firstVersion``), a replay from a state that folds nothing (version 0, or a load of a
+    /// stream retention hid whole) starts again from the stream's new first visible event, up to
+    /// ``replayAttempts`` times in all; a replay onto a state that folds events throws, since that state stands for
+    /// events readers no longer see. That holds whether the next events read follow the state's version or not:
+    /// after a soft delete and recreation, or a truncation and new appends, the stream's versions continue, so a
+    /// replay checks once, after reading, that the stream's first visible event is still the state's first one: a
+    /// replay onto a state that folds events whenever its first version is known, even if nothing new was folded;
+    /// a replay from a state that folds nothing when it folded events past the stream's version read before it
+    /// began (up to that version, what it folded is what readers saw then, and no recreation's event is among it).
     /// - Throws: ``EventStoreError/replayInterrupted(stream:reason:)`` then;
     ///   ``EventStoreError/codingFailed(type:reason:)`` (naming the stream and version) or
     ///   ``EventStoreError/unknownEventType(type:location:)`` for an event the registry cannot decode.
@@ -130,7 +132,13 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
         _ stream: StreamName, onto loaded: LoadedAggregate<State>, upTo version: UInt64?, withinVersionReadBefore: Bool
     ) async throws -> LoadedAggregate<State> {
         var attempt = 1
+        // A state that folds no event (the initial one, or a load of a stream retention hid whole) folds no hidden
+        // one: only what this replay folds can mix a deleted (or truncated) stream's events with later ones, and only
+        // past the stream's version read before the replay began (a recreation's versions continue past it).
+        let foldsNone = loaded.version == 0 || Self.foldsNothing(loaded)
         while true {
+            let readBefore: UInt64? =
+                foldsNone && !withinVersionReadBefore ? try await store.version(of: stream) : nil
             if let replayed = try await replayUnlessHidden(stream, onto: loaded, upTo: version) {
                 // The reads only see a hole where versions stop following one another; a stream whose versions go
                 // on past the hidden ones (recreated after a soft delete, appended to after a truncation) has none.
@@ -139,16 +147,16 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
                 // initial state folded a deleted stream's first events and its recreation's next ones.
                 let folded = replayed.replayedEvents > loaded.replayedEvents
                 let moved: Bool
-                if loaded.version > 0, folded || loaded.firstVersion != nil {
+                if !foldsNone, folded || loaded.firstVersion != nil {
                     moved = try await startMoved(of: stream, since: loaded)
-                } else if loaded.version == 0, folded, !withinVersionReadBefore {
+                } else if foldsNone, folded, let readBefore, replayed.version > readBefore {
                     moved = try await startMoved(of: stream, since: replayed)
                 } else {
                     moved = false
                 }
                 guard moved else { return replayed }
             }
-            guard loaded.version == 0 else {
+            guard foldsNone else {
                 throw EventStoreError.replayInterrupted(
                     stream: stream,
                     reason: "events the state at version \(loaded.version) folds are hidden (truncated, deleted or "
