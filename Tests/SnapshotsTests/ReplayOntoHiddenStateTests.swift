@@ -3,7 +3,8 @@
 // read did not follow the state's version; a stream soft-deleted and recreated (versions continue), or truncated and
 // then appended to, yields events that do follow, and the replay folded the new events onto the hidden ones. These
 // tests failed before the fix (a check, once per replay that folds anything, that the stream's first visible event is
-// still the state's first folded one).
+// still the state's first folded one). The third review found the same with nothing appended since: that check ran
+// only when something new was folded, and the replay returned the state unchanged (failed before its fix too).
 
 import EventStore
 import EventStoreKV
@@ -63,6 +64,31 @@ struct ReplayOntoHiddenStateTests {
             let caughtUp = try await repository.replay(stream, onto: fresh)
             #expect(caughtUp.version == 15 && caughtUp.replayedEvents == 11)
             #expect(caughtUp.state == (try await repository.load(stream)).state)
+        }
+    }
+
+    enum Hiding: String, CaseIterable, Sendable { case softDelete, truncation }
+
+    @Test("a replay onto a state whose events were hidden since, with nothing appended after, throws as documented",
+          arguments: Hiding.allCases, SnapshotBackends.local)
+    func replayWithNothingNew(hiding: Hiding, backend: SnapshotBackend) async throws {
+        try await backend.withStore { store in
+            let stream = try Fixtures.stream()
+            let repository = AggregateRepository<Ledger>(store: store, registry: try Fixtures.registry)
+            try await Fixtures.fill(stream, in: store, events: 10)
+            let loaded = try await repository.load(stream)
+            #expect(loaded.version == 10 && loaded.firstVersion == 1)
+            switch hiding {
+            case .softDelete: _ = try await store.delete(stream, expectedVersion: .exact(10), mode: .soft)
+            case .truncation: try await store.setMetadata(StreamMetadata(truncateBefore: 5), for: stream)
+            }
+            do {
+                let replayed = try await repository.replay(stream, onto: loaded)
+                Issue.record(
+                    "\(hiding): replay onto a state folding hidden versions returned it (\(replayed.state.events) events at version \(replayed.version))")
+            } catch EventStoreError.replayInterrupted(let interrupted, _) {
+                #expect(interrupted == stream)
+            }
         }
     }
 

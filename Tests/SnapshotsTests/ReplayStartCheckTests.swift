@@ -15,72 +15,6 @@ import Foundation
 import Snapshots
 import Testing
 
-/// Forwards to `base`; after a read of `stream` from version `from` with a limit above 1 (a replay's batch, not the
-/// start check's limit-1 read), runs `hook` (at most `times` times) before returning that read's events.
-struct BatchHookedEventStore: EventStoring {
-    let base: KeyValueEventStore
-    let stream: StreamName
-    let from: UInt64
-    let times: Int
-    let fired = Locked(0)
-    let hook: @Sendable (KeyValueEventStore) async throws -> Void
-
-    var limits: EventStoreLimits { base.limits }
-    func append(_ events: [EventData], to stream: StreamName, expectedVersion: ExpectedVersion) async throws
-        -> AppendResult
-    { try await base.append(events, to: stream, expectedVersion: expectedVersion) }
-    func append(_ appends: [StreamAppend]) async throws -> [AppendResult] { try await base.append(appends) }
-    func read(_ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int) async throws
-        -> [RecordedEvent]
-    {
-        let events = try await base.read(stream, from: start, direction: direction, limit: limit)
-        if stream == self.stream, case .version(let version) = start, version == from, limit > 1,
-            fired.withLock({ fired in
-                defer { fired += 1 }
-                return fired < times
-            })
-        {
-            try await hook(base)
-        }
-        return events
-    }
-    func read(
-        _ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int,
-        visiting visit: (BorrowedEvent) throws -> Bool
-    ) async throws -> Int {
-        try await base.read(stream, from: start, direction: direction, limit: limit, visiting: visit)
-    }
-    func version(of stream: StreamName) async throws -> UInt64 { try await base.version(of: stream) }
-    func readAll(from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
-        try await base.readAll(from: position, limit: limit)
-    }
-    func lastPosition() async throws -> UInt64 { try await base.lastPosition() }
-    func openSession(on stream: StreamName, sessionTimeout: Duration, openTimeout: Duration) async throws
-        -> any StreamSession
-    { try await base.openSession(on: stream, sessionTimeout: sessionTimeout, openTimeout: openTimeout) }
-    func logNotifications() async throws -> AsyncThrowingStream<Void, any Error> { try await base.logNotifications() }
-    func readCategory(_ category: String, from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
-        try await base.readCategory(category, from: position, limit: limit)
-    }
-    func readEvents(ofType type: String, from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
-        try await base.readEvents(ofType: type, from: position, limit: limit)
-    }
-    func listStreams(prefix: String, after: StreamName?, limit: Int) async throws -> [StreamSummary] {
-        try await base.listStreams(prefix: prefix, after: after, limit: limit)
-    }
-    func checkpoint(of consumer: String) async throws -> UInt64? { try await base.checkpoint(of: consumer) }
-    func saveCheckpoint(_ position: UInt64, for consumer: String) async throws {
-        try await base.saveCheckpoint(position, for: consumer)
-    }
-    func metadata(of stream: StreamName) async throws -> StreamMetadata { try await base.metadata(of: stream) }
-    func setMetadata(_ metadata: StreamMetadata, for stream: StreamName) async throws {
-        try await base.setMetadata(metadata, for: stream)
-    }
-    func delete(_ stream: StreamName, expectedVersion: ExpectedVersion, mode: DeletionMode) async throws -> UInt64 {
-        try await base.delete(stream, expectedVersion: expectedVersion, mode: mode)
-    }
-}
-
 @Suite("Aggregates: when a replay checks its start")
 struct ReplayStartCheckTests {
     @Test("a replay onto a load of a wholly hidden stream never folds deleted events with recreated ones",
@@ -97,7 +31,7 @@ struct ReplayStartCheckTests {
             try await Fixtures.fill(stream, in: base, events: 2, startingAt: 5)
             // After the replay's first batch (versions 6 and 7, a full batch of 2): the stream is soft-deleted and
             // recreated with versions 8 and 9, which readers now see alone.
-            let store = BatchHookedEventStore(base: base, stream: stream, from: 6, times: 1) { base in
+            let store = HookedReadEventStore(base: base, stream: stream, from: 6, times: 1) { base in
                 _ = try await base.delete(stream, expectedVersion: .exact(7), mode: .soft)
                 try await Fixtures.fill(stream, in: base, events: 2, startingAt: 7, expectingAny: true)
             }
@@ -126,7 +60,7 @@ struct ReplayStartCheckTests {
             try await base.setMetadata(StreamMetadata(maxCount: 10), for: stream)
             try await Fixtures.fill(stream, in: base, events: 20)
             // Readers see 11...20. While each attempt reads, a writer appends one more event (a busy stream).
-            let store = BatchHookedEventStore(base: base, stream: stream, from: 1, times: .max) { base in
+            let store = HookedReadEventStore(base: base, stream: stream, from: 1, times: .max) { base in
                 _ = try await base.append(
                     [try registry.encode(any: Fixtures.event(number: 100))], to: stream, expectedVersion: .any)
             }
