@@ -116,7 +116,8 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
     /// replay onto a state that folds events whenever its first version is known, even if nothing new was folded;
     /// a replay from a state that folds nothing when it folded events past the stream's version read before it
     /// began (up to that version, what it folded is what readers saw then, and no recreation's event is among it).
-    /// - Throws: ``EventStoreError/replayInterrupted(stream:reason:)`` then;
+    /// - Throws: ``EventStoreError/replayInterrupted(stream:reason:)`` then, and at once for a state at version v
+    ///   that folds nothing when readers see an event up to v again (retention lifted since it was built);
     ///   ``EventStoreError/codingFailed(type:reason:)`` (naming the stream and version) or
     ///   ``EventStoreError/unknownEventType(type:location:)`` for an event the registry cannot decode.
     public func replay(
@@ -136,6 +137,18 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
         // one: only what this replay folds can mix a deleted (or truncated) stream's events with later ones, and only
         // past the stream's version read before the replay began (a recreation's versions continue past it).
         let foldsNone = loaded.version == 0 || Self.foldsNothing(loaded)
+        // A state at version v that folds nothing stands for "retention hid every event up to v". Once readers see
+        // one of those again (retention lifted before a scavenge), no replay from it can equal theirs, and restarting
+        // from it would fail the same way each time.
+        if loaded.version > 0, foldsNone,
+            let first = try await store.read(stream, from: .start, direction: .forward, limit: 1).first?.version,
+            first <= loaded.version
+        {
+            throw EventStoreError.replayInterrupted(
+                stream: stream,
+                reason: "the state at version \(loaded.version) folds no event, but readers see version \(first) again "
+                    + "(retention lifted since it was built); load the stream again")
+        }
         while true {
             let readBefore: UInt64? =
                 foldsNone && !withinVersionReadBefore ? try await store.version(of: stream) : nil

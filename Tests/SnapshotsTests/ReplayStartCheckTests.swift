@@ -8,6 +8,10 @@
 //    maxCount (or maxAge) window moved during it, though the state it folded is exactly what readers saw when it
 //    began; on a stream appended to during each attempt it threw replayInterrupted. The check now runs only when the
 //    replay folded events past the stream's version read before it began.
+// 3. (Fifth review.) A replay onto such a state whose retention was lifted since (its events visible again) either
+//    returned a state that differs from what readers see (no writer racing it), or, with an append landing during
+//    each attempt, restarted from the same state four times, each bound to fail, and threw that the stream's first
+//    events were hidden. It now throws at once, asking for a new load.
 
 import EventStore
 import EventStoreKV
@@ -103,6 +107,42 @@ struct ReplayStartCheckTests {
         } catch {
             Issue.record(
                 "load(asOf: 50) of a stream nobody writes to threw \(error): each replay restarted because an event aged out while it read")
+        }
+    }
+
+    @Test("a replay onto a state that folds nothing throws at once, without restarting, once retention is lifted",
+          arguments: SnapshotBackends.local)
+    func replayOntoFoldsNothingAfterRetentionIsLifted(backend: SnapshotBackend) async throws {
+        try await backend.withStore { base in
+            let stream = try Fixtures.stream()
+            let registry = try Fixtures.registry
+            try await Fixtures.fill(stream, in: base, events: 5)
+            // Retention hides every event: load() gives version 5, firstVersion 6 (a state folding none).
+            try await base.setMetadata(StreamMetadata(truncateBefore: 6), for: stream)
+            let loaded = try await AggregateRepository<Ledger>(store: base, registry: registry).load(stream)
+            #expect(loaded.version == 5 && loaded.firstVersion == 6 && loaded.replayedEvents == 0)
+            // The truncation is lifted before a scavenge (versions 1...5 visible again), and the stream goes on.
+            try await base.setMetadata(StreamMetadata(), for: stream)
+            try await Fixtures.fill(stream, in: base, events: 2, startingAt: 5)
+            let quiet = AggregateRepository<Ledger>(store: base, registry: registry)
+            await #expect(throws: EventStoreError.self, "the state stands for events 1...5 hidden; readers see them") {
+                _ = try await quiet.replay(stream, onto: loaded)
+            }
+            // A busy stream: one append lands while each attempt reads its batch from version 6.
+            let store = HookedReadEventStore(base: base, stream: stream, from: 6, times: .max) { base in
+                _ = try await base.append(
+                    [try registry.encode(any: Fixtures.event(number: 100))], to: stream, expectedVersion: .any)
+            }
+            do {
+                let raced = try await AggregateRepository<Ledger>(store: store, registry: registry)
+                    .replay(stream, onto: loaded)
+                Issue.record("a replay onto a state readers no longer see returned version \(raced.version)")
+            } catch EventStoreError.replayInterrupted(let interrupted, _) {
+                #expect(interrupted == stream)
+            }
+            #expect(store.fired.withLock { $0 } == 0, "it threw before replaying, instead of restarting")
+            let fresh = try await AggregateRepository<Ledger>(store: base, registry: registry).load(stream)
+            #expect(fresh.firstVersion == 1 && fresh.version == 7)
         }
     }
 }
