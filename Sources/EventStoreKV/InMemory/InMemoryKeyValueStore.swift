@@ -78,8 +78,9 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     private func now() -> Int64 {
         let nanoseconds = clock().timeIntervalSince1970 * 1_000_000_000
         guard nanoseconds.isFinite else { return nanoseconds.isNaN ? 0 : (nanoseconds > 0 ? .max : .min) }
-        if nanoseconds >= 9_223_372_036_854_775_807 { return .max }
-        if nanoseconds <= -9_223_372_036_854_775_808 { return .min }
+        // Double(Int64.max) rounds up to 2^63, the first value that does not fit; Int64.min is exact.
+        if nanoseconds >= Double(Int64.max) { return .max }
+        if nanoseconds <= Double(Int64.min) { return .min }
         return Int64(nanoseconds)
     }
 
