@@ -114,7 +114,7 @@ struct Demo {
               transfers         \(done) in \(String(format: "%.2f", elapsed)) s (\(Int(Double(done) / max(elapsed, 0.001)))/s, \(workers) workers)
               completed         \(counters.completed.load(ordering: .relaxed))
               compensated       \(counters.compensated.load(ordering: .relaxed)) (credit failed, debit refunded)
-              rejected          \(counters.rejected.load(ordering: .relaxed)) (insufficient funds, nothing debited)
+              rejected          \(counters.rejected.load(ordering: .relaxed)) (nothing debited: insufficient funds, or conflicts past every retry)
               stuck             \(counters.stuck.load(ordering: .relaxed))
               events written    \(written)
               snapshots taken   \(ledger.snapshotsTaken.load(ordering: .relaxed))
@@ -135,7 +135,8 @@ struct Demo {
 
     /// One transfer between two random accounts: 5% ask for more than any balance (rejected), 3% have their credit
     /// fail (compensated), the rest move 1 to 50.00. A transfer is also rejected when its pre-check passed but the
-    /// account was drained by another transfer before its debit step ran: that saga debited nothing.
+    /// account was drained by another transfer before its debit step ran, or its debit step lost every retry to
+    /// conflicting transfers: that saga debited nothing.
     private func oneTransfer(_ ledger: Ledger, _ random: inout DemoRandom, _ counters: DemoCounters) async throws {
         let from = Int(random.next() % UInt64(accounts))
         var to = Int(random.next() % UInt64(accounts - 1))

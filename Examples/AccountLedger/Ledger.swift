@@ -27,8 +27,8 @@ struct SimulatedCreditFailure: Error, CustomStringConvertible {
 /// How a transfer ended.
 enum TransferOutcome: Equatable {
     case completed
-    /// The debit step failed (the balance fell below the amount after the pre-check, under contention): nothing was
-    /// debited, so nothing was refunded.
+    /// The debit step failed (the balance fell below the amount after the pre-check, or conflicts with concurrent
+    /// transfers outlasted its retries): nothing was debited, so nothing was refunded.
     case notDebited(String)
     /// The credit failed and the debit was refunded.
     case compensated(String)
