@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "Sagas", dependencies: ["EventStore"], swiftSettings: strict),
         .executableTarget(
             name: "AccountLedger",
-            dependencies: ["EventStore", "EventStoreKV", "Snapshots", "Sagas"],
+            dependencies: ["EventStore", "EventStoreKV", "Snapshots", "Sagas", "ProcessSupport"],
             path: "Examples/AccountLedger",
             swiftSettings: strict
         ),
@@ -46,9 +46,10 @@ let package = Package(
         ),
         // One application node of the etcd multi-node tests (EtcdTests), run as a separate process.
         .executableTarget(
-            name: "EtcdNode", dependencies: ["EventStore", "EventStoreKV"], swiftSettings: strict),
-        // Waiting for child processes off the cooperative pool, shared by the tests that start processes.
-        .target(name: "ProcessSupport", path: "Tests/Support/ProcessSupport", swiftSettings: strict),
+            name: "EtcdNode", dependencies: ["EventStore", "EventStoreKV", "ProcessSupport"], swiftSettings: strict),
+        // Child processes started with posix_spawn (not Foundation's Process, see ChildProcess.swift), and children
+        // that end with their parent: for the tests and the ledger demo's crash test. Not a product.
+        .target(name: "ProcessSupport", swiftSettings: strict),
         // A key-value store that forwards every call, for tests that change one of them (faults, hooks, counters).
         .target(
             name: "KeyValueTestSupport", dependencies: ["EventStore", "EventStoreKV"],
@@ -64,16 +65,18 @@ let package = Package(
             name: "PageFileTests", dependencies: ["EventStore", "EventStoreKV", "ProcessSupport"], swiftSettings: strict),
         .executableTarget(
             name: "CrashChild",
-            dependencies: ["EventStore", "EventStoreKV"],
+            dependencies: ["EventStore", "EventStoreKV", "ProcessSupport"],
             path: "Tests/Support/CrashChild",
             swiftSettings: strict
         ),
-        .testTarget(name: "SagasTests", dependencies: ["Sagas", "EventStore", "EventStoreKV"], swiftSettings: strict),
+        .testTarget(
+            name: "SagasTests", dependencies: ["Sagas", "EventStore", "EventStoreKV", "ProcessSupport"],
+            swiftSettings: strict),
         // The child process of the saga crash test (SagasTests/SagaCrashTests): runs sagas on the page-file engine
         // and is SIGKILLed at random points by the parent.
         .executableTarget(
             name: "SagaCrashChild",
-            dependencies: ["Sagas", "EventStore", "EventStoreKV"],
+            dependencies: ["Sagas", "EventStore", "EventStoreKV", "ProcessSupport"],
             path: "Tests/SagaCrashChild",
             swiftSettings: strict
         ),
@@ -81,7 +84,7 @@ let package = Package(
         // run in real time away from the test run's other tasks.
         .executableTarget(
             name: "SagaLeaseChild",
-            dependencies: ["Sagas", "EventStore", "EventStoreKV", "KeyValueTestSupport"],
+            dependencies: ["Sagas", "EventStore", "EventStoreKV", "KeyValueTestSupport", "ProcessSupport"],
             path: "Tests/SagaLeaseChild",
             swiftSettings: strict
         ),

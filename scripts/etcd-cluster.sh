@@ -36,8 +36,8 @@ initial_cluster() {
 }
 
 # Closes every descriptor above stderr in this (sub)shell. A member is a daemon: it must not keep its launcher's
-# descriptors open. Foundation's Process, for one, learns that a child ended only when every copy of a socket it hands
-# the child is closed, so a member holding a copy would make the launcher wait for the member instead of the script.
+# descriptors open: a launcher that reads the script's output to its end, or waits for every copy of a descriptor it
+# handed the script to close, would otherwise wait for the member instead of the script.
 close_inherited_descriptors() {
   local fd fds=()
   if [[ -d /proc/$BASHPID/fd ]]; then

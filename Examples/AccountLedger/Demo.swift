@@ -5,6 +5,7 @@
 import EventStore
 import EventStoreKV
 import Foundation
+import ProcessSupport
 import Synchronization
 
 #if canImport(Glibc)
@@ -49,6 +50,8 @@ struct Demo {
         initialBalance = try arguments.flags["--initial-balance"].map { try Cents.parse($0, what: "--initial-balance") }
             ?? Cents(100_000)
         child = arguments.flags["--child"] != nil
+        // A crash-test child whose parent has gone (killed, say) would otherwise run its ten million transfers.
+        if child { ParentWatch.exitWhenParentExits() }
         seed = UInt64(try arguments.count("--seed", default: Int(Date().timeIntervalSince1970), range: 0...Int.max))
     }
 
@@ -199,30 +202,30 @@ struct Demo {
             try? FileManager.default.removeItem(at: errors)
             try? FileManager.default.removeItem(at: output)
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = [
-            "demo", "--child", "--data", data, "--accounts", String(accounts), "--workers", String(workers),
-            "--transfers", "10000000", "--seed", String(childSeed), "--initial-balance", String(initialBalance.value),
-        ]
-        process.standardOutput = try FileHandle(forWritingTo: output)
-        process.standardError = try FileHandle(forWritingTo: errors)
-        try process.run()
-        let running = try await Self.waitUntilRunning(process, output: output)
-        if running {
-            try await Task.sleep(for: .milliseconds(delay))
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        } else if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            return "the child did not finish a transfer within \(Self.startLimit)"
+        let process = try ChildProcess(
+            URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path,
+            [
+                "demo", "--child", "--data", data, "--accounts", String(accounts), "--workers", String(workers),
+                "--transfers", "10000000", "--seed", String(childSeed), "--initial-balance",
+                String(initialBalance.value),
+            ],
+            standardOutput: .file(output.path), standardError: .file(errors.path))
+        let running: Bool
+        do {
+            running = try await Self.waitUntilRunning(process, output: output)
+            if running { try await Task.sleep(for: .milliseconds(delay)) }
+        } catch {
+            await process.kill()  // cancelled: the child must not outlive the crash test
+            throw error
         }
-        process.waitUntilExit()
-        if running && process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL { return nil }
+        let wasRunning = process.isRunning
+        let ending = await process.kill()  // a child that already ended by itself is not signalled
+        if wasRunning && ending == .signalled(SIGKILL) {
+            return running ? nil : "the child did not finish a transfer within \(Self.startLimit)"
+        }
         // Progress lines end in "\r"; the last few hundred characters hold the child's error.
         let stderr = String(decoding: (try? Data(contentsOf: errors)) ?? Data(), as: UTF8.self)
-        let ending = process.terminationReason == .exit ? "exited with status" : "died of signal"
-        return "the child \(ending) \(process.terminationStatus) before the kill at \(delay) ms: "
+        return "the child \(ending) before the kill at \(delay) ms: "
             + String(stderr.suffix(600)).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
@@ -231,7 +234,7 @@ struct Demo {
 
     /// Waits until `process` has printed ``runningLine`` to `output` (true), or has exited, or ``startLimit`` has
     /// passed (false).
-    private static func waitUntilRunning(_ process: Process, output: URL) async throws -> Bool {
+    private static func waitUntilRunning(_ process: ChildProcess, output: URL) async throws -> Bool {
         let deadline = ContinuousClock.now.advanced(by: startLimit)
         while ContinuousClock.now < deadline {
             let printed = String(decoding: (try? Data(contentsOf: output)) ?? Data(), as: UTF8.self)

@@ -9,6 +9,7 @@
 import EventStore
 import EventStoreKV
 import Foundation
+import ProcessSupport
 
 func say(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
@@ -61,6 +62,8 @@ func append(_ store: KeyValueEventStore, streams: [StreamName], count: Int, labe
     say("DONE")
 }
 
+// A test run that dies must not leave this child running (and holding its output open).
+ParentWatch.exitWhenParentExits()
 let arguments = CommandLine.arguments
 guard arguments.count >= 6 else {
     FileHandle.standardError.write(Data("usage: EtcdNode hold|open|append <endpoints> <namespace> ...\n".utf8))

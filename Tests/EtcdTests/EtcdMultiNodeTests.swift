@@ -21,14 +21,14 @@ struct EtcdMultiNodeTests {
 
         let blocked = try EtcdNodeProcess(["open", endpoints, namespace, stream, "1"])
         let refusal = await blocked.remainingLines()
-        await blocked.waitForExit()
+        try await blocked.waitForExit()
         #expect(refusal.first?.hasPrefix("LOCKED") == true)
         #expect(refusal.first?.contains(holderSession) == true)
 
         await holder.kill()
         let waiting = try EtcdNodeProcess(["open", endpoints, namespace, stream, "30"])
         let admitted = await waiting.remainingLines()
-        await waiting.waitForExit()
+        try await waiting.waitForExit()
         #expect(admitted.first?.hasPrefix("OPENED") == true)
 
         let store = try EtcdTestCluster.makeStore(namespace: namespace)
@@ -47,7 +47,7 @@ struct EtcdMultiNodeTests {
         var acknowledged: Set<UUID> = []
         for node in nodes {
             let lines = await node.remainingLines()
-            await node.waitForExit()
+            try await node.waitForExit()
             #expect(lines.last == "DONE")
             for line in lines where line.hasPrefix("ACK ") {
                 if let id = line.split(separator: " ").last.flatMap({ UUID(uuidString: String($0)) }) {

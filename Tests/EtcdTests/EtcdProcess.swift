@@ -8,21 +8,19 @@ import ProcessSupport
 
 /// One running EtcdNode process.
 final class EtcdNodeProcess: Sendable {
-    private let process: Process
+    private let process: ChildProcess
     private let output: FileHandle
     private let pending = Locked(Data())
 
     init(_ arguments: [String]) throws {
         let executable = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
             .appendingPathComponent("EtcdNode")
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
+        let process = try ChildProcess(executable.path, arguments, standardOutput: .pipe)
+        guard let output = process.standardOutput else {
+            throw EventStoreError.backend("EtcdNode was started without a pipe for its output")
+        }
         self.process = process
-        self.output = pipe.fileHandleForReading
+        self.output = output
     }
 
     /// The next line of output, or nil at end of output.
@@ -58,11 +56,8 @@ final class EtcdNodeProcess: Sendable {
     }
 
     /// Kills the process at once (SIGKILL): no close, no lease release.
-    func kill() async {
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        await waitForExit()
-    }
+    func kill() async { await process.kill() }
 
-    /// Waits for the process to end (off the cooperative pool, see ProcessSupport).
-    func waitForExit() async { await process.exited() }
+    /// Waits for the process to end, without blocking a cooperative thread.
+    func waitForExit() async throws { _ = try await process.exited() }
 }

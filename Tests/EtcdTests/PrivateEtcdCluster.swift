@@ -41,19 +41,14 @@ struct PrivateEtcdCluster: Sendable {
 
     /// Runs `scripts/etcd-cluster.sh` with `arguments` for this cluster and waits for it to end.
     func run(_ arguments: [String]) async throws {
-        let process = Process()
-        process.executableURL = EtcdTestCluster.repositoryRoot.appendingPathComponent("scripts/etcd-cluster.sh")
-        process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["ETCD_CLUSTER_STATE"] = state
         environment["ETCD_BASE_PORT"] = String(basePort)
-        process.environment = environment
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        await process.exited()
-        guard process.terminationStatus == 0 else {
-            throw EventStoreError.backend(
-                "etcd-cluster.sh \(arguments.joined(separator: " ")) failed with status \(process.terminationStatus)")
+        let script = EtcdTestCluster.repositoryRoot.appendingPathComponent("scripts/etcd-cluster.sh").path
+        let process = try ChildProcess(script, arguments, environment: environment, standardOutput: .discard)
+        let ending = try await process.exited()
+        guard ending == .exited(0) else {
+            throw EventStoreError.backend("etcd-cluster.sh \(arguments.joined(separator: " ")) \(ending)")
         }
     }
 

@@ -19,7 +19,7 @@ func crashPayload(transaction number: Int, index: Int, count: Int) -> Data {
 
 /// A running CrashChild process and the lines it prints.
 final class CrashChildProcess: Sendable {
-    let process: Process
+    let process: ChildProcess
     let lines: AsyncStream<String>
 
     /// The CrashChild binary, built next to the test bundle.
@@ -37,18 +37,13 @@ final class CrashChildProcess: Sendable {
 
     init(directory: String, transactions: Int, failpoint: String? = nil, durability: String? = nil) throws {
         let executable = try #require(Self.executable, "CrashChild is not built; run `swift build` first")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = [directory, "\(transactions)"]
         var environment = ProcessInfo.processInfo.environment
         environment["EVENTSTORE_FAILPOINT"] = failpoint
         environment["CRASH_DURABILITY"] = durability
-        process.environment = environment
-        let output = Pipe()
-        process.standardOutput = output
+        let process = try ChildProcess(
+            executable, [directory, "\(transactions)"], environment: environment, standardOutput: .pipe)
+        let handle = try #require(process.standardOutput)
         let (lines, continuation) = AsyncStream<String>.makeStream()
-        let handle = output.fileHandleForReading
-        try process.run()
         self.process = process
         self.lines = lines
         let thread = Thread {
@@ -68,19 +63,14 @@ final class CrashChildProcess: Sendable {
     }
 
     /// SIGKILLs the child (as a power cut would stop it) and waits for it to end.
-    func kill() async {
-        _ = Glibc.kill(process.processIdentifier, SIGKILL)
-        await exited()
-    }
+    func kill() async { await process.kill() }
 
     /// Waits for the child to end by itself; true if it was killed by SIGKILL (a failpoint).
-    func waitForSelfKill() async -> Bool {
-        await exited()
-        return process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL
-    }
+    func waitForSelfKill() async throws -> Bool { try await exited() == .signalled(SIGKILL) }
 
-    /// Waits for the child to end (off the cooperative pool, see ProcessSupport).
-    func exited() async { await process.exited() }
+    /// Waits for the child to end, and says how it ended.
+    @discardableResult
+    func exited() async throws -> ChildProcess.Termination { try await process.exited() }
 }
 
 /// Follows a child's output: the highest acknowledged transaction, stopping after `acks` new acknowledgements.

@@ -60,7 +60,7 @@ struct CrashTests {
         var acknowledged = -1
         let child = try CrashChildProcess(directory: directory.path, transactions: 5_000, failpoint: "\(name):\(hit)")
         _ = await follow(child, acks: .max, highest: &acknowledged)
-        #expect(await child.waitForSelfKill(), "failpoint \(name) was never reached")
+        #expect(try await child.waitForSelfKill(), "failpoint \(name) was never reached")
         let stored = try await checkCrashedStore(directory.path, acknowledged: acknowledged, context: name)
         if name == Failpoint.afterWALSyncBeforeAck {
             // The killed commit was durable but never acknowledged: it must be there too.
@@ -69,8 +69,7 @@ struct CrashTests {
         // The store keeps working after recovery.
         let next = try CrashChildProcess(directory: directory.path, transactions: 5)
         _ = await follow(next, acks: .max, highest: &acknowledged)
-        await next.exited()
-        #expect(next.process.terminationStatus == 0)
+        #expect(try await next.exited() == .exited(0))
         try await checkCrashedStore(directory.path, acknowledged: acknowledged, context: "\(name), then more appends")
     }
 
@@ -82,12 +81,12 @@ struct CrashTests {
         let first = try CrashChildProcess(
             directory: directory.path, transactions: 5_000, failpoint: "\(Failpoint.afterWALSyncBeforeAck):20")
         _ = await follow(first, acks: .max, highest: &acknowledged)
-        #expect(await first.waitForSelfKill())
+        #expect(try await first.waitForSelfKill())
         let second = try CrashChildProcess(
             directory: directory.path, transactions: 5_000, failpoint: Failpoint.duringRecovery)
         var none = -1
         _ = await follow(second, acks: .max, highest: &none)
-        #expect(await second.waitForSelfKill(), "recovery did not reach its failpoint")
+        #expect(try await second.waitForSelfKill(), "recovery did not reach its failpoint")
         #expect(none == -1, "the child acknowledged an append before recovery finished")
         let stored = try await checkCrashedStore(directory.path, acknowledged: acknowledged, context: "recovery")
         #expect(stored == acknowledged + 2)

@@ -493,7 +493,7 @@ struct DamageTests {
         _ = await follow(child, acks: 1, highest: &highest)
         await #expect { try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions()) } throws: { error in
             guard case EventStoreError.storeLocked(_, let pid) = error else { return false }
-            return pid == child.process.processIdentifier
+            return pid == child.process.pid
         }
         await child.kill()
         let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())

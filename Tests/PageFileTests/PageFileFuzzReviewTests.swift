@@ -662,26 +662,20 @@ extension PageFileFuzzReviewTests {
         let log = NSTemporaryDirectory() + "fuzz-child-\(UUID().uuidString).log"
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: log) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-        process.arguments = ["--testing-library", "swift-testing", "--filter", "childCase"]
-        process.environment = ProcessInfo.processInfo.environment.merging(["FUZZ_REVIEW_CHILD": name]) { $1 }
-        let output = try #require(FileHandle(forWritingAtPath: log))
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let pid = process.processIdentifier
+        let child = try ChildProcess(
+            CommandLine.arguments[0], ["--testing-library", "swift-testing", "--filter", "childCase"],
+            environment: ProcessInfo.processInfo.environment.merging(["FUZZ_REVIEW_CHILD": name]) { $1 },
+            standardOutput: .file(log), standardError: .file(log))
         let watchdog = Task {
             try await Task.sleep(for: .seconds(30))
-            kill(pid, SIGKILL)  // the child started above, by its pid
+            child.send(SIGKILL)
         }
-        await process.exited()
+        let ending = try await child.exited()
         watchdog.cancel()
         let lines = (try String(contentsOfFile: log, encoding: .utf8)).split(separator: "\n")
             .filter { $0.contains("Fatal error") || $0.contains("opened") || $0.contains("refused") || $0.contains("✘") }
-        let how = process.terminationReason == .exit ? "exited \(process.terminationStatus)"
-            : process.terminationStatus == SIGKILL ? "hung (killed after 30 s)" : "trapped (signal \(process.terminationStatus))"
-        #expect(process.terminationReason == .exit && process.terminationStatus == 0, "\(name): child \(how): \(lines.prefix(3).joined(separator: " | "))")
+        let how = ending == .signalled(SIGKILL) ? "hung (killed after 30 s)" : "\(ending)"
+        #expect(ending == .exited(0), "\(name): child \(how): \(lines.prefix(3).joined(separator: " | "))")
     }
 
     @Test("a branch child that names another subtree (checksum recomputed): a scan must not return keys twice or out of order")

@@ -17,6 +17,7 @@
 import EventStore
 import EventStoreKV
 import Foundation
+import ProcessSupport
 import Sagas
 
 struct Order: Codable, Sendable {
@@ -119,6 +120,8 @@ func finish(directory: String, ledger: Ledger) async throws {
     try await store.close()
 }
 
+// A test run that dies must not leave this child running (and holding its output open).
+ParentWatch.exitWhenParentExits()
 let arguments = CommandLine.arguments
 do {
     switch (arguments.count > 1 ? arguments[1] : "", arguments.count) {

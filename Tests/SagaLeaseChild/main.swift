@@ -13,6 +13,7 @@ import EventStore
 import EventStoreKV
 import Foundation
 import KeyValueTestSupport
+import ProcessSupport
 import Sagas
 
 struct Transfer: Codable, Sendable {
@@ -156,6 +157,8 @@ func resourceWait() async throws {
     check(outcome == .completed, "the saga ended \(outcome), not completed")
 }
 
+// A test run that dies must not leave this child running (and holding its output open).
+ParentWatch.exitWhenParentExits()
 let scenario = CommandLine.arguments.dropFirst().first ?? ""
 do {
     switch scenario {

@@ -14,6 +14,7 @@
 // - atLeastOnce (reserve, ship): duplicates carry the same idempotency key, so they are detectable.
 
 import Foundation
+import ProcessSupport
 import Testing
 
 #if canImport(Glibc)
@@ -26,7 +27,7 @@ import Testing
     static let sagasPerRun = 40
 
     struct ChildResult {
-        var status: Int32
+        var status: ChildProcess.Termination
         var killed: Bool
         var output: String
         var errors: String
@@ -45,34 +46,23 @@ import Testing
     static func runChild(
         _ arguments: [String], killAfter: Duration?, executable: String = "SagaCrashChild"
     ) async throws -> ChildResult {
-        let process = Process()
-        process.executableURL = childPath(executable)
-        process.arguments = arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        let exited = AsyncStream.makeStream(of: Void.self)
-        process.terminationHandler = { _ in
-            exited.continuation.yield()
-            exited.continuation.finish()
-        }
-        try process.run()
+        let process = try ChildProcess(
+            childPath(executable).path, arguments, standardOutput: .pipe, standardError: .pipe)
         // Read while the child runs: a child that writes more than a pipe holds (a long run's final report) would
         // otherwise block on its write, and never exit.
-        let output = drain(out.fileHandleForReading)
-        let errors = drain(err.fileHandleForReading)
+        let output = try drain(#require(process.standardOutput))
+        let errors = try drain(#require(process.standardError))
         var killed = false
         if let killAfter {
             try await Task.sleep(for: killAfter)  // fault injection timing, not an assertion
-            if process.isRunning {
-                killed = kill(process.processIdentifier, SIGKILL) == 0
-            }
+            killed = process.isRunning
+            process.send(SIGKILL)
         }
-        for await _ in exited.stream {}
+        let ending = try await process.exited()
         let text = String(decoding: await output.value, as: UTF8.self)
         let errorText = String(decoding: await errors.value, as: UTF8.self)
-        return ChildResult(status: process.terminationStatus, killed: killed, output: text, errors: errorText)
+        return ChildResult(
+            status: ending, killed: killed && ending == .signalled(SIGKILL), output: text, errors: errorText)
     }
 
     /// Reads `handle` to its end on a Dispatch thread (not the cooperative pool, since the read blocks).
@@ -102,12 +92,12 @@ import Testing
             if result.killed {
                 kills += 1
             } else {
-                #expect(result.status == 0, "run \(runs) failed: \(result.errors)")
+                #expect(result.status == .exited(0), "run \(runs) failed: \(result.errors)")
             }
         }
         #expect(kills >= iterations, "only \(kills) of \(runs) runs were killed mid-way")
         let final = try await Self.runChild(["finish", store, ledger], killAfter: nil)
-        try #require(final.status == 0, "final recovery failed: \(final.errors)")
+        try #require(final.status == .exited(0), "final recovery failed: \(final.errors)")
 
         let statuses = Self.parseStatuses(final.output)
         let effects = Self.parseLedger(try String(contentsOfFile: ledger, encoding: .utf8))

@@ -32,7 +32,7 @@ struct SagaReviewedEdgeTests {
     /// Runs `scenario` in the lease child and expects every one of its checks to hold.
     static func expectLeaseScenarioHolds(_ scenario: String) async throws {
         let result = try await SagaCrashTests.runChild([scenario], killAfter: nil, executable: "SagaLeaseChild")
-        #expect(result.status == 0 && result.output == "ok\n", "\(result.output)\(result.errors)")
+        #expect(result.status == .exited(0) && result.output == "ok\n", "\(result.output)\(result.errors)")
     }
 
     @Test("a SagaStuck record naming a step out of range is reported as corruption, not a crash")

@@ -11,6 +11,7 @@
 import EventStore
 import EventStoreKV
 import Foundation
+import ProcessSupport
 import Testing
 
 @Suite("eventstore: info counts, refused metadata, streams with only metadata, backup destinations")
@@ -106,17 +107,13 @@ final class AdminToolReviewedEdgeTests {
         let scratch = try ToolRunner.temporaryDirectory(under: self.scratch)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let tool = try ToolRunner.executable("eventstore").path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
         // printf makes the raw byte 0xFF, which Swift's [String] arguments cannot carry.
-        process.arguments = ["-c", #"exec "$0" info "$1/$(printf 'bad\377name')""#, tool, scratch]
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        await process.exited()
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(process.terminationStatus == 2, "\(message)")
+        let process = try ChildProcess(
+            "/bin/sh", ["-c", #"exec "$0" info "$1/$(printf 'bad\377name')""#, tool, scratch],
+            standardOutput: .discard, standardError: .file(scratch + "/stderr"))
+        let ending = try await process.exited()
+        let message = (try? String(contentsOfFile: scratch + "/stderr", encoding: .utf8)) ?? ""
+        #expect(ending == .exited(2), "\(message)")
         #expect(message.contains("argument 2 is not valid UTF-8"), "\(message)")
     }
 

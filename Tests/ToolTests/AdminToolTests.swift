@@ -135,27 +135,23 @@ final class AdminToolTests {
     }
 
     /// Starts `eventstore tail <directory> --follow --json` and collects what it prints.
-    private func follow(_ directory: String) throws -> (Process, LineCollector) {
-        let process = Process()
-        process.executableURL = try ToolRunner.executable("eventstore")
-        process.arguments = ["tail", directory, "--follow", "--json"]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        return (process, LineCollector(output.fileHandleForReading))
+    private func follow(_ directory: String) throws -> (ChildProcess, LineCollector) {
+        let process = try ChildProcess(
+            ToolRunner.executable("eventstore").path, ["tail", directory, "--follow", "--json"],
+            standardOutput: .pipe, standardError: .discard)
+        return (process, LineCollector(try #require(process.standardOutput)))
     }
 
     @Test("tail --follow prints the log, then waits for more instead of exiting")
     func tailFollow() async throws {
         let directory = try await makeStore()
         let (process, lines) = try follow(directory)
-        defer { process.terminate() }
+        defer { process.send(SIGTERM) }
         #expect(await lines.wait(for: 6), "\(lines.text)")
         // The process must still be running (it follows), then stop it.
         #expect(process.isRunning, "--follow keeps waiting for new events")
-        process.terminate()
-        await process.exited()
+        process.send(SIGTERM)
+        _ = try await process.exited()
     }
 
     @Test("tail --follow prints what another process appends, across that writer's checkpoints")
@@ -164,7 +160,7 @@ final class AdminToolTests {
         let holder = try await PageFileKeyValueStore.open(directory: directory)
         let store = KeyValueEventStore(backend: holder)
         let (process, lines) = try follow(directory)
-        defer { process.terminate() }
+        defer { process.send(SIGTERM) }
         #expect(await lines.wait(for: 6), "the six events already stored: \(lines.text)")
         let stream = try StreamName("order-9")
         for round in 1...3 {
@@ -180,8 +176,8 @@ final class AdminToolTests {
         #expect(printed.map { $0["position"] as? Int } == Array(1...12))
         #expect(printed.suffix(6).map { $0["stream"] as? String } == Array(repeating: "order-9", count: 6))
         #expect(process.isRunning)
-        process.terminate()
-        await process.exited()
+        process.send(SIGTERM)
+        _ = try await process.exited()
         try await holder.close()
     }
 
@@ -218,11 +214,10 @@ final class AdminToolTests {
         let directory = try await makeStore()
         let holder = try await PageFileKeyValueStore.open(directory: directory)
         let (process, lines) = try follow(directory)
-        defer { process.terminate() }
+        defer { process.send(SIGTERM) }
         #expect(await lines.wait(for: 6), "\(lines.text)")
         #expect(try holder.statistics().oldestPinnedCheckpoint != nil, "the follower pins its snapshot")
-        kill(process.processIdentifier, SIGKILL)
-        await process.exited()
+        await process.kill()
         #expect(try holder.statistics().oldestPinnedCheckpoint == nil)
         try await holder.close()
     }

@@ -85,30 +85,21 @@ final class ToolReviewTests {
     @Test("a result that cannot be written (stdout on a full disk) is a failure with a message, not a crash")
     func fullStdout() async throws {
         let directory = try await makeStore("order-1", [("Happened", Data("{}".utf8))])
-        let process = Process()
-        process.executableURL = try ToolRunner.executable("eventstore")
-        process.arguments = ["info", directory]
-        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: "/dev/full"))
         let errorPath = scratch + "/stderr"
-        #expect(FileManager.default.createFile(atPath: errorPath, contents: nil))
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
-        try process.run()
-        await process.exited()
+        let process = try ChildProcess(
+            ToolRunner.executable("eventstore").path, ["info", directory], standardOutput: .file("/dev/full"),
+            standardError: .file(errorPath))
+        let ending = try await process.exited()
         let message = (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? ""
-        #expect(process.terminationReason == .exit, "signal \(process.terminationStatus): \(message.prefix(200))")
-        #expect(process.terminationStatus == 1)
+        #expect(ending == .exited(1), "\(ending): \(message.prefix(200))")
     }
 
     @Test("a ledger result that cannot be written (stdout on a full disk) is a failure, not silently lost")
     func ledgerFullStdout() async throws {
-        let process = Process()
-        process.executableURL = try ToolRunner.executable("AccountLedger")
-        process.arguments = ["open", "amy", "--data", scratch + "/ledger"]
-        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: "/dev/full"))
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        await process.exited()
-        #expect(process.terminationReason == .exit && process.terminationStatus == 1)
+        let process = try ChildProcess(
+            ToolRunner.executable("AccountLedger").path, ["open", "amy", "--data", scratch + "/ledger"],
+            standardOutput: .file("/dev/full"), standardError: .discard)
+        #expect(try await process.exited() == .exited(1))
     }
 
     // MARK: AccountLedger

@@ -1,5 +1,5 @@
 // Runs the package's executables (built next to the test bundle by `swift test`) as child processes and captures
-// their output and exit status. Waiting happens on a thread of its own, off the cooperative pool.
+// their output and exit status (ProcessSupport's ChildProcess). Reads and waits happen off the cooperative pool.
 
 import Foundation
 import ProcessSupport
@@ -25,20 +25,19 @@ enum ToolRunner {
     }
 
     static func run(_ name: String, _ arguments: [String]) async throws -> ToolResult {
-        let process = Process()
-        process.executableURL = try executable(name)
-        process.arguments = arguments
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
+        let process = try ChildProcess(executable(name).path, arguments, standardOutput: .pipe, standardError: .pipe)
         // Drain both pipes while the child runs so that it never blocks on a full pipe.
-        async let out = drain(output.fileHandleForReading)
-        async let err = drain(errors.fileHandleForReading)
+        let outputHandle = try #require(process.standardOutput)
+        let errorHandle = try #require(process.standardError)
+        async let out = drain(outputHandle)
+        async let err = drain(errorHandle)
         let (stdout, stderr) = await (out, err)
-        await process.exited()
-        return ToolResult(status: process.terminationStatus, output: stdout, errors: stderr)
+        let ending = try await process.exited()
+        guard case .exited(let status) = ending else {
+            // A signal is no exit status: -1, with the signal named after stderr.
+            return ToolResult(status: -1, output: stdout, errors: stderr + "\n(\(name) \(ending))")
+        }
+        return ToolResult(status: status, output: stdout, errors: stderr)
     }
 
     private static func drain(_ handle: FileHandle) async -> String {

@@ -14,6 +14,7 @@
 import EventStore
 import EventStoreKV
 import Foundation
+import ProcessSupport
 
 /// The payload of event `index` of `count` in transaction `number`.
 func payload(transaction number: Int, index: Int, count: Int) -> Data {
@@ -31,6 +32,8 @@ func lastTransaction(_ store: KeyValueEventStore) async throws -> Int {
     return Int(text.split(separator: ":")[0]) ?? -1
 }
 
+// A test run that dies must not leave this child running (and holding its output open).
+ParentWatch.exitWhenParentExits()
 let arguments = CommandLine.arguments
 guard arguments.count >= 3, let maximum = Int(arguments[2]) else {
     FileHandle.standardError.write(Data("usage: CrashChild <directory> <max transactions>\n".utf8))

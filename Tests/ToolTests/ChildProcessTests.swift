@@ -1,0 +1,121 @@
+// ProcessSupport's ChildProcess (posix_spawn in place of Foundation's Process) and ParentWatch: what a child gets,
+// how its end is reported, and that a child whose parent has gone ends too.
+
+import Foundation
+import ProcessSupport
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+@Suite("Child processes: posix_spawn, descriptors, ends, and orphans", .timeLimit(.minutes(2)))
+struct ChildProcessTests {
+    /// Runs `/bin/sh -c script` and returns how it ended, its stdout and its stderr.
+    private func shell(_ script: String) async throws -> (ChildProcess.Termination, String, String) {
+        let child = try ChildProcess("/bin/sh", ["-c", script], standardOutput: .pipe, standardError: .pipe)
+        let output = try #require(child.standardOutput)
+        let errors = try #require(child.standardError)
+        async let out = Self.read(output)
+        async let err = Self.read(errors)
+        let (stdout, stderr) = await (out, err)
+        return (try await child.exited(), stdout, stderr)
+    }
+
+    private static func read(_ handle: FileHandle) async -> String {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)) }
+                .start()
+        }
+    }
+
+    @Test("an exit status, a signal, and stdout and stderr apart")
+    func endsAndOutput() async throws {
+        let (exited, out, err) = try await shell("echo out; echo err >&2; exit 3")
+        #expect(exited == .exited(3))
+        #expect(out == "out\n" && err == "err\n", "stdout \(out.debugDescription), stderr \(err.debugDescription)")
+        let (killed, _, _) = try await shell("kill -9 $$")
+        #expect(killed == .signalled(SIGKILL))
+    }
+
+    @Test("a child gets /dev/null as stdin and no descriptor of the parent's but 0, 1 and 2")
+    func descriptors() async throws {
+        // Opened without O_CLOEXEC, as Foundation's FileHandle(forWritingAtPath:) and C libraries often do.
+        let leaky = open("/dev/null", O_RDONLY)
+        try #require(leaky > 2)
+        defer { close(leaky) }
+        let (ending, out, err) = try await shell(
+            "readlink /proc/$$/fd/0; if test -e /proc/$$/fd/\(leaky); then echo leaked; fi")
+        #expect(ending == .exited(0), "\(err)")
+        #expect(out == "/dev/null\n", "the child's stdin, then whether descriptor \(leaky) reached it: \(out)")
+    }
+
+    @Test("stdout and stderr can share one file; nothing is lost to the other's writes")
+    func sharedFile() async throws {
+        let path = NSTemporaryDirectory() + "child-output-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Data("left over from before\n".utf8).write(to: URL(fileURLWithPath: path))
+        let child = try ChildProcess(
+            "/bin/sh", ["-c", "echo one; echo two >&2; echo three"], standardOutput: .file(path),
+            standardError: .file(path))
+        #expect(try await child.exited() == .exited(0))
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "one\ntwo\nthree\n")
+    }
+
+    @Test("a missing executable is an error naming it and its errno")
+    func missingExecutable() throws {
+        let path = "/nonexistent/child-\(UUID().uuidString)"
+        #expect { try ChildProcess(path, []) } throws: { error in
+            guard let error = error as? ChildProcessError else { return false }
+            return error.code == ENOENT && error.executable == path && "\(error)".contains(path)
+        }
+    }
+
+    @Test("a cancelled wait throws and leaves the child running; kill ends it, and a second kill is harmless")
+    func cancelledWait() async throws {
+        let child = try ChildProcess("/bin/sleep", ["60"])
+        let waiter = Task { try await child.exited() }
+        try await Task.sleep(for: .milliseconds(50))
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { try await waiter.value }
+        #expect(child.isRunning)
+        #expect(await child.kill() == .signalled(SIGKILL))
+        #expect(!child.isRunning && child.termination == .signalled(SIGKILL))
+        #expect(await child.kill() == .signalled(SIGKILL), "a child already reaped is not signalled again")
+        #expect(child.waitUntilExit() == .signalled(SIGKILL))
+    }
+
+    @Test("a crash-test child whose parent died ends by itself instead of running on")
+    func orphanEnds() async throws {
+        let scratch = try ToolRunner.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let ledger = try ToolRunner.executable("AccountLedger").path
+        // The shell starts the demo's crash-test child, waits for it to finish a transfer, prints its pid and
+        // exits: the child is an orphan from then on.
+        let script = """
+            "$0" demo --child --data "$1/ledger" --accounts 2 --workers 1 --transfers 10000000 >"$1/out" 2>&1 &
+            child=$!
+            while ! grep -q running "$1/out"; do kill -0 $child || exit 1; sleep 0.05; done
+            echo $child
+            """
+        let child = try ChildProcess("/bin/sh", ["-c", script, ledger, scratch], standardOutput: .pipe)
+        let output = await Self.read(try #require(child.standardOutput))
+        #expect(try await child.exited() == .exited(0))
+        let orphan = try #require(pid_t(output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(output)")
+        var ended = false
+        for _ in 0..<200 where !ended {
+            ended = !Self.isAlive(orphan)
+            if !ended { try? await Task.sleep(for: .milliseconds(50)) }
+        }
+        if !ended { kill(orphan, SIGKILL) }  // a watch that failed must not leave it running (it is not reaped yet)
+        #expect(ended, "the child \(orphan) still ran 10 s after its parent exited")
+    }
+
+    /// Whether `pid` runs: neither gone nor a zombie no one has reaped yet.
+    private static func isAlive(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return false }
+        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first != "Z"
+    }
+}
