@@ -28,8 +28,8 @@ public struct LoadedAggregate<State: Aggregate>: Sendable {
     public var firstVersion: UInt64?
     /// The first version after ``firstVersion``, up to ``version``, whose event ``state`` does not fold; nil when it
     /// folds every one of them (or folds none). maxAge hides each event by its own `recordedAt`, so an event recorded
-    /// before the one ahead of it (a wall clock that stepped back, or two appends to one stream whose clock readings
-    /// committed in the other order) can be hidden between visible ones while a replay passes, or hide the stream's
+    /// before the one ahead of it (a wall clock that stepped back, or on etcd two nodes whose clocks disagree) can be
+    /// hidden between visible ones while a replay passes, or hide the stream's
     /// last events so that ``version`` is raised past the last event folded. Such a state differs from a replay once
     /// the event is visible again, so a snapshot of it (which stands for every version from ``firstVersion`` to
     /// ``version``) is never taken.

@@ -266,4 +266,45 @@ struct AppendConformanceTests {
             #expect(recorded.map(\.version) == [1, 2, 3, 1, 2])
         }
     }
+
+    @Test(
+        "recordedAt follows commit order: concurrent appends never stamp a later position or version earlier",
+        arguments: Backends.all)
+    func recordedAtFollowsCommits(backend: Backend) async throws {
+        try await backend.withStore { made in
+            // Every reading of this clock is a new millisecond, so a stamp read before another append commits
+            // ahead of it shows up as a step back in the log.
+            let ticks = Locked(Int64(0))
+            let store = KeyValueEventStore(backend: made.backend) {
+                let tick = ticks.withLock { tick -> Int64 in
+                    tick += 1
+                    return tick
+                }
+                return Date(timeIntervalSince1970: 1_700_000_000 + Double(tick) / 1_000)
+            }
+            let shared = try uniqueStream("shared")
+            let writers = 8
+            let appends = max(4, 24 / backend.workloadDivisor)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for writer in 0..<writers {
+                    group.addTask {
+                        let own = try uniqueStream("own\(writer)")
+                        for index in 0..<appends {
+                            let stream = index % 2 == 0 ? shared : own
+                            _ = try await store.append(makeEvents(1 + index % 3), to: stream, expectedVersion: .any)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let log = try await store.readAll(from: 1, limit: .max)
+            #expect(log.count == writers * (0..<appends).reduce(0) { $0 + 1 + $1 % 3 })
+            let backInLog = zip(log, log.dropFirst()).filter { $0.1.recordedAt < $0.0.recordedAt }.map(\.1.position)
+            #expect(backInLog.count == 0, "recordedAt went back in the log at positions \(backInLog.prefix(5))")
+            let sharedEvents = try await store.read(shared)
+            let backInStream = zip(sharedEvents, sharedEvents.dropFirst()).filter { $0.1.recordedAt < $0.0.recordedAt }
+                .map(\.1.version)
+            #expect(backInStream.count == 0, "recordedAt went back in the stream at versions \(backInStream.prefix(5))")
+        }
+    }
 }

@@ -115,15 +115,14 @@ public final class KeyValueEventStore: EventStoring {
             throw EventStoreError.invalidArgument(
                 "a session's append must include its own stream \"\(session.stream)\"")
         }
-        let now = clock()
-        let prepared = PreparedRecords(
-            appends, recordedAtMicroseconds: try EventRecord.microseconds(now, of: "the store's clock reading"))
-        let leaseExpiry = session.map { now.addingTimeInterval($0.timeout.timeInterval) }
+        let prepared = PreparedRecords(appends)
+        let clock = self.clock
+        let leaseExpiry = session.map { clock().addingTimeInterval($0.timeout.timeInterval) }
         do {
             let outcome = try await backend.update { context in
                 try await Self.buildTransaction(
                     appends, prepared: prepared, partBytes: partBytes, session: session, leaseExpiry: leaseExpiry,
-                    context: context)
+                    clock: clock, context: context)
             }
             if outcome.revision != nil, outcome.value.written.events > 0 {
                 counters.record(events: outcome.value.written.events, bytes: outcome.value.written.bytes)
@@ -227,7 +226,7 @@ public final class KeyValueEventStore: EventStoring {
 
     private static func buildTransaction(
         _ appends: [StreamAppend], prepared: PreparedRecords, partBytes: [Int], session: SessionClaim?,
-        leaseExpiry: Date?, context: any KeyValueReadContext
+        leaseExpiry: Date?, clock: @Sendable () -> Date, context: any KeyValueReadContext
     ) async throws -> (transaction: KeyValueTransaction, value: AppendOutcome) {
         // One batch read for everything the checks need: heads, leases and every event id. The writes below reuse
         // these keys instead of building them again.
@@ -240,6 +239,10 @@ public final class KeyValueEventStore: EventStoring {
         }
         for part in appends { for event in part.events { keys.append(KeyLayout.eventID(event.id)) } }
         let entries = try await context.get(keys)
+        // The clock is read here, after the read that saw every earlier commit: commits are stamped in the order
+        // they are made (in the writer section of one process; on etcd, after the commits this attempt saw), so a
+        // stream's and the log's recordedAt never go backwards while the clock does not.
+        let micros = try EventRecord.microseconds(clock(), of: "the store's clock reading")
 
         let headPosition = try entries[0].map { try PositionValue.decode($0.value, location: "the global head") } ?? 0
         var position = headPosition
@@ -285,7 +288,7 @@ public final class KeyValueEventStore: EventStoring {
             var version = current
             let first = position + 1
             appendEventWrites(
-                part, records: prepared.records(ofPart: index, firstVersion: version + 1), idKeys: keys[idRange],
+                part, records: prepared.records(ofPart: index, firstVersion: version + 1, recordedAtMicroseconds: micros), idKeys: keys[idRange],
                 version: &version, position: &position, to: &writes)
             if !part.events.isEmpty {
                 writes.append(

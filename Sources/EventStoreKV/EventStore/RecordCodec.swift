@@ -136,6 +136,13 @@ enum EventRecord {
         record.withUnsafeMutableBytes { $0.storeBytes(of: version.littleEndian, toByteOffset: 1, as: UInt64.self) }
     }
 
+    /// Sets the time a prepared record was recorded (microseconds since 1970), at commit time.
+    static func setRecordedAt(_ micros: Int64, of record: inout [UInt8]) {
+        record.withUnsafeMutableBytes {
+            $0.storeBytes(of: UInt64(bitPattern: micros).littleEndian, toByteOffset: 9, as: UInt64.self)
+        }
+    }
+
     static func decode(_ bytes: [UInt8], position: UInt64) throws -> RecordedEvent {
         var names = StreamNameCache()
         return try decode(bytes, position: position, names: &names)
@@ -271,25 +278,26 @@ struct StreamHead: Equatable {
     }
 }
 
-/// The log records of an append's events, encoded outside the writer section without their versions. The writer
-/// sets each record's version in place and hands the records on, so an event's record is built once and never
-/// copied (the records are owned here alone until then). A second transaction attempt (a backend may retry it) sets
-/// them again; records the first attempt still shares are then copied, as they must be.
+/// The log records of an append's events, encoded outside the writer section without their versions and times.
+/// The writer sets each record's version and recordedAt in place and hands the records on, so an event's record is
+/// built once and never copied (the records are owned here alone until then). A second transaction attempt (a
+/// backend may retry it) sets them again; records the first attempt still shares are then copied, as they must be.
 final class PreparedRecords: Sendable {
     private let parts: Mutex<[[[UInt8]]]>
 
-    /// Prepares the records of every part of `appends`, recorded at `micros` (microseconds since 1970).
-    init(_ appends: [StreamAppend], recordedAtMicroseconds micros: Int64) {
+    /// Prepares the records of every part of `appends`.
+    init(_ appends: [StreamAppend]) {
         parts = Mutex(appends.map { part in
-            part.events.map { EventRecord.prepare($0, stream: part.stream, recordedAtMicroseconds: micros) }
+            part.events.map { EventRecord.prepare($0, stream: part.stream, recordedAtMicroseconds: 0) }
         })
     }
 
-    /// Part `index`'s records, with versions from `firstVersion` on.
-    func records(ofPart index: Int, firstVersion: UInt64) -> [[UInt8]] {
+    /// Part `index`'s records, with versions from `firstVersion` on, recorded at `micros` (since 1970).
+    func records(ofPart index: Int, firstVersion: UInt64, recordedAtMicroseconds micros: Int64) -> [[UInt8]] {
         parts.withLock { parts in
             for event in parts[index].indices {
                 EventRecord.setVersion(firstVersion + UInt64(event), of: &parts[index][event])
+                EventRecord.setRecordedAt(micros, of: &parts[index][event])
             }
             return parts[index]
         }

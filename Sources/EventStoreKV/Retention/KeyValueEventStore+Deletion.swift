@@ -20,7 +20,7 @@ extension KeyValueEventStore {
             throw EventStoreError.invalidArgument("system stream \"\(stream)\" cannot be deleted")
         }
         let system = StreamName.deletedStreams
-        let now = clock()
+        let clock = self.clock
         let eventID = UUID()
         let outcome = try await backendCall {
             try await self.backend.update { context -> (transaction: KeyValueTransaction, value: UInt64) in
@@ -39,9 +39,10 @@ extension KeyValueEventStore {
                 let systemHead = try entries[3].map { try StreamHead.decode($0.value, stream: system) }
                 try Self.checkRoom(after: systemHead?.version ?? 0, for: 1, in: "stream head of \"\(system)\"")
                 let systemVersion = (systemHead?.version ?? 0) + 1
+                // Read after the read above, as an append reads it (KeyValueEventStore.buildTransaction).
                 let prepared = EventRecord.prepare(
                     event, stream: system,
-                    recordedAtMicroseconds: try EventRecord.microseconds(now, of: "the store's clock reading"))
+                    recordedAtMicroseconds: try EventRecord.microseconds(clock(), of: "the store's clock reading"))
                 var writes: [KeyWrite] = [
                     .put(KeyLayout.log(position), EventRecord.encode(prepared: prepared, version: systemVersion)),
                     .put(KeyLayout.streamIndex(system, version: systemVersion), StreamIndexRun.value(lastPosition: position, count: 1)),
