@@ -49,7 +49,7 @@ let package = Package(
             name: "EtcdNode", dependencies: ["EventStore", "EventStoreKV", "ProcessSupport"], swiftSettings: strict),
         // Child processes started with posix_spawn (not Foundation's Process, see ChildProcess.swift), and children
         // that end with their parent: for the tests and the ledger demo's crash test. Not a product.
-        .target(name: "ProcessSupport", swiftSettings: strict),
+        .target(name: "ProcessSupport", dependencies: ["EventStore"], swiftSettings: strict),
         // A key-value store that forwards every call, for tests that change one of them (faults, hooks, counters).
         .target(
             name: "KeyValueTestSupport", dependencies: ["EventStore", "EventStoreKV"],

@@ -15,8 +15,8 @@
 //   `termination` is nil always reaches this child, never a stranger.
 // - Nothing here blocks a cooperative thread: the reaper waits on a thread of its own, and `exited()` suspends.
 
+import EventStore
 import Foundation
-import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -80,7 +80,7 @@ public final class ChildProcess: Sendable {
         /// Called once each: with how the child ended, or with nil when its wait was cancelled.
         var waiters: [UInt64: @Sendable (Termination?) -> Void] = [:]
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())  // a pthread mutex, which ThreadSanitizer sees (Locked.swift)
 
     /// Starts `executable` (a path, not looked up in PATH) with `arguments`, in `environment` (the parent's when
     /// nil). Its stdin is /dev/null.
@@ -185,7 +185,7 @@ public final class ChildProcess: Sendable {
     /// Waits for the child to end, without blocking a thread. Throws `CancellationError` if the waiting task is
     /// cancelled first; the child then keeps running.
     public func exited() async throws -> Termination {
-        let id = Mutex<UInt64?>(nil)
+        let id = Locked<UInt64?>(nil)
         let termination: Termination? = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 let registered = register { continuation.resume(returning: $0) }
@@ -204,7 +204,7 @@ public final class ChildProcess: Sendable {
     @discardableResult
     public func waitUntilExit() -> Termination {
         let done = DispatchSemaphore(value: 0)
-        let result = Mutex<Termination?>(nil)
+        let result = Locked<Termination?>(nil)
         register { termination in
             result.withLock { $0 = termination }
             done.signal()
