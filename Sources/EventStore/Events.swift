@@ -56,8 +56,9 @@ public struct RecordedEvent: Sendable, Hashable {
     /// Its position in the global log: gapless and strictly increasing, starting at 1.
     public var position: UInt64
     /// When it was committed, by the writer's clock. The clock is read as the append commits, so recordedAt
-    /// follows the global log (and each stream) as long as the writer's clock does not step back; it is not a
-    /// sequence, and several events may share one reading.
+    /// follows the global log (and each stream) as long as the writers' clocks agree and none steps back: two etcd
+    /// nodes whose clocks differ can stamp out of log order. It is not a sequence; several events may share one
+    /// reading.
     public var recordedAt: Date
     /// The event type name.
     public var type: String

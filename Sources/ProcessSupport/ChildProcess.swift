@@ -6,9 +6,10 @@
 // test run ends every test in it.
 //
 // Invariants:
-// - A child gets exactly three descriptors: 0 is /dev/null, 1 and 2 are what the caller chose. Every other
-//   descriptor is closed in the child before exec (closefrom), whether or not it was opened close-on-exec: a page
-//   file's lock or another child's pipe must never outlive its owner in a sibling.
+// - A child gets exactly four descriptors: 0 is /dev/null, 1 and 2 are what the caller chose, and 3 is the read end
+//   of this process's lifeline (ParentWatch.swift), named in its environment. Every other descriptor is closed in
+//   the child before exec (closefrom), whether or not it was opened close-on-exec: a page file's lock or another
+//   child's pipe must never outlive its owner in a sibling.
 // - The pipes made here are close-on-exec from birth (pipe2), so no concurrent spawn copies them either.
 // - The child's pid is reaped in exactly one place, the reaper thread, and only under `state`'s lock. Until then
 //   the child is a zombie at worst and its pid cannot be reused, so a signal sent under that lock while
@@ -91,12 +92,11 @@ public final class ChildProcess: Sendable {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        var ends: [(parent: Int32, child: Int32)?] = [nil, nil]
-        defer {
-            for end in ends.compactMap({ $0 }) { close(end.child) }
-        }
+        var readEnds: [Int32?] = [nil, nil]  // the parent's ends of the output pipes
+        var childSides: [Int32] = []  // what only the child keeps (pipes' write ends, files): closed here after spawning
+        defer { for fd in childSides { close(fd) } }
         func fail(_ operation: String, _ code: Int32) -> ChildProcessError {
-            for end in ends.compactMap({ $0 }) { close(end.parent) }
+            for fd in readEnds.compactMap({ $0 }) { close(fd) }
             return ChildProcessError(executable: executable, operation: operation, code: code)
         }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
@@ -108,15 +108,28 @@ public final class ChildProcess: Sendable {
             case .discard:
                 posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_WRONLY, 0)
             case .file(let path):
-                posix_spawn_file_actions_addopen(&actions, target, path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o644)
+                // Opened here, not by the spawn, so that a file that cannot be opened is an error naming it.
+                let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o644)
+                guard fd >= 0 else { throw fail("open \(path) for the child's \(target == 1 ? "stdout" : "stderr")", errno) }
+                childSides.append(fd)
+                posix_spawn_file_actions_adddup2(&actions, fd, target)  // dup2 clears close-on-exec
             case .pipe:
                 var pair: [Int32] = [-1, -1]
                 guard Spawn.pipe2(&pair, O_CLOEXEC) == 0 else { throw fail("pipe2", errno) }
-                ends[index] = (pair[0], pair[1])
-                posix_spawn_file_actions_adddup2(&actions, pair[1], target)  // dup2 clears close-on-exec
+                readEnds[index] = pair[0]
+                childSides.append(pair[1])
+                posix_spawn_file_actions_adddup2(&actions, pair[1], target)
             }
         }
-        guard Spawn.addCloseFrom(&actions, 3) else { throw fail("posix_spawn_file_actions_addclosefrom_np", ENOSYS) }
+        var environment = environment ?? ProcessInfo.processInfo.environment
+        environment[ParentWatch.lifelineVariable] = nil  // our own parent's, if any: never the child's
+        if let lifeline = Lifeline.shared {
+            posix_spawn_file_actions_adddup2(&actions, lifeline.readEnd, 3)
+            environment[ParentWatch.lifelineVariable] = "3:\(lifeline.inode)"
+        }
+        guard Spawn.addCloseFrom(&actions, Lifeline.shared == nil ? 3 : 4) else {
+            throw fail("posix_spawn_file_actions_addclosefrom_np", ENOSYS)
+        }
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -129,14 +142,14 @@ public final class ChildProcess: Sendable {
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
         let argv = ([executable] + arguments).map { strdup($0) }
-        let pairs = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") }
+        let pairs = environment.map { strdup("\($0.key)=\($0.value)") }
         defer { for pointer in argv + pairs { free(pointer) } }
         var pid: pid_t = 0
         let result = posix_spawn(&pid, executable, &actions, &attributes, argv + [nil], pairs + [nil])
         guard result == 0 else { throw fail("posix_spawn", result) }
         self.pid = pid
-        self.standardOutput = ends[0].map { FileHandle(fileDescriptor: $0.parent, closeOnDealloc: true) }
-        self.standardError = ends[1].map { FileHandle(fileDescriptor: $0.parent, closeOnDealloc: true) }
+        self.standardOutput = readEnds[0].map { FileHandle(fileDescriptor: $0, closeOnDealloc: true) }
+        self.standardError = readEnds[1].map { FileHandle(fileDescriptor: $0, closeOnDealloc: true) }
         let reaper = Thread { [self] in reap() }
         reaper.name = "reaper \(pid)"
         reaper.start()
@@ -233,6 +246,27 @@ public final class ChildProcess: Sendable {
         let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
         waiter?(nil)
     }
+}
+
+/// The pipe whose read end every child gets as descriptor 3 (ParentWatch.swift). This process holds the only write
+/// end, close-on-exec, for as long as it lives and never writes to it: a child reads end-of-file from it once this
+/// process has died, however early or late that is. Nil if the pipe could not be made (children then fall back to
+/// watching their parent's pid).
+private enum Lifeline {
+    static let shared: (readEnd: Int32, inode: UInt64)? = {
+        var pair: [Int32] = [-1, -1]
+        guard Spawn.pipe2(&pair, O_CLOEXEC) == 0 else { return nil }
+        // Above 3, so that the dup2 onto 3 in a child is a real dup2 (which clears close-on-exec).
+        let readEnd = fcntl(pair[0], F_DUPFD_CLOEXEC, 10)
+        close(pair[0])
+        var status = stat()
+        guard readEnd >= 0, fstat(readEnd, &status) == 0 else {
+            if readEnd >= 0 { close(readEnd) }
+            close(pair[1])
+            return nil
+        }
+        return (readEnd, UInt64(status.st_ino))
+    }()
 }
 
 /// The two glibc calls Swift's Glibc module does not declare (they need _GNU_SOURCE), looked up once.

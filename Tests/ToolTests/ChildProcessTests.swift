@@ -38,16 +38,19 @@ struct ChildProcessTests {
         #expect(killed == .signalled(SIGKILL))
     }
 
-    @Test("a child gets /dev/null as stdin and no descriptor of the parent's but 0, 1 and 2")
+    @Test("a child gets /dev/null as stdin, the lifeline as 3, and no other descriptor of the parent's")
     func descriptors() async throws {
         // Opened without O_CLOEXEC, as Foundation's FileHandle(forWritingAtPath:) and C libraries often do.
         let leaky = open("/dev/null", O_RDONLY)
         try #require(leaky > 2)
         defer { close(leaky) }
         let (ending, out, err) = try await shell(
-            "readlink /proc/$$/fd/0; if test -e /proc/$$/fd/\(leaky); then echo leaked; fi")
+            "readlink /proc/$$/fd/0; readlink /proc/$$/fd/3; if test -e /proc/$$/fd/\(leaky); then echo leaked; fi")
         #expect(ending == .exited(0), "\(err)")
-        #expect(out == "/dev/null\n", "the child's stdin, then whether descriptor \(leaky) reached it: \(out)")
+        let lines = out.split(separator: "\n")
+        #expect(lines.first == "/dev/null", "the child's stdin: \(out)")
+        #expect(lines.dropFirst().first?.hasPrefix("pipe:") == true, "descriptor 3, the lifeline: \(out)")
+        #expect(lines.count == 2, "descriptor \(leaky) reached the child: \(out)")
     }
 
     @Test("stdout and stderr can share one file; nothing is lost to the other's writes")
@@ -68,6 +71,15 @@ struct ChildProcessTests {
         #expect { try ChildProcess(path, []) } throws: { error in
             guard let error = error as? ChildProcessError else { return false }
             return error.code == ENOENT && error.executable == path && "\(error)".contains(path)
+        }
+    }
+
+    @Test("an output file that cannot be opened is an error naming that file, not the executable")
+    func unopenableOutputFile() throws {
+        let path = "/nonexistent-\(UUID().uuidString)/out"
+        #expect { try ChildProcess("/bin/true", [], standardOutput: .file(path)) } throws: { error in
+            guard let error = error as? ChildProcessError else { return false }
+            return error.code == ENOENT && "\(error)".contains(path)
         }
     }
 
@@ -109,6 +121,70 @@ struct ChildProcessTests {
         }
         if !ended { kill(orphan, SIGKILL) }  // a watch that failed must not leave it running (it is not reaped yet)
         #expect(ended, "the child \(orphan) still ran 10 s after its parent exited")
+    }
+
+    @Test("a child ends once the process that started it is killed, even if that was before the child's main ran")
+    func childOfKilledParentEnds() async throws {
+        let scratch = try ToolRunner.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        // The crash test's parent starts its children through ChildProcess, and kills each one only 300 ms or more
+        // after it has finished a transfer: a kill of the parent as soon as its child exists comes first, most
+        // often before the child's main has run.
+        let parent = try ChildProcess(
+            ToolRunner.executable("AccountLedger").path,
+            ["demo", "--crash-test", "3", "--accounts", "2", "--workers", "1", "--data", scratch + "/ledger"],
+            standardOutput: .discard, standardError: .discard)
+        var child: pid_t?
+        for _ in 0..<3_000 where child == nil && parent.isRunning {
+            child = Self.children(of: parent.pid).first
+            if child == nil { try? await Task.sleep(for: .milliseconds(10)) }
+        }
+        await parent.kill()
+        let orphan = try #require(child, "the crash test started no child")
+        var ended = false
+        for _ in 0..<200 where !ended {
+            ended = !Self.isAlive(orphan)
+            if !ended { try? await Task.sleep(for: .milliseconds(50)) }
+        }
+        if !ended { kill(orphan, SIGKILL) }  // a watch that failed must not leave it running (it is not reaped yet)
+        #expect(ended, "the child \(orphan) still ran 10 s after the process that started it was killed")
+    }
+
+    @Test("a child whose lifeline has no writer left when it starts (its starter died first) ends at once")
+    func lifelineGoneBeforeMain() async throws {
+        let scratch = try ToolRunner.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        // Descriptor 3 becomes a FIFO whose only writer is closed before the exec: what a child sees when the
+        // process that started it died before the child's main ran. The shell execs, so the child's parent is
+        // this test process, alive throughout: only the lifeline can end it.
+        let script = """
+            mkfifo "$1/lifeline" && exec 4<>"$1/lifeline" 3<"$1/lifeline" && exec 4>&-
+            export PROCESS_SUPPORT_LIFELINE="3:$(stat -c %i "$1/lifeline")"
+            exec "$0" demo --child --data "$1/ledger" --accounts 2 --workers 1 --transfers 10000000
+            """
+        let child = try ChildProcess(
+            "/bin/sh", ["-c", script, ToolRunner.executable("AccountLedger").path, scratch],
+            standardOutput: .discard, standardError: .discard)
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(30))
+            child.send(SIGKILL)
+        }
+        let ending = try await child.exited()
+        watchdog.cancel()
+        #expect(ending == .exited(ParentWatch.orphanedStatus), "\(ending)")
+    }
+
+    /// The pids whose parent is `pid`.
+    private static func children(of pid: pid_t) -> [pid_t] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { pid_t($0) }.filter { candidate in
+            guard let stat = try? String(contentsOfFile: "/proc/\(candidate)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return false }
+            // After the name: state, then the parent's pid.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && pid_t(fields[1]) == pid
+        }
     }
 
     /// Whether `pid` runs: neither gone nor a zombie no one has reaped yet.
