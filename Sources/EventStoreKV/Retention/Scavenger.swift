@@ -38,7 +38,8 @@ public struct ScavengeReport: Sendable, Hashable {
 }
 
 extension KeyValueEventStore {
-    /// How many events one scavenge transaction removes at most.
+    /// How many events one scavenge transaction removes at most. A backend that refuses a transaction that large
+    /// (etcd's --max-txn-ops, 128 by default: an event costs up to 5 operations) gets halves of it instead.
     static let scavengeBatchSize = 128
 
     /// Removes from storage the events hidden by deletion, truncateBefore and maxCount, and under maxAge the expired
@@ -68,6 +69,7 @@ extension KeyValueEventStore {
     /// Removes the hidden events of one stream, batch by batch; returns how many.
     func scavenge(_ stream: StreamName) async throws -> Int {
         var removed = 0
+        var batchSize = Self.scavengeBatchSize
         while true {
             try Task.checkCancellation()
             let metadataKey = KeyLayout.streamMetadata(stream)
@@ -77,7 +79,7 @@ extension KeyValueEventStore {
             guard let headEntry = entries[0] else { return removed }
             let head = try StreamHead.decode(headEntry.value, stream: stream)
             let metadata = try entries[1].map { try StreamMetadataRecord.decode($0.value, stream: stream) }
-            let plan = try await planBatch(stream, head: head, metadata: metadata)
+            let plan = try await planBatch(stream, head: head, metadata: metadata, batchSize: batchSize)
             guard !plan.writes.isEmpty else { return removed }
             let guardCondition: KeyCondition =
                 entries[1].map { .modRevision(metadataKey, equals: $0.modRevision) } ?? .absent(metadataKey)
@@ -87,6 +89,9 @@ extension KeyValueEventStore {
                 removed += plan.events
             } catch KeyValueStoreError.conditionFailed {
                 continue  // the metadata or an index run changed under us: recompute
+            } catch KeyValueStoreError.transactionTooLarge where batchSize > 1 {
+                batchSize /= 2  // more than the backend takes at once: a smaller batch, as snapshots' deleteAll does
+                continue
             } catch let error as KeyValueStoreError {
                 throw Self.translate(error)
             }
@@ -103,9 +108,9 @@ extension KeyValueEventStore {
         var reachedVisible = false
     }
 
-    /// The deletes for the next batch of hidden events at the start of `stream`.
-    private func planBatch(_ stream: StreamName, head: StreamHead, metadata: StreamMetadata?) async throws
-        -> ScavengePlan
+    /// The deletes for the next batch of at most `batchSize` hidden events at the start of `stream`.
+    private func planBatch(_ stream: StreamName, head: StreamHead, metadata: StreamMetadata?, batchSize: Int)
+        async throws -> ScavengePlan
     {
         let floor: UInt64
         var notBefore: Date?
@@ -121,22 +126,22 @@ extension KeyValueEventStore {
         var runs: [(run: StreamIndexRun, key: Key, modRevision: UInt64)] = []
         var versions: [(version: UInt64, position: UInt64, run: Int)] = []
         _ = try await backendCall {
-            try await self.backend.scan(.prefix(prefix), direction: .forward, limit: Self.scavengeBatchSize) { entry in
+            try await self.backend.scan(.prefix(prefix), direction: .forward, limit: batchSize) { entry in
                 let run = try StreamIndexRun.decode(
                     key: entry.key, value: entry.value, versionOffset: prefix.count, location: location)
                 runs.append((run, Array(entry.key), entry.modRevision))
                 for version in run.versions {
-                    guard versions.count < Self.scavengeBatchSize else { return false }
+                    guard versions.count < batchSize, notBefore != nil || version < floor else { return false }
                     versions.append((version, run.position(of: version), runs.count - 1))
                 }
-                return versions.count < Self.scavengeBatchSize
+                return versions.count < batchSize
             }
         }
         var plan = ScavengePlan()
-        guard !versions.isEmpty else {
-            plan.reachedVisible = true
-            return plan
-        }
+        // Without maxAge, the versions from the floor on are visible: the list stops before them, and their records
+        // are never read (a stream that hides nothing costs one index read).
+        if versions.count < batchSize || versions.isEmpty { plan.reachedVisible = true }
+        guard !versions.isEmpty else { return plan }
         let records = try await backendCall { try await self.backend.get(versions.map { KeyLayout.log($0.position) }) }
         var names = StreamNameCache()
         var removedFromIndexes: [Key: [UInt64]] = [:]
@@ -186,8 +191,6 @@ extension KeyValueEventStore {
         for (prefix, positions) in removedFromIndexes {
             try await trimIndexRuns(prefix, removing: positions, into: &plan)
         }
-        // Fewer versions than a batch: every run was read whole, to the end of the stream index.
-        if versions.count < Self.scavengeBatchSize { plan.reachedVisible = true }
         return plan
     }
 
