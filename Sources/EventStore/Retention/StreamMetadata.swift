@@ -54,7 +54,9 @@ public struct StreamMetadata: Sendable, Hashable {
 /// How a stream is deleted.
 public enum DeletionMode: String, Sendable, Hashable, Codable {
     /// The stream reads as not found, but can be recreated: an append with ``ExpectedVersion/noStream`` or
-    /// ``ExpectedVersion/any`` starts it again, with versions continuing from the old end.
+    /// ``ExpectedVersion/any`` starts it again, with versions continuing from the old end. The deletion takes the
+    /// place of the stream's `truncateBefore`, which it removes (as KurrentDB's soft delete sets `$tb` to the end),
+    /// so that the events that recreate the stream read back; its other retention rules stay.
     case soft
     /// A tombstone: the stream reads as not found and every later append fails with
     /// ``EventStoreError/streamDeleted(_:)``.

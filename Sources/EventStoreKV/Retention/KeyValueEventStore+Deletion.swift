@@ -26,7 +26,7 @@ extension KeyValueEventStore {
             try await self.backend.update { context -> (transaction: KeyValueTransaction, value: UInt64) in
                 let entries = try await context.get([
                     KeyLayout.globalHead, KeyLayout.streamHead(stream), KeyLayout.lease(stream),
-                    KeyLayout.streamHead(system),
+                    KeyLayout.streamHead(system), KeyLayout.streamMetadata(stream),
                 ])
                 let head = try entries[1].map { try StreamHead.decode($0.value, stream: stream) }
                 try Self.checkDeletable(stream, head: head, lease: entries[2], expectedVersion: expectedVersion, mode: mode)
@@ -57,6 +57,16 @@ extension KeyValueEventStore {
                     version: version, lastPosition: head?.lastPosition ?? 0,
                     state: mode == .hard ? .hardDeleted : .softDeleted, hiddenThrough: version)
                 writes.append(.put(KeyLayout.streamHead(stream), deleted.encoded()))
+                // A soft delete takes the place of truncateBefore: one left in place would hide the events that
+                // recreate the stream, up to its version.
+                if mode == .soft, let entry = entries[4] {
+                    var metadata = try StreamMetadataRecord.decode(entry.value, stream: stream)
+                    if metadata.truncateBefore != nil {
+                        metadata.truncateBefore = nil
+                        let key = KeyLayout.streamMetadata(stream)
+                        writes.append(metadata.isEmpty ? .delete(key) : .put(key, StreamMetadataRecord.encode(metadata)))
+                    }
+                }
                 return (KeyValueTransaction(writes: writes), position)
             }
         }
