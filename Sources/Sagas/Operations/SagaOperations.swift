@@ -35,11 +35,17 @@ public struct StuckSaga: Sendable, Hashable {
 }
 
 extension SagaRunner {
-    /// Every saga that is Stuck, oldest first.
+    /// Every saga that is Stuck, oldest first. A saga whose log cannot be replayed (damaged) is left out, so that it
+    /// does not hide the others: ``recover()`` reports it as ``SagaRecovery/Result/failed(_:)``, naming the damage.
     public func stuckSagas() async throws -> [StuckSaga] {
         var stuck: [StuckSaga] = []
         for saga in try await openSagas().open {
-            let state = try await load(saga.id)
+            let state: SagaState
+            do {
+                state = try await load(saga.id)
+            } catch EventStoreError.corrupted {
+                continue
+            }
             guard state.status == .stuck else { continue }
             let pending = pendingCompensations(of: state)
             stuck.append(
