@@ -150,7 +150,9 @@ public enum ReadStart: Sendable, Hashable {
     /// The first event (version 1).
     case start
     /// After the last event: a backward read starts at the last event (the newest first), and a forward read returns
-    /// nothing (as in KurrentDB; subscriptions use it for "live events only").
+    /// nothing (as in KurrentDB; subscriptions use it for "live events only", from where iteration starts: the
+    /// first `next()`, so pass `.version(try await store.version(of: stream) + 1)` to start from the end as it is
+    /// now).
     case end
     /// The event at this version (inclusive).
     case version(UInt64)

@@ -13,7 +13,9 @@ import Foundation
 public enum SubscriptionStart: Sendable, Hashable {
     /// From the first event (position 1): the whole history, then live.
     case start
-    /// Only events committed after the subscription starts: live only.
+    /// Only events committed after the subscription starts: live only. It starts when iteration does (the first
+    /// `next()`), not when it is made, so an event committed in between is not delivered; to start from the log's
+    /// end as it is now, use `.after(try await store.lastPosition())`.
     case end
     /// The events after `position` (exclusive): what a consumer resumes from with its checkpoint.
     case after(UInt64)
