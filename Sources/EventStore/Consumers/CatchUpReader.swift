@@ -5,7 +5,10 @@
 //   between the end of the history and the start of waiting still rings: no wakeup is lost.
 // - `cursor` is the next position (or version) to read. It only moves past events that were read, and the store
 //   makes every committed event visible in cursor order (gapless positions assigned at commit), so nothing is
-//   skipped and nothing is delivered twice. After an event at the last UInt64 (which only damaged bytes can hold)
+//   skipped and nothing is delivered twice. The one exception: after a short read of the log, the cursor moves on
+//   to the head read before a second read, past positions that read did not return: they were committed before
+//   it, so they are scavenged or hidden, and "caught up" reaches the head instead of stopping below a scavenged
+//   tail. After an event at the last UInt64 (which only damaged bytes can hold)
 //   there is no next position: the reader stops reading (`exhausted`) instead of overflowing the cursor.
 // - Memory is bounded: at most `bufferSize` events are held, and the next batch is read only when the consumer has
 //   taken the last one (pull-based back-pressure). The doorbell buffers at most one ring.
@@ -26,6 +29,9 @@ struct CatchUpReader: Sendable {
     let read: Read
     /// The cursor value of an event (its position, or its version).
     let cursorOf: @Sendable (RecordedEvent) -> UInt64
+    /// The last cursor value written (the log's last position), for a source whose last values can be removed
+    /// (scavenged) while their number stays taken; nil for a stream, whose scavenge removes from the front.
+    var head: (@Sendable () async throws -> UInt64)? = nil
     /// Opens the doorbell: the store's ``EventStoring/logNotifications()``, or a stream that also ends when the
     /// consumer must stop (an exclusive projection's lost lease).
     var openDoorbell: @Sendable () async throws -> AsyncThrowingStream<Void, any Error>
@@ -106,10 +112,18 @@ struct CatchUpState {
     private mutating func readBatch() async throws {
         // A backend that answers without suspending would otherwise let a long catch-up hold a shared thread.
         await Task.yield()
-        let events = exhausted ? [] : try await reader.read(cursor, reader.bufferSize)
-        if let last = events.last {
-            let position = reader.cursorOf(last)
-            if position == .max { exhausted = true } else { cursor = position + 1 }
+        var events = exhausted ? [] : try await reader.read(cursor, reader.bufferSize)
+        moveCursor(past: events)
+        if events.count < reader.bufferSize, !exhausted, let head = reader.head {
+            let last = try await head()
+            if last >= cursor {
+                // Either events committed since the read, or positions scavenged under it: read again, and any
+                // position up to `last` this read does not return was committed before it and is gone.
+                let more = try await reader.read(cursor, reader.bufferSize - events.count)
+                moveCursor(past: more)
+                events += more
+                if events.count < reader.bufferSize, !exhausted, last >= cursor, last < .max { cursor = last + 1 }
+            }
         }
         buffer = reader.filter == .all ? events : events.filter(reader.filter.matches)
         bufferIndex = 0
@@ -117,6 +131,13 @@ struct CatchUpState {
             atEnd = true
             if announcedThrough != readThrough { pendingCaughtUp = true }
         }
+    }
+
+    /// Moves the cursor past the last of `events`, read from it.
+    private mutating func moveCursor(past events: [RecordedEvent]) {
+        guard let last = events.last else { return }
+        let position = reader.cursorOf(last)
+        if position == .max { exhausted = true } else { cursor = position + 1 }
     }
 
     private mutating func finish() {

@@ -32,6 +32,7 @@ public struct AllSubscription: AsyncSequence, Sendable {
             },
             read: { cursor, limit in try await store.readAll(from: cursor, limit: limit) },
             cursorOf: { $0.position },
+            head: { try await store.lastPosition() },
             openDoorbell: openDoorbell ?? { try await store.logNotifications() })
     }
 
@@ -116,7 +117,7 @@ extension EventStoring {
         AllSubscription(store: self, start: start, filter: filter, bufferSize: bufferSize)
     }
 
-    /// Subscribes to `stream` from `start` (``ReadStart/end`` for live events only).
+    /// Subscribes to `stream` from `start` (``ReadStart/end`` for live events only, from the first `next()` on).
     /// - Parameter bufferSize: how many events are read ahead at most.
     public func subscribe(to stream: StreamName, from start: ReadStart = .start, bufferSize: Int = 256)
         -> StreamSubscription
