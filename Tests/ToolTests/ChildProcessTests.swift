@@ -14,19 +14,10 @@ struct ChildProcessTests {
     /// Runs `/bin/sh -c script` and returns how it ended, its stdout and its stderr.
     private func shell(_ script: String) async throws -> (ChildProcess.Termination, String, String) {
         let child = try ChildProcess("/bin/sh", ["-c", script], standardOutput: .pipe, standardError: .pipe)
-        let output = try #require(child.standardOutput)
-        let errors = try #require(child.standardError)
-        async let out = Self.read(output)
-        async let err = Self.read(errors)
-        let (stdout, stderr) = await (out, err)
+        let out = ToolRunner.drain(try #require(child.standardOutput))
+        let err = ToolRunner.drain(try #require(child.standardError))
+        let (stdout, stderr) = (await out.value, await err.value)
         return (try await child.exited(), stdout, stderr)
-    }
-
-    private static func read(_ handle: FileHandle) async -> String {
-        await withCheckedContinuation { continuation in
-            Thread { continuation.resume(returning: String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)) }
-                .start()
-        }
     }
 
     @Test("an exit status, a signal, and stdout and stderr apart")
@@ -111,7 +102,7 @@ struct ChildProcessTests {
             echo $child
             """
         let child = try ChildProcess("/bin/sh", ["-c", script, ledger, scratch], standardOutput: .pipe)
-        let output = await Self.read(try #require(child.standardOutput))
+        let output = await ToolRunner.drain(try #require(child.standardOutput)).value
         #expect(try await child.exited() == .exited(0))
         let orphan = try #require(pid_t(output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(output)")
         var ended = false
@@ -133,14 +124,15 @@ struct ChildProcessTests {
         let parent = try ChildProcess(
             ToolRunner.executable("AccountLedger").path,
             ["demo", "--crash-test", "3", "--accounts", "2", "--workers", "1", "--data", scratch + "/ledger"],
-            standardOutput: .discard, standardError: .discard)
+            standardOutput: .file(scratch + "/parent.out"), standardError: .file(scratch + "/parent.out"))
         var child: pid_t?
         for _ in 0..<3_000 where child == nil && parent.isRunning {
             child = Self.children(of: parent.pid).first
             if child == nil { try? await Task.sleep(for: .milliseconds(10)) }
         }
-        await parent.kill()
-        let orphan = try #require(child, "the crash test started no child")
+        let ending = await parent.kill()
+        let printed = (try? String(contentsOfFile: scratch + "/parent.out", encoding: .utf8)) ?? ""
+        let orphan = try #require(child, "the crash test (\(ending)) started no child: \(printed)")
         var ended = false
         for _ in 0..<200 where !ended {
             ended = !Self.isAlive(orphan)
