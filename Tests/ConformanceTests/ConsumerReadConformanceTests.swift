@@ -113,11 +113,9 @@ import Testing
             // recompute), and the indexes still name exactly the surviving events.
             try await store.setMetadata(StreamMetadata(maxCount: 7), for: try stream("runs-0"))
             try await store.setMetadata(StreamMetadata(truncateBefore: 3), for: try stream("runs-1"))
-            // Two tasks, not two `async let`s, whose teardown in Swift 6.3 can abort: swiftlang/swift#81771.
-            let first = Task { try await store.scavenge() }
-            let second = Task { try await store.scavenge() }
-            let (one, other) = (await first.result, await second.result)
-            let removed = try one.get().eventsRemoved + other.get().eventsRemoved
+            async let first = store.scavenge()
+            async let second = store.scavenge()
+            let removed = try await first.eventsRemoved + second.eventsRemoved
             #expect(removed > 0)
             try await Self.expectIndexesMatchLog(store)
             #expect(try await store.readCategory("runs", from: 1, limit: .max).count == 7 + (try await store.read(try stream("runs-1")).count))

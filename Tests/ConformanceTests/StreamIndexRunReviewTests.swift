@@ -317,12 +317,10 @@ extension StreamIndexRunReviewTests {
                 if Bool.random(using: &rng) {
                     removed = try await store.scavenge().eventsRemoved
                 } else {
-                    // Two scavenges at once: together they remove each hidden event once. (Two tasks, not two
-                    // `async let`s, whose teardown in Swift 6.3 can abort: swiftlang/swift#81771.)
-                    let first = Task { try await store.scavenge() }
-                    let second = Task { try await KeyValueEventStore(backend: store.backend, clock: store.clock).scavenge() }
-                    let (one, other) = (await first.result, await second.result)
-                    removed = try one.get().eventsRemoved + other.get().eventsRemoved
+                    // Two scavenges at once: together they remove each hidden event once.
+                    async let first = store.scavenge()
+                    async let second = KeyValueEventStore(backend: store.backend, clock: store.clock).scavenge()
+                    removed = try await first.eventsRemoved + second.eventsRemoved
                 }
                 #expect(removed == expectedRemoved, "seed \(seed) step \(step): scavenge")
                 for stream in model.indices {

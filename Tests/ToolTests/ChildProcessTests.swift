@@ -14,10 +14,19 @@ struct ChildProcessTests {
     /// Runs `/bin/sh -c script` and returns how it ended, its stdout and its stderr.
     private func shell(_ script: String) async throws -> (ChildProcess.Termination, String, String) {
         let child = try ChildProcess("/bin/sh", ["-c", script], standardOutput: .pipe, standardError: .pipe)
-        let out = ToolRunner.drain(try #require(child.standardOutput))
-        let err = ToolRunner.drain(try #require(child.standardError))
-        let (stdout, stderr) = (await out.value, await err.value)
+        let output = try #require(child.standardOutput)
+        let errors = try #require(child.standardError)
+        async let out = Self.read(output)
+        async let err = Self.read(errors)
+        let (stdout, stderr) = await (out, err)
         return (try await child.exited(), stdout, stderr)
+    }
+
+    private static func read(_ handle: FileHandle) async -> String {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)) }
+                .start()
+        }
     }
 
     @Test("an exit status, a signal, and stdout and stderr apart")
@@ -102,7 +111,7 @@ struct ChildProcessTests {
             echo $child
             """
         let child = try ChildProcess("/bin/sh", ["-c", script, ledger, scratch], standardOutput: .pipe)
-        let output = await ToolRunner.drain(try #require(child.standardOutput)).value
+        let output = await Self.read(try #require(child.standardOutput))
         #expect(try await child.exited() == .exited(0))
         let orphan = try #require(pid_t(output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(output)")
         var ended = false

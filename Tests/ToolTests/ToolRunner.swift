@@ -26,11 +26,12 @@ enum ToolRunner {
 
     static func run(_ name: String, _ arguments: [String]) async throws -> ToolResult {
         let process = try ChildProcess(executable(name).path, arguments, standardOutput: .pipe, standardError: .pipe)
-        // Drain both pipes while the child runs so that it never blocks on a full pipe. (Tasks, not two `async let`s,
-        // whose teardown in Swift 6.3 can abort the test process: swiftlang/swift#81771.)
-        let out = drain(try #require(process.standardOutput))
-        let err = drain(try #require(process.standardError))
-        let (stdout, stderr) = (await out.value, await err.value)
+        // Drain both pipes while the child runs so that it never blocks on a full pipe.
+        let outputHandle = try #require(process.standardOutput)
+        let errorHandle = try #require(process.standardError)
+        async let out = drain(outputHandle)
+        async let err = drain(errorHandle)
+        let (stdout, stderr) = await (out, err)
         let ending = try await process.exited()
         guard case .exited(let status) = ending else {
             // A signal is no exit status: -1, with the signal named after stderr.
@@ -39,15 +40,12 @@ enum ToolRunner {
         return ToolResult(status: status, output: stdout, errors: stderr)
     }
 
-    /// Reads `handle` to its end on a thread of its own (the read blocks), as a task to await.
-    static func drain(_ handle: FileHandle) -> Task<String, Never> {
-        Task {
-            await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
-                Thread {
-                    let data = handle.readDataToEndOfFile()
-                    continuation.resume(returning: String(decoding: data, as: UTF8.self))
-                }.start()
-            }
+    private static func drain(_ handle: FileHandle) async -> String {
+        await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
+            Thread {
+                let data = handle.readDataToEndOfFile()
+                continuation.resume(returning: String(decoding: data, as: UTF8.self))
+            }.start()
         }
     }
 
