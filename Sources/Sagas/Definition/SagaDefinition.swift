@@ -11,7 +11,9 @@
 //   saga always knows how to undo every step its log says took (or may have taken) effect.
 // - Step names are unique, non-empty and contain no "/"; a broken definition is refused with a typed error when
 //   it is registered or started, never half-run.
-// - Outputs are encoded with `coder` when a step completes and decoded from the log afterwards.
+// - Outputs are encoded with `coder` by the runner once the action has returned (never inside the action's closure,
+//   so an output that does not encode is not mistaken for an error the action threw), and decoded from the log
+//   afterwards.
 
 import EventStore
 import Foundation
@@ -98,7 +100,7 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
             name, options: options, resources: resources,
             action: { invocation in
                 let output = try await action(try invocation.context(Input.self))
-                return (try Self.encode(output, step: name, coder: coder), [])
+                return StepResult(output: { try Self.encode(output, step: name, coder: coder) }, appends: [])
             },
             compensation: { invocation, output in
                 let decoded = try output.map { try Self.decode(Output.self, from: $0, step: name, coder: coder) }
@@ -119,7 +121,7 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
             name, options: options, resources: resources,
             action: { invocation in
                 let output = try await action(try invocation.context(Input.self))
-                return (try Self.encode(output, step: name, coder: coder), [])
+                return StepResult(output: { try Self.encode(output, step: name, coder: coder) }, appends: [])
             },
             compensation: nil)
     }
@@ -137,9 +139,11 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
         let coder = self.coder
         return add(
             name, options: options, resources: resources,
+            appending: true,
             action: { invocation in
                 let effect = try await action(try invocation.context(Input.self))
-                return (try Self.encode(effect.output, step: name, coder: coder), effect.appends)
+                let output = effect.output
+                return StepResult(output: { try Self.encode(output, step: name, coder: coder) }, appends: effect.appends)
             },
             compensation: { invocation, output in
                 let decoded = try output.map { try Self.decode(Output.self, from: $0, step: name, coder: coder) }
@@ -149,7 +153,8 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
 
     private mutating func add<Output>(
         _ name: String, options: StepOptions, resources: @escaping @Sendable (Input) -> [String],
-        action: @escaping @Sendable (StepInvocation) async throws -> (output: Data, appends: [StreamAppend]),
+        appending: Bool = false,
+        action: @escaping @Sendable (StepInvocation) async throws -> StepResult,
         compensation: (@Sendable (StepInvocation, Data?) async throws -> [StreamAppend])?
     ) -> StepHandle<Output> {
         if name.isEmpty || name.contains("/") || name.utf8.count > 200 {
@@ -169,7 +174,7 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
         let index = steps.count
         steps.append(
             ErasedStep(
-                name: name, options: options, group: openGroup,
+                name: name, options: options, group: openGroup, appending: appending,
                 resources: { invocation in resources(try invocation.context(Input.self).input) },
                 action: action, compensation: compensation))
         return StepHandle(name: name, index: index)
@@ -223,9 +228,23 @@ struct ErasedStep: Sendable {
     let options: StepOptions
     /// The parallel group the step belongs to, if any.
     let group: Int?
+    /// Whether the step was added with `appendingStep`: its effect is its appends, which commit with StepCompleted,
+    /// and its action has no other side effect (so an action that returned but whose StepCompleted did not commit
+    /// took no effect).
+    let appending: Bool
     let resources: @Sendable (StepInvocation) throws -> [String]
-    let action: @Sendable (StepInvocation) async throws -> (output: Data, appends: [StreamAppend])
+    let action: @Sendable (StepInvocation) async throws -> StepResult
     let compensation: (@Sendable (StepInvocation, Data?) async throws -> [StreamAppend])?
+}
+
+/// What a step's action returned, before the runner records it. The output is encoded only by the runner, after
+/// the action has returned, so that a failure to encode it is known to come after the action's effect rather than
+/// being taken for an error the action threw.
+struct StepResult: Sendable {
+    /// Encodes the action's output for StepCompleted (nil for a compensation, which has none).
+    let output: @Sendable () throws -> Data?
+    /// The appends that commit with the StepCompleted (or StepCompensated) record.
+    let appends: [StreamAppend]
 }
 
 /// A saga definition without its Swift types.

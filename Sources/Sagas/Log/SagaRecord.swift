@@ -54,6 +54,10 @@ struct SagaRecord: Codable, Sendable, Hashable {
     var output: Data?
     var error: String?
     var willRetry: Bool?
+    /// On StepFailed: true when the action had returned, so its effect happened, but its result could not be
+    /// recorded; the step is then compensated. Absent (false) for every other failure, and in logs written before
+    /// it was recorded.
+    var tookEffect: Bool?
     var resumed: Bool?
     var note: String?
     /// On SagaStuck: the steps whose compensation is still to run, the stuck one first, as the runner's definition

@@ -18,7 +18,8 @@
 //     (attempts + 1), or the open attempt again (a resumed one; also while compensating, for a parallel group's
 //     step a crash left open). StepCompleted only for the open attempt. StepFailed while running or compensating
 //     for a step neither completed nor failed for good, with the open attempt's number if one is open (none is
-//     when its resources could not be taken, or for a final "not retried" failure).
+//     when its resources could not be taken, or for a final "not retried" failure). A StepFailed that took
+//     effect (the action returned but its result could not be recorded) is never followed by a retry.
 //   - CompensationStarted, StepCompensated, CompensationFailed, SagaStuck and SagaCompensated only while
 //     compensating; the first four only for a step whose action completed or failed for good and that was
 //     neither compensated nor skipped. CompensationStarted only once no action is open or awaiting a retry, as
@@ -63,6 +64,9 @@ struct SagaState: Sendable {
     var openSteps: [Int: Int] = [:]
     var failedStep: Int?
     var finallyFailed: Set<Int> = []
+    /// The steps of `finallyFailed` whose action had returned (its effect happened) but whose result could not be
+    /// recorded (StepFailed with tookEffect): they are compensated whatever their options say.
+    var tookEffect: Set<Int> = []
     var retryPending: Set<Int> = []
     var failure: String?
     var compensated: Set<Int> = []
@@ -160,6 +164,13 @@ struct SagaState: Sendable {
             }
             openSteps[step] = nil
             attempts[step] = max(attempts[step] ?? 0, attempt)
+            if record.tookEffect == true {
+                // An action that took effect is never run again.
+                guard record.willRetry != true else {
+                    throw bad("StepFailed for step \(step) both took effect and will be retried")
+                }
+                tookEffect.insert(step)
+            }
             if record.willRetry == true {
                 retryPending.insert(step)
             } else {

@@ -27,6 +27,9 @@ public struct SagaHistoryEntry: Sendable, Hashable {
     public var error: String?
     /// For a failure, whether another attempt followed.
     public var willRetry: Bool?
+    /// For a step's failure, whether its action had taken effect: it returned, but its result could not be recorded
+    /// (its output did not encode, or the store refused it). Such a step is compensated, with a nil output.
+    public var tookEffect: Bool
     /// Whether a StepStarted re-runs an attempt a crash interrupted.
     public var resumed: Bool
     /// An operator's note.
@@ -39,6 +42,6 @@ extension SagaHistoryEntry {
             version: event.version, kind: record.kind, at: record.at, recordedAt: event.recordedAt,
             step: record.stepName ?? record.step.flatMap { stepNames.indices.contains($0) ? stepNames[$0] : nil },
             attempt: record.attempt, idempotencyKey: record.idempotencyKey, error: record.error,
-            willRetry: record.willRetry, resumed: record.resumed ?? false, note: record.note)
+            willRetry: record.willRetry, tookEffect: record.tookEffect ?? false, resumed: record.resumed ?? false, note: record.note)
     }
 }

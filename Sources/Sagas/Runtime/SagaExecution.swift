@@ -15,12 +15,18 @@
 //   that compensation knows what they did.
 // - An action's failed attempt is retried while its RetryPolicy has attempts left, unless it threw
 //   PermanentStepFailure: then the step has failed for good (recorded with willRetry false).
+// - An action that returned has taken effect, even if its result cannot be recorded (its output does not encode,
+//   or the store refuses its StepCompleted for a reason that does not stop the run). That is final, whatever the
+//   retry policy: StepFailed with willRetry false and tookEffect true, and the step is compensated (with a nil
+//   output). An appending step is the exception: its only effect is its appends, and they did not commit, so its
+//   failed attempt is retried within its policy like any other.
 // - Compensation runs in reverse step order and at least once per step; a compensation a crash interrupted runs
 //   again with its attempt number.
 // - Cancellation of the calling task stops the run: no new attempt starts (not even after a backoff pause that
 //   ended normally), and recovery resumes the saga later. The attempt running when it came is recorded as it
 //   ended, outside the cancelled task, when that is known: one whose action or compensation returned is recorded
-//   completed (its effect happened); an atMostOnce action that threw is recorded failed, with a retry if its
+//   completed (its effect happened), or, for an action whose result cannot be recorded, failed for good as having
+//   taken effect; an atMostOnce action that threw is recorded failed, with a retry if its
 //   policy has one left (a thrown error means no effect). Any other attempt (an atLeastOnce action or a
 //   compensation that threw) is left open, as a crash leaves it, and runs again under the same key on resume. An
 //   attempt whose record cannot be written is left open too, and resumed as after a crash (an atMostOnce action
@@ -196,13 +202,16 @@ struct SagaExecution: Sendable {
             let failure = try await runAttempt(
                 index, .action, number: attempt, resumed: resumed, timeout: step.options.timeout
             ) { call in
-                let result = try await step.action(call)
-                return (result.output, result.appends)
+                try await step.action(call)
             }
             guard let failure else { return }
-            let retry = attempt < step.options.retry.maximumAttempts && !(failure is PermanentStepFailure)
+            // An action that returned took effect: running it again would repeat the effect, so its failure to be
+            // recorded is final, and marked so that the step is compensated.
+            let tookEffect = failure is UnrecordedResult
+            let final = failure is PermanentStepFailure || tookEffect
+            let retry = attempt < step.options.retry.maximumAttempts && !final
             let (_, willRetry) = try await recordFailure(
-                index, .action, number: attempt, error: failure, willRetry: retry)
+                index, .action, number: attempt, error: failure, willRetry: retry, tookEffect: tookEffect)
             guard willRetry else { return }
             try await pause(step.options.retry, after: attempt)
             // A sibling failed for good during the pause: no new attempt (compensateNext records this one's failure
@@ -226,7 +235,8 @@ struct SagaExecution: Sendable {
             guard saga.steps[index].compensation != nil else { return false }
             guard !state.compensated.contains(index), !state.skipped.contains(index) else { return false }
             return state.outputs[index] != nil
-                || (state.finallyFailed.contains(index) && saga.steps[index].options.compensatesFailedAction)
+                || (state.finallyFailed.contains(index)
+                    && (saga.steps[index].options.compensatesFailedAction || state.tookEffect.contains(index)))
         }
     }
 
@@ -267,7 +277,7 @@ struct SagaExecution: Sendable {
             let failure = try await runAttempt(
                 index, .compensation, number: attempt, resumed: resumed, timeout: step.options.compensationTimeout
             ) { call in
-                (nil, try await compensation(call, output))
+                StepResult(output: { nil }, appends: try await compensation(call, output))
             }
             guard let failure else { return }
             let willRetry = attempt - base < step.options.compensationRetry.maximumAttempts
@@ -292,11 +302,14 @@ struct SagaExecution: Sendable {
 
     /// One attempt of an action or compensation: takes the step's resources, records its start, runs `body` under
     /// `timeout` and, on success, records its completion together with the appends `body` returned.
-    /// - Returns: nil on success, or the error that failed the attempt.
+    /// - Returns: nil on success, or the error that failed the attempt: what `body` threw; for an action that
+    ///   returned, an ``UnrecordedResult`` if its output did not encode or its StepCompleted was refused (its effect
+    ///   happened), or, for an appending step, an ``UncommittedResult`` (nothing was committed, so it took no
+    ///   effect); or the store's refusal of a compensation's StepCompensated.
     /// - Throws: only what stops the run: cancellation, or a failure to write the saga's own log.
     private mutating func runAttempt(
         _ index: Int, _ phase: StepPhase, number: Int, resumed: Bool, timeout: Duration?,
-        _ body: @escaping @Sendable (StepInvocation) async throws -> (output: Data?, appends: [StreamAppend])
+        _ body: @escaping @Sendable (StepInvocation) async throws -> StepResult
     ) async throws -> (any Error)? {
         // A cancelled run starts no new attempt.
         try Task.checkCancellation()
@@ -312,21 +325,32 @@ struct SagaExecution: Sendable {
                 started.resumed = resumed ? true : nil
                 try await record(started)
                 hooks.stepStarted?(event(index, phase, attempt: number, key: call.idempotencyKey))
-                let value: (output: Data?, appends: [StreamAppend])
+                let value: StepResult
                 do {
                     value = try await StepAttempt.withTimeout(timeout, clock: clock) { try await body(call) }
                 } catch {
                     return error
                 }
+                // The attempt returned. A plain action's effect has happened; an appending step's effect is its
+                // appends, which commit below or not at all.
+                let appending = saga.steps[index].appending
+                func unrecorded(_ error: any Error) -> any Error {
+                    guard phase == .action else { return error }
+                    return appending ? UncommittedResult(error: error) : UnrecordedResult(error: error)
+                }
+                var done = stepRecord(doneKind, step: index, attempt: number, key: call.idempotencyKey)
+                do {
+                    done.output = try value.output()
+                } catch {
+                    return unrecorded(error)
+                }
                 // The effect's appends and the completion commit together, under the resource locks; also when the
                 // run was cancelled meanwhile: the attempt returned, so its effect happened, and leaving it open
                 // would fail an atMostOnce step that took effect, or run an atLeastOnce one again.
-                var done = stepRecord(doneKind, step: index, attempt: number, key: call.idempotencyKey)
-                done.output = value.output
                 do {
                     try await recordOutsideCancellation(done, with: value.appends)
                 } catch let error where !Self.isSagaFatal(error, sagaStream: session.stream) {
-                    return error
+                    return unrecorded(error)
                 }
                 return nil
             }
@@ -338,17 +362,20 @@ struct SagaExecution: Sendable {
     }
 
     /// Records a failed attempt (StepFailed or CompensationFailed) and reports it to the hook.
+    /// - Parameter tookEffect: for an action's final failure, that the action had returned (its effect happened)
+    ///   but its result could not be recorded: the StepFailed says so, and the step is compensated.
     /// - Returns: the error as recorded, and whether another attempt follows: an action is not retried once the
     ///   saga is compensating (a sibling in its parallel group failed for good first; SagaJournal records that).
-    /// - Throws: CancellationError instead, if the run was cancelled. Only an atMostOnce action's failure is then
-    ///   recorded first (outside the cancelled task): it threw, so it had no effect, and recorded it is retried on
-    ///   resume within its policy, where left open it would be failed for good as if a crash had interrupted it.
-    ///   Any other attempt is left open, to run again under the same key on resume.
+    /// - Throws: CancellationError instead, if the run was cancelled. Only an atMostOnce action's failure, or one
+    ///   that took effect, is then recorded first (outside the cancelled task): an atMostOnce action that threw had
+    ///   no effect, and recorded it is retried on resume within its policy, where left open it would be failed for
+    ///   good as if a crash had interrupted it; one that took effect must be compensated, not run again. Any other
+    ///   attempt is left open, to run again under the same key on resume.
     private mutating func recordFailure(
-        _ index: Int, _ phase: StepPhase, number: Int, error: any Error, willRetry: Bool
+        _ index: Int, _ phase: StepPhase, number: Int, error: any Error, willRetry: Bool, tookEffect: Bool = false
     ) async throws -> (error: String, willRetry: Bool) {
         let cancelled = Task.isCancelled
-        if cancelled, phase != .action || saga.steps[index].options.semantics != .atMostOnce {
+        if cancelled, !tookEffect, phase != .action || saga.steps[index].options.semantics != .atMostOnce {
             throw CancellationError()
         }
         let key = invocation(index, phase, attempt: number).idempotencyKey
@@ -356,6 +383,7 @@ struct SagaExecution: Sendable {
             phase == .action ? .stepFailed : .compensationFailed, step: index, attempt: number, key: key)
         failed.error = Self.describe(error)
         failed.willRetry = willRetry
+        failed.tookEffect = tookEffect ? true : nil
         if cancelled {
             // Not written: the attempt stays open, and recovery treats it as a crash would have left it.
             do { try await recordOutsideCancellation(failed) } catch { throw CancellationError() }

@@ -24,6 +24,23 @@ struct StepTimedOut: Error, CustomStringConvertible {
     var description: String { "timed out after \(timeout)" }
 }
 
+/// A step's action returned, so its effect happened, but its result could not be recorded: its output did not
+/// encode, or the store refused its StepCompleted (for a reason that does not stop the run, such as an output
+/// larger than an event may be). The step has failed for good: it is not run again, and it is compensated.
+struct UnrecordedResult: Error, CustomStringConvertible {
+    var error: any Error
+    var description: String { "the action returned but its output could not be recorded: \(error)" }
+}
+
+/// An appending step's action returned, but its output did not encode or its StepCompleted and appends did not
+/// commit: nothing was written, so it took no effect, and the attempt fails like one that threw.
+struct UncommittedResult: Error, CustomStringConvertible {
+    var error: any Error
+    var description: String {
+        "the action returned but its output and appends could not be committed, so nothing was written: \(error)"
+    }
+}
+
 /// How the first task of `StepAttempt.withTimeout` to finish ended.
 private enum TimedEnding<Value: Sendable>: Sendable {
     case returned(Value)
