@@ -129,6 +129,11 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
     /// Adds a step whose effect is an append to the event store: the appends it returns are committed in one atomic
     /// transaction with its StepCompleted record, so the effect happens exactly once. Its compensation's appends
     /// likewise commit atomically with StepCompensated.
+    ///
+    /// The action may run more than once, so it must have no other side effect. An attempt whose output does not
+    /// encode, or whose appends and StepCompleted do not commit, wrote nothing and is retried within the step's
+    /// policy. Appends to a system stream (`$...`) are refused before anything is written: the action's attempt
+    /// then fails for good (not retried), and a compensation's is retried as usual, then leaves the saga stuck.
     @discardableResult
     public mutating func appendingStep<Output: Codable & Sendable>(
         _ name: String, options: StepOptions = StepOptions(),

@@ -69,7 +69,9 @@ public struct StepContext<Input: Codable & Sendable>: Sendable {
 public struct StepEffect<Output: Codable & Sendable>: Sendable {
     /// The step's output, recorded with StepCompleted.
     public var output: Output
-    /// The appends that are the step's effect. They must not touch the saga's own stream.
+    /// The appends that are the step's effect. They must go to user streams: an append to a system stream (a name
+    /// starting with `$`, such as the saga's own log or `$sagas-index`) is refused with
+    /// ``EventStoreError/invalidArgument(_:)`` before anything is written, and the step fails for good.
     public var appends: [StreamAppend]
 
     /// Creates an effect.

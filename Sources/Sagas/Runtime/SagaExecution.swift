@@ -20,6 +20,8 @@
 //   retry policy: StepFailed with willRetry false and tookEffect true, and the step is compensated (with a nil
 //   output). An appending step is the exception: its only effect is its appends, and they did not commit, so its
 //   failed attempt is retried within its policy like any other.
+// - A step's or compensation's appends never go to a system stream ("$..."; the saga's own log, the index, the
+//   resource locks): such an attempt fails before anything is written, and an action's is not retried.
 // - Compensation runs in reverse step order and at least once per step; a compensation a crash interrupted runs
 //   again with its attempt number.
 // - Cancellation of the calling task stops the run: no new attempt starts (not even after a backoff pause that
@@ -302,10 +304,11 @@ struct SagaExecution: Sendable {
 
     /// One attempt of an action or compensation: takes the step's resources, records its start, runs `body` under
     /// `timeout` and, on success, records its completion together with the appends `body` returned.
-    /// - Returns: nil on success, or the error that failed the attempt: what `body` threw; for an action that
-    ///   returned, an ``UnrecordedResult`` if its output did not encode or its StepCompleted was refused (its effect
-    ///   happened), or, for an appending step, an ``UncommittedResult`` (nothing was committed, so it took no
-    ///   effect); or the store's refusal of a compensation's StepCompensated.
+    /// - Returns: nil on success, or the error that failed the attempt: what `body` threw; a
+    ///   ``PermanentStepFailure`` wrapping `invalidArgument` if `body` returned an append to a system stream
+    ///   (nothing is written); for an action that returned, an ``UnrecordedResult`` if its output did not encode or
+    ///   its StepCompleted was refused (its effect happened), or, for an appending step, an ``UncommittedResult``
+    ///   (nothing was committed, so it took no effect); or the store's refusal of a compensation's StepCompensated.
     /// - Throws: only what stops the run: cancellation, or a failure to write the saga's own log.
     private mutating func runAttempt(
         _ index: Int, _ phase: StepPhase, number: Int, resumed: Bool, timeout: Duration?,
@@ -330,6 +333,15 @@ struct SagaExecution: Sendable {
                     value = try await StepAttempt.withTimeout(timeout, clock: clock) { try await body(call) }
                 } catch {
                     return error
+                }
+                // A step's appends never touch the saga machinery's streams (its log, the index, the resource locks):
+                // a programming error, refused before anything is written, and not retried (for an action; a
+                // compensation is retried as usual and, failing for good, leaves the saga stuck).
+                if let system = value.appends.first(where: { $0.stream.isSystem }) {
+                    return PermanentStepFailure(
+                        EventStoreError.invalidArgument(
+                            "step \"\(saga.steps[index].name)\" returned an append to the system stream "
+                                + "\"\(system.stream)\"; a step's appends must go to user streams"))
                 }
                 // The attempt returned. A plain action's effect has happened; an appending step's effect is its
                 // appends, which commit below or not at all.
