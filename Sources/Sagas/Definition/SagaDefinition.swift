@@ -85,9 +85,12 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
     /// - Parameters:
     ///   - resources: names of the resources (accounts, stock items) the step locks while its action or
     ///     compensation runs; sagas touching the same resource take turns.
-    ///   - action: the forward action; its output is recorded and available to later steps.
-    ///   - compensation: undoes the action; it gets the action's output, or nil when the action did not complete
-    ///     (only with ``StepOptions/compensatesFailedAction``). It must be idempotent: it runs at least once.
+    ///   - action: the forward action; its output is recorded and available to later steps. If the action returns
+    ///     but its output cannot be recorded (it does not encode, or the store refuses it as too large), the step
+    ///     fails for good, is not run again and is compensated: its effect happened.
+    ///   - compensation: undoes the action; it gets the action's output, or nil when the action's output was not
+    ///     recorded (with ``StepOptions/compensatesFailedAction`` when the action failed, or when it returned but
+    ///     its output could not be recorded). It must be idempotent: it runs at least once.
     @discardableResult
     public mutating func step<Output: Codable & Sendable>(
         _ name: String, options: StepOptions = StepOptions(),

@@ -98,7 +98,8 @@ public struct StepOptions: Sendable, Hashable {
     public var compensationTimeout: Duration?
     /// Whether the compensation also runs, with no output, when this step's own action failed (or, for an
     /// atMostOnce step, was interrupted by a crash): for actions that can fail after they already took effect.
-    /// Off by default: then a failure at step k compensates steps k-1 ... 1 only.
+    /// Off by default: then a failure at step k compensates steps k-1 ... 1 only, unless step k's action returned
+    /// but its output could not be recorded (then its effect happened, and it is compensated whatever this says).
     public var compensatesFailedAction: Bool
 
     /// Creates step options.
