@@ -171,4 +171,38 @@ import Testing
         #expect(outcome == .compensated(failedStep: "debit", error: "x"))
         #expect(calls == ["undo-debit", "undo-reserve"])
     }
+
+    @Test func anUnrecordableResultIsRecordedAsTakingEffectEvenWhenTheRunIsCancelled() async throws {
+        let store = makeStore()
+        let bank = Bank()
+        let (signals, signal) = AsyncStream.makeStream(of: String.self)
+        var saga = SagaDefinition<Transfer>("unencodable-cancelled")
+        saga.step("debit", options: StepOptions(retry: .never)) { step in
+            try bank.call("debit", key: step.idempotencyKey)
+            signal.yield(step.idempotencyKey)
+            if step.idempotencyKey.hasSuffix("/1") && bank.names.count == 1 {
+                try? await Task.sleep(for: .seconds(3_600))  // until the run is cancelled; then it returns anyway
+            }
+            return Quote(rate: .nan)
+        } compensation: { step, _ in
+            try bank.call("undo-debit", key: step.idempotencyKey)
+        }
+        let id = try sagaID()
+        let runner = SagaRunner(store: store, clock: ManualSagaClock())
+        let run = Task { try await runner.start(saga, id: id, input: sampleTransfer) }
+        _ = await next(signals)
+        run.cancel()
+        _ = try? await run.value
+        // Recorded final, as having taken effect: not left open for an atLeastOnce re-run on resume.
+        let failures = try await runner.history(of: id).filter { $0.kind == .stepFailed }
+        #expect(failures.map(\.tookEffect) == [true])
+        let outcome = try await runner.resume(id)
+        guard case .compensated(let failedStep, let error) = outcome else {
+            Issue.record("outcome \(outcome)")
+            return
+        }
+        #expect(failedStep == "debit")
+        #expect(error.hasPrefix("the action returned but its output could not be recorded"), "\(error)")
+        #expect(bank.names == ["debit", "undo-debit"])
+    }
 }
