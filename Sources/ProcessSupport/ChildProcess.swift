@@ -93,7 +93,7 @@ public final class ChildProcess: Sendable {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         var readEnds: [Int32?] = [nil, nil]  // the parent's ends of the output pipes
-        var childSides: [Int32] = []  // what only the child keeps (pipes' write ends, files): closed here after spawning
+        var childSides: [Int32] = []  // only the child keeps these (pipes' write ends, files): closed after spawning
         defer { for fd in childSides { close(fd) } }
         func fail(_ operation: String, _ code: Int32) -> ChildProcessError {
             for fd in readEnds.compactMap({ $0 }) { close(fd) }
@@ -110,7 +110,9 @@ public final class ChildProcess: Sendable {
             case .file(let path):
                 // Opened here, not by the spawn, so that a file that cannot be opened is an error naming it.
                 let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o644)
-                guard fd >= 0 else { throw fail("open \(path) for the child's \(target == 1 ? "stdout" : "stderr")", errno) }
+                guard fd >= 0 else {
+                    throw fail("open \(path) for the child's \(target == 1 ? "stdout" : "stderr")", errno)
+                }
                 childSides.append(fd)
                 posix_spawn_file_actions_adddup2(&actions, fd, target)  // dup2 clears close-on-exec
             case .pipe:

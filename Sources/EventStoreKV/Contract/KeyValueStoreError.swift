@@ -28,7 +28,8 @@ public enum KeyValueStoreError: Error, Sendable, Hashable, CustomStringConvertib
         case .tooLarge(let what, let size, let limit):
             "\(what) of \(size) bytes exceeds this backend's limit of \(limit) bytes"
         case .transactionTooLarge(let operations, let bytes, let limit):
-            "a transaction of \(operations) operations and \(bytes) bytes exceeds \(limit); split it into smaller transactions (an append: fewer events at once)"
+            "a transaction of \(operations) operations and \(bytes) bytes exceeds \(limit); "
+                + "split it into smaller transactions (an append: fewer events at once)"
         case .unavailable(let detail):
             "the key-value backend is unavailable: \(detail)"
         }

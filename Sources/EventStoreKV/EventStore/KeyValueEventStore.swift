@@ -288,7 +288,8 @@ public final class KeyValueEventStore: EventStoring {
             var version = current
             let first = position + 1
             appendEventWrites(
-                part, records: prepared.records(ofPart: index, firstVersion: version + 1, recordedAtMicroseconds: micros), idKeys: keys[idRange],
+                part, records: prepared.records(ofPart: index, firstVersion: version + 1, recordedAtMicroseconds: micros),
+                idKeys: keys[idRange],
                 version: &version, position: &position, to: &writes)
             if !part.events.isEmpty {
                 writes.append(

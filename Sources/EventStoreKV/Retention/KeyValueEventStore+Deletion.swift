@@ -64,7 +64,8 @@ extension KeyValueEventStore {
                     if metadata.truncateBefore != nil {
                         metadata.truncateBefore = nil
                         let key = KeyLayout.streamMetadata(stream)
-                        writes.append(metadata.isEmpty ? .delete(key) : .put(key, StreamMetadataRecord.encode(metadata)))
+                        writes.append(
+                            metadata.isEmpty ? .delete(key) : .put(key, StreamMetadataRecord.encode(metadata)))
                     }
                 }
                 return (KeyValueTransaction(writes: writes), position)

@@ -151,7 +151,8 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
             action: { invocation in
                 let effect = try await action(try invocation.context(Input.self))
                 let output = effect.output
-                return StepResult(output: { try Self.encode(output, step: name, coder: coder) }, appends: effect.appends)
+                return StepResult(
+                    output: { try Self.encode(output, step: name, coder: coder) }, appends: effect.appends)
             },
             compensation: { invocation, output in
                 let decoded = try output.map { try Self.decode(Output.self, from: $0, step: name, coder: coder) }

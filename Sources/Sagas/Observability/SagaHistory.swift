@@ -42,6 +42,7 @@ extension SagaHistoryEntry {
             version: event.version, kind: record.kind, at: record.at, recordedAt: event.recordedAt,
             step: record.stepName ?? record.step.flatMap { stepNames.indices.contains($0) ? stepNames[$0] : nil },
             attempt: record.attempt, idempotencyKey: record.idempotencyKey, error: record.error,
-            willRetry: record.willRetry, tookEffect: record.tookEffect ?? false, resumed: record.resumed ?? false, note: record.note)
+            willRetry: record.willRetry, tookEffect: record.tookEffect ?? false, resumed: record.resumed ?? false,
+            note: record.note)
     }
 }
