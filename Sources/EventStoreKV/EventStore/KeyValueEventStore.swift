@@ -468,10 +468,13 @@ public final class KeyValueEventStore: EventStoring {
         return try EventRecord.identity(entry.value, position: position)
     }
 
-    /// A key-value contract error as the event store reports it (also for the packages built on the store).
+    /// A key-value contract error as the event store reports it (also for the packages built on the store). A key,
+    /// value or transaction larger than the backend takes (etcd's --max-request-bytes and --max-txn-ops) wrote
+    /// nothing: it is the request's fault, an `invalidArgument`, not a backend failure whose outcome is unknown.
     package static func translate(_ error: KeyValueStoreError) -> EventStoreError {
         switch error {
         case .closed: .storeClosed
+        case .tooLarge, .transactionTooLarge: .invalidArgument(error.description)
         default: .backend(error.description)
         }
     }

@@ -35,15 +35,16 @@ public struct StuckSaga: Sendable, Hashable {
 }
 
 extension SagaRunner {
-    /// Every saga that is Stuck, oldest first. A saga whose log cannot be replayed (damaged) is left out, so that it
-    /// does not hide the others: ``recover()`` reports it as ``SagaRecovery/Result/failed(_:)``, naming the damage.
+    /// Every saga that is Stuck, oldest first. A saga whose log cannot be replayed (damaged, or read as empty) is
+    /// left out, so that it does not hide the others: ``recover()`` reports it as
+    /// ``SagaRecovery/Result/failed(_:)``, naming the problem.
     public func stuckSagas() async throws -> [StuckSaga] {
         var stuck: [StuckSaga] = []
         for saga in try await openSagas().open {
             let state: SagaState
             do {
                 state = try await load(saga.id)
-            } catch EventStoreError.corrupted {
+            } catch EventStoreError.corrupted, EventStoreError.streamNotFound {
                 continue
             }
             guard state.status == .stuck else { continue }

@@ -1,0 +1,104 @@
+// An action that returned, but whose StepCompleted a backend refuses as too large for one transaction (etcd's
+// --max-request-bytes, 1.5 MiB by default, far below the 16 MiB maximumEventSize), is treated like one the store
+// refuses with eventTooLarge: failed for good as having taken effect, and compensated (twentieth session's review:
+// the refusal was an untyped backend error, which stopped the run, so every recovery ran the action again).
+
+import EventStore
+import EventStoreKV
+import Foundation
+import Sagas
+import Testing
+
+/// An in-memory key-value store that refuses a transaction over `limit` bytes of keys and values, as the etcd backend
+/// does (EtcdTransaction.checkSize: `KeyValueStoreError.transactionTooLarge`, nothing written).
+final class RequestLimitedKeyValueStore: KeyValueStore, @unchecked Sendable {
+    // @unchecked Sendable: its only stored properties are immutable (`inner` is itself Sendable, `limit` an Int).
+    let inner: InMemoryKeyValueStore
+    let limit: Int
+
+    init(inner: InMemoryKeyValueStore, limit: Int) {
+        self.inner = inner
+        self.limit = limit
+    }
+
+    private func check(_ transaction: KeyValueTransaction) throws {
+        var bytes = 0
+        for write in transaction.writes {
+            switch write {
+            case .put(let key, let value, _): bytes += key.count + value.count
+            case .delete(let key): bytes += key.count
+            }
+        }
+        if bytes > limit {
+            throw KeyValueStoreError.transactionTooLarge(
+                operations: transaction.writes.count, bytes: bytes, limit: "a request limit of \(limit) bytes")
+        }
+    }
+
+    func get(_ key: Key) async throws -> KeyValueEntry? { try await inner.get(key) }
+    func get(_ keys: [Key]) async throws -> [KeyValueEntry?] { try await inner.get(keys) }
+    func get(_ keys: [Key], visiting visit: (Int, BorrowedEntry?) throws -> Void) async throws {
+        try await inner.get(keys, visiting: visit)
+    }
+    func scan(_ range: KeyRange, direction: ScanDirection, limit: Int) async throws -> [KeyValueEntry] {
+        try await inner.scan(range, direction: direction, limit: limit)
+    }
+    func scan(
+        _ range: KeyRange, direction: ScanDirection, limit: Int, visiting visit: (BorrowedEntry) throws -> Bool
+    ) async throws -> Int {
+        try await inner.scan(range, direction: direction, limit: limit, visiting: visit)
+    }
+    func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 {
+        try check(transaction)
+        return try await inner.commit(transaction)
+    }
+    func update<Value: Sendable>(
+        _ body: @Sendable (any KeyValueReadContext) async throws -> (transaction: KeyValueTransaction, value: Value)
+    ) async throws -> KeyValueUpdateResult<Value> {
+        try await inner.update { context in
+            let result = try await body(context)
+            try self.check(result.transaction)
+            return result
+        }
+    }
+    func currentRevision() async throws -> UInt64 { try await inner.currentRevision() }
+    func changes(after revision: UInt64, prefix: Key) -> AsyncThrowingStream<KeyValueChange, any Error> {
+        inner.changes(after: revision, prefix: prefix)
+    }
+    func close() async throws { try await inner.close() }
+}
+
+@Suite struct UnrecordedBackendLimitTests {
+    @Test func anOutputTheBackendRefusesAsTooLargeIsCompensatedNotRunAgain() async throws {
+        let now = Date()
+        // A backend that takes at most 64 KiB per transaction (etcd: 1.5 MiB); events may be 16 MiB (the default).
+        let store = KeyValueEventStore(
+            backend: RequestLimitedKeyValueStore(inner: InMemoryKeyValueStore(clock: { now }), limit: 64 * 1024),
+            clock: { now })
+        let bank = Bank()
+        var saga = SagaDefinition<Transfer>("backend-limit")
+        saga.step("debit", options: StepOptions(retry: .never)) { step in
+            try bank.call("debit", key: step.idempotencyKey)  // the effect happens here
+            // Far below maximumEventSize, above what the backend takes in one transaction.
+            return Receipt(reference: String(repeating: "x", count: 100_000))
+        } compensation: { step, _ in
+            try bank.call("undo-debit", key: step.idempotencyKey)
+        }
+        let id = try sagaID()
+        let runner = SagaRunner(store: store, clock: ManualSagaClock())
+        do {
+            let outcome = try await runner.start(saga, id: id, input: sampleTransfer)
+            guard case .compensated(let failedStep, _) = outcome else {
+                Issue.record("outcome \(outcome)")
+                return
+            }
+            #expect(failedStep == "debit")
+        } catch {
+            Issue.record("the run stopped, leaving debit's attempt open: \(error)")
+        }
+        // Every recovery would run the action again and stop again: the saga never ends, and the effect repeats.
+        _ = try? await runner.recover()
+        _ = try? await runner.recover()
+        #expect(bank.names == ["debit", "undo-debit"], "calls: \(bank.names)")
+    }
+}
