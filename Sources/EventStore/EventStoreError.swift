@@ -17,6 +17,9 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
 
     /// The stream's version did not match the expected version; nothing was written.
     case wrongExpectedVersion(stream: StreamName, expected: ExpectedVersion, actual: UInt64)
+    /// The stream's metadata version (how many times its metadata was set) did not match the expected one; nothing
+    /// was written.
+    case wrongExpectedMetadataVersion(stream: StreamName, expected: ExpectedVersion, actual: UInt64)
     /// An event id in the append is already recorded, outside an idempotent retry; nothing was written.
     case duplicateEventID(UUID, stream: StreamName, version: UInt64)
     /// The stream is held by a session of another writer until its lease ends.
@@ -79,6 +82,9 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
             "invalid argument: \(detail)"
         case .wrongExpectedVersion(let stream, let expected, let actual):
             "stream \"\(stream)\" is at version \(actual), expected \(expected); reload the stream and decide again"
+        case .wrongExpectedMetadataVersion(let stream, let expected, let actual):
+            "the metadata of stream \"\(stream)\" is at version \(actual), expected \(expected); read it again "
+                + "and decide again"
         case .duplicateEventID(let id, let stream, let version):
             "event id \(id) is already recorded as version \(version) of \"\(stream)\"; use a new id, or re-send the original batch unchanged"
         case .streamLocked(let stream, let holder, let expiresAt):

@@ -111,12 +111,21 @@ public protocol EventStoring: Sendable {
 
     // MARK: Retention (metadata and deletion)
 
-    /// The retention rules of `stream` (empty if none were set).
-    func metadata(of stream: StreamName) async throws -> StreamMetadata
+    /// The retention rules of `stream` (empty if none were set) and their version: how many times they were set
+    /// (0 if never), for a read-modify-write with ``setMetadata(_:for:expectedVersion:)``.
+    func versionedMetadata(of stream: StreamName) async throws -> VersionedStreamMetadata
 
-    /// Sets the retention rules of `stream`; stream reads honour them at once. Empty metadata removes every limit.
-    /// Refused with ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)`` while a session holds the stream.
-    func setMetadata(_ metadata: StreamMetadata, for stream: StreamName) async throws
+    /// Sets the retention rules of `stream` if their version meets `expectedVersion`; stream reads honour them at
+    /// once. Empty metadata removes every limit. Each change counts one version, as each write to a KurrentDB
+    /// metadata stream does: `.noStream` (or `.exact(0)`) expects metadata never set, `.streamExists` metadata set
+    /// at least once, and `.any` nothing. A soft delete that removes `truncateBefore` counts one version too.
+    /// - Returns: the metadata's new version.
+    /// - Throws: ``EventStoreError/wrongExpectedMetadataVersion(stream:expected:actual:)`` when the version differs
+    ///   (nothing is written), ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)`` while a session holds
+    ///   the stream, ``EventStoreError/streamDeleted(_:)`` for a hard-deleted stream.
+    @discardableResult
+    func setMetadata(_ metadata: StreamMetadata, for stream: StreamName, expectedVersion: ExpectedVersion)
+        async throws -> UInt64
 
     /// Deletes `stream` if its version meets `expectedVersion`, and records the deletion as a ``StreamDeletion``
     /// event in ``StreamName/deletedStreams``.
@@ -132,6 +141,19 @@ public protocol EventStoring: Sendable {
 }
 
 extension EventStoring {
+    /// The retention rules of `stream` (empty if none were set).
+    public func metadata(of stream: StreamName) async throws -> StreamMetadata {
+        try await versionedMetadata(of: stream).metadata
+    }
+
+    /// Sets the retention rules of `stream` whatever their version (``ExpectedVersion/any``); stream reads honour
+    /// them at once. Empty metadata removes every limit. See ``setMetadata(_:for:expectedVersion:)``.
+    /// - Returns: the metadata's new version.
+    @discardableResult
+    public func setMetadata(_ metadata: StreamMetadata, for stream: StreamName) async throws -> UInt64 {
+        try await setMetadata(metadata, for: stream, expectedVersion: .any)
+    }
+
     /// Events a visiting read fetches per call of the array-returning read, in the default implementations.
     private static var visitingChunk: Int { 1_024 }
 

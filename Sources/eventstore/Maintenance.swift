@@ -83,16 +83,18 @@ enum Maintenance {
         }
         return try await OpenStore.with(arguments.positionals[0], writable: setting) { store in
             try await store.requireExisting(stream)
-            var metadata = try await store.events.metadata(of: stream)
+            let stored = try await store.events.versionedMetadata(of: stream)
+            var (metadata, version) = (stored.metadata, stored.version)
             if setting {
                 if let maxCount = changes.maxCount { metadata.maxCount = maxCount }
                 if let maxAge = changes.maxAge { metadata.maxAge = .seconds(Int64(clamping: maxAge)) }
                 if let truncateBefore = changes.truncateBefore { metadata.truncateBefore = truncateBefore }
                 try metadata.validate()
-                try await store.events.setMetadata(metadata, for: stream)
+                version = try await store.events.setMetadata(metadata, for: stream, expectedVersion: .exact(version))
             }
             try Output(json: json).report([
                 "stream": .text(stream.rawValue),
+                "version": .number(version),
                 "maxCount": metadata.maxCount.map { .number($0) } ?? .none,
                 "maxAgeSeconds": metadata.maxAge.map { .exact(seconds($0)) } ?? .none,
                 "truncateBefore": metadata.truncateBefore.map { .number($0) } ?? .none,

@@ -147,9 +147,13 @@ struct ForwardingEventStore: EventStoring {
     func saveCheckpoint(_ position: UInt64, for consumer: String) async throws {
         try await base.saveCheckpoint(position, for: consumer)
     }
-    func metadata(of stream: StreamName) async throws -> StreamMetadata { try await base.metadata(of: stream) }
-    func setMetadata(_ metadata: StreamMetadata, for stream: StreamName) async throws {
-        try await base.setMetadata(metadata, for: stream)
+    func versionedMetadata(of stream: StreamName) async throws -> VersionedStreamMetadata {
+        try await base.versionedMetadata(of: stream)
+    }
+    func setMetadata(_ metadata: StreamMetadata, for stream: StreamName, expectedVersion: ExpectedVersion)
+        async throws -> UInt64
+    {
+        try await base.setMetadata(metadata, for: stream, expectedVersion: expectedVersion)
     }
     func delete(_ stream: StreamName, expectedVersion: ExpectedVersion, mode: DeletionMode) async throws -> UInt64 {
         try await base.delete(stream, expectedVersion: expectedVersion, mode: mode)

@@ -140,7 +140,7 @@ struct ReviewedEdgeCaseTests {
     }
 
     /// A maxAge longer than about 292 years passes StreamMetadata.validate() but is stored saturated to Int64.max
-    /// nanoseconds (StreamMetadataRecord.encode, ConsumerKeys.swift:160, via Duration.nanoseconds), so the
+    /// nanoseconds (StreamMetadataRecord.encode, via Duration.nanoseconds), so the
     /// metadata read back is not the metadata set. Too long must be a typed error, or be kept as given.
     @Test("a maxAge past Int64 nanoseconds is refused, and the longest one allowed reads back as set", arguments: Backends.all)
     func longMaxAgeRoundTrips(backend: Backend) async throws {

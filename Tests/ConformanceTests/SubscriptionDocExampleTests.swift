@@ -46,4 +46,21 @@ struct SubscriptionDocExampleTests {
         #expect(try await store.checkpoint(of: "order-totals") == 4)
         try await store.close()
     }
+
+    @Test("metadata set, then changed by a read-modify-write at the version read")
+    func metadataExample() async throws {
+        let store = KeyValueEventStore.inMemory()
+        let stream = try StreamName("order-1")
+        try await store.setMetadata(
+            StreamMetadata(maxCount: 1_000, maxAge: .seconds(86_400), truncateBefore: 10), for: stream)
+        let current = try await store.versionedMetadata(of: stream)
+        var rules = current.metadata
+        rules.maxCount = 500
+        try await store.setMetadata(rules, for: stream, expectedVersion: .exact(current.version))
+        #expect(
+            try await store.versionedMetadata(of: stream)
+                == VersionedStreamMetadata(
+                    metadata: StreamMetadata(maxCount: 500, maxAge: .seconds(86_400), truncateBefore: 10), version: 2))
+        try await store.close()
+    }
 }

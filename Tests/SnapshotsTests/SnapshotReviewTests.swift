@@ -197,7 +197,7 @@ struct SnapshotReviewTests {
                 if how == "soft delete" {
                     _ = try? await store.delete(stream, expectedVersion: .any, mode: .soft)
                 } else {
-                    try? await store.setMetadata(StreamMetadata(truncateBefore: 5), for: stream)
+                    _ = try? await store.setMetadata(StreamMetadata(truncateBefore: 5), for: stream)
                 }
                 _ = try? await Fixtures.fill(stream, in: store, events: 2, startingAt: 10, expectingAny: true)
             }

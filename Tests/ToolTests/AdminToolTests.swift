@@ -360,11 +360,13 @@ final class AdminToolTests {
         let directory = try await makeStore()
         let empty = try #require(try jsonLines(try await tool(["metadata", directory, "account-1", "--json"]).output).first)
         #expect(empty["maxCount"] is NSNull && empty["maxAgeSeconds"] is NSNull && empty["truncateBefore"] is NSNull)
+        #expect(empty["version"] as? Int == 0, "metadata never set is at version 0")
         let set = try await tool(["metadata", directory, "account-1", "--max-count", "1", "--max-age", "3600"])
         #expect(set.status == 0, "\(set.errors)")
         let shown = try #require(try jsonLines(try await tool(["metadata", directory, "account-1", "--json"]).output).first)
         #expect(shown["maxCount"] as? Int == 1)
         #expect(shown["maxAgeSeconds"] as? Int == 3600)
+        #expect(shown["version"] as? Int == 1, "one change, one version")
         #expect(try jsonLines(try await tool(["read", directory, "account-1", "--json"]).output).map {
             $0["version"] as? Int
         } == [3])

@@ -51,6 +51,21 @@ public struct StreamMetadata: Sendable, Hashable {
     }
 }
 
+/// A stream's retention rules as stored, with their version.
+public struct VersionedStreamMetadata: Sendable, Hashable {
+    /// The rules (empty if none were set).
+    public var metadata: StreamMetadata
+    /// How many times the rules were set, 0 if never: pass it as `.exact(version)` to set them only if no one
+    /// changed them since this read.
+    public var version: UInt64
+
+    /// Creates a versioned value.
+    public init(metadata: StreamMetadata, version: UInt64) {
+        self.metadata = metadata
+        self.version = version
+    }
+}
+
 /// How a stream is deleted.
 public enum DeletionMode: String, Sendable, Hashable, Codable {
     /// The stream reads as not found, but can be recreated: an append with ``ExpectedVersion/noStream`` or

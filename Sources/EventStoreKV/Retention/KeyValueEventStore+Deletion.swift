@@ -59,13 +59,16 @@ extension KeyValueEventStore {
                 writes.append(.put(KeyLayout.streamHead(stream), deleted.encoded()))
                 // A soft delete takes the place of truncateBefore: one left in place would hide the events that
                 // recreate the stream, up to its version.
+                // The change counts one metadata version, as any other.
                 if mode == .soft, let entry = entries[4] {
-                    var metadata = try StreamMetadataRecord.decode(entry.value, stream: stream)
-                    if metadata.truncateBefore != nil {
-                        metadata.truncateBefore = nil
-                        let key = KeyLayout.streamMetadata(stream)
+                    var stored = try StreamMetadataRecord.decodeVersioned(entry.value, stream: stream)
+                    if stored.metadata.truncateBefore != nil {
+                        try Self.checkMetadataRoom(after: stored.version, of: stream)
+                        stored.metadata.truncateBefore = nil
                         writes.append(
-                            metadata.isEmpty ? .delete(key) : .put(key, StreamMetadataRecord.encode(metadata)))
+                            .put(
+                                KeyLayout.streamMetadata(stream),
+                                StreamMetadataRecord.encode(stored.metadata, version: stored.version + 1)))
                     }
                 }
                 return (KeyValueTransaction(writes: writes), position)
