@@ -101,4 +101,92 @@ final class RequestLimitedKeyValueStore: KeyValueStore, @unchecked Sendable {
         _ = try? await runner.recover()
         #expect(bank.names == ["debit", "undo-debit"], "calls: \(bank.names)")
     }
+
+    /// A store whose backend takes at most `limit` bytes per transaction, on a clock that stands still.
+    private func limitedStore(_ limit: Int) -> KeyValueEventStore {
+        let now = Date()
+        return KeyValueEventStore(
+            backend: RequestLimitedKeyValueStore(inner: InMemoryKeyValueStore(clock: { now }), limit: limit),
+            clock: { now })
+    }
+
+    // Twenty-first session's review (probes that passed, kept): the same refusal in a parallel group, and of a
+    // compensation's appends.
+
+    @Test func aParallelStepsUnrecordableOutputCompensatesTheGroupOnce() async throws {
+        let store = limitedStore(64 * 1024)
+        let bank = Bank()
+        var saga = SagaDefinition<Transfer>("backend-limit-parallel")
+        saga.step("pre") { step in
+            try bank.call("pre", key: step.idempotencyKey)
+            return Receipt(reference: "p")
+        } compensation: { step, _ in try bank.call("undo-pre", key: step.idempotencyKey) }
+        saga.inParallel { group in
+            group.step("a", options: StepOptions(semantics: .atMostOnce, retry: .never)) { step in
+                try bank.call("a", key: step.idempotencyKey)
+                return Receipt(reference: String(repeating: "x", count: 100_000))
+            } compensation: { step, output in
+                #expect(output == nil, "the output was never recorded")
+                try bank.call("undo-a", key: step.idempotencyKey)
+            }
+            group.step("b") { step in
+                try bank.call("b", key: step.idempotencyKey)
+                return Receipt(reference: "b")
+            } compensation: { step, _ in try bank.call("undo-b", key: step.idempotencyKey) }
+        }
+        let runner = SagaRunner(store: store, clock: ManualSagaClock())
+        let outcome = try await runner.start(saga, id: try sagaID(), input: sampleTransfer)
+        guard case .compensated = outcome else {
+            Issue.record("outcome \(outcome)")
+            return
+        }
+        _ = try await runner.recover()
+        #expect(bank.names.sorted() == ["a", "b", "pre", "undo-a", "undo-b", "undo-pre"], "calls: \(bank.names)")
+    }
+
+    @Test func aCompensationWhoseAppendsAreTooLargeLeavesTheSagaStuckAndWritesNothing() async throws {
+        let store = limitedStore(64 * 1024)
+        let bank = Bank()
+        var saga = SagaDefinition<Transfer>("backend-limit-compensation")
+        let retry = RetryPolicy(maximumAttempts: 2, initialBackoff: .zero, jitter: 0)
+        saga.appendingStep("pre", options: StepOptions(compensationRetry: retry)) { _ in
+            StepEffect(output: 1, appends: [])
+        } compensation: { step, _ in
+            try bank.call("undo-pre", key: step.idempotencyKey)
+            return [
+                StreamAppend(
+                    stream: try StreamName("refunds-1"), expectedVersion: .any,
+                    events: [EventData(type: "Refunded", data: Data(repeating: 1, count: 100_000))])
+            ]
+        }
+        saga.step("fail", options: StepOptions(retry: .never)) { _ -> Int in
+            throw PermanentStepFailure(LimitProbeFailure())
+        }
+        let runner = SagaRunner(store: store, clock: ManualSagaClock())
+        let outcome = try await runner.start(saga, id: try sagaID(), input: sampleTransfer)
+        guard case .stuck(let step, _) = outcome else {
+            Issue.record("outcome \(outcome)")
+            return
+        }
+        #expect(step == "pre")
+        #expect(bank.names == ["undo-pre", "undo-pre"], "two attempts, as the policy allows")
+        #expect(try await store.version(of: try StreamName("refunds-1")) == 0)
+    }
+
+    @Test func scavengeHalvesItsBatchesUnderARequestLimitAndRemovesEveryHiddenEvent() async throws {
+        let store = limitedStore(4 * 1024)
+        let hidden = try StreamName("hidden-1")
+        for _ in 0..<300 {
+            _ = try await store.append([EventData(type: "T", data: Data("x".utf8))], to: hidden, expectedVersion: .any)
+        }
+        let kept = try StreamName("kept-1")
+        _ = try await store.append([EventData(type: "T", data: Data("k".utf8))], to: kept, expectedVersion: .any)
+        try await store.setMetadata(StreamMetadata(maxCount: 1), for: hidden)
+        let report = try await store.scavenge()
+        #expect(report.eventsRemoved == 299)
+        #expect(try await store.readAll(from: 1, limit: 1000).map(\.position) == [300, 301])
+        #expect(try await store.read(hidden).map(\.version) == [300])
+    }
 }
+
+private struct LimitProbeFailure: Error {}
