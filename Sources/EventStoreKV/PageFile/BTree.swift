@@ -270,7 +270,7 @@ struct TreeWriter {
         if let stored = try putInLastLeaf(key, value) { return stored }
         guard let current = root else {
             dirtied += 1
-            let entry = entry(key, value, replacing: nil)
+            let entry = try entry(key, value, replacing: nil)
             root = .node(Node(leaf: [key], entries: [entry], owner: transaction))
             return (nil, entry.version)
         }
@@ -314,12 +314,24 @@ struct TreeWriter {
 
     /// The leaf entry for `value` under `key`, replacing an entry with the fields `old` (nil if none). A value over a
     /// quarter of the page body goes to overflow pages at the next checkpoint (pending until then).
-    private func entry(_ key: Key, _ value: PutValue, replacing old: EntryHeader?) -> LeafEntry {
-        let version = value.version ?? old.map { $0.isLive(value.liveness) ? $0.version + 1 : 1 } ?? 1
+    /// - Throws: `corrupted` if the live entry replaced is at the last version below 2^62 (FORMAT.md: a counter that
+    ///   would step past it is damage), before anything is logged.
+    private func entry(_ key: Key, _ value: PutValue, replacing old: EntryHeader?) throws -> LeafEntry {
+        var version: UInt64 = 1
+        if let given = value.version {
+            version = given
+        } else if let old, old.isLive(value.liveness) {
+            version = try MetaPage.counterStep(old.version, by: 1, "version", location: self.location(of: key))
+        }
         let inline = LeafEntry.overhead + key.count + value.bytes.count <= capacity / 4
         return LeafEntry(
             value: inline ? .inline(value.bytes) : .pending(value.bytes), version: version,
             modRevision: value.modRevision, expiresAt: value.expiresAt)
+    }
+
+    /// Where the entry of `key` is, for an error: the file and the key's first bytes as text.
+    private func location(of key: Key) -> String {
+        "\(reader.path), the entry of key \(String(decoding: key.prefix(64), as: UTF8.self).debugDescription)"
     }
 
     /// Remembers `leaf`, which the last descent (`path`, root first) reached and put a key into without splitting,
@@ -442,14 +454,14 @@ struct TreeWriter {
         let index = count > 0 && leaf.compareKey(at: count - 1, with: key) < 0 ? count : leaf.lowerBound(key)
         if leaf.hasKey(key, at: index) {
             let old = leaf.header(at: index)
-            let entry = entry(key, value, replacing: old)
+            let entry = try entry(key, value, replacing: old)
             let oldSize = leaf.entryEnd(index) - Int(leaf.offsets[index])
             guard leaf.byteSize - oldSize + Node.leafSize(key: key, value: entry.value) <= capacity else { return nil }
             try release(old)
             leaf.replaceEntry(at: index, key: key, with: entry)
             return (old, entry.version)
         }
-        let entry = entry(key, value, replacing: nil)
+        let entry = try entry(key, value, replacing: nil)
         guard leaf.byteSize + Node.leafSize(key: key, value: entry.value) <= capacity else { return nil }
         leaf.insertEntry(key, entry, at: index)
         return (nil, entry.version)
@@ -461,12 +473,12 @@ struct TreeWriter {
         let index = node.lowerBound(key)
         if node.hasKey(key, at: index) {
             let old = node.header(at: index)
-            let entry = entry(key, value, replacing: old)
+            let entry = try entry(key, value, replacing: old)
             try release(old)
             node.replaceEntry(at: index, key: key, with: entry)
             return (old, entry.version, node.byteSize > capacity ? split(node, rightEdge: false) : nil)
         }
-        let entry = entry(key, value, replacing: nil)
+        let entry = try entry(key, value, replacing: nil)
         if index == node.count, index > 0, node.byteSize + Node.leafSize(key: key, value: entry.value) > capacity {
             // A right-edge append that does not fit starts the new right leaf, as `split(_:rightEdge: true)` would
             // after inserting it, but the full left leaf's body never grows past the page its copy reserved room for

@@ -1,0 +1,84 @@
+// FORMAT.md, "Meta pages": every per-key version is below 2^62, a larger value is damage, and "a counter that would
+// step past 2^62 ... is reported as `corrupted` instead of wrapping". A leaf entry at version 2^62 - 1 is valid; a put
+// over it stored version 2^62, acknowledged, which the same store then refused as damage on its next open
+// (twenty-first session's review: BTree's entry(_:_:replacing:) stepped the version with a plain + 1).
+
+import EventStore
+import Foundation
+import Testing
+
+@testable import EventStoreKV
+
+@Suite("Page file: the per-key version ceiling")
+struct VersionCeilingTests {
+    /// Sets the per-key version of `key`'s leaf entry in the closed store's data file to `version` and reseals the
+    /// page (layout and CRC-32C from FORMAT.md: "Leaf pages", "Common page header").
+    private func setVersion(of key: [UInt8], to version: UInt64, dataPath: String, pageSize: Int) throws {
+        var data = Array(try Data(contentsOf: URL(fileURLWithPath: dataPath)))
+        var patched = false
+        for number in 2..<(data.count / pageSize) {
+            let start = number * pageSize
+            guard data[start + 4] == 3 else { continue }
+            let count = Int(UInt16(data[start + 24]) | UInt16(data[start + 25]) << 8)
+            var at = start + 32
+            for _ in 0..<count {
+                let k = Int(UInt16(data[at]) | UInt16(data[at + 1]) << 8)
+                let entryKey = Array(data[(at + 2)..<(at + 2 + k)])
+                let fields = at + 2 + k
+                let flags = data[fields]
+                let v = Int((0..<4).reduce(UInt32(0)) { $0 | UInt32(data[fields + 25 + $1]) << (8 * UInt32($1)) })
+                if entryKey == key {
+                    for byte in 0..<8 {
+                        data[fields + 1 + byte] = UInt8(truncatingIfNeeded: version >> (8 * UInt64(byte)))
+                    }
+                    patched = true
+                }
+                at = fields + 29 + (flags == 1 ? 8 : v)
+            }
+            if patched {
+                var crc: UInt32 = 0xFFFF_FFFF
+                for byte in data[(start + 4)..<(start + pageSize)] {
+                    crc ^= UInt32(byte)
+                    for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
+                }
+                crc = ~crc
+                for byte in 0..<4 { data[start + byte] = UInt8(truncatingIfNeeded: crc >> (8 * UInt32(byte))) }
+                break
+            }
+        }
+        try #require(patched, "the key's leaf entry was not found")
+        try Data(data).write(to: URL(fileURLWithPath: dataPath))
+    }
+
+    @Test("a put over an entry at version 2^62 - 1 is refused as corrupted, and the store keeps the entry and opens")
+    func putAtTheCeilingIsRefused() async throws {
+        let directory = TemporaryDirectory("version-ceiling")
+        defer { directory.remove() }
+        let key = Array("ceiling".utf8)
+        let last: UInt64 = (1 << 62) - 1
+        do {
+            let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+            _ = try await store.commit(KeyValueTransaction(writes: [.put(key, [1])]))
+            try await store.close()
+        }
+        try setVersion(of: key, to: last, dataPath: directory.file("data"), pageSize: 4096)
+
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        #expect(try await store.get(key)?.version == last, "the documented bound allows the entry")
+        await #expect {
+            _ = try await store.commit(KeyValueTransaction(writes: [.put(key, [2])]))
+        } throws: { error in
+            guard case EventStoreError.corrupted(let location, let detail) = error else { return false }
+            return location.contains("ceiling") && detail.contains("2^62")
+        }
+        #expect(try await store.get(key)?.value == [1], "nothing was written")
+        _ = try await store.commit(KeyValueTransaction(writes: [.put(Array("other".utf8), [3])]))
+        try await store.close()
+
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        let entry = try await reopened.get(key)
+        #expect(entry?.value == [1] && entry?.version == last)
+        #expect(try await reopened.get(Array("other".utf8))?.value == [3])
+        try await reopened.close()
+    }
+}
