@@ -28,7 +28,9 @@ public struct RecoveryReport: Sendable, Hashable {
     public var created: Bool
     /// WAL records replayed on top of the last checkpoint.
     public var replayedTransactions: Int
-    /// Bytes of a torn or damaged WAL tail that were cut.
+    /// Bytes after the last valid WAL record that were not zeros, and were cut: a torn record, damage, or (most often,
+    /// and harmless) records of an earlier WAL generation that a checkpoint left in place when it reused the file.
+    /// Not a sign of loss: a damaged record that a later one shows was acknowledged fails the open as `corrupted`.
     public var discardedWALBytes: Int
     /// Whether the WAL belonged to another generation and was ignored.
     public var ignoredStaleWAL: Bool
