@@ -83,8 +83,8 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
         case .wrongExpectedVersion(let stream, let expected, let actual):
             "stream \"\(stream)\" is at version \(actual), expected \(expected); reload the stream and decide again"
         case .wrongExpectedMetadataVersion(let stream, let expected, let actual):
-            "the metadata of stream \"\(stream)\" is at version \(actual), expected \(expected); read it again "
-                + "and decide again"
+            "the metadata of stream \"\(stream)\" is at version \(actual), expected "
+                + "\(Self.metadataExpectation(expected)); read it again and decide again"
         case .duplicateEventID(let id, let stream, let version):
             "event id \(id) is already recorded as version \(version) of \"\(stream)\"; use a new id, or re-send the original batch unchanged"
         case .streamLocked(let stream, let holder, let expiresAt):
@@ -120,6 +120,15 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
             "the store is closed; open it again to continue"
         case .backend(let detail):
             "the storage backend failed: \(detail)"
+        }
+    }
+
+    /// An expected version as it reads for metadata, which is never a stream.
+    private static func metadataExpectation(_ expected: ExpectedVersion) -> String {
+        switch expected {
+        case .noStream: "never set"
+        case .streamExists: "set at least once"
+        default: expected.description
         }
     }
 }

@@ -148,4 +148,44 @@ struct MetadataVersionConformanceTests {
             #expect(try await store.versionedMetadata(of: stream).version == 1)
         }
     }
+
+    // Twenty-first session's review: a first design kept the version in a new record format, which nodes of the
+    // previous release read as corruption, and whose format-1 writes took the version back to 1. The version is now
+    // the key's own per-key version, which every write counts, whichever release made it.
+
+    @Test(
+        "metadata written by the previous release reads at the number of times it was written", arguments: Backends.all)
+    func earlierWritesCount(backend: Backend) async throws {
+        try await backend.withStore { store in
+            let stream = try uniqueStream("acct")
+            let key = KeyLayout.streamMetadata(stream)
+            // The previous release's record, written twice: format 1, flags maxCount, u64le 3 (then 4).
+            _ = try await store.backend.commit(KeyValueTransaction(writes: [.put(key, [1, 1, 3, 0, 0, 0, 0, 0, 0, 0])]))
+            _ = try await store.backend.commit(KeyValueTransaction(writes: [.put(key, [1, 1, 4, 0, 0, 0, 0, 0, 0, 0])]))
+            let stored = try await store.versionedMetadata(of: stream)
+            #expect(stored == VersionedStreamMetadata(metadata: StreamMetadata(maxCount: 4), version: 2))
+            #expect(try await store.setMetadata(StreamMetadata(), for: stream, expectedVersion: .exact(2)) == 3)
+            #expect(try await store.backend.get(key)?.value == [1, 0], "the previous release reads it as no limits")
+        }
+    }
+
+    @Test("a write by a node on the previous release counts a version, so a stale change is still refused",
+        arguments: Backends.all)
+    func previousReleaseWriteCounts(backend: Backend) async throws {
+        try await backend.withStore { store in
+            let stream = try uniqueStream("acct")
+            try await store.setMetadata(StreamMetadata(maxCount: 3), for: stream)
+            let stale = try await store.versionedMetadata(of: stream)
+            try await store.setMetadata(StreamMetadata(maxCount: 4), for: stream)
+            // The previous release's setMetadata(StreamMetadata(maxCount: 6)): format 1, flags maxCount, u64le 6.
+            _ = try await store.backend.commit(
+                KeyValueTransaction(writes: [.put(KeyLayout.streamMetadata(stream), [1, 1, 6, 0, 0, 0, 0, 0, 0, 0])]))
+            #expect(try await store.versionedMetadata(of: stream).version == 3)
+            await #expect(throws: EventStoreError.self) {
+                try await store.setMetadata(
+                    StreamMetadata(truncateBefore: 9), for: stream, expectedVersion: .exact(stale.version))
+            }
+            #expect(try await store.metadata(of: stream) == StreamMetadata(maxCount: 6))
+        }
+    }
 }

@@ -34,7 +34,7 @@ struct ReadReviewTests {
                 .put(KeyLayout.streamHead(stream), StreamHead(version: version, lastPosition: version).encoded()),
                 .put(
                     KeyLayout.streamMetadata(stream),
-                    StreamMetadataRecord.encode(StreamMetadata(maxAge: .seconds(86_400)), version: 1)),
+                    StreamMetadataRecord.encode(StreamMetadata(maxAge: .seconds(86_400)))),
             ]))
         return (store, stream)
     }

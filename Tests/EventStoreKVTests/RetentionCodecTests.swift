@@ -47,39 +47,15 @@ import Testing
             StreamMetadata(truncateBefore: 12),
             StreamMetadata(maxCount: 1, maxAge: .milliseconds(5), truncateBefore: 2),
         ]
-        for (index, metadata) in samples.enumerated() {
-            let version = UInt64(index + 1) * 1_000_003
-            let bytes = StreamMetadataRecord.encode(metadata, version: version)
-            #expect(bytes.first == 2)
-            let decoded = try StreamMetadataRecord.decodeVersioned(bytes, stream: stream)
-            #expect(decoded == VersionedStreamMetadata(metadata: metadata, version: version))
+        for metadata in samples {
+            let decoded = try StreamMetadataRecord.decode(StreamMetadataRecord.encode(metadata), stream: stream)
+            #expect(decoded == metadata)
         }
-    }
-
-    /// A record of format 1 (written before metadata was versioned) still reads, as version 1.
-    @Test func metadataOfFormatOneReadsAsVersionOne() throws {
-        // u8 1, flags = maxCount | truncateBefore, u64le 3, u64le 12.
-        let bytes: [UInt8] = [1, 5, 3, 0, 0, 0, 0, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0]
-        let decoded = try StreamMetadataRecord.decodeVersioned(bytes, stream: stream)
-        let expected = VersionedStreamMetadata(metadata: StreamMetadata(maxCount: 3, truncateBefore: 12), version: 1)
-        #expect(decoded == expected)
     }
 
     @Test func truncatedMetadataIsCorruption() throws {
-        let bytes = Array(StreamMetadataRecord.encode(StreamMetadata(maxCount: 3), version: 1).dropLast())
+        let bytes = Array(StreamMetadataRecord.encode(StreamMetadata(maxCount: 3)).dropLast())
         #expect(throws: EventStoreError.self) { try StreamMetadataRecord.decode(bytes, stream: stream) }
-    }
-
-    /// A record exists only because metadata was set: version 0 in one is damage, not "never set".
-    @Test func metadataAtVersionZeroIsCorruption() throws {
-        var bytes = StreamMetadataRecord.encode(StreamMetadata(maxCount: 3), version: 1)
-        bytes[1] = 0
-        #expect {
-            try StreamMetadataRecord.decode(bytes, stream: stream)
-        } throws: { error in
-            guard case EventStoreError.corrupted(let location, let detail) = error else { return false }
-            return location.contains("order-1") && detail.contains("version 0")
-        }
     }
 
     @Test func checkpointRoundTripsAndRejectsGarbage() throws {

@@ -55,8 +55,8 @@ public struct StreamMetadata: Sendable, Hashable {
 public struct VersionedStreamMetadata: Sendable, Hashable {
     /// The rules (empty if none were set).
     public var metadata: StreamMetadata
-    /// How many times the rules were set, 0 if never: pass it as `.exact(version)` to set them only if no one
-    /// changed them since this read.
+    /// How many times the rules were set (a soft delete that removes `truncateBefore` counts too), 0 if never: pass
+    /// it as `.exact(version)` to set them only if no one changed them since this read.
     public var version: UInt64
 
     /// Creates a versioned value.

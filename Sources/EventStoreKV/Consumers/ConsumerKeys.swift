@@ -154,16 +154,12 @@ enum CheckpointRecord {
     }
 }
 
-/// Stream metadata (value of `0x07 name`), little-endian. Format 2: u8 format=2, u64 version (at least 1), u8 flags
-/// (bit0 maxCount, bit1 maxAge, bit2 truncateBefore; any other bit is corruption), [u64 maxCount], [i64 maxAge in
-/// nanoseconds], [u64 truncateBefore]. Format 1 (the same without the version, written before metadata was
-/// versioned) reads as version 1: it was set once at least, and the next change writes format 2 at version 2.
+/// Stream metadata (value of `0x07 name`). Format 1: u8 format=1, u8 flags (bit0 maxCount, bit1 maxAge,
+/// bit2 truncateBefore), [u64 maxCount], [i64 maxAge in nanoseconds], [u64 truncateBefore].
 enum StreamMetadataRecord {
-    /// The value that stores `metadata` at `version`, in format 2.
-    static func encode(_ metadata: StreamMetadata, version: UInt64) -> [UInt8] {
-        var writer = ByteWriter(capacity: 34)
-        writer.u8(2)
-        writer.u64(version)
+    static func encode(_ metadata: StreamMetadata) -> [UInt8] {
+        var writer = ByteWriter(capacity: 26)
+        writer.u8(1)
         let flags: UInt8 =
             (metadata.maxCount != nil ? 1 : 0) | (metadata.maxAge != nil ? 2 : 0) | (metadata.truncateBefore != nil ? 4 : 0)
         writer.u8(flags)
@@ -174,24 +170,15 @@ enum StreamMetadataRecord {
     }
 
     static func decode(_ bytes: [UInt8], stream: StreamName) throws -> StreamMetadata {
-        try decodeVersioned(bytes, stream: stream).metadata
-    }
-
-    static func decodeVersioned(_ bytes: [UInt8], stream: StreamName) throws -> VersionedStreamMetadata {
         let location = "metadata of stream \"\(stream)\""
         return try ByteReader.reading(bytes, location: location) { reader in
             try decode(&reader, location: location)
         }
     }
 
-    private static func decode(_ reader: inout ByteReader, location: String) throws -> VersionedStreamMetadata {
+    private static func decode(_ reader: inout ByteReader, location: String) throws -> StreamMetadata {
         let format = try reader.u8()
-        guard format == 1 || format == 2 else {
-            throw EventStoreError.corrupted(location: location, detail: "unknown format \(format)")
-        }
-        let version = format == 1 ? 1 : try reader.u64()
-        // A record is written by a change, so it is at version 1 at least.
-        guard version >= 1 else { throw EventStoreError.corrupted(location: location, detail: "version 0") }
+        guard format == 1 else { throw EventStoreError.corrupted(location: location, detail: "unknown format \(format)") }
         let flags = try reader.u8()
         guard flags & ~7 == 0 else { throw EventStoreError.corrupted(location: location, detail: "unknown flags \(flags)") }
         var metadata = StreamMetadata()
@@ -207,6 +194,6 @@ enum StreamMetadataRecord {
         } catch EventStoreError.invalidArgument(let reason) {
             throw EventStoreError.corrupted(location: location, detail: reason)
         }
-        return VersionedStreamMetadata(metadata: metadata, version: version)
+        return metadata
     }
 }

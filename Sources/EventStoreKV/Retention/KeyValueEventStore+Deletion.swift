@@ -59,16 +59,12 @@ extension KeyValueEventStore {
                 writes.append(.put(KeyLayout.streamHead(stream), deleted.encoded()))
                 // A soft delete takes the place of truncateBefore: one left in place would hide the events that
                 // recreate the stream, up to its version.
-                // The change counts one metadata version, as any other.
+                // The put counts one metadata version, as any change does; emptied metadata keeps its key.
                 if mode == .soft, let entry = entries[4] {
-                    var stored = try StreamMetadataRecord.decodeVersioned(entry.value, stream: stream)
-                    if stored.metadata.truncateBefore != nil {
-                        try Self.checkMetadataRoom(after: stored.version, of: stream)
-                        stored.metadata.truncateBefore = nil
-                        writes.append(
-                            .put(
-                                KeyLayout.streamMetadata(stream),
-                                StreamMetadataRecord.encode(stored.metadata, version: stored.version + 1)))
+                    var metadata = try StreamMetadataRecord.decode(entry.value, stream: stream)
+                    if metadata.truncateBefore != nil {
+                        metadata.truncateBefore = nil
+                        writes.append(.put(KeyLayout.streamMetadata(stream), StreamMetadataRecord.encode(metadata)))
                     }
                 }
                 return (KeyValueTransaction(writes: writes), position)

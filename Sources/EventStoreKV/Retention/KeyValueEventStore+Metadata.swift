@@ -1,11 +1,13 @@
-// Stream metadata (retention rules), stored under `0x07 name` with the count of its changes (its version).
+// Stream metadata (retention rules), stored under `0x07 name`. Its version is the key's own per-key version (the
+// contract's: writes since the key was created, etcd's semantics), so every write counts, whichever release of this
+// code made it.
 //
 // Invariants:
 // - Metadata is validated before it is written; invalid metadata writes nothing.
-// - Every change writes the record at the next version, also a change to empty metadata (which keeps the key, so the
-//   version never goes back and an expectation read before a clear cannot match again after later changes). No
-//   record means version 0: never set.
-// - The version is checked in the transaction that writes, against the record read in it.
+// - Every change puts the record, also a change to empty metadata (which keeps the key with no limits, so the
+//   version never goes back and an expectation read before a clear cannot match again after later changes). No key
+//   means version 0: never set (or cleared by a release that deleted the key, before metadata was versioned).
+// - The version is checked in the transaction that writes, against the key read in it.
 // - Metadata of a hard-deleted stream cannot be changed (the stream can never hold events again).
 // - Metadata of a stream a session holds cannot be changed from outside it (streamLocked), as it cannot be deleted:
 //   retention can hide every event the holder wrote.
@@ -19,7 +21,8 @@ extension KeyValueEventStore {
         guard let entry = try await backendCall({ try await self.backend.get(KeyLayout.streamMetadata(stream)) }) else {
             return VersionedStreamMetadata(metadata: StreamMetadata(), version: 0)
         }
-        return try StreamMetadataRecord.decodeVersioned(entry.value, stream: stream)
+        return VersionedStreamMetadata(
+            metadata: try StreamMetadataRecord.decode(entry.value, stream: stream), version: entry.version)
     }
 
     /// Sets the retention rules of `stream` if their version meets `expectedVersion`; reads honour them at once.
@@ -43,24 +46,15 @@ extension KeyValueEventStore {
                 // Retention can hide every event of a stream, as a deletion does: a session's stream is as safe
                 // from it as from a deletion, or from an append without the session.
                 try Self.checkLease(entries[1], stream: stream, session: nil)
-                let stored = try entries[2].map { try StreamMetadataRecord.decodeVersioned($0.value, stream: stream) }
-                let current = stored?.version ?? 0
+                let current = entries[2]?.version ?? 0
                 guard expectedVersion.isSatisfied(byVersion: current) else {
                     throw EventStoreError.wrongExpectedMetadataVersion(
                         stream: stream, expected: expectedVersion, actual: current)
                 }
-                try Self.checkMetadataRoom(after: current, of: stream)
-                let write = KeyWrite.put(metadataKey, StreamMetadataRecord.encode(metadata, version: current + 1))
+                // A put counts one more write of the key (1 for a key that was absent).
+                let write = KeyWrite.put(metadataKey, StreamMetadataRecord.encode(metadata))
                 return (KeyValueTransaction(writes: [write]), current + 1)
             }
         }.value
-    }
-
-    /// Refuses a change to metadata already at the last version a UInt64 counts (only a damaged record can be).
-    static func checkMetadataRoom(after version: UInt64, of stream: StreamName) throws {
-        guard version < .max else {
-            throw EventStoreError.corrupted(
-                location: "metadata of stream \"\(stream)\"", detail: "version \(version) leaves no room for a change")
-        }
     }
 }
