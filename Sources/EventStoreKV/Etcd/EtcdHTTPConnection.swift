@@ -87,13 +87,16 @@ final class EtcdHTTPConnection: Sendable {
         return nil
     }
 
+    /// The detail of the error a wait past its deadline throws.
+    static let timedOut = "timed out"
+
     /// Waits until the socket is ready for `events`; `sent` says which error to report on failure.
     private func wait(for events: Int16, until deadline: ContinuousClock.Instant, sent: Bool) throws {
         while true {
             let fd = descriptor.withLock { $0 }
             guard fd >= 0 else { throw failure("the connection was closed", sent: sent) }
             let remaining = deadline - ContinuousClock.now
-            guard remaining > .zero else { throw failure("timed out", sent: sent) }
+            guard remaining > .zero else { throw failure(Self.timedOut, sent: sent) }
             let milliseconds = Int32(min(remaining.timeInterval * 1000 + 1, 60_000))
             var poller = pollfd(fd: fd, events: events, revents: 0)
             let ready = poll(&poller, 1, milliseconds)
@@ -299,10 +302,14 @@ struct EtcdHTTPResponseReader {
 
 /// One HTTP POST to a gateway member.
 enum EtcdHTTP {
-    static func requestHead(_ url: URL, bodyLength: Int, keepAlive: Bool) -> [UInt8] {
+    static func requestHead(_ url: URL, bodyLength: Int, keepAlive: Bool, requireLeader: Bool = false) -> [UInt8] {
         let host = url.host ?? "localhost"
         let port = url.port ?? 80
+        // The gateway passes Grpc-Metadata-* headers on as gRPC metadata; etcd ends a stream with "hasleader" once
+        // its member has had no leader for a few election timeouts (etcd's WithRequireLeader), so that a watch on a
+        // partitioned member, which would stay open and silent, ends instead and is reopened elsewhere.
         let head = "POST \(url.path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Type: application/json\r\n"
+            + (requireLeader ? "Grpc-Metadata-hasleader: true\r\n" : "")
             + "Content-Length: \(bodyLength)\r\n" + (keepAlive ? "" : "Connection: close\r\n") + "\r\n"
         return Array(head.utf8)
     }
@@ -318,11 +325,13 @@ enum EtcdHTTP {
             host: url.host ?? "localhost", port: url.port ?? 80, deadline: deadline, request: request)
     }
 
-    /// Opens a connection to `url` and sends a request that ends it (for streams); the caller reads the response.
+    /// Opens a connection to `url` and sends a request that ends it (for streams, which require a leader); the caller
+    /// reads the response.
     static func start(_ url: URL, body: Data, deadline: ContinuousClock.Instant) throws -> EtcdHTTPConnection {
         let connection = try open(url, deadline: deadline)
         do {
-            try connection.write(requestHead(url, bodyLength: body.count, keepAlive: false) + [UInt8](body), deadline: deadline)
+            let head = requestHead(url, bodyLength: body.count, keepAlive: false, requireLeader: true)
+            try connection.write(head + [UInt8](body), deadline: deadline)
         } catch {
             connection.close()
             throw error

@@ -9,8 +9,13 @@
 // - The namespace's revision marker is never delivered.
 // - An event the client cannot decode (no kv, a malformed key, no usable mod_revision) ends the stream with
 //   unavailable, never skipped: a skipped event would be a change the consumer never sees.
-// - Compacted history ends the stream with historyUnavailable; a full buffer ends it with watcherOverflow; members
-//   unreachable for longer than the retry budget end it with unavailable. Once finished, nothing more is yielded.
+// - Compacted history ends the stream with historyUnavailable; a full buffer ends it with watcherOverflow; failing
+//   members end it with unavailable only once every member has failed since the last watch was created and the
+//   retry budget has passed. Once finished, nothing more is yielded.
+// - Connecting, sending the request and reading the answer's head wait at most `requestTimeout`, as any request does;
+//   only a created watch waits `watchIdleTimeout` for its next message. A created watch that was silent that long is
+//   reopened where the transport points, as no failure: a quiet namespace is no sign of a bad member. A member that
+//   loses its leader ends its watches (the request requires one), and a dead one fails the reconnect.
 // - All mutable state is in `state`, a `Locked`. Each connection is read by its own thread; `generation` tells a thread
 //   whose connection was replaced or aborted to deliver nothing more.
 
@@ -26,6 +31,10 @@ final class EtcdWatch: Sendable {
         var finished = false
         /// When the current run of failed connections started (nil while connected).
         var failingSince: ContinuousClock.Instant?
+        /// Connections that failed since the last watch was created.
+        var failures = 0
+        /// Whether the current connection's watch was created (etcd answered `created`).
+        var created = false
     }
 
     private let state: Locked<State>
@@ -62,17 +71,19 @@ final class EtcdWatch: Sendable {
             guard !state.finished else { return nil }
             state.generation += 1
             state.buffer.removeAll()
+            state.created = false
             let body = EtcdWire.WatchRequest(createRequest: EtcdWire.WatchCreateRequest(
                 key: EtcdWire.encode(key), rangeEnd: EtcdWire.encode(rangeEnd),
                 startRevision: String(Self.startRevision(after: state.lastRevision))))
             return (state.generation, (try? JSONEncoder().encode(body)) ?? Data())
         }
         guard let claim else { return }
-        let idle = configuration.watchIdleTimeout
+        let (timeout, idle) = (configuration.requestTimeout, configuration.watchIdleTimeout)
         Thread.detachNewThread { [self] in
             var reason = "the member closed the watch"
+            var silent = false
             do {
-                let deadline = ContinuousClock.now.advanced(by: idle)
+                let deadline = ContinuousClock.now.advanced(by: timeout)
                 let connection = try EtcdHTTP.start(url, body: claim.body, deadline: deadline)
                 defer { connection.close() }
                 let current = state.withLock { state -> Bool in
@@ -82,19 +93,28 @@ final class EtcdWatch: Sendable {
                 }
                 guard current else { return }
                 var reader = EtcdHTTPResponseReader(connection: connection, deadline: deadline)
-                reader.idleTimeout = idle
                 try reader.readHead()
                 guard reader.status == 200 else { throw EtcdCallError.outcomeUnknown("HTTP \(reader.status)") }
+                reader.idleTimeout = idle
                 try reader.readBody { bytes in receive(bytes, generation: claim.generation) }
+            } catch EtcdCallError.outcomeUnknown(let detail) where detail == EtcdHTTPConnection.timedOut {
+                reason = "no answer within the timeout"
+                silent = true
             } catch {
                 reason = "\(error)"
             }
-            let retry = state.withLock { state -> Bool in
-                guard state.generation == claim.generation, !state.finished else { return false }
+            // Whether this connection's watch had been created; nil when the watch moved on without it.
+            let created = state.withLock { state -> Bool? in
+                guard state.generation == claim.generation, !state.finished else { return nil }
                 state.connection = nil
-                return true
+                return state.created
             }
-            if retry { reconnect(after: reason, from: endpoint) }
+            guard let created else { return }
+            if created && silent {
+                connect()  // a quiet watch, reopened where the transport points; no member failed
+            } else {
+                reconnect(after: reason, from: endpoint)
+            }
         }
     }
 
@@ -139,13 +159,14 @@ final class EtcdWatch: Sendable {
     private func reconnect(after reason: String, from failed: Int) {
         let clock = ContinuousClock()
         let now = clock.now
-        let since: ContinuousClock.Instant = state.withLock { state in
+        let (since, failures) = state.withLock { state in
             let since = state.failingSince ?? now
             state.failingSince = since
-            return since
+            state.failures += 1
+            return (since, state.failures)
         }
         transport.failOver(from: failed)
-        guard now - since < configuration.retryBudget else {
+        guard now - since < configuration.retryBudget || failures < transport.endpoints.count else {
             finish(throwing: KeyValueStoreError.unavailable("the etcd watch could not reconnect: \(reason)"))
             return
         }
@@ -177,7 +198,13 @@ final class EtcdWatch: Sendable {
             cancelled(result)
             return
         }
-        if result.created == true { state.withLock { $0.failingSince = nil } }
+        if result.created == true {
+            state.withLock { state in
+                state.failingSince = nil
+                state.failures = 0
+                state.created = true
+            }
+        }
         deliver(result.events ?? [])
     }
 
