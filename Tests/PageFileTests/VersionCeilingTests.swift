@@ -81,4 +81,105 @@ struct VersionCeilingTests {
         #expect(try await reopened.get(Array("other".utf8))?.value == [3])
         try await reopened.close()
     }
+
+    // Twenty-first session's second review: in a commit that joins an open group (whose nodes it changes in place),
+    // the refusal came after earlier writes had changed them, so it failed the whole store, and the group's other
+    // commits with it. The ceiling is now checked ahead of any change, with the read-ahead.
+
+    /// Starts `transaction` as an update in a new task; returns once its body ran under the writer lock.
+    private static func startUpdate(_ store: PageFileKeyValueStore, _ transaction: KeyValueTransaction) async
+        -> Task<UInt64?, any Error>
+    {
+        let (signals, signal) = AsyncStream<Void>.makeStream()
+        let task = Task {
+            defer { signal.finish() }
+            return try await store.update { _ in
+                signal.yield()
+                return (transaction, ())
+            }.revision
+        }
+        for await _ in signals { break }
+        return task
+    }
+
+    @Test("a commit joining an open group and refused at the version ceiling fails only itself; the group commits")
+    func ceilingRefusalInAJoiningCommitFailsOnlyIt() async throws {
+        let directory = TemporaryDirectory("version-ceiling-group")
+        defer { directory.remove() }
+        let ceiling = Array("ceiling".utf8)
+        do {
+            let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+            _ = try await store.commit(KeyValueTransaction(writes: [.put(ceiling, [1])]))
+            try await store.close()
+        }
+        try setVersion(of: ceiling, to: (1 << 62) - 1, dataPath: directory.file("data"), pageSize: 4096)
+
+        let gate = IOGate(pathSuffix: "/wal")
+        let store = try await PageFileKeyValueStore.open(
+            directory: directory.path, options: smallOptions(faults: IOFaultPlan([], syncGate: gate)))
+        gate.hold()
+        let first = Task { try await store.commit(KeyValueTransaction(writes: [.put(Array("zz-1".utf8), [1])])) }
+        await gate.arrival()
+        // The open group's first commit, then one refused at its second write, then an innocent one.
+        let opener = await Self.startUpdate(store, KeyValueTransaction(writes: [.put(Array("zz-2".utf8), [2])]))
+        let refused = await Self.startUpdate(
+            store, KeyValueTransaction(writes: [.put(Array("zz-3".utf8), [3]), .put(ceiling, [3])]))
+        let barrier = await Self.startUpdate(store, KeyValueTransaction(writes: [.put(Array("zz-4".utf8), [4])]))
+        gate.release()
+        _ = try await first.value
+        await #expect(throws: EventStoreError.self) { _ = try await refused.value }
+        if case .failure(let error) = await refused.result {
+            #expect("\(error)".contains("2^62"), "the refusal should be the version ceiling: \(error)")
+        }
+        #expect(
+            store.pipeline.failed == nil,
+            "the refusal failed the whole store: \(String(describing: store.pipeline.failed))")
+        let openerResult = await opener.result
+        let barrierResult = await barrier.result
+        if case .failure(let error) = openerResult { Issue.record("the group's earlier commit failed: \(error)") }
+        if case .failure(let error) = barrierResult { Issue.record("the group's later commit failed: \(error)") }
+        do {
+            _ = try await store.commit(KeyValueTransaction(writes: [.put(Array("late".utf8), [5])]))
+        } catch {
+            Issue.record("a later commit failed: \(error)")
+        }
+        try? await store.close()
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        #expect(try await reopened.get(Array("zz-3".utf8)) == nil, "the refused commit is half applied")
+        #expect(try await reopened.get(ceiling)?.value == [1])
+        try await reopened.close()
+    }
+
+    /// Outside an open group, a refusal at a later write of a commit discards the earlier writes' copies.
+    @Test("a refusal at the second write of a lone commit leaves nothing of it, and later commits work")
+    func ceilingRefusalMidTransactionAlone() async throws {
+        let directory = TemporaryDirectory("version-ceiling-mid")
+        defer { directory.remove() }
+        let ceiling = Array("ceiling".utf8)
+        do {
+            let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+            _ = try await store.commit(KeyValueTransaction(writes: [.put(ceiling, [1]), .put(Array("a".utf8), [1])]))
+            try await store.close()
+        }
+        try setVersion(of: ceiling, to: (1 << 62) - 1, dataPath: directory.file("data"), pageSize: 4096)
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        await #expect(throws: EventStoreError.self) {
+            _ = try await store.commit(
+                KeyValueTransaction(writes: [
+                    .put(Array("a".utf8), [2]), .put(Array("b".utf8), [2]), .put(ceiling, [2]),
+                ]))
+        }
+        #expect(try await store.get(Array("a".utf8))?.value == [1])
+        #expect(try await store.get(Array("a".utf8))?.version == 1)
+        #expect(try await store.get(Array("b".utf8)) == nil)
+        _ = try await store.commit(
+            KeyValueTransaction(writes: [.put(Array("a".utf8), [3]), .put(Array("c".utf8), [3])]))
+        #expect(try await store.get(Array("a".utf8))?.version == 2)
+        try await store.close()
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        #expect(try await reopened.get(Array("a".utf8))?.value == [3])
+        #expect(try await reopened.get(Array("b".utf8)) == nil)
+        #expect(try await reopened.get(ceiling)?.version == (1 << 62) - 1)
+        try await reopened.close()
+    }
 }

@@ -171,8 +171,8 @@ final class EtcdHTTPConnection: Sendable {
 struct EtcdHTTPResponseReader {
     let connection: EtcdHTTPConnection
     var deadline: ContinuousClock.Instant
-    /// For streams: every read may wait this long, instead of all reads sharing `deadline`.
-    var idleTimeout: Duration?
+    /// For streams: the deadline of each read, asked for before it, instead of all reads sharing `deadline`.
+    var readDeadline: (() -> ContinuousClock.Instant)?
     private var buffer: [UInt8] = []
     private(set) var status = 0
     private var contentLength: Int?
@@ -193,7 +193,7 @@ struct EtcdHTTPResponseReader {
     }
 
     private mutating func fill() throws -> Bool {
-        if let idleTimeout { deadline = ContinuousClock.now.advanced(by: idleTimeout) }
+        if let readDeadline { deadline = readDeadline() }
         let more = try connection.read(deadline: deadline)
         buffer.append(contentsOf: more)
         return !more.isEmpty
@@ -283,7 +283,7 @@ struct EtcdHTTPResponseReader {
             if !buffer.isEmpty { try receive(buffer) }
             buffer.removeAll()
             while true {
-                if let idleTimeout { deadline = ContinuousClock.now.advanced(by: idleTimeout) }
+                if let readDeadline { deadline = readDeadline() }
                 let more = try connection.read(deadline: deadline)
                 if more.isEmpty { return }
                 try receive(more)

@@ -12,8 +12,9 @@
 // - Compacted history ends the stream with historyUnavailable; a full buffer ends it with watcherOverflow; failing
 //   members end it with unavailable only once every member has failed since the last watch was created and the
 //   retry budget has passed. Once finished, nothing more is yielded.
-// - Connecting, sending the request and reading the answer's head wait at most `requestTimeout`, as any request does;
-//   only a created watch waits `watchIdleTimeout` for its next message. A created watch that was silent that long is
+// - Connecting, sending the request and reading the answer up to `created` wait at most `requestTimeout`, as any
+//   request does; only a created watch waits `watchIdleTimeout` for its next message. After a failure, connections
+//   start at least `reconnectInterval` apart. A created watch that was silent that long is
 //   reopened where the transport points, as no failure: a quiet namespace is no sign of a bad member. A member that
 //   loses its leader ends its watches (the request requires one), and a dead one fails the reconnect.
 // - All mutable state is in `state`, a `Locked`. Each connection is read by its own thread; `generation` tells a thread
@@ -35,6 +36,8 @@ final class EtcdWatch: Sendable {
         var failures = 0
         /// Whether the current connection's watch was created (etcd answered `created`).
         var created = false
+        /// When the current connection was started.
+        var connectedAt: ContinuousClock.Instant?
     }
 
     private let state: Locked<State>
@@ -72,6 +75,7 @@ final class EtcdWatch: Sendable {
             state.generation += 1
             state.buffer.removeAll()
             state.created = false
+            state.connectedAt = ContinuousClock.now
             let body = EtcdWire.WatchRequest(createRequest: EtcdWire.WatchCreateRequest(
                 key: EtcdWire.encode(key), rangeEnd: EtcdWire.encode(rangeEnd),
                 startRevision: String(Self.startRevision(after: state.lastRevision))))
@@ -95,7 +99,10 @@ final class EtcdWatch: Sendable {
                 var reader = EtcdHTTPResponseReader(connection: connection, deadline: deadline)
                 try reader.readHead()
                 guard reader.status == 200 else { throw EtcdCallError.outcomeUnknown("HTTP \(reader.status)") }
-                reader.idleTimeout = idle
+                // Until etcd answers `created`, reads share the request's deadline; then each may wait `idle`.
+                reader.readDeadline = { [state] in
+                    state.withLock { $0.created } ? ContinuousClock.now.advanced(by: idle) : deadline
+                }
                 try reader.readBody { bytes in receive(bytes, generation: claim.generation) }
             } catch EtcdCallError.outcomeUnknown(let detail) where detail == EtcdHTTPConnection.timedOut {
                 reason = "no answer within the timeout"
@@ -117,6 +124,9 @@ final class EtcdWatch: Sendable {
             }
         }
     }
+
+    /// The least time between the starts of two connections after a failure.
+    static let reconnectInterval: Duration = .milliseconds(200)
 
     /// The revision a watch after `revision` starts from. etcd's revisions are int64, so a start past Int64.max is
     /// clamped to it: no revision after it can come, and the watch waits, delivering nothing, as the contract says.
@@ -159,18 +169,20 @@ final class EtcdWatch: Sendable {
     private func reconnect(after reason: String, from failed: Int) {
         let clock = ContinuousClock()
         let now = clock.now
-        let (since, failures) = state.withLock { state in
+        let (since, failures, connectedAt) = state.withLock { state in
             let since = state.failingSince ?? now
             state.failingSince = since
             state.failures += 1
-            return (since, state.failures)
+            return (since, state.failures, state.connectedAt ?? now)
         }
         transport.failOver(from: failed)
         guard now - since < configuration.retryBudget || failures < transport.endpoints.count else {
             finish(throwing: KeyValueStoreError.unavailable("the etcd watch could not reconnect: \(reason)"))
             return
         }
-        let pause: Duration = now == since ? .zero : .milliseconds(200)
+        // Connections start at least this far apart, so that a member that fails at once (refusing, or closing each
+        // watch it created) is not reconnected to in a tight loop; a slow failure moves on at once.
+        let pause = max(.zero, Self.reconnectInterval - (now - connectedAt))
         Task { [self] in
             if pause > .zero { try? await Task.sleep(for: pause) }
             connect()

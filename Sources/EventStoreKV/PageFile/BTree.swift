@@ -370,8 +370,9 @@ struct TreeWriter {
     /// Reads every clean page on the way to `key` ahead of any change (keeping them for this writer, whatever the
     /// cache evicts meanwhile), so that a read error is met before the tree is changed. A writer that changes nodes in
     /// place (a later commit of an open group) calls it for each key it will write, then cannot fail half way.
-    mutating func readAhead(_ key: Key, root: ChildRef?) throws {
-        guard var reference = root else { return }
+    /// - Returns: the version of `key`'s live entry (nil if none), for the version ceiling, also checked ahead.
+    mutating func readAhead(_ key: Key, root: ChildRef?, liveness: Liveness) throws -> UInt64? {
+        guard var reference = root else { return nil }
         var descent = Descent()
         while true {
             let node: Node
@@ -385,10 +386,32 @@ struct TreeWriter {
                     readAheadPages[page] = node
                 }
             }
-            if node.isLeaf { return try descent.check(node, reader: reader) }
+            if node.isLeaf {
+                try descent.check(node, reader: reader)
+                let index = node.lowerBound(key)
+                guard node.hasKey(key, at: index) else { return nil }
+                let header = node.header(at: index)
+                return header.isLive(liveness) ? header.version : nil
+            }
             let index = node.childIndex(for: key)
             descent = try descent.child(index, of: node, reader: reader)
             reference = node.children[index]
+        }
+    }
+
+    /// Throws what `entry(_:_:replacing:)` would throw when `writes` put `key`, whose live entry is at `version`,
+    /// past the last version below 2^62: the steps its puts take (a delete among them starts it again at 1).
+    func checkVersionRoom(_ key: Key, from version: UInt64, in writes: [KeyWrite]) throws {
+        var current: UInt64? = version
+        for write in writes where write.key == key {
+            switch write {
+            case .put:
+                current = try current.map {
+                    try MetaPage.counterStep($0, by: 1, "version", location: self.location(of: key))
+                } ?? 1
+            case .delete:
+                current = nil
+            }
         }
     }
 

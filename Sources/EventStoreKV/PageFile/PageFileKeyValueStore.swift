@@ -408,8 +408,16 @@ public final class PageFileKeyValueStore: KeyValueStore {
         let transactionID = joins ? writer.state.transaction : writer.state.transaction + 1
         var tree = TreeWriter(reader: reader, transaction: transactionID, pageCount: writer.state.meta.pageCount)
         if joins {
+            // Every error a write can meet is met here, before the open group's nodes change: read errors, and a
+            // put past the last version below 2^62 (only a damaged or crafted entry can be that high).
+            let nearCeiling = MetaPage.counterCeiling - 1 - UInt64(transaction.writes.count)
             do {
-                for write in transaction.writes { try tree.readAhead(write.key, root: base) }
+                for write in transaction.writes {
+                    let version = try tree.readAhead(write.key, root: base, liveness: liveness)
+                    if let version, version >= nearCeiling {
+                        try tree.checkVersionRoom(write.key, from: version, in: transaction.writes)
+                    }
+                }
             } catch {
                 pipeline.endApply()
                 throw error
