@@ -566,6 +566,33 @@ struct DamageTests {
         await expectCorrupted(directory, at: "page \(meta.freeListHead)")
     }
 
+    /// FORMAT.md says a duplicate in the free list is corruption "naming the list page"; the error named the chain's
+    /// first page whichever page held the duplicate (twenty-first session's format review).
+    @Test("a free list whose second page names a page its first page named is corruption naming the second page")
+    func freeListDuplicateOnALaterPage() async throws {
+        let directory = TemporaryDirectory("free-list-later-page")
+        defer { directory.remove() }
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        try await store.close()
+        let perPage = FreeList.capacity(pageSize: 4096)
+        let (first, second) = (UInt64(perPage + 100), UInt64(perPage + 101))
+        try rewriteNewestMeta(in: directory) { next in
+            // A full first page of pages nobody uses, then the second page repeats the first entry.
+            let entries = (0..<UInt64(perPage)).map { 10 + $0 } + [10]
+            let pages = FreeList.encode(entries, into: [first, second], lsn: next.checkpointLSN, pageSize: 4096)
+            let data = try #require(FileHandle(forUpdatingAtPath: directory.file("data")))
+            defer { try? data.close() }
+            for (number, page) in zip([first, second], pages) {
+                try data.seek(toOffset: number * 4096)
+                try data.write(contentsOf: Data(page))
+            }
+            next.freeListHead = first
+            next.pageCount = second + 1
+        }
+        await expectCorrupted(directory, at: "page \(second)")
+    }
+
     @Test(
         "a meta page whose checksum holds over a page count or page numbers the file cannot have is corruption",
         arguments: ["huge", "max", "beyond the file", "root", "free list"])

@@ -97,6 +97,8 @@ struct FreeList {
         var free: [UInt64] = []
         var list: [UInt64] = []
         var chain: Set<UInt64> = []
+        // The index in `free` of each list page's first entry, to name the page that holds a duplicate.
+        var firstEntries: [Int] = []
         var next = head
         let perPage = capacity(pageSize: reader.pageSize)
         while next != 0 {
@@ -109,6 +111,7 @@ struct FreeList {
             }
             let page = try reader.rawPage(next, type: .freeList)
             list.append(next)
+            firstEntries.append(free.count)
             let count = Int(page.loadLE(UInt32.self, at: Page.countOffset))
             guard count <= perPage else {
                 throw EventStoreError.corrupted(location: location, detail: "free-list page count \(count) too large")
@@ -125,9 +128,10 @@ struct FreeList {
         }
         // Two checkpoints' nodes in one page, or a node over the list itself, would be damage too.
         var seen = chain
-        for page in free where !seen.insert(page).inserted {
+        for (index, page) in free.enumerated() where !seen.insert(page).inserted {
+            let holder = list[(firstEntries.lastIndex { $0 <= index }) ?? 0]
             throw EventStoreError.corrupted(
-                location: "\(reader.path) page \(head)",
+                location: "\(reader.path) page \(holder)",
                 detail: "the free list names page \(page) more than once, or one of its own pages")
         }
         return (free, list)
