@@ -182,4 +182,51 @@ struct VersionCeilingTests {
         #expect(try await reopened.get(ceiling)?.version == (1 << 62) - 1)
         try await reopened.close()
     }
+
+    // Third review: the check ahead of an open group's change stepped the version for every put of the key, but a
+    // put whose TTL has passed already writes an entry dead at once, so the next put starts again at 1; a joining
+    // commit that the store accepts alone was refused as corrupted.
+
+    /// An already-expired put, then a plain put, of a key at 2^62 - 2: versions 2^62 - 1, then 1.
+    private static let expiredThenPut = KeyValueTransaction(writes: [
+        .put(Array("ceiling".utf8), [3], ttl: .zero), .put(Array("ceiling".utf8), [4]),
+    ])
+
+    @Test("an expired put then a put of a key at 2^62 - 2 commits alone and in an open group alike, at version 1")
+    func expiredPutRestartsTheVersion() async throws {
+        for joining in [false, true] {
+            let directory = TemporaryDirectory("version-ceiling-expired")
+            defer { directory.remove() }
+            let key = Array("ceiling".utf8)
+            do {
+                let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+                _ = try await store.commit(KeyValueTransaction(writes: [.put(key, [1])]))
+                try await store.close()
+            }
+            try setVersion(of: key, to: (1 << 62) - 2, dataPath: directory.file("data"), pageSize: 4096)
+            let gate = IOGate(pathSuffix: "/wal")
+            let store = try await PageFileKeyValueStore.open(
+                directory: directory.path, options: smallOptions(faults: IOFaultPlan([], syncGate: gate)))
+            if joining {
+                gate.hold()
+                let first = Task {
+                    try await store.commit(KeyValueTransaction(writes: [.put(Array("zz-1".utf8), [1])]))
+                }
+                await gate.arrival()
+                let opener = await Self.startUpdate(store, KeyValueTransaction(writes: [.put(Array("zz-2".utf8), [2])]))
+                let joined = await Self.startUpdate(store, Self.expiredThenPut)
+                gate.release()
+                _ = try await first.value
+                _ = try await opener.value
+                if case .failure(let error) = await joined.result {
+                    Issue.record("a commit the store accepts alone was refused in a group: \(error)")
+                }
+            } else {
+                _ = try await store.commit(Self.expiredThenPut)
+            }
+            let entry = try await store.get(key)
+            #expect(entry?.value == [4] && entry?.version == 1, "joining: \(joining)")
+            try await store.close()
+        }
+    }
 }

@@ -400,15 +400,18 @@ struct TreeWriter {
     }
 
     /// Throws what `entry(_:_:replacing:)` would throw when `writes` put `key`, whose live entry is at `version`,
-    /// past the last version below 2^62: the steps its puts take (a delete among them starts it again at 1).
-    func checkVersionRoom(_ key: Key, from version: UInt64, in writes: [KeyWrite]) throws {
+    /// past the last version below 2^62: the steps its puts take, each over the entry the one before left live (a
+    /// delete among them, or a put whose TTL has passed already, leaves none, and the next put starts at 1).
+    func checkVersionRoom(_ key: Key, from version: UInt64, in writes: [KeyWrite], liveness: Liveness) throws {
         var current: UInt64? = version
         for write in writes where write.key == key {
             switch write {
-            case .put:
+            case .put(_, _, let ttl):
                 current = try current.map {
                     try MetaPage.counterStep($0, by: 1, "version", location: self.location(of: key))
                 } ?? 1
+                // The entry is this commit's (its modRevision above the open's): only its expiry can end it.
+                if ttl != nil, liveness.now >= liveness.expiry(of: ttl) { current = nil }
             case .delete:
                 current = nil
             }

@@ -91,6 +91,12 @@ struct Liveness: Sendable {
     func isLive(expiresAt: Int64, modRevision: UInt64) -> Bool {
         expiresAt == 0 || (now < expiresAt && modRevision > openRevision)
     }
+
+    /// The expiry a put with `ttl` stores (0: none; never 0 for a TTL, which may already have passed).
+    @inline(__always)
+    func expiry(of ttl: Duration?) -> Int64 {
+        ttl.map { max(1, Duration.expiry(now: now, ttl: $0)) } ?? 0
+    }
 }
 
 /// A reference from a branch to a child: a page on disk, or a node built in memory since the last checkpoint.

@@ -408,14 +408,14 @@ public final class PageFileKeyValueStore: KeyValueStore {
         let transactionID = joins ? writer.state.transaction : writer.state.transaction + 1
         var tree = TreeWriter(reader: reader, transaction: transactionID, pageCount: writer.state.meta.pageCount)
         if joins {
-            // Every error a write can meet is met here, before the open group's nodes change: read errors, and a
-            // put past the last version below 2^62 (only a damaged or crafted entry can be that high).
+            // The errors a write can meet in the tree are met here, before the open group's nodes change: read
+            // errors, and a put past the last version below 2^62 (only a damaged or crafted entry can be that high).
             let nearCeiling = MetaPage.counterCeiling - 1 - UInt64(transaction.writes.count)
             do {
                 for write in transaction.writes {
                     let version = try tree.readAhead(write.key, root: base, liveness: liveness)
                     if let version, version >= nearCeiling {
-                        try tree.checkVersionRoom(write.key, from: version, in: transaction.writes)
+                        try tree.checkVersionRoom(write.key, from: version, in: transaction.writes, liveness: liveness)
                     }
                 }
             } catch {
@@ -464,7 +464,7 @@ public final class PageFileKeyValueStore: KeyValueStore {
         for index in writes.indices {
             switch writes[index] {
             case .put(let key, let value, let ttl):
-                let expiresAt = ttl.map { max(1, Duration.expiry(now: liveness.now, ttl: $0)) } ?? 0
+                let expiresAt = liveness.expiry(of: ttl)
                 // One descent: the new entry's version follows from the entry it replaces.
                 let (old, version) = try tree.put(
                     key, PutValue(bytes: value, modRevision: revision, expiresAt: expiresAt, version: nil, liveness: liveness),
