@@ -196,7 +196,7 @@ extension PageFileKeyValueStore {
             }
             return meta
         } catch {
-            unlink(temporary)
+            Directory.remove(temporary, faults: options.faults)
             throw error
         }
     }
@@ -207,8 +207,8 @@ extension PageFileKeyValueStore {
         var state = writer.state
         let old = state.reader
         let dataPath = directory + "/data"
-        try Directory.rename(directory + "/data.compact", to: dataPath)
-        if options.durability != .none { try Directory.sync(directory) }
+        try Directory.rename(directory + "/data.compact", to: dataPath, faults: options.faults)
+        if options.durability != .none { try Directory.sync(directory, faults: options.faults) }
 
         let reader = PageReader(
             file: try SystemFile.open(dataPath, create: false, faults: options.faults), pageSize: pageSize,

@@ -9,6 +9,16 @@
 // - The fault seam (`IOFaultPlan`, with the `IOGate` that holds syncs) is per store (set through
 //   `PageFileOptions.faults`), so tests running in parallel never see each other's faults. Production stores have no
 //   plan and pay one nil check per call.
+// - A plan may carry an `IORecorder` (test-only, for the power-loss tests): it sees every file mutation of the store,
+//   in one global order, under one lock that is held across the syscall itself, so the recorded order is the order
+//   the kernel saw (a sync is recorded after every write recorded before it has returned, and before any recorded
+//   after it has started). The mutations are exactly these: `SystemFile.write`, `truncate`, `sync` and an
+//   `open(create:)` that made a new file, and `Directory.create` (mkdir), `sync`, `rename` and `remove` (unlink); no
+//   file of the engine is mutated any other way, except the lock file's informational pid (DirectoryLock.swift).
+//   Files opened without the plan are not recorded: a new store's creation (Recovery.createDataFile) and backups
+//   (Backup.swift), so recordings start from an existing store. Only calls that succeeded are recorded. The
+//   recorder never changes what the engine does, only when (calls are serialised while it is on); without a plan,
+//   nothing of it is reached.
 
 import EventStore
 import Foundation
@@ -47,13 +57,17 @@ final class IOFaultPlan: Sendable {
     /// Called with the file's path and the bytes asked for before every read, so a test can let another store act
     /// at that moment, or count what is read.
     let beforeRead: (@Sendable (_ path: String, _ count: Int) -> Void)?
+    /// Records every file mutation, in order (power-loss tests; see IORecorder).
+    let recorder: IORecorder?
 
     init(
-        _ faults: [IOFault], syncGate: IOGate? = nil, beforeRead: (@Sendable (_ path: String, _ count: Int) -> Void)? = nil
+        _ faults: [IOFault], syncGate: IOGate? = nil,
+        beforeRead: (@Sendable (_ path: String, _ count: Int) -> Void)? = nil, recorder: IORecorder? = nil
     ) {
         state = Locked(State(faults: faults, counts: Array(repeating: 0, count: faults.count)))
         self.syncGate = syncGate
         self.beforeRead = beforeRead
+        self.recorder = recorder
     }
 
     /// The fault to produce for this call, if any.
@@ -69,6 +83,52 @@ final class IOFaultPlan: Sendable {
             return nil
         }
     }
+}
+
+/// One file mutation, as the recorder saw it.
+enum IOEvent: Sendable {
+    /// `bytes` written at `offset` of the file at `path`.
+    case write(path: String, offset: UInt64, bytes: [UInt8])
+    /// The file at `path` cut or extended to `size` bytes.
+    case truncate(path: String, size: UInt64)
+    /// fdatasync of the file at `path`: every earlier write and truncate of it is durable.
+    case sync(path: String)
+    /// open(O_CREAT) made a new, empty file at `path` (its directory entry is durable only after a directory sync).
+    case create(path: String)
+    /// mkdir made the directory `path`.
+    case createDirectory(path: String)
+    /// fsync of the directory `path`: every earlier create, rename and remove in it is durable.
+    case syncDirectory(path: String)
+    /// rename(2) of `source` over `destination`.
+    case rename(source: String, destination: String)
+    /// unlink(2) removed the file at `path`.
+    case remove(path: String)
+    /// A write, truncate or sync went to a descriptor whose path no longer names its file (renamed over or removed):
+    /// the path alone does not say which file changed. The engine never does this; a test treats it as an error.
+    case detached(path: String, operation: String)
+}
+
+/// Test-only: records every file mutation of one store in one global order (see the invariants above). The lock is
+/// held while the syscall runs, so the order recorded is the order the kernel saw.
+final class IORecorder: Sendable {
+    private let events = Locked<[IOEvent]>([])
+
+    init() {}
+
+    /// Runs `body` (the syscall) under the lock; if it succeeds, appends what `event` makes of its result.
+    func perform<Result>(_ body: () throws -> Result, event: (Result) -> IOEvent?) rethrows -> Result {
+        try events.withLock { events in
+            let result = try body()
+            if let recorded = event(result) { events.append(recorded) }
+            return result
+        }
+    }
+
+    /// Events recorded so far: every event with an index below it has happened.
+    var count: Int { events.withLock { $0.count } }
+
+    /// Every event recorded so far, in order.
+    var recorded: [IOEvent] { events.withLock { $0 } }
 }
 
 /// Holds fdatasync calls on the files whose path ends with `pathSuffix` while a test asks it to, so the test can queue
@@ -141,6 +201,15 @@ final class SystemFile: Sendable {
     /// reading with `readOnly` (then every write fails with EBADF: a second guard behind the store's own refusal).
     static func open(_ path: String, create: Bool, readOnly: Bool = false, faults: IOFaultPlan?) throws -> SystemFile {
         let flags = (readOnly ? O_RDONLY : O_RDWR | (create ? O_CREAT : 0)) | O_CLOEXEC
+        if let recorder = faults?.recorder, create, !readOnly {
+            let (descriptor, code, _) = recorder.perform({ () -> (Int32, Int32, Bool) in
+                let existed = exists(path)
+                let descriptor = Glibc.open(path, flags, 0o600)
+                return (descriptor, descriptor >= 0 ? 0 : errno, existed)
+            }, event: { $0.0 >= 0 && !$0.2 ? .create(path: path) : nil })
+            guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: code) }
+            return SystemFile(descriptor: descriptor, path: path, faults: faults)
+        }
         let descriptor = Glibc.open(path, flags, 0o600)
         guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: errno) }
         return SystemFile(descriptor: descriptor, path: path, faults: faults)
@@ -174,15 +243,30 @@ final class SystemFile: Sendable {
 
     /// Writes all of `bytes` at `offset`.
     func write(_ bytes: [UInt8], at offset: UInt64) throws {
+        guard let faults else { return try write(bytes, at: offset, limit: bytes.count) }
         var limit = bytes.count
         var injected: Int32?
-        switch faults?.fault(for: .write, path: path) {
+        switch faults.fault(for: .write, path: path) {
         case .fail(let code): throw EventStoreError.ioFailure(operation: "pwrite", path: path, errno: code)
         case .shortWrite:
             limit = bytes.count / 2
             injected = ENOSPC
         case nil: break
         }
+        if let recorder = faults.recorder {
+            try recorder.perform({ try write(bytes, at: offset, limit: limit) }, event: { _ in
+                (try? isReplaced()) == false
+                    ? .write(path: path, offset: offset, bytes: Array(bytes[..<limit]))
+                    : .detached(path: path, operation: "pwrite")
+            })
+        } else {
+            try write(bytes, at: offset, limit: limit)
+        }
+        if let injected { throw EventStoreError.ioFailure(operation: "pwrite", path: path, errno: injected) }
+    }
+
+    /// Writes the first `limit` bytes of `bytes` at `offset`.
+    private func write(_ bytes: [UInt8], at offset: UInt64, limit: Int) throws {
         var done = 0
         while done < limit {
             let result = bytes.withUnsafeBytes { raw in
@@ -194,7 +278,6 @@ final class SystemFile: Sendable {
             }
             done += result
         }
-        if let injected { throw EventStoreError.ioFailure(operation: "pwrite", path: path, errno: injected) }
     }
 
     /// Asks the kernel to start writing `length` bytes at `offset` to the device now, without waiting for them: on
@@ -208,9 +291,22 @@ final class SystemFile: Sendable {
 
     /// Flushes the file's data to stable storage (fdatasync). Never retry after a failure.
     func sync() throws {
-        faults?.syncGate?.pass(path)
-        if case .fail(let code) = faults?.fault(for: .sync, path: path) {
-            throw EventStoreError.ioFailure(operation: "fdatasync", path: path, errno: code)
+        if let faults {
+            faults.syncGate?.pass(path)
+            if case .fail(let code) = faults.fault(for: .sync, path: path) {
+                throw EventStoreError.ioFailure(operation: "fdatasync", path: path, errno: code)
+            }
+            if let recorder = faults.recorder {
+                let result = recorder.perform({ fdatasync(descriptor) == 0 ? 0 : errno }, event: {
+                    guard $0 == 0 else { return nil }
+                    return (try? isReplaced()) == false
+                        ? .sync(path: path) : .detached(path: path, operation: "fdatasync")
+                })
+                guard result == 0 else {
+                    throw EventStoreError.ioFailure(operation: "fdatasync", path: path, errno: result)
+                }
+                return
+            }
         }
         guard fdatasync(descriptor) == 0 else {
             throw EventStoreError.ioFailure(operation: "fdatasync", path: path, errno: errno)
@@ -219,6 +315,17 @@ final class SystemFile: Sendable {
 
     /// Cuts or extends the file to `size` bytes.
     func truncate(to size: UInt64) throws {
+        if let recorder = faults?.recorder {
+            let result = recorder.perform({ ftruncate(descriptor, off_t(size)) == 0 ? 0 : errno }, event: {
+                guard $0 == 0 else { return nil }
+                return (try? isReplaced()) == false
+                    ? .truncate(path: path, size: size) : .detached(path: path, operation: "ftruncate")
+            })
+            guard result == 0 else {
+                throw EventStoreError.ioFailure(operation: "ftruncate", path: path, errno: result)
+            }
+            return
+        }
         guard ftruncate(descriptor, off_t(size)) == 0 else {
             throw EventStoreError.ioFailure(operation: "ftruncate", path: path, errno: errno)
         }
@@ -254,12 +361,20 @@ final class SystemFile: Sendable {
 enum Directory {
     /// Creates `path` (mode 0700) if it does not exist, and makes its entry in the parent durable; an existing
     /// directory is fine.
-    static func create(_ path: String) throws {
-        if mkdir(path, 0o700) == 0 {
+    static func create(_ path: String, faults: IOFaultPlan? = nil) throws {
+        let code: Int32
+        if let recorder = faults?.recorder {
+            code = recorder.perform({ mkdir(path, 0o700) == 0 ? 0 : errno }, event: {
+                $0 == 0 ? .createDirectory(path: path) : nil
+            })
+        } else {
+            code = mkdir(path, 0o700) == 0 ? 0 : errno
+        }
+        if code == 0 {
             // The new directory's entry in its parent must be durable too, or a power cut can take the whole store.
-            try sync(parent(of: path))
-        } else if errno != EEXIST {
-            throw EventStoreError.ioFailure(operation: "mkdir", path: path, errno: errno)
+            try sync(parent(of: path), faults: faults)
+        } else if code != EEXIST {
+            throw EventStoreError.ioFailure(operation: "mkdir", path: path, errno: code)
         }
         var info = stat()
         guard stat(path, &info) == 0 else { throw EventStoreError.ioFailure(operation: "stat", path: path, errno: errno) }
@@ -277,17 +392,41 @@ enum Directory {
     }
 
     /// Makes the directory's entries (created or renamed files) durable.
-    static func sync(_ path: String) throws {
+    static func sync(_ path: String, faults: IOFaultPlan? = nil) throws {
         let descriptor = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: errno) }
         defer { Glibc.close(descriptor) }
+        if let recorder = faults?.recorder {
+            let result = recorder.perform({ fsync(descriptor) == 0 ? 0 : errno }, event: {
+                $0 == 0 ? .syncDirectory(path: path) : nil
+            })
+            guard result == 0 else { throw EventStoreError.ioFailure(operation: "fsync", path: path, errno: result) }
+            return
+        }
         guard fsync(descriptor) == 0 else { throw EventStoreError.ioFailure(operation: "fsync", path: path, errno: errno) }
     }
 
     /// Atomically renames `source` to `destination`.
-    static func rename(_ source: String, to destination: String) throws {
+    static func rename(_ source: String, to destination: String, faults: IOFaultPlan? = nil) throws {
+        if let recorder = faults?.recorder {
+            let result = recorder.perform({ Glibc.rename(source, destination) == 0 ? 0 : errno }, event: {
+                $0 == 0 ? .rename(source: source, destination: destination) : nil
+            })
+            guard result == 0 else { throw EventStoreError.ioFailure(operation: "rename", path: source, errno: result) }
+            return
+        }
         guard Glibc.rename(source, destination) == 0 else {
             throw EventStoreError.ioFailure(operation: "rename", path: source, errno: errno)
         }
+    }
+
+    /// Removes the file at `path` if there is one (unlink(2)); a missing file, or a failure, is ignored, as the
+    /// callers (leftovers of a compaction) only tidy up.
+    static func remove(_ path: String, faults: IOFaultPlan? = nil) {
+        if let recorder = faults?.recorder {
+            _ = recorder.perform({ unlink(path) == 0 }, event: { $0 ? .remove(path: path) : nil })
+            return
+        }
+        _ = unlink(path)
     }
 }

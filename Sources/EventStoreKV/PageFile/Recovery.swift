@@ -51,7 +51,7 @@ extension PageFileKeyValueStore {
     {
         try options.validate()
         if options.readOnly { return try openSnapshot(directory: directory, options: options) }
-        try Directory.create(directory)
+        try Directory.create(directory, faults: options.faults)
         let lock = try DirectoryLock.acquire(directory: directory)
         do {
             return try open(directory: directory, options: options, lock: lock)
@@ -96,7 +96,7 @@ extension PageFileKeyValueStore {
         let walPath = directory + "/wal"
         var created = false
         // A compaction that crashed before its rename left a partial file behind; the old file is still current.
-        if !options.readOnly { unlink(directory + "/data.compact") }
+        if !options.readOnly { Directory.remove(directory + "/data.compact", faults: options.faults) }
         if !SystemFile.exists(dataPath) {
             if options.readOnly {
                 throw EventStoreError.incompatibleStore(path: directory, reason: "no store here (no data file)")
