@@ -275,12 +275,16 @@ struct PowerLossTests {
         }
         #expect(Set(initial.keys) == ["data", "wal", "lock"])
         let recorder = IORecorder()
+        let gate = IOGate(pathSuffix: "/wal")
         let store = try await PageFileKeyValueStore.open(
-            directory: directory, options: smallOptions(faults: IOFaultPlan([], recorder: recorder)))
+            directory: directory, options: smallOptions(faults: IOFaultPlan([], syncGate: gate, recorder: recorder)))
         let baseRevision = try await store.currentRevision()
         #expect(try await allEntries(store).isEmpty)
 
-        let commits = try await Self.runWorkload(store, recorder: recorder, seed: seed)
+        // One group commit for certain (the workload's own depend on timing), then the concurrent workload.
+        let commits =
+            try await Self.runGroup(store, recorder: recorder, gate: gate)
+            + Self.runWorkload(store, recorder: recorder, seed: seed)
         try await store.close()
         let events = recorder.recorded
         let workloadDone = clock.now
@@ -366,6 +370,44 @@ struct PowerLossTests {
             \(images) crashed images, \(failures) failing; workload \(workloadDone - started), \
             cuts \(finished - workloadDone)
             """)
+    }
+
+    /// Three commits of which the last two share one WAL write and sync: the first's sync is held until both have
+    /// joined the group behind it.
+    static func runGroup(
+        _ store: PageFileKeyValueStore, recorder: IORecorder, gate: IOGate
+    ) async throws -> [PowerLossCommit] {
+        @Sendable func writes(_ id: Int) -> [KeyWrite] {
+            [.put(Array("pl/group/\(id)".utf8), powerLossValue(id: id, index: 0, size: 200 + 3_000 * (id % 3)))]
+        }
+        gate.hold()
+        let first = Task {
+            let revision = try await store.commit(KeyValueTransaction(writes: writes(900_000)))
+            return PowerLossCommit(
+                id: 900_000, writes: writes(900_000), revision: revision, acknowledgedAt: recorder.count)
+        }
+        await gate.arrival()
+        var joined: [Task<PowerLossCommit, any Error>] = []
+        for id in [900_001, 900_002] {
+            // Returns once the commit's body ran under the writer lock: it is in the group behind the held sync.
+            let (applied, signal) = AsyncStream<Void>.makeStream()
+            joined.append(
+                Task {
+                    defer { signal.finish() }
+                    let update = try await store.update { _ in
+                        signal.yield()
+                        return (KeyValueTransaction(writes: writes(id)), ())
+                    }
+                    let revision = try #require(update.revision, "the update wrote nothing")
+                    return PowerLossCommit(
+                        id: id, writes: writes(id), revision: revision, acknowledgedAt: recorder.count)
+                })
+            for await _ in applied { break }
+        }
+        gate.release()
+        var commits = [try await first.value]
+        for task in joined { commits.append(try await task.value) }
+        return commits
     }
 
     /// Concurrent committers (group commit) of mixed-size puts and deletes; committer 0 also checkpoints and compacts.
