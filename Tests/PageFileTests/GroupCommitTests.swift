@@ -26,24 +26,6 @@ struct GroupCommitTests {
         _ = try await store.commit(KeyValueTransaction(writes: writes))
     }
 
-    /// Starts `transaction` as an update in a new task and returns once its body has run under the writer lock (so
-    /// every earlier update has been applied and queued) or the update has ended without running it.
-    private static func startUpdate(_ store: PageFileKeyValueStore, _ transaction: KeyValueTransaction) async
-        -> Task<UInt64?, any Error>
-    {
-        let (signals, signal) = AsyncStream<Void>.makeStream()
-        let task = Task {
-            // An update refused before its body runs must not leave the caller waiting for the signal.
-            defer { signal.finish() }
-            return try await store.update { _ in
-                signal.yield()
-                return (transaction, ())
-            }.revision
-        }
-        for await _ in signals { break }
-        return task
-    }
-
     /// The marker every shared key holds (they must agree: transactions are seen whole), and which own keys exist.
     private static func visible(_ store: PageFileKeyValueStore) async throws -> (marker: UInt8?, own: [UInt8]) {
         let values = try await store.get(shared).map { $0?.value }
@@ -68,9 +50,9 @@ struct GroupCommitTests {
             let first = Task { try await store.commit(Self.marked(1)) }
             await gate.arrival()
             var queued: [Task<UInt64?, any Error>] = []
-            for marker in UInt8(2)...4 { queued.append(await Self.startUpdate(store, Self.marked(marker))) }
+            for marker in UInt8(2)...4 { queued.append(await startUpdate(store, Self.marked(marker))) }
             // A read-only update runs only after commit 4 is applied and queued.
-            let barrier = await Self.startUpdate(store, KeyValueTransaction())
+            let barrier = await startUpdate(store, KeyValueTransaction())
             var seen = try await Self.visible(store)
             #expect(seen.marker == 0 && seen.own == [0], "commits 1-4 are not durable yet: \(seen)")
 
@@ -173,7 +155,7 @@ struct GroupCommitTests {
         let first = Task { try await store.commit(Self.marked(1)) }
         await gate.arrival()
         var queued: [Task<UInt64?, any Error>] = []
-        for marker in UInt8(2)...4 { queued.append(await Self.startUpdate(store, Self.marked(marker))) }
+        for marker in UInt8(2)...4 { queued.append(await startUpdate(store, Self.marked(marker))) }
         gate.release()
         _ = try await first.value
         for task in queued { _ = try await task.value }
@@ -219,10 +201,10 @@ struct GroupCommitTests {
         let first = Task { try await store.commit(KeyValueTransaction(writes: [.put(Array("zz-1".utf8), [1])])) }
         await gate.arrival()
         // The open group's first commit (keys in the last leaf), then one that needs the damaged leaf.
-        let opener = await Self.startUpdate(store, KeyValueTransaction(writes: [.put(Array("zz-2".utf8), [2])]))
-        let damaged = await Self.startUpdate(
+        let opener = await startUpdate(store, KeyValueTransaction(writes: [.put(Array("zz-2".utf8), [2])]))
+        let damaged = await startUpdate(
             store, KeyValueTransaction(writes: [.put(Array("zz-3".utf8), [3]), .put(victim, [3])]))
-        let barrier = await Self.startUpdate(store, KeyValueTransaction())
+        let barrier = await startUpdate(store, KeyValueTransaction())
         gate.release()
         _ = try await first.value
         #expect(try await opener.value != nil)

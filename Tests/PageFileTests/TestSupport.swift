@@ -103,3 +103,19 @@ func rewriteNewestMeta(
     try data.synchronize()
     return next
 }
+
+/// Starts `transaction` as an update of `store` in a new task and returns once its body has run under the writer
+/// lock (so every earlier update has been applied and queued) or the update has ended without running it.
+func startUpdate(_ store: PageFileKeyValueStore, _ transaction: KeyValueTransaction) async -> Task<UInt64?, any Error> {
+    let (signals, signal) = AsyncStream<Void>.makeStream()
+    let task = Task {
+        // An update refused before its body runs must not leave the caller waiting for the signal.
+        defer { signal.finish() }
+        return try await store.update { _ in
+            signal.yield()
+            return (transaction, ())
+        }.revision
+    }
+    for await _ in signals { break }
+    return task
+}

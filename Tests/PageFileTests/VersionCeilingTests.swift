@@ -50,18 +50,26 @@ struct VersionCeilingTests {
         try Data(data).write(to: URL(fileURLWithPath: dataPath))
     }
 
+    /// The key every test here puts at a version near the ceiling.
+    private static let ceiling = Array("ceiling".utf8)
+
+    /// A closed store in `directory` holding ``ceiling`` at `version` (and `others`, at version 1).
+    private func makeStore(in directory: TemporaryDirectory, ceilingAt version: UInt64, others: [KeyWrite] = [])
+        async throws
+    {
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        _ = try await store.commit(KeyValueTransaction(writes: [.put(Self.ceiling, [1])] + others))
+        try await store.close()
+        try setVersion(of: Self.ceiling, to: version, dataPath: directory.file("data"), pageSize: 4096)
+    }
+
     @Test("a put over an entry at version 2^62 - 1 is refused as corrupted, and the store keeps the entry and opens")
     func putAtTheCeilingIsRefused() async throws {
         let directory = TemporaryDirectory("version-ceiling")
         defer { directory.remove() }
-        let key = Array("ceiling".utf8)
+        let key = Self.ceiling
         let last: UInt64 = (1 << 62) - 1
-        do {
-            let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
-            _ = try await store.commit(KeyValueTransaction(writes: [.put(key, [1])]))
-            try await store.close()
-        }
-        try setVersion(of: key, to: last, dataPath: directory.file("data"), pageSize: 4096)
+        try await makeStore(in: directory, ceilingAt: last)
 
         let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         #expect(try await store.get(key)?.version == last, "the documented bound allows the entry")
@@ -86,33 +94,12 @@ struct VersionCeilingTests {
     // the refusal came after earlier writes had changed them, so it failed the whole store, and the group's other
     // commits with it. The ceiling is now checked ahead of any change, with the read-ahead.
 
-    /// Starts `transaction` as an update in a new task; returns once its body ran under the writer lock.
-    private static func startUpdate(_ store: PageFileKeyValueStore, _ transaction: KeyValueTransaction) async
-        -> Task<UInt64?, any Error>
-    {
-        let (signals, signal) = AsyncStream<Void>.makeStream()
-        let task = Task {
-            defer { signal.finish() }
-            return try await store.update { _ in
-                signal.yield()
-                return (transaction, ())
-            }.revision
-        }
-        for await _ in signals { break }
-        return task
-    }
-
     @Test("a commit joining an open group and refused at the version ceiling fails only itself; the group commits")
     func ceilingRefusalInAJoiningCommitFailsOnlyIt() async throws {
         let directory = TemporaryDirectory("version-ceiling-group")
         defer { directory.remove() }
-        let ceiling = Array("ceiling".utf8)
-        do {
-            let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
-            _ = try await store.commit(KeyValueTransaction(writes: [.put(ceiling, [1])]))
-            try await store.close()
-        }
-        try setVersion(of: ceiling, to: (1 << 62) - 1, dataPath: directory.file("data"), pageSize: 4096)
+        let ceiling = Self.ceiling
+        try await makeStore(in: directory, ceilingAt: (1 << 62) - 1)
 
         let gate = IOGate(pathSuffix: "/wal")
         let store = try await PageFileKeyValueStore.open(
@@ -121,10 +108,10 @@ struct VersionCeilingTests {
         let first = Task { try await store.commit(KeyValueTransaction(writes: [.put(Array("zz-1".utf8), [1])])) }
         await gate.arrival()
         // The open group's first commit, then one refused at its second write, then an innocent one.
-        let opener = await Self.startUpdate(store, KeyValueTransaction(writes: [.put(Array("zz-2".utf8), [2])]))
-        let refused = await Self.startUpdate(
+        let opener = await startUpdate(store, KeyValueTransaction(writes: [.put(Array("zz-2".utf8), [2])]))
+        let refused = await startUpdate(
             store, KeyValueTransaction(writes: [.put(Array("zz-3".utf8), [3]), .put(ceiling, [3])]))
-        let barrier = await Self.startUpdate(store, KeyValueTransaction(writes: [.put(Array("zz-4".utf8), [4])]))
+        let barrier = await startUpdate(store, KeyValueTransaction(writes: [.put(Array("zz-4".utf8), [4])]))
         gate.release()
         _ = try await first.value
         await #expect(throws: EventStoreError.self) { _ = try await refused.value }
@@ -155,13 +142,8 @@ struct VersionCeilingTests {
     func ceilingRefusalMidTransactionAlone() async throws {
         let directory = TemporaryDirectory("version-ceiling-mid")
         defer { directory.remove() }
-        let ceiling = Array("ceiling".utf8)
-        do {
-            let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
-            _ = try await store.commit(KeyValueTransaction(writes: [.put(ceiling, [1]), .put(Array("a".utf8), [1])]))
-            try await store.close()
-        }
-        try setVersion(of: ceiling, to: (1 << 62) - 1, dataPath: directory.file("data"), pageSize: 4096)
+        let ceiling = Self.ceiling
+        try await makeStore(in: directory, ceilingAt: (1 << 62) - 1, others: [.put(Array("a".utf8), [1])])
         let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         await #expect(throws: EventStoreError.self) {
             _ = try await store.commit(
@@ -189,7 +171,7 @@ struct VersionCeilingTests {
 
     /// An already-expired put, then a plain put, of a key at 2^62 - 2: versions 2^62 - 1, then 1.
     private static let expiredThenPut = KeyValueTransaction(writes: [
-        .put(Array("ceiling".utf8), [3], ttl: .zero), .put(Array("ceiling".utf8), [4]),
+        .put(ceiling, [3], ttl: .zero), .put(ceiling, [4]),
     ])
 
     @Test("an expired put then a put of a key at 2^62 - 2 commits alone and in an open group alike, at version 1")
@@ -197,13 +179,8 @@ struct VersionCeilingTests {
         for joining in [false, true] {
             let directory = TemporaryDirectory("version-ceiling-expired")
             defer { directory.remove() }
-            let key = Array("ceiling".utf8)
-            do {
-                let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
-                _ = try await store.commit(KeyValueTransaction(writes: [.put(key, [1])]))
-                try await store.close()
-            }
-            try setVersion(of: key, to: (1 << 62) - 2, dataPath: directory.file("data"), pageSize: 4096)
+            let key = Self.ceiling
+            try await makeStore(in: directory, ceilingAt: (1 << 62) - 2)
             let gate = IOGate(pathSuffix: "/wal")
             let store = try await PageFileKeyValueStore.open(
                 directory: directory.path, options: smallOptions(faults: IOFaultPlan([], syncGate: gate)))
@@ -213,8 +190,8 @@ struct VersionCeilingTests {
                     try await store.commit(KeyValueTransaction(writes: [.put(Array("zz-1".utf8), [1])]))
                 }
                 await gate.arrival()
-                let opener = await Self.startUpdate(store, KeyValueTransaction(writes: [.put(Array("zz-2".utf8), [2])]))
-                let joined = await Self.startUpdate(store, Self.expiredThenPut)
+                let opener = await startUpdate(store, KeyValueTransaction(writes: [.put(Array("zz-2".utf8), [2])]))
+                let joined = await startUpdate(store, Self.expiredThenPut)
                 gate.release()
                 _ = try await first.value
                 _ = try await opener.value
