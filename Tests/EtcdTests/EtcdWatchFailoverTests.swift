@@ -87,10 +87,11 @@ struct EtcdWatchFailoverTests {
             {
                 try await Task.sleep(for: .milliseconds(50))
             }
-            received.task.cancel()
+            // Read before the cancellation below, which ends the stream.
             let outcome = Outcome(
                 keys: received.keys.withLock { $0 }, ending: received.ending.withLock { $0 },
                 failovers: watcher.transport.failoverCount, endpoint: watcher.transport.currentEndpoint)
+            received.task.cancel()
             try await writer.removeAllKeys()
             try await watcher.close()
             try await writer.close()
