@@ -129,10 +129,12 @@ struct ChildProcessTests {
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         // The crash test's parent starts its children through ChildProcess, and kills each one only 300 ms or more
         // after it has finished a transfer: a kill of the parent as soon as its child exists comes first, most
-        // often before the child's main has run.
+        // often before the child's main has run. It is asked for many kills, so that it still runs, starting child
+        // after child, when this task is scheduled late on a loaded machine (with 3, the whole crash test once ended
+        // in CI before this loop saw any child).
         let parent = try ChildProcess(
             ToolRunner.executable("AccountLedger").path,
-            ["demo", "--crash-test", "3", "--accounts", "2", "--workers", "1", "--data", scratch + "/ledger"],
+            ["demo", "--crash-test", "200", "--accounts", "2", "--workers", "1", "--data", scratch + "/ledger"],
             standardOutput: .file(scratch + "/parent.out"), standardError: .file(scratch + "/parent.out"))
         var child: pid_t?
         for _ in 0..<3_000 where child == nil && parent.isRunning {
