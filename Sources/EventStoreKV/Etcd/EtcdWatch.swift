@@ -13,10 +13,10 @@
 //   members end it with unavailable only once every member has failed since the last watch was created and the
 //   retry budget has passed. Once finished, nothing more is yielded.
 // - Connecting, sending the request and reading the answer up to `created` wait at most `requestTimeout`, as any
-//   request does; only a created watch waits `watchIdleTimeout` for its next message. After a failure, connections
-//   start at least `reconnectInterval` apart. A created watch that was silent that long is
-//   reopened where the transport points, as no failure: a quiet namespace is no sign of a bad member. A member that
-//   loses its leader ends its watches (the request requires one), and a dead one fails the reconnect.
+//   request does; only a created watch waits `watchIdleTimeout` for its next message. A created watch that was
+//   silent that long is reopened where the transport points, as no failure: a quiet namespace is no sign of a bad
+//   member. A member that loses its leader ends its watches (the request requires one), and a dead one fails the
+//   reconnect. After a failure, connections start at least `reconnectInterval` apart.
 // - All mutable state is in `state`, a `Locked`. Each connection is read by its own thread; `generation` tells a thread
 //   whose connection was replaced or aborted to deliver nothing more.
 

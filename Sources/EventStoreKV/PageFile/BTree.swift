@@ -388,6 +388,10 @@ struct TreeWriter {
             }
             if node.isLeaf {
                 try descent.check(node, reader: reader)
+                // A key past the leaf's last (a new log position, most of an append's keys) is found absent with one
+                // comparison, as putInLastLeaf finds where it goes.
+                let count = node.count
+                guard count > 0, node.compareKey(at: count - 1, with: key) >= 0 else { return nil }
                 let index = node.lowerBound(key)
                 guard node.hasKey(key, at: index) else { return nil }
                 let header = node.header(at: index)
