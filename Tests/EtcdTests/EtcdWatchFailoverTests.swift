@@ -189,8 +189,10 @@ struct EtcdWatchFailoverTests {
         // A bound, should the watch stay open: etcd ends a leader-requiring stream about three election timeouts
         // (1 s each by default) after its member lost the leader.
         let bound = Task {
-            try? await Task.sleep(for: .seconds(60))
-            watch.cancel()
+            do {
+                try await Task.sleep(for: .seconds(60))
+                watch.cancel()
+            } catch {}  // cancelled: the watch ended by itself
         }
         let ending = await watch.value
         bound.cancel()
