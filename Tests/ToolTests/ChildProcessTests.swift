@@ -114,12 +114,7 @@ struct ChildProcessTests {
         let output = await Self.read(try #require(child.standardOutput))
         #expect(try await child.exited() == .exited(0))
         let orphan = try #require(pid_t(output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(output)")
-        var ended = false
-        for _ in 0..<200 where !ended {
-            ended = !Self.isAlive(orphan)
-            if !ended { try? await Task.sleep(for: .milliseconds(50)) }
-        }
-        if !ended { kill(orphan, SIGKILL) }  // a watch that failed must not leave it running (it is not reaped yet)
+        let ended = await Self.ends(orphan)
         #expect(ended, "the child \(orphan) still ran 10 s after its parent exited")
     }
 
@@ -144,12 +139,7 @@ struct ChildProcessTests {
         let ending = await parent.kill()
         let printed = (try? String(contentsOfFile: scratch + "/parent.out", encoding: .utf8)) ?? ""
         let orphan = try #require(child, "the crash test (\(ending)) started no child: \(printed)")
-        var ended = false
-        for _ in 0..<200 where !ended {
-            ended = !Self.isAlive(orphan)
-            if !ended { try? await Task.sleep(for: .milliseconds(50)) }
-        }
-        if !ended { kill(orphan, SIGKILL) }  // a watch that failed must not leave it running (it is not reaped yet)
+        let ended = await Self.ends(orphan)
         #expect(ended, "the child \(orphan) still ran 10 s after the process that started it was killed")
     }
 
@@ -178,6 +168,17 @@ struct ChildProcessTests {
     }
 
     /// The pids whose parent is `pid`.
+    /// Whether `orphan` ends within about 10 s; if not, it is killed, so that a watch that failed does not leave it
+    /// running (it is not this process's child, so nothing would reap it).
+    private static func ends(_ orphan: pid_t) async -> Bool {
+        for _ in 0..<200 {
+            if !isAlive(orphan) { return true }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        kill(orphan, SIGKILL)
+        return false
+    }
+
     private static func children(of pid: pid_t) -> [pid_t] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return entries.compactMap { pid_t($0) }.filter { candidate in
