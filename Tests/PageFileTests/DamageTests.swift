@@ -299,6 +299,33 @@ struct DamageTests {
         #expect([UInt8](try Data(contentsOf: url)) == data, "the store was changed")
     }
 
+    /// No build writes format version 0, so a sealed meta page declaring it was made by hand or by a defect. It was
+    /// read as version 1; now it refuses the store as a newer version does, in either slot, and nothing is written.
+    @Test("a sealed meta page declaring format version 0 is refused, and nothing is written", arguments: [0, 1])
+    func versionZeroInOneSlot(slot: Int) async throws {
+        let directory = TemporaryDirectory("version-zero")
+        defer { directory.remove() }
+        let options = smallOptions()
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        try await store.close()
+
+        let url = URL(fileURLWithPath: directory.file("data"))
+        var data = [UInt8](try Data(contentsOf: url))
+        let range = (slot * options.pageSize)..<((slot + 1) * options.pageSize)
+        var page = Array(data[range])
+        page.storeLE(UInt32(0), at: Page.headerSize + 8)
+        Page.seal(&page)
+        data.replaceSubrange(range, with: page)
+        try Data(data).write(to: url)
+
+        await #expect { try await PageFileKeyValueStore.open(directory: directory.path, options: options) } throws: { error in
+            guard case EventStoreError.incompatibleStore(let path, let reason) = error else { return false }
+            return path.hasSuffix("data") && reason.contains("meta page \(slot)") && reason.contains("format version 0")
+        }
+        #expect([UInt8](try Data(contentsOf: url)) == data, "the store was changed")
+    }
+
     /// `readMeta` used to trust the version field of slot 0 before any checksum was checked: one flipped bit there
     /// (1 -> 3) reported a newer format, and the store was refused as `incompatibleStore` although slot 0 failed its
     /// checksum and slot 1 held the newest, intact meta. Damage to a meta page falls back to the other slot, as a torn

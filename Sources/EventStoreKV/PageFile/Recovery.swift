@@ -349,13 +349,18 @@ extension PageFileKeyValueStore {
         let pages = try (0..<UInt64(2)).map { try data.read(count: pageSize, at: $0 * UInt64(pageSize)) }
         // Either slot may hold the newest meta, so a newer format version in either one refuses the store: opening
         // it at the other slot's older state would rewind it, and the recovery checkpoint would overwrite the newer
-        // meta. Only a slot whose checksum holds is believed: one flipped bit must not make a store unopenable.
+        // meta. Version 0, which no build writes, is refused the same way rather than read as version 1. Only a slot
+        // whose checksum holds is believed: one flipped bit must not make a store unopenable.
         for (slot, page) in pages.enumerated() {
-            if let version = MetaPage.sealedVersion(page, slot: UInt64(slot), pageSize: pageSize, path: path),
-                version > MetaPage.formatVersion
-            {
+            guard let version = MetaPage.sealedVersion(page, slot: UInt64(slot), pageSize: pageSize, path: path)
+            else { continue }
+            if version > MetaPage.formatVersion {
                 throw EventStoreError.incompatibleStore(
                     path: path, reason: "format version \(version) is newer than this build's \(MetaPage.formatVersion)")
+            }
+            if version == 0 {
+                throw EventStoreError.incompatibleStore(
+                    path: path, reason: "meta page \(slot) declares format version 0, which no build writes")
             }
         }
         guard pageSize == options.pageSize else {
