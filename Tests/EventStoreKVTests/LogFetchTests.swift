@@ -72,12 +72,11 @@ struct LogFetchTests {
         return (store, backend, stream)
     }
 
-    @Test("events missing from the middle and the ends of a scanned run are skipped, and end a stream read")
+    @Test("events missing from the middle and the ends of a scanned run are skipped by an indexed read")
     func scavengedGapsInRunsAreSkipped() async throws {
         let (store, backend, stream) = try await storeWithOneRun()
-        // The records gone and the stream index naming only the rest (as runs 2...16 and 19...39), as a scavenge
-        // leaves them; the type index entries stay, as a type read racing scavenge sees them: it asks for the whole
-        // run and must skip the holes.
+        // The records gone and the stream index naming only the rest (as runs 2...16 and 19...39); the type index
+        // entries stay, as a type read racing scavenge sees them: it asks for the whole run and must skip the holes.
         let gone: [UInt64] = [1, 17, 18, 40]
         for position in gone {
             _ = try await backend.commit(KeyValueTransaction(writes: [.delete(KeyLayout.log(position))]))
@@ -88,18 +87,41 @@ struct LogFetchTests {
             .put(KeyLayout.streamIndex(stream, version: 39), StreamIndexRun.value(lastPosition: 39, count: 21)),
         ]))
         let remaining = (1...40).filter { !gone.contains($0) }
-        // A stream read returns consecutive versions: it stops at the hole in the middle once it has returned
-        // versions before it, and the next read, from the version after them, starts past it.
-        #expect(
-            try await store.read(stream, from: .start, direction: .forward, limit: .max).map(\.version) == Array(2...16))
+        #expect(try await store.readEvents(ofType: "Posted", from: 1, limit: .max).map(\.position) == remaining)
+
+        // Scavenge removes a stream's oldest events only, so versions missing between two stream index runs are
+        // damage: a stream read that meets them in one scan says where, in either direction. It used to return the
+        // versions before the hole as if the stream ended there.
+        for (start, direction) in [(ReadStart.start, ReadDirection.forward), (.end, .backward)] {
+            await #expect(
+                performing: { try await store.read(stream, from: start, direction: direction, limit: .max) },
+                throws: { error in
+                    guard case EventStoreError.corrupted(let location, let detail) = error else { return false }
+                    return location == "stream index of \"ledger\"" && detail.contains("versions 17...18 are missing")
+                })
+        }
+        // A read that starts past the hole, or reads down to it from above it, meets one run and is not refused.
         #expect(try await store.read(stream, from: .version(17), direction: .forward, limit: .max).map(\.version)
             == Array(19...39))
-        #expect(
-            try await store.read(stream, from: .end, direction: .backward, limit: .max).map(\.version)
-                == Array((19...39).reversed()))
         #expect(try await store.read(stream, from: .version(18), direction: .backward, limit: .max).map(\.version)
             == Array((2...16).reversed()))
-        #expect(try await store.readEvents(ofType: "Posted", from: 1, limit: .max).map(\.position) == remaining)
+    }
+
+    @Test("stream index runs that name one version twice are corruption, not a version read twice")
+    func overlappingStreamIndexRunsAreCorruption() async throws {
+        let (store, backend, stream) = try await storeWithOneRun()
+        // Runs 1...40 and, added, 1...20: version 1...20 named twice.
+        _ = try await backend.commit(KeyValueTransaction(writes: [
+            .put(KeyLayout.streamIndex(stream, version: 20), StreamIndexRun.value(lastPosition: 20, count: 20))
+        ]))
+        for (start, direction) in [(ReadStart.start, ReadDirection.forward), (.end, .backward)] {
+            await #expect(
+                performing: { try await store.read(stream, from: start, direction: direction, limit: .max) },
+                throws: { error in
+                    guard case EventStoreError.corrupted(let location, let detail) = error else { return false }
+                    return location == "stream index of \"ledger\"" && detail.contains("overlap")
+                })
+        }
     }
 
     @Test("a scanned run whose record is missing while its index entry remains is corruption naming the position")

@@ -712,7 +712,10 @@ public final class KeyValueEventStore: EventStoring {
         versions.reserveCapacity(limit)
         positions.reserveCapacity(limit)
         runEnds.reserveCapacity(limit)
+        var previous: StreamIndexRun?
         for run in runs {
+            if let previous { try Self.checkAdjacent(previous, run, direction: direction, of: stream) }
+            previous = run
             let span: ClosedRange<UInt64>
             switch direction {
             case .forward:
@@ -739,6 +742,27 @@ public final class KeyValueEventStore: EventStoring {
             if versions.count == limit { break }
         }
         return (versions, positions, runEnds)
+    }
+
+    /// Throws `corrupted` unless `run` continues `previous`, the run before it in one scan in `direction`. Versions
+    /// missing between two runs were never scavenged (scavenge removes a stream's oldest events only, so it shortens
+    /// or removes the first runs), and two runs naming one version contradict each other: a read must not skip the
+    /// one or return the other twice.
+    private static func checkAdjacent(
+        _ previous: StreamIndexRun, _ run: StreamIndexRun, direction: ReadDirection, of stream: StreamName
+    ) throws {
+        let (lower, upper) = direction == .forward ? (previous, run) : (run, previous)
+        guard lower.lastVersion < upper.firstVersion else {
+            throw EventStoreError.corrupted(
+                location: "stream index of \"\(stream)\"",
+                detail: "the runs ending at versions \(lower.lastVersion) and \(upper.lastVersion) overlap")
+        }
+        guard upper.firstVersion - lower.lastVersion == 1 else {
+            throw EventStoreError.corrupted(
+                location: "stream index of \"\(stream)\"",
+                detail: "versions \(lower.lastVersion + 1)...\(upper.firstVersion - 1) are missing between two runs; "
+                    + "scavenge removes only a stream's oldest events")
+        }
     }
 
     /// The stream index runs of `stream` in `range`, in scan order, decoded in place from one borrowed scan, until
