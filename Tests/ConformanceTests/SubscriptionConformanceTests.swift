@@ -235,6 +235,30 @@ import Testing
         }
     }
 
+    /// A subscription delivers what it read ahead as it was read, and hides from its next batch on: after a
+    /// truncateBefore set mid-buffer it delivers the rest of that buffer, then only visible versions; after a hard
+    /// delete the rest of its buffer, then nothing. (A reviewer found the docs promised more than this.)
+    @Test(arguments: Backends.all)
+    func streamSubscriptionHidesFromItsNextBatchOn(backend: Backend) async throws {
+        try await backend.withStore { store in
+            let truncated = try stream("cart-1")
+            _ = try await store.append(samples(20), to: truncated, expectedVersion: .noStream)
+            var iterator = store.subscribe(to: truncated, bufferSize: 4).makeAsyncIterator()
+            #expect(try await iterator.nextEvents(1).map(\.version) == [1])
+            try await store.setMetadata(StreamMetadata(truncateBefore: 15), for: truncated)
+            #expect(try await iterator.nextEvents(9).map(\.version) == [2, 3, 4] + Array(15...20))
+            #expect(try await iterator.next() == .caughtUp(through: 20))
+
+            let deleted = try stream("cart-2")
+            _ = try await store.append(samples(5), to: deleted, expectedVersion: .noStream)
+            var second = store.subscribe(to: deleted, bufferSize: 10).makeAsyncIterator()
+            #expect(try await second.nextEvents(1).map(\.version) == [1])
+            _ = try await store.delete(deleted, expectedVersion: .exact(5), mode: .hard)
+            #expect(try await second.nextEvents(4).map(\.version) == [2, 3, 4, 5])
+            #expect(try await second.next() == .caughtUp(through: 5))
+        }
+    }
+
     @Test(arguments: Backends.all)
     func streamSubscriptionFromTheEndIsLiveOnly(backend: Backend) async throws {
         try await backend.withStore { store in

@@ -52,7 +52,8 @@ public struct AllSubscription: AsyncSequence, Sendable {
 }
 
 /// A subscription to one stream: its events once, in version order, then live ones as they commit. Events hidden by
-/// the stream's metadata or deletion are not delivered.
+/// the stream's metadata or deletion are not delivered, but for those read ahead before the change (at most
+/// `bufferSize`), which are delivered as they were read.
 public struct StreamSubscription: AsyncSequence, Sendable {
     /// The element delivered: an event, or a "caught up" marker carrying a stream version.
     public typealias Element = SubscriptionMessage
