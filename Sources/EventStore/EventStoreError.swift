@@ -56,8 +56,9 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
     /// An earlier failure (an I/O error, or damage found while writing) put the store into a failed state; it refuses
     /// writes until reopened. Nothing was written by the append (or commit) that throws it.
     case storeFailed(reason: String)
-    /// Another writer holds the store's directory (`holderPID` is its pid, when its lock file names it). Read-only
-    /// openers never hold it.
+    /// Another writer holds the store's directory (`holderPID` is its pid, when its lock file names it), or the data
+    /// file or WAL that one of the directory's names reaches (`path` names that file). Read-only openers never hold
+    /// either.
     case storeLocked(path: String, holderPID: Int32?)
     /// A read-only store's snapshot is gone: it could not be pinned (or the writer did not honour the pin), and a
     /// writer has checkpointed (or compacted the store) since it was opened, so the pages it would read from disk
@@ -111,7 +112,7 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
         case .storeFailed(let reason):
             "the store has failed and refuses writes: \(reason); close it and open it again to recover"
         case .storeLocked(let path, let pid):
-            "the store at \(path) is in use by another process\(pid.map { " (pid \($0))" } ?? ""); close that process or use another directory"
+            "the store at \(path) is in use by another writer\(pid.map { " (pid \($0))" } ?? ""); close that writer or use another directory"
         case .snapshotExpired(let path):
             "the read-only snapshot of \(path) expired: a writer has checkpointed past it; refresh or open the store again"
         case .incompatibleStore(let path, let reason):

@@ -207,11 +207,15 @@ extension PageFileKeyValueStore {
         var state = writer.state
         let old = state.reader
         let dataPath = directory + "/data"
+        // Locked before it becomes `data`, so no other writer reaching `data` through a symlink can take it.
+        let file = try SystemFile.open(directory + "/data.compact", create: false, faults: options.faults)
+        try file.lockForWriting()
         try Directory.rename(directory + "/data.compact", to: dataPath, faults: options.faults)
         if options.durability != .none { try Directory.sync(directory, faults: options.faults) }
+        old.file.unlockForWriting()
 
         let reader = PageReader(
-            file: try SystemFile.open(dataPath, create: false, faults: options.faults), pageSize: pageSize,
+            file: try file.renamed(to: dataPath), pageSize: pageSize,
             cache: PageCache(capacity: old.cache.capacity, counts: old.cache.counts))
         let report = PageFileCompactionReport(pagesBefore: state.meta.pageCount, pagesAfter: meta.pageCount)
         state.meta = meta

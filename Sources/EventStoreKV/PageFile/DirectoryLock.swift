@@ -6,6 +6,11 @@
 // - While a writable store is open its process holds an exclusive flock on `<dir>/lock`, and the file holds its
 //   pid. Another writable opener (another process, or the same process again) gets `storeLocked(path:holderPID:)`
 //   naming the pid.
+// - The writer also holds an exclusive flock on the data file and the WAL it opened (SystemFile.lockForWriting), so
+//   two directories whose `data` or `wal` reach one file (a symlink) never both write it: the second opener gets
+//   `storeLocked` naming that file. Compaction locks its new file before renaming it over `data`.
+// - The lock file, the data file and the WAL must be regular files: anything else (a FIFO, a directory) is
+//   `incompatibleStore` naming it, and no open waits on a FIFO (O_NONBLOCK).
 // - The lock is advisory and released by the kernel when the descriptor closes, so a crashed holder never leaves
 //   a stale lock behind; the pid in the file is only informational. A writer's clean release empties the file and
 //   unlocks explicitly first, so a copy of the descriptor held briefly by a child process being spawned cannot keep
@@ -33,8 +38,13 @@ final class DirectoryLock: Sendable {
         let path = directory + "/lock"
         var attempts = 0
         while true {
-            let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o600)
             guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: errno) }
+            var info = stat()
+            guard fstat(descriptor, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+                close(descriptor)
+                throw EventStoreError.incompatibleStore(path: path, reason: "not a regular file")
+            }
             if attempts == 0 { beforeLocking() }
             guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
                 let code = errno

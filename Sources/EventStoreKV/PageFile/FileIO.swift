@@ -199,8 +199,11 @@ final class SystemFile: Sendable {
 
     /// Opens (and with `create`, creates with mode 0600) the file at `path` for reading and writing, or only for
     /// reading with `readOnly` (then every write fails with EBADF: a second guard behind the store's own refusal).
+    /// - Throws: `incompatibleStore` naming `path` if it is not a regular file (a directory, a FIFO, a device): the
+    ///   open never waits for a FIFO's other end (O_NONBLOCK, which changes nothing for a regular file).
     static func open(_ path: String, create: Bool, readOnly: Bool = false, faults: IOFaultPlan?) throws -> SystemFile {
-        let flags = (readOnly ? O_RDONLY : O_RDWR | (create ? O_CREAT : 0)) | O_CLOEXEC
+        let flags = (readOnly ? O_RDONLY : O_RDWR | (create ? O_CREAT : 0)) | O_CLOEXEC | O_NONBLOCK
+        let file: SystemFile
         if let recorder = faults?.recorder, create, !readOnly {
             let (descriptor, code, _) = recorder.perform({ () -> (Int32, Int32, Bool) in
                 let existed = exists(path)
@@ -208,12 +211,51 @@ final class SystemFile: Sendable {
                 return (descriptor, descriptor >= 0 ? 0 : errno, existed)
             }, event: { $0.0 >= 0 && !$0.2 ? .create(path: path) : nil })
             guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: code) }
-            return SystemFile(descriptor: descriptor, path: path, faults: faults)
+            file = SystemFile(descriptor: descriptor, path: path, faults: faults)
+        } else {
+            let descriptor = Glibc.open(path, flags, 0o600)
+            guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: errno) }
+            file = SystemFile(descriptor: descriptor, path: path, faults: faults)
         }
-        let descriptor = Glibc.open(path, flags, 0o600)
-        guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: errno) }
-        return SystemFile(descriptor: descriptor, path: path, faults: faults)
+        try file.checkRegular()
+        return file
     }
+
+    /// Throws `incompatibleStore` naming the path unless the open file is a regular file.
+    private func checkRegular() throws {
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else {
+            throw EventStoreError.ioFailure(operation: "fstat", path: path, errno: errno)
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw EventStoreError.incompatibleStore(path: path, reason: "not a regular file")
+        }
+    }
+
+    /// Takes an exclusive flock on this file for a writer (see DirectoryLock.swift), so that two store directories
+    /// whose `data` or `wal` name one file (a symlink, or a copy that kept one) never both write it: the directory
+    /// lock alone guards the directory, not the file its names reach. Released by ``unlockForWriting()`` or when
+    /// the descriptor closes.
+    /// - Throws: `storeLocked` naming the file if another writer holds it.
+    func lockForWriting() throws {
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            let code = errno
+            if code == EWOULDBLOCK { throw EventStoreError.storeLocked(path: path, holderPID: nil) }
+            throw EventStoreError.ioFailure(operation: "flock", path: path, errno: code)
+        }
+    }
+
+    /// This open file under the name `newPath` it was renamed to: a duplicate descriptor of the same open file
+    /// description, so a ``lockForWriting()`` lock stays held through both.
+    func renamed(to newPath: String) throws -> SystemFile {
+        let duplicate = fcntl(descriptor, F_DUPFD_CLOEXEC, 0)
+        guard duplicate >= 0 else { throw EventStoreError.ioFailure(operation: "dup", path: newPath, errno: errno) }
+        return SystemFile(descriptor: duplicate, path: newPath, faults: faults)
+    }
+
+    /// Releases ``lockForWriting()``'s lock now, before the descriptor closes: a child process being spawned holds a
+    /// copy of the descriptor until it execs, and readers may hold this file after its store closes.
+    func unlockForWriting() { flock(descriptor, LOCK_UN) }
 
     /// Whether a file exists at `path`.
     static func exists(_ path: String) -> Bool {

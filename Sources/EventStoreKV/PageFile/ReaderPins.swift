@@ -100,13 +100,17 @@ final class ReaderPin: Sendable {
         self.descriptor = Locked(descriptor)
     }
 
-    /// Pins `epoch` in `directory`, or returns nil when it cannot (no `lock` file this process may open, no OFD
-    /// locks): the snapshot then reads unpinned.
+    /// Pins `epoch` in `directory`, or returns nil when it cannot (no `lock` file this process may open, one that
+    /// is not a regular file, no OFD locks): the snapshot then reads unpinned. The open never waits (O_NONBLOCK: a
+    /// FIFO named `lock` would otherwise block it until a writer opened the FIFO).
     static func take(directory: String, epoch: UInt64) -> ReaderPin? {
         guard epoch < UInt64(off_t.max - ReaderPins.base) else { return nil }
-        let descriptor = open(directory + "/lock", O_RDONLY | O_CLOEXEC)
+        let descriptor = open(directory + "/lock", O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard descriptor >= 0 else { return nil }
-        guard ReaderPins.lock(descriptor, at: ReaderPins.base + off_t(epoch)) else {
+        var info = stat()
+        guard fstat(descriptor, &info) == 0, info.st_mode & S_IFMT == S_IFREG,
+            ReaderPins.lock(descriptor, at: ReaderPins.base + off_t(epoch))
+        else {
             close(descriptor)
             return nil
         }

@@ -118,12 +118,14 @@ extension PageFileKeyValueStore {
             recovered = try readSnapshot(directory: directory, options: options, wal: wal)
         } else {
             let data = try SystemFile.open(dataPath, create: false, faults: options.faults)
+            try data.lockForWriting()
             let meta = try readMeta(data, options: options)
             // Every checkpoint from here on is this writer's, and honours readers' pins.
             lock?.announcePinsHonoured(since: meta.epoch)
             let cache = PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize))
             let reader = PageReader(file: data, pageSize: meta.pageSize, cache: cache)
             wal = try SystemFile.open(walPath, create: true, faults: options.faults)
+            try wal.lockForWriting()
             recovered = try recover(meta, reader: reader, wal: wal, checkFreeList: true)
         }
         var report = recovered.report
@@ -231,6 +233,8 @@ extension PageFileKeyValueStore {
                 scan = WriteAheadLog.scan(
                     walBytes, salt: header.salt, firstLSN: firstLSN, version: header.version, revisionLead: lead)
                 walVersion = header.version
+            } else if header.firstLSN == firstLSN {
+                try checkNotLost(header, walBytes, meta: meta, lead: lead, dataPath: dataPath)
             }
         } else {
             // Behind a damaged header the version is unknown: the current format first, then the older one.
@@ -266,6 +270,25 @@ extension PageFileKeyValueStore {
         return Recovered(
             state: state, report: report, transactions: transactions, walOffset: walOffset,
             walSize: UInt64(walBytes.count))
+    }
+
+    /// Throws `corrupted` if the whole WAL `header`, which starts where `meta`'s checkpoint ends but with another salt,
+    /// begins a generation that logged records. A checkpoint that changes nothing (close, checkpoint(), backup())
+    /// writes a meta with the same checkpoint LSN and a new salt, so when that newest meta is damaged, the older slot
+    /// has the same LSN: the WAL then looks like a stale generation, and its acknowledged commits would be dropped.
+    /// A stale header that starts there began a generation in which nothing was logged (its meta would have a later
+    /// LSN otherwise), so its salt finds no record.
+    private static func checkNotLost(
+        _ header: (salt: UInt64, firstLSN: UInt64, version: UInt32), _ walBytes: [UInt8], meta: MetaPage,
+        lead: UInt64, dataPath: String
+    ) throws {
+        let other = WriteAheadLog.scan(
+            walBytes, salt: header.salt, firstLSN: header.firstLSN, version: header.version, revisionLead: lead)
+        guard !other.transactions.isEmpty || other.proofOfDamage != nil else { return }
+        throw EventStoreError.corrupted(
+            location: "\(dataPath) meta pages",
+            detail: "the newest meta page is damaged: the WAL holds commits from LSN \(header.firstLSN) on, logged "
+                + "after a checkpoint at LSN \(meta.checkpointLSN) whose meta page is unreadable")
     }
 
     /// The error for a damaged WAL record that a later record proves was durable: cutting the log there would drop
