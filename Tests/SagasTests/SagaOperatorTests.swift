@@ -74,6 +74,31 @@ import Testing
         #expect(try await runner.history(of: id).contains { $0.kind == .compensationSkipped && $0.step == "debit" })
     }
 
+    /// Compensations run from the last step back: skipping an earlier pending one while a later one is stuck ran the
+    /// stuck compensation once more, beyond its retry policy, without an operator's retry (found by a review).
+    @Test func skippingACompensationBeforeTheStuckOneIsRefusedAndRunsNothing() async throws {
+        let bank = Bank()
+        bank.fail("credit")
+        bank.fail("undo-debit")
+        let runner = SagaRunner(store: makeStore(), clock: ManualSagaClock())
+        let id = try sagaID()
+        let undo = StepOptions(retry: .never, compensationRetry: RetryPolicy(maximumAttempts: 2, initialBackoff: .zero))
+        #expect(
+            try await runner.start(transferSaga(bank: bank, options: ["debit": undo]), id: id, input: sampleTransfer)
+                == .stuck(step: "debit", error: "undo-debit refused"))
+        #expect(try await runner.stuckSagas().first?.pendingCompensations == ["debit", "reserve"])
+        let before = try await runner.history(of: id).count
+        await #expect {
+            try await runner.skipCompensation(ofStep: "reserve", in: id, note: "released by hand")
+        } throws: { error in
+            guard case EventStoreError.invalidArgument(let message) = error else { return false }
+            return message.contains("stuck on the compensation of step \"debit\"")
+        }
+        #expect(bank.names.filter { $0 == "undo-debit" }.count == 2)
+        #expect(try await runner.history(of: id).count == before)
+        #expect(try await runner.status(of: id) == .stuck)
+    }
+
     @Test func markingResolvedFinishesTheSagaForRecovery() async throws {
         let bank = Bank()
         let store = makeStore()

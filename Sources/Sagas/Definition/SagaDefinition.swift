@@ -160,7 +160,7 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
             })
     }
 
-    private mutating func add<Output>(
+    private mutating func add<Output: Codable & Sendable>(
         _ name: String, options: StepOptions, resources: @escaping @Sendable (Input) -> [String],
         appending: Bool = false,
         action: @escaping @Sendable (StepInvocation) async throws -> StepResult,
@@ -181,11 +181,20 @@ public struct SagaDefinition<Input: Codable & Sendable>: Sendable {
             if let timeout, timeout <= .zero { problems.append("step \"\(name)\" \(what) must be positive, got \(timeout)") }
         }
         let index = steps.count
+        let coder = self.coder
         steps.append(
             ErasedStep(
                 name: name, options: options, group: openGroup, appending: appending,
                 resources: { invocation in resources(try invocation.context(Input.self).input) },
-                action: action, compensation: compensation))
+                action: action, compensation: compensation,
+                readsOutput: { data in
+                    do {
+                        _ = try Self.decode(Output.self, from: data, step: name, coder: coder)
+                        return nil
+                    } catch {
+                        return "\(error)"
+                    }
+                }))
         return StepHandle(name: name, index: index)
     }
 
@@ -244,6 +253,8 @@ struct ErasedStep: Sendable {
     let resources: @Sendable (StepInvocation) throws -> [String]
     let action: @Sendable (StepInvocation) async throws -> StepResult
     let compensation: (@Sendable (StepInvocation, Data?) async throws -> [StreamAppend])?
+    /// Why the step's `Output` type cannot read a recorded output, or nil when it can.
+    let readsOutput: @Sendable (Data) -> String?
 }
 
 /// What a step's action returned, before the runner records it. The output is encoded only by the runner, after

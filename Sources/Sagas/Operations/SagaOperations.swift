@@ -70,18 +70,25 @@ extension SagaRunner {
     }
 
     /// Skips the compensation of `step` in a stuck saga (the operator undid it by hand, or it needs no undoing),
-    /// then continues compensating the earlier steps.
-    /// - Throws: ``EventStoreError/invalidArgument(_:)`` if the saga is not stuck or `step` has no compensation
-    ///   pending.
+    /// then continues compensating the earlier steps. Compensations run from the last step back, so only the next
+    /// one pending (the one the saga is stuck on) can be skipped: skipping an earlier one would run the stuck one
+    /// again without an operator's ``retry(_:note:)``, beyond its retry policy.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` if the saga is not stuck or `step`'s compensation is not
+    ///   the next one pending.
     public func skipCompensation(ofStep step: String, in id: SagaID, note: String? = nil) async throws
         -> SagaOutcome
     {
         try await withExecution(id, lockWait: configuration.lockWait) { execution in
             try Self.requireStuck(execution.state)
-            guard let index = execution.state.stepNames.firstIndex(of: step),
-                execution.pendingCompensations.contains(index)
-            else {
+            let pending = execution.pendingCompensations
+            guard let index = execution.state.stepNames.firstIndex(of: step), pending.contains(index) else {
                 throw EventStoreError.invalidArgument("saga \(id) has no pending compensation for step \"\(step)\"")
+            }
+            guard index == pending.first else {
+                let next = execution.state.stepNames[pending[0]]
+                throw EventStoreError.invalidArgument(
+                    "saga \(id) is stuck on the compensation of step \"\(next)\", which runs before \"\(step)\"'s: "
+                        + "skip or retry \"\(next)\" first")
             }
             var skipped = execution.stepRecord(
                 .compensationSkipped, step: index, attempt: execution.state.compensationAttempts[index] ?? 0,

@@ -94,14 +94,29 @@ struct SagaExecution: Sendable {
 
     /// Appends `record` (with `others`, in one transaction) to the log `session` holds, expecting the version of
     /// `state`, and returns the state after it.
+    /// - Throws: `invalidArgument`, writing nothing, if the log's replay would refuse `record` after `state` (a
+    ///   definition that no longer matches the log can ask for one): a record written anyway would make the saga's
+    ///   log unreadable for every later runner.
     static func append(
         _ record: SagaRecord, with others: [StreamAppend], to session: any StreamSession, after state: SagaState
     ) async throws -> SagaState {
+        // The exact expected version makes the record's version this one.
+        let (version, overflow) = state.version.addingReportingOverflow(1)
+        var next = state
+        do {
+            guard !overflow else { throw EventStoreError.invalidArgument("the saga's log is at its last version") }
+            try next.apply(record, version: version, stream: session.stream)
+        } catch EventStoreError.corrupted(_, let detail) {
+            throw EventStoreError.invalidArgument(
+                "the saga's definition does not match its log: \(detail); nothing was written")
+        }
         let part = StreamAppend(
             stream: session.stream, expectedVersion: .exact(state.version), events: [try record.eventData()])
         let results = try await session.append([part] + others)
-        var next = state
-        try next.apply(record, version: results[0].version, stream: session.stream)
+        if results[0].version != version {
+            next = state
+            try next.apply(record, version: results[0].version, stream: session.stream)
+        }
         return next
     }
 
@@ -269,7 +284,15 @@ struct SagaExecution: Sendable {
         }
         var attempt = (state.compensationAttempts[index] ?? 0) + 1
         var resumed = false
-        if let open = state.openCompensation, open.index == index {
+        if let open = state.openCompensation {
+            guard open.index == index else {
+                // The log has another step's compensation open: a definition changed since (that step lost its
+                // compensation, or its compensatesFailedAction) must not skip it and write what replay refuses.
+                let name = saga.steps.indices.contains(open.index) ? saga.steps[open.index].name : "#\(open.index)"
+                throw EventStoreError.invalidArgument(
+                    "the saga's log has the compensation of step \"\(name)\" open, but its "
+                        + "definition would compensate \"\(step.name)\" next: the definition does not match the log")
+            }
             attempt = open.attempt
             resumed = true
         }

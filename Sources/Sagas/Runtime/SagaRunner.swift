@@ -186,6 +186,35 @@ public final class SagaRunner: Sendable {
                 "saga \(state.id) was started with an input that definition \"\(saga.name)\" cannot read (\(problem)); "
                     + "keep the old definition under its name to finish old sagas")
         }
+        try checkMatches(saga, state)
         return saga
+    }
+
+    /// Throws `invalidArgument` if `saga`, whose step names match `state`'s, has changed in a way that would make
+    /// the runner fail or skip work the log says is due: a recorded output its step can no longer read (a later
+    /// step or the compensation would fail a healthy saga), a compensation the log has open or a stuck saga has
+    /// pending that the definition no longer runs (it would be dropped silently).
+    private func checkMatches(_ saga: ErasedSaga, _ state: SagaState) throws {
+        let keep = "keep the old definition under its name to finish old sagas"
+        for (index, output) in state.outputs.sorted(by: { $0.key < $1.key }) {
+            guard let problem = saga.steps[index].readsOutput(output) else { continue }
+            throw EventStoreError.invalidArgument(
+                "saga \(state.id) recorded an output of step \"\(saga.steps[index].name)\" that definition "
+                    + "\"\(saga.name)\" cannot read (\(problem)); \(keep)")
+        }
+        if let open = state.openCompensation, saga.steps[open.index].compensation == nil {
+            throw EventStoreError.invalidArgument(
+                "saga \(state.id) has the compensation of step \"\(saga.steps[open.index].name)\" open, but definition "
+                    + "\"\(saga.name)\" has none for it; \(keep)")
+        }
+        if state.status == .stuck, let pending = state.stuckPending {
+            let now = SagaExecution.pendingCompensations(saga: saga, state: state)
+            let dropped = pending.filter { !now.contains($0) }.map { saga.steps[$0].name }
+            if !dropped.isEmpty {
+                throw EventStoreError.invalidArgument(
+                    "saga \(state.id) is stuck with compensations pending for \(dropped), which definition "
+                        + "\"\(saga.name)\" would no longer run; \(keep)")
+            }
+        }
     }
 }
