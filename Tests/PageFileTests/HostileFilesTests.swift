@@ -250,4 +250,25 @@ struct HostileFilesTests {
         try await store.close()
         #expect(try await PageFileKeyValueStore.open(directory: live.path, options: options).get([1])?.value == [1])
     }
+
+    /// A WAL extended far past its records (a sparse tail) was read whole at open, asking for its size in memory.
+    /// Its tail is not read now: the store opens writable with its commits, and the next checkpoint trims the file.
+    @Test("a wal with a 16 GiB sparse tail opens writable with its commits, and a checkpoint trims it")
+    func sparseWALTailOpensWritable() async throws {
+        let directory = TemporaryDirectory("sparse-wal")
+        defer { directory.remove() }
+        let options = smallOptions()
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        await store.closeWithoutCheckpoint()
+        #expect(truncate(directory.file("wal"), 16 << 30) == 0)
+
+        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+        #expect(try await reopened.get([1])?.value == [1])
+        _ = try await reopened.commit(KeyValueTransaction(writes: [.put([2], [2])]))
+        try await reopened.checkpoint()
+        let size = try FileManager.default.attributesOfItem(atPath: directory.file("wal"))[.size] as? UInt64
+        #expect((size ?? .max) < 1 << 30)
+        try await reopened.close()
+    }
 }

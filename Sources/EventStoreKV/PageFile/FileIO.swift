@@ -382,6 +382,30 @@ final class SystemFile: Sendable {
         return UInt64(info.st_size)
     }
 
+    /// Linux's SEEK_DATA and SEEK_HOLE (lseek whence values since 3.1), which Glibc exports only under _GNU_SOURCE.
+    private static let (seekData, seekHole): (Int32, Int32) = (3, 4)
+
+    /// The end of the file's last data extent: its size less any hole at its end (a sparse tail, which reads as
+    /// zeros). A file system that does not tell holes apart reports the whole size.
+    func dataEnd() throws -> UInt64 {
+        let size = off_t(try self.size())
+        var position: off_t = 0
+        var end: off_t = 0
+        while position < size {
+            let data = lseek(descriptor, position, Self.seekData)
+            if data < 0 {
+                if errno == ENXIO { break }  // no data at or after `position`
+                throw EventStoreError.ioFailure(operation: "lseek(SEEK_DATA)", path: path, errno: errno)
+            }
+            let hole = lseek(descriptor, data, Self.seekHole)
+            guard hole >= 0 else {
+                throw EventStoreError.ioFailure(operation: "lseek(SEEK_HOLE)", path: path, errno: errno)
+            }
+            (end, position) = (min(hole, size), hole)
+        }
+        return UInt64(end)
+    }
+
     /// Whether `path` no longer names this open file: it was renamed over (compaction) or removed.
     func isReplaced() throws -> Bool {
         var open = stat()

@@ -1,0 +1,64 @@
+// Found by a review (twenty-second session): a WAL extended far past its records (a sparse tail: `truncate -s`, a copy tool that
+// preallocates, a file system that zero-extends after a crash) crashes every open of the store.
+//
+// Recovery reads the whole WAL into one array before it scans it (Recovery.swift, `recover`:
+// `wal.read(count: Int(try wal.size()), at: 0)`), so the memory an open needs is the WAL's size, not its records'.
+// Where that allocation fails, Swift's allocator traps: the admin tool (and any application opening the store)
+// dies with SIGABRT ("failed to allocate N bytes") instead of opening at the records the WAL holds or throwing a
+// typed error naming the wal. The child below runs with a 4 GB address-space limit so that a 16 GiB sparse tail is
+// enough to show it on any machine (without the limit, a tail larger than RAM does the same).
+
+import EventStore
+import EventStoreKV
+import Foundation
+import ProcessSupport
+import Testing
+
+@Suite("A WAL extended with a large sparse tail")
+final class ExtendedWALToolTests {
+    private let scratch: String
+
+    init() throws {
+        scratch = try ToolRunner.temporaryDirectory()
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: scratch)
+    }
+
+    @Test("read-only commands on a store whose wal has a 16 GiB sparse tail end with a status, not a trap",
+        arguments: ["info", "verify"])
+    func sparseWALTail(command: String) async throws {
+        let directory = try ToolRunner.temporaryDirectory(under: scratch) + "/store"
+        let store = try KeyValueEventStore.open(directory: directory)
+        let events = (1...3).map { EventData(type: "Happened", data: Data("{\"n\":\($0)}".utf8)) }
+        _ = try await store.append(events, to: try StreamName("account-1"), expectedVersion: .any)
+        try await store.close()
+        // Extend the wal (sparse: no disk space is used) far past its records.
+        let wal = try FileHandle(forUpdating: URL(fileURLWithPath: directory + "/wal"))
+        try wal.truncate(atOffset: 16 << 30)
+        try wal.close()
+
+        let tool = try ToolRunner.executable("eventstore").path
+        let process = try ChildProcess(
+            "/bin/sh", ["-c", "ulimit -v 4000000 && exec \"$0\" \"$1\" \"$2\"", tool, command, directory],
+            standardOutput: .pipe, standardError: .pipe)
+        let outputHandle = try #require(process.standardOutput)
+        let errorHandle = try #require(process.standardError)
+        async let out = Self.drain(outputHandle)
+        async let err = Self.drain(errorHandle)
+        let (_, errors) = await (out, err)
+        let ending = try await process.exited()
+        #expect(!errors.contains("Fatal error"), "\(command) trapped: \(errors.prefix(200))")
+        #expect(ending == .exited(0) || ending == .exited(1), "\(command) ended with \(ending)")
+    }
+
+    private static func drain(_ handle: FileHandle) async -> String {
+        await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
+            Thread {
+                let data = handle.readDataToEndOfFile()
+                continuation.resume(returning: String(decoding: data, as: UTF8.self))
+            }.start()
+        }
+    }
+}
