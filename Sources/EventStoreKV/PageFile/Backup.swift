@@ -160,8 +160,7 @@ extension PageFileKeyValueStore {
         _ meta: MetaPage, from source: PageReader, to temporary: String, wal walPath: String, records: [UInt8],
         walVersion: UInt32, cancellation: Offload.Cancellation
     ) throws {
-        let copy = try SystemFile.open(temporary, create: true, faults: nil)
-        try copy.truncate(to: 0)
+        let copy = try SystemFile.create(temporary)
         let pageSize = UInt64(meta.pageSize)
         var page: UInt64 = 2
         while page < meta.pageCount {
@@ -176,8 +175,7 @@ extension PageFileKeyValueStore {
         metas.replaceSubrange(Int(meta.epoch % 2 * pageSize)..<Int((meta.epoch % 2 + 1) * pageSize), with: meta.encoded())
         try copy.write(metas, at: 0)
         try copy.sync()
-        let wal = try SystemFile.open(walPath, create: true, faults: nil)
-        try wal.truncate(to: 0)
+        let wal = try SystemFile.create(walPath)
         let header = WriteAheadLog.header(salt: meta.walSalt, firstLSN: meta.checkpointLSN + 1, version: walVersion)
         try wal.write(header + records, at: 0)
         try wal.sync()

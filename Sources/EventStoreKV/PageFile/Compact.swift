@@ -209,10 +209,10 @@ extension PageFileKeyValueStore {
         let dataPath = directory + "/data"
         // Locked before it becomes `data`, so no other writer reaching `data` through a symlink can take it.
         let file = try SystemFile.open(directory + "/data.compact", create: false, faults: options.faults)
-        try file.lockForWriting()
+        try lock?.lockFile(file)
         try Directory.rename(directory + "/data.compact", to: dataPath, faults: options.faults)
         if options.durability != .none { try Directory.sync(directory, faults: options.faults) }
-        old.file.unlockForWriting()
+        lock?.unlockFile(old.file)
 
         let reader = PageReader(
             file: try file.renamed(to: dataPath), pageSize: pageSize,

@@ -25,6 +25,9 @@ import Glibc
 /// A writer's exclusive lock on a store directory.
 final class DirectoryLock: Sendable {
     private let descriptor: Locked<Int32?>
+    /// The data file and WAL this writer holds flocks on (``lockFile(_:)``): released with the directory lock, so a
+    /// writer dropped without close() (whose WAL flusher may keep the descriptors open) leaves nothing locked.
+    private let files = Locked<[SystemFile]>([])
     let path: String
 
     private init(descriptor: Int32, path: String) {
@@ -105,7 +108,21 @@ final class DirectoryLock: Sendable {
     }
 
     /// Releases the lock (idempotent).
+    /// Takes `file`'s writer flock (``SystemFile/lockForWriting()``) until ``release()`` or ``unlockFile(_:)``.
+    /// - Throws: `storeLocked` naming the file if another writer holds it.
+    func lockFile(_ file: SystemFile) throws {
+        try file.lockForWriting()
+        files.withLock { $0.append(file) }
+    }
+
+    /// Releases `file`'s writer flock early (the file compaction replaced).
+    func unlockFile(_ file: SystemFile) {
+        file.unlockForWriting()
+        files.withLock { $0.removeAll { $0 === file } }
+    }
+
     func release() {
+        for file in files.withLock({ files in defer { files = [] }; return files }) { file.unlockForWriting() }
         descriptor.withLock { descriptor in
             // Unlock explicitly before closing: a child process being spawned by another thread holds a copy of
             // the descriptor until it execs (O_CLOEXEC closes it only then), and the flock lives as long as any copy

@@ -221,6 +221,19 @@ final class SystemFile: Sendable {
         return file
     }
 
+    /// Creates a new, empty file at `path` (mode 0600) for reading and writing, replacing what is there: the name is
+    /// unlinked first and the file created exclusively, so a symlink left at `path` (into another store, say) is
+    /// removed, never followed. For files that are written whole before anything relies on them (a new store's data
+    /// file and WAL, a backup's); the caller syncs the directory.
+    static func create(_ path: String) throws -> SystemFile {
+        if unlink(path) != 0, errno != ENOENT {
+            throw EventStoreError.ioFailure(operation: "unlink", path: path, errno: errno)
+        }
+        let descriptor = Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: errno) }
+        return SystemFile(descriptor: descriptor, path: path, faults: nil)
+    }
+
     /// Throws `incompatibleStore` naming the path unless the open file is a regular file.
     private func checkRegular() throws {
         var info = stat()

@@ -564,7 +564,6 @@ public final class PageFileKeyValueStore: KeyValueStore {
             // Before the directory lock goes: no read of this store may see pages a later opener reuses.
             let reader = writer.state.reader
             _ = try? await Offload.run { reader.closeFileReads() }
-            releaseFileLocks(reader)
             lock?.release()
             // A read-only store's pin: the writer may reuse the snapshot's pages once nothing reads them.
             reader.snapshot?.pin?.release()
@@ -583,17 +582,8 @@ extension PageFileKeyValueStore {
         published.close()
         let reader = writer.state.reader
         _ = try? await Offload.run { reader.closeFileReads() }
-        releaseFileLocks(reader)
         lock?.release()
         writerLock.unlock()
-    }
-
-    /// Releases a writer's flocks on its data file and WAL (`SystemFile.lockForWriting()`); a read-only store holds
-    /// none.
-    fileprivate func releaseFileLocks(_ reader: PageReader) {
-        guard lock != nil else { return }
-        reader.file.unlockForWriting()
-        wal.unlockForWriting()
     }
 }
 

@@ -118,14 +118,14 @@ extension PageFileKeyValueStore {
             recovered = try readSnapshot(directory: directory, options: options, wal: wal)
         } else {
             let data = try SystemFile.open(dataPath, create: false, faults: options.faults)
-            try data.lockForWriting()
+            try lock?.lockFile(data)
             let meta = try readMeta(data, options: options)
             // Every checkpoint from here on is this writer's, and honours readers' pins.
             lock?.announcePinsHonoured(since: meta.epoch)
             let cache = PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize))
             let reader = PageReader(file: data, pageSize: meta.pageSize, cache: cache)
             wal = try SystemFile.open(walPath, create: true, faults: options.faults)
-            try wal.lockForWriting()
+            try lock?.lockFile(wal)
             recovered = try recover(meta, reader: reader, wal: wal, options: options, checkFreeList: true)
         }
         var report = recovered.report
@@ -342,8 +342,7 @@ extension PageFileKeyValueStore {
     /// file appears (by rename) only once both are complete, so an existing `data` is never a half-created store.
     private static func createDataFile(_ path: String, directory: String, options: PageFileOptions) throws {
         let temporary = path + ".creating"
-        let file = try SystemFile.open(temporary, create: true, faults: nil)
-        try file.truncate(to: 0)
+        let file = try SystemFile.create(temporary)
         let meta = MetaPage(
             epoch: 0, pageSize: options.pageSize, root: 0, freeListHead: 0, pageCount: 2, checkpointLSN: 0,
             revision: 0, walSalt: UInt64.random(in: 1...UInt64.max), keyCount: 0)
@@ -351,8 +350,7 @@ extension PageFileKeyValueStore {
         initial.append(contentsOf: [UInt8](repeating: 0, count: options.pageSize))
         try file.write(initial, at: 0)
         try file.sync()
-        let wal = try SystemFile.open(directory + "/wal", create: true, faults: nil)
-        try wal.truncate(to: 0)
+        let wal = try SystemFile.create(directory + "/wal")
         try wal.write(WriteAheadLog.header(salt: meta.walSalt, firstLSN: 1), at: 0)
         try wal.sync()
         try Directory.rename(temporary, to: path)
