@@ -45,20 +45,11 @@ final class ExtendedWALToolTests {
             standardOutput: .pipe, standardError: .pipe)
         let outputHandle = try #require(process.standardOutput)
         let errorHandle = try #require(process.standardError)
-        async let out = Self.drain(outputHandle)
-        async let err = Self.drain(errorHandle)
+        async let out = ToolRunner.drain(outputHandle)
+        async let err = ToolRunner.drain(errorHandle)
         let (_, errors) = await (out, err)
         let ending = try await process.exited()
         #expect(!errors.contains("Fatal error"), "\(command) trapped: \(errors.prefix(200))")
         #expect(ending == .exited(0) || ending == .exited(1), "\(command) ended with \(ending)")
-    }
-
-    private static func drain(_ handle: FileHandle) async -> String {
-        await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
-            Thread {
-                let data = handle.readDataToEndOfFile()
-                continuation.resume(returning: String(decoding: data, as: UTF8.self))
-            }.start()
-        }
     }
 }

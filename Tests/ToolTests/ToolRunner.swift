@@ -40,7 +40,8 @@ enum ToolRunner {
         return ToolResult(status: status, output: stdout, errors: stderr)
     }
 
-    private static func drain(_ handle: FileHandle) async -> String {
+    /// Everything `handle` yields until end of file, read on a thread of its own.
+    static func drain(_ handle: FileHandle) async -> String {
         await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
             Thread {
                 let data = handle.readDataToEndOfFile()
