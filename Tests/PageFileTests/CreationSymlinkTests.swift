@@ -26,8 +26,7 @@ struct CreationSymlinkTests {
         let options = smallOptions()
         let store = try await PageFileKeyValueStore.open(directory: live.path, options: options)
         let walBefore = try Data(contentsOf: URL(fileURLWithPath: live.file("wal")))
-        #expect(mkdir(linked.path, 0o700) == 0 || errno == EEXIST)
-        try FileManager.default.createSymbolicLink(atPath: linked.file("wal"), withDestinationPath: live.file("wal"))
+        try linked.link("wal", to: "wal", in: live)
 
         var refusal: (any Error)?
         do {
@@ -68,9 +67,7 @@ struct CreationSymlinkTests {
         _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
         try await store.checkpoint()
         let dataBefore = try Data(contentsOf: URL(fileURLWithPath: live.file("data")))
-        #expect(mkdir(linked.path, 0o700) == 0 || errno == EEXIST)
-        try FileManager.default.createSymbolicLink(
-            atPath: linked.file("data.creating"), withDestinationPath: live.file("data"))
+        try linked.link("data.creating", to: "data", in: live)
 
         do {
             let other = try await PageFileKeyValueStore.open(directory: linked.path, options: options)
@@ -102,9 +99,7 @@ struct CreationSymlinkTests {
         let walBefore = try Data(contentsOf: URL(fileURLWithPath: live.file("wal")))
         let other = try await PageFileKeyValueStore.open(directory: source.path, options: options)
         _ = try await other.commit(KeyValueTransaction(writes: [.put([9], [9])]))
-        #expect(mkdir(destination.path, 0o700) == 0 || errno == EEXIST)
-        try FileManager.default.createSymbolicLink(
-            atPath: destination.file("wal"), withDestinationPath: live.file("wal"))
+        try destination.link("wal", to: "wal", in: live)
         do { try await other.backup(to: destination.path) } catch {}
         try await other.close()
         let walAfter = try Data(contentsOf: URL(fileURLWithPath: live.file("wal")))

@@ -18,7 +18,7 @@ struct HostileFilesTests {
     /// checkpoint makes the loss permanent. Due: `corrupted`, as when the header's first LSN is past the older meta's.
     @Test("a damaged newest meta at the same checkpoint LSN as the older one does not silently drop acknowledged commits")
     func damagedNewestMetaAtSameLSN() async throws {
-        let directory = TemporaryDirectory("r16-newest-meta-same-lsn")
+        let directory = TemporaryDirectory("newest-meta-same-lsn")
         defer { directory.remove() }
         let options = smallOptions()
         let store = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
@@ -54,7 +54,7 @@ struct HostileFilesTests {
     /// slots at one checkpoint LSN; the commits of the next open are then lost with its newest meta page.
     @Test("after an open and close without commits, a damaged newest meta does not silently drop the next commits")
     func damagedNewestMetaAfterIdleOpen() async throws {
-        let directory = TemporaryDirectory("r16-newest-meta-idle-open")
+        let directory = TemporaryDirectory("newest-meta-idle-open")
         defer { directory.remove() }
         let options = smallOptions()
         var store = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
@@ -93,8 +93,8 @@ struct HostileFilesTests {
     /// store keeps every acknowledged commit.
     @Test("a directory whose data file is a symlink to a live store's data file does not open writable into it")
     func symlinkedDataFileOfALiveStore() async throws {
-        let live = TemporaryDirectory("r16-live")
-        let linked = TemporaryDirectory("r16-linked")
+        let live = TemporaryDirectory("live")
+        let linked = TemporaryDirectory("linked")
         defer {
             live.remove()
             linked.remove()
@@ -105,8 +105,7 @@ struct HostileFilesTests {
         try await store.checkpoint()
         _ = try await store.commit(KeyValueTransaction(writes: [.put([2], [2])]))  // acknowledged, in the WAL
 
-        try FileManager.default.createDirectory(atPath: linked.path, withIntermediateDirectories: false)
-        try FileManager.default.createSymbolicLink(atPath: linked.file("data"), withDestinationPath: live.file("data"))
+        try linked.link("data", to: "data", in: live)
         var opened: PageFileKeyValueStore?
         var refusal: (any Error)?
         do {
@@ -135,7 +134,7 @@ struct HostileFilesTests {
     /// returns in milliseconds), and then unblocks the hung open by opening the FIFO's other end.
     @Test("a read-only open of a directory whose lock file is a FIFO does not hang")
     func fifoLockFileDoesNotHangAReadOnlyOpen() async throws {
-        let directory = TemporaryDirectory("r16-fifo-lock")
+        let directory = TemporaryDirectory("fifo-lock")
         defer { directory.remove() }
         let writer = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         _ = try await writer.commit(KeyValueTransaction(writes: [.put([1], [1])]))
@@ -188,8 +187,7 @@ struct HostileFilesTests {
         _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
         let other = try await PageFileKeyValueStore.open(directory: linked.path, options: options)
         try await other.close()
-        try FileManager.default.removeItem(atPath: linked.file("wal"))
-        try FileManager.default.createSymbolicLink(atPath: linked.file("wal"), withDestinationPath: live.file("wal"))
+        try linked.link("wal", to: "wal", in: live)
         await #expect {
             try await PageFileKeyValueStore.open(directory: linked.path, options: options)
         } throws: { error in
@@ -239,8 +237,7 @@ struct HostileFilesTests {
         let store = try await PageFileKeyValueStore.open(directory: live.path, options: options)
         _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
         _ = try await store.compact()
-        try FileManager.default.createDirectory(atPath: linked.path, withIntermediateDirectories: false)
-        try FileManager.default.createSymbolicLink(atPath: linked.file("data"), withDestinationPath: live.file("data"))
+        try linked.link("data", to: "data", in: live)
         await #expect {
             try await PageFileKeyValueStore.open(directory: linked.path, options: options)
         } throws: { error in

@@ -18,6 +18,14 @@ struct TemporaryDirectory: Sendable {
 
     /// A path inside the directory.
     func file(_ name: String) -> String { path + "/" + name }
+
+    /// Makes `name` in this directory (created if absent; a file there is replaced) a symlink to `target` in
+    /// `other`: a store file reaching into another store.
+    func link(_ name: String, to target: String, in other: TemporaryDirectory) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try? FileManager.default.removeItem(atPath: file(name))
+        try FileManager.default.createSymbolicLink(atPath: file(name), withDestinationPath: other.file(target))
+    }
 }
 
 /// Small pages and a tiny checkpoint threshold, so tests exercise splits, overflow and checkpoints quickly.
