@@ -107,7 +107,6 @@ final class DirectoryLock: Sendable {
         descriptor.withLock { descriptor in descriptor.flatMap { ReaderPins.oldestPinnedEpoch(descriptor: $0) } }
     }
 
-    /// Releases the lock (idempotent).
     /// Takes `file`'s writer flock (``SystemFile/lockForWriting()``) until ``release()`` or ``unlockFile(_:)``.
     /// - Throws: `storeLocked` naming the file if another writer holds it.
     func lockFile(_ file: SystemFile) throws {
@@ -121,6 +120,7 @@ final class DirectoryLock: Sendable {
         files.withLock { $0.removeAll { $0 === file } }
     }
 
+    /// Releases the lock, and the writer flocks of the files it holds (idempotent).
     func release() {
         for file in files.withLock({ files in defer { files = [] }; return files }) { file.unlockForWriting() }
         descriptor.withLock { descriptor in
