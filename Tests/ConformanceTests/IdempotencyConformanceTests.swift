@@ -88,9 +88,13 @@ struct IdempotencyConformanceTests {
             await #expect(throws: EventStoreError.self) {
                 _ = try await store.append([original[0]], to: other, expectedVersion: .any)
             }
-            // Reused in a later, different batch of the same stream.
-            await #expect(throws: EventStoreError.self) {
+            // Reused in a later, different batch of the same stream, at the version the stream is at: the id is the
+            // conflict, not the version (it was reported as wrongExpectedVersion, expected 3, actual 3).
+            await #expect {
                 _ = try await store.append([original[2], makeEvent("y")], to: stream, expectedVersion: .exact(3))
+            } throws: { error in
+                guard case EventStoreError.duplicateEventID(let id, _, let version) = error else { return false }
+                return id == original[2].id && version == 3
             }
             #expect(try await store.version(of: other) == 0)
             #expect(try await store.lastPosition() == 3)
@@ -103,9 +107,22 @@ struct IdempotencyConformanceTests {
             let stream = try uniqueStream()
             _ = try await store.append(makeEvents(1), to: stream, expectedVersion: .noStream)
             let batch = makeEvents(2)
-            _ = try await store.append(batch, to: stream, expectedVersion: .exact(1))
-            await #expect(throws: EventStoreError.self) {
+            let result = try await store.append(batch, to: stream, expectedVersion: .exact(1))
+            // .streamExists held for the original append too: the re-send is idempotent.
+            #expect(try await store.append(batch, to: stream, expectedVersion: .streamExists) == result)
+            // An expectation the stream does not meet is wrongExpectedVersion, with the version it is at.
+            await #expect {
                 _ = try await store.append(batch, to: stream, expectedVersion: .exact(0))
+            } throws: { error in
+                guard case EventStoreError.wrongExpectedVersion(_, .exact(0), 3) = error else { return false }
+                return true
+            }
+            // One the stream meets now but the original did not is no version conflict: the recorded ids refuse it.
+            await #expect {
+                _ = try await store.append(batch, to: stream, expectedVersion: .exact(3))
+            } throws: { error in
+                guard case EventStoreError.duplicateEventID(let id, _, 2) = error else { return false }
+                return id == batch[0].id
             }
             #expect(try await store.version(of: stream) == 3)
         }

@@ -430,6 +430,10 @@ public final class KeyValueEventStore: EventStoring {
             met = part.expectedVersion.isSatisfied(byVersion: 0) || part.expectedVersion.isSatisfied(byVersion: startedAt)
         }
         guard met else {
+            // An expectation the stream meets now is no conflict: the recorded id is what refuses the append.
+            if part.expectedVersion.isSatisfied(byVersion: visible) {
+                throw EventStoreError.duplicateEventID(part.events[0].id, stream: recordedStream, version: first.version)
+            }
             throw EventStoreError.wrongExpectedVersion(
                 stream: part.stream, expected: part.expectedVersion, actual: visible)
         }
