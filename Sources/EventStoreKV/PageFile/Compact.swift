@@ -207,15 +207,17 @@ extension PageFileKeyValueStore {
         var state = writer.state
         let old = state.reader
         let dataPath = directory + "/data"
-        // Locked before it becomes `data`, so no other writer reaching `data` through a symlink can take it.
+        // Locked before it becomes `data`, so no other writer reaching `data` through a symlink can take it. The
+        // object locked is the one the reader keeps, so that the next compaction's unlockFile releases it.
         let file = try SystemFile.open(directory + "/data.compact", create: false, faults: options.faults)
+            .renamed(to: dataPath)
         try lock?.lockFile(file)
         try Directory.rename(directory + "/data.compact", to: dataPath, faults: options.faults)
         if options.durability != .none { try Directory.sync(directory, faults: options.faults) }
         lock?.unlockFile(old.file)
 
         let reader = PageReader(
-            file: try file.renamed(to: dataPath), pageSize: pageSize,
+            file: file, pageSize: pageSize,
             cache: PageCache(capacity: old.cache.capacity, counts: old.cache.counts))
         let report = PageFileCompactionReport(pagesBefore: state.meta.pageCount, pagesAfter: meta.pageCount)
         state.meta = meta

@@ -258,8 +258,8 @@ final class SystemFile: Sendable {
         }
     }
 
-    /// This open file under the name `newPath` it was renamed to: a duplicate descriptor of the same open file
-    /// description, so a ``lockForWriting()`` lock stays held through both.
+    /// This open file under the name `newPath` it is (or is about to be) renamed to: a duplicate descriptor of the
+    /// same open file description, so a ``lockForWriting()`` lock stays held through both.
     func renamed(to newPath: String) throws -> SystemFile {
         let duplicate = fcntl(descriptor, F_DUPFD_CLOEXEC, 0)
         guard duplicate >= 0 else { throw EventStoreError.ioFailure(operation: "dup", path: newPath, errno: errno) }

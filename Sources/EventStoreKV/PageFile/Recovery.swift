@@ -126,7 +126,7 @@ extension PageFileKeyValueStore {
             let reader = PageReader(file: data, pageSize: meta.pageSize, cache: cache)
             wal = try SystemFile.open(walPath, create: true, faults: options.faults)
             try lock?.lockFile(wal)
-            recovered = try recover(meta, reader: reader, wal: wal, options: options, checkFreeList: true)
+            recovered = try recover(meta, reader: reader, wal: wal, checkFreeList: true)
         }
         var report = recovered.report
         report.created = created
@@ -179,7 +179,7 @@ extension PageFileKeyValueStore {
         // (PageReader). Any failure (a header of the next generation, pages reused under it) is first put to the
         // guard.
         let recovered = try snapshot.validatedCurrent(checking: { check in
-            try recover(meta, reader: reader, wal: wal, options: options, afterReading: check)
+            try recover(meta, reader: reader, wal: wal, afterReading: check)
         })
         snapshot.freePages = recovered.state.freeList.all.count
         return recovered
@@ -189,14 +189,14 @@ extension PageFileKeyValueStore {
     /// (`checkFreeList`) first refuses a free list naming a page of the tree, which its checkpoints would overwrite.
     /// `afterReading` runs once the free list and the WAL's bytes are read, before anything is decoded.
     private static func recover(
-        _ meta: MetaPage, reader: PageReader, wal: SystemFile, options: PageFileOptions, checkFreeList: Bool = false,
+        _ meta: MetaPage, reader: PageReader, wal: SystemFile, checkFreeList: Bool = false,
         afterReading: () throws -> Void = {}
     ) throws -> Recovered {
         let dataPath = reader.path
         let walPath = wal.path
         let (free, list) = try FreeList.read(head: meta.freeListHead, reader: reader, pageCount: meta.pageCount)
         if checkFreeList { try FreeList.checkAgainstTree(free: free, list: list, root: meta.root, reader: reader) }
-        let walBytes = try readWAL(wal, options: options)
+        let walBytes = try readWAL(wal)
         try afterReading()
         var report = RecoveryReport(created: false, replayedTransactions: 0, discardedWALBytes: 0, ignoredStaleWAL: false)
         var transactions: [LoggedTransaction] = []
@@ -274,19 +274,10 @@ extension PageFileKeyValueStore {
 
     /// The WAL's bytes up to the end of its data: a sparse tail (a file extended by `truncate`, or by a copy that
     /// preallocates) reads as zeros, which the scan would take for preallocated space anyway, so it is not read.
-    /// - Throws: `incompatibleStore` naming the wal if its data is larger than any WAL `options` can leave behind
-    ///   (four times the checkpoint threshold, and at least 1 GiB), rather than asking for that much memory at once.
-    private static func readWAL(_ wal: SystemFile, options: PageFileOptions) throws -> [UInt8] {
-        let end = try wal.dataEnd()
-        let limit = max(UInt64(4 * options.checkpointThresholdMB) << 20, 1 << 30)
-        guard end <= limit else {
-            throw EventStoreError.incompatibleStore(
-                path: wal.path,
-                reason: "it holds \(end) bytes of data, more than a WAL of this store's checkpoint threshold "
-                    + "(\(options.checkpointThresholdMB) MiB) can reach; if it was written with a larger threshold, "
-                    + "open the store with that checkpointThresholdMB")
-        }
-        return try wal.read(count: Int(end), at: 0)
+    /// (What the writer writes is not bounded by the checkpoint threshold: commits queued behind one sync are
+    /// written as one group before a checkpoint can run, so no size is refused here.)
+    private static func readWAL(_ wal: SystemFile) throws -> [UInt8] {
+        try wal.read(count: Int(try wal.dataEnd()), at: 0)
     }
 
     /// Throws `corrupted` if the whole WAL `header`, which starts where `meta`'s checkpoint ends but with another salt,
