@@ -1,6 +1,6 @@
-// Creating a store, or writing a backup, replaces whatever its `wal` and `data.creating` names hold instead of
-// writing through them: a directory without a data file whose `wal` (or `data.creating`) was a symlink into a live
-// store wrote into that store (found by a second-round review, twenty-second session).
+// Creating a store, writing a backup or compacting replaces whatever the new files' names (`wal`, `data.creating`,
+// `data.compact`) hold instead of writing through them: a symlink there into a live store wrote into that store
+// (found by the second- and fourth-round reviews, twenty-second session).
 
 import EventStore
 @testable import EventStoreKV
@@ -8,7 +8,7 @@ import Foundation
 import Glibc
 import Testing
 
-@Suite("Creating a store or a backup through a symlink into a live store")
+@Suite("Creating a store, a backup or a compacted file through a symlink into a live store")
 struct CreationSymlinkTests {
     /// The live store has just been created (or has just checkpointed with a WAL truncation): its WAL is a header
     /// alone, so `orphanWALSize` does not guard it. A directory holding only `wal -> live/wal` is opened writable:
@@ -116,5 +116,34 @@ struct CreationSymlinkTests {
             Issue.record("the live store no longer opens: \(error)")
         }
         #expect(keys == [[1]], "the live store lost its acknowledged commit")
+    }
+
+    /// Compaction opened `data.compact` following a symlink and truncated and wrote it before taking any lock.
+    @Test("a data.compact symlink to a live store's data file leaves that store's data intact")
+    func compactionThroughSymlinkedTemporary() async throws {
+        let victim = TemporaryDirectory("victim")
+        let compacting = TemporaryDirectory("compacting")
+        defer {
+            victim.remove()
+            compacting.remove()
+        }
+        let options = smallOptions()
+        let other = try await PageFileKeyValueStore.open(directory: victim.path, options: options)
+        _ = try await other.commit(KeyValueTransaction(writes: [.put([9], [9])]))
+        try await other.checkpoint()
+        let before = try Data(contentsOf: URL(fileURLWithPath: victim.file("data")))
+
+        let store = try await PageFileKeyValueStore.open(directory: compacting.path, options: options)
+        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], [1])]))
+        // Placed while the store is open (open removes a leftover data.compact).
+        try compacting.link("data.compact", to: "data", in: victim)
+        _ = try await store.compact()
+        #expect(try await store.get([1])?.value == [1])
+        try await store.close()
+
+        let after = try Data(contentsOf: URL(fileURLWithPath: victim.file("data")))
+        #expect(after == before, "the other store's data file went from \(before.count) to \(after.count) bytes")
+        #expect(try await other.get([9])?.value == [9])
+        try await other.close()
     }
 }

@@ -5,7 +5,8 @@
 // - Runs under the writer lock right after a checkpoint, so the tree on disk is the whole state and the WAL is
 //   empty; writers wait, readers do not (they keep the snapshot and page file they started with: an unlinked file
 //   stays readable through its open descriptor).
-// - The new file is written as `data.compact` (leaves filled completely, left to right, then each branch level),
+// - The new file is created as `data.compact` (new: a name left there is removed, never followed) and flocked by the
+//   writer before anything is written (leaves filled completely, left to right, then each branch level),
 //   fsynced, and renamed over `data`; its meta continues the same WAL generation (same salt and checkpoint LSN). A
 //   crash before the rename leaves the old file in place (open removes the leftover); after it, the new file.
 // - A failure (or cancellation) while `data.compact` is written changes nothing of the store: the file is removed and
@@ -145,9 +146,10 @@ extension PageFileKeyValueStore {
             try Task.checkCancellation()
             return try await Offload.run(cancellable: { cancellation in
                 try self.checkpointLocked()
-                let written = try self.writeCompacted(to: self.directory + "/data.compact", cancellation: cancellation)
+                let (meta, file) = try self.writeCompacted(
+                    to: self.directory + "/data.compact", cancellation: cancellation)
                 do {
-                    return try self.switchToCompacted(written)
+                    return try self.switchToCompacted(meta, file: file)
                 } catch {
                     let failure = error as? EventStoreError ?? .storeFailed(reason: "\(error)")
                     self.counters.notify(.failed(reason: failure.description))
@@ -158,15 +160,20 @@ extension PageFileKeyValueStore {
         }
     }
 
-    /// Writes the live tree densely into `temporary` with its meta page, and syncs it; returns that meta. Nothing of
-    /// the store changes: on any error, or on cancellation (polled every 256 entries), the file is removed and the
-    /// error thrown. A failed sync is not retried.
-    func writeCompacted(to temporary: String, cancellation: Offload.Cancellation) throws -> MetaPage {
+    /// Writes the live tree densely into `temporary` with its meta page, and syncs it; returns that meta and the
+    /// file, which this writer holds locked (DirectoryLock.lockFile). The file is created new (a name left at
+    /// `temporary`, a symlink into another store say, is removed, never followed) and locked before anything is
+    /// written. Nothing of the store changes: on any error, or on cancellation (polled every 256 entries), the file
+    /// is unlocked and removed and the error thrown. A failed sync is not retried.
+    func writeCompacted(to temporary: String, cancellation: Offload.Cancellation) throws -> (MetaPage, SystemFile) {
         let state = writer.state
         let old = state.reader
+        var created: SystemFile?
         do {
-            let file = try SystemFile.open(temporary, create: true, faults: options.faults)
-            try file.truncate(to: 0)
+            Directory.remove(temporary, faults: options.faults)
+            let file = try SystemFile.open(temporary, create: true, exclusive: true, faults: options.faults)
+            created = file
+            try lock?.lockFile(file)
             var loader = BulkLoader(file: file, pageSize: pageSize, lsn: state.lsn)
             var entries = 0
             try BTree.scan(KeyRange(from: [], to: nil), direction: .forward, root: state.root, reader: old) { node, index in
@@ -194,8 +201,9 @@ extension PageFileKeyValueStore {
                 try file.sync()
                 counters.recordSync()
             }
-            return meta
+            return (meta, file)
         } catch {
+            if let created { lock?.unlockFile(created) }
             Directory.remove(temporary, faults: options.faults)
             throw error
         }
@@ -203,15 +211,14 @@ extension PageFileKeyValueStore {
 
     /// Renames the file `writeCompacted` wrote over `data` and reads from it from now on. An error here may leave
     /// either file in place: the caller fails the store.
-    private func switchToCompacted(_ meta: MetaPage) throws -> PageFileCompactionReport {
+    private func switchToCompacted(_ meta: MetaPage, file written: SystemFile) throws -> PageFileCompactionReport {
         var state = writer.state
         let old = state.reader
         let dataPath = directory + "/data"
-        // Locked before it becomes `data`, so no other writer reaching `data` through a symlink can take it. The
-        // object locked is the one the reader keeps, so that the next compaction's unlockFile releases it.
-        let file = try SystemFile.open(directory + "/data.compact", create: false, faults: options.faults)
-            .renamed(to: dataPath)
-        try lock?.lockFile(file)
+        // Locked since it was created, so no other writer reaching `data` through a symlink can take it. The lock
+        // moves to the object the reader keeps, so that the next compaction's unlockFile releases it.
+        let file = try written.renamed(to: dataPath)
+        lock?.transferFile(written, to: file)
         try Directory.rename(directory + "/data.compact", to: dataPath, faults: options.faults)
         if options.durability != .none { try Directory.sync(directory, faults: options.faults) }
         lock?.unlockFile(old.file)

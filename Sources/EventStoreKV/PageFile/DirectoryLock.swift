@@ -114,6 +114,15 @@ final class DirectoryLock: Sendable {
         files.withLock { $0.append(file) }
     }
 
+    /// Holds the lock `from` holds through `to`, a duplicate descriptor of the same open file (`SystemFile.renamed`),
+    /// without releasing it.
+    func transferFile(_ from: SystemFile, to: SystemFile) {
+        files.withLock { files in
+            files.removeAll { $0 === from }
+            files.append(to)
+        }
+    }
+
     /// Releases `file`'s writer flock early (the file compaction replaced).
     func unlockFile(_ file: SystemFile) {
         file.unlockForWriting()

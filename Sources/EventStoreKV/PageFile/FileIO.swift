@@ -201,8 +201,13 @@ final class SystemFile: Sendable {
     /// reading with `readOnly` (then every write fails with EBADF: a second guard behind the store's own refusal).
     /// - Throws: `incompatibleStore` naming `path` if it is not a regular file (a directory, a FIFO, a device): the
     ///   open never waits for a FIFO's other end (O_NONBLOCK, which changes nothing for a regular file).
-    static func open(_ path: String, create: Bool, readOnly: Bool = false, faults: IOFaultPlan?) throws -> SystemFile {
+    /// With `exclusive` (and `create`), the file must not exist: a name left at `path`, a symlink included, fails
+    /// the open (EEXIST) instead of being followed.
+    static func open(
+        _ path: String, create: Bool, exclusive: Bool = false, readOnly: Bool = false, faults: IOFaultPlan?
+    ) throws -> SystemFile {
         let flags = (readOnly ? O_RDONLY : O_RDWR | (create ? O_CREAT : 0)) | O_CLOEXEC | O_NONBLOCK
+            | (exclusive ? O_EXCL | O_NOFOLLOW : 0)
         let file: SystemFile
         if let recorder = faults?.recorder, create, !readOnly {
             let (descriptor, code, _) = recorder.perform({ () -> (Int32, Int32, Bool) in
