@@ -161,10 +161,11 @@ extension PageFileKeyValueStore {
     }
 
     /// Writes the live tree densely into `temporary` with its meta page, and syncs it; returns that meta and the
-    /// file, which this writer holds locked (DirectoryLock.lockFile). The file is created new (a name left at
-    /// `temporary`, a symlink into another store say, is removed, never followed) and locked before anything is
-    /// written. Nothing of the store changes: on any error, or on cancellation (polled every 256 entries), the file
-    /// is unlocked and removed and the error thrown. A failed sync is not retried.
+    /// file, named by the path it is to take (`data`), which this writer holds locked (DirectoryLock.lockFile). The
+    /// file is created new (a name left at `temporary`, a symlink into another store say, is removed, never
+    /// followed) and locked before anything is written. Nothing of the store changes: on any error, or on
+    /// cancellation (polled every 256 entries), the file is unlocked and removed and the error thrown. A failed sync
+    /// is not retried.
     func writeCompacted(to temporary: String, cancellation: Offload.Cancellation) throws -> (MetaPage, SystemFile) {
         let state = writer.state
         let old = state.reader
@@ -201,7 +202,13 @@ extension PageFileKeyValueStore {
                 try file.sync()
                 counters.recordSync()
             }
-            return (meta, file)
+            // The descriptor the reader will keep, under the name the file is about to take; the lock moves to it,
+            // so that the next compaction's unlockFile releases it. Made here, so that a failure (no descriptor
+            // left) still leaves the store unchanged.
+            let kept = try file.renamed(to: directory + "/data")
+            lock?.transferFile(file, to: kept)
+            created = kept
+            return (meta, kept)
         } catch {
             if let created { lock?.unlockFile(created) }
             Directory.remove(temporary, faults: options.faults)
@@ -211,14 +218,11 @@ extension PageFileKeyValueStore {
 
     /// Renames the file `writeCompacted` wrote over `data` and reads from it from now on. An error here may leave
     /// either file in place: the caller fails the store.
-    private func switchToCompacted(_ meta: MetaPage, file written: SystemFile) throws -> PageFileCompactionReport {
+    private func switchToCompacted(_ meta: MetaPage, file: SystemFile) throws -> PageFileCompactionReport {
         var state = writer.state
         let old = state.reader
         let dataPath = directory + "/data"
-        // Locked since it was created, so no other writer reaching `data` through a symlink can take it. The lock
-        // moves to the object the reader keeps, so that the next compaction's unlockFile releases it.
-        let file = try written.renamed(to: dataPath)
-        lock?.transferFile(written, to: file)
+        // Locked since it was created, so no other writer reaching `data` through a symlink can take it.
         try Directory.rename(directory + "/data.compact", to: dataPath, faults: options.faults)
         if options.durability != .none { try Directory.sync(directory, faults: options.faults) }
         lock?.unlockFile(old.file)
