@@ -6,8 +6,14 @@
 //   recording a commit and registering a watcher are ordered: a watcher gets every change after its revision once.
 // - `history` holds whole revisions after `floor`: at least `historyLimit` changes once that many were made, at
 //   most 1.25 times as many (trimming in steps keeps it O(1) per commit). Older starts get `historyUnavailable`.
-// - Continuations handed back (overflowed or closed watchers) are finished by the caller after releasing the lock:
-//   finishing runs the watcher's termination handler, which takes that same lock.
+// - Continuations handed back (overflowed or closed watchers) are finished by the caller after releasing the lock.
+// - A watcher's termination handler never takes the backend's lock. It can run while Swift holds the consuming
+//   task's status lock (a cancellation), and `record` yields to that task, which takes its status lock, while the
+//   backend's lock is held: the two would wait for each other for ever. The handler only queues the watcher's id
+//   in `terminated`, a lock nothing holds while taking another; `record` and `register` drop the queued watchers.
+//   Until then a yield to a terminated continuation does nothing.
+
+import EventStore
 
 struct ChangeFeed {
     typealias Continuation = AsyncThrowingStream<KeyValueChange, any Error>.Continuation
@@ -22,6 +28,8 @@ struct ChangeFeed {
     private(set) var floor: UInt64
     private var watchers: [UInt64: Watcher] = [:]
     private var nextID: UInt64 = 0
+    /// Ids of watchers whose consumers went away, queued by their termination handlers (see the invariants).
+    private let terminated = Locked<[UInt64]>([])
     let historyLimit: Int
 
     init(floor: UInt64 = 0, historyLimit: Int) {
@@ -32,6 +40,7 @@ struct ChangeFeed {
 
     /// Records one commit's changes and delivers them; returns the watchers that overflowed, already removed.
     mutating func record(_ changes: [KeyValueChange]) -> [Continuation] {
+        dropTerminated()
         history.append(contentsOf: changes)
         // Subtracting, not adding: historyLimit + slack would overflow for a limit near Int.max.
         if history.count - historyLimit > max(1, historyLimit / 4) {
@@ -57,16 +66,26 @@ struct ChangeFeed {
     mutating func register(after revision: UInt64, prefix: Key, _ continuation: Continuation)
         -> Result<UInt64, KeyValueStoreError>
     {
+        dropTerminated()
         if revision < floor { return .failure(.historyUnavailable(requested: revision, oldest: floor)) }
         for change in history where change.revision > revision && change.key.starts(with: prefix) {
             if case .dropped = continuation.yield(change) { return .failure(.watcherOverflow) }
         }
         nextID += 1
-        watchers[nextID] = Watcher(prefix: prefix, continuation: continuation)
-        return .success(nextID)
+        let (id, terminated) = (nextID, terminated)
+        watchers[id] = Watcher(prefix: prefix, continuation: continuation)
+        continuation.onTermination = { _ in terminated.withLock { $0.append(id) } }
+        return .success(id)
     }
 
-    mutating func unregister(_ id: UInt64) { watchers.removeValue(forKey: id) }
+    /// Removes the watchers whose termination handlers have run since the last call.
+    private mutating func dropTerminated() {
+        let ids = terminated.withLock { ids in
+            defer { ids.removeAll() }
+            return ids
+        }
+        for id in ids { watchers.removeValue(forKey: id) }
+    }
 
     /// Starts the history again after `floor`, for a backend that moved to a state whose changes since the last
     /// recorded one are unknown; returns every watcher, removed, for the caller to end with `historyUnavailable`.
@@ -83,17 +102,13 @@ struct ChangeFeed {
     }
 
     /// A change stream for a backend: `register` runs under the backend's lock (returning `.closed` when the store
-    /// is closed), `unregister` when the consumer goes away.
+    /// is closed); the watcher is dropped once the consumer goes away (see the invariants).
     static func stream(
-        bufferLimit: Int, register: (Continuation) -> Result<UInt64, KeyValueStoreError>,
-        unregister: @escaping @Sendable (UInt64) -> Void
+        bufferLimit: Int, register: (Continuation) -> Result<UInt64, KeyValueStoreError>
     ) -> AsyncThrowingStream<KeyValueChange, any Error> {
         let (stream, continuation) = AsyncThrowingStream<KeyValueChange, any Error>.makeStream(
             bufferingPolicy: .bufferingOldest(bufferLimit))
-        switch register(continuation) {
-        case .success(let id): continuation.onTermination = { _ in unregister(id) }
-        case .failure(let error): continuation.finish(throwing: error)
-        }
+        if case .failure(let error) = register(continuation) { continuation.finish(throwing: error) }
         return stream
     }
 }

@@ -219,8 +219,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
                 state.withLock { state in
                     state.closed ? .failure(.closed) : state.changes.register(after: revision, prefix: prefix, continuation)
                 }
-            },
-            unregister: { [weak self] id in self?.state.withLock { $0.changes.unregister(id) } })
+            })
     }
 
     public func close() async throws {

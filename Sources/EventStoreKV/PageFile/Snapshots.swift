@@ -147,8 +147,7 @@ final class PublishedState: Sendable {
                 state.withLock { state in
                     state.closed ? .failure(.closed) : state.changes.register(after: revision, prefix: prefix, continuation)
                 }
-            },
-            unregister: { [weak self] id in self?.state.withLock { $0.changes.unregister(id) } })
+            })
     }
 
     /// Marks the state closed and ends every watcher.

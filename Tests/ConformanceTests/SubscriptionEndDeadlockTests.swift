@@ -1,0 +1,72 @@
+// A live subscription that ends (its task cancelled, or its loop left) while a commit rings its doorbell must not
+// deadlock the store. The backend's change feed yields to its watchers under the backend's lock, and resuming the
+// doorbell's watcher task takes that task's status lock; cancelling that task holds its status lock while the change
+// stream's termination handler runs, which took the backend's lock to unregister the watcher. Each thread waited for
+// the lock the other held (found by a review, twenty-second session; ChangeFeed.swift's invariants say how it is
+// avoided now).
+
+import EventStore
+@testable import EventStoreKV
+import Foundation
+import Testing
+
+/// Turns a deadlocked process into a failure: the test's own time limit needs the cooperative threads, which a
+/// deadlock of the store blocks. A plain thread waits for `disarm()`, and ends the process with a message if it does
+/// not come within `seconds` (a hang guard only: the test never needs this long to pass).
+final class HangGuard: Sendable {
+    private let done = DispatchSemaphore(value: 0)
+
+    init(seconds: Int, _ what: String) {
+        let done = done
+        Thread {
+            if done.wait(timeout: .now() + .seconds(seconds)) == .timedOut {
+                FileHandle.standardError.write(Data("HangGuard: \(what) did not finish in \(seconds) s: deadlocked\n".utf8))
+                _exit(86)  // not exit(): its atexit handlers may wait for the deadlocked threads
+            }
+        }.start()
+    }
+
+    func disarm() { done.signal() }
+}
+
+@Suite("Ending live subscriptions while commits ring them")
+struct SubscriptionEndDeadlockTests {
+    /// Rounds of subscriptions ended during a commit: the deadlock needs the two threads to meet in a short window.
+    static let rounds = 1_500
+
+    /// Both embedded backends (etcd's watch is another mechanism, and 1,500 rounds of 16 watches would be slow there).
+    @Test(
+        "live subscriptions cancelled while a commit rings their doorbells end, and the store goes on",
+        arguments: [Backend.inMemory, .pageFile])
+    func endingSubscriptionsDuringCommits(backend: Backend) async throws {
+        try await Self.endSubscriptionsDuringCommits(backend: backend)
+    }
+
+    static func endSubscriptionsDuringCommits(backend: Backend) async throws {
+        let guardian = HangGuard(seconds: 120, "ending subscriptions during commits on \(backend.name)")
+        defer { guardian.disarm() }
+        try await backend.withStore { store in
+            let name = try stream("race-1")
+            for round in 0..<Self.rounds {
+                // Live subscriptions, each caught up and waiting on its doorbell.
+                var subscribers: [Task<Void, any Error>] = []
+                for _ in 0..<16 {
+                    let (ready, signal) = AsyncStream<Void>.makeStream()
+                    subscribers.append(Task {
+                        var iterator = store.subscribeToAll(from: .end).makeAsyncIterator()
+                        _ = try await iterator.next()  // caught up: the doorbell is open
+                        signal.finish()
+                        while try await iterator.next() != nil {}
+                    })
+                    for await _ in ready {}
+                }
+                // A commit rings every doorbell while the subscriptions end.
+                async let appended = store.append(samples(1), to: name, expectedVersion: .exact(UInt64(round)))
+                for subscriber in subscribers { subscriber.cancel() }
+                _ = try await appended
+                for subscriber in subscribers { try await subscriber.value }
+            }
+            #expect(try await store.lastPosition() == UInt64(Self.rounds))
+        }
+    }
+}
