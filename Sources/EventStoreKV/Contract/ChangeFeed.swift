@@ -9,9 +9,9 @@
 // - Continuations handed back (overflowed or closed watchers) are finished by the caller after releasing the lock.
 // - A watcher's termination handler never takes the backend's lock. It can run while Swift holds the consuming
 //   task's status lock (a cancellation), and `record` yields to that task, which takes its status lock, while the
-//   backend's lock is held: the two would wait for each other for ever. The handler only queues the watcher's id
-//   in `terminated`, a lock nothing holds while taking another; `record` and `register` drop the queued watchers.
-//   Until then a yield to a terminated continuation does nothing.
+//   backend's lock is held: the two would wait for each other for ever. The handler only empties the watcher's
+//   slot (releasing its stream and every change buffered in it at once) and queues its id in `terminated`, both
+//   locks that nothing holds while taking another; `record` and `register` drop the queued entries.
 
 import EventStore
 
@@ -20,7 +20,9 @@ struct ChangeFeed {
 
     private struct Watcher {
         var prefix: Key
-        var continuation: Continuation
+        /// The continuation, until its consumer goes away (see the invariants).
+        var slot: Locked<Continuation?>
+        var continuation: Continuation? { slot.withLock { $0 } }
     }
 
     private var history: [KeyValueChange] = []
@@ -51,8 +53,9 @@ struct ChangeFeed {
         }
         var overflowed: [UInt64] = []
         for (id, watcher) in watchers {
+            guard let continuation = watcher.continuation else { continue }
             for change in changes where change.key.starts(with: watcher.prefix) {
-                if case .dropped = watcher.continuation.yield(change) {
+                if case .dropped = continuation.yield(change) {
                     overflowed.append(id)
                     break
                 }
@@ -72,11 +75,17 @@ struct ChangeFeed {
             if case .dropped = continuation.yield(change) { return .failure(.watcherOverflow) }
         }
         nextID += 1
-        let (id, terminated) = (nextID, terminated)
-        watchers[id] = Watcher(prefix: prefix, continuation: continuation)
-        continuation.onTermination = { _ in terminated.withLock { $0.append(id) } }
+        let (id, terminated, slot) = (nextID, terminated, Locked<Continuation?>(continuation))
+        watchers[id] = Watcher(prefix: prefix, slot: slot)
+        continuation.onTermination = { _ in
+            slot.withLock { $0 = nil }
+            terminated.withLock { $0.append(id) }
+        }
         return .success(id)
     }
+
+    /// How many watchers still have a consumer (tests).
+    var liveWatcherCount: Int { watchers.values.filter { $0.continuation != nil }.count }
 
     /// Removes the watchers whose termination handlers have run since the last call.
     private mutating func dropTerminated() {
@@ -98,7 +107,7 @@ struct ChangeFeed {
     /// Removes every watcher, for closing; the caller finishes them.
     mutating func removeAll() -> [Continuation] {
         defer { watchers.removeAll() }
-        return watchers.values.map(\.continuation)
+        return watchers.values.compactMap(\.continuation)
     }
 
     /// A change stream for a backend: `register` runs under the backend's lock (returning `.closed` when the store

@@ -4,8 +4,8 @@
 // - `State.entries` is ordered by key (unsigned lexicographic) with no duplicates (see SortedEntries): a lookup is
 //   O(log n), a scan of k keys O(log n + k), an insert anywhere moves at most one chunk.
 // - Everything is guarded by one lock (`Locked`); a transaction checks its conditions and applies its writes inside one
-//   critical section, so it is atomic and isolated. Watch streams are never finished inside that critical section
-//   (finishing runs their onTermination, which takes the lock again).
+//   critical section, so it is atomic and isolated. Watch streams are finished outside that critical section, which
+//   keeps the lock short (their termination handlers never take it: see ChangeFeed.swift).
 // - `State.changes` (a ChangeFeed) holds the changes of the most recent revisions, so a watcher can start from a
 //   recent revision; older starts get `historyUnavailable`.
 // - Expired TTL keys stay in `entries` until written again but are invisible to every read and condition. Expiry is
@@ -185,7 +185,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
             }
             return (revision, state.changes.record(changes))
         }
-        // Finishing runs the watcher's onTermination, which takes the lock: never do it while holding the lock.
+        // Finished outside the lock, which stays short (see ChangeFeed.swift).
         for continuation in dropped { continuation.finish(throwing: KeyValueStoreError.watcherOverflow) }
         return revision
     }

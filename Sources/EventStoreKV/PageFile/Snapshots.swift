@@ -96,7 +96,7 @@ final class PublishedState: Sendable {
             for commit in group { dropped += state.changes.record(commit.changes) }
             return (replaced, dropped)
         }
-        // Outside the lock: finishing runs the watcher's onTermination, which takes the same lock.
+        // Outside the lock, which stays short (see ChangeFeed.swift).
         for continuation in dropped { continuation.finish(throwing: KeyValueStoreError.watcherOverflow) }
         return replaced
     }
@@ -122,7 +122,7 @@ final class PublishedState: Sendable {
             for commit in changes { dropped += state.changes.record(commit) }
             return (previous, dropped, ended)
         }
-        // Outside the lock: finishing runs the watcher's onTermination, which takes the same lock.
+        // Outside the lock, which stays short (see ChangeFeed.swift).
         for continuation in dropped { continuation.finish(throwing: KeyValueStoreError.watcherOverflow) }
         for continuation in ended {
             continuation.finish(
