@@ -62,6 +62,8 @@ struct SubscriptionEndDeadlockTests {
                 for _ in 0..<16 {
                     let (ready, signal) = AsyncStream<Void>.makeStream()
                     subscribers.append(Task {
+                        // Finished whatever happens, so that an error reaches the test instead of a wait.
+                        defer { signal.finish() }
                         var iterator = store.subscribeToAll(from: .end).makeAsyncIterator()
                         _ = try await iterator.next()  // caught up: the doorbell is open
                         signal.finish()

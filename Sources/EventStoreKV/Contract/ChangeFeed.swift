@@ -20,6 +20,8 @@ struct ChangeFeed {
 
     private struct Watcher {
         var prefix: Key
+        /// Only changes after this revision are delivered (a watch may start after a revision not reached yet).
+        var after: UInt64
         /// The continuation, until its consumer goes away (see the invariants).
         var slot: Locked<Continuation?>
         var continuation: Continuation? { slot.withLock { $0 } }
@@ -54,7 +56,7 @@ struct ChangeFeed {
         var overflowed: [UInt64] = []
         for (id, watcher) in watchers {
             guard let continuation = watcher.continuation else { continue }
-            for change in changes where change.key.starts(with: watcher.prefix) {
+            for change in changes where change.revision > watcher.after && change.key.starts(with: watcher.prefix) {
                 if case .dropped = continuation.yield(change) {
                     overflowed.append(id)
                     break
@@ -76,7 +78,7 @@ struct ChangeFeed {
         }
         nextID += 1
         let (id, terminated, slot) = (nextID, terminated, Locked<Continuation?>(continuation))
-        watchers[id] = Watcher(prefix: prefix, slot: slot)
+        watchers[id] = Watcher(prefix: prefix, after: revision, slot: slot)
         continuation.onTermination = { _ in
             slot.withLock { $0 = nil }
             terminated.withLock { $0.append(id) }
