@@ -171,8 +171,7 @@ extension PageFileKeyValueStore {
         let old = state.reader
         var created: SystemFile?
         do {
-            Directory.remove(temporary, faults: options.faults)
-            let file = try SystemFile.open(temporary, create: true, exclusive: true, faults: options.faults)
+            let file = try SystemFile.create(temporary, faults: options.faults)
             created = file
             try lock?.lockFile(file)
             var loader = BulkLoader(file: file, pageSize: pageSize, lsn: state.lsn)

@@ -228,15 +228,21 @@ final class SystemFile: Sendable {
 
     /// Creates a new, empty file at `path` (mode 0600) for reading and writing, replacing what is there: the name is
     /// unlinked first and the file created exclusively, so a symlink left at `path` (into another store, say) is
-    /// removed, never followed. For files that are written whole before anything relies on them (a new store's data
-    /// file and WAL, a backup's); the caller syncs the directory.
-    static func create(_ path: String) throws -> SystemFile {
-        if unlink(path) != 0, errno != ENOENT {
-            throw EventStoreError.ioFailure(operation: "unlink", path: path, errno: errno)
+    /// removed, never followed (the unlink is recorded as a remove when `faults` records). For files that are
+    /// written whole before anything relies on them (a new store's data file and WAL, a backup's, compaction's new
+    /// file); the caller syncs the directory.
+    static func create(_ path: String, faults: IOFaultPlan? = nil) throws -> SystemFile {
+        let unlinkUnrecorded = { unlink(path) == 0 ? 0 : errno }
+        let code =
+            if let recorder = faults?.recorder {
+                recorder.perform(unlinkUnrecorded, event: { $0 == 0 ? .remove(path: path) : nil })
+            } else {
+                unlinkUnrecorded()
+            }
+        guard code == 0 || code == ENOENT else {
+            throw EventStoreError.ioFailure(operation: "unlink", path: path, errno: code)
         }
-        let descriptor = Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: errno) }
-        return SystemFile(descriptor: descriptor, path: path, faults: nil)
+        return try open(path, create: true, exclusive: true, faults: faults)
     }
 
     /// Throws `incompatibleStore` naming the path unless the open file is a regular file.
