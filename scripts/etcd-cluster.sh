@@ -12,6 +12,8 @@
 # commit takes ~200 ms; otherwise under /tmp); every wait is bounded; it runs as root or not.
 # Limits are raised so that one 100-event append (about 300 puts) fits in one atomic transaction:
 # --max-txn-ops 10000, --max-request-bytes 10 MiB. The EtcdKeyValueStore in tests is configured to match.
+# ETCD_PROGRESS_NOTIFY_INTERVAL (an etcd duration, such as 500ms) shortens etcd's watch progress notifications
+# (10m by default) for tests of what a watch does with them.
 set -euo pipefail
 
 if [[ -d /dev/shm && -w /dev/shm ]]; then DEFAULT_ROOT=/dev/shm; else DEFAULT_ROOT=${TMPDIR:-/tmp}; fi
@@ -53,6 +55,10 @@ close_inherited_descriptors() {
 start_member() {
   local i=$1 state=${2:-existing}
   local name=${NAMES[$((i - 1))]}
+  local extra=()
+  if [[ -n ${ETCD_PROGRESS_NOTIFY_INTERVAL:-} ]]; then
+    extra+=(--experimental-watch-progress-notify-interval "$ETCD_PROGRESS_NOTIFY_INTERVAL")
+  fi
   mkdir -p "$STATE/$name"
   (
     close_inherited_descriptors
@@ -63,7 +69,7 @@ start_member() {
       --initial-advertise-peer-urls "http://127.0.0.1:$(peer_port "$i")" \
       --initial-cluster "$(initial_cluster)" --initial-cluster-state "$state" \
       --initial-cluster-token eventstore-test \
-      --max-txn-ops 10000 --max-request-bytes 10485760 \
+      --max-txn-ops 10000 --max-request-bytes 10485760 "${extra[@]}" \
       --logger zap --log-outputs "$STATE/$name/etcd.log" \
       </dev/null >"$STATE/$name/stdout.log" 2>&1
   ) &

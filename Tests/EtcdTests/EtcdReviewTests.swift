@@ -9,13 +9,16 @@ import Testing
 
 private struct CompactionRequest: Encodable { var revision: String; var physical: Bool }
 
-/// Compacts the cluster up to its current revision, as `etcdctl compact` does.
-private func compactToCurrentRevision(_ store: EtcdKeyValueStore) async throws {
+/// Compacts the cluster up to its current revision, as `etcdctl compact` does, and returns that revision.
+@discardableResult
+func compactToCurrentRevision(_ store: EtcdKeyValueStore) async throws -> UInt64 {
     let now = try await store.transport.call("v3/kv/range", body: EtcdWire.RangeRequest(
         key: EtcdWire.encode([0]), rangeEnd: EtcdWire.encode([0]), countOnly: true), idempotent: true,
         as: EtcdWire.RangeResponse.self)
+    let revision = try EtcdWire.revision(now.header?.revision, field: "header revision")
     _ = try await store.transport.call("v3/kv/compaction", body: CompactionRequest(
-        revision: now.header?.revision ?? "0", physical: true), idempotent: true, as: EtcdWire.Empty.self)
+        revision: String(revision), physical: true), idempotent: true, as: EtcdWire.Empty.self)
+    return revision
 }
 
 /// A listening socket on 127.0.0.1 (backlog `backlog`) and its port.

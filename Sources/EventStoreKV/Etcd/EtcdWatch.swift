@@ -5,7 +5,10 @@
 // - `lastRevision` is the revision of the last change handed to the consumer (initially the requested `after`);
 //   a reconnect asks for `lastRevision + 1` (clamped to Int64.max, etcd's last revision), so nothing is skipped. etcd sends all events of one revision in one
 //   message, so a revision is never half-delivered across a reconnect.
-// - Only event revisions advance `lastRevision`, never header revisions (a catching-up watch's header is ahead).
+// - Only event revisions and progress notifications advance `lastRevision`. A progress notification (a message with
+//   no events that neither creates nor cancels the watch; asked for with progress_notify) goes only to a watch that
+//   has been sent every change up to its header revision, so a quiet watch's reconnect does not start below a
+//   compaction that passed none of its changes. No other header does (a catching-up watch's header is ahead).
 // - The namespace's revision marker is never delivered.
 // - An event the client cannot decode (no kv, a malformed key, no usable mod_revision) ends the stream with
 //   unavailable, never skipped: a skipped event would be a change the consumer never sees.
@@ -78,7 +81,7 @@ final class EtcdWatch: Sendable {
             state.connectedAt = ContinuousClock.now
             let body = EtcdWire.WatchRequest(createRequest: EtcdWire.WatchCreateRequest(
                 key: EtcdWire.encode(key), rangeEnd: EtcdWire.encode(rangeEnd),
-                startRevision: String(Self.startRevision(after: state.lastRevision))))
+                startRevision: String(Self.startRevision(after: state.lastRevision)), progressNotify: true))
             return (state.generation, (try? JSONEncoder().encode(body)) ?? Data())
         }
         guard let claim else { return }
@@ -216,9 +219,25 @@ final class EtcdWatch: Sendable {
                 state.failures = 0
                 state.created = true
             }
+        } else if result.events?.isEmpty ?? true, result.compactRevision == nil {
+            progressed(result.header?.revision)
+            return
         }
         deliver(result.events ?? [])
     }
+
+    /// A progress notification (etcd's rule, as its own client reads it: no events, neither created nor cancelled,
+    /// a header revision): every change up to that revision has been sent, so a reconnect may start after it.
+    private func progressed(_ text: String?) {
+        guard let revision = try? EtcdWire.revision(text, field: "header revision") else { return }
+        state.withLock { state in
+            guard !state.finished else { return }
+            state.lastRevision = max(state.lastRevision, revision)
+        }
+    }
+
+    /// The revision up to which the consumer has been handed every change (for tests).
+    var deliveredThrough: UInt64 { state.withLock { $0.lastRevision } }
 
     /// Ends the stream etcd cancelled: historyUnavailable when it names a compact revision (etcd omits a zero one).
     private func cancelled(_ result: EtcdWire.WatchResult) {
@@ -275,20 +294,23 @@ extension EtcdKeyValueStore {
         let key = namespace + prefix
         let start = key.isEmpty ? [0] : key
         let end = Key.successor(ofPrefix: key) ?? [0]
-        let id: UInt64? = state.withLock { state in
+        // The check of `closed` and the insert are one critical section: a watch inserted after close() emptied
+        // `watchers` would never be finished, and would go on reconnecting after the store was closed.
+        let watch: EtcdWatch? = state.withLock { state in
             guard !state.closed else { return nil }
             state.nextWatcherID += 1
-            return state.nextWatcherID
+            let id = state.nextWatcherID
+            let watch = EtcdWatch(
+                after: revision, key: start, rangeEnd: end, namespaceLength: namespace.count, transport: transport,
+                configuration: configuration, continuation: continuation,
+                onFinish: { [weak self] in _ = self?.state.withLock { $0.watchers.removeValue(forKey: id) } })
+            state.watchers[id] = watch
+            return watch
         }
-        guard let id else {
+        guard let watch else {
             continuation.finish(throwing: KeyValueStoreError.closed)
             return stream
         }
-        let watch = EtcdWatch(
-            after: revision, key: start, rangeEnd: end, namespaceLength: namespace.count, transport: transport,
-            configuration: configuration, continuation: continuation,
-            onFinish: { [weak self] in _ = self?.state.withLock { $0.watchers.removeValue(forKey: id) } })
-        state.withLock { $0.watchers[id] = watch }
         continuation.onTermination = { _ in watch.finish(throwing: nil) }
         watch.start()
         return stream

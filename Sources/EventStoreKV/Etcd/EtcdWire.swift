@@ -197,11 +197,15 @@ enum EtcdWire {
         var key: String
         var rangeEnd: String?
         var startRevision: String?
+        /// Asks for progress notifications: etcd then tells a caught-up watch, now and then, the revision up to which
+        /// it has been sent every change.
+        var progressNotify: Bool?
 
         enum CodingKeys: String, CodingKey {
             case key
             case rangeEnd = "range_end"
             case startRevision = "start_revision"
+            case progressNotify = "progress_notify"
         }
     }
 
