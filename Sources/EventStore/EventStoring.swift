@@ -76,6 +76,7 @@ public protocol EventStoring: Sendable {
     /// open finds the stream free, whatever the timeout; a read-only open still sees it until it expires); on etcd it
     /// lasts until it expires, since other processes may share the cluster.
     /// - Throws: ``EventStoreError/streamLocked(stream:holder:leaseExpiresAt:)`` when the wait times out;
+    ///   ``EventStoreError/streamDeleted(_:)`` for a hard-deleted stream, which no session could ever append to;
     ///   ``EventStoreError/invalidArgument(_:)`` for a timeout out of range, or for ``StreamName/deletedStreams``,
     ///   which the store appends to with every deletion.
     func openSession(on stream: StreamName, sessionTimeout: Duration, openTimeout: Duration) async throws

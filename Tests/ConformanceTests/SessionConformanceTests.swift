@@ -31,6 +31,32 @@ struct SessionConformanceTests {
         }
     }
 
+    /// No append through a session on a tombstoned stream could ever succeed, so opening one is refused, as
+    /// KurrentDB refuses every write to a tombstoned stream. (Found by a review, twenty-third session: the session
+    /// opened, told its caller it held exclusive write access, and every append through it failed.)
+    @Test("a session on a hard-deleted stream is refused with streamDeleted, and writes no lease", arguments: Backends.all)
+    func sessionOnHardDeletedStream(backend: Backend) async throws {
+        try await backend.withStore { store in
+            let stream = try uniqueStream()
+            _ = try await store.append(makeEvents(1), to: stream, expectedVersion: .noStream)
+            _ = try await store.delete(stream, expectedVersion: .any, mode: .hard)
+            do {
+                let session = try await store.openSession(on: stream, sessionTimeout: .seconds(60), openTimeout: .zero)
+                Issue.record("a session opened on the hard-deleted stream \(stream)")
+                try await session.close()
+            } catch EventStoreError.streamDeleted(let deleted) {
+                #expect(deleted == stream)
+            }
+            // Nothing was written: a plain append still meets the tombstone, not a lease.
+            do {
+                _ = try await store.append(makeEvents(1), to: stream, expectedVersion: .any)
+                Issue.record("an append to the hard-deleted stream \(stream) succeeded")
+            } catch EventStoreError.streamDeleted(let deleted) {
+                #expect(deleted == stream)
+            }
+        }
+    }
+
     @Test("an expired session lets a new session in", arguments: Backends.all)
     func expiryLetsNewSessionIn(backend: Backend) async throws {
         try await backend.withStore { store in

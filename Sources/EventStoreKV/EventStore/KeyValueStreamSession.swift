@@ -83,7 +83,13 @@ public final class KeyValueStreamSession: StreamSession {
             let lease = LeaseRecord(sessionID: id, expiresAt: expiresAt, holder: holder)
             let outcome = try await store.backendCall {
                 try await store.backend.update { context -> (transaction: KeyValueTransaction, value: Attempt) in
-                    if let entry = try await context.get(key) {
+                    let entries = try await context.get([key, KeyLayout.streamHead(stream)])
+                    // No append can ever succeed on a hard-deleted stream: refused now, as KurrentDB refuses any write
+                    // to a tombstoned stream, rather than at the session's first append.
+                    if let head = entries[1], try StreamHead.decode(head.value, stream: stream).state == .hardDeleted {
+                        throw EventStoreError.streamDeleted(stream)
+                    }
+                    if let entry = entries[0] {
                         return (KeyValueTransaction(), .held(try LeaseRecord.decode(entry.value, stream: stream)))
                     }
                     return (KeyValueTransaction(writes: [.put(key, try lease.encoded(), ttl: sessionTimeout)]), .acquired)
