@@ -277,19 +277,33 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
     }
 
     /// Appends `events` to `stream`, expecting the stream to be at `loaded.version`.
-    /// - Throws: ``EventStoreError/wrongExpectedVersion(stream:expected:actual:)`` if another writer got there first.
+    /// - Throws: ``EventStoreError/wrongExpectedVersion(stream:expected:actual:)`` if another writer got there first;
+    ///   ``EventStoreError/unknownEventType(type:location:)`` or ``EventStoreError/codingFailed(type:reason:)``
+    ///   (before writing anything) for an event the registry could not decode from its stored bytes, which would
+    ///   make every later load of the stream fail.
     @discardableResult
     public func save(
         _ events: [any DomainEvent], to stream: StreamName, loadedAt version: UInt64,
         metadata: EventMetadata = EventMetadata()
     ) async throws -> AppendResult {
+        try await saveDecoded(events, to: stream, loadedAt: version, metadata: metadata).result
+    }
+
+    /// Saves `events` as ``save(_:to:loadedAt:metadata:)`` does, returning them as a replay decodes them too.
+    private func saveDecoded(
+        _ events: [any DomainEvent], to stream: StreamName, loadedAt version: UInt64, metadata: EventMetadata
+    ) async throws -> (result: AppendResult, replayed: [any DomainEvent]) {
         let data = try events.map { try registry.encode(any: $0, metadata: metadata) }
-        return try await store.append(data, to: stream, expectedVersion: .exact(version))
+        let replayed = try registry.decodeAsReplayed(data, appendingTo: stream, after: version)
+        return (try await store.append(data, to: stream, expectedVersion: .exact(version)), replayed)
     }
 
     /// Loads the aggregate, asks `decide` for new events and saves them; on a version conflict it reloads and asks
     /// again, up to `maxAttempts` times in all.
-    /// - Returns: the append's result and the state after the new events.
+    /// - Returns: the append's result and the state after the new events, folded from them as a replay decodes
+    ///   them (so it is the state a load now builds).
+    /// - Throws: what ``save(_:to:loadedAt:metadata:)`` throws (`wrongExpectedVersion` only after the last attempt),
+    ///   and whatever `decide` throws.
     @discardableResult
     public func execute(
         on stream: StreamName, maxAttempts: Int = 5,
@@ -302,10 +316,10 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
             let loaded = try await load(stream)
             let events = try decide(loaded.state)
             do {
-                let result = try await save(events, to: stream, loadedAt: loaded.version)
+                let saved = try await saveDecoded(events, to: stream, loadedAt: loaded.version, metadata: EventMetadata())
                 var state = loaded.state
-                for event in events { state.apply(event) }
-                return (result, state)
+                for event in saved.replayed { state.apply(event) }
+                return (saved.result, state)
             } catch EventStoreError.wrongExpectedVersion where attempt < maxAttempts {
                 continue
             }

@@ -259,6 +259,27 @@ public struct EventTypeRegistry: Sendable {
         }
     }
 
+    /// `events`, about to be appended to `stream` after `version`, decoded from their exact bytes as a replay will
+    /// decode them: the state they fold into is then the one a load builds (upcasters and a lossy coder included),
+    /// and an event no replay could decode is refused before anything is written.
+    /// - Throws: ``EventStoreError/unknownEventType(type:location:)`` or ``EventStoreError/codingFailed(type:reason:)``,
+    ///   naming the stream and the version the event would have had.
+    package func decodeAsReplayed(_ events: [EventData], appendingTo stream: StreamName, after version: UInt64) throws
+        -> [any DomainEvent]
+    {
+        try events.enumerated().map { offset, event in
+            // Decoding reads only the type and payload; the position is not known yet.
+            let recorded = RecordedEvent(
+                id: event.id, stream: stream, version: version &+ UInt64(offset) &+ 1, position: 0,
+                recordedAt: Date(), type: event.type, data: event.data, metadata: event.metadata)
+            do {
+                return try decode(recorded)
+            } catch EventStoreError.codingFailed(let type, let reason) {
+                throw EventStoreError.codingFailed(type: type, reason: "\(Self.location(of: recorded)): \(reason)")
+            }
+        }
+    }
+
     /// Where `recorded` is, for errors: its version and stream, and its position once it has one (an event decoded
     /// before it is appended has none yet).
     static func location(of recorded: RecordedEvent) -> String {

@@ -64,7 +64,7 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
     }
 
     /// Loads the state of `stream` as of `version`: from the newest usable snapshot at or before `version` plus the
-    /// events after it up to `version`, or by replaying events 1 through `version`.
+    /// events after it up to `version`, or by replaying the events readers see up to `version`.
     /// - Throws: ``SnapshotError/versionBeyondStream(stream:requested:streamVersion:)`` when the stream has not
     ///   reached `version`; ``SnapshotError/versionNotVisible(stream:version:)`` when `version` was deleted or is
     ///   hidden by retention.
@@ -222,13 +222,7 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
         }
         // Decode the exact bytes about to be appended, as a replay will, before appending: the new state is then
         // what a load would build, and an event no replay could decode is refused before anything is written.
-        // (Decoding reads only the type and payload; the position is not known yet.)
-        let replayed = try data.enumerated().map { offset, event in
-            try registry.decode(
-                RecordedEvent(
-                    id: event.id, stream: stream, version: loaded.version + UInt64(offset) + 1, position: 0,
-                    recordedAt: Date(), type: event.type, data: event.data, metadata: event.metadata))
-        }
+        let replayed = try registry.decodeAsReplayed(data, appendingTo: stream, after: loaded.version)
         let result = try await aggregates.store.append(data, to: stream, expectedVersion: .exact(loaded.version))
         var aggregate = loaded
         for event in replayed { aggregate.state.apply(event) }

@@ -10,7 +10,7 @@ import Foundation
 
 /// What the snapshot index records about one snapshot: its stream version and the schema of its state.
 public struct SnapshotDescriptor: Sendable, Hashable, Comparable {
-    /// The stream version the snapshot was taken at: its state reflects events 1 through this version.
+    /// The stream version the snapshot was taken at: its state folds the events ``firstVersion`` through this version.
     public var version: UInt64
     /// The schema version of the encoded state.
     public var schemaVersion: UInt32
