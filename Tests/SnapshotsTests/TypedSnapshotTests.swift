@@ -146,6 +146,19 @@ struct TypedSnapshotTests {
         }
     }
 
+    /// A second migration from the same schema replaced the first without a word, while a second upcaster of an
+    /// event type is refused (found by a review, twenty-third session).
+    @Test("a second migration from the same schema is refused, and the first one stays")
+    func secondMigrationFromOneSchema() throws {
+        var schema = SnapshotSchema<Ledger>(version: 3)
+        try schema.registerMigration(from: 1, to: 3) { $0 }
+        #expect { try schema.registerMigration(from: 1, to: 2) { $0 } } throws: { error in
+            if case EventStoreError.invalidArgument(let message) = error { message.contains("already") } else { false }
+        }
+        #expect(schema.canRead(schemaVersion: 1))
+        #expect(!schema.canRead(schemaVersion: 2), "the refused migration 1 -> 2 left no trace")
+    }
+
     @Test("a current-schema snapshot that does not decode is a typed error naming it", arguments: SnapshotBackends.all)
     func undecodableSnapshot(backend: SnapshotBackend) async throws {
         try await backend.withStore { store in

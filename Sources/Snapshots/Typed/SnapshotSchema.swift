@@ -84,7 +84,8 @@ public struct SnapshotSchema<State: Codable & Sendable>: Sendable {
 
     /// Registers a migration of encoded state from schema `source` to schema `target`. Migrations chain: `target`
     /// may itself have a migration onward.
-    /// - Throws: ``EventStoreError/invalidArgument(_:)`` unless `source < target <= version`.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` unless `source < target <= version`, or if `source`
+    ///   already has a migration (as a second upcaster of an event type is refused: which one wins is no guess).
     public mutating func registerMigration(
         from source: UInt32, to target: UInt32, _ migrate: @escaping Migration
     ) throws {
@@ -93,12 +94,17 @@ public struct SnapshotSchema<State: Codable & Sendable>: Sendable {
                 "a snapshot migration must go from an older schema to a newer one, at most \(version); "
                     + "got \(source) to \(target)")
         }
+        if let registered = steps[source] {
+            throw EventStoreError.invalidArgument(
+                "snapshot schema \(source) already has a migration (to \(registered.target))")
+        }
         steps[source] = Step(target: target, migrate: migrate)
     }
 
     /// Registers a typed migration: snapshots of schema `source` decode as `Old`, and `convert` makes the current
     /// state from it.
-    /// - Throws: ``EventStoreError/invalidArgument(_:)`` unless `source` is older than ``version``.
+    /// - Throws: ``EventStoreError/invalidArgument(_:)`` unless `source` is older than ``version``, or if `source`
+    ///   already has a migration.
     public mutating func registerMigration<Old: Decodable & Sendable>(
         from source: UInt32, decoding old: Old.Type, _ convert: @escaping @Sendable (Old) throws -> State
     ) throws {
