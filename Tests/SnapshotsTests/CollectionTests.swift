@@ -58,6 +58,24 @@ struct CollectionTests {
         }
     }
 
+    /// A save older than the `keepingLast` newest snapshots is removed in its own transaction; the store's save
+    /// now says so (a review, twenty-third session, found callers told nothing of it).
+    @Test("a save the retention removes at once says it was not kept", arguments: SnapshotBackends.all)
+    func saveRemovedAtOnce(backend: SnapshotBackend) async throws {
+        try await backend.withStore { store in
+            let stream = try Fixtures.stream()
+            try await Fixtures.fill(stream, in: store, events: 8)
+            let raw = try SnapshotStore(events: store)
+            #expect(try await raw.save(Data([6]), schemaVersion: 1, of: stream, at: 6, keepingLast: 2))
+            #expect(try await raw.save(Data([8]), schemaVersion: 1, of: stream, at: 8, keepingLast: 2))
+            #expect(try await !raw.save(Data([4]), schemaVersion: 1, of: stream, at: 4, keepingLast: 2))
+            #expect(try await raw.versions(of: stream) == [6, 8])
+            #expect(try await RawSnapshotKeys.storedVersions(stream, collection: "", in: store) == [6, 8])
+            #expect(try await raw.save(Data([7]), schemaVersion: 1, of: stream, at: 7, keepingLast: 2))
+            #expect(try await raw.versions(of: stream) == [7, 8])
+        }
+    }
+
     @Test("collection names that cannot be keys are rejected", arguments: SnapshotBackends.all)
     func invalidCollectionNames(backend: SnapshotBackend) async throws {
         try await backend.withStore { store in

@@ -273,7 +273,8 @@ public struct SnapshottingRepository<State: Aggregate & Codable>: Sendable {
 
     /// Takes a snapshot of `stream` at `version` (its current version when nil), building the state through the
     /// newest usable snapshot before it.
-    /// - Returns: the version snapshotted.
+    /// - Returns: the version snapshotted. With a policy that keeps the last N snapshots, a version older than N
+    ///   snapshots already kept is removed again in the same transaction, as the policy says: it is not listed then.
     /// - Throws: ``SnapshotError/versionBeyondStream(stream:requested:streamVersion:)`` when the stream has not
     ///   reached `version`; ``EventStoreError/streamNotFound(_:)`` when the stream has no events;
     ///   ``SnapshotError/versionNotVisible(stream:version:)`` when `version` is not visible, retention hides every

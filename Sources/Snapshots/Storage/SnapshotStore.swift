@@ -54,6 +54,8 @@ public struct SnapshotStore: Sendable {
     /// snapshot stands for every version from there to `version`, and the store cannot check which events `data`
     /// folds: a state that skipped one maxAge hid between visible ones (``LoadedAggregate/skippedVersion``) must not
     /// be saved, or loads from it differ from a replay once that event is visible again.
+    /// - Returns: whether the snapshot was kept: false when `keepingLast` newer snapshots exist, so that it was
+    ///   removed in the same transaction (nothing of it was written).
     /// - Throws: ``SnapshotError/versionBeyondStream(stream:requested:streamVersion:)`` when the stream has not
     ///   reached `version`; ``SnapshotError/versionNotVisible(stream:version:)`` when readers no longer see
     ///   `version`, or no longer see `foldedFrom` (the state folds events retention has hidden since);
@@ -62,10 +64,11 @@ public struct SnapshotStore: Sendable {
     ///   Nothing is written when it throws, except when the store cannot know the outcome (``EventStoreError/ioFailure(operation:path:errno:)``
     ///   or a replicated backend's ``EventStoreError/backend(_:)``): the snapshot may then have been saved, and
     ///   saving it again is harmless, since it replaces the one at the same version.
+    @discardableResult
     public func save(
         _ data: Data, schemaVersion: UInt32, of stream: StreamName, at version: UInt64, keepingLast: Int? = nil,
         foldedFrom foldStart: UInt64? = nil
-    ) async throws {
+    ) async throws -> Bool {
         guard version > 0 else {
             throw EventStoreError.invalidArgument("a snapshot needs a version of at least 1; version 0 is the empty state")
         }
@@ -98,13 +101,14 @@ public struct SnapshotStore: Sendable {
             stream: stream, version: version, schemaVersion: schemaVersion, firstVersion: firstVersion,
             takenAt: Date(), data: data)
         let record = SnapshotRecord.encode(snapshot)
-        try await changeIndex(of: stream) { index in
+        return try await changeIndex(of: stream) { index in
             index.insert(snapshot.descriptor)
             let pruned = keepingLast.map { index.keepLast($0) } ?? []
+            let kept = !pruned.contains(version)
             var writes: [KeyWrite] = []
-            if !pruned.contains(version) { writes.append(.put(keys.record(of: stream, at: version), record)) }
+            if kept { writes.append(.put(keys.record(of: stream, at: version), record)) }
             writes += pruned.map { .delete(keys.record(of: stream, at: $0)) }
-            return (writes, ())
+            return (writes, kept)
         }
     }
 
