@@ -74,6 +74,24 @@ final class EtcdHTTPConnection: Sendable {
         throw EtcdCallError.unreachable("cannot connect to \(host):\(port): \(lastError)")
     }
 
+    /// Has the kernel probe the peer after `idle` without traffic (then every 10 s, 3 times), so that a connection
+    /// whose peer vanished without a word (a dropped NAT or firewall entry, a host gone) fails its reads instead of
+    /// waiting for ever; the probes also keep such entries alive. A hung process's kernel still answers them:
+    /// a watch finds that out by asking the member (EtcdWatch).
+    func keepAlive(idle: Duration) {
+        let fd = descriptor.withLock { $0 }
+        guard fd >= 0 else { return }
+        let size = socklen_t(MemoryLayout<Int32>.size)
+        var one: Int32 = 1
+        var seconds = Int32(clamping: max(1, Int64(idle.timeInterval.rounded(.up))))
+        var interval: Int32 = 10
+        var count: Int32 = 3
+        _ = setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, size)
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &seconds, size)
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPINTVL, &interval, size)
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPCNT, &count, size)
+    }
+
     private func finishConnect(deadline: ContinuousClock.Instant) -> String? {
         guard (try? wait(for: Int16(POLLOUT), until: deadline, sent: false)) != nil else {
             return "connection timed out"
@@ -173,6 +191,9 @@ struct EtcdHTTPResponseReader {
     var deadline: ContinuousClock.Instant
     /// For streams: the deadline of each read, asked for before it, instead of all reads sharing `deadline`.
     var readDeadline: (() -> ContinuousClock.Instant)?
+    /// For streams: called when a read waited until its deadline with nothing read; true waits again (with a new
+    /// deadline), false fails with the timeout. Nothing of the response is lost either way.
+    var whenIdle: (() -> Bool)?
     private var buffer: [UInt8] = []
     private(set) var status = 0
     private var contentLength: Int?
@@ -193,10 +214,22 @@ struct EtcdHTTPResponseReader {
     }
 
     private mutating func fill() throws -> Bool {
-        if let readDeadline { deadline = readDeadline() }
-        let more = try connection.read(deadline: deadline)
+        let more = try readMore()
         buffer.append(contentsOf: more)
         return !more.isEmpty
+    }
+
+    /// What the connection has next (empty at its end), waiting again while `whenIdle` says so.
+    private mutating func readMore() throws -> [UInt8] {
+        while true {
+            if let readDeadline { deadline = readDeadline() }
+            do {
+                return try connection.read(deadline: deadline)
+            } catch EtcdCallError.outcomeUnknown(let detail) where detail == EtcdHTTPConnection.timedOut {
+                // The wait timed out before anything was received: the response's state is untouched.
+                guard let whenIdle, whenIdle() else { throw EtcdCallError.outcomeUnknown(detail) }
+            }
+        }
     }
 
     private mutating func line() throws -> String {
@@ -283,8 +316,7 @@ struct EtcdHTTPResponseReader {
             if !buffer.isEmpty { try receive(buffer) }
             buffer.removeAll()
             while true {
-                if let readDeadline { deadline = readDeadline() }
-                let more = try connection.read(deadline: deadline)
+                let more = try readMore()
                 if more.isEmpty { return }
                 try receive(more)
             }
@@ -327,8 +359,11 @@ enum EtcdHTTP {
 
     /// Opens a connection to `url` and sends a request that ends it (for streams, which require a leader); the caller
     /// reads the response.
-    static func start(_ url: URL, body: Data, deadline: ContinuousClock.Instant) throws -> EtcdHTTPConnection {
+    static func start(_ url: URL, body: Data, deadline: ContinuousClock.Instant, keepAliveAfter idle: Duration)
+        throws -> EtcdHTTPConnection
+    {
         let connection = try open(url, deadline: deadline)
+        connection.keepAlive(idle: idle)
         do {
             let head = requestHead(url, bodyLength: body.count, keepAlive: false, requireLeader: true)
             try connection.write(head + [UInt8](body), deadline: deadline)
@@ -341,11 +376,13 @@ enum EtcdHTTP {
 
     /// Sends one request on `connection` and reads the whole answer, and whether the connection can carry another
     /// request. The connection is closed on any failure.
-    static func exchange(_ url: URL, body: Data, on connection: EtcdHTTPConnection, deadline: ContinuousClock.Instant)
-        throws -> (status: Int, body: Data, reusable: Bool)
-    {
+    static func exchange(
+        _ url: URL, body: Data, on connection: EtcdHTTPConnection, deadline: ContinuousClock.Instant,
+        requireLeader: Bool = false
+    ) throws -> (status: Int, body: Data, reusable: Bool) {
         do {
-            try connection.write(requestHead(url, bodyLength: body.count, keepAlive: true) + [UInt8](body), deadline: deadline)
+            let head = requestHead(url, bodyLength: body.count, keepAlive: true, requireLeader: requireLeader)
+            try connection.write(head + [UInt8](body), deadline: deadline)
             var reader = EtcdHTTPResponseReader(connection: connection, deadline: deadline)
             try reader.readHead()
             var data = Data()

@@ -17,9 +17,12 @@
 //   retry budget has passed. Once finished, nothing more is yielded.
 // - Connecting, sending the request and reading the answer up to `created` wait at most `requestTimeout`, as any
 //   request does; only a created watch waits `watchIdleTimeout` for its next message. A created watch that was
-//   silent that long is reopened where the transport points, as no failure: a quiet namespace is no sign of a bad
-//   member. A member that loses its leader ends its watches (the request requires one), and a dead one fails the
-//   reconnect. After a failure, connections start at least `reconnectInterval` apart.
+//   silent that long asks its member for its status (a request requiring a leader, within `requestTimeout`): while
+//   the member answers, the namespace is merely quiet and the watch stays open, keeping its place in etcd's event
+//   stream (a reopen would start after its last change, which a compaction may since have passed: historyUnavailable
+//   for a watch that missed nothing); a member that does not answer (hung) is left, as a failure. A member that
+//   loses its leader ends its watches itself (the request requires one); TCP keep-alive probes end a connection
+//   whose peer vanished without a word. After a failure, connections start at least `reconnectInterval` apart.
 // - All mutable state is in `state`, a `Locked`. Each connection is read by its own thread; `generation` tells a thread
 //   whose connection was replaced or aborted to deliver nothing more.
 
@@ -41,6 +44,8 @@ final class EtcdWatch: Sendable {
         var created = false
         /// When the current connection was started.
         var connectedAt: ContinuousClock.Instant?
+        /// Status requests made because a created watch was silent for `watchIdleTimeout`.
+        var idleChecks = 0
     }
 
     private let state: Locked<State>
@@ -88,10 +93,9 @@ final class EtcdWatch: Sendable {
         let (timeout, idle) = (configuration.requestTimeout, configuration.watchIdleTimeout)
         Thread.detachNewThread { [self] in
             var reason = "the member closed the watch"
-            var silent = false
             do {
                 let deadline = ContinuousClock.now.advanced(by: timeout)
-                let connection = try EtcdHTTP.start(url, body: claim.body, deadline: deadline)
+                let connection = try EtcdHTTP.start(url, body: claim.body, deadline: deadline, keepAliveAfter: idle)
                 defer { connection.close() }
                 let current = state.withLock { state -> Bool in
                     guard state.generation == claim.generation, !state.finished else { return false }
@@ -106,26 +110,41 @@ final class EtcdWatch: Sendable {
                 reader.readDeadline = { [state] in
                     state.withLock { $0.created } ? ContinuousClock.now.advanced(by: idle) : deadline
                 }
+                reader.whenIdle = { [self] in memberAnswers(endpoint, generation: claim.generation) }
                 try reader.readBody { bytes in receive(bytes, generation: claim.generation) }
             } catch EtcdCallError.outcomeUnknown(let detail) where detail == EtcdHTTPConnection.timedOut {
-                reason = "no answer within the timeout"
-                silent = true
+                reason = "no answer within the timeout (or, for a silent watch, to a status request)"
             } catch {
                 reason = "\(error)"
             }
-            // Whether this connection's watch had been created; nil when the watch moved on without it.
-            let created = state.withLock { state -> Bool? in
-                guard state.generation == claim.generation, !state.finished else { return nil }
+            // Nothing more when the watch moved on without this connection.
+            let current = state.withLock { state -> Bool in
+                guard state.generation == claim.generation, !state.finished else { return false }
                 state.connection = nil
-                return state.created
+                return true
             }
-            guard let created else { return }
-            if created && silent {
-                connect()  // a quiet watch, reopened where the transport points; no member failed
-            } else {
-                reconnect(after: reason, from: endpoint)
-            }
+            guard current else { return }
+            reconnect(after: reason, from: endpoint)
         }
+    }
+
+    /// Whether member `endpoint` answers a status request requiring a leader within `requestTimeout`: asked when
+    /// this connection's created watch has been silent for `watchIdleTimeout`. While it answers, the watch stays open
+    /// (see the header). Blocks the connection's own thread, never the cooperative pool.
+    private func memberAnswers(_ endpoint: Int, generation: UInt64) -> Bool {
+        let current = state.withLock { state -> Bool in
+            guard state.generation == generation, !state.finished, state.created else { return false }
+            state.idleChecks += 1
+            return true
+        }
+        guard current else { return false }
+        let url = transport.endpoints[endpoint].appendingPathComponent("v3/maintenance/status")
+        let deadline = ContinuousClock.now.advanced(by: configuration.requestTimeout)
+        guard let connection = try? EtcdHTTP.open(url, deadline: deadline) else { return false }
+        defer { connection.close() }
+        let answer = try? EtcdHTTP.exchange(
+            url, body: Data("{}".utf8), on: connection, deadline: deadline, requireLeader: true)
+        return answer?.status == 200
     }
 
     /// The least time between the starts of two connections after a failure.
@@ -238,6 +257,8 @@ final class EtcdWatch: Sendable {
 
     /// The revision up to which the consumer has been handed every change (for tests).
     var deliveredThrough: UInt64 { state.withLock { $0.lastRevision } }
+    /// How many times the watch asked its member for its status after a silence (for tests).
+    var idleCheckCount: Int { state.withLock { $0.idleChecks } }
 
     /// Ends the stream etcd cancelled: historyUnavailable when it names a compact revision (etcd omits a zero one).
     private func cancelled(_ result: EtcdWire.WatchResult) {
