@@ -263,19 +263,25 @@ public struct EventTypeRegistry: Sendable {
     /// decode them: the state they fold into is then the one a load builds (upcasters and a lossy coder included),
     /// and an event no replay could decode is refused before anything is written.
     /// - Throws: ``EventStoreError/unknownEventType(type:location:)`` or ``EventStoreError/codingFailed(type:reason:)``,
-    ///   naming the stream and the version the event would have had.
+    ///   naming the event's place in the append and the stream's visible version `version`. (Not a version of its
+    ///   own: after a soft delete, the stream's next version follows the deleted ones, which a load does not see.)
     package func decodeAsReplayed(_ events: [EventData], appendingTo stream: StreamName, after version: UInt64) throws
         -> [any DomainEvent]
     {
         try events.enumerated().map { offset, event in
-            // Decoding reads only the type and payload; the position is not known yet.
+            // Decoding reads only the type and payload; the version and position are not known yet.
             let recorded = RecordedEvent(
                 id: event.id, stream: stream, version: version &+ UInt64(offset) &+ 1, position: 0,
                 recordedAt: Date(), type: event.type, data: event.data, metadata: event.metadata)
+            let place =
+                "event \(offset + 1) of \(events.count) to append to stream \"\(stream)\" (after its visible version "
+                + "\(version))"
             do {
                 return try decode(recorded)
+            } catch EventStoreError.unknownEventType(let type, _) {
+                throw EventStoreError.unknownEventType(type: type, location: place)
             } catch EventStoreError.codingFailed(let type, let reason) {
-                throw EventStoreError.codingFailed(type: type, reason: "\(Self.location(of: recorded)): \(reason)")
+                throw EventStoreError.codingFailed(type: type, reason: "\(place): \(reason)")
             }
         }
     }

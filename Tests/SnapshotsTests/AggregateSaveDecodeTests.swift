@@ -31,12 +31,37 @@ struct AggregateSaveDecodeTests {
                 Issue.record("an event no replay could decode was appended")
             } catch EventStoreError.unknownEventType(let type, let location) {
                 #expect(type == "Renamed")
-                #expect(location.contains("version 2 of stream \"\(stream)\""), "\(location)")
+                #expect(location.contains("to stream \"\(stream)\" (after its visible version 1)"), "\(location)")
             }
             // Nothing already stored is harmed: the stream still loads.
             #expect(try await store.version(of: stream) == 1)
             let loaded = try await repository.load(stream)
             #expect(loaded.state.balance == 5)
+        }
+    }
+
+    /// A second review found the refusal naming "version 1" on a soft-deleted stream whose next event would be
+    /// version 3: a load sees such a stream at version 0, so the refusal names the visible version, not a guess.
+    @Test("a refusal on a soft-deleted stream names no version the event would not have had",
+        arguments: SnapshotBackends.local)
+    func refusalOnSoftDeletedStream(backend: SnapshotBackend) async throws {
+        try await backend.withStore { store in
+            var registry = EventTypeRegistry()
+            try registry.register(Deposited.self)  // Renamed is not registered
+            let repository = AggregateRepository<Ledger>(store: store, registry: registry)
+            let stream = try Fixtures.stream()
+            try await repository.execute(on: stream) { _ in [Deposited(amount: 1), Deposited(amount: 2)] }
+            _ = try await store.delete(stream, expectedVersion: .any, mode: .soft)
+            do {
+                try await repository.execute(on: stream) { _ in [Deposited(amount: 3), Renamed(name: "x")] }
+                Issue.record("an event no replay could decode was appended")
+            } catch EventStoreError.unknownEventType(_, let location) {
+                #expect(!location.contains("version 1 of"), "\(location)")
+                #expect(location.contains("event 2 of 2"), "\(location)")
+                #expect(location.contains("(after its visible version 0)"), "\(location)")
+            }
+            let next = try await repository.execute(on: stream) { _ in [Deposited(amount: 3)] }
+            #expect(next.result.version == 3)
         }
     }
 
