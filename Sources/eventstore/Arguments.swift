@@ -5,6 +5,8 @@
 // - An option the command does not know, a missing value, a value that is not a number where one is needed, or
 //   the wrong number of positionals is a usage error (status 2) before the store is touched.
 // - `--name=value` and `--name value` mean the same; `--` ends the options, so later words are positionals.
+// - A valued option given twice is a usage error (which value was meant?), never the last one silently, as in the
+//   ledger example; a flag given twice is the same flag.
 
 /// A parsed command line for one command.
 struct Arguments {
@@ -44,6 +46,7 @@ struct Arguments {
                 guard inline == nil else { throw ToolError(.usage, "--\(name) takes no value") }
                 flags.insert(name)
             } else if options.contains(name) {
+                guard values[name] == nil else { throw ToolError(.usage, "--\(name) is given more than once") }
                 if let inline {
                     values[name] = inline
                 } else {
