@@ -37,7 +37,10 @@ enum Maintenance {
             Output.progress("backing up \(directory) to \(destination)")
             try await store.engine.backup(to: destination)
             Output.progress("backup written and synced")
-            let size = (try? FileManager.default.attributesOfItem(atPath: destination + "/data")[.size] as? UInt64) ?? 0
+            // The backup's files, its WAL included: a read-only store's copy carries its snapshot's records there.
+            let size = ["/data", "/wal"].reduce(UInt64(0)) { total, name in
+                total + ((try? FileManager.default.attributesOfItem(atPath: destination + name)[.size] as? UInt64) ?? 0)
+            }
             try Output(json: json).report([
                 "status": .text("ok"), "source": .text(directory), "destination": .text(destination),
                 "bytes": .number(size),

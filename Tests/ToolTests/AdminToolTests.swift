@@ -404,6 +404,12 @@ final class AdminToolTests {
         #expect(backup.errors.contains("backing up"))
         #expect(try await tool(["verify", destination]).status == 0)
         #expect(try await tool(["tail", destination, "--json"]).output == (try await tool(["tail", directory, "--json"]).output))
+        // Its size counts the backup's WAL too (a review found only the data file counted).
+        let copied = ["/data", "/wal"].map { (try? FileManager.default.attributesOfItem(atPath: destination + $0)[.size] as? Int) ?? 0 }
+        #expect(copied[1] > 0)
+        let second = try ToolRunner.temporaryDirectory(under: scratch) + "/copy2"
+        let sized = try #require(try jsonLines(try await tool(["backup", directory, second, "--json"]).output).first)
+        #expect(sized["bytes"] as? Int == copied[0] + copied[1], "\(sized)")
         let again = try await tool(["backup", directory, destination])
         #expect(again.status == 1)
         #expect(again.errors.contains("already holds a store"))
