@@ -220,6 +220,9 @@ struct EtcdOutcomeReviewTests {
         let member = try RoutingMember { path in
             switch path {
             case "/v3/kv/range": (200, #"{"header":{"revision":"5"}}"#)
+            // The open reads the lease key and the stream head in one read-only Txn: neither exists.
+            case "/v3/kv/txn":
+                (200, #"{"header":{"revision":"5"},"succeeded":true,"responses":[{"response_range":{}},{"response_range":{}}]}"#)
             case "/v3/lease/grant":
                 (500, #"{"error":"etcdserver: mvcc: database space exceeded","code":8,"message":"etcdserver: mvcc: database space exceeded"}"#)
             default: (404, #"{"error":"unexpected","code":12,"message":"unexpected"}"#)
