@@ -63,7 +63,7 @@ struct EtcdReviewClusterTests {
         try await quiet.close(); try await busy.close()
     }
 
-    @Test("a quiet namespace's live doorbell survives a compaction and an idle reconnect without spinning")
+    @Test("a quiet namespace's live doorbell survives a compaction and idle checks without spinning")
     func doorbellSurvivesIdleReconnect() async throws {
         var configuration = try EtcdTestCluster.configuration(namespace: EtcdTestCluster.uniqueNamespace("idle"))
         configuration.watchIdleTimeout = .seconds(1)
@@ -78,13 +78,13 @@ struct EtcdReviewClusterTests {
         try await Task.sleep(for: .milliseconds(200))
         for index in 0..<3 { _ = try await busy.commit(KeyValueTransaction(writes: [.put([1], [UInt8(index)])])) }
         try await compactToCurrentRevision(busy)
-        try await Task.sleep(for: .seconds(3))  // the idle reconnect comes after 1 s
+        try await Task.sleep(for: .seconds(3))  // the first idle check comes after 1 s
         let quiet = count.withLock { $0 }
         #expect(quiet <= 5, "the doorbell rang \(quiet) times in 3 s without an append")
         _ = try await store.append([EventData(type: "T", data: Data([2]))], to: stream, expectedVersion: .any)
         let deadline = ContinuousClock.now.advanced(by: .seconds(5))
         while count.withLock({ $0 }) == quiet, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(count.withLock { $0 } > quiet, "the doorbell did not ring for an append after the idle reconnect")
+        #expect(count.withLock { $0 } > quiet, "the doorbell did not ring for an append after the idle checks")
         counter.cancel()
         try await store.close(); try await busy.close()
     }

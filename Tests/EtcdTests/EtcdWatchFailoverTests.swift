@@ -38,9 +38,9 @@ struct EtcdWatchFailoverTests {
         #expect(outcome.endpoint == 2)
     }
 
-    /// A created watch that stays silent for watchIdleTimeout is reopened; a quiet namespace is no sign of a bad
+    /// A created watch that stays silent for watchIdleTimeout checks its member; a quiet namespace is no sign of a bad
     /// member, so it must not move the client off a healthy one (onto a refusing one here, and back).
-    @Test("a quiet watch's idle reconnects count as no failure and keep the client on its member")
+    @Test("a quiet watch's idle checks count as no failure and keep the client on its member")
     func quietReconnectsAreNoFailure() async throws {
         let members = try #require(EtcdTestCluster.endpointList).split(separator: ",").map(String.init)
         let (refusing, refusingURL) = try Self.refusingMember()
@@ -51,7 +51,8 @@ struct EtcdWatchFailoverTests {
             quietFor: .seconds(7))
         #expect(outcome.keys == [[1]])
         #expect(outcome.ending == nil, "the watch ended: \(outcome.ending ?? "")")
-        #expect(outcome.failovers == 0, "an idle reconnect moved the client")
+        #expect(outcome.failovers == 0, "an idle check moved the client")
+        #expect(outcome.idleChecks >= 2, "the watch checked its member \(outcome.idleChecks) times in 7 s of silence")
     }
 
     /// What ``deliver(endpoints:requestTimeout:watchIdleTimeout:quietFor:)`` saw.
@@ -60,6 +61,8 @@ struct EtcdWatchFailoverTests {
         var ending: String?
         var failovers: Int
         var endpoint: Int
+        /// How many times the watch checked its member after a silence.
+        var idleChecks: Int
     }
 
     /// Watches a fresh namespace through `endpoints` (the watch is the store's first request), waits `quiet`, commits
@@ -90,7 +93,8 @@ struct EtcdWatchFailoverTests {
             // Read before the cancellation below, which ends the stream.
             let outcome = Outcome(
                 keys: received.keys.withLock { $0 }, ending: received.ending.withLock { $0 },
-                failovers: watcher.transport.failoverCount, endpoint: watcher.transport.currentEndpoint)
+                failovers: watcher.transport.failoverCount, endpoint: watcher.transport.currentEndpoint,
+                idleChecks: watcher.state.withLock { $0.watchers.values.first?.idleCheckCount } ?? 0)
             received.task.cancel()
             try await writer.removeAllKeys()
             try await watcher.close()

@@ -74,22 +74,32 @@ final class EtcdHTTPConnection: Sendable {
         throw EtcdCallError.unreachable("cannot connect to \(host):\(port): \(lastError)")
     }
 
-    /// Has the kernel probe the peer after `idle` without traffic (then every 10 s, 3 times), so that a connection
-    /// whose peer vanished without a word (a dropped NAT or firewall entry, a host gone) fails its reads instead of
-    /// waiting for ever; the probes also keep such entries alive. A hung process's kernel still answers them:
-    /// a watch finds that out by asking the member (EtcdWatch).
+    /// Has the kernel probe the peer after `idle` without traffic (whole seconds, rounded up, at most Linux's limit
+    /// of 32,767; then every 10 s, 3 times), so that a connection whose peer vanished without a word (a dropped NAT
+    /// or firewall entry, a host gone) fails its reads instead of waiting for ever; the probes also keep such entries
+    /// alive. A hung process's kernel still answers them: a watch finds that out by asking the member (EtcdWatch).
     func keepAlive(idle: Duration) {
         let fd = descriptor.withLock { $0 }
         guard fd >= 0 else { return }
         let size = socklen_t(MemoryLayout<Int32>.size)
         var one: Int32 = 1
-        var seconds = Int32(clamping: max(1, Int64(idle.timeInterval.rounded(.up))))
+        var seconds = Self.keepAliveSeconds(idle)
         var interval: Int32 = 10
         var count: Int32 = 3
         _ = setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, size)
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &seconds, size)
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPINTVL, &interval, size)
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPCNT, &count, size)
+    }
+
+    /// Linux refuses a TCP_KEEPIDLE above this (EINVAL).
+    static let maximumKeepAliveIdle: Int32 = 32_767
+
+    /// `idle` in whole seconds, rounded up, from 1 to ``maximumKeepAliveIdle``: without a conversion that traps.
+    static func keepAliveSeconds(_ idle: Duration) -> Int32 {
+        let (seconds, attoseconds) = idle.components
+        let whole = attoseconds > 0 && seconds < Int64(maximumKeepAliveIdle) ? seconds + 1 : seconds
+        return Int32(min(max(whole, 1), Int64(maximumKeepAliveIdle)))
     }
 
     private func finishConnect(deadline: ContinuousClock.Instant) -> String? {

@@ -17,12 +17,13 @@
 //   retry budget has passed. Once finished, nothing more is yielded.
 // - Connecting, sending the request and reading the answer up to `created` wait at most `requestTimeout`, as any
 //   request does; only a created watch waits `watchIdleTimeout` for its next message. A created watch that was
-//   silent that long asks its member for its status (a request requiring a leader, within `requestTimeout`): while
-//   the member answers, the namespace is merely quiet and the watch stays open, keeping its place in etcd's event
-//   stream (a reopen would start after its last change, which a compaction may since have passed: historyUnavailable
-//   for a watch that missed nothing); a member that does not answer (hung) is left, as a failure. A member that
-//   loses its leader ends its watches itself (the request requires one); TCP keep-alive probes end a connection
-//   whose peer vanished without a word. After a failure, connections start at least `reconnectInterval` apart.
+//   silent that long checks its member (`memberAnswers`): while the client's requests still go to it and it answers
+//   a linearizable read requiring a leader within `requestTimeout`, the namespace is merely quiet and the watch stays
+//   open, keeping its place in etcd's event stream (a reopen would start after its last change, which a compaction
+//   may since have passed: historyUnavailable for a watch that missed nothing); otherwise (a hung or stalled member,
+//   or one the client's requests left) the member is left, as a failure. A member that loses its leader ends its
+//   watches itself (the request requires one); TCP keep-alive probes end a connection whose peer vanished without a
+//   word. After a failure, connections start at least `reconnectInterval` apart.
 // - All mutable state is in `state`, a `Locked`. Each connection is read by its own thread; `generation` tells a thread
 //   whose connection was replaced or aborted to deliver nothing more.
 
@@ -44,8 +45,10 @@ final class EtcdWatch: Sendable {
         var created = false
         /// When the current connection was started.
         var connectedAt: ContinuousClock.Instant?
-        /// Status requests made because a created watch was silent for `watchIdleTimeout`.
+        /// Checks of the member made because a created watch was silent for `watchIdleTimeout`.
         var idleChecks = 0
+        /// The check of the member in progress, which finishing cancels.
+        var check: EtcdCancellableRequest?
     }
 
     private let state: Locked<State>
@@ -128,23 +131,35 @@ final class EtcdWatch: Sendable {
         }
     }
 
-    /// Whether member `endpoint` answers a status request requiring a leader within `requestTimeout`: asked when
-    /// this connection's created watch has been silent for `watchIdleTimeout`. While it answers, the watch stays open
-    /// (see the header). Blocks the connection's own thread, never the cooperative pool.
+    /// Whether member `endpoint` still serves this watch's client: asked when this connection's created watch has
+    /// been silent for `watchIdleTimeout`. It does while the client's requests still go to it and it answers a
+    /// linearizable read (which needs a round with the leader and an apply up to its commit index, so a member whose
+    /// disk or apply loop stalled fails it, where a status request is answered from local state) within
+    /// `requestTimeout`. While it does, the watch stays open (see the header). Blocks the connection's own thread,
+    /// never the cooperative pool; finishing the watch cancels it.
     private func memberAnswers(_ endpoint: Int, generation: UInt64) -> Bool {
+        // The client's requests failed over from this member: the watch follows them, as a failure.
+        guard transport.currentEndpoint == endpoint else { return false }
+        let check = EtcdCancellableRequest()
         let current = state.withLock { state -> Bool in
             guard state.generation == generation, !state.finished, state.created else { return false }
             state.idleChecks += 1
+            state.check = check
             return true
         }
         guard current else { return false }
-        let url = transport.endpoints[endpoint].appendingPathComponent("v3/maintenance/status")
+        defer { state.withLock { state in if state.check === check { state.check = nil } } }
+        let url = transport.endpoints[endpoint].appendingPathComponent("v3/kv/range")
+        let read = EtcdWire.RangeRequest(key: EtcdWire.encode(key), countOnly: true)
         let deadline = ContinuousClock.now.advanced(by: configuration.requestTimeout)
-        guard let connection = try? EtcdHTTP.open(url, deadline: deadline) else { return false }
+        guard let body = try? JSONEncoder().encode(read),
+            let connection = try? EtcdHTTP.open(url, deadline: deadline, request: check)
+        else { return false }
         defer { connection.close() }
-        let answer = try? EtcdHTTP.exchange(
-            url, body: Data("{}".utf8), on: connection, deadline: deadline, requireLeader: true)
-        return answer?.status == 200
+        guard (try? check.willSend()) != nil,
+            let answer = try? EtcdHTTP.exchange(url, body: body, on: connection, deadline: deadline, requireLeader: true)
+        else { return false }
+        return answer.status == 200 && state.withLock { $0.generation == generation && !$0.finished }
     }
 
     /// The least time between the starts of two connections after a failure.
@@ -158,15 +173,19 @@ final class EtcdWatch: Sendable {
 
     /// Ends the stream (with `error`, or normally when nil) and releases the connection.
     func finish(throwing error: (any Error)?) {
-        let (wasOpen, connection): (Bool, EtcdHTTPConnection?) = state.withLock { state in
-            guard !state.finished else { return (false, nil) }
+        let (wasOpen, connection, check): (Bool, EtcdHTTPConnection?, EtcdCancellableRequest?) = state.withLock { state in
+            guard !state.finished else { return (false, nil, nil) }
             state.finished = true
             state.generation += 1
-            defer { state.connection = nil }
-            return (true, state.connection)
+            defer {
+                state.connection = nil
+                state.check = nil
+            }
+            return (true, state.connection, state.check)
         }
         guard wasOpen else { return }
         connection?.abort()
+        check?.cancel()
         continuation.finish(throwing: error)
         onFinish()
     }
