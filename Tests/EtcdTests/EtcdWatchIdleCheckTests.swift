@@ -53,15 +53,7 @@ struct EtcdWatchIdleCheckTests {
             }
         }
 
-        func stop() {
-            _ = shutdown(listener, Int32(SHUT_RDWR))
-            let clients = held.withLock { held -> [Int32] in
-                defer { held.removeAll() }
-                return held
-            }
-            for client in clients { Glibc.close(client) }
-            Glibc.close(listener)
-        }
+        func stop() { stopLoopbackMember(listener: listener, held: held) }
     }
 
     /// Whether the peer of `fd` closed its end within `bound` (a read returns end of stream or an error).

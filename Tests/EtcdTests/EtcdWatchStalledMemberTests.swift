@@ -70,15 +70,7 @@ struct EtcdWatchStalledMemberTests {
             }
         }
 
-        func stop() {
-            _ = shutdown(listener, Int32(SHUT_RDWR))
-            let clients = held.withLock { held -> [Int32] in
-                defer { held.removeAll() }
-                return held
-            }
-            for client in clients { Glibc.close(client) }
-            Glibc.close(listener)
-        }
+        func stop() { stopLoopbackMember(listener: listener, held: held) }
     }
 
     /// `clientMoves`: the client's own request times out on the stalled member first (the watch then follows it at

@@ -1,6 +1,7 @@
 // Loopback sockets for the tests that stand in for etcd members (fake gateways, members that drop requests or never
 // accept them).
 
+import EventStore
 @testable import EventStoreKV
 import Foundation
 #if canImport(Glibc)
@@ -23,4 +24,16 @@ func loopbackSocket(listening backlog: Int32?) throws -> (fd: Int32, address: so
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
     }
     return (fd, address)
+}
+
+/// Stops a fake member: shuts its listener down (so that its accept loop ends), closes the connections it `held`
+/// (so that every client sees their end) and closes the listener.
+func stopLoopbackMember(listener: Int32, held: Locked<[Int32]>) {
+    _ = shutdown(listener, Int32(SHUT_RDWR))
+    let clients = held.withLock { held -> [Int32] in
+        defer { held.removeAll() }
+        return held
+    }
+    for client in clients { Glibc.close(client) }
+    Glibc.close(listener)
 }
