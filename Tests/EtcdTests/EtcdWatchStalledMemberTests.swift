@@ -2,8 +2,7 @@
 // (found by a review of that change, twenty-third session). etcd answers Status from the member's local state (no raft
 // round, no apply), so a member whose disk or apply loop stalls keeps answering it, with its leader set
 // (etcd-io/etcd#13527, #16276), while its watches deliver nothing and its other requests time out. The check is now a
-// linearizable read, and a member the client's own requests have failed over from is left at once. Fake members on
-// loopback, no cluster needed.
+// linearizable read. Fake members on loopback, no cluster needed.
 
 import EventStore
 import Foundation
@@ -73,8 +72,8 @@ struct EtcdWatchStalledMemberTests {
         func stop() { stopLoopbackMember(listener: listener, held: held) }
     }
 
-    /// `clientMoves`: the client's own request times out on the stalled member first (the watch then follows it at
-    /// its next check); otherwise only the watch's own check (a linearizable read) finds the member stalled.
+    /// `clientMoves`: the client's own request times out on the stalled member first; either way only the watch's
+    /// own check (a linearizable read) can tell it to leave.
     @Test(
         "a watch on a member that answers status but has stalled moves to a working member",
         arguments: [true, false])

@@ -26,14 +26,17 @@ func loopbackSocket(listening backlog: Int32?) throws -> (fd: Int32, address: so
     return (fd, address)
 }
 
-/// Stops a fake member: shuts its listener down (so that its accept loop ends), closes the connections it `held`
-/// (so that every client sees their end) and closes the listener.
+/// Stops a fake member: shuts its listener down (so that its accept loop ends), shuts down and closes the connections
+/// it `held` (so that every client sees their end and the member's threads reading them wake) and closes the listener.
 func stopLoopbackMember(listener: Int32, held: Locked<[Int32]>) {
     _ = shutdown(listener, Int32(SHUT_RDWR))
     let clients = held.withLock { held -> [Int32] in
         defer { held.removeAll() }
         return held
     }
-    for client in clients { Glibc.close(client) }
+    for client in clients {
+        _ = shutdown(client, Int32(SHUT_RDWR))
+        Glibc.close(client)
+    }
     Glibc.close(listener)
 }

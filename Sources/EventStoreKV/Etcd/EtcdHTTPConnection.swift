@@ -369,12 +369,15 @@ enum EtcdHTTP {
 
     /// Opens a connection to `url` and sends a request that ends it (for streams, which require a leader); the caller
     /// reads the response.
-    static func start(_ url: URL, body: Data, deadline: ContinuousClock.Instant, keepAliveAfter idle: Duration)
-        throws -> EtcdHTTPConnection
-    {
-        let connection = try open(url, deadline: deadline)
+    /// Cancelling `request` aborts the connect and the write.
+    static func start(
+        _ url: URL, body: Data, deadline: ContinuousClock.Instant, keepAliveAfter idle: Duration,
+        request: EtcdCancellableRequest? = nil
+    ) throws -> EtcdHTTPConnection {
+        let connection = try open(url, deadline: deadline, request: request)
         connection.keepAlive(idle: idle)
         do {
+            try request?.willSend()
             let head = requestHead(url, bodyLength: body.count, keepAlive: false, requireLeader: true)
             try connection.write(head + [UInt8](body), deadline: deadline)
         } catch {

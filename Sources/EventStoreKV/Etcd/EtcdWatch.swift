@@ -17,11 +17,10 @@
 //   retry budget has passed. Once finished, nothing more is yielded.
 // - Connecting, sending the request and reading the answer up to `created` wait at most `requestTimeout`, as any
 //   request does; only a created watch waits `watchIdleTimeout` for its next message. A created watch that was
-//   silent that long checks its member (`memberAnswers`): while the client's requests still go to it and it answers
-//   a linearizable read requiring a leader within `requestTimeout`, the namespace is merely quiet and the watch stays
-//   open, keeping its place in etcd's event stream (a reopen would start after its last change, which a compaction
-//   may since have passed: historyUnavailable for a watch that missed nothing); otherwise (a hung or stalled member,
-//   or one the client's requests left) the member is left, as a failure. A member that loses its leader ends its
+//   silent that long checks its member (`memberAnswers`): while it answers a linearizable read requiring a leader
+//   within `requestTimeout`, the namespace is merely quiet and the watch stays open, keeping its place in etcd's event
+//   stream (a reopen would start after its last change, which a compaction may since have passed: historyUnavailable
+//   for a watch that missed nothing); otherwise (a hung or stalled member) the member is left, as a failure. A member that loses its leader ends its
 //   watches itself (the request requires one); TCP keep-alive probes end a connection whose peer vanished without a
 //   word. After a failure, connections start at least `reconnectInterval` apart.
 // - All mutable state is in `state`, a `Locked`. Each connection is read by its own thread; `generation` tells a thread
@@ -47,8 +46,8 @@ final class EtcdWatch: Sendable {
         var connectedAt: ContinuousClock.Instant?
         /// Checks of the member made because a created watch was silent for `watchIdleTimeout`.
         var idleChecks = 0
-        /// The check of the member in progress, which finishing cancels.
-        var check: EtcdCancellableRequest?
+        /// The connect or the check of the member in progress, which finishing cancels.
+        var pending: EtcdCancellableRequest?
     }
 
     private let state: Locked<State>
@@ -98,9 +97,20 @@ final class EtcdWatch: Sendable {
             var reason = "the member closed the watch"
             do {
                 let deadline = ContinuousClock.now.advanced(by: timeout)
-                let connection = try EtcdHTTP.start(url, body: claim.body, deadline: deadline, keepAliveAfter: idle)
+                // Finishing cancels the connect too, so a member that never completes the handshake does not keep this
+                // thread and its socket for requestTimeout after the store closed.
+                let opening = EtcdCancellableRequest()
+                let opened = state.withLock { state -> Bool in
+                    guard state.generation == claim.generation, !state.finished else { return false }
+                    state.pending = opening
+                    return true
+                }
+                guard opened else { return }
+                let connection = try EtcdHTTP.start(
+                    url, body: claim.body, deadline: deadline, keepAliveAfter: idle, request: opening)
                 defer { connection.close() }
                 let current = state.withLock { state -> Bool in
+                    if state.pending === opening { state.pending = nil }
                     guard state.generation == claim.generation, !state.finished else { return false }
                     state.connection = connection
                     return true
@@ -116,7 +126,7 @@ final class EtcdWatch: Sendable {
                 reader.whenIdle = { [self] in memberAnswers(endpoint, generation: claim.generation) }
                 try reader.readBody { bytes in receive(bytes, generation: claim.generation) }
             } catch EtcdCallError.outcomeUnknown(let detail) where detail == EtcdHTTPConnection.timedOut {
-                reason = "no answer within the timeout (or, for a silent watch, to a status request)"
+                reason = "no answer within the timeout (or, for a silent watch, to a read checking the member)"
             } catch {
                 reason = "\(error)"
             }
@@ -131,24 +141,23 @@ final class EtcdWatch: Sendable {
         }
     }
 
-    /// Whether member `endpoint` still serves this watch's client: asked when this connection's created watch has
-    /// been silent for `watchIdleTimeout`. It does while the client's requests still go to it and it answers a
-    /// linearizable read (which needs a round with the leader and an apply up to its commit index, so a member whose
-    /// disk or apply loop stalled fails it, where a status request is answered from local state) within
-    /// `requestTimeout`. While it does, the watch stays open (see the header). Blocks the connection's own thread,
-    /// never the cooperative pool; finishing the watch cancels it.
+    /// Whether member `endpoint` still serves: asked when this connection's created watch has been silent for
+    /// `watchIdleTimeout`. It does while it answers a linearizable read requiring a leader within `requestTimeout`
+    /// (the read needs a round with the leader and an apply up to its commit index, so a member whose disk or apply
+    /// loop stalled fails it, where a status request is answered from local state). While it does, the watch stays
+    /// open (see the header), whatever the client's other requests met meanwhile: they fail over for reasons that
+    /// say nothing of this member (a read that met a leader election), and a reopen elsewhere would start after the
+    /// watch's last change. Blocks the connection's own thread, never the cooperative pool; finishing cancels it.
     private func memberAnswers(_ endpoint: Int, generation: UInt64) -> Bool {
-        // The client's requests failed over from this member: the watch follows them, as a failure.
-        guard transport.currentEndpoint == endpoint else { return false }
         let check = EtcdCancellableRequest()
         let current = state.withLock { state -> Bool in
             guard state.generation == generation, !state.finished, state.created else { return false }
             state.idleChecks += 1
-            state.check = check
+            state.pending = check
             return true
         }
         guard current else { return false }
-        defer { state.withLock { state in if state.check === check { state.check = nil } } }
+        defer { state.withLock { state in if state.pending === check { state.pending = nil } } }
         let url = transport.endpoints[endpoint].appendingPathComponent("v3/kv/range")
         let read = EtcdWire.RangeRequest(key: EtcdWire.encode(key), countOnly: true)
         let deadline = ContinuousClock.now.advanced(by: configuration.requestTimeout)
@@ -173,19 +182,19 @@ final class EtcdWatch: Sendable {
 
     /// Ends the stream (with `error`, or normally when nil) and releases the connection.
     func finish(throwing error: (any Error)?) {
-        let (wasOpen, connection, check): (Bool, EtcdHTTPConnection?, EtcdCancellableRequest?) = state.withLock { state in
+        let (wasOpen, connection, pending): (Bool, EtcdHTTPConnection?, EtcdCancellableRequest?) = state.withLock { state in
             guard !state.finished else { return (false, nil, nil) }
             state.finished = true
             state.generation += 1
             defer {
                 state.connection = nil
-                state.check = nil
+                state.pending = nil
             }
-            return (true, state.connection, state.check)
+            return (true, state.connection, state.pending)
         }
         guard wasOpen else { return }
         connection?.abort()
-        check?.cancel()
+        pending?.cancel()
         continuation.finish(throwing: error)
         onFinish()
     }
@@ -276,7 +285,7 @@ final class EtcdWatch: Sendable {
 
     /// The revision up to which the consumer has been handed every change (for tests).
     var deliveredThrough: UInt64 { state.withLock { $0.lastRevision } }
-    /// How many times the watch asked its member for its status after a silence (for tests).
+    /// How many times the watch checked its member after a silence (for tests).
     var idleCheckCount: Int { state.withLock { $0.idleChecks } }
 
     /// Ends the stream etcd cancelled: historyUnavailable when it names a compact revision (etcd omits a zero one).
