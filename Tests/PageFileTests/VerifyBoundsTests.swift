@@ -57,3 +57,42 @@ struct VerifyLeakTests {
             "\(report.problems)")
     }
 }
+
+@Suite("verify reports a leaf at another depth")
+struct VerifyDepthTests {
+    /// The root's second child (a branch) replaced by that branch's first leaf, whose keys fit the slot: the tree's
+    /// order holds, but one leaf sits a level higher than the others. (The check had no test that fails without it.)
+    @Test("a leaf one level above the others is reported, naming its page and both depths")
+    func leafAtAnotherDepth() async throws {
+        let path = NSTemporaryDirectory() + "eventstore-verify-depth-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let healthy = try await PageFileKeyValueStore.open(directory: path, options: FuzzChild.opts())
+        for batch in 0..<40 {
+            _ = try await healthy.commit(KeyValueTransaction(writes: (0..<200).map { index in
+                .put(FuzzChild.key(batch * 200 + index), [UInt8](repeating: 1, count: 100))
+            }))
+        }
+        try await healthy.checkpoint()
+        let before = try await healthy.verify()
+        try await healthy.close()
+        // Three levels: the root's children are branches, and theirs are leaves.
+        try #require(before.isClean && before.depth == 3, "\(before.depth) levels, \(before.problems)")
+        var d = try FuzzChild.file(path + "/data")
+        let m = try #require(FuzzChild.meta(d))
+        var root = FuzzChild.page(d, m.root)
+        let slots = FuzzChild.children(root)
+        try #require(slots.count >= 2)
+        let branch = root.loadLE(UInt64.self, at: slots[1])
+        let branchSlots = FuzzChild.children(FuzzChild.page(d, branch))
+        try #require(!branchSlots.isEmpty)
+        let leaf = FuzzChild.page(d, branch).loadLE(UInt64.self, at: branchSlots[0])
+        root.storeLE(leaf, at: slots[1])
+        FuzzChild.put(root, &d, m.root)
+        try FuzzChild.save(d, path + "/data")
+        let store = try await PageFileKeyValueStore.open(directory: path, options: FuzzChild.opts())
+        let report = try await store.verify()
+        try await store.close()
+        #expect(report.depth == 3)
+        #expect(report.problems.contains { $0.contains("page \(leaf): leaf at depth 2, others at 3") }, "\(report.problems)")
+    }
+}
