@@ -165,16 +165,9 @@ struct EtcdReviewParserTests {
     @Test("cancelling a read that is still connecting ends it promptly, not at the request timeout")
     func cancelWhileConnecting() async throws {
         // A full accept queue: the kernel drops further SYNs, so connect() waits, as for a dead host.
-        let (fd, port, address) = try listener(backlog: 0)
-        var fds = [fd]
+        let (address, fds) = try fullAcceptQueue()
         defer { for fd in fds { Glibc.close(fd) } }
-        for _ in 0..<4 {
-            let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-            var target = address
-            _ = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(client, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-            fds.append(client)
-        }
+        let port = Int(UInt16(bigEndian: address.sin_port))
         try await Task.sleep(for: .milliseconds(200))
         let store = try EtcdKeyValueStore(configuration: EtcdConfiguration(
             endpoints: [try #require(URL(string: "http://127.0.0.1:\(port)"))], requestTimeout: .seconds(120),

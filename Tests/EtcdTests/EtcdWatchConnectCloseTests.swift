@@ -45,17 +45,9 @@ struct EtcdWatchConnectCloseTests {
     @Test("closing the store ends a watch's connect, not requestTimeout later")
     func closeEndsWatchConnect() async throws {
         // A full accept queue: the kernel drops further SYNs, so connect() waits, as for a dead host.
-        let (fd, address) = try loopbackSocket(listening: 0)
-        let port = UInt16(bigEndian: address.sin_port)
-        var fds = [fd]
+        let (address, fds) = try fullAcceptQueue()
         defer { for fd in fds { Glibc.close(fd) } }
-        for _ in 0..<4 {
-            let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-            var target = address
-            _ = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(client, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-            fds.append(client)
-        }
+        let port = UInt16(bigEndian: address.sin_port)
         // Hang guards only: every wait below ends on the event it waits for.
         var guardDeadline = ContinuousClock.now.advanced(by: .seconds(30))
         var baseline = -1

@@ -16,62 +16,6 @@ import Testing
 
 @Suite("etcd: a silent watch leaves a stalled member", .timeLimit(.minutes(2)))
 struct EtcdWatchStalledMemberTests {
-    /// What a fake member does with one request: a watch stream (head and chunks, then held open), a whole answer
-    /// (kept alive), or nothing at all (held open, never answered).
-    private enum Reply: Sendable {
-        case stream([String])
-        case answer(String)
-        case hold
-    }
-
-    /// A fake gateway member that serves each connection on a thread of its own by the request line's path.
-    private final class FakeMember: Sendable {
-        let listener: Int32
-        let url: String
-        let held = Locked<[Int32]>([])
-        let paths = Locked<[String]>([])
-
-        init(_ reply: @escaping @Sendable (String) -> Reply) throws {
-            let (fd, address) = try loopbackSocket(listening: 64)
-            listener = fd
-            url = "http://127.0.0.1:\(Int(UInt16(bigEndian: address.sin_port)))"
-            let (held, paths) = (held, paths)
-            Thread.detachNewThread {
-                while true {
-                    let client = accept(fd, nil, nil)
-                    if client < 0 { break }
-                    held.withLock { $0.append(client) }
-                    Thread.detachNewThread {
-                        while true {
-                            var buffer = [UInt8](repeating: 0, count: 65_536)
-                            let count = read(client, &buffer, buffer.count)  // one small request per segment
-                            if count <= 0 { return }
-                            let text = String(decoding: buffer[0..<count], as: UTF8.self)
-                            let path = String(text.split(separator: " ").dropFirst().first ?? "")
-                            paths.withLock { $0.append(path) }
-                            var out = ""
-                            switch reply(path) {
-                            case .stream(let messages):
-                                out = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                for message in messages {
-                                    out += String(message.utf8.count + 1, radix: 16) + "\r\n" + message + "\n\r\n"
-                                }
-                            case .answer(let body):
-                                out = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n"
-                                    + body
-                            case .hold:
-                                return
-                            }
-                            _ = Array(out.utf8).withUnsafeBufferPointer { write(client, $0.baseAddress, $0.count) }
-                        }
-                    }
-                }
-            }
-        }
-
-        func stop() { stopLoopbackMember(listener: listener, held: held) }
-    }
-
     /// `clientMoves`: the client's own request times out on the stalled member first; either way only the watch's
     /// own check (a linearizable read) can tell it to leave.
     @Test(
@@ -82,11 +26,11 @@ struct EtcdWatchStalledMemberTests {
         let created = "{\"result\":{\"header\":{\"revision\":\"5\"},\"created\":true}}"
         // Member 0 has stalled: its watch is created and then silent, its kv requests are never answered, and its
         // Status, served from local state, answers with a leader.
-        let stalled = try FakeMember { path in
+        let stalled = try FakeGatewayMember { path, _ in
             switch path {
             case "/v3/watch": return .stream([created])
             case "/v3/maintenance/status":
-                return .answer("{\"header\":{\"revision\":\"5\"},\"leader\":\"1\",\"raftIndex\":\"9\",\"raftTerm\":\"2\"}")
+                return .answer(body: "{\"header\":{\"revision\":\"5\"},\"leader\":\"1\",\"raftIndex\":\"9\",\"raftTerm\":\"2\"}")
             default: return .hold
             }
         }
@@ -95,10 +39,10 @@ struct EtcdWatchStalledMemberTests {
         let event =
             "{\"result\":{\"header\":{\"revision\":\"6\"},\"events\":[{\"kv\":{\"key\":\"\(key)\",\"value\":\"AQ==\","
             + "\"mod_revision\":\"6\",\"create_revision\":\"6\",\"version\":\"1\"}}]}}"
-        let working = try FakeMember { path in
+        let working = try FakeGatewayMember { path, _ in
             switch path {
             case "/v3/watch": return .stream([created, event])
-            case "/v3/kv/range": return .answer("{\"header\":{\"revision\":\"6\"}}")
+            case "/v3/kv/range": return .answer(body: "{\"header\":{\"revision\":\"6\"}}")
             default: return .hold
             }
         }

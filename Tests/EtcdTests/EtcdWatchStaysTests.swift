@@ -17,55 +17,6 @@ import Testing
 
 @Suite("etcd: a quiet watch stays on a healthy member the client's requests left", .timeLimit(.minutes(2)))
 struct EtcdWatchStaysTests {
-    private enum Reply: Sendable {
-        case stream([String])
-        case answer(status: String, body: String)
-    }
-
-    /// A fake gateway member serving each connection on a thread of its own; `reply` gets the path and the request.
-    private final class FakeMember: Sendable {
-        let listener: Int32
-        let url: String
-        let held = Locked<[Int32]>([])
-
-        init(_ reply: @escaping @Sendable (String, String) -> Reply) throws {
-            let (fd, address) = try loopbackSocket(listening: 64)
-            listener = fd
-            url = "http://127.0.0.1:\(Int(UInt16(bigEndian: address.sin_port)))"
-            let held = held
-            Thread.detachNewThread {
-                while true {
-                    let client = accept(fd, nil, nil)
-                    if client < 0 { break }
-                    held.withLock { $0.append(client) }
-                    Thread.detachNewThread {
-                        while true {
-                            var buffer = [UInt8](repeating: 0, count: 65_536)
-                            let count = read(client, &buffer, buffer.count)  // one small request per segment
-                            if count <= 0 { return }
-                            let text = String(decoding: buffer[0..<count], as: UTF8.self)
-                            let path = String(text.split(separator: " ").dropFirst().first ?? "")
-                            var out = ""
-                            switch reply(path, text) {
-                            case .stream(let messages):
-                                out = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                for message in messages {
-                                    out += String(message.utf8.count + 1, radix: 16) + "\r\n" + message + "\n\r\n"
-                                }
-                            case .answer(let status, let body):
-                                out = "HTTP/1.1 \(status)\r\nContent-Type: application/json\r\n"
-                                    + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
-                            }
-                            _ = Array(out.utf8).withUnsafeBufferPointer { write(client, $0.baseAddress, $0.count) }
-                        }
-                    }
-                }
-            }
-        }
-
-        func stop() { stopLoopbackMember(listener: listener, held: held) }
-    }
-
     @Test("a read that met a leader election on a healthy member does not move the member's quiet watch")
     func leaderChangeDoesNotMoveQuietWatch() async throws {
         let namespace = Array("leader-change".utf8)
@@ -76,7 +27,7 @@ struct EtcdWatchStaysTests {
         let watchesOnOther = Locked(0)
         // Member 0 is healthy: its watch is created and the namespace is quiet; a read that was in flight when the
         // cluster elected a new leader gets etcd's "leader changed" (code 14, Unavailable); every later read answers.
-        let healthy = try FakeMember { path, text in
+        let healthy = try FakeGatewayMember { path, text in
             switch path {
             case "/v3/watch": return .stream([created])
             case "/v3/kv/range":
@@ -86,13 +37,13 @@ struct EtcdWatchStaysTests {
                         body: "{\"error\":\"etcdserver: leader changed\",\"code\":14,\"message\":\"etcdserver: leader changed\"}")
                 }
                 if !text.contains(clientReadKey) { checksOnHealthy.withLock { $0 += 1 } }
-                return .answer(status: "200 OK", body: "{\"header\":{\"revision\":\"9\"}}")
+                return .answer(body: "{\"header\":{\"revision\":\"9\"}}")
             default: return .answer(status: "404 Not Found", body: "{}")
             }
         }
         // Member 1 is healthy too; other tenants wrote and the cluster was compacted at 8, past the watch's revision 5
         // (none of the watch's changes: its namespace is quiet). A watch reopened from 6 is refused as compacted.
-        let other = try FakeMember { path, _ in
+        let other = try FakeGatewayMember { path, _ in
             switch path {
             case "/v3/watch":
                 watchesOnOther.withLock { $0 += 1 }
@@ -101,7 +52,7 @@ struct EtcdWatchStaysTests {
                     "{\"result\":{\"header\":{\"revision\":\"9\"},\"canceled\":true,\"compact_revision\":\"8\","
                         + "\"cancel_reason\":\"mvcc: required revision has been compacted\"}}",
                 ])
-            case "/v3/kv/range": return .answer(status: "200 OK", body: "{\"header\":{\"revision\":\"9\"}}")
+            case "/v3/kv/range": return .answer(body: "{\"header\":{\"revision\":\"9\"}}")
             default: return .answer(status: "404 Not Found", body: "{}")
             }
         }

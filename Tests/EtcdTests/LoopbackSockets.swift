@@ -40,3 +40,21 @@ func stopLoopbackMember(listener: Int32, held: Locked<[Int32]>) {
     }
     Glibc.close(listener)
 }
+
+/// A listener on 127.0.0.1 whose accept queue is full, standing in for a dead host: the kernel drops further SYNs,
+/// so a connect() to it waits. Returns the listener's address and every descriptor it took (close them all).
+func fullAcceptQueue() throws -> (address: sockaddr_in, descriptors: [Int32]) {
+    let (fd, address) = try loopbackSocket(listening: 0)
+    var descriptors = [fd]
+    for _ in 0..<4 {
+        let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        var target = address
+        _ = withUnsafePointer(to: &target) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(client, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        descriptors.append(client)
+    }
+    return (address, descriptors)
+}
