@@ -316,7 +316,8 @@ public struct AggregateRepository<State: Aggregate>: Sendable {
             let loaded = try await load(stream)
             let events = try decide(loaded.state)
             do {
-                let saved = try await saveDecoded(events, to: stream, loadedAt: loaded.version, metadata: EventMetadata())
+                let saved = try await saveDecoded(
+                    events, to: stream, loadedAt: loaded.version, metadata: EventMetadata())
                 var state = loaded.state
                 for event in saved.replayed { state.apply(event) }
                 return (saved.result, state)

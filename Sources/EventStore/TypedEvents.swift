@@ -262,9 +262,10 @@ public struct EventTypeRegistry: Sendable {
     /// `events`, about to be appended to `stream` after `version`, decoded from their exact bytes as a replay will
     /// decode them: the state they fold into is then the one a load builds (upcasters and a lossy coder included),
     /// and an event no replay could decode is refused before anything is written.
-    /// - Throws: ``EventStoreError/unknownEventType(type:location:)`` or ``EventStoreError/codingFailed(type:reason:)``,
-    ///   naming the event's place in the append and the stream's visible version `version`. (Not a version of its
-    ///   own: after a soft delete, the stream's next version follows the deleted ones, which a load does not see.)
+    /// - Throws: ``EventStoreError/unknownEventType(type:location:)`` or
+    ///   ``EventStoreError/codingFailed(type:reason:)``, naming the event's place in the append and the stream's
+    ///   visible version `version`. (Not a version of its own: after a soft delete, the stream's next version follows
+    ///   the deleted ones, which a load does not see.)
     package func decodeAsReplayed(_ events: [EventData], appendingTo stream: StreamName, after version: UInt64) throws
         -> [any DomainEvent]
     {

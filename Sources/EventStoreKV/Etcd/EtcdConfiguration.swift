@@ -23,8 +23,8 @@ public struct EtcdConfiguration: Sendable {
     public var maximumRequestBytes: Int
     /// How long a created watch may stay silent before it checks its member: a member that does not answer a
     /// linearizable read within ``requestTimeout`` (hung, stalled, or without a leader) is left, and the watch
-    /// reconnects to the next one from where it left off; otherwise the watch stays open. Also how long a watch's connection may be idle before TCP keep-alive probes check its peer
-    /// (at most 32,767 s, Linux's limit).
+    /// reconnects to the next one from where it left off; otherwise the watch stays open. Also how long a watch's
+    /// connection may be idle before TCP keep-alive probes check its peer (at most 32,767 s, Linux's limit).
     public var watchIdleTimeout: Duration
     /// How many undelivered changes a watcher may hold before it is dropped with `watcherOverflow`.
     public var watchBufferLimit: Int

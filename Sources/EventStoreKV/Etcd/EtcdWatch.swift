@@ -20,9 +20,10 @@
 //   silent that long checks its member (`memberAnswers`): while it answers a linearizable read requiring a leader
 //   within `requestTimeout`, the namespace is merely quiet and the watch stays open, keeping its place in etcd's event
 //   stream (a reopen would start after its last change, which a compaction may since have passed: historyUnavailable
-//   for a watch that missed nothing); otherwise (a hung or stalled member) the member is left, as a failure. A member that loses its leader ends its
-//   watches itself (the request requires one); TCP keep-alive probes end a connection whose peer vanished without a
-//   word. After a failure, connections start at least `reconnectInterval` apart.
+//   for a watch that missed nothing); otherwise (a hung or stalled member) the member is left, as a failure. A
+//   member that loses its leader ends its watches itself (the request requires one); TCP keep-alive probes end a
+//   connection whose peer vanished without a word. Finishing cancels a connect or a check in progress. After a
+//   failure, connections start at least `reconnectInterval` apart.
 // - All mutable state is in `state`, a `Locked`. Each connection is read by its own thread; `generation` tells a thread
 //   whose connection was replaced or aborted to deliver nothing more.
 
@@ -166,7 +167,8 @@ final class EtcdWatch: Sendable {
         else { return false }
         defer { connection.close() }
         guard (try? check.willSend()) != nil,
-            let answer = try? EtcdHTTP.exchange(url, body: body, on: connection, deadline: deadline, requireLeader: true)
+            let answer = try? EtcdHTTP.exchange(
+                url, body: body, on: connection, deadline: deadline, requireLeader: true)
         else { return false }
         return answer.status == 200 && state.withLock { $0.generation == generation && !$0.finished }
     }
@@ -182,7 +184,8 @@ final class EtcdWatch: Sendable {
 
     /// Ends the stream (with `error`, or normally when nil) and releases the connection.
     func finish(throwing error: (any Error)?) {
-        let (wasOpen, connection, pending): (Bool, EtcdHTTPConnection?, EtcdCancellableRequest?) = state.withLock { state in
+        typealias Taken = (wasOpen: Bool, connection: EtcdHTTPConnection?, pending: EtcdCancellableRequest?)
+        let (wasOpen, connection, pending): Taken = state.withLock { state in
             guard !state.finished else { return (false, nil, nil) }
             state.finished = true
             state.generation += 1
