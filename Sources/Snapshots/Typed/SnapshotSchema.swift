@@ -85,7 +85,7 @@ public struct SnapshotSchema<State: Codable & Sendable>: Sendable {
     /// Registers a migration of encoded state from schema `source` to schema `target`. Migrations chain: `target`
     /// may itself have a migration onward.
     /// - Throws: ``EventStoreError/invalidArgument(_:)`` unless `source < target <= version`, or if `source`
-    ///   already has a migration (as a second upcaster of an event type is refused: which one wins is no guess).
+    ///   already has a migration (as a second upcaster of an event type is refused), so that none is replaced silently.
     public mutating func registerMigration(
         from source: UInt32, to target: UInt32, _ migrate: @escaping Migration
     ) throws {
