@@ -117,6 +117,12 @@ public final class PageFileKeyValueStore: KeyValueStore {
             publish: { published.publish($0) })
     }
 
+    /// A store dropped without ``close()`` (its owner threw or was cancelled first) is not checkpointed: the WAL keeps
+    /// its records for the next open, as after a crash. Its flusher thread is told to end, so that the thread, the WAL
+    /// and data file descriptors and the page cache, which the thread holds through the pipeline, are released with it.
+    /// (No committer can be waiting on the pipeline: each one holds the store.)
+    deinit { pipeline.requestStop() }
+
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000_000) }
 
     /// How TTL entries are judged now: by their expiry, and (writable) by whether this open wrote them.
