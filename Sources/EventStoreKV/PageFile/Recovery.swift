@@ -109,6 +109,9 @@ extension PageFileKeyValueStore {
                         + "away to create a new store here)")
             }
             try createDataFile(dataPath, directory: directory, options: options)
+            // The directory may have existed already (made by the user, or by an open that was killed before it
+            // synced the parent): its entry in the parent must be durable before a commit in it is acknowledged.
+            try Directory.sync(Directory.parent(of: directory), faults: options.faults)
             created = true
         }
         let wal: SystemFile
@@ -124,8 +127,13 @@ extension PageFileKeyValueStore {
             lock?.announcePinsHonoured(since: meta.epoch)
             let cache = PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize))
             let reader = PageReader(file: data, pageSize: meta.pageSize, cache: cache)
+            let walExisted = SystemFile.exists(walPath)
             wal = try SystemFile.open(walPath, create: true, faults: options.faults)
             try lock?.lockFile(wal)
+            // A WAL created here (one moved away, as walDamage's message advises, or a copy without one) must have a
+            // durable directory entry before a commit logged in it is acknowledged, or a power cut takes the file and
+            // every commit since this open. (We hold the directory lock, so no one else creates it meanwhile.)
+            if !walExisted && options.durability != .none { try Directory.sync(directory, faults: options.faults) }
             recovered = try recover(meta, reader: reader, wal: wal, checkFreeList: true)
         }
         var report = recovered.report
