@@ -82,10 +82,12 @@ enum Maintenance {
             } catch {
                 throw ToolError.from(error)
             }
-            try await requireExisting(stream, in: arguments.positionals[0])
+            try await requireExisting(stream, in: arguments.positionals[0], includingDeleted: true)
         }
+        // A soft-deleted stream's retention may be read and set (it applies when the stream is written again); a
+        // hard-deleted one's is shown, and a change to it is refused by the store (exit 5).
         return try await OpenStore.with(arguments.positionals[0], writable: setting) { store in
-            try await store.requireExisting(stream)
+            try await store.requireExisting(stream, includingDeleted: true)
             let stored = try await store.events.versionedMetadata(of: stream)
             var (metadata, version) = (stored.metadata, stored.version)
             if setting {

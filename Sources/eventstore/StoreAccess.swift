@@ -83,12 +83,16 @@ struct OpenStore {
         }
     }
 
-    /// Throws "unknown stream" unless `stream` has events or metadata (retention may be set before the first
-    /// event). `includingDeleted` also accepts a stream whose events a deletion hides (a tombstone may be placed on a
-    /// soft-deleted stream); a name that never had an event or metadata is unknown either way.
+    /// Throws "unknown stream" unless `stream` has events, or never had any but has metadata (retention may be set
+    /// before the first event). A deleted stream (events written, none visible) is refused as deleted, whatever
+    /// metadata it keeps, unless `includingDeleted` (a tombstone may be placed on a soft-deleted stream, and its
+    /// retention set for when it is written again); a name that never had an event or metadata is unknown either way.
     func requireExisting(_ stream: StreamName, includingDeleted: Bool = false) async throws {
         if try await events.version(of: stream) > 0 { return }
-        if includingDeleted, try await events.lastWrittenVersion(of: stream) > 0 { return }
+        if try await events.lastWrittenVersion(of: stream) > 0 {
+            if includingDeleted { return }
+            throw ToolError(.unknownStream, "the stream \(stream) was deleted")
+        }
         if try await events.metadata(of: stream) != StreamMetadata() { return }
         throw ToolError(.unknownStream, "no stream named \(stream)")
     }

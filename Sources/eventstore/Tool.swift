@@ -62,9 +62,11 @@ enum Tool {
         return """
             usage: eventstore <command> <dir> [arguments] [--json]
             \(lines.joined(separator: "\n"))
-            Read-only commands (info, verify, streams, read, tail) never change the store; they and backup run
-            beside an application that has it open, and the others are refused (exit 4) while it does.
-            Exit status: 0 ok, 1 check or operation failed, 2 usage, 3 not a store, 4 store locked, 5 unknown stream.
+            Read-only commands (info, verify, streams, read, tail, metadata without options) never change the store;
+            they and backup run beside an application that has it open, and the others are refused (exit 4) while it
+            does.
+            Exit status: 0 ok, 1 check or operation failed, 2 usage, 3 not a store, 4 store locked, 5 unknown or
+            deleted stream.
 
             """
     }
