@@ -220,7 +220,7 @@ extension EventStoring {
         try await read(stream, from: start, direction: .forward, limit: .max)
     }
 
-    /// Up to `limit` events of `stream` from `start`, in `direction` order.
+    /// Up to `limit` events of `stream` from `start`, oldest first.
     public func read(_ stream: StreamName, from start: ReadStart = .start, limit: Int) async throws
         -> [RecordedEvent]
     {

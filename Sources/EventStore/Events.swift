@@ -37,7 +37,8 @@ public struct EventData: Sendable, Hashable {
         self.metadata = metadata
     }
 
-    /// The bytes this event counts against ``EventStoreLimits/maximumEventSize``: payload, type and metadata.
+    /// The bytes this event counts against ``EventStoreLimits/maximumEventSize``: payload, type and the keys and
+    /// values of its metadata properties (its correlation and causation ids are not counted).
     public var size: Int {
         let fixed = data.count + type.utf8.count
         if metadata.properties.isEmpty { return fixed }
@@ -168,7 +169,8 @@ public enum ReadDirection: Sendable, Hashable {
 
 /// Limits an event store enforces.
 public struct EventStoreLimits: Sendable, Hashable {
-    /// The largest event accepted, in bytes of payload, type and metadata. 16 MiB unless configured.
+    /// The largest event accepted, in bytes of payload, type and metadata properties (``EventData/size``). 16 MiB
+    /// unless configured.
     public var maximumEventSize: Int
 
     /// Creates limits.
