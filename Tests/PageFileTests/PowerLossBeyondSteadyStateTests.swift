@@ -2,6 +2,9 @@
 // twenty-fourth session):
 // - a WAL that a writable open creates (the old one moved away, as the damaged-WAL error advises) has its directory
 //   entry synced before a commit logged in it is acknowledged;
+// - so does a writable open that finds a wal whose entry an earlier open may not have synced (one killed first, or
+//   one with durability none), and a backup into a directory that already existed syncs that directory's parent
+//   (both found by the second-round review of the first fix);
 // - creating a store in a directory that already exists syncs the parent, which holds the store's entry;
 // - a second power cut during the reopen that recovered the first (its recovery checkpoint, commits and close)
 //   loses nothing the first recovery found or that was acknowledged since.
@@ -214,5 +217,82 @@ struct PowerLossBeyondSteadyStateTests {
             "a commit was acknowledged, but \(parent.path) (which holds the store's directory entry) was never "
             + "fsynced: \(events.map(PowerLossTests.describe).joined(separator: ", "))"
         #expect(parentSynced, "\(message)")
+    }
+
+    /// Whether `events` include an fsync of `directory`.
+    private func directorySynced(_ events: [IOEvent], _ directory: String) -> Bool {
+        events.contains {
+            if case .syncDirectory(let path) = $0 { return path == directory }
+            return false
+        }
+    }
+
+    @Test("an empty wal left by an open killed before its directory fsync gets its entry synced")
+    func walLeftByKilledOpen() async throws {
+        let directory = TemporaryDirectory("powercut-wal-killed")
+        defer { directory.remove() }
+        try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions()).close()
+        // The user moves the damaged wal away; an open creates a new one and is killed before it fsyncs the
+        // directory: the new, empty wal's entry is in the page cache only.
+        try FileManager.default.removeItem(atPath: directory.file("wal"))
+        #expect(FileManager.default.createFile(atPath: directory.file("wal"), contents: Data()))
+        let recorder = IORecorder()
+        let store = try await PageFileKeyValueStore.open(
+            directory: directory.path, options: smallOptions(faults: IOFaultPlan([], recorder: recorder)))
+        _ = try await store.commit(KeyValueTransaction(writes: [.put(Array("acknowledged".utf8), [1])]))
+        let events = recorder.recorded  // everything up to the acknowledgement
+        await store.closeWithoutCheckpoint()
+        #expect(
+            directorySynced(events, directory.path),
+            "a commit was acknowledged in a wal whose directory entry was never fsynced: \(events.map(PowerLossTests.describe).joined(separator: ", "))")
+    }
+
+    @Test("a wal created by a durability-none open gets its entry synced by the next full open before it acknowledges")
+    func walCreatedUnderNoneDurability() async throws {
+        let directory = TemporaryDirectory("powercut-wal-none")
+        defer { directory.remove() }
+        try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions()).close()
+        try FileManager.default.removeItem(atPath: directory.file("wal"))
+        let noneRecorder = IORecorder()
+        var none = smallOptions(faults: IOFaultPlan([], recorder: noneRecorder))
+        none.durability = .none
+        try await PageFileKeyValueStore.open(directory: directory.path, options: none).close()
+        let recorder = IORecorder()
+        let store = try await PageFileKeyValueStore.open(
+            directory: directory.path, options: smallOptions(faults: IOFaultPlan([], recorder: recorder)))
+        _ = try await store.commit(KeyValueTransaction(writes: [.put(Array("acknowledged".utf8), [1])]))
+        let events = noneRecorder.recorded + recorder.recorded
+        await store.closeWithoutCheckpoint()
+        #expect(
+            directorySynced(events, directory.path),
+            "a full commit was acknowledged in a wal (created by a none open) whose directory entry was never fsynced: \(events.map(PowerLossTests.describe).joined(separator: ", "))")
+    }
+
+    @Test("a backup into a directory that already existed syncs that directory's entry in its parent")
+    func backupIntoExistingDirectory() async throws {
+        let source = TemporaryDirectory("powercut-backup-source")
+        let parent = TemporaryDirectory("powercut-backup-parent")
+        defer {
+            source.remove()
+            parent.remove()
+        }
+        try FileManager.default.createDirectory(atPath: parent.path, withIntermediateDirectories: true)
+        let destination = parent.file("copy")
+        // Made by the user (or by a backup killed before it synced the parent): its entry is not yet durable.
+        try FileManager.default.createDirectory(atPath: destination, withIntermediateDirectories: false)
+        let recorder = IORecorder()
+        let store = try await PageFileKeyValueStore.open(
+            directory: source.path, options: smallOptions(faults: IOFaultPlan([], recorder: recorder)))
+        _ = try await store.commit(KeyValueTransaction(writes: [.put(Array("backed-up".utf8), [1])]))
+        try await store.backup(to: destination)
+        let events = recorder.recorded
+        try await store.close()
+        #expect(
+            directorySynced(events, parent.path),
+            "the backup returned, but \(parent.path) (which holds its entry) was never fsynced")
+        let copy = try await PageFileKeyValueStore.open(directory: destination, options: smallOptions())
+        let keys = try await allEntries(copy).map(\.key)
+        try await copy.close()
+        #expect(keys == [Array("backed-up".utf8)])
     }
 }

@@ -49,7 +49,7 @@ extension PageFileKeyValueStore {
         }
         defer { pin() }
         try await Offload.run(cancellable: { cancellation in
-            try Self.copy(meta, from: source, to: destination, cancellation: cancellation)
+            try Self.copy(meta, from: source, to: destination, cancellation: cancellation, faults: self.options.faults)
         })
     }
 
@@ -70,7 +70,7 @@ extension PageFileKeyValueStore {
                 records, of: snapshot.meta, through: state.lsn, version: state.walVersion, path: wal.path)
             try Self.copy(
                 snapshot.meta, from: state.reader, to: destination, records: records, walVersion: state.walVersion,
-                cancellation: cancellation
+                cancellation: cancellation, faults: self.options.faults
             ) { copied in
                 try snapshot.checkPages()
                 try self.checkCopy(copied, of: snapshot, cancellation: cancellation)
@@ -110,11 +110,11 @@ extension PageFileKeyValueStore {
     /// Copies the tree and free list of `meta` from `source` into a new store in `destination`, with `records` (whole
     /// WAL records of `meta`'s generation, of format `walVersion`) after its WAL header; `beforeRename`, given the
     /// copy's data file, may still refuse the copy. Throws `CancellationError`, having removed what it wrote, once
-    /// `cancellation` is set.
+    /// `cancellation` is set. `faults` records the directory syncs (power-loss tests).
     static func copy(
         _ meta: MetaPage, from source: PageReader, to destination: String, records: [UInt8] = [],
         walVersion: UInt32 = WriteAheadLog.formatVersion, cancellation: Offload.Cancellation,
-        beforeRename: (_ copied: String) throws -> Void = { _ in }
+        faults: IOFaultPlan? = nil, beforeRename: (_ copied: String) throws -> Void = { _ in }
     ) throws {
         let createdDestination = !SystemFile.exists(destination)
         try Directory.create(destination)
@@ -152,7 +152,10 @@ extension PageFileKeyValueStore {
             if createdDestination { rmdir(destination) }
             throw error
         }
-        try Directory.sync(destination)
+        try Directory.sync(destination, faults: faults)
+        // A destination that already existed may have an entry its parent never synced (Directory.create syncs the
+        // parent only for a directory it makes): without it a power cut could take the whole backup.
+        if !createdDestination { try Directory.sync(Directory.parent(of: destination), faults: faults) }
     }
 
     /// Writes the copy's data file as `temporary` and its WAL, and syncs both; polls `cancellation` every chunk.

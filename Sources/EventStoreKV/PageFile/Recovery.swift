@@ -127,13 +127,14 @@ extension PageFileKeyValueStore {
             lock?.announcePinsHonoured(since: meta.epoch)
             let cache = PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize))
             let reader = PageReader(file: data, pageSize: meta.pageSize, cache: cache)
-            let walExisted = SystemFile.exists(walPath)
             wal = try SystemFile.open(walPath, create: true, faults: options.faults)
             try lock?.lockFile(wal)
-            // A WAL created here (one moved away, as walDamage's message advises, or a copy without one) must have a
-            // durable directory entry before a commit logged in it is acknowledged, or a power cut takes the file and
-            // every commit since this open. (We hold the directory lock, so no one else creates it meanwhile.)
-            if !walExisted && options.durability != .none { try Directory.sync(directory, faults: options.faults) }
+            // The WAL's directory entry must be durable before a commit logged in it is acknowledged, or a power cut
+            // takes the file and every commit since this open. It may be new: created just now (one moved away, as
+            // walDamage's message advises, or a copy without one), or by an open that was killed, or did not sync
+            // (durability none), before its directory reached the disk. So every writable open that syncs at all
+            // syncs the directory once.
+            if options.durability != .none { try Directory.sync(directory, faults: options.faults) }
             recovered = try recover(meta, reader: reader, wal: wal, checkFreeList: true)
         }
         var report = recovered.report
