@@ -4,7 +4,9 @@
 //   entry synced before a commit logged in it is acknowledged;
 // - so does a writable open that finds a wal whose entry an earlier open may not have synced (one killed first, or
 //   one with durability none), and a backup into a directory that already existed syncs that directory's parent
-//   (both found by the second-round review of the first fix);
+//   (both found by the second-round review of the first fix), and every writable open syncs the directory holding
+//   the store's, as the kernel resolves it (a store left by an open killed before that sync, or copied by hand, or
+//   named by a path ending in ".."; found by the third round);
 // - creating a store in a directory that already exists syncs the parent, which holds the store's entry;
 // - a second power cut during the reopen that recovered the first (its recovery checkpoint, commits and close)
 //   loses nothing the first recovery found or that was acknowledged since.
@@ -294,5 +296,56 @@ struct PowerLossBeyondSteadyStateTests {
         let keys = try await allEntries(copy).map(\.key)
         try await copy.close()
         #expect(keys == [Array("backed-up".utf8)])
+    }
+
+    /// The directories `events` fsynced.
+    private func syncedDirectories(_ events: [IOEvent]) -> [String] {
+        events.compactMap {
+            if case .syncDirectory(let path) = $0 { return path }
+            return nil
+        }
+    }
+
+    @Test("a store whose parent was never synced gets its entry synced before a commit is acknowledged")
+    func storeLeftBeforeParentSync() async throws {
+        let parent = TemporaryDirectory("powercut-parent-left")
+        let template = TemporaryDirectory("powercut-template")
+        defer {
+            parent.remove()
+            template.remove()
+        }
+        try await PageFileKeyValueStore.open(directory: template.path, options: smallOptions()).close()
+        // What an open killed between its rename of data and its parent's fsync leaves (or a copy by hand): a whole
+        // store in a directory whose entry in its parent was never fsynced.
+        try FileManager.default.createDirectory(atPath: parent.path, withIntermediateDirectories: true)
+        let store = parent.file("store")
+        try FileManager.default.copyItem(atPath: template.path, toPath: store)
+        let recorder = IORecorder()
+        let opened = try await PageFileKeyValueStore.open(
+            directory: store, options: smallOptions(faults: IOFaultPlan([], recorder: recorder)))
+        _ = try await opened.commit(KeyValueTransaction(writes: [.put(Array("acknowledged".utf8), [1])]))
+        let synced = syncedDirectories(recorder.recorded)  // everything up to the acknowledgement
+        await opened.closeWithoutCheckpoint()
+        #expect(
+            synced.contains(parent.path),
+            "a commit was acknowledged, but \(parent.path) (which holds the store's entry) was never fsynced: \(synced)")
+    }
+
+    @Test("a store named by a path ending in .. syncs the directory that really holds its entry")
+    func dotDotStorePath() async throws {
+        let parent = TemporaryDirectory("powercut-dotdot")
+        defer { parent.remove() }
+        let store = parent.file("store")
+        try FileManager.default.createDirectory(atPath: store + "/sub", withIntermediateDirectories: true)
+        let recorder = IORecorder()
+        let opened = try await PageFileKeyValueStore.open(
+            directory: store + "/sub/..", options: smallOptions(faults: IOFaultPlan([], recorder: recorder)))
+        _ = try await opened.commit(KeyValueTransaction(writes: [.put(Array("acknowledged".utf8), [1])]))
+        let synced = syncedDirectories(recorder.recorded)
+        await opened.closeWithoutCheckpoint()
+        #expect(FileManager.default.fileExists(atPath: store + "/data"))
+        #expect(
+            synced.contains(parent.path),
+            "the store in \(store) acknowledged a commit, but its parent \(parent.path) was never fsynced: \(synced)")
     }
 }

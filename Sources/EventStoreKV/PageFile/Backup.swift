@@ -155,7 +155,7 @@ extension PageFileKeyValueStore {
         try Directory.sync(destination, faults: faults)
         // A destination that already existed may have an entry its parent never synced (Directory.create syncs the
         // parent only for a directory it makes): without it a power cut could take the whole backup.
-        if !createdDestination { try Directory.sync(Directory.parent(of: destination), faults: faults) }
+        if !createdDestination { try Directory.syncParent(of: destination, faults: faults) }
     }
 
     /// Writes the copy's data file as `temporary` and its WAL, and syncs both; polls `cancellation` every chunk.

@@ -462,7 +462,7 @@ enum Directory {
         }
         if code == 0 {
             // The new directory's entry in its parent must be durable too, or a power cut can take the whole store.
-            try sync(parent(of: path), faults: faults)
+            try syncParent(of: path, faults: faults)
         } else if code != EEXIST {
             throw EventStoreError.ioFailure(operation: "mkdir", path: path, errno: code)
         }
@@ -473,12 +473,15 @@ enum Directory {
         }
     }
 
-    /// The directory holding `path` ("." for a bare name, "/" for a top-level one).
-    static func parent(of path: String) -> String {
-        var trimmed = Substring(path)
-        while trimmed.count > 1, trimmed.hasSuffix("/") { trimmed.removeLast() }
-        guard let slash = trimmed.lastIndex(of: "/") else { return "." }
-        return slash == trimmed.startIndex ? "/" : String(trimmed[..<slash])
+    /// Makes the entry of the directory `path` in the directory holding it durable. That directory is the one the
+    /// kernel finds (`path/..`, resolved), not the text of `path` trimmed, so a path ending in `.` or `..`, or one
+    /// through a symbolic link, syncs the directory that really holds the entry.
+    static func syncParent(of path: String, faults: IOFaultPlan? = nil) throws {
+        guard let resolved = realpath(path + "/..", nil) else {
+            throw EventStoreError.ioFailure(operation: "realpath", path: path + "/..", errno: errno)
+        }
+        defer { free(resolved) }
+        try sync(String(cString: resolved), faults: faults)
     }
 
     /// Makes the directory's entries (created or renamed files) durable.

@@ -109,9 +109,6 @@ extension PageFileKeyValueStore {
                         + "away to create a new store here)")
             }
             try createDataFile(dataPath, directory: directory, options: options)
-            // The directory may have existed already (made by the user, or by an open that was killed before it
-            // synced the parent): its entry in the parent must be durable before a commit in it is acknowledged.
-            try Directory.sync(Directory.parent(of: directory), faults: options.faults)
             created = true
         }
         let wal: SystemFile
@@ -129,12 +126,16 @@ extension PageFileKeyValueStore {
             let reader = PageReader(file: data, pageSize: meta.pageSize, cache: cache)
             wal = try SystemFile.open(walPath, create: true, faults: options.faults)
             try lock?.lockFile(wal)
-            // The WAL's directory entry must be durable before a commit logged in it is acknowledged, or a power cut
-            // takes the file and every commit since this open. It may be new: created just now (one moved away, as
-            // walDamage's message advises, or a copy without one), or by an open that was killed, or did not sync
-            // (durability none), before its directory reached the disk. So every writable open that syncs at all
-            // syncs the directory once.
-            if options.durability != .none { try Directory.sync(directory, faults: options.faults) }
+            // The WAL's entry in the store's directory, and the directory's own entry in its parent, must be durable
+            // before a commit is acknowledged, or a power cut takes the file (and every commit since this open) or the
+            // whole store. Either may be new and not yet on disk: the wal created just now (one moved away, as
+            // walDamage's message advises, or a copy without one), the directory made by the user or copied there, or
+            // either left by an open that was killed, or did not sync (durability none), before they reached the
+            // disk. So every writable open that syncs at all syncs both, once.
+            if options.durability != .none {
+                try Directory.sync(directory, faults: options.faults)
+                try Directory.syncParent(of: directory, faults: options.faults)
+            }
             recovered = try recover(meta, reader: reader, wal: wal, checkFreeList: true)
         }
         var report = recovered.report
