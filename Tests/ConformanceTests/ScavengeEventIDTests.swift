@@ -1,6 +1,6 @@
-// Mutation testing (twenty-fourth session): scavenge removes an event "in one transaction with everything that points to it", its
-// event-id entry (`I`) included (Scavenger.swift). No test looked at the event-id entries after a scavenge, so a
-// scavenge leaving them behind (pointing at removed positions, and never reclaimed) went unnoticed.
+// Mutation testing (twenty-fourth session): scavenge removes an event "in one transaction with everything that points
+// to it", its event-id entry (`I`) included (Scavenger.swift). No test looked at the event-id entries after a scavenge,
+// so a scavenge leaving them behind (pointing at removed positions, and never reclaimed) went unnoticed.
 import EventStore
 @testable import EventStoreKV
 import Foundation

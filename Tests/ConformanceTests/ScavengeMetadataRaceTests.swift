@@ -1,7 +1,7 @@
-// Mutation testing (twenty-fourth session): scavenge commits each batch "on the condition that the stream's metadata is still the one it
-// was computed from; a change makes it recompute" (Scavenger.swift). No test changed the metadata between the plan
-// and the commit, so a scavenge dropping that condition (and removing events a metadata change had just made
-// visible again: acknowledged events lost) went unnoticed.
+// Mutation testing (twenty-fourth session): scavenge commits each batch "on the condition that the stream's metadata is
+// still the one it was computed from; a change makes it recompute" (Scavenger.swift). No test changed the metadata
+// between the plan and the commit, so a scavenge dropping that condition (and removing events a metadata change had
+// just made visible again: acknowledged events lost) went unnoticed.
 import EventStore
 @testable import EventStoreKV
 import Foundation

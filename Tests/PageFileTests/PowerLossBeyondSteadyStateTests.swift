@@ -244,9 +244,10 @@ struct PowerLossBeyondSteadyStateTests {
         _ = try await store.commit(KeyValueTransaction(writes: [.put(Array("acknowledged".utf8), [1])]))
         let events = recorder.recorded  // everything up to the acknowledgement
         await store.closeWithoutCheckpoint()
+        let trace = events.map(PowerLossTests.describe).joined(separator: ", ")
         #expect(
             directorySynced(events, directory.path),
-            "a commit was acknowledged in a wal whose directory entry was never fsynced: \(events.map(PowerLossTests.describe).joined(separator: ", "))")
+            "a commit was acknowledged in a wal whose directory entry was never fsynced: \(trace)")
     }
 
     @Test("a wal created by a durability-none open gets its entry synced by the next full open before it acknowledges")
@@ -265,9 +266,10 @@ struct PowerLossBeyondSteadyStateTests {
         _ = try await store.commit(KeyValueTransaction(writes: [.put(Array("acknowledged".utf8), [1])]))
         let events = noneRecorder.recorded + recorder.recorded
         await store.closeWithoutCheckpoint()
+        let trace = events.map(PowerLossTests.describe).joined(separator: ", ")
         #expect(
             directorySynced(events, directory.path),
-            "a full commit was acknowledged in a wal (created by a none open) whose directory entry was never fsynced: \(events.map(PowerLossTests.describe).joined(separator: ", "))")
+            "a full commit was acknowledged in a wal (created by a none open) whose entry was never fsynced: \(trace)")
     }
 
     @Test("a backup into a directory that already existed syncs that directory's entry in its parent")
@@ -328,7 +330,7 @@ struct PowerLossBeyondSteadyStateTests {
         await opened.closeWithoutCheckpoint()
         #expect(
             synced.contains(parent.path),
-            "a commit was acknowledged, but \(parent.path) (which holds the store's entry) was never fsynced: \(synced)")
+            "a commit was acknowledged, but \(parent.path) (which holds the store's entry) was never synced: \(synced)")
     }
 
     @Test("a store named by a path ending in .. syncs the directory that really holds its entry")

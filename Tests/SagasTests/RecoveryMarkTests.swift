@@ -1,6 +1,6 @@
-// Mutation testing (twenty-fourth session): the recovery checkpoint (low-water mark) after a recovery that found nothing to read. The
-// index head is then the mark minus one; no test recovered twice in a row (or on an empty index) and then started a
-// saga, so a mark moved one past the index's end (skipping the next saga opened) went unnoticed.
+// Mutation testing (twenty-fourth session): the recovery checkpoint (low-water mark) after a recovery that found
+// nothing to read. The index head is then the mark minus one; no test recovered twice in a row (or on an empty index)
+// and then started a saga, so a mark moved one past the index's end (skipping the next saga opened) went unnoticed.
 
 import EventStore
 import EventStoreKV

@@ -1,6 +1,7 @@
-// Mutation testing (twenty-fourth session): the snapshot index's decoder refuses entries that are not in strictly ascending version
-// order (SnapshotIndex.swift: "sorted by version with no duplicates; decoding rejects anything else as corruption").
-// The existing corruption test only used a truncated index, so an index listing one version twice read as valid.
+// Mutation testing (twenty-fourth session): the snapshot index's decoder refuses entries that are not in strictly
+// ascending version order (SnapshotIndex.swift: "sorted by version with no duplicates; decoding rejects anything else
+// as corruption"). The existing corruption test only used a truncated index, so an index listing one version twice read
+// as valid.
 
 import EventStore
 import EventStoreKV

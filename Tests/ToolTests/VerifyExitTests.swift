@@ -1,5 +1,6 @@
-// Mutation testing (twenty-fourth session): `verify`'s exit status when opening the store itself finds damage (both meta pages). The
-// existing verify test damages only a tree page, so `verify` reporting "corrupted" with exit 0 went unnoticed.
+// Mutation testing (twenty-fourth session): `verify`'s exit status when opening the store itself finds damage (both
+// meta pages). The existing verify test damages only a tree page, so `verify` reporting "corrupted" with exit 0 went
+// unnoticed.
 
 import EventStore
 @testable import EventStoreKV
@@ -21,7 +22,8 @@ final class VerifyExitTests {
         let engine = try await PageFileKeyValueStore.open(directory: directory)
         let store = KeyValueEventStore(backend: engine)
         _ = try await store.append(
-            [EventData(type: "Happened", data: Data("{}".utf8))], to: try StreamName("account-1"), expectedVersion: .any)
+            [EventData(type: "Happened", data: Data("{}".utf8))], to: try StreamName("account-1"),
+            expectedVersion: .any)
         try await engine.close()
 
         // Damage both meta pages (pages 0 and 1 of 8192 bytes): their checksums no longer match.

@@ -207,7 +207,8 @@ enum EventRecord {
     /// Reads only the id and stream from a record, for idempotency checks.
     static func identity(_ bytes: [UInt8], position: UInt64) throws -> (id: UUID, stream: String, version: UInt64) {
         try ByteReader.reading(bytes, location: .eventRecord(position: position)) { reader in
-            _ = try reader.u8()
+            let format = try reader.u8()
+            guard format == Self.format else { throw reader.corrupted("unknown record format \(format)") }
             let version = try reader.u64()
             guard version > 0, version < .max else { throw reader.corrupted("impossible stream version \(version)") }
             _ = try reader.i64()
