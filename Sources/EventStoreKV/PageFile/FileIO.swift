@@ -473,30 +473,50 @@ enum Directory {
         }
     }
 
-    /// Makes the entry of the directory `path` in the directory holding it durable. That directory is the one the
-    /// kernel finds (`path/..`, resolved), not the text of `path` trimmed, so a path ending in `.` or `..`, or one
-    /// through a symbolic link, syncs the directory that really holds the entry.
+    /// Makes the entry of the directory `path` in the directory holding it durable. That directory is opened as
+    /// `path/..`, which the kernel resolves (a path ending in `.` or `..`, or one through a symbolic link, reaches
+    /// the directory that really holds the entry, with no PATH_MAX limit on the resolved name). Two cases are skipped,
+    /// as SQLite skips a directory it cannot open: a holder this process may pass through but not read (a 0711
+    /// directory of another owner: whoever made the entry there could), and a `path` that is a mount point (its
+    /// entry is the mount, not a name in the file system beneath).
     static func syncParent(of path: String, faults: IOFaultPlan? = nil) throws {
-        guard let resolved = realpath(path + "/..", nil) else {
-            throw EventStoreError.ioFailure(operation: "realpath", path: path + "/..", errno: errno)
+        let holder = path + "/.."
+        var own = stat()
+        var held = stat()
+        guard stat(path, &own) == 0 else {
+            throw EventStoreError.ioFailure(operation: "stat", path: path, errno: errno)
         }
-        defer { free(resolved) }
-        try sync(String(cString: resolved), faults: faults)
+        guard stat(holder, &held) == 0 else {
+            throw EventStoreError.ioFailure(operation: "stat", path: holder, errno: errno)
+        }
+        guard own.st_dev == held.st_dev else { return }
+        // The resolved name, where there is one, names the directory in errors and in the recorder's events.
+        var name = holder
+        if let resolved = realpath(holder, nil) {
+            name = String(cString: resolved)
+            free(resolved)
+        }
+        try sync(holder, named: name, faults: faults, skippingUnreadable: true)
     }
 
-    /// Makes the directory's entries (created or renamed files) durable.
-    static func sync(_ path: String, faults: IOFaultPlan? = nil) throws {
+    /// Makes the directory's entries (created or renamed files) durable. `name` names it in errors and events;
+    /// `skippingUnreadable` returns without a sync when the directory may not be opened for reading.
+    static func sync(
+        _ path: String, named name: String? = nil, faults: IOFaultPlan? = nil, skippingUnreadable: Bool = false
+    ) throws {
+        let name = name ?? path
         let descriptor = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: path, errno: errno) }
+        if descriptor < 0, skippingUnreadable, errno == EACCES || errno == EPERM { return }
+        guard descriptor >= 0 else { throw EventStoreError.ioFailure(operation: "open", path: name, errno: errno) }
         defer { Glibc.close(descriptor) }
         if let recorder = faults?.recorder {
             let result = recorder.perform({ fsync(descriptor) == 0 ? 0 : errno }, event: {
-                $0 == 0 ? .syncDirectory(path: path) : nil
+                $0 == 0 ? .syncDirectory(path: name) : nil
             })
-            guard result == 0 else { throw EventStoreError.ioFailure(operation: "fsync", path: path, errno: result) }
+            guard result == 0 else { throw EventStoreError.ioFailure(operation: "fsync", path: name, errno: result) }
             return
         }
-        guard fsync(descriptor) == 0 else { throw EventStoreError.ioFailure(operation: "fsync", path: path, errno: errno) }
+        guard fsync(descriptor) == 0 else { throw EventStoreError.ioFailure(operation: "fsync", path: name, errno: errno) }
     }
 
     /// Atomically renames `source` to `destination`.
