@@ -449,8 +449,8 @@ final class SystemFile: Sendable {
 
 /// Directory operations: create with mode 0700, fsync a directory after creating or renaming files in it.
 enum Directory {
-    /// Creates `path` (mode 0700) if it does not exist, and makes its entry in the parent durable; an existing
-    /// directory is fine.
+    /// Creates `path` (mode 0700) if it does not exist, and makes its entry in the parent durable (so the create
+    /// fails if the parent may not be opened to sync it); an existing directory is fine.
     static func create(_ path: String, faults: IOFaultPlan? = nil) throws {
         let code: Int32
         if let recorder = faults?.recorder {
@@ -462,7 +462,13 @@ enum Directory {
         }
         if code == 0 {
             // The new directory's entry in its parent must be durable too, or a power cut can take the whole store.
-            try syncParent(of: path, faults: faults)
+            // (A failure takes the new, empty directory away again, so a retry does not find it and go on unsynced.)
+            do {
+                try syncParent(of: path, faults: faults, skippingUnreadable: false)
+            } catch {
+                rmdir(path)
+                throw error
+            }
         } else if code != EEXIST {
             throw EventStoreError.ioFailure(operation: "mkdir", path: path, errno: code)
         }
@@ -475,11 +481,12 @@ enum Directory {
 
     /// Makes the entry of the directory `path` in the directory holding it durable. That directory is opened as
     /// `path/..`, which the kernel resolves (a path ending in `.` or `..`, or one through a symbolic link, reaches
-    /// the directory that really holds the entry, with no PATH_MAX limit on the resolved name). Two cases are skipped,
-    /// as SQLite skips a directory it cannot open: a holder this process may pass through but not read (a 0711
-    /// directory of another owner: whoever made the entry there could), and a `path` that is a mount point (its
-    /// entry is the mount, not a name in the file system beneath).
-    static func syncParent(of path: String, faults: IOFaultPlan? = nil) throws {
+    /// the directory that really holds the entry, with no PATH_MAX limit on the resolved name). A `path` that is a
+    /// mount point is skipped (its entry is the mount, not a name in the file system beneath), and with
+    /// `skippingUnreadable`, as SQLite skips a directory it cannot open, so is a holder this process may pass through
+    /// but not read (a 0711 directory of another owner): only for an entry someone else made, never for a directory
+    /// this process has just created there, whose entry must be made durable or the create fail.
+    static func syncParent(of path: String, faults: IOFaultPlan? = nil, skippingUnreadable: Bool = true) throws {
         let holder = path + "/.."
         var own = stat()
         var held = stat()
@@ -496,7 +503,7 @@ enum Directory {
             name = String(cString: resolved)
             free(resolved)
         }
-        try sync(holder, named: name, faults: faults, skippingUnreadable: true)
+        try sync(holder, named: name, faults: faults, skippingUnreadable: skippingUnreadable)
     }
 
     /// Makes the directory's entries (created or renamed files) durable. `name` names it in errors and events;
