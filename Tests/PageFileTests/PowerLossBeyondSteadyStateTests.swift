@@ -17,6 +17,14 @@ import Testing
 
 @testable import EventStoreKV
 
+/// The directories `events` fsynced, in order.
+func syncedDirectories(_ events: [IOEvent]) -> [String] {
+    events.compactMap {
+        if case .syncDirectory(let path) = $0 { return path }
+        return nil
+    }
+}
+
 /// The files of a closed store directory, name -> bytes.
 private func storeFiles(_ directory: String) throws -> [String: [UInt8]] {
     var files: [String: [UInt8]] = [:]
@@ -211,22 +219,11 @@ struct PowerLossBeyondSteadyStateTests {
         _ = try await store.commit(KeyValueTransaction(writes: [.put(Array("acknowledged".utf8), [1])]))
         let events = recorder.recorded
         try await store.close()
-        let parentSynced = events.contains {
-            if case .syncDirectory(let path) = $0 { return path == parent.path }
-            return false
-        }
+        let parentSynced = syncedDirectories(events).contains(parent.path)
         let message =
             "a commit was acknowledged, but \(parent.path) (which holds the store's directory entry) was never "
             + "fsynced: \(events.map(PowerLossTests.describe).joined(separator: ", "))"
         #expect(parentSynced, "\(message)")
-    }
-
-    /// Whether `events` include an fsync of `directory`.
-    private func directorySynced(_ events: [IOEvent], _ directory: String) -> Bool {
-        events.contains {
-            if case .syncDirectory(let path) = $0 { return path == directory }
-            return false
-        }
     }
 
     @Test("an empty wal left by an open killed before its directory fsync gets its entry synced")
@@ -246,7 +243,7 @@ struct PowerLossBeyondSteadyStateTests {
         await store.closeWithoutCheckpoint()
         let trace = events.map(PowerLossTests.describe).joined(separator: ", ")
         #expect(
-            directorySynced(events, directory.path),
+            syncedDirectories(events).contains(directory.path),
             "a commit was acknowledged in a wal whose directory entry was never fsynced: \(trace)")
     }
 
@@ -268,7 +265,7 @@ struct PowerLossBeyondSteadyStateTests {
         await store.closeWithoutCheckpoint()
         let trace = events.map(PowerLossTests.describe).joined(separator: ", ")
         #expect(
-            directorySynced(events, directory.path),
+            syncedDirectories(events).contains(directory.path),
             "a full commit was acknowledged in a wal (created by a none open) whose entry was never fsynced: \(trace)")
     }
 
@@ -292,20 +289,12 @@ struct PowerLossBeyondSteadyStateTests {
         let events = recorder.recorded
         try await store.close()
         #expect(
-            directorySynced(events, parent.path),
+            syncedDirectories(events).contains(parent.path),
             "the backup returned, but \(parent.path) (which holds its entry) was never fsynced")
         let copy = try await PageFileKeyValueStore.open(directory: destination, options: smallOptions())
         let keys = try await allEntries(copy).map(\.key)
         try await copy.close()
         #expect(keys == [Array("backed-up".utf8)])
-    }
-
-    /// The directories `events` fsynced.
-    private func syncedDirectories(_ events: [IOEvent]) -> [String] {
-        events.compactMap {
-            if case .syncDirectory(let path) = $0 { return path }
-            return nil
-        }
     }
 
     @Test("a store whose parent was never synced gets its entry synced before a commit is acknowledged")

@@ -47,10 +47,7 @@ struct UnreadableHolderCreateTests {
         #expect(made, "\(result ?? "")")
         if result == "created" {
             // The create succeeded, so the parent holding the new entry must have been fsynced.
-            let synced = events.contains {
-                if case .syncDirectory(let path) = $0 { return path.hasSuffix("/drop") }
-                return false
-            }
+            let synced = syncedDirectories(events).contains(holder)
             #expect(synced, "Directory.create returned, but the parent holding its entry was never synced: \(events)")
         } else {
             // Refused: the directory it made is taken away, so a retry cannot find it and go on unsynced.
