@@ -38,4 +38,28 @@ final class VerifyExitTests {
         #expect(result.output.contains("corrupted"), "\(result.output)\(result.errors)")
         #expect(result.status == 1, "verify found damage but exited \(result.status): \(result.output)\(result.errors)")
     }
+    /// The magic and page size are outside the checksum's reach of a damaged slot: a store whose two meta pages lost
+    /// them was reported as "not a store" (exit 3), sending the operator to look for the store elsewhere.
+    @Test("verify exits 1 and names pages 0 and 1 when both meta pages lost their magic")
+    func verifyWithBothMagicsDamaged() async throws {
+        let directory = try ToolRunner.temporaryDirectory(under: scratch) + "/store"
+        let engine = try await PageFileKeyValueStore.open(directory: directory)
+        let store = KeyValueEventStore(backend: engine)
+        _ = try await store.append(
+            [EventData(type: "Happened", data: Data("{}".utf8))], to: try StreamName("account-1"),
+            expectedVersion: .any)
+        try await engine.close()
+
+        // Overwrite the magic (bytes 32..<40) of both meta pages of 8192 bytes.
+        let data = try FileHandle(forUpdating: URL(fileURLWithPath: directory + "/data"))
+        for page in 0..<2 {
+            try data.seek(toOffset: UInt64(page * 8192 + 32))
+            data.write(Data("XXXXXXXX".utf8))
+        }
+        try data.close()
+
+        let result = try await ToolRunner.run("eventstore", ["verify", directory])
+        #expect(result.status == 1, "exit \(result.status): \(result.output)\(result.errors)")
+        #expect((result.output + result.errors).contains("pages 0 and 1"), "\(result.output)\(result.errors)")
+    }
 }

@@ -119,7 +119,7 @@ extension PageFileKeyValueStore {
         } else {
             let data = try SystemFile.open(dataPath, create: false, faults: options.faults)
             try lock?.lockFile(data)
-            let meta = try readMeta(data, options: options)
+            let meta = try readMeta(data, options: options, walPath: walPath)
             // Every checkpoint from here on is this writer's, and honours readers' pins.
             lock?.announcePinsHonoured(since: meta.epoch)
             let cache = PageCache(capacity: PageCache.capacity(megabytes: options.cacheSizeMB, pageSize: meta.pageSize))
@@ -177,7 +177,7 @@ extension PageFileKeyValueStore {
         directory: String, options: PageFileOptions, wal: SystemFile, cacheCounts: PageCache.Counts = PageCache.Counts()
     ) throws -> Recovered {
         let data = try SystemFile.open(directory + "/data", create: false, readOnly: true, faults: options.faults)
-        let meta = try readMeta(data, options: options)
+        let meta = try readMeta(data, options: options, walPath: directory + "/wal")
         // The pin comes before the check below that finds meta still the newest (see ReaderPins.swift).
         let snapshot = SnapshotGuard(file: data, meta: meta, pin: ReaderPin.take(directory: directory, epoch: meta.epoch))
         let cache = PageCache(
@@ -367,24 +367,51 @@ extension PageFileKeyValueStore {
         guard SystemFile.exists(path) else {
             throw EventStoreError.incompatibleStore(path: directory, reason: "no store here (no data file)")
         }
-        return try declaredPageSize(SystemFile.open(path, create: false, readOnly: true, faults: nil))
+        return try declaredPageSize(
+            SystemFile.open(path, create: false, readOnly: true, faults: nil), walPath: directory + "/wal")
     }
 
+    /// The page sizes a page file may use, largest first.
+    private static let pageSizes = [65536, 32768, 16384, 8192, 4096]
+
     /// The page size a data file's meta pages declare.
-    private static func declaredPageSize(_ data: SystemFile) throws -> Int {
+    /// - Throws: `corrupted` naming pages 0 and 1 if neither declares one but the file is still recognisably a page
+    ///   file (see `pageFileEvidence`): damage there must not read as "not a store"; otherwise `incompatibleStore`.
+    private static func declaredPageSize(_ data: SystemFile, walPath: String) throws -> Int {
         // Slot 0 may be a torn meta write; slot 1 sits one page further, wherever the page size puts it.
         if let size = MetaPage.declaredPageSize(try data.read(count: MetaPage.probeSize, at: 0)) { return size }
-        for size in [65536, 32768, 16384, 8192, 4096]
+        for size in pageSizes
         where MetaPage.declaredPageSize(try data.read(count: MetaPage.probeSize, at: UInt64(size))) == size {
             return size
+        }
+        if let evidence = try pageFileEvidence(data, walPath: walPath) {
+            throw EventStoreError.corrupted(
+                location: "\(data.path) pages 0 and 1",
+                detail: "neither meta page holds the page-file magic and a page size, yet \(evidence)")
         }
         throw EventStoreError.incompatibleStore(path: data.path, reason: "not an EventStore page file")
     }
 
+    /// What shows that `data`, whose meta pages declare nothing, is an EventStore page file all the same: a page 2
+    /// whose checksum and number hold at one of the page sizes, or an EventStore WAL beside it. Nil if neither does.
+    private static func pageFileEvidence(_ data: SystemFile, walPath: String) throws -> String? {
+        for size in pageSizes {
+            let page = try data.read(count: size, at: UInt64(2 * size))
+            if (try? Page.check(page, number: 2, type: nil, size: size, path: data.path)) != nil {
+                return "page 2 is a whole \(size)-byte page of a page file"
+            }
+        }
+        // A wal that cannot be opened or read is no evidence either way: the open reports the data file as foreign.
+        guard let wal = try? SystemFile.open(walPath, create: false, readOnly: true, faults: nil),
+            let prefix = try? wal.read(count: 7, at: 0), prefix.elementsEqual(WriteAheadLog.magic[0..<7])
+        else { return nil }
+        return "its directory holds an EventStore wal"
+    }
+
     /// The newest valid meta page of `data`, after checking format, version and page size.
-    private static func readMeta(_ data: SystemFile, options: PageFileOptions) throws -> MetaPage {
+    private static func readMeta(_ data: SystemFile, options: PageFileOptions, walPath: String) throws -> MetaPage {
         let path = data.path
-        let pageSize = try declaredPageSize(data)
+        let pageSize = try declaredPageSize(data, walPath: walPath)
         let pages = try (0..<UInt64(2)).map { try data.read(count: pageSize, at: $0 * UInt64(pageSize)) }
         // Either slot may hold the newest meta, so a newer format version in either one refuses the store: opening
         // it at the other slot's older state would rewind it, and the recovery checkpoint would overwrite the newer

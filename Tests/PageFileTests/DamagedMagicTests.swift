@@ -1,0 +1,96 @@
+// A store whose two meta pages both lost their header (magic and page size) is a damaged store, not a foreign
+// file: the open must say `corrupted` and name pages 0 and 1, so that neither a user nor the admin tool reads "not a
+// store" and goes looking elsewhere. A file that is not a store at all is still `incompatibleStore`. Nothing is
+// written either way.
+
+import EventStore
+@testable import EventStoreKV
+import Foundation
+import Testing
+
+@Suite("Damage: both meta pages' headers")
+struct DamagedMagicTests {
+    /// A closed store of a few commits, checkpointed, so its data file holds tree pages after the two meta pages.
+    private func storeWithTree(_ name: String) async throws -> TemporaryDirectory {
+        let directory = TemporaryDirectory(name)
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+        for index in 0..<20 {
+            _ = try await store.commit(KeyValueTransaction(writes: [.put([UInt8(index)], [UInt8(index), 7])]))
+        }
+        try await store.checkpoint()
+        try await store.close()
+        return directory
+    }
+
+    /// Overwrites the magic of both meta slots (bytes 32..<40 of pages 0 and 1) and returns the file's new bytes.
+    private func damageBothMagics(_ directory: TemporaryDirectory, pageSize: Int) throws -> [UInt8] {
+        let url = URL(fileURLWithPath: directory.file("data"))
+        var data = [UInt8](try Data(contentsOf: url))
+        for slot in 0..<2 {
+            let start = slot * pageSize + Page.headerSize
+            data.replaceSubrange(start..<(start + 8), with: Array("XXXXXXXX".utf8))
+        }
+        try Data(data).write(to: url)
+        return data
+    }
+
+    private func expectCorruptedMetaPages(_ directory: TemporaryDirectory, evidence: String) async throws {
+        await #expect { try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions()) }
+            throws: { error in
+                guard case EventStoreError.corrupted(let location, let detail) = error else { return false }
+                return location == directory.file("data") + " pages 0 and 1" && detail.contains(evidence)
+            }
+    }
+
+    @Test("both meta pages without their magic, beside the store's wal, are corrupted pages 0 and 1")
+    func damagedMagicsWithWAL() async throws {
+        let directory = try await storeWithTree("magic-wal")
+        defer { directory.remove() }
+        let damaged = try damageBothMagics(directory, pageSize: smallOptions().pageSize)
+        let wal = try Data(contentsOf: URL(fileURLWithPath: directory.file("wal")))
+
+        try await expectCorruptedMetaPages(directory, evidence: "page 2")
+        #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: directory.file("data")))) == damaged)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: directory.file("wal"))) == wal)
+    }
+
+    @Test("a new store (no page 2) whose meta pages lost their magic is corrupted, found by its wal")
+    func damagedMagicsOfNewStore() async throws {
+        let directory = TemporaryDirectory("magic-new")
+        defer { directory.remove() }
+        try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions()).close()
+        let damaged = try damageBothMagics(directory, pageSize: smallOptions().pageSize)
+        #expect(damaged.count == 2 * smallOptions().pageSize, "a new store should have no page 2")
+
+        try await expectCorruptedMetaPages(directory, evidence: "wal")
+        #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: directory.file("data")))) == damaged)
+    }
+
+    @Test("both meta pages without their magic and no wal: corrupted, found by page 2's checksum")
+    func damagedMagicsWithoutWAL() async throws {
+        let directory = try await storeWithTree("magic-nowal")
+        defer { directory.remove() }
+        let damaged = try damageBothMagics(directory, pageSize: smallOptions().pageSize)
+        try FileManager.default.removeItem(atPath: directory.file("wal"))
+
+        // A writable open must not create a wal here either: it fails before it gets that far.
+        try await expectCorruptedMetaPages(directory, evidence: "4096-byte page")
+        #expect(!FileManager.default.fileExists(atPath: directory.file("wal")))
+        #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: directory.file("data")))) == damaged)
+        #expect(throws: EventStoreError.self) { try PageFileKeyValueStore.pageSize(ofStoreIn: directory.path) }
+    }
+
+    @Test("a file that is not a store, beside no wal, is still incompatibleStore")
+    func foreignFileStaysIncompatible() async throws {
+        let directory = TemporaryDirectory("magic-foreign")
+        defer { directory.remove() }
+        try FileManager.default.createDirectory(atPath: directory.path, withIntermediateDirectories: true)
+        // Zeros: a valid page checksum is CRC32C over the rest, which is not zero for zeros, so page 2 is no evidence.
+        try Data(repeating: 0, count: 5 * 4096).write(to: URL(fileURLWithPath: directory.file("data")))
+        await #expect { try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions()) }
+            throws: { error in
+                guard case EventStoreError.incompatibleStore(_, let reason) = error else { return false }
+                return reason == "not an EventStore page file"
+            }
+    }
+}
