@@ -116,8 +116,9 @@ extension PageFileKeyValueStore {
         walVersion: UInt32 = WriteAheadLog.formatVersion, cancellation: Offload.Cancellation,
         faults: IOFaultPlan? = nil, beforeRename: (_ copied: String) throws -> Void = { _ in }
     ) throws {
-        let createdDestination = !SystemFile.exists(destination)
-        try Directory.create(destination)
+        // Whether this call made the directory, from its own mkdir: another process may make it between a check and
+        // the mkdir, and its directory must then neither be removed on failure nor go without its parent's sync.
+        let createdDestination = try Directory.create(destination)
         let lockPath = destination + "/lock"
         let hadLock = SystemFile.exists(lockPath)
         let lock = try DirectoryLock.acquire(directory: destination)

@@ -450,8 +450,10 @@ final class SystemFile: Sendable {
 /// Directory operations: create with mode 0700, fsync a directory after creating or renaming files in it.
 enum Directory {
     /// Creates `path` (mode 0700) if it does not exist, and makes its entry in the parent durable (so the create
-    /// fails if the parent may not be opened to sync it); an existing directory is fine.
-    static func create(_ path: String, faults: IOFaultPlan? = nil) throws {
+    /// fails if the parent may not be opened to sync it); an existing directory is fine. Returns whether this call
+    /// made the directory (false: it existed, perhaps made by another process a moment before).
+    @discardableResult
+    static func create(_ path: String, faults: IOFaultPlan? = nil) throws -> Bool {
         let code: Int32
         if let recorder = faults?.recorder {
             code = recorder.perform({ mkdir(path, 0o700) == 0 ? 0 : errno }, event: {
@@ -477,6 +479,7 @@ enum Directory {
         guard info.st_mode & S_IFMT == S_IFDIR else {
             throw EventStoreError.incompatibleStore(path: path, reason: "the path exists and is not a directory")
         }
+        return code == 0
     }
 
     /// Makes the entry of the directory `path` in the directory holding it durable. That directory is opened as
