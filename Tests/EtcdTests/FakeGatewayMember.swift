@@ -20,6 +20,8 @@ enum FakeReply: Sendable {
     case answer(status: String = "200 OK", body: String)
     /// Nothing at all: the connection is held open, never answered.
     case hold
+    /// The request was read, and the connection is closed unanswered: an answer lost on the way back.
+    case drop
 }
 
 final class FakeGatewayMember: Sendable {
@@ -62,6 +64,9 @@ final class FakeGatewayMember: Sendable {
                 out = "HTTP/1.1 \(status)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n"
                     + body
             case .hold:
+                return
+            case .drop:
+                _ = shutdown(client, Int32(SHUT_RDWR))
                 return
             }
             _ = Array(out.utf8).withUnsafeBufferPointer { write(client, $0.baseAddress, $0.count) }

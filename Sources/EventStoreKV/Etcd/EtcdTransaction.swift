@@ -15,8 +15,9 @@ import Foundation
 struct EtcdTransaction {
     /// The keys of the puts, with the values written, for reading back an unknown outcome.
     var puts: [(key: Key, value: [UInt8])] = []
-    /// Whether a failed compare guarantees that this transaction cannot commit twice: it has a mod-revision or
-    /// absence condition on a key it writes, which its own commit makes false.
+    /// Whether a failed compare guarantees that this transaction cannot commit twice: a condition its own commit makes
+    /// false. That is a mod-revision condition on a key it puts or deletes, or an absence condition on a key it puts;
+    /// an absence condition on a key it deletes still holds after the commit, so it proves nothing.
     var failsIfRepeated = false
     var request: EtcdWire.TxnRequest
     var grantedLeases: [Int64] = []
@@ -32,9 +33,11 @@ struct EtcdTransaction {
         }
         var built = EtcdTransaction(request: EtcdWire.TxnRequest(compare: compares, success: [], failure: failure))
         let written = Set(writes.map(\.key))
+        let put = Set(writes.compactMap { if case .put(let key, _, _) = $0 { key } else { nil } })
         built.failsIfRepeated = transaction.conditions.contains { condition in
             switch condition {
-            case .absent(let key), .modRevision(let key, _): written.contains(key)
+            case .absent(let key): put.contains(key)
+            case .modRevision(let key, _): written.contains(key)
             case .present, .version: false
             }
         }

@@ -1,0 +1,46 @@
+// A commit whose answer was lost is repeated only "when a failed compare guarantees that at most one of the two
+// attempts can commit" (EtcdCommit.swift, docs/ETCD.md). `absent(k)` proves that only when the transaction puts k:
+// deleting k keeps `absent(k)` true, so both attempts could commit, and a repeat would write its puts again over
+// whatever another writer stored since (found by a review, twenty-fifth session).
+
+import EventStore
+import Foundation
+import Testing
+
+@testable import EventStoreKV
+
+@Suite("The etcd commit: a lost answer is not repeated when both attempts could commit", .timeLimit(.minutes(1)))
+struct EtcdRepeatedTxnTests {
+    @Test("absent(k) with a delete of k does not make a repeat safe: the Txn is sent once and the outcome is unknown")
+    func absentAndDeleteIsNotRepeated() async throws {
+        let commits = Locked(0)
+        // The first commit's answer is lost; the read-back finds key [2] holding another writer's value; a second
+        // commit would succeed.
+        let member = try FakeGatewayMember { _, request in
+            guard request.contains("request_put") else {
+                return .answer(body: #"{"header":{"revision":"15"},"responses":[{"response_range":{"kvs":[{"key":"Ag==","value":"/w==","version":"2","mod_revision":"15","create_revision":"3"}]}}]}"#)
+            }
+            let number = commits.withLock { count -> Int in
+                count += 1
+                return count
+            }
+            if number == 1 { return .drop }
+            return .answer(body: #"{"header":{"revision":"20"},"succeeded":true,"responses":[{"response_delete_range":{}},{"response_put":{}}]}"#)
+        }
+        defer { member.stop() }
+        let store = try EtcdKeyValueStore(configuration: EtcdConfiguration(
+            endpoints: [try #require(URL(string: member.url))], requestTimeout: .seconds(10), retryBudget: .seconds(2)))
+        // "Delete k if it is absent, and set j": once committed, k is still absent, so the same Txn commits again.
+        let transaction = KeyValueTransaction(conditions: [.absent([1])], writes: [.delete([1]), .put([2], [1])])
+        let result: Result<UInt64, any Error>
+        do { result = .success(try await store.commit(transaction)) } catch { result = .failure(error) }
+        let sent = commits.withLock { $0 }
+        #expect(sent == 1, "the Txn whose answer was lost was sent \(sent) times (result: \(result))")
+        if case .failure(KeyValueStoreError.unavailable(let detail)) = result {
+            #expect(detail.contains("the outcome of a transaction is unknown"), "\(detail)")
+        } else {
+            Issue.record("the outcome is unknown, but the caller was told \(result)")
+        }
+        try await store.close()
+    }
+}
