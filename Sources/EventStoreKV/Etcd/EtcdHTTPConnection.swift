@@ -408,15 +408,14 @@ enum EtcdHTTP {
     }
 
     /// Posts `body` to `url` over a pooled connection and returns the status and the whole body, off the cooperative
-    /// thread pool. Cancelling the calling task aborts the exchange at once when `cancellable`; otherwise it aborts
-    /// only a request not yet sent (its connect, or its wait for a connection to write on): once the first byte is
-    /// written, the exchange runs to its answer or its deadline (a commit, whose outcome a cancelled caller must
-    /// still learn).
-    static func post(_ url: URL, body: Data, timeout: Duration, pool: EtcdConnectionPool, cancellable: Bool = true)
+    /// thread pool. Cancelling the calling task cancels `request`: that aborts the exchange at once when the request
+    /// is `cancellableOnceSent`; otherwise it aborts only a request not yet sent (its connect, or its wait for a
+    /// connection to write on): once the first byte is written, the exchange runs to its answer or its deadline (a
+    /// commit, whose outcome a cancelled caller must still learn). `request.abort()` ends it at any point.
+    static func post(_ url: URL, body: Data, timeout: Duration, pool: EtcdConnectionPool, request: EtcdCancellableRequest)
         async throws -> (status: Int, body: Data)
     {
         let deadline = ContinuousClock.now.advanced(by: timeout)
-        let request = EtcdCancellableRequest(cancellableOnceSent: cancellable)
         let exchange = {
             try await withCheckedThrowingContinuation { continuation in
                 // A serial queue of its own targets Dispatch's overcommit pool: its threads are reused between requests
@@ -515,6 +514,15 @@ final class EtcdCancellableRequest: Sendable {
         state.withLock { state in
             state.cancelled = true
             if !state.sending { state.connection?.abort() }
+        }
+    }
+
+    /// Aborts the attached connection whatever it is doing, and any connection attached later (the store closed:
+    /// a Txn being sent ends as a lost answer, its outcome unknown).
+    func abort() {
+        state.withLock { state in
+            state.cancelled = true
+            state.connection?.abort()
         }
     }
 }

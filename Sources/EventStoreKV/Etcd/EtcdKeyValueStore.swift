@@ -194,6 +194,9 @@ public final class EtcdKeyValueStore: KeyValueStore {
 
     // MARK: Lifecycle
 
+    /// Closes the store: every watch ends, every request in flight is aborted (one that had sent nothing, or a read,
+    /// fails with ``KeyValueStoreError/closed``; a sent commit's outcome is reported as unknown), and this returns
+    /// once each has ended. Further calls fail with ``KeyValueStoreError/closed``.
     public func close() async throws {
         let watchers = state.withLock { state in
             state.closed = true
@@ -201,7 +204,7 @@ public final class EtcdKeyValueStore: KeyValueStore {
             return Array(state.watchers.values)
         }
         for watcher in watchers { watcher.finish(throwing: nil) }
-        transport.invalidate()
+        await transport.invalidate()
     }
 
     /// Deletes every key of this store's namespace, including its revision marker (for tests and decommissioning).

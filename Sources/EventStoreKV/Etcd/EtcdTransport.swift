@@ -13,6 +13,10 @@
 //   not `cancellable` (a commit's Txn) is cut short only before it is sent (CancellationError, nothing written);
 //   once sent it runs to its answer, so a cancelled caller still learns its outcome.
 //   An answer that arrived is returned even if the task was cancelled meanwhile.
+// - Every request in flight is registered until it ends, so `invalidate()` (the store's close) aborts them all, sent
+//   Txns included, and returns only once each has ended: nothing waits out its deadline, holds a thread or a socket
+//   after close. One that had sent nothing, or a read, ends with `closed`; a sent Txn ends as a lost answer
+//   (`outcomeUnknown`), which the commit reports as an unknown outcome, never as failed.
 
 import EventStore
 import Foundation
@@ -53,8 +57,15 @@ final class EtcdTransport: Sendable {
     let requestTimeout: Duration
     /// The member to use now, and how many times requests have moved to another member.
     private let preferred = Locked((index: 0, failovers: 0))
-    /// Requests in flight, and whether the owner has closed (closed refuses new requests).
-    private let lifecycle = Locked((inFlight: 0, closed: false))
+    /// Requests in flight, whether the owner has closed (closed refuses new requests), and a close waiting for the
+    /// requests in flight to end.
+    private let lifecycle = Locked<Lifecycle>(Lifecycle())
+
+    private struct Lifecycle {
+        var inFlight: [ObjectIdentifier: EtcdCancellableRequest] = [:]
+        var closed = false
+        var drained: [CheckedContinuation<Void, Never>] = []
+    }
     private let retryBudget: Duration
     private let encoder = JSONEncoder()
     /// Connections kept open between requests, per member.
@@ -139,14 +150,17 @@ final class EtcdTransport: Sendable {
         let url = endpoints[endpoint].appendingPathComponent(path)
         let body: Data
         let status: Int
-        try enter()
-        defer { leave() }
+        let request = EtcdCancellableRequest(cancellableOnceSent: cancellable)
+        try enter(request)
+        defer { leave(request) }
         do {
             (status, body) = try await EtcdHTTP.post(
-                url, body: data, timeout: requestTimeout, pool: connections, cancellable: cancellable)
+                url, body: data, timeout: requestTimeout, pool: connections, request: request)
         } catch let error as EtcdCallError {
             // `unreachable` means nothing was sent, so a cancelled request that is not `cancellable` may end too.
             if Task.isCancelled, cancellable || error.nothingSent { throw CancellationError() }
+            // The same for a request that close() aborted: a sent Txn's outcome stays unknown.
+            if isClosed, cancellable || error.nothingSent { throw EtcdCallError.closed }
             switch error {
             case .unreachable(let detail): throw EtcdCallError.unreachable("\(url): \(detail)")
             case .outcomeUnknown(let detail): throw EtcdCallError.outcomeUnknown("\(url): \(detail)")
@@ -169,22 +183,41 @@ final class EtcdTransport: Sendable {
         }
     }
 
-    private func enter() throws {
+    private var isClosed: Bool { lifecycle.withLock { $0.closed } }
+
+    private func enter(_ request: EtcdCancellableRequest) throws {
         try lifecycle.withLock { state in
             guard !state.closed else { throw EtcdCallError.closed }
-            state.inFlight += 1
+            state.inFlight[ObjectIdentifier(request)] = request
         }
     }
 
-    private func leave() {
-        lifecycle.withLock { $0.inFlight -= 1 }
+    private func leave(_ request: EtcdCancellableRequest) {
+        let waiting = lifecycle.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.inFlight[ObjectIdentifier(request)] = nil
+            guard state.inFlight.isEmpty else { return [] }
+            defer { state.drained.removeAll() }
+            return state.drained
+        }
+        for close in waiting { close.resume() }
     }
 
-    /// Refuses new requests and closes idle connections; requests in flight finish on their own (each has a
-    /// deadline), and their connections are closed as they come back.
-    func invalidate() {
-        lifecycle.withLock { $0.closed = true }
+    /// Refuses new requests, aborts every request in flight (their blocking calls wake at once), closes idle
+    /// connections, and returns once every request in flight has ended.
+    func invalidate() async {
+        let aborted = lifecycle.withLock { state in
+            state.closed = true
+            return Array(state.inFlight.values)
+        }
+        for request in aborted { request.abort() }
         connections.close()
+        await withCheckedContinuation { (close: CheckedContinuation<Void, Never>) in
+            let drained = lifecycle.withLock { state in
+                if !state.inFlight.isEmpty { state.drained.append(close) }
+                return state.inFlight.isEmpty
+            }
+            if drained { close.resume() }
+        }
     }
 }
 
