@@ -43,4 +43,32 @@ struct EtcdRepeatedTxnTests {
         }
         try await store.close()
     }
+
+    /// The docs of `append` promise that a replicated backend's unknown outcome says it "may have committed"; the
+    /// message after a repeat whose compares failed did not.
+    @Test("a repeat whose compares fail, with the keys changed since, reports that the first attempt may have committed")
+    func failedRepeatSaysMayHaveCommitted() async throws {
+        let commits = Locked(0)
+        let member = try FakeGatewayMember { _, request in
+            guard request.contains("request_put") else {
+                return .answer(body: #"{"header":{"revision":"15"},"responses":[{"response_range":{"kvs":[{"key":"AQ==","value":"/w==","version":"2","mod_revision":"15","create_revision":"3"}]}}]}"#)
+            }
+            let number = commits.withLock { count -> Int in
+                count += 1
+                return count
+            }
+            if number == 1 { return .drop }
+            return .answer(body: #"{"header":{"revision":"20"},"succeeded":false,"responses":[{"response_range":{"kvs":[]}}]}"#)
+        }
+        defer { member.stop() }
+        let store = try EtcdKeyValueStore(configuration: EtcdConfiguration(
+            endpoints: [try #require(URL(string: member.url))], requestTimeout: .seconds(10), retryBudget: .seconds(2)))
+        let transaction = KeyValueTransaction(conditions: [.absent([1])], writes: [.put([1], [1])])
+        await #expect { try await store.commit(transaction) } throws: { error in
+            guard case KeyValueStoreError.unavailable(let detail) = error else { return false }
+            return detail.contains("the outcome of a transaction is unknown") && detail.contains("may have committed")
+        }
+        #expect(commits.withLock { $0 } == 2, "the absent(k) put should have been repeated once")
+        try await store.close()
+    }
 }

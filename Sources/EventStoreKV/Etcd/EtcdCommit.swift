@@ -190,7 +190,7 @@ extension EtcdKeyValueStore {
             response = try await sendOnce(body)
         } catch let error as EtcdCallError {
             throw KeyValueStoreError.unavailable(
-                "the outcome of a transaction is unknown (\(detail); then \(Self.contractError(error))); re-read before retrying")
+                "the outcome of a transaction is unknown (\(detail); then \(Self.contractError(error))); it may have committed: re-read before retrying")
         }
         if response.succeeded == true {
             do {
@@ -204,7 +204,8 @@ extension EtcdKeyValueStore {
         // The repeat's compares failed and nothing of ours is visible: either the first attempt committed and was
         // overwritten since, or a condition really failed. Neither can be told apart, so say so.
         throw KeyValueStoreError.unavailable(
-            "the outcome of a transaction is unknown (\(detail)) and its keys have changed since; re-read before retrying")
+            "the outcome of a transaction is unknown (\(detail)) and its keys have changed since; it may have committed: "
+                + "re-read before retrying")
     }
 
     /// `committedRevision`, where a read-back that fails (no member answers, or the store was closed meanwhile) is
