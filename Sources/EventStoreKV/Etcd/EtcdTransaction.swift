@@ -16,8 +16,9 @@ struct EtcdTransaction {
     /// The keys of the puts, with the values written, for reading back an unknown outcome.
     var puts: [(key: Key, value: [UInt8])] = []
     /// Whether a failed compare guarantees that this transaction cannot commit twice: a condition its own commit makes
-    /// false. That is a mod-revision condition on a key it puts or deletes, or an absence condition on a key it puts;
-    /// an absence condition on a key it deletes still holds after the commit, so it proves nothing.
+    /// false for good. Only a mod-revision condition on a key it puts or deletes is one (revisions never repeat). An
+    /// absence condition proves nothing: a delete of the key, in this transaction or by another writer after the
+    /// first attempt committed, makes it hold again, and a version or presence condition can hold again the same way.
     var failsIfRepeated = false
     var request: EtcdWire.TxnRequest
     var grantedLeases: [Int64] = []
@@ -33,13 +34,9 @@ struct EtcdTransaction {
         }
         var built = EtcdTransaction(request: EtcdWire.TxnRequest(compare: compares, success: [], failure: failure))
         let written = Set(writes.map(\.key))
-        let put = Set(writes.compactMap { if case .put(let key, _, _) = $0 { key } else { nil } })
         built.failsIfRepeated = transaction.conditions.contains { condition in
-            switch condition {
-            case .absent(let key): put.contains(key)
-            case .modRevision(let key, _): written.contains(key)
-            case .present, .version: false
-            }
+            guard case .modRevision(let key, _) = condition else { return false }
+            return written.contains(key)
         }
         do {
             for write in writes { built.request.success.append(try await built.operation(for: write, store: store)) }
