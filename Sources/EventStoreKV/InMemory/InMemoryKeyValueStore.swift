@@ -169,6 +169,8 @@ public final class InMemoryKeyValueStore: KeyValueStore {
 
     public func commit(_ transaction: KeyValueTransaction) async throws -> UInt64 {
         await Task.yield()
+        // As on every backend: a cancelled task's commit that has not been handed over writes nothing.
+        try Task.checkCancellation()
         let now = self.now()
         let (revision, dropped) = try state.withLock { state in
             guard !state.closed else { throw KeyValueStoreError.closed }
