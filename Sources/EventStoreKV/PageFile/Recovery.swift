@@ -360,8 +360,8 @@ extension PageFileKeyValueStore {
 
     /// The page size of the store in `directory`, read from its data file without opening the store or taking its
     /// lock, so that a tool can open a store created with any page size (``PageFileOptions/pageSize`` must match).
-    /// - Throws: `incompatibleStore` if there is no data file or it is not a page file; `ioFailure` if it cannot be
-    ///   read.
+    /// - Throws: `incompatibleStore` if there is no data file or it is not a page file; `corrupted` naming pages 0
+    ///   and 1 if it is a page file whose meta pages both lost their header; `ioFailure` if it cannot be read.
     public static func pageSize(ofStoreIn directory: String) throws -> Int {
         let path = directory + "/data"
         guard SystemFile.exists(path) else {
@@ -378,18 +378,28 @@ extension PageFileKeyValueStore {
     /// - Throws: `corrupted` naming pages 0 and 1 if neither declares one but the file is still recognisably a page
     ///   file (see `pageFileEvidence`): damage there must not read as "not a store"; otherwise `incompatibleStore`.
     private static func declaredPageSize(_ data: SystemFile, walPath: String) throws -> Int {
-        // Slot 0 may be a torn meta write; slot 1 sits one page further, wherever the page size puts it.
-        if let size = MetaPage.declaredPageSize(try data.read(count: MetaPage.probeSize, at: 0)) { return size }
-        for size in pageSizes
-        where MetaPage.declaredPageSize(try data.read(count: MetaPage.probeSize, at: UInt64(size))) == size {
-            return size
-        }
+        // A slot is believed only when its whole page is sealed at the size it declares: slot 1 sits one page
+        // further, wherever the page size puts it, and at a wrong size that offset is a tree or overflow page whose
+        // bytes after its header are a user's value, which may hold anything, a meta page's header included.
+        let declared = MetaPage.declaredPageSize(try data.read(count: MetaPage.probeSize, at: 0))
+        if let size = declared, try isSealedMeta(data, slot: 0, pageSize: size) { return size }
+        for size in pageSizes where try isSealedMeta(data, slot: 1, pageSize: size) { return size }
+        // Slot 0's header without its seal (a torn or damaged meta, and no valid slot 1): readMeta reports it.
+        if let size = declared { return size }
         if let evidence = try pageFileEvidence(data, walPath: walPath) {
             throw EventStoreError.corrupted(
                 location: "\(data.path) pages 0 and 1",
                 detail: "neither meta page holds the page-file magic and a page size, yet \(evidence)")
         }
         throw EventStoreError.incompatibleStore(path: data.path, reason: "not an EventStore page file")
+    }
+
+    /// Whether page `slot` of `data`, read at `pageSize`, is a whole meta page (checksum, number, type) declaring
+    /// that page size.
+    private static func isSealedMeta(_ data: SystemFile, slot: UInt64, pageSize: Int) throws -> Bool {
+        let page = try data.read(count: pageSize, at: slot * UInt64(pageSize))
+        return MetaPage.sealedVersion(page, slot: slot, pageSize: pageSize, path: data.path) != nil
+            && MetaPage.declaredPageSize(page) == pageSize
     }
 
     /// What shows that `data`, whose meta pages declare nothing, is an EventStore page file all the same: a page 2
