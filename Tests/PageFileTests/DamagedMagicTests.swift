@@ -98,95 +98,64 @@ struct DamagedMagicTests {
     // Opening used to believe the first bytes at slot 1's offset for any page size; for a 4096-byte store the larger
     // sizes' offsets are tree or overflow pages, whose bytes after the header are a user's value (found by a review,
     // twenty-fifth session).
-    /// One overflow chunk (page size minus the page header) beginning with a meta page's header: magic, version 1 and
-    /// a page size of 65536, as bytes 32..<48 of a meta page.
-    private func craftedChunk(pageSize: Int) -> [UInt8] {
-        var chunk = [UInt8](repeating: 0, count: pageSize - Page.headerSize)
-        chunk.replaceSubrange(0..<8, with: Array("EVSTPAGE".utf8))
-        chunk.replaceSubrange(8..<12, with: [1, 0, 0, 0])  // version 1, little endian
-        chunk.replaceSubrange(12..<16, with: [0, 0, 1, 0])  // 65536, little endian
-        return chunk
+
+    /// A value of 40 overflow pages, each starting (at page offset 32) with a meta page's header (magic, version 1,
+    /// a page size of 65536) when `crafted`, or ordinary bytes when not.
+    private func overflowValue(crafted: Bool) -> [UInt8] {
+        var chunk = [UInt8](repeating: 7, count: smallOptions().pageSize - Page.headerSize)
+        if crafted {
+            chunk.replaceSubrange(0..<8, with: Array("EVSTPAGE".utf8))
+            chunk.replaceSubrange(8..<12, with: [1, 0, 0, 0])  // version 1, little endian
+            chunk.replaceSubrange(12..<16, with: [0, 0, 1, 0])  // 65536, little endian
+        }
+        return Array(repeatElement(chunk, count: 40).joined())
     }
 
-    @Test("a store whose slot 0 lost its header but whose slot 1 is intact opens, whatever its values hold")
-    func slotOneIntactWithCraftedValue() async throws {
-        let options = smallOptions()
-        let directory = TemporaryDirectory("probe")
-        defer { directory.remove() }
-        // A value of 40 overflow pages, each starting (at page offset 32) with a meta page's header.
-        let value = Array((0..<40).map { _ in craftedChunk(pageSize: options.pageSize) }.joined())
-        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
+    /// A store holding `value` under key [1], checkpointed (epoch 1, in slot 1; its overflow pages start at page 2),
+    /// whose given meta slots then lost their magic.
+    private func storeHolding(_ value: [UInt8], damagingSlots slots: [Int], _ name: String) async throws
+        -> TemporaryDirectory
+    {
+        let directory = TemporaryDirectory(name)
+        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
         _ = try await store.commit(KeyValueTransaction(writes: [.put([1], value)]))
-        try await store.checkpoint()  // epoch 1, in slot 1; its overflow pages start at page 2
+        try await store.checkpoint()
         try await store.close()
-
-        // Damage slot 0's header (its magic), as in DamagedMagicTests: slot 1 holds the newest meta, intact.
         let url = URL(fileURLWithPath: directory.file("data"))
         var data = [UInt8](try Data(contentsOf: url))
-        data.replaceSubrange(Page.headerSize..<(Page.headerSize + 8), with: Array("XXXXXXXX".utf8))
+        for slot in slots {
+            let start = slot * smallOptions().pageSize + Page.headerSize
+            data.replaceSubrange(start..<(start + 8), with: Array("XXXXXXXX".utf8))
+        }
         try Data(data).write(to: url)
+        return directory
+    }
+
+    @Test(
+        "a store whose slot 0 lost its header but whose slot 1 is intact opens, whatever its values hold",
+        arguments: [true, false])
+    func slotOneIntact(craftedValue: Bool) async throws {
+        let value = overflowValue(crafted: craftedValue)
+        let directory = try await storeHolding(value, damagingSlots: [0], "probe")
+        defer { directory.remove() }
 
         // The admin tool's first step: the page size the store declares.
         let declared = Result { try PageFileKeyValueStore.pageSize(ofStoreIn: directory.path) }
-        #expect((try? declared.get()) == options.pageSize, "pageSize(ofStoreIn:) answered \(declared)")
-
+        #expect((try? declared.get()) == smallOptions().pageSize, "pageSize(ofStoreIn:) answered \(declared)")
         // The store itself: slot 1 is intact, so it opens and the value is there.
         do {
-            let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
-            let found = try await reopened.get([1])
-            #expect(found?.value == value)
+            let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: smallOptions())
+            #expect(try await reopened.get([1])?.value == value)
             try await reopened.close()
         } catch {
             Issue.record("a store with an intact slot 1 did not open: \(error)")
         }
     }
 
-    @Test("control: the same damage with an ordinary value opens from slot 1")
-    func slotOneIntactWithOrdinaryValue() async throws {
-        let options = smallOptions()
-        let directory = TemporaryDirectory("probe-control")
-        defer { directory.remove() }
-        let value = [UInt8](repeating: 7, count: 40 * (options.pageSize - Page.headerSize))
-        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
-        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], value)]))
-        try await store.checkpoint()
-        try await store.close()
-        let url = URL(fileURLWithPath: directory.file("data"))
-        var data = [UInt8](try Data(contentsOf: url))
-        data.replaceSubrange(Page.headerSize..<(Page.headerSize + 8), with: Array("XXXXXXXX".utf8))
-        try Data(data).write(to: url)
-
-        #expect(try PageFileKeyValueStore.pageSize(ofStoreIn: directory.path) == options.pageSize)
-        let reopened = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
-        #expect(try await reopened.get([1])?.value == value)
-        try await reopened.close()
-    }
     @Test("both meta pages without their magic are corrupted pages 0 and 1, whatever the store's values hold")
     func bothMagicsLostWithCraftedValue() async throws {
-        let options = smallOptions()
-        let directory = TemporaryDirectory("probe-both")
+        let directory = try await storeHolding(overflowValue(crafted: true), damagingSlots: [0, 1], "probe-both")
         defer { directory.remove() }
-        let value = Array((0..<40).map { _ in craftedChunk(pageSize: options.pageSize) }.joined())
-        let store = try await PageFileKeyValueStore.open(directory: directory.path, options: options)
-        _ = try await store.commit(KeyValueTransaction(writes: [.put([1], value)]))
-        try await store.checkpoint()
-        try await store.close()
-        let url = URL(fileURLWithPath: directory.file("data"))
-        var data = [UInt8](try Data(contentsOf: url))
-        for slot in 0..<2 {
-            let start = slot * options.pageSize + Page.headerSize
-            data.replaceSubrange(start..<(start + 8), with: Array("XXXXXXXX".utf8))
-        }
-        try Data(data).write(to: url)
-
-        // As DamagedMagicTests expects of the same damage: corrupted, naming pages 0 and 1, not incompatibleStore.
-        await #expect { try await PageFileKeyValueStore.open(directory: directory.path, options: options) }
-            throws: { error in
-                guard case EventStoreError.corrupted(let location, _) = error else {
-                    Issue.record("the damaged store was reported as \(error)")
-                    return false
-                }
-                return location == directory.file("data") + " pages 0 and 1"
-            }
+        try await expectCorruptedMetaPages(directory, evidence: "page 2")
     }
 }
