@@ -158,4 +158,28 @@ struct DamagedMagicTests {
         defer { directory.remove() }
         try await expectCorruptedMetaPages(directory, evidence: "page 2")
     }
+
+    /// When neither slot is sealed, the page size read from slot 0 was compared with the requested one before the
+    /// damage was reported, so a damaged store was called incompatible on the word of an unsealed page (found by a
+    /// review, twenty-fifth session).
+    @Test("both meta pages damaged (headers intact) is corrupted pages 0 and 1 whatever page size is requested")
+    func bothSlotsUnsealedOtherRequestedSize() async throws {
+        let directory = try await storeWithTree("unsealed")
+        defer { directory.remove() }
+        // A torn slot 0 and a damaged slot 1: one byte of each body, past the header, so magic and size stay.
+        let url = URL(fileURLWithPath: directory.file("data"))
+        var data = [UInt8](try Data(contentsOf: url))
+        data[200] ^= 0xFF
+        data[smallOptions().pageSize + 200] ^= 0xFF
+        try Data(data).write(to: url)
+
+        var other = smallOptions()
+        other.pageSize = 8192
+        await #expect { try await PageFileKeyValueStore.open(directory: directory.path, options: other) }
+            throws: { error in
+                guard case EventStoreError.corrupted(let location, _) = error else { return false }
+                return location == directory.file("data") + " pages 0 and 1"
+            }
+        #expect([UInt8](try Data(contentsOf: url)) == data)
+    }
 }

@@ -439,15 +439,16 @@ extension PageFileKeyValueStore {
                     path: path, reason: "meta page \(slot) declares format version 0, which no build writes")
             }
         }
-        guard pageSize == options.pageSize else {
-            throw EventStoreError.incompatibleStore(
-                path: path, reason: "the store uses \(pageSize)-byte pages but \(options.pageSize) were requested")
-        }
+        // Damage first: a page size read from slot 0 when neither slot is sealed is no claim to refuse a store on.
         let slots = pages.enumerated().compactMap { slot, page in
             MetaPage.decode(page, slot: UInt64(slot), pageSize: pageSize, path: path)
         }
         guard let newest = slots.max(by: { $0.epoch < $1.epoch }) else {
             throw EventStoreError.corrupted(location: "\(path) pages 0 and 1", detail: "both meta pages are damaged")
+        }
+        guard pageSize == options.pageSize else {
+            throw EventStoreError.incompatibleStore(
+                path: path, reason: "the store uses \(pageSize)-byte pages but \(options.pageSize) were requested")
         }
         try checkBounds(newest, file: data)
         return newest
