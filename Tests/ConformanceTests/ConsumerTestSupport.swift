@@ -111,16 +111,21 @@ func secondaryIndexPositions(_ store: KeyValueEventStore, kind: UInt8) async thr
 }
 
 /// A store that forwards everything to `base` but leaves the visiting reads to the protocol's default
-/// implementation, as a store that cannot lend events in place would, and hands out its sessions through
-/// `sessions` (to inject a session's failures).
+/// implementation, as a store that cannot lend events in place would, hands out its sessions through `sessions` (to
+/// inject a session's failures), and runs `beforeAppend` before each single-stream append (to inject a competing
+/// writer).
 struct ForwardingEventStore: EventStoring {
     let base: KeyValueEventStore
     var sessions: @Sendable (any StreamSession) -> any StreamSession = { $0 }
+    var beforeAppend: @Sendable (StreamName) async throws -> Void = { _ in }
 
     var limits: EventStoreLimits { base.limits }
     func append(_ events: [EventData], to stream: StreamName, expectedVersion: ExpectedVersion) async throws
         -> AppendResult
-    { try await base.append(events, to: stream, expectedVersion: expectedVersion) }
+    {
+        try await beforeAppend(stream)
+        return try await base.append(events, to: stream, expectedVersion: expectedVersion)
+    }
     func append(_ appends: [StreamAppend]) async throws -> [AppendResult] { try await base.append(appends) }
     func read(_ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int) async throws
         -> [RecordedEvent]

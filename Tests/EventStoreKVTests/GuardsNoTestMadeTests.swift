@@ -1,5 +1,6 @@
 // Mutation testing, third round (twenty-fifth session): each test here fails on a hand-made mutant of the line it
 // names (the check removed or weakened) and passes on the code as it is, so none of these guards goes untested.
+// (The round's two tests of `execute`'s attempt limit are in ConformanceTests/AggregateExecuteAttemptTests.swift.)
 
 import EventStore
 import Foundation
@@ -42,65 +43,6 @@ private struct UnreadableDeposit: DomainEvent {
 private struct HopCount: Aggregate {
     var deposits = 0
     mutating func apply(_ event: any DomainEvent) { if event is Hop { deposits += 1 } }
-}
-
-private final class AppendCounter: Sendable {
-    let count = Mutex(0)
-    func bump() -> Int { count.withLock { $0 += 1; return $0 } }
-    var value: Int { count.withLock { $0 } }
-}
-
-/// A store that forwards to `base`, but lets a competing writer append to the stream just before every append
-/// through it, so every save expecting the version it loaded conflicts.
-private struct AlwaysRacedStore: EventStoring {
-    let base: KeyValueEventStore
-    let appends = AppendCounter()
-
-    var limits: EventStoreLimits { base.limits }
-    func append(_ events: [EventData], to stream: StreamName, expectedVersion: ExpectedVersion) async throws
-        -> AppendResult
-    {
-        _ = appends.bump()
-        _ = try await base.append([EventData(type: Hop.eventType, data: Data(#"{"n":0}"#.utf8))], to: stream, expectedVersion: .any)
-        return try await base.append(events, to: stream, expectedVersion: expectedVersion)
-    }
-    func append(_ appends: [StreamAppend]) async throws -> [AppendResult] { try await base.append(appends) }
-    func read(_ stream: StreamName, from start: ReadStart, direction: ReadDirection, limit: Int) async throws
-        -> [RecordedEvent]
-    { try await base.read(stream, from: start, direction: direction, limit: limit) }
-    func version(of stream: StreamName) async throws -> UInt64 { try await base.version(of: stream) }
-    func readAll(from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
-        try await base.readAll(from: position, limit: limit)
-    }
-    func lastPosition() async throws -> UInt64 { try await base.lastPosition() }
-    func openSession(on stream: StreamName, sessionTimeout: Duration, openTimeout: Duration) async throws
-        -> any StreamSession
-    { try await base.openSession(on: stream, sessionTimeout: sessionTimeout, openTimeout: openTimeout) }
-    func logNotifications() async throws -> AsyncThrowingStream<Void, any Error> { try await base.logNotifications() }
-    func readCategory(_ category: String, from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
-        try await base.readCategory(category, from: position, limit: limit)
-    }
-    func readEvents(ofType type: String, from position: UInt64, limit: Int) async throws -> [RecordedEvent] {
-        try await base.readEvents(ofType: type, from: position, limit: limit)
-    }
-    func listStreams(prefix: String, after: StreamName?, limit: Int) async throws -> [StreamSummary] {
-        try await base.listStreams(prefix: prefix, after: after, limit: limit)
-    }
-    func checkpoint(of consumer: String) async throws -> UInt64? { try await base.checkpoint(of: consumer) }
-    func saveCheckpoint(_ position: UInt64, for consumer: String) async throws {
-        try await base.saveCheckpoint(position, for: consumer)
-    }
-    func versionedMetadata(of stream: StreamName) async throws -> VersionedStreamMetadata {
-        try await base.versionedMetadata(of: stream)
-    }
-    func setMetadata(_ metadata: StreamMetadata, for stream: StreamName, expectedVersion: ExpectedVersion)
-        async throws -> UInt64
-    {
-        try await base.setMetadata(metadata, for: stream, expectedVersion: expectedVersion)
-    }
-    func delete(_ stream: StreamName, expectedVersion: ExpectedVersion, mode: DeletionMode) async throws -> UInt64 {
-        try await base.delete(stream, expectedVersion: expectedVersion, mode: mode)
-    }
 }
 
 @Suite("Mutation testing, third round: guards no test could fail")
@@ -262,28 +204,6 @@ struct GuardsNoTestMadeTests {
         #expect(!registry.isRegistered("OtherHop"))
     }
 
-    // Aggregate.swift:324: execute makes maxAttempts attempts in all, then throws the conflict.
-    @Test("execute gives up after maxAttempts conflicting saves, with wrongExpectedVersion", arguments: [1, 3])
-    func executeStopsAtMaxAttempts(maxAttempts: Int) async throws {
-        let store = AlwaysRacedStore(base: KeyValueEventStore.inMemory())
-        var registry = EventTypeRegistry()
-        try registry.register(Hop.self)
-        let repository = AggregateRepository<HopCount>(store: store, registry: registry)
-        let stream = try StreamName("raced-1")
-        let decisions = Mutex(0)
-        await #expect {
-            try await repository.execute(on: stream, maxAttempts: maxAttempts) { _ in
-                decisions.withLock { $0 += 1 }
-                return [Hop(n: 1)]
-            }
-        } throws: { error in
-            if case EventStoreError.wrongExpectedVersion = error { return true }
-            return false
-        }
-        #expect(decisions.withLock { $0 } == maxAttempts)
-        #expect(store.appends.value == maxAttempts)
-    }
-
     // TypedEvents.swift:284: decodeAsReplayed's codingFailed names the event's place in the append, as documented.
     @Test("a save of an event no replay can decode is refused with codingFailed naming its place; nothing is written")
     func saveOfUndecodableEventNamesItsPlace() async throws {
@@ -300,28 +220,6 @@ struct GuardsNoTestMadeTests {
             return type == "UnreadableDeposit"
                 && reason.contains("event 2 of 2 to append to stream \"unreadable-1\" (after its visible version 0)")
         }
-        #expect(try await store.version(of: stream) == 0)
-    }
-
-    // Aggregate.swift:312: maxAttempts below 1 is bad input, refused before anything is decided or written.
-    @Test("execute with maxAttempts 0 is refused with invalidArgument, deciding and writing nothing")
-    func executeRefusesZeroAttempts() async throws {
-        let store = KeyValueEventStore.inMemory()
-        var registry = EventTypeRegistry()
-        try registry.register(Hop.self)
-        let repository = AggregateRepository<HopCount>(store: store, registry: registry)
-        let stream = try StreamName("zero-1")
-        let decisions = Mutex(0)
-        await #expect {
-            try await repository.execute(on: stream, maxAttempts: 0) { _ in
-                decisions.withLock { $0 += 1 }
-                return [Hop(n: 1)]
-            }
-        } throws: { error in
-            if case EventStoreError.invalidArgument = error { return true }
-            return false
-        }
-        #expect(decisions.withLock { $0 } == 0)
         #expect(try await store.version(of: stream) == 0)
     }
 
