@@ -16,8 +16,8 @@ final class VerifyExitTests {
 
     deinit { try? FileManager.default.removeItem(atPath: scratch) }
 
-    @Test("verify exits 1 (not 0) and reports corruption when both meta pages are damaged")
-    func verifyWithBothMetaPagesDamaged() async throws {
+    /// A closed store (8192-byte pages) holding one event.
+    private func closedStoreOfOneEvent() async throws -> String {
         let directory = try ToolRunner.temporaryDirectory(under: scratch) + "/store"
         let engine = try await PageFileKeyValueStore.open(directory: directory)
         let store = KeyValueEventStore(backend: engine)
@@ -25,6 +25,12 @@ final class VerifyExitTests {
             [EventData(type: "Happened", data: Data("{}".utf8))], to: try StreamName("account-1"),
             expectedVersion: .any)
         try await engine.close()
+        return directory
+    }
+
+    @Test("verify exits 1 (not 0) and reports corruption when both meta pages are damaged")
+    func verifyWithBothMetaPagesDamaged() async throws {
+        let directory = try await closedStoreOfOneEvent()
 
         // Damage both meta pages (pages 0 and 1 of 8192 bytes): their checksums no longer match.
         let data = try FileHandle(forUpdating: URL(fileURLWithPath: directory + "/data"))
@@ -42,13 +48,7 @@ final class VerifyExitTests {
     /// them was reported as "not a store" (exit 3), sending the operator to look for the store elsewhere.
     @Test("verify exits 1 and names pages 0 and 1 when both meta pages lost their magic")
     func verifyWithBothMagicsDamaged() async throws {
-        let directory = try ToolRunner.temporaryDirectory(under: scratch) + "/store"
-        let engine = try await PageFileKeyValueStore.open(directory: directory)
-        let store = KeyValueEventStore(backend: engine)
-        _ = try await store.append(
-            [EventData(type: "Happened", data: Data("{}".utf8))], to: try StreamName("account-1"),
-            expectedVersion: .any)
-        try await engine.close()
+        let directory = try await closedStoreOfOneEvent()
 
         // Overwrite the magic (bytes 32..<40) of both meta pages of 8192 bytes.
         let data = try FileHandle(forUpdating: URL(fileURLWithPath: directory + "/data"))
